@@ -1,0 +1,76 @@
+"""Evaluation metrics: accuracy (top-K, AUC, PR operating points) and beyond-accuracy
+(diversity, coverage, exposure concentration, novelty, unexpectedness).
+
+Conventions: ``recommended`` is a ``(U, K)`` int64 batch of item indices with ``-1`` as
+padding (never a hit, never an item); ground truth is a ``scipy.sparse`` ``(U, n_items)``
+matrix whose nonzeros are the relevant items. Per-user metrics return ``(U,)`` float64
+vectors (NaN where undefined; aggregate with ``np.nanmean``).
+"""
+
+from .accuracy import (
+    auc,
+    hit_rate_at_k,
+    hits_matrix,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    per_user_auc,
+    precision_at_k,
+    precision_at_recall,
+    recall_at_k,
+    recall_at_precision,
+    relevant_counts,
+)
+from .diversity import (
+    between_user_diversity,
+    category_coverage,
+    category_ild,
+    distinct_categories,
+    distinct_ids,
+    distinct_items,
+    distinct_users,
+    exposure_counts,
+    exposure_entropy,
+    exposure_gini,
+    hi_diversity,
+    hi_diversity_summary,
+    ilad,
+    item_coverage,
+    novelty,
+    unexpectedness,
+    unexpectedness_scores,
+    user_category_coverage,
+)
+
+__all__ = [
+    "auc",
+    "between_user_diversity",
+    "category_coverage",
+    "category_ild",
+    "distinct_categories",
+    "distinct_ids",
+    "distinct_items",
+    "distinct_users",
+    "exposure_counts",
+    "exposure_entropy",
+    "exposure_gini",
+    "hi_diversity",
+    "hi_diversity_summary",
+    "hit_rate_at_k",
+    "hits_matrix",
+    "ilad",
+    "item_coverage",
+    "map_at_k",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "novelty",
+    "per_user_auc",
+    "precision_at_k",
+    "precision_at_recall",
+    "recall_at_k",
+    "recall_at_precision",
+    "relevant_counts",
+    "unexpectedness",
+    "unexpectedness_scores",
+    "user_category_coverage",
+]

@@ -1,0 +1,323 @@
+"""Evaluation harness: any recommender on any split, accuracy and diversity, with CIs.
+
+Two protocols:
+
+* **full** ranking: every test user gets a top-K list over all items (training items
+  excluded); relevant items are the user's test items (optionally only those rated at or
+  above a threshold).
+* **sampled**: each test row's positive is ranked among its sampled negatives
+  (`Split.negatives`, e.g. the NCF protocol's 99). Ties between the positive and a negative
+  count against the positive ("pessimistic"), as in the NCF reference code, whose
+  `heapq.nlargest` keeps the earlier-inserted negatives ahead of the positive appended last.
+  A negative equal to the positive (156 lines of the published ML-1M file) is ignored, as the
+  reference code's score dict also collapses it.
+
+Per-user values of every metric at every K go into a table; aggregates are means with
+percentile-bootstrap 95% confidence intervals over users (seeded). System-level metrics
+(coverage, exposure concentration, between-user diversity) are computed once over all lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from divrec import metrics as M
+from divrec.retrieval.base import Recommender
+from divrec.splitting import Split
+
+ACCURACY = ("hr", "recall", "precision", "ndcg", "mrr", "map")
+DIVERSITY = ("ilad", "category_ild", "user_category_coverage", "novelty")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate.
+
+    Attributes:
+        ks: list lengths to report.
+        protocol: "full" (rank all items) or "sampled" (rank among `Split.negatives`).
+        accuracy: accuracy metrics among `ACCURACY`.
+        diversity: per-list diversity metrics among `DIVERSITY`; each is skipped when its
+            input (item vectors, categories) is missing.
+        relevance_threshold: test rows with value ≥ this are relevant (None: all rows).
+        exclude_seen: drop training items from full-ranking lists.
+        n_bootstrap: bootstrap resamples for the confidence intervals (0: none).
+        confidence: CI level.
+        batch_size: users scored at once.
+        max_users: evaluate a seeded random sample of this many test users (None: all).
+        seed: seed of the bootstrap and the user sample.
+        between_user_pairs: user pairs sampled for the between-user diversity.
+    """
+
+    ks: tuple[int, ...] = (10,)
+    protocol: str = "full"
+    accuracy: tuple[str, ...] = ACCURACY
+    diversity: tuple[str, ...] = DIVERSITY
+    relevance_threshold: float | None = None
+    exclude_seen: bool = True
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+    batch_size: int = 1024
+    max_users: int | None = None
+    seed: int = 0
+    between_user_pairs: int = 200_000
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) <= 0:
+            raise ValueError(f"ks must be positive list lengths, got {self.ks}")
+        if self.protocol not in ("full", "sampled"):
+            raise ValueError(f"protocol must be 'full' or 'sampled', got {self.protocol!r}")
+        bad = set(self.accuracy) - set(ACCURACY) | set(self.diversity) - set(DIVERSITY)
+        if bad:
+            raise ValueError(f"unknown metric(s) {sorted(bad)}; known: {ACCURACY + DIVERSITY}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+
+
+@dataclass
+class EvalResult:
+    """Outcome of `evaluate`.
+
+    Attributes:
+        per_user: one row per evaluated user (or test row, sampled protocol), a column
+            per `metric@k`.
+        aggregate: rows (metric, k, mean, ci_low, ci_high, n).
+        system: system-level values, keyed `metric@k`.
+        recommendations: `(U, max K)` lists that were evaluated (internal item ids).
+        config: the `EvalConfig` used.
+    """
+
+    per_user: pd.DataFrame
+    aggregate: pd.DataFrame
+    system: dict[str, float]
+    recommendations: np.ndarray
+    config: EvalConfig
+    info: dict = field(default_factory=dict)
+
+    def mean(self, metric: str, k: int) -> float:
+        """Aggregate mean of `metric@k`."""
+        row = self.aggregate[(self.aggregate.metric == metric) & (self.aggregate.k == k)]
+        if row.empty:
+            raise KeyError(f"{metric}@{k} was not evaluated")
+        return float(row["mean"].iloc[0])
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no per-user rows)."""
+        return {
+            "config": asdict(self.config),
+            "aggregate": self.aggregate.to_dict(orient="records"),
+            "system": self.system,
+            "info": self.info,
+        }
+
+
+def evaluate(
+    model: Recommender,
+    split: Split,
+    config: EvalConfig | None = None,
+    item_vectors: np.ndarray | None = None,
+    progress: bool = True,
+    recommend_fn: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> EvalResult:
+    """Evaluates a fitted model on a split.
+
+    Args:
+        model: a fitted recommender.
+        split: the split it was fitted on (`split.train`).
+        config: an `EvalConfig` (default: full ranking at K = 10).
+        item_vectors: `(n_items, d)` reference item vectors for ILAD; the same vectors should
+            be used for every model compared (None: ILAD skipped).
+        progress: show a progress bar.
+        recommend_fn: optional `(users (B,), k) -> ids (B, k)` replacing
+            `model.recommend` in the full protocol (e.g. a pipeline with a re-ranker).
+
+    Returns:
+        An `EvalResult`.
+    """
+    config = config or EvalConfig()
+    kmax = max(config.ks)
+    if config.protocol == "full":
+        users, recs, hits, n_rel, extra = _full(model, split, config, kmax, progress, recommend_fn)
+    else:
+        users, recs, hits, n_rel, extra = _sampled(model, split, config, kmax, progress)
+    per_user = {"user": users}
+    for k in config.ks:
+        per_user.update(_accuracy(config.accuracy, hits, n_rel, k))
+        per_user.update(_diversity(config.diversity, recs[:, :k], split, item_vectors, k))
+    per_user.update(extra)
+    table = pd.DataFrame(per_user)
+    aggregate = _aggregate(table, config)
+    system = _system(recs, split, config)
+    info = {"users": int(len(users)), "protocol": split.protocol or config.protocol}
+    return EvalResult(table, aggregate, system, recs, config, info)
+
+
+# --------------------------------------------------------------------------- protocols
+def _sample_users(users: np.ndarray, config: EvalConfig) -> np.ndarray:
+    if config.max_users is not None and users.size > config.max_users:
+        rng = np.random.default_rng(config.seed)
+        users = np.sort(rng.choice(users, size=config.max_users, replace=False))
+    return users
+
+
+def _full(model, split, config, kmax, progress, recommend_fn):
+    relevant = split.test.to_csr(binary=True, threshold=config.relevance_threshold)
+    n_rel_all = np.diff(relevant.indptr)
+    users = _sample_users(np.flatnonzero(n_rel_all > 0), config)
+    if users.size == 0:
+        raise ValueError(f"split {split.protocol!r}: no test user has a relevant item")
+    recs = np.empty((users.size, kmax), dtype=np.int64)
+    for sl in _batches(users.size, config.batch_size, progress, "evaluating"):
+        if recommend_fn is None:
+            recs[sl] = model.recommend(users[sl], kmax, exclude_seen=config.exclude_seen)[0]
+        else:
+            recs[sl] = recommend_fn(users[sl], kmax)
+    hits = M.hits_matrix(recs, relevant[users])
+    return users, recs, hits, n_rel_all[users], {}
+
+
+def _sampled(model, split, config, kmax, progress):
+    if split.negatives is None:
+        raise ValueError(f"split {split.protocol!r} has no negatives for the sampled protocol")
+    rows = np.arange(split.test.nnz)
+    if config.relevance_threshold is not None:
+        rows = rows[split.test.values[rows] >= config.relevance_threshold]
+    rows = _sample_users(rows, config)
+    users = split.test.users[rows]
+    cand = split.candidates()[rows]
+    scores = np.empty(cand.shape, dtype=np.float32)
+    for sl in _batches(rows.size, config.batch_size, progress, "scoring candidates"):
+        scores[sl] = model.score(users[sl], cand[sl])
+    dup = cand[:, 1:] == cand[:, :1]
+    neg_scores = np.where(dup, -np.inf, scores[:, 1:])
+    rank = (neg_scores >= scores[:, :1]).sum(axis=1)  # pessimistic ties
+    hits = np.zeros((rows.size, kmax), dtype=bool)
+    inside = rank < kmax
+    hits[np.flatnonzero(inside), rank[inside]] = True
+    # The list shown to the user: the positive at its rank, negatives by score around it.
+    # Ignored duplicates of the positive become -1 (they sort last, at -inf), and the list is
+    # padded with -1 when it is longer than the candidate set.
+    neg_order = np.take_along_axis(
+        np.where(dup, -1, cand[:, 1:]), np.argsort(-neg_scores, axis=1, kind="stable"), axis=1
+    )
+    neg_order = np.pad(
+        neg_order, ((0, 0), (0, max(0, kmax - neg_order.shape[1]))), constant_values=-1
+    )
+    recs = np.empty((rows.size, kmax), dtype=np.int64)
+    for pos in range(kmax):  # insert the positive at its rank (vectorized over rows)
+        before = pos < rank
+        at = pos == rank
+        src = np.where(before, pos, pos - 1)
+        other = np.take_along_axis(neg_order, src[:, None], axis=1)[:, 0]
+        recs[:, pos] = np.where(at, cand[:, 0], other)
+    valid = np.concatenate([np.ones((rows.size, 1), bool), ~dup], axis=1)
+    labels = np.zeros(cand.shape, dtype=bool)
+    labels[:, 0] = True
+    auc = M.per_user_auc(np.where(valid, scores, 0.0), labels, valid)
+    return users, recs, hits, np.ones(rows.size, dtype=np.int64), {"auc": auc}
+
+
+def _batches(n: int, size: int, progress: bool, label: str):
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(label, total=n)
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            yield slice(start, stop)
+            bar.advance(task, stop - start)
+
+
+# --------------------------------------------------------------------------- metrics
+def _accuracy(names, hits, n_rel, k) -> dict[str, np.ndarray]:
+    fns = {
+        "hr": lambda: M.hit_rate_at_k(hits, k),
+        "recall": lambda: M.recall_at_k(hits, n_rel, k),
+        "precision": lambda: M.precision_at_k(hits, k),
+        "ndcg": lambda: M.ndcg_at_k(hits, n_rel, k),
+        "mrr": lambda: M.mrr_at_k(hits, k),
+        "map": lambda: M.map_at_k(hits, n_rel, k),
+    }
+    return {f"{name}@{k}": fns[name]() for name in names}
+
+
+def _diversity(names, recs, split, item_vectors, k) -> dict[str, np.ndarray]:
+    train = split.train
+    cats = train.item_categories
+    out = {}
+    for name in names:
+        if name == "ilad" and item_vectors is not None:
+            out[f"ilad@{k}"] = M.ilad(recs, item_vectors)
+        elif name == "category_ild" and cats is not None:
+            out[f"category_ild@{k}"] = M.category_ild(recs, cats)
+        elif name == "user_category_coverage" and cats is not None:
+            out[f"user_category_coverage@{k}"] = M.user_category_coverage(recs, cats)
+        elif name == "novelty":
+            pop = train.item_popularity()
+            out[f"novelty@{k}"] = M.novelty(recs, pop, train.n_users)
+    return out
+
+
+def _system(recs, split, config) -> dict[str, float]:
+    n_items = split.train.n_items
+    cats = split.train.item_categories
+    out: dict[str, float] = {}
+    for k in config.ks:
+        r = recs[:, :k]
+        out[f"item_coverage@{k}"] = M.item_coverage(r, n_items)
+        out[f"distinct_items@{k}"] = float(M.distinct_items(r))
+        out[f"exposure_gini@{k}"] = M.exposure_gini(r, n_items)
+        out[f"exposure_entropy@{k}"] = M.exposure_entropy(r, n_items)
+        out[f"between_user_diversity@{k}"] = M.between_user_diversity(
+            r, n_items, max_pairs=config.between_user_pairs, seed=config.seed
+        )
+        if cats is not None:
+            out[f"category_coverage@{k}"] = M.category_coverage(r, cats)
+            out[f"distinct_categories@{k}"] = float(M.distinct_categories(r, cats))
+    return out
+
+
+def _aggregate(table: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    rng = np.random.default_rng(config.seed)
+    alpha = (1 - config.confidence) / 2
+    rows = []
+    for col in table.columns:
+        if col == "user":
+            continue
+        metric, _, k = col.partition("@")
+        values = table[col].to_numpy(dtype=np.float64)
+        values = values[~np.isnan(values)]
+        mean = float(values.mean()) if values.size else float("nan")
+        low, high = bootstrap_ci(values, config.n_bootstrap, alpha, rng)
+        rows.append(
+            {
+                "metric": metric,
+                "k": int(k) if k else None,
+                "mean": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": int(values.size),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def bootstrap_ci(
+    values: np.ndarray, n_bootstrap: int, alpha: float, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: the alpha and 1−alpha quantiles of the
+    means of `n_bootstrap` resamples (with replacement) of `values`."""
+    if n_bootstrap <= 0 or values.size < 2:
+        return float("nan"), float("nan")
+    means = np.empty(n_bootstrap)
+    chunk = max(1, 2_000_000 // values.size)
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(start + chunk, n_bootstrap)
+        idx = rng.integers(0, values.size, size=(stop - start, values.size))
+        means[start:stop] = values[idx].mean(axis=1)
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)

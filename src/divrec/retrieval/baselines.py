@@ -1,0 +1,198 @@
+"""Accuracy baselines every paper compares against: Random, Popularity, ItemKNN, iALS, BPR."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from divrec.data.interactions import Interactions
+from divrec.retrieval.base import Recommender
+
+
+class RandomRecommender(Recommender):
+    """Uniformly random scores, reproducible per (seed, user, item).
+
+    The score of (u, i) is a splitmix64 hash of (seed, u, i) mapped to [0, 1), so repeated
+    calls and any batching give the same ranking without storing a score table.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        pass
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        items = np.arange(self.n_items_, dtype=np.uint64)
+        key = (users.astype(np.uint64)[:, None] << np.uint64(32)) ^ items[None, :]
+        return (_splitmix64(key ^ _splitmix64(np.uint64(self.seed))) >> np.uint64(40)).astype(
+            np.float32
+        ) / np.float32(1 << 24)
+
+
+def _splitmix64(x):
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class PopularityRecommender(Recommender):
+    """Scores every item by the number of distinct training users who interacted with it.
+
+    Attributes:
+        popularity_: `(n_items,)` float32 user counts.
+    """
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        self.popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity_, (users.shape[0], self.n_items_))
+
+
+class ItemKNNRecommender(Recommender):
+    """Item-based k-nearest-neighbour CF with cosine similarity (Sarwar et al. 2001).
+
+    sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink); only the `neighbors` most
+    similar items of each item are kept; score(u, j) = Σ_{i ∈ I_u} sim(i, j).
+
+    Attributes:
+        similarity_: `(n_items, n_items)` sparse CSR; row i holds i's kept neighbours.
+    """
+
+    def __init__(self, neighbors: int = 100, shrink: float = 0.0, block: int = 2048):
+        self.neighbors = neighbors
+        self.shrink = shrink
+        self.block = block
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        if self.neighbors <= 0:
+            raise ValueError(f"neighbors must be positive, got {self.neighbors}")
+        item_users = matrix.T.tocsr()
+        norms = np.sqrt(np.asarray(item_users.sum(axis=1)).ravel())
+        n = item_users.shape[0]
+        keep = min(self.neighbors, n - 1) if n > 1 else 0
+        rows, cols, vals = [], [], []
+        for start in range(0, n, self.block):
+            stop = min(start + self.block, n)
+            co = (item_users[start:stop] @ item_users.T).toarray()
+            denom = norms[start:stop, None] * norms[None, :] + self.shrink
+            sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
+            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            if keep == 0:
+                continue
+            idx = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
+            rows.append(np.repeat(np.arange(start, stop), keep))
+            cols.append(idx.ravel())
+            vals.append(np.take_along_axis(sim, idx, axis=1).ravel())
+        if rows:
+            sim = sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(n, n),
+                dtype=np.float32,
+            )
+            sim.eliminate_zeros()
+        else:
+            sim = sp.csr_matrix((n, n), dtype=np.float32)
+        self.similarity_ = sim
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return (self.user_items_[users] @ self.similarity_).toarray()
+
+
+class FactorRecommender(Recommender):
+    """A model that scores by a dot product of user and item factors.
+
+    Attributes:
+        user_factors_: `(n_users, d)` float32.
+        item_factors_: `(n_items, d)` float32.
+    """
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors_[users] @ self.item_factors_.T
+
+    def item_vectors(self) -> np.ndarray:
+        """`(n_items, d)` item embeddings (for diversity metrics and re-ranking)."""
+        return self.item_factors_
+
+
+class ALSRecommender(FactorRecommender):
+    """Implicit-feedback matrix factorization (iALS, Hu, Koren & Volinsky 2008) via `implicit`.
+
+    Confidence c_ui = 1 + alpha · r_ui on the binary (or value) matrix; weighted least squares
+    with L2 regularization, solved by `implicit.cpu.als.AlternatingLeastSquares` (conjugate
+    gradient). BLAS is held to one thread while implicit runs its own threads.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.1,
+        alpha: float = 5.0,
+        iterations: int = 15,
+        seed: int = 0,
+        threads: int = 0,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
+        self.threads = threads
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=self.threads,
+                calculate_training_loss=False,
+            )
+            model.fit(matrix, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+
+class BPRRecommender(FactorRecommender):
+    """Bayesian personalized ranking MF (Rendle et al. 2009) via `implicit`."""
+
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.001,
+        iterations: int = 100,
+        seed: int = 0,
+        threads: int = 0,
+    ):
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.seed = seed
+        self.threads = threads
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        with threadpool_limits(1, "blas"):
+            model = BayesianPersonalizedRanking(
+                factors=self.factors,
+                learning_rate=self.learning_rate,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=self.threads,
+            )
+            model.fit(matrix, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)

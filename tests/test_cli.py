@@ -1,0 +1,129 @@
+"""The command line: outputs on real runs, and one-line errors with exit code 2 on bad input
+(with nothing written)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from divrec.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def ratings_csv(tmp_path):
+    rows = ["uid,mid,stars,ts"]
+    # 12 users × 8 items, user u rates items u % 8 .. (u % 8) + 5 (mod 8); stars vary.
+    for u in range(12):
+        for j in range(6):
+            rows.append(f"u{u},m{(u + j) % 8},{1 + (u + j) % 5},{1000 + 10 * u + j}")
+    path = tmp_path / "ratings.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+COLS = "user=uid,item=mid,rating=stars,timestamp=ts"
+
+
+def test_data_info_on_csv(ratings_csv):
+    result = _run("data", "info", ratings_csv, "--columns", COLS, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["users"], info["items"], info["interactions"]) == (12, 8, 72)
+    assert (info["time_min"], info["time_max"]) == (1000, 1115)
+
+
+def test_evaluate_on_csv_writes_json(ratings_csv, tmp_path):
+    out = tmp_path / "res" / "eval.json"
+    result = _run(
+        "evaluate", "--dataset", ratings_csv, "--columns", COLS, "--model", "popularity",
+        "--protocol", "leave-last-one", "-k", 2, "--bootstrap", 20, "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    rows = {(r["metric"], r["k"]): r for r in payload["aggregate"]}
+    assert rows[("hr", 2)]["n"] == 12  # every user has a held-out item
+    assert 0.0 <= rows[("hr", 2)]["mean"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("uid,mid\nu1,m1\n", ["ratings.csv", "stars"]),  # missing column
+        ("", ["ratings.csv", "empty"]),  # empty file
+        ("uid,mid,stars,ts\nu1,m1,5,1\n,m2,4,2\n", ["ratings.csv", "line 3"]),  # NaN id
+        ("uid,mid,stars,ts\nu1,m1,5,1\nu2,m2,great,2\n", ["ratings.csv", "line 3", "great"]),
+    ],
+)
+def test_bad_csv_is_one_line_exit_2_and_writes_nothing(tmp_path, content, fragments):
+    path = tmp_path / "ratings.csv"
+    path.write_text(content)
+    out = tmp_path / "out.json"
+    result = _run("evaluate", "--dataset", path, "--columns", COLS, "-o", out)
+    _one_line_error(result, *fragments)
+    assert not out.exists()
+
+
+def test_no_positives_is_an_error(ratings_csv, tmp_path):
+    result = _run("data", "info", ratings_csv, "--columns", COLS, "--min-rating", 9)
+    _one_line_error(result, "ratings.csv", "no positives")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["evaluate", "--model", "nope"], "unknown model 'nope'"),
+        (["evaluate", "--param", "nofactor=3"], "has no parameter(s) ['nofactor']"),
+        (["evaluate", "--param", "broken"], "not of the form name=value"),
+        (["evaluate", "--protocol", "weird"], "unknown protocol 'weird'"),
+        (["evaluate", "-k", "0"], "ks must be positive"),
+        (["data", "info", "no-such-set"], "unknown dataset 'no-such-set'"),
+        (["benchmark", "--model", "nope"], "unknown model(s) ['nope']"),
+        (["data", "info", "x.csv", "--columns", "usr=a"], "--columns entry 'usr=a'"),
+    ],
+)
+def test_bad_arguments(args, fragment, tmp_path):
+    result = _run(*args, *(["--out", tmp_path / "b"] if args[0] == "benchmark" else []))
+    _one_line_error(result, fragment)
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_writes_report_json_and_plot(data_home, tmp_path):
+    out = tmp_path / "bench"
+    result = _run(
+        "benchmark", "--dataset", "ml-100k", "--protocol", "leave-last-one", "--model",
+        "popularity", "--model", "ials", "--bootstrap", 50, "-k", 10, "--out", out,
+        "--data-home", data_home,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy_diversity.png", "report.md", "results.json",
+    ]  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"popularity", "ials"}
+    assert (out / "accuracy_diversity.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "| popularity |" in report and "| ials |" in report
+
+
+def test_help_lists_commands():
+    result = _run("--help")
+    assert result.exit_code == 0
+    for cmd in ("evaluate", "benchmark", "data"):
+        assert cmd in result.output
