@@ -116,3 +116,8 @@ def test_as_csr_accepts_matrices():
     np.testing.assert_array_equal(as_csr(mat, binary=False).toarray(), [[0, 2], [3, 0]])
     with pytest.raises(TypeError, match="expected Interactions"):
         as_csr([[1]])
+
+
+def test_select_empty_list():
+    part = _log().select([])
+    assert part.nnz == 0 and part.shape == (3, 3)

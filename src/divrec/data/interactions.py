@@ -81,7 +81,9 @@ class Interactions:
             if not np.isfinite(values).all():
                 raise DataError(f"{self.name}: feedback values contain NaN or infinity")
         if self.item_categories is not None:
-            cats = sp.csr_matrix(self.item_categories, dtype=np.float32)
+            cats = sp.csr_matrix(self.item_categories, dtype=np.float32, copy=True)
+            cats.eliminate_zeros()
+            cats.sum_duplicates()  # also sorts the indices: "first category" = smallest id
             if cats.shape[0] != self.n_items:
                 raise DataError(
                     f"{self.name}: item_categories has {cats.shape[0]} rows "
@@ -204,6 +206,8 @@ class Interactions:
     def to_csr(self, binary: bool = False, threshold: float | None = None) -> sp.csr_matrix:
         """The `(n_users, n_items)` float32 CSR feedback matrix.
 
+        Repeated (user, item) rows (a log built with `dedupe=None`) are summed.
+
         Args:
             binary: put 1.0 for every interaction instead of its value.
             threshold: keep only interactions with value >= threshold (implies binary).
@@ -226,6 +230,8 @@ class Interactions:
     def select(self, mask_or_index: np.ndarray) -> Interactions:
         """A new log with the chosen rows; the user/item universe and side info are kept."""
         idx = np.asarray(mask_or_index)
+        if idx.size == 0 and idx.dtype != bool:
+            idx = idx.astype(np.int64)
         return replace(
             self,
             users=self.users[idx],
