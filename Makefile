@@ -27,8 +27,8 @@ demo: $(VENV)/.installed
 	$(BIN)/divrec benchmark --dataset ml-1m --protocol ncf --out $(OUT)
 
 test: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev-installed
