@@ -1,0 +1,561 @@
+"""Heterogeneous inference (HI): p2p, n2p, HI candidate mixing and HI-RT.
+
+Paper: "heterogeneous inference" (hi-heterogeneous-inference.txt). With the FEEDE matrices
+of `divrec.data.feedback` (X positive, O observed, Y = O − X, Eq. 6):
+
+- p2p (conventional CF, "CF-MF" in batch form, "CF-RT" on realtime requests):
+  XᵀX ≈ PQ (rank k, Eq. 3), C = PQ (Eq. 4), scores XC (Eq. 5).
+- n2p: YᵀX ≈ RS (Eq. 7), D = RS (Eq. 8), scores YD (Eq. 9).
+- HI candidate generation: the p2p and n2p candidate lists mixed at a preset ratio
+  (the paper's experiments: p2p:n2p = 67:33); see `mix_candidates` for the exact rule.
+- HI-RT: H = [XᵀX; YᵀX] (2n × n, Eq. 14) ≈ AB (Eq. 15), H' = AB (Eq. 16), and a realtime
+  request with event rows x, y is scored [x, βy] H' (Eq. 17).
+
+Feedback encoding: the paper explains HI with binary feedback, real-valued feedback being
+"converted into either a positive feedback or a negative feedback according to a preset
+threshold" (Preliminaries); the threshold value is not stated. We use `rating ≥ threshold`
+positive (default 4, so 4–5 stars positive, 1–3 negative) and O = every rated cell, via
+`encode_feedback(mode="threshold")`.
+
+Solver (Eq. 3, 7, 15): the paper uses Apache Spark ALS. On a fully observed matrix (XᵀX,
+YᵀX and H are used as complete matrices, zeros included) without regularization the
+least-squares rank-k optimum is the truncated SVD (Eckart–Young), so we compute that
+directly: `scipy.sparse.linalg.svds` (ARPACK, implicitly restarted Lanczos) on the sparse
+matrix, which returns the leading k singular triplets to machine tolerance (unlike a
+randomized sketch) and is deterministic given its seeded start vector. When k is close to
+full rank (k ≥ min(shape) − 1, where ARPACK cannot run) or the matrix is tiny, LAPACK's
+dense `numpy.linalg.svd` is used instead. The factors are `left = U_k Σ_k` (rows × k) and
+`right = V_kᵀ` (k × cols); n × n products like C are never materialized.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from divrec.data.feedback import encode_events_batch, encode_feedback
+from divrec.data.interactions import Interactions
+from divrec.retrieval.base import Recommender, top_k
+
+__all__ = [
+    "HIRealtime",
+    "HIRecommender",
+    "N2PRecommender",
+    "P2PRecommender",
+    "load_model",
+    "mix_candidates",
+    "truncated_factors",
+]
+
+_DENSE_LIMIT = 64  # matrices with min(shape) <= this go to LAPACK
+
+
+def truncated_factors(matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-k truncated SVD factors `M ≈ left @ right` (Eq. 3, 7, 15).
+
+    Args:
+        matrix: `(r, c)` dense array or scipy sparse matrix.
+        k: target rank, `1 ≤ k`; clipped to `min(r, c)`.
+        seed: seeds ARPACK's start vector (deterministic results).
+
+    Returns:
+        `(left (r, k') float64 = U Σ, right (k', c) float64 = Vᵀ)`, singular values in
+        descending order, `k' = min(k, r, c)`. With `k' = min(r, c)` the product is `M`
+        (up to rounding).
+    """
+    if k < 1:
+        raise ValueError(f"factors must be >= 1, got {k}")
+    r, c = matrix.shape
+    kk = min(int(k), r, c)
+    if kk >= min(r, c) - 1 or min(r, c) <= _DENSE_LIMIT:
+        dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+        u, s, vt = np.linalg.svd(dense.astype(np.float64), full_matrices=False)
+        u, s, vt = u[:, :kk], s[:kk], vt[:kk]
+    else:
+        mat = sp.csr_matrix(matrix, dtype=np.float64) if sp.issparse(matrix) else matrix
+        mat = mat.astype(np.float64)
+        v0 = np.random.default_rng(seed).standard_normal(min(r, c))
+        u, s, vt = svds(mat, k=kk, solver="arpack", v0=v0)
+        order = np.argsort(-s, kind="stable")
+        u, s, vt = u[:, order], s[order], vt[order]
+    return np.ascontiguousarray(u * s[None, :]), np.ascontiguousarray(vt)
+
+
+def mix_candidates(
+    p2p_scores: np.ndarray,
+    n2p_scores: np.ndarray,
+    k: int,
+    ratio: float = 0.67,
+    exclude: np.ndarray | sp.spmatrix | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """HI candidate mixing of a p2p and an n2p ranking at a preset ratio.
+
+    Rule (prefix-consistent, so the first k' entries of a list of length k are the list of
+    length k'): position t = 1, 2, … is a *p2p slot* iff `⌊ratio·t + ½⌋ > ⌊ratio·(t−1) + ½⌋`,
+    else an *n2p slot*; so the first k positions hold exactly `⌊ratio·k + ½⌋` (round half
+    up) p2p slots. A slot takes its channel's best-scored item that is not excluded and not
+    already in the list (duplicates: an item chosen by one channel is skipped by the other,
+    so lists never repeat an item and each slot yields a new item). If the slot's channel
+    has no such item left, the slot takes the other channel's next item; if neither has,
+    the entry is -1. Ties within a channel go to the lower item index.
+
+    Args:
+        p2p_scores: `(B, n)` p2p scores (Eq. 5).
+        n2p_scores: `(B, n)` n2p scores (Eq. 9).
+        k: list length.
+        ratio: p2p share in [0, 1] (0.67 = the paper's 67:33).
+        exclude: `(B, n)` bool array or sparse matrix of items never to recommend.
+
+    Returns:
+        `(ids (B, k) int64, source (B, k) int8)`: item ids (-1 padded) and which channel
+        filled each position (0 p2p, 1 n2p, -1 none).
+    """
+    p = np.asarray(p2p_scores, dtype=np.float64)
+    q = np.asarray(n2p_scores, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 2:
+        raise ValueError(f"score arrays must share one (B, n) shape, got {p.shape}, {q.shape}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    b, n = p.shape
+    taken = np.zeros((b, n), dtype=bool)
+    if exclude is not None:
+        taken |= exclude.toarray().astype(bool) if sp.issparse(exclude) else np.asarray(exclude)
+    orders = (_desc_order(p), _desc_order(q))
+    ptrs = [np.zeros(b, dtype=np.int64), np.zeros(b, dtype=np.int64)]
+    rows = np.arange(b)
+    ids = np.full((b, k), -1, dtype=np.int64)
+    source = np.full((b, k), -1, dtype=np.int8)
+    for t in range(1, k + 1):
+        slot = 0 if _round_half_up(ratio * t) > _round_half_up(ratio * (t - 1)) else 1
+        for ch in (slot, 1 - slot):
+            _advance(orders[ch], ptrs[ch], taken)
+        first = ptrs[slot] < n
+        chan = np.where(first, slot, 1 - slot)
+        ptr = np.where(first, ptrs[slot], ptrs[1 - slot])
+        ok = ptr < n
+        item = np.where(
+            chan == 0,
+            orders[0][rows, np.minimum(ptrs[0], n - 1)],
+            orders[1][rows, np.minimum(ptrs[1], n - 1)],
+        )
+        ids[ok, t - 1] = item[ok]
+        source[ok, t - 1] = chan[ok]
+        taken[rows[ok], item[ok]] = True
+    return ids, source
+
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5 + 1e-12))
+
+
+def _desc_order(scores: np.ndarray) -> np.ndarray:
+    """Row-wise order by descending score, ties by lower index."""
+    return np.argsort(-scores, axis=1, kind="stable")
+
+
+def _advance(order: np.ndarray, ptr: np.ndarray, taken: np.ndarray) -> None:
+    """Moves each row's pointer past taken items (in place)."""
+    n = order.shape[1]
+    rows = np.arange(order.shape[0])
+    while True:
+        live = ptr < n
+        blocked = np.zeros_like(live)
+        blocked[live] = taken[rows[live], order[rows[live], ptr[live]]]
+        if not blocked.any():
+            return
+        ptr[blocked] += 1
+
+
+# ---------------------------------------------------------------------- models
+
+
+class _HIBase(Recommender):
+    """Shared FEEDE fitting, realtime request API and npz save/load.
+
+    Subclasses set `_factor_names` (the learned dense arrays) and implement `_fit_factors`,
+    `_event_vectors(x, y, beta)` → `(B, k)` and `_right()` → `(k, n)`.
+
+    Attributes set by `fit`:
+        X_: `(n_users, n_items)` float32 CSR positive matrix of the training users.
+        Y_: `(n_users, n_items)` float32 CSR negative matrix, `Y = O − X` (Eq. 6).
+    """
+
+    uses_values = True
+    _factor_names: tuple[str, ...] = ()
+    _default_beta = 0.0
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        if self.factors < 1:
+            raise ValueError(f"factors must be >= 1, got {self.factors}")
+        if data is None:
+            coo = matrix.tocoo()
+            data = Interactions(
+                users=coo.row,
+                items=coo.col,
+                values=coo.data,
+                user_ids=np.arange(matrix.shape[0]),
+                item_ids=np.arange(matrix.shape[1]),
+            )
+        fb = encode_feedback(data, mode="threshold", threshold=self.threshold)
+        self.X_ = fb.X
+        self.Y_ = fb.Y
+        self._fit_factors(fb.X, fb.Y)
+
+    def _fit_factors(self, x: sp.csr_matrix, y: sp.csr_matrix) -> None:
+        raise NotImplementedError
+
+    def _event_vectors(self, x, y, beta: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def _right(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _beta(self, beta: float | None) -> float:
+        return float(getattr(self, "beta", self._default_beta) if beta is None else beta)
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        vec = self._event_vectors(self.X_[users], self.Y_[users], self._beta(None))
+        return (vec @ self._right()).astype(np.float32)
+
+    # -------------------------------------------------------------- realtime requests
+    def score_events(self, pos_items, neg_items, beta: float | None = None) -> np.ndarray:
+        """Scores of every item for one realtime request (Eq. 5 / Eq. 17).
+
+        The request rows are x = 1 on `pos_items` and y = 1 on `neg_items` (an item in both
+        lists counts as positive, repeats count once; `encode_events` semantics).
+
+        Args:
+            pos_items: `(P,)` internal indices of the user's recent positive items.
+            neg_items: `(N,)` internal indices of the user's recent negative items.
+            beta: weight of the negative part (HI-RT); None = the model's `beta`.
+
+        Returns:
+            `(n_items,)` float32 scores.
+        """
+        self._check_fitted()
+        pos = _unique_items(pos_items, self.n_items_, "pos_items")
+        neg = np.setdiff1d(_unique_items(neg_items, self.n_items_, "neg_items"), pos)
+        vec = self._event_sum(pos, neg, self._beta(beta))
+        return (vec @ self._right()).astype(np.float32)
+
+    def _event_sum(self, pos: np.ndarray, neg: np.ndarray, beta: float) -> np.ndarray:
+        """`(k,)` = x·L1 + β y·L2 from item lists (overridden for speed)."""
+        x = np.zeros((1, self.n_items_))
+        y = np.zeros((1, self.n_items_))
+        x[0, pos] = 1.0
+        y[0, neg] = 1.0
+        return self._event_vectors(x, y, beta)[0]
+
+    def recommend_events(
+        self,
+        pos_items,
+        neg_items,
+        k: int = 10,
+        beta: float | None = None,
+        exclude_events: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for one realtime request (HI-RT / CF-RT, Eq. 17 / Eq. 5).
+
+        Args:
+            pos_items: `(P,)` recent positive items.
+            neg_items: `(N,)` recent negative items.
+            k: list length.
+            beta: negative weight (None = the model's).
+            exclude_events: never recommend an item of either list.
+
+        Returns:
+            `(ids (k,) int64, scores (k,) float32)`, best first, -1 / -inf padded.
+        """
+        scores = self.score_events(pos_items, neg_items, beta).astype(np.float64)
+        if exclude_events:
+            scores[_unique_items(pos_items, self.n_items_, "pos_items")] = -np.inf
+            scores[_unique_items(neg_items, self.n_items_, "neg_items")] = -np.inf
+        ids, vals = top_k(scores[None, :], k)
+        return ids[0], vals[0]
+
+    def score_events_batch(self, pos_lists, neg_lists, beta: float | None = None) -> np.ndarray:
+        """Batched `score_events`: `B` requests → `(B, n_items)` float32 scores."""
+        self._check_fitted()
+        x, y = encode_events_batch(pos_lists, neg_lists, self.n_items_)
+        return (self._event_vectors(x, y, self._beta(beta)) @ self._right()).astype(np.float32)
+
+    def recommend_events_batch(
+        self,
+        pos_lists,
+        neg_lists,
+        k: int = 10,
+        beta: float | None = None,
+        exclude_events: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched `recommend_events`: `(ids (B, k), scores (B, k))`."""
+        x, y = encode_events_batch(pos_lists, neg_lists, self.n_items_)
+        scores = (self._event_vectors(x, y, self._beta(beta)) @ self._right()).astype(np.float64)
+        if exclude_events:
+            r, c = (x + y).nonzero()
+            scores[r, c] = -np.inf
+        return top_k(scores, k)
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Writes the fitted model to a numpy `.npz` (hyperparameters as JSON inside)."""
+        self._check_fitted()
+        arrays = {name: getattr(self, name) for name in self._factor_names}
+        for name in ("X_", "Y_", "user_items_"):
+            m = getattr(self, name).tocsr()
+            arrays[f"{name}data"] = m.data
+            arrays[f"{name}indices"] = m.indices
+            arrays[f"{name}indptr"] = m.indptr
+        meta = {
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "shape": [int(self.n_users_), int(self.n_items_)],
+        }
+        path = Path(path)
+        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+    def _check_fitted(self) -> None:
+        self._check_users(np.zeros(0, dtype=np.int64))
+
+
+def load_model(path: str | Path) -> _HIBase:
+    """Reads a model written by `save`; its scores equal the saved model's exactly."""
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["__meta__"]))
+        cls = {c.__name__: c for c in (P2PRecommender, N2PRecommender, HIRecommender, HIRealtime)}
+        if meta["class"] not in cls:
+            raise ValueError(f"{path}: unknown model class {meta['class']!r}")
+        model = cls[meta["class"]](**meta["params"])
+        shape = tuple(meta["shape"])
+        model.n_users_, model.n_items_ = shape
+        for name in ("X_", "Y_", "user_items_"):
+            m = sp.csr_matrix(
+                (f[f"{name}data"], f[f"{name}indices"], f[f"{name}indptr"]), shape=shape
+            )
+            setattr(model, name, m)
+        for name in model._factor_names:
+            setattr(model, name, f[name])
+    return model
+
+
+def _unique_items(items, n_items: int, what: str) -> np.ndarray:
+    idx = np.unique(np.asarray(items, dtype=np.int64).reshape(-1))
+    if idx.size and (idx[0] < 0 or idx[-1] >= n_items):
+        raise ValueError(f"{what}: item index outside [0, {n_items})")
+    return idx
+
+
+class P2PRecommender(_HIBase):
+    """p2p CF by MF of XᵀX (Eq. 3–5): CF-MF as a batch model, CF-RT on realtime requests.
+
+    Args:
+        factors: rank k of XᵀX ≈ PQ (the paper: k = 10).
+        threshold: rating ≥ threshold is positive feedback (X), else negative (Y).
+        seed: ARPACK start-vector seed.
+
+    Attributes:
+        P_: `(n_items, k)` float64, `P = U Σ` of XᵀX (Eq. 3).
+        Q_: `(k, n_items)` float64, `Q = Vᵀ`; C = PQ (Eq. 4) is never materialized.
+    """
+
+    _factor_names = ("P_", "Q_")
+
+    def __init__(self, factors: int = 10, threshold: float = 4.0, seed: int = 0):
+        self.factors = factors
+        self.threshold = threshold
+        self.seed = seed
+
+    def _fit_factors(self, x, y) -> None:
+        self.P_, self.Q_ = truncated_factors((x.T @ x).tocsr(), self.factors, self.seed)
+
+    def _event_vectors(self, x, y, beta: float) -> np.ndarray:
+        return np.asarray(x @ self.P_)
+
+    def _event_sum(self, pos, neg, beta):
+        return self.P_[pos].sum(axis=0)
+
+    def _right(self) -> np.ndarray:
+        return self.Q_
+
+    def item_similarity(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(P (n, k), Q (k, n))` with C = PQ, the p2p item–item similarity (Eq. 4)."""
+        return self.P_, self.Q_
+
+    def normalized_similarity(self) -> tuple[np.ndarray, np.ndarray]:
+        """Factors of the cosine-normalized C: `S_ij = C_ij / sqrt(C_ii C_jj)`.
+
+        Used as `Similarity(i, j)` of the paper's diversity metric so that
+        `1 − S ∈ [0, 2]` is scale-free; items with `C_ii ≤ 0` (no positive feedback) get
+        similarity 0 to every item.
+
+        Returns:
+            `(P' (n, k), Q' (k, n))` with `S = P' Q'`.
+        """
+        diag = np.einsum("ik,ki->i", self.P_, self.Q_)
+        inv = np.where(diag > 1e-12, 1.0 / np.sqrt(np.maximum(diag, 1e-12)), 0.0)
+        return self.P_ * inv[:, None], self.Q_ * inv[None, :]
+
+
+class N2PRecommender(_HIBase):
+    """n2p inference by MF of YᵀX (Eq. 7–9): scores YD with D = RS.
+
+    Attributes:
+        R_: `(n_items, k)` float64, `R = U Σ` of YᵀX (Eq. 7).
+        S_: `(k, n_items)` float64, `S = Vᵀ`; D = RS (Eq. 8).
+    """
+
+    _factor_names = ("R_", "S_")
+
+    def __init__(self, factors: int = 10, threshold: float = 4.0, seed: int = 0):
+        self.factors = factors
+        self.threshold = threshold
+        self.seed = seed
+
+    def _fit_factors(self, x, y) -> None:
+        self.R_, self.S_ = truncated_factors((y.T @ x).tocsr(), self.factors, self.seed)
+
+    def _event_vectors(self, x, y, beta: float) -> np.ndarray:
+        return np.asarray(y @ self.R_)
+
+    def _event_sum(self, pos, neg, beta):
+        return self.R_[neg].sum(axis=0)
+
+    def _right(self) -> np.ndarray:
+        return self.S_
+
+    def score_events(self, pos_items, neg_items, beta: float | None = None) -> np.ndarray:
+        """n2p scores y·D of one request (Eq. 9); `beta` is ignored."""
+        return super().score_events(pos_items, neg_items, 1.0)
+
+
+class HIRecommender(_HIBase):
+    """HI candidate generation: p2p (Eq. 3–5) and n2p (Eq. 7–9) lists mixed at `ratio`.
+
+    `recommend(users, k)` returns the `mix_candidates` list: exactly `⌊ratio·k + ½⌋` p2p
+    items (p2p:n2p = 67:33 by default, the paper's HI-NN setting), items seen in training
+    excluded. `score_all` encodes that mixed order as a score (0, −1, −2, … for the first
+    `depth` mixed positions, then the p2p order below), so any k ≤ `depth` gives the mix;
+    with `exclude_seen=False` or explicit `candidates` the ratio is not guaranteed.
+
+    Args:
+        factors: rank k of both factorizations.
+        ratio: p2p share of the candidates.
+        threshold: positive-feedback threshold.
+        depth: how many positions `score_all` mixes.
+        seed: solver seed.
+
+    Attributes:
+        P_, Q_: p2p factors (Eq. 3). R_, S_: n2p factors (Eq. 7).
+    """
+
+    _factor_names = ("P_", "Q_", "R_", "S_")
+
+    def __init__(
+        self,
+        factors: int = 10,
+        ratio: float = 0.67,
+        threshold: float = 4.0,
+        depth: int = 100,
+        seed: int = 0,
+    ):
+        self.factors = factors
+        self.ratio = ratio
+        self.threshold = threshold
+        self.depth = depth
+        self.seed = seed
+
+    def _fit_factors(self, x, y) -> None:
+        self.P_, self.Q_ = truncated_factors((x.T @ x).tocsr(), self.factors, self.seed)
+        self.R_, self.S_ = truncated_factors((y.T @ x).tocsr(), self.factors, self.seed)
+
+    def channel_scores(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """`(p2p (B, n) = X C, n2p (B, n) = Y D)` for training users (Eq. 5, 9)."""
+        users = self._check_users(users)
+        p2p = np.asarray(self.X_[users] @ self.P_) @ self.Q_
+        n2p = np.asarray(self.Y_[users] @ self.R_) @ self.S_
+        return p2p, n2p
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        p2p, n2p = self.channel_scores(users)
+        b, n = p2p.shape
+        depth = min(self.depth, n)
+        seen = self.user_items_[users].toarray().astype(bool)
+        ids, _ = mix_candidates(p2p, n2p, depth, self.ratio, exclude=seen)
+        p2p_rank = np.empty((b, n), dtype=np.float64)
+        np.put_along_axis(p2p_rank, _desc_order(p2p), np.arange(n, dtype=np.float64)[None], 1)
+        out = -(depth + p2p_rank) - np.where(seen, n, 0)
+        rows, pos = np.nonzero(ids >= 0)
+        out[rows, ids[rows, pos]] = -pos.astype(np.float64)
+        return out.astype(np.float32)
+
+    def recommend_events(self, pos_items, neg_items, k=10, beta=None, exclude_events=True):
+        """Mixed top-k for one realtime request (x·C and y·D lists, `mix_candidates`)."""
+        ids, src = self.recommend_events_batch([pos_items], [neg_items], k, beta, exclude_events)
+        return ids[0], src[0]
+
+    def recommend_events_batch(self, pos_lists, neg_lists, k=10, beta=None, exclude_events=True):
+        """Mixed top-k per request: `(ids (B, k), source (B, k))` as in `mix_candidates`."""
+        self._check_fitted()
+        x, y = encode_events_batch(pos_lists, neg_lists, self.n_items_)
+        p2p = np.asarray(x @ self.P_) @ self.Q_
+        n2p = np.asarray(y @ self.R_) @ self.S_
+        excl = (x + y).toarray() > 0 if exclude_events else None
+        return mix_candidates(p2p, n2p, k, self.ratio, exclude=excl)
+
+    def score_events(self, pos_items, neg_items, beta=None):
+        raise NotImplementedError("HIRecommender mixes two lists; use recommend_events")
+
+    def score_events_batch(self, pos_lists, neg_lists, beta=None):
+        raise NotImplementedError("HIRecommender mixes two lists; use recommend_events_batch")
+
+
+class HIRealtime(_HIBase):
+    """HI-RT (Eq. 14–17): H = [XᵀX; YᵀX] ≈ AB, request scores [x, βy] AB.
+
+    With `A = [A1; A2]` (the p2p and n2p halves, each `(n, k)`), a request with rows x, y
+    scores `(x A1 + β y A2) B`, O(|events|·k + k·n) per request. `score_all(users)` is the
+    same formula on the training rows X_[u], Y_[u] (the matrix form of Eq. 17).
+
+    Args:
+        factors: rank k of H ≈ AB.
+        beta: weight β of the negative part in Eq. 17.
+        threshold: positive-feedback threshold.
+        seed: solver seed.
+
+    Attributes:
+        A_: `(2 n_items, k)` float64, `A = U Σ` of H (Eq. 15).
+        B_: `(k, n_items)` float64, `B = Vᵀ`.
+    """
+
+    _factor_names = ("A_", "B_")
+
+    def __init__(self, factors: int = 10, beta: float = 1.0, threshold: float = 4.0, seed=0):
+        self.factors = factors
+        self.beta = beta
+        self.threshold = threshold
+        self.seed = seed
+
+    def _fit_factors(self, x, y) -> None:
+        h = sp.vstack([x.T @ x, y.T @ x]).tocsr()  # Eq. 14
+        self.A_, self.B_ = truncated_factors(h, self.factors, self.seed)
+
+    def _event_vectors(self, x, y, beta: float) -> np.ndarray:
+        n = self.n_items_
+        return np.asarray(x @ self.A_[:n]) + beta * np.asarray(y @ self.A_[n:])
+
+    def _event_sum(self, pos, neg, beta):
+        n = self.n_items_
+        return self.A_[pos].sum(axis=0) + beta * self.A_[n + neg].sum(axis=0)
+
+    def _right(self) -> np.ndarray:
+        return self.B_
+
+    def h_prime(self) -> np.ndarray:
+        """The dense `(2n, n)` smoothed H' = AB (Eq. 16); for small problems and tests."""
+        return self.A_ @ self.B_
