@@ -1,0 +1,472 @@
+"""Shared validation, similarity sources and the re-ranker base class.
+
+Every re-ranker in :mod:`divrec.rerank` follows one contract:
+
+* the constructor only stores (and validates) hyperparameters, as in scikit-learn;
+* ``select(relevance, k, *, vectors=None, similarity=None, categories=None, **extra)``
+  returns the selected *positions* (indices into the candidate list) in selection order,
+  as a ``(k',)`` int64 array without duplicates, ``k' = min(k, N)`` unless a method
+  documents otherwise;
+* ``select_batch(relevance, k, *, vectors=None, similarity=None, categories=None,
+  valid=None, **extra)`` returns a ``(B, k)`` int64 array padded with ``-1``.
+
+Similarity convention: when ``vectors`` ``(N, d)`` is given, the similarity of items
+``i`` and ``j`` is the cosine ``v_i·v_j / (‖v_i‖‖v_j‖)``; a zero vector has similarity 0
+with everything, itself included. When ``similarity`` ``(N, N)`` is given it is used as
+is (row ``j`` is read as the similarities of item ``j`` to all candidates). Passing both
+is an error, so that nobody silently gets the one they did not mean. Methods that need a
+similarity and get neither raise ``ValueError``. Two methods work on the vectors
+themselves and require ``vectors``: :class:`~divrec.rerank.InterestAwareMMR` (raw dot
+products of user-weighted embeddings, CDM Eq. 3) and :class:`~divrec.rerank.SSD`
+(Gram–Schmidt residuals).
+
+Relevance scaling: ``relevance_scaling="minmax"`` maps the relevance of each request to
+``[0, 1]`` (over the valid candidates; a constant request maps to all zeros) so that the
+trade-off hyperparameters mean the same thing for every request whatever the scale of the
+upstream scores; ``"raw"`` uses the scores as given. It is the default everywhere except
+:class:`~divrec.rerank.InterestAwareMMR` (CDM combines predicted probabilities as they
+are). Ties are always broken towards the lower position (``numpy.argmax`` / stable sort
+semantics), i.e. towards the upstream ranking when candidates come in ranked order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+RelevanceScaling = Literal["minmax", "raw"]
+_SCALINGS = ("minmax", "raw")
+
+__all__ = [
+    "BatchSimilarity",
+    "Reranker",
+    "Similarity",
+    "category_similarity",
+    "batch_chunks",
+    "check_k",
+    "cosine_similarity",
+    "fill_by_relevance_batch",
+    "relevance_order",
+    "scale_relevance",
+    "scale_relevance_batch",
+]
+
+
+# --------------------------------------------------------------------------- validation
+def check_k(k: int) -> int:
+    """Validate the list length ``k`` (a non-negative integer)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return int(k)
+
+
+def check_relevance(relevance: Any) -> np.ndarray:
+    """Return ``relevance`` as a finite float64 ``(N,)`` array or raise ``ValueError``."""
+    r = np.asarray(relevance, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"relevance must have shape (N,), got {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("relevance contains NaN or infinite values")
+    return r
+
+
+def check_relevance_batch(relevance: Any, valid: Any | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate batched relevance ``(B, N)`` and the ``valid`` mask ``(B, N)``.
+
+    Invalid (padding) positions may hold anything, NaN included; they are replaced by 0
+    in the returned copy. Valid positions must be finite.
+    """
+    r = np.array(relevance, dtype=np.float64)  # copy: we overwrite padding below
+    if r.ndim != 2:
+        raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
+    if valid is None:
+        m = np.ones(r.shape, dtype=bool)
+    else:
+        m = np.asarray(valid)
+        if m.shape != r.shape:
+            raise ValueError(f"valid must have shape {r.shape}, got {m.shape}")
+        if m.dtype != bool:
+            raise ValueError(f"valid must be a boolean mask, got dtype {m.dtype}")
+    if not np.all(np.isfinite(r[m])):
+        raise ValueError("relevance contains NaN or infinite values at valid positions")
+    r[~m] = 0.0
+    return r, m
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Validate a string hyperparameter against its allowed values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_scaling(value: str) -> str:
+    """Validate ``relevance_scaling``."""
+    return check_choice("relevance_scaling", value, _SCALINGS)
+
+
+def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
+    """Return ``categories`` as an int64 ``(N,)`` array or raise a one-line ``ValueError``."""
+    if categories is None:
+        raise ValueError(f"{who} needs `categories` (an (N,) int array)")
+    c = np.asarray(categories)
+    if c.shape != (n,):
+        raise ValueError(f"categories must have shape ({n},), got {c.shape}")
+    if not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"categories must be integers, got dtype {c.dtype}")
+    return c.astype(np.int64, copy=False)
+
+
+# --------------------------------------------------------------------------- scaling
+def scale_relevance(r: np.ndarray, mode: str) -> np.ndarray:
+    """Scale one request's relevance ``(N,)`` (``"minmax"`` to ``[0, 1]`` or ``"raw"``)."""
+    if mode == "raw" or r.size == 0:
+        return r
+    lo, hi = float(r.min()), float(r.max())
+    if hi - lo <= 0.0:
+        return np.zeros_like(r)
+    return (r - lo) / (hi - lo)
+
+
+def scale_relevance_batch(r: np.ndarray, valid: np.ndarray, mode: str) -> np.ndarray:
+    """Row-wise :func:`scale_relevance` over the valid positions of ``r`` ``(B, N)``.
+
+    Invalid positions are set to 0 (they are never selected anyway).
+    """
+    if mode == "raw":
+        return np.where(valid, r, 0.0)
+    lo = np.min(np.where(valid, r, np.inf), axis=1, keepdims=True)
+    hi = np.max(np.where(valid, r, -np.inf), axis=1, keepdims=True)
+    span = hi - lo
+    ok = np.isfinite(span) & (span > 0.0)
+    safe_span = np.where(ok, span, 1.0)
+    safe_lo = np.where(np.isfinite(lo), lo, 0.0)
+    out = np.where(ok, (r - safe_lo) / safe_span, 0.0)
+    return np.where(valid, out, 0.0)
+
+
+#: requests processed together by the vectorized batch paths: large enough to amortize the
+#: Python overhead of a greedy step, small enough for the working set to stay in cache.
+BATCH_CHUNK = 32
+
+
+def batch_chunks(bsz: int, size: int = BATCH_CHUNK) -> list[slice]:
+    """Consecutive slices of at most ``size`` requests covering ``range(bsz)``."""
+    return [slice(s, min(s + size, bsz)) for s in range(0, bsz, size)]
+
+
+def relevance_order(r: np.ndarray) -> np.ndarray:
+    """Positions sorted by decreasing relevance, ties towards the lower position."""
+    return np.argsort(-r, kind="stable").astype(np.int64)
+
+
+def fill_by_relevance_batch(
+    out: np.ndarray, counts: np.ndarray, r: np.ndarray, valid: np.ndarray, kb: np.ndarray
+) -> None:
+    """Complete each row of ``out`` in place with unselected valid items by relevance.
+
+    Args:
+        out: ``(B, k)`` int64 selections, ``-1`` padded; the first ``counts[b]`` are set.
+        counts: ``(B,)`` number of items already selected per row.
+        r: ``(B, N)`` relevance (any monotone scaling).
+        valid: ``(B, N)`` bool mask of selectable positions.
+        kb: ``(B,)`` target length per row (``min(k, n_valid)``).
+    """
+    bsz, k = out.shape
+    if bsz == 0 or k == 0 or np.all(counts >= kb):
+        return
+    taken = np.zeros(valid.shape, dtype=bool)
+    has = out >= 0
+    taken[np.nonzero(has)[0], out[has]] = True
+    key = np.where(valid & ~taken, -r, np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    cols = np.arange(k)[None, :]
+    need = (cols >= counts[:, None]) & (cols < kb[:, None])
+    src = np.clip(cols - counts[:, None], 0, order.shape[1] - 1)
+    cand = np.take_along_axis(order, src, axis=1)
+    out[need] = cand[need]
+
+
+# --------------------------------------------------------------------------- similarity
+def cosine_similarity(vectors: Any) -> np.ndarray:
+    """Cosine similarity matrix ``(N, N)`` of ``vectors`` ``(N, d)`` (zero rows give 0)."""
+    v = _normalize_rows(np.asarray(vectors, dtype=np.float64))
+    return v @ v.T
+
+
+def category_similarity(categories: Any) -> np.ndarray:
+    """Category-indicator similarity ``S_ij = 1[c_i = c_j]`` ``(N, N)``.
+
+    This is the "fast-DPP on category similarity" kernel of the WeChat paper's baselines.
+    It has rank equal to the number of distinct categories, so a DPP on it picks at most
+    one item per category before the kernel is exhausted.
+    """
+    c = np.asarray(categories)
+    if c.ndim != 1:
+        raise ValueError(f"categories must have shape (N,), got {c.shape}")
+    return (c[:, None] == c[None, :]).astype(np.float64)
+
+
+def _normalize_rows(v: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("...d,...d->...", v, v))[..., None]
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0.0)
+
+
+class Similarity:
+    """Similarity of one request's candidates, from vectors (cosine) or a matrix.
+
+    Only rows are materialized when built from vectors: ``row(j)`` costs ``O(N d)``, so
+    greedy methods never pay for the full ``(N, N)`` matrix.
+    """
+
+    def __init__(self, matrix: np.ndarray | None, unit_vectors: np.ndarray | None) -> None:
+        self.matrix = matrix
+        self.unit_vectors = unit_vectors
+
+    @classmethod
+    def resolve(cls, n: int, vectors: Any | None, similarity: Any | None, who: str) -> Similarity:
+        """Build from exactly one of ``vectors`` / ``similarity``; raise ``ValueError`` else."""
+        if vectors is not None and similarity is not None:
+            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+        if vectors is not None:
+            v = np.asarray(vectors, dtype=np.float64)
+            if v.ndim != 2 or v.shape[0] != n:
+                raise ValueError(f"vectors must have shape ({n}, d), got {v.shape}")
+            if not np.all(np.isfinite(v)):
+                raise ValueError("vectors contain NaN or infinite values")
+            return cls(None, _normalize_rows(v))
+        if similarity is not None:
+            s = np.asarray(similarity, dtype=np.float64)
+            if s.shape != (n, n):
+                raise ValueError(f"similarity must have shape ({n}, {n}), got {s.shape}")
+            if not np.all(np.isfinite(s)):
+                raise ValueError("similarity contains NaN or infinite values")
+            return cls(s, None)
+        raise ValueError(f"{who} needs `vectors` (N, d) or `similarity` (N, N); got neither")
+
+    def row(self, j: int) -> np.ndarray:
+        """Similarities of item ``j`` to all candidates, ``(N,)``."""
+        if self.matrix is not None:
+            return self.matrix[j]
+        assert self.unit_vectors is not None
+        return self.unit_vectors @ self.unit_vectors[j]
+
+    def diag(self) -> np.ndarray:
+        """Self-similarities ``(N,)``."""
+        if self.matrix is not None:
+            return np.diagonal(self.matrix).copy()
+        assert self.unit_vectors is not None
+        return np.einsum("nd,nd->n", self.unit_vectors, self.unit_vectors)
+
+    def full(self) -> np.ndarray:
+        """The full ``(N, N)`` matrix (only for methods that need all pairs)."""
+        if self.matrix is not None:
+            return self.matrix
+        assert self.unit_vectors is not None
+        return self.unit_vectors @ self.unit_vectors.T
+
+
+class BatchSimilarity:
+    """Batched counterpart of :class:`Similarity` for ``(B, N, d)`` / ``(B, N, N)`` inputs.
+
+    Inputs are prepared lazily, one chunk of requests at a time (:meth:`chunk`): values
+    at invalid positions are replaced by 0, valid ones must be finite, vectors are
+    L2-normalized. This keeps the working set of the batched greedy loops in cache.
+    """
+
+    def __init__(
+        self,
+        matrix: np.ndarray | None,
+        unit_vectors: np.ndarray | None,
+        valid: np.ndarray | None = None,
+        prepared: bool = True,
+    ) -> None:
+        self.matrix = matrix
+        self.unit_vectors = unit_vectors
+        self.valid = valid
+        self.prepared = prepared
+
+    @classmethod
+    def resolve(
+        cls,
+        shape: tuple[int, int],
+        valid: np.ndarray,
+        vectors: Any | None,
+        similarity: Any | None,
+        who: str,
+    ) -> BatchSimilarity:
+        """Build from exactly one of ``vectors`` ``(B, N, d)`` / ``similarity`` ``(B, N, N)``."""
+        b, n = shape
+        if vectors is not None and similarity is not None:
+            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+        if vectors is not None:
+            v = np.asarray(vectors)
+            if v.ndim != 3 or v.shape[:2] != (b, n):
+                raise ValueError(f"vectors must have shape ({b}, {n}, d), got {v.shape}")
+            return cls(None, v, valid, prepared=False)
+        if similarity is not None:
+            s = np.asarray(similarity)
+            if s.shape != (b, n, n):
+                raise ValueError(f"similarity must have shape ({b}, {n}, {n}), got {s.shape}")
+            return cls(s, None, valid, prepared=False)
+        raise ValueError(f"{who} needs `vectors` (B, N, d) or `similarity` (B, N, N); got neither")
+
+    def chunk(self, sl: slice) -> BatchSimilarity:
+        """The prepared requests ``sl`` of the batch."""
+        if self.prepared:
+            if self.matrix is not None:
+                return BatchSimilarity(self.matrix[sl], None)
+            return BatchSimilarity(None, self.unit_vectors[sl])  # type: ignore[index]
+        valid = self.valid[sl]  # type: ignore[index]
+        if self.matrix is not None:
+            s = np.array(self.matrix[sl], dtype=np.float64)
+            if not valid.all():
+                s[~(valid[:, :, None] & valid[:, None, :])] = 0.0
+            if not np.all(np.isfinite(s)):
+                raise ValueError("similarity contains NaN or infinite values at valid positions")
+            return BatchSimilarity(s, None)
+        v = np.array(self.unit_vectors[sl], dtype=np.float64)  # type: ignore[index]
+        if not valid.all():
+            v[~valid] = 0.0
+        if not np.all(np.isfinite(v)):
+            raise ValueError("vectors contain NaN or infinite values at valid positions")
+        return BatchSimilarity(None, _normalize_rows(v))
+
+    def rows_for(self, sl: slice) -> Callable[[np.ndarray], np.ndarray]:
+        """``rows`` of the prepared chunk ``sl`` of the batch."""
+        return self.chunk(sl).rows
+
+    def rows(self, js: np.ndarray) -> np.ndarray:
+        """Row ``js[b]`` of every request of a prepared batch, ``(B, N)``."""
+        if self.matrix is not None:
+            return self.matrix[np.arange(js.shape[0]), js]
+        assert self.unit_vectors is not None
+        u = self.unit_vectors
+        vj = u[np.arange(js.shape[0]), js]  # (B, d)
+        return np.matmul(u, vj[:, :, None])[:, :, 0]
+
+    def diag(self) -> np.ndarray:
+        """Self-similarities ``(B, N)`` of a prepared batch."""
+        if self.matrix is not None:
+            return np.diagonal(self.matrix, axis1=1, axis2=2).copy()
+        assert self.unit_vectors is not None
+        return np.einsum("bnd,bnd->bn", self.unit_vectors, self.unit_vectors)
+
+
+# --------------------------------------------------------------------------- base class
+class Reranker:
+    """Base class: hyperparameter access and a per-request-loop ``select_batch``.
+
+    Subclasses implement :meth:`select`; methods with a vectorized batch path override
+    :meth:`select_batch`. Keyword arguments listed in ``_per_request_kwargs`` are sliced
+    along the batch axis (and, when their second axis has length ``N``, along the
+    candidate axis too) by the default loop.
+    """
+
+    #: extra keyword arguments that carry one entry per request in ``select_batch``
+    _per_request_kwargs: tuple[str, ...] = ()
+    #: extra per-request keyword arguments whose second axis is the candidate axis
+    _per_item_kwargs: tuple[str, ...] = ()
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor hyperparameters, scikit-learn style."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select up to ``k`` positions; see the module docstring for the contract."""
+        raise NotImplementedError
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Loop :meth:`select` over the requests; returns ``(B, k)`` int64, ``-1`` padded.
+
+        Args:
+            relevance: ``(B, N)`` scores; padding positions (``valid`` False) are ignored.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ``(B, N)`` int categories, or None.
+            valid: ``(B, N)`` bool mask of real candidates (default: all valid).
+            **kwargs: method-specific per-request arguments with a leading batch axis.
+        """
+        k = check_k(k)
+        r, m = check_relevance_batch(relevance, valid)
+        bsz, n = r.shape
+        who = type(self).__name__
+        if vectors is not None and similarity is not None:
+            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+        vecs = None if vectors is None else np.asarray(vectors)
+        if vecs is not None and (vecs.ndim != 3 or vecs.shape[:2] != (bsz, n)):
+            raise ValueError(f"vectors must have shape ({bsz}, {n}, d), got {vecs.shape}")
+        sim = None if similarity is None else np.asarray(similarity)
+        if sim is not None and sim.shape != (bsz, n, n):
+            raise ValueError(f"similarity must have shape ({bsz}, {n}, {n}), got {sim.shape}")
+        cats = None if categories is None else np.asarray(categories)
+        if cats is not None and cats.shape != (bsz, n):
+            raise ValueError(f"categories must have shape ({bsz}, {n}), got {cats.shape}")
+        out = np.full((bsz, k), -1, dtype=np.int64)
+        for b in range(bsz):
+            idx = np.flatnonzero(m[b])
+            kw: dict[str, Any] = {}
+            if vecs is not None:
+                kw["vectors"] = vecs[b, idx]
+            if sim is not None:
+                kw["similarity"] = sim[b][np.ix_(idx, idx)]
+            if cats is not None:
+                kw["categories"] = cats[b, idx]
+            for name, value in kwargs.items():
+                if value is None:
+                    kw[name] = None
+                elif name in self._per_item_kwargs:
+                    kw[name] = np.asarray(value)[b, idx]
+                elif name in self._per_request_kwargs:
+                    kw[name] = value[b]
+                else:
+                    kw[name] = value
+            sel = self.select(r[b, idx], k, **kw)
+            out[b, : sel.shape[0]] = idx[sel]
+        return out
+
+
+def as_positions(selected: list[int] | np.ndarray) -> np.ndarray:
+    """Convert a selection to the canonical ``(k',)`` int64 array."""
+    return np.asarray(selected, dtype=np.int64).reshape(-1)
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    """Numerically stable logistic function."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out

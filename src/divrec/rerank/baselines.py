@@ -1,0 +1,388 @@
+"""Baseline re-rankers: category cap, CF-DA, CF-DM and a HOM-LIN-style hybrid utility.
+
+* :class:`CategoryCap` — the rule-based "Base" of the WeChat paper's experiments: a cap
+  on the number of items per category (or tag).
+* :class:`CFDA` — CF-DA of the HI paper (Experiments, "Algorithms and tests"):
+  diversity-aware re-ranking by ``Relevance + φ·Diversity`` with
+  ``Diversity(i, j) = 1 − Similarity(i, j)`` (the HI paper's definition, after Bradley &
+  Smyth 2001); the diversity of a candidate w.r.t. the list built so far is its mean
+  dissimilarity to the selected items (Bradley & Smyth's relative diversity), chosen
+  greedily.
+* :class:`CFDM` — CF-DM of the HI paper: the final ``n`` items maximize the overall
+  diversity among the top ``n′ = 5n`` by relevance.
+* :class:`HybridUtility` — a linear hybrid of relevance, list diversity and item novelty
+  in the spirit of HOM-LIN (Adamopoulos & Tuzhilin 2015, a PURS baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._base import (
+    BatchSimilarity,
+    Reranker,
+    Similarity,
+    as_positions,
+    check_categories,
+    check_k,
+    check_relevance,
+    check_relevance_batch,
+    check_scaling,
+    relevance_order,
+    scale_relevance,
+    scale_relevance_batch,
+)
+from .mmr import penalized_greedy, penalized_greedy_batch
+
+__all__ = ["CFDA", "CFDM", "CategoryCap", "HybridUtility"]
+
+
+class CategoryCap(Reranker):
+    """Rule-based category cap ("Base" in the WeChat paper's offline simulation).
+
+    Walk the candidates in relevance order and skip an item whose category already has
+    ``max_per_category`` selected items; if fewer than ``k`` items pass, complete the list
+    with the skipped items in relevance order.
+
+    Args:
+        max_per_category: cap ``≥ 1`` per category.
+    """
+
+    def __init__(self, max_per_category: int = 1) -> None:
+        if (
+            isinstance(max_per_category, bool)
+            or not isinstance(max_per_category, int | np.integer)
+            or max_per_category < 1
+        ):
+            raise ValueError(f"max_per_category must be an int >= 1, got {max_per_category!r}")
+        self.max_per_category = max_per_category
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` relevance.
+            k: list length.
+            vectors: ignored.
+            similarity: ignored.
+            categories: ``(N,)`` int categories (required).
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        cats = check_categories(categories, r.size, "CategoryCap")
+        kk = min(k, r.size)
+        counts: dict[int, int] = {}
+        out: list[int] = []
+        skipped: list[int] = []
+        for i in relevance_order(r):
+            if len(out) == kk:
+                break
+            c = int(cats[i])
+            if counts.get(c, 0) < self.max_per_category:
+                counts[c] = counts.get(c, 0) + 1
+                out.append(int(i))
+            else:
+                skipped.append(int(i))
+        out.extend(skipped[: kk - len(out)])
+        return as_positions(out)
+
+
+class CFDA(Reranker):
+    """CF-DA diversity-aware re-ranking (HI paper, Experiments): ``Relevance + φ·Diversity``.
+
+    Greedy: the first item is the most relevant; then
+    ``argmax_{i ∉ S} rel_i + φ · mean_{j ∈ S} (1 − sim(i, j))``. Similarity: cosine of
+    ``vectors`` or the given ``similarity`` (the HI paper uses the inferred p2p item–item
+    similarity).
+
+    Args:
+        phi: diversity weight ``φ ≥ 0`` (``φ = 0`` is the relevance order).
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    """
+
+    def __init__(self, phi: float = 0.5, relevance_scaling: str = "minmax") -> None:
+        if not (np.isfinite(phi) and phi >= 0):
+            raise ValueError(f"phi must be a finite number >= 0, got {phi}")
+        self.phi = phi
+        self.relevance_scaling = check_scaling(relevance_scaling)
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` relevance.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine), or None.
+            similarity: ``(N, N)`` similarity, or None.
+            categories: ignored.
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        sim = Similarity.resolve(r.size, vectors, similarity, "CFDA")
+        rs = scale_relevance(r, self.relevance_scaling)
+        return penalized_greedy(rs, r, k, sim.row, float(self.phi), "mean")
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (-1 padded)."""
+        k = check_k(k)
+        r, m = check_relevance_batch(relevance, valid)
+        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "CFDA")
+        rs = scale_relevance_batch(r, m, self.relevance_scaling)
+        return penalized_greedy_batch(rs, r, m, k, sims.rows_for, float(self.phi), "mean")
+
+
+class CFDM(Reranker):
+    """CF-DM diversity-maximizing re-ranking (HI paper, Experiments).
+
+    Select ``k`` items maximizing the total pairwise diversity ``Σ_{i<j} (1 − sim(i, j))``
+    among the ``n′ = ⌈n_factor · k⌉`` most relevant candidates (the paper: ``n′ = 5n``).
+    Max-sum dispersion is NP-hard; we use the standard greedy heuristic (a
+    2-approximation for metric distances, Birnbaum & Goldman 2009): start from the most
+    relevant item, then repeatedly add the pool item with the largest summed
+    dissimilarity to the items already selected; ties go to the more relevant item.
+    Relevance only defines the pool, the seed and tie-breaks, as in the paper's baseline.
+
+    Args:
+        n_factor: pool size factor ``≥ 1`` (``n′ = ⌈n_factor · k⌉``).
+    """
+
+    def __init__(self, n_factor: float = 5) -> None:
+        if not (np.isfinite(n_factor) and n_factor >= 1):
+            raise ValueError(f"n_factor must be a finite number >= 1, got {n_factor}")
+        self.n_factor = n_factor
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` relevance.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine), or None.
+            similarity: ``(N, N)`` similarity, or None.
+            categories: ignored.
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        sim = Similarity.resolve(r.size, vectors, similarity, "CFDM")
+        pool = relevance_order(r)[: min(r.size, math.ceil(self.n_factor * k))]
+        kk = min(k, pool.size)
+        div_sum = np.zeros(pool.size)
+        avail = np.ones(pool.size, dtype=bool)
+        chosen = [0]
+        avail[0] = False
+        while len(chosen) < kk:
+            div_sum += 1.0 - sim.row(int(pool[chosen[-1]]))[pool]
+            p = int(np.argmax(np.where(avail, div_sum, -np.inf)))
+            chosen.append(p)
+            avail[p] = False
+        return as_positions(pool[chosen])
+
+
+_WEIGHT_KEYS = ("relevance", "diversity", "novelty")
+
+
+class HybridUtility(Reranker):
+    """HOM-LIN-style linear hybrid utility of relevance, diversity and novelty.
+
+    HOM-LIN (Adamopoulos & Tuzhilin 2015; a baseline of PURS) ranks items by a linear
+    combination of the estimated rating and an unexpectedness term. We implement the
+    general greedy form
+
+        argmax_{i ∉ S}  w_rel · rel_i + w_div · mean_{j ∈ S} (1 − sim(i, j)) + w_nov · nov_i,
+
+    where ``nov_i`` is a per-item novelty given by the caller (``novelty=``, e.g. the PURS
+    unexpectedness of the item for the user, which gives HOM-LIN proper with
+    ``w_div = 0``) or derived from ``popularity=`` (share of interactions in ``(0, 1]``)
+    as the self-information ``−log₂ popularity`` (Zhou et al. 2010). With
+    ``relevance_scaling="minmax"`` both relevance and novelty are min-max scaled per
+    request so that the weights are comparable. The diversity term is 0 for the first
+    pick; similarity is the cosine of ``vectors`` or the given ``similarity`` (only
+    needed when ``w_div ≠ 0``).
+
+    Args:
+        weights: ``(w_rel, w_div, w_nov)`` or a mapping with keys ``"relevance"``,
+            ``"diversity"``, ``"novelty"`` (missing keys are 0).
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] | Mapping[str, float] = (1.0, 0.5, 0.0),
+        relevance_scaling: str = "minmax",
+    ) -> None:
+        self.weights = weights
+        self.relevance_scaling = check_scaling(relevance_scaling)
+        self._weights()  # validate
+
+    def _weights(self) -> tuple[float, float, float]:
+        w = self.weights
+        if isinstance(w, Mapping):
+            unknown = set(w) - set(_WEIGHT_KEYS)
+            if unknown:
+                raise ValueError(f"unknown weight keys {sorted(unknown)}; use {_WEIGHT_KEYS}")
+            vals = tuple(float(w.get(key, 0.0)) for key in _WEIGHT_KEYS)
+        else:
+            vals = tuple(float(x) for x in w)
+            if len(vals) != 3:
+                raise ValueError(f"weights must have 3 entries (rel, div, nov), got {len(vals)}")
+        if not all(np.isfinite(vals)):
+            raise ValueError(f"weights must be finite, got {vals}")
+        return vals  # type: ignore[return-value]
+
+    @staticmethod
+    def _novelty(novelty: Any, popularity: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if novelty is not None:
+            nov = np.asarray(novelty, dtype=np.float64)
+        elif popularity is not None:
+            pop = np.asarray(popularity, dtype=np.float64)
+            if pop.shape == shape and np.any(pop < 0):
+                raise ValueError("popularity must be non-negative")
+            nov = -np.log2(np.clip(pop, 1e-12, None))
+        else:
+            raise ValueError("HybridUtility with a novelty weight needs `novelty` or `popularity`")
+        if nov.shape != shape:
+            raise ValueError(f"novelty/popularity must have shape {shape}, got {nov.shape}")
+        return nov
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        novelty: np.ndarray | None = None,
+        popularity: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` relevance.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine), or None.
+            similarity: ``(N, N)`` similarity, or None.
+            categories: ignored.
+            novelty: ``(N,)`` per-item novelty / unexpectedness, or None.
+            popularity: ``(N,)`` interaction shares in ``(0, 1]``, or None.
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        w_rel, w_div, w_nov = self._weights()
+        base = w_rel * scale_relevance(r, self.relevance_scaling)
+        if w_nov != 0.0:
+            nov = self._novelty(novelty, popularity, r.shape)
+            if not np.all(np.isfinite(nov)):
+                raise ValueError("novelty contains NaN or infinite values")
+            base = base + w_nov * scale_relevance(nov, self.relevance_scaling)
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if w_div == 0.0:
+            return relevance_order(base)[:k]
+        sim = Similarity.resolve(r.size, vectors, similarity, "HybridUtility")
+        return penalized_greedy(base, base, k, sim.row, w_div, "mean")
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        novelty: np.ndarray | None = None,
+        popularity: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection.
+
+        Args:
+            relevance: ``(B, N)`` relevance.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+            novelty: ``(B, N)`` novelty, or None.
+            popularity: ``(B, N)`` popularity shares, or None.
+
+        Returns:
+            ``(B, k)`` int64 positions, ``-1`` padded.
+        """
+        k = check_k(k)
+        r, m = check_relevance_batch(relevance, valid)
+        w_rel, w_div, w_nov = self._weights()
+        base = w_rel * scale_relevance_batch(r, m, self.relevance_scaling)
+        if w_nov != 0.0:
+            nov = np.where(m, self._novelty(novelty, popularity, r.shape), 0.0)
+            if not np.all(np.isfinite(nov)):
+                raise ValueError("novelty contains NaN or infinite values at valid positions")
+            base = base + w_nov * scale_relevance_batch(nov, m, self.relevance_scaling)
+        if w_div == 0.0:
+            bsz, n = r.shape
+
+            def no_rows_for(sl: slice) -> Callable[[np.ndarray], np.ndarray]:
+                return lambda js: np.zeros((js.shape[0], n))
+
+            return penalized_greedy_batch(base, base, m, k, no_rows_for, 0.0, "mean")
+        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "HybridUtility")
+        return penalized_greedy_batch(base, base, m, k, sims.rows_for, w_div, "mean")

@@ -1,0 +1,368 @@
+"""Maximal Marginal Relevance (MMR) and the interest-aware MMR of CDM.
+
+Both are instances of one greedy scheme ("penalized greedy"): the first item is the most
+relevant one, then every step picks
+
+    argmax_{i ∉ S}  base_i − coef · agg_{j ∈ S} sim(i, j),
+
+with ``agg`` the maximum (MMR, CDM) or the mean (CF-DA, hybrid utility, see
+:mod:`divrec.rerank.baselines`). The batched path runs the same recursion with numpy
+over the batch axis (one ``(B, N)`` row update per step), not a loop over requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+from ._base import (
+    BatchSimilarity,
+    Reranker,
+    Similarity,
+    as_positions,
+    batch_chunks,
+    check_k,
+    check_relevance,
+    check_relevance_batch,
+    check_scaling,
+    scale_relevance,
+    scale_relevance_batch,
+    sigmoid,
+)
+
+Aggregate = Literal["max", "mean"]
+
+__all__ = ["MMR", "InterestAwareMMR", "penalized_greedy", "penalized_greedy_batch"]
+
+
+def penalized_greedy(
+    base: np.ndarray,
+    first_key: np.ndarray,
+    k: int,
+    row: Callable[[int], np.ndarray],
+    coef: float,
+    agg: Aggregate,
+) -> np.ndarray:
+    """Greedy ``argmax base_i − coef · agg_{j∈S} sim(i, j)`` for one request.
+
+    Args:
+        base: ``(N,)`` per-item static score.
+        first_key: ``(N,)`` score used for the first pick (usually the relevance).
+        k: list length; ``min(k, N)`` positions are returned.
+        row: ``row(j)`` returns the ``(N,)`` similarities of item ``j`` to all items.
+        coef: weight of the similarity penalty.
+        agg: ``"max"`` (MMR) or ``"mean"`` (mean similarity to the selected items).
+
+    Returns:
+        ``(min(k, N),)`` int64 positions in selection order.
+    """
+    n = base.shape[0]
+    kk = min(k, n)
+    if kk == 0:
+        return np.zeros(0, dtype=np.int64)
+    avail = np.ones(n, dtype=bool)
+    acc = np.full(n, -np.inf) if agg == "max" else np.zeros(n)
+    out = [int(np.argmax(first_key))]
+    avail[out[0]] = False
+    for t in range(1, kk):
+        s = row(out[-1])
+        if agg == "max":
+            np.maximum(acc, s, out=acc)
+            pen = acc
+        else:
+            acc += s
+            pen = acc / t
+        score = np.where(avail, base - coef * pen, -np.inf)
+        j = int(np.argmax(score))
+        out.append(j)
+        avail[j] = False
+    return as_positions(out)
+
+
+def penalized_greedy_batch(
+    base: np.ndarray,
+    first_key: np.ndarray,
+    valid: np.ndarray,
+    k: int,
+    rows_for: Callable[[slice], Callable[[np.ndarray], np.ndarray]],
+    coef: float,
+    agg: Aggregate,
+) -> np.ndarray:
+    """Vectorized :func:`penalized_greedy` over a batch (numpy over the batch axis).
+
+    The batch is processed in chunks of :data:`~divrec.rerank._base.BATCH_CHUNK`
+    requests (each chunk fully vectorized) to keep the working set in cache.
+
+    Args:
+        base: ``(B, N)`` static scores.
+        first_key: ``(B, N)`` first-pick scores.
+        valid: ``(B, N)`` mask of real candidates.
+        k: list length.
+        rows_for: ``rows_for(sl)`` returns ``rows(js)`` for the requests ``sl``, which
+            gives ``(b, N)``: row ``js[i]`` of request ``sl.start + i``.
+        coef: penalty weight.
+        agg: ``"max"`` or ``"mean"``.
+
+    Returns:
+        ``(B, k)`` int64 positions, ``-1`` padded after ``min(k, n_valid_b)`` items.
+    """
+    out = np.full((base.shape[0], k), -1, dtype=np.int64)
+    for sl in batch_chunks(base.shape[0]):
+        out[sl] = _penalized_chunk(base[sl], first_key[sl], valid[sl], k, rows_for(sl), coef, agg)
+    return out
+
+
+def _penalized_chunk(
+    base: np.ndarray,
+    first_key: np.ndarray,
+    valid: np.ndarray,
+    k: int,
+    rows: Callable[[np.ndarray], np.ndarray],
+    coef: float,
+    agg: Aggregate,
+) -> np.ndarray:
+    bsz, n = base.shape
+    out = np.full((bsz, k), -1, dtype=np.int64)
+    kb = np.minimum(k, valid.sum(axis=1))
+    kmax = int(kb.max(initial=0))
+    if kmax == 0:
+        return out
+    c = float(coef)
+    ar = np.arange(bsz)
+    avail = valid.copy()
+    acc = np.full((bsz, n), -np.inf) if agg == "max" else np.zeros((bsz, n))
+    j = np.argmax(np.where(avail, first_key, -np.inf), axis=1)
+    for t in range(kmax):
+        act = t < kb
+        out[act, t] = j[act]
+        avail[ar[act], j[act]] = False
+        if t + 1 >= kmax:
+            break
+        s = rows(j)
+        if agg == "max":
+            np.maximum(acc, s, out=acc)
+            pen = acc
+        else:
+            acc += s
+            pen = acc / (t + 1)
+        score = np.where(avail, base - c * pen, -np.inf)
+        j = np.argmax(score, axis=1)
+    return out
+
+
+class MMR(Reranker):
+    """Maximal Marginal Relevance (Carbonell & Goldstein, SIGIR 1998).
+
+    Greedy selection of ``argmax_{i ∉ S} λ·rel_i − (1 − λ)·max_{j ∈ S} sim(i, j)``; the
+    first item is the most relevant one (the max over an empty ``S`` is undefined; this
+    also makes ``λ = 0`` well defined). ``λ = 1`` reproduces the relevance order.
+    Similarity: cosine of ``vectors`` ``(N, d)`` or the given ``similarity`` ``(N, N)``.
+
+    Args:
+        lambda_: trade-off ``λ ∈ [0, 1]``; larger means more relevance.
+        relevance_scaling: ``"minmax"`` (default; relevance mapped to ``[0, 1]`` per
+            request so that it is commensurable with cosine similarities) or ``"raw"``.
+    """
+
+    def __init__(self, lambda_: float = 0.5, relevance_scaling: str = "minmax") -> None:
+        if not 0.0 <= float(lambda_) <= 1.0:
+            raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
+        self.lambda_ = lambda_
+        self.relevance_scaling = check_scaling(relevance_scaling)
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` relevance scores.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine similarity), or None.
+            similarity: ``(N, N)`` similarity matrix, or None.
+            categories: ignored.
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        sim = Similarity.resolve(r.size, vectors, similarity, "MMR")
+        rs = scale_relevance(r, self.relevance_scaling)
+        lam = float(self.lambda_)
+        return penalized_greedy(lam * rs, r, k, sim.row, 1.0 - lam, "max")
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection; ``(B, N)`` relevance, returns ``(B, k)`` (-1 padded).
+
+        Args:
+            relevance: ``(B, N)`` relevance.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+        """
+        k = check_k(k)
+        r, m = check_relevance_batch(relevance, valid)
+        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "MMR")
+        rs = scale_relevance_batch(r, m, self.relevance_scaling)
+        lam = float(self.lambda_)
+        return penalized_greedy_batch(lam * rs, r, m, k, sims.rows_for, 1.0 - lam, "max")
+
+
+class InterestAwareMMR(Reranker):
+    """Interest-aware MMR, the teacher of CDM (Contextual Distillation Model, Eq. 2–4).
+
+    The first item is ``argmax_i f(u, i)`` (Eq. 4); then (Eq. 2)
+
+        i_h = argmax_{i ∉ R} f(u, i) + λ · Div(R ∪ i | u),
+        Div(R ∪ i | u) = 1 − max_{i' ∈ R} σ(e_{i,u} · e_{i',u}),   e_{i,u} = e_i ⊙ u  (Eq. 3),
+
+    with ``e_i`` the raw (not normalized) item embeddings, ``u`` the user-interest vector
+    and ``σ`` the logistic function. Note that, unlike classic :class:`MMR`, ``λ`` only
+    weighs the diversity term (the paper searches ``λ ∈ {0, …, 0.25}``); ``λ = 0`` is the
+    relevance order. Only item embeddings make sense here: a plain ``similarity`` matrix
+    cannot be re-weighted by the user vector and is rejected.
+
+    Args:
+        lambda_: diversity weight ``λ ≥ 0``.
+        relevance_scaling: ``"raw"`` (default, as in CDM where ``f(u, i)`` is a predicted
+            probability) or ``"minmax"``.
+    """
+
+    _per_request_kwargs = ("user",)
+
+    def __init__(self, lambda_: float = 0.1, relevance_scaling: str = "raw") -> None:
+        if float(lambda_) < 0.0:
+            raise ValueError(f"lambda_ must be >= 0, got {lambda_}")
+        self.lambda_ = lambda_
+        self.relevance_scaling = check_scaling(relevance_scaling)
+
+    @staticmethod
+    def _check_inputs(vectors: Any, similarity: Any, user: Any) -> None:
+        if similarity is not None:
+            raise ValueError("InterestAwareMMR needs item `vectors`, not a `similarity` matrix")
+        if vectors is None:
+            raise ValueError("InterestAwareMMR needs item `vectors` (item embeddings e_i)")
+        if user is None:
+            raise ValueError("InterestAwareMMR needs the user-interest vector `user`")
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        user: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions.
+
+        Args:
+            relevance: ``(N,)`` scores ``f(u, i)``.
+            k: list length.
+            vectors: ``(N, d)`` item embeddings ``e_i`` (required).
+            similarity: must be None.
+            categories: ignored.
+            user: ``(d,)`` user-interest vector ``u`` (required).
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in selection order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        self._check_inputs(vectors, similarity, user)
+        e = np.asarray(vectors, dtype=np.float64)
+        u = np.asarray(user, dtype=np.float64)
+        if e.ndim != 2 or e.shape[0] != r.size:
+            raise ValueError(f"vectors must have shape ({r.size}, d), got {e.shape}")
+        if u.shape != (e.shape[1],):
+            raise ValueError(f"user must have shape ({e.shape[1]},), got {u.shape}")
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
+            raise ValueError("vectors or user contain NaN or infinite values")
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        eu = e * u
+
+        def row(j: int) -> np.ndarray:
+            return sigmoid(eu @ eu[j])
+
+        rs = scale_relevance(r, self.relevance_scaling)
+        return penalized_greedy(rs, r, k, row, float(self.lambda_), "max")
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        user: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection.
+
+        Args:
+            relevance: ``(B, N)`` scores.
+            k: list length.
+            vectors: ``(B, N, d)`` item embeddings (required).
+            similarity: must be None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+            user: ``(B, d)`` user-interest vectors (required).
+
+        Returns:
+            ``(B, k)`` int64 positions, ``-1`` padded.
+        """
+        k = check_k(k)
+        r, m = check_relevance_batch(relevance, valid)
+        self._check_inputs(vectors, similarity, user)
+        e = np.array(vectors, dtype=np.float64)
+        u = np.asarray(user, dtype=np.float64)
+        bsz, n = r.shape
+        if e.ndim != 3 or e.shape[:2] != (bsz, n):
+            raise ValueError(f"vectors must have shape ({bsz}, {n}, d), got {e.shape}")
+        if u.shape != (bsz, e.shape[2]):
+            raise ValueError(f"user must have shape ({bsz}, {e.shape[2]}), got {u.shape}")
+        e[~m] = 0.0
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
+            raise ValueError("vectors or user contain NaN or infinite values")
+        eu = e * u[:, None, :]
+
+        def rows_for(sl: slice) -> Callable[[np.ndarray], np.ndarray]:
+            euc = eu[sl]
+            ar = np.arange(euc.shape[0])
+
+            def rows(js: np.ndarray) -> np.ndarray:
+                return sigmoid(np.matmul(euc, euc[ar, js][:, :, None])[:, :, 0])
+
+            return rows
+
+        rs = scale_relevance_batch(r, m, self.relevance_scaling)
+        return penalized_greedy_batch(rs, r, m, k, rows_for, float(self.lambda_), "max")

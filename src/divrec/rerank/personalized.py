@@ -1,0 +1,509 @@
+"""Personalized DPP trade-offs: behaviour entropy (p-DPP) and real-time propensity.
+
+Two ways of choosing the DPP trade-off ``θ`` per user, both plugged into the fast greedy
+DPP of :mod:`divrec.rerank.dpp` (``α_u = θ_u / (2(1 − θ_u))``, WeChat Eq. 6–7):
+
+* **p-DPP** (Wang et al. 2020, "Personalized Re-ranking for Improving Diversity in Live
+  Recommender Systems", arXiv:2004.06390): users whose behaviour is spread over many
+  categories get more diversity. *Reconstruction* (the paper's text is not in our corpus;
+  the exact normalization is ours): with ``p_c`` the share of the user's interactions in
+  category ``c`` among ``K`` categories,
+
+      H_u = −Σ_c p_c ln p_c,    h_u = H_u / ln K ∈ [0, 1],
+      θ_u = θ_high − (θ_high − θ_low) · h_u,
+
+  so a single-category user gets ``θ_high`` (mostly relevance) and a uniform user gets
+  ``θ_low`` (most diversity). Users without history get ``default_theta``.
+
+* **Real-time propensity** (WeChat graph-exploration paper, Sec. 3.2, Eq. 2–3; NOTES.md):
+  :class:`RealtimePropensityTracker` keeps, per user, the positives of a time-based
+  sliding window; ``s_u`` is the mean over pairs ``i ≠ j`` of ``e_iᵀ e_j`` of their
+  L2-normalized embeddings (Eq. 2) and ``θ_u = sigmoid((s_u − mean_v s_v) / std_v s_v)``
+  over all users with a defined ``s`` (Eq. 3). A user who views similar items has a
+  large ``s_u`` and gets a large ``θ_u`` (more relevance).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._base import sigmoid
+from .dpp import _GreedyDPPReranker, tradeoff_alpha
+
+__all__ = [
+    "PersonalizedDPP",
+    "RealtimePersonalizedDPP",
+    "RealtimePropensityTracker",
+    "entropy_theta",
+]
+
+
+def entropy_theta(
+    category_counts: Any,
+    theta_low: float = 0.3,
+    theta_high: float = 0.9,
+    default_theta: float = 0.5,
+) -> np.ndarray:
+    """p-DPP trade-off from the entropy of a user's behaviour over categories.
+
+    ``θ_u = θ_high − (θ_high − θ_low) · H_u / ln K`` (reconstruction of Wang et al. 2020,
+    see the module docstring).
+
+    Args:
+        category_counts: ``(K,)`` or ``(B, K)`` non-negative interaction counts (or
+            shares) per category, ``K ≥ 2``.
+        theta_low: θ of a user with uniform behaviour (maximal entropy).
+        theta_high: θ of a user with single-category behaviour (zero entropy).
+        default_theta: θ of a user without any interaction.
+
+    Returns:
+        ``()`` or ``(B,)`` float64 trade-offs in ``[θ_low, θ_high]``.
+    """
+    c = np.asarray(category_counts, dtype=np.float64)
+    if c.ndim not in (1, 2) or c.shape[-1] < 2:
+        raise ValueError(f"category_counts must have shape (K,) or (B, K), K >= 2; got {c.shape}")
+    if not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise ValueError("category_counts must be finite and non-negative")
+    total = c.sum(axis=-1, keepdims=True)
+    p = np.divide(c, total, out=np.zeros_like(c), where=total > 0)
+    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    h = -plogp.sum(axis=-1) / np.log(c.shape[-1])
+    h = np.clip(h, 0.0, 1.0)
+    theta = theta_high - (theta_high - theta_low) * h
+    return np.where(total[..., 0] > 0, theta, default_theta)
+
+
+class PersonalizedDPP(_GreedyDPPReranker):
+    """Fast greedy DPP with a per-request trade-off ``θ_u`` (p-DPP / WeChat Eq. 7).
+
+    Per request, the trade-off is, in this order of precedence: the ``theta`` keyword
+    (e.g. from :meth:`RealtimePropensityTracker.theta`), the p-DPP entropy trade-off of
+    ``user_category_counts`` (:func:`entropy_theta`), or ``default_theta``. Everything
+    else is :class:`~divrec.rerank.dpp.FastGreedyDPP`.
+
+    Args:
+        theta_low: p-DPP θ of a maximal-entropy user.
+        theta_high: p-DPP θ of a zero-entropy user.
+        default_theta: θ when neither ``theta`` nor ``user_category_counts`` is given.
+        window: sliding-window size (None: whole list).
+        eps: eligibility threshold on the Schur complements.
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+        fill: complete exhausted kernels by relevance order.
+    """
+
+    def __init__(
+        self,
+        theta_low: float = 0.3,
+        theta_high: float = 0.9,
+        default_theta: float = 0.5,
+        window: int | None = None,
+        eps: float = 1e-10,
+        relevance_scaling: str = "minmax",
+        fill: bool = True,
+    ) -> None:
+        for name, value in (("theta_low", theta_low), ("theta_high", theta_high)):
+            tradeoff_alpha(value)
+            if value >= 1.0:
+                raise ValueError(f"{name} must be < 1, got {value}")
+        if theta_low > theta_high:
+            raise ValueError(f"theta_low ({theta_low}) must be <= theta_high ({theta_high})")
+        tradeoff_alpha(default_theta)
+        self.theta_low = theta_low
+        self.theta_high = theta_high
+        self.default_theta = default_theta
+        self._set_common(window, eps, relevance_scaling, fill)
+
+    def _theta_for(self, kwargs: dict[str, Any]) -> float:
+        theta = kwargs.get("theta")
+        if theta is not None:
+            return float(theta)
+        counts = kwargs.get("user_category_counts")
+        if counts is not None:
+            return float(entropy_theta(counts, self.theta_low, self.theta_high, self.default_theta))
+        return float(self.default_theta)
+
+    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+        theta = kwargs.get("theta")
+        if theta is not None:
+            t = np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,))
+            return np.array(t)
+        counts = kwargs.get("user_category_counts")
+        if counts is not None:
+            c = np.asarray(counts)
+            if c.ndim != 2 or c.shape[0] != bsz:
+                raise ValueError(f"user_category_counts must have shape ({bsz}, K), got {c.shape}")
+            return entropy_theta(c, self.theta_low, self.theta_high, self.default_theta)
+        return np.full(bsz, float(self.default_theta))
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        theta: float | None = None,
+        user_category_counts: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select with the request's θ.
+
+        Args:
+            relevance: ``(N,)`` ranking scores.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine), or None.
+            similarity: ``(N, N)`` similarity, or None.
+            categories: ignored.
+            theta: explicit trade-off of this request, or None.
+            user_category_counts: ``(K,)`` the user's interactions per category (p-DPP).
+
+        Returns:
+            ``(k',)`` int64 positions in selection order.
+        """
+        return super().select(
+            relevance,
+            k,
+            vectors=vectors,
+            similarity=similarity,
+            categories=categories,
+            theta=theta,
+            user_category_counts=user_category_counts,
+        )
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        theta: np.ndarray | None = None,
+        user_category_counts: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection with per-request θ.
+
+        Args:
+            relevance: ``(B, N)`` ranking scores.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+            theta: ``(B,)`` explicit trade-offs, or None.
+            user_category_counts: ``(B, K)`` interactions per category, or None.
+
+        Returns:
+            ``(B, k)`` int64 positions, ``-1`` padded.
+        """
+        return super().select_batch(
+            relevance,
+            k,
+            vectors=vectors,
+            similarity=similarity,
+            categories=categories,
+            valid=valid,
+            theta=theta,
+            user_category_counts=user_category_counts,
+        )
+
+
+class RealtimePropensityTracker:
+    """Real-time diversity propensity of the WeChat paper (Sec. 3.2, Eq. 2–3).
+
+    Ingests events ``(user, item, timestamp, positive)``; only positive events enter the
+    user's window. The window is time based: at time ``now`` a user's window holds the
+    positives with ``now − window < timestamp ≤ now``. With ``e_i`` the L2-normalized
+    embeddings of those items (``n ≥ 2`` of them),
+
+        s_u = (1 / (n(n − 1))) Σ_{i ≠ j} e_iᵀ e_j = (‖Σ_i e_i‖² − n) / (n(n − 1))   (Eq. 2)
+        θ_u = sigmoid((s_u − mean_v s_v) / std_v s_v)                                  (Eq. 3)
+
+    where the mean and (population, ``ddof=0``) standard deviation run over all users
+    with a defined ``s`` at ``now``. A user with fewer than 2 positives in the window has
+    no ``s_u`` and gets ``default_theta`` (documented choice: the paper does not say; 0.5
+    is the θ of an average user, ``z = 0``). When fewer than 2 users have a defined ``s``
+    or their ``s`` are all equal, ``z = 0`` (θ = 0.5) for everybody defined.
+
+    The tracker's clock is the largest timestamp seen (events or queries); it never
+    goes back: events older than ``clock − window`` are dropped on arrival, queries with
+    ``now < clock`` raise ``ValueError``. Events of one user may arrive out of order
+    within the window.
+
+    Args:
+        window: window length, in the unit of the timestamps (> 0).
+        item_vectors: ``(n_items, d)`` embeddings, used when events give item indices.
+        default_theta: θ of users with fewer than 2 positives in the window.
+    """
+
+    def __init__(
+        self,
+        window: float,
+        item_vectors: np.ndarray | None = None,
+        default_theta: float = 0.5,
+    ) -> None:
+        if not (np.isfinite(window) and window > 0):
+            raise ValueError(f"window must be a positive number, got {window}")
+        tradeoff_alpha(default_theta)
+        self.window = float(window)
+        self.item_vectors = item_vectors
+        self.default_theta = default_theta
+        self._times: dict[Hashable, list[float]] = {}
+        self._vecs: dict[Hashable, list[np.ndarray]] = {}
+        self._s: dict[Hashable, float] = {}
+        self._expiry: list[tuple[float, int, Hashable]] = []
+        self._seq = 0
+        self._clock = -np.inf
+        self._dirty: set[Hashable] = set()
+        self._stats: tuple[float, float] | None = None
+
+    # ------------------------------------------------------------------ ingestion
+    def _vector(self, item: Any) -> np.ndarray:
+        if isinstance(item, int | np.integer):
+            if self.item_vectors is None:
+                raise ValueError("item indices need `item_vectors` in the constructor")
+            v = np.asarray(self.item_vectors[int(item)], dtype=np.float64)
+        else:
+            v = np.asarray(item, dtype=np.float64)
+        if v.ndim != 1:
+            raise ValueError(f"an item vector must have shape (d,), got {v.shape}")
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("item vectors must be finite and non-zero to be L2-normalized")
+        return v / norm
+
+    def update(self, user: Hashable, item: Any, timestamp: float, positive: bool = True) -> None:
+        """Ingest one event.
+
+        Args:
+            user: any hashable user id.
+            item: item index into ``item_vectors`` or an item vector ``(d,)``.
+            timestamp: event time (same unit as ``window``).
+            positive: only positive events count (negative ones only advance the clock).
+        """
+        ts = float(timestamp)
+        if not np.isfinite(ts):
+            raise ValueError(f"timestamp must be finite, got {timestamp}")
+        self._advance(ts)
+        if not positive or ts <= self._clock - self.window:
+            return
+        v = self._vector(item)
+        times = self._times.setdefault(user, [])
+        vecs = self._vecs.setdefault(user, [])
+        pos = bisect.bisect_right(times, ts)
+        times.insert(pos, ts)
+        vecs.insert(pos, v)
+        heapq.heappush(self._expiry, (ts + self.window, self._seq, user))
+        self._seq += 1
+        self._dirty.add(user)
+        self._stats = None
+
+    def update_many(
+        self,
+        users: Sequence[Hashable],
+        items: Iterable[Any],
+        timestamps: Iterable[float],
+        positives: Iterable[bool] | None = None,
+    ) -> None:
+        """Ingest a sequence of events (in the given order)."""
+        items = list(items)
+        timestamps = list(timestamps)
+        pos = [True] * len(items) if positives is None else list(positives)
+        if not (len(users) == len(items) == len(timestamps) == len(pos)):
+            raise ValueError("users, items, timestamps and positives must have equal lengths")
+        for u, i, t, p in zip(users, items, timestamps, pos, strict=True):
+            self.update(u, i, t, bool(p))
+
+    # ------------------------------------------------------------------ clock
+    def _advance(self, now: float) -> None:
+        if now > self._clock:
+            self._clock = now
+        horizon = self._clock - self.window
+        while self._expiry and self._expiry[0][0] <= self._clock:
+            _, _, user = heapq.heappop(self._expiry)
+            times = self._times.get(user)
+            if times is None:
+                continue
+            cut = bisect.bisect_right(times, horizon)
+            if cut:
+                del times[:cut]
+                del self._vecs[user][:cut]
+                self._dirty.add(user)
+                self._stats = None
+
+    def _at(self, now: float | None) -> None:
+        if now is not None:
+            now = float(now)
+            if now < self._clock:
+                raise ValueError(f"now={now} is before the tracker clock {self._clock}")
+            self._advance(now)
+        for user in self._dirty:
+            vecs = self._vecs.get(user, [])
+            n = len(vecs)
+            if n >= 2:
+                total = np.sum(vecs, axis=0)
+                self._s[user] = float((total @ total - n) / (n * (n - 1)))
+            else:
+                self._s.pop(user, None)
+        self._dirty.clear()
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def clock(self) -> float:
+        """Largest timestamp seen so far (``-inf`` before any event)."""
+        return self._clock
+
+    def n_positives(self, user: Hashable, now: float | None = None) -> int:
+        """Number of the user's positives in the window at ``now`` (default: clock)."""
+        self._at(now)
+        return len(self._times.get(user, []))
+
+    def similarity(self, user: Hashable, now: float | None = None) -> float | None:
+        """``s_u`` (Eq. 2) at ``now`` (default: clock), None if undefined (< 2 positives)."""
+        self._at(now)
+        return self._s.get(user)
+
+    def _z_stats(self) -> tuple[float, float]:
+        if self._stats is None:
+            vals = np.fromiter(self._s.values(), dtype=np.float64, count=len(self._s))
+            if vals.size >= 2:
+                self._stats = (float(vals.mean()), float(vals.std()))
+            else:
+                self._stats = (float(vals.mean()) if vals.size else 0.0, 0.0)
+        return self._stats
+
+    def theta(self, user: Hashable, now: float | None = None) -> float:
+        """``θ_u`` (Eq. 3) at ``now`` (default: clock); ``default_theta`` if undefined."""
+        return float(self.thetas([user], now)[0])
+
+    def thetas(self, users: Iterable[Hashable], now: float | None = None) -> np.ndarray:
+        """``θ_u`` for several users at the same ``now``, ``(B,)`` float64."""
+        self._at(now)
+        mean, std = self._z_stats()
+        out = []
+        for user in users:
+            s = self._s.get(user)
+            if s is None:
+                out.append(float(self.default_theta))
+            elif std <= 1e-12 * max(1.0, abs(mean)):
+                out.append(0.5)
+            else:
+                out.append(float(sigmoid((s - mean) / std)))
+        return np.asarray(out, dtype=np.float64)
+
+
+class RealtimePersonalizedDPP(_GreedyDPPReranker):
+    """Fast greedy DPP whose θ comes from a :class:`RealtimePropensityTracker`.
+
+    The WeChat re-ranker (Sec. 3.3, Eq. 7 and Algorithm 1): for a request of user ``u``
+    at time ``now``, ``θ_u = tracker.theta(u, now)`` and the kernel is
+    ``Diag(exp(α_u r)) S Diag(exp(α_u r))``. The tracker is shared, mutable state that
+    the caller keeps feeding; this object only reads it.
+
+    Args:
+        tracker: the propensity tracker.
+        window: DPP sliding-window size (None: whole list).
+        eps: eligibility threshold on the Schur complements.
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+        fill: complete exhausted kernels by relevance order.
+    """
+
+    def __init__(
+        self,
+        tracker: RealtimePropensityTracker,
+        window: int | None = None,
+        eps: float = 1e-10,
+        relevance_scaling: str = "minmax",
+        fill: bool = True,
+    ) -> None:
+        if not isinstance(tracker, RealtimePropensityTracker):
+            raise TypeError("tracker must be a RealtimePropensityTracker")
+        self.tracker = tracker
+        self._set_common(window, eps, relevance_scaling, fill)
+
+    def _theta_for(self, kwargs: dict[str, Any]) -> float:
+        return self.tracker.theta(kwargs.get("user"), kwargs.get("now"))
+
+    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+        users = kwargs.get("users")
+        if users is None:
+            raise ValueError("RealtimePersonalizedDPP.select_batch needs `users`")
+        if len(users) != bsz:
+            raise ValueError(f"users must have length {bsz}, got {len(users)}")
+        return self.tracker.thetas(users, kwargs.get("now"))
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        user: Hashable = None,
+        now: float | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select for ``user`` at time ``now`` (default: tracker clock).
+
+        Args:
+            relevance: ``(N,)`` ranking scores.
+            k: list length.
+            vectors: ``(N, d)`` item vectors (cosine), or None.
+            similarity: ``(N, N)`` similarity, or None.
+            categories: ignored.
+            user: the user id known to the tracker.
+            now: request time.
+
+        Returns:
+            ``(k',)`` int64 positions in selection order.
+        """
+        return super().select(
+            relevance, k, vectors=vectors, similarity=similarity, user=user, now=now
+        )
+
+    def select_batch(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        users: Sequence[Hashable] | None = None,
+        now: float | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Vectorized batch selection for ``users`` ``(B,)`` at time ``now``.
+
+        Args:
+            relevance: ``(B, N)`` ranking scores.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+            users: ``B`` user ids.
+            now: request time shared by the batch.
+
+        Returns:
+            ``(B, k)`` int64 positions, ``-1`` padded.
+        """
+        return super().select_batch(
+            relevance,
+            k,
+            vectors=vectors,
+            similarity=similarity,
+            valid=valid,
+            users=users,
+            now=now,
+        )

@@ -1,0 +1,283 @@
+"""Fast greedy DPP (Chen et al. 2018) against a brute-force greedy on log-determinants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from divrec.rerank import (
+    FastGreedyDPP,
+    category_similarity,
+    cosine_similarity,
+    fast_greedy_map,
+    fast_greedy_map_batch,
+    tradeoff_alpha,
+)
+
+EPS = 1e-10
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def brute_greedy(
+    kernel: np.ndarray, k: int, eps: float = EPS, window: int | None = None
+) -> tuple[list[int], float]:
+    """Greedy by explicit ``slogdet``; returns the picks and the smallest decision gap.
+
+    At every step the candidate maximizing ``log det L_{W ∪ {i}} − log det L_W`` is
+    picked, with ``W`` all selected items (``window=None``) or the ``window − 1`` most
+    recent ones; candidates whose determinant ratio is ``≤ eps`` are not eligible.
+    """
+    n = kernel.shape[0]
+    sel: list[int] = []
+    gap = np.inf
+    for _ in range(min(k, n)):
+        w = sel if window is None else sel[max(0, len(sel) - (window - 1)) :]
+        w = w if window != 1 else []
+        base = np.linalg.slogdet(kernel[np.ix_(w, w)])[1] if w else 0.0
+        gains = []
+        for i in range(n):
+            if i in sel:
+                continue
+            idx = [*w, i]
+            sign, logdet = np.linalg.slogdet(kernel[np.ix_(idx, idx)])
+            g = logdet - base if sign > 0 else -np.inf
+            if g > np.log(eps):
+                gains.append((g, i))
+        if not gains:
+            break
+        gains.sort(reverse=True)
+        if len(gains) > 1:
+            gap = min(gap, gains[0][0] - gains[1][0])
+        sel.append(gains[0][1])
+    return sel, gap
+
+
+def random_kernel(seed: int, n: int, d: int, jitter: float = 1e-3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    b = rng.normal(size=(n, d))
+    return b @ b.T + jitter * np.eye(n)
+
+
+kernel_cases = st.tuples(
+    st.integers(0, 2**32 - 1),  # seed
+    st.integers(2, 12),  # n
+    st.integers(2, 16),  # d
+    st.integers(1, 12),  # k
+)
+
+
+@SETTINGS
+@given(case=kernel_cases, window=st.sampled_from([None, 1, 2, 3, 4, 6]))
+def test_fast_greedy_map_matches_bruteforce(case, window):
+    seed, n, d, k = case
+    kernel = random_kernel(seed, n, d)
+    expected, gap = brute_greedy(kernel, k, window=window)
+    assume(gap > 1e-6)
+    assert fast_greedy_map(kernel, k, EPS, window=window).tolist() == expected
+    batched = fast_greedy_map_batch(kernel[None], k, EPS, window=window)[0]
+    assert batched[batched >= 0].tolist() == expected
+    assert np.all(batched[len(expected) :] == -1)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), window=st.sampled_from([None, 2, 3, 5]))
+def test_fast_greedy_map_batch_mixed_sizes_matches_bruteforce(seed, window):
+    rng = np.random.default_rng(seed)
+    bsz, n, k = 5, 10, 7
+    kernels = np.stack([random_kernel(int(rng.integers(2**31)), n, 8) for _ in range(bsz)])
+    valid = rng.random((bsz, n)) < 0.8
+    valid[:, 0] = True
+    valid[1] = True
+    out = fast_greedy_map_batch(kernels, k, EPS, window=window, valid=valid)
+    for b in range(bsz):
+        idx = np.flatnonzero(valid[b])
+        expected, gap = brute_greedy(kernels[b][np.ix_(idx, idx)], k, window=window)
+        assume(gap > 1e-6)
+        got = out[b][out[b] >= 0]
+        assert got.tolist() == idx[expected].tolist()
+
+
+@SETTINGS
+@given(
+    case=kernel_cases,
+    theta=st.sampled_from([0.0, 0.2, 0.5, 0.7]),
+    window=st.sampled_from([None, 2, 4]),
+)
+def test_dpp_reranker_matches_bruteforce_on_tradeoff_kernel(case, theta, window):
+    """FastGreedyDPP (log-space, Cholesky on S) == greedy on L = Diag(e^{αr}) S Diag(e^{αr})."""
+    seed, n, d, k = case
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, d))
+    s = cosine_similarity(vectors) + 1e-3 * np.eye(n)  # full rank also when n > d
+    r = rng.random(n)
+    rs = (r - r.min()) / (r.max() - r.min())
+    q = np.exp(tradeoff_alpha(theta) * rs)
+    kernel = q[:, None] * s * q[None, :]
+    expected, gap = brute_greedy(kernel, k, window=window)
+    assume(gap > 1e-6 and len(expected) == min(k, n))
+    dpp = FastGreedyDPP(theta=theta, window=window)
+    assert dpp.select(r, k, similarity=s).tolist() == expected
+    assert dpp.select_batch(r[None], k, similarity=s[None])[0][: len(expected)].tolist() == (
+        expected
+    )
+
+
+def test_window_larger_than_k_equals_plain():
+    kernel = random_kernel(3, 30, 40)
+    assert fast_greedy_map(kernel, 10, window=50).tolist() == fast_greedy_map(kernel, 10).tolist()
+    assert fast_greedy_map(kernel, 10, window=10).tolist() == fast_greedy_map(kernel, 10).tolist()
+
+
+def test_window_one_is_diagonal_order():
+    kernel = random_kernel(4, 20, 5)
+    expected = np.argsort(-np.diagonal(kernel), kind="stable")[:8]
+    assert fast_greedy_map(kernel, 8, window=1).tolist() == expected.tolist()
+
+
+# --------------------------------------------------------------------------- trade-off
+@pytest.mark.parametrize("theta", [1.0, 1.0 - 1e-9])
+def test_theta_one_is_relevance_order(theta):
+    rng = np.random.default_rng(0)
+    n, d = 40, 8
+    r = rng.permutation(n) / n  # distinct, gaps 1/n
+    v = rng.normal(size=(n, d))
+    expected = np.argsort(-r, kind="stable")[:15]
+    dpp = FastGreedyDPP(theta=theta)
+    assert dpp.select(r, 15, vectors=v).tolist() == expected.tolist()
+    out = dpp.select_batch(np.stack([r, r]), 15, vectors=np.stack([v, v]))
+    assert out.tolist() == [expected.tolist()] * 2
+
+
+def test_tradeoff_alpha_values():
+    assert tradeoff_alpha(0.5) == pytest.approx(0.5)  # 0.5 / (2 * 0.5)
+    assert tradeoff_alpha(0.0) == 0.0
+    assert tradeoff_alpha(0.8) == pytest.approx(2.0)  # 0.8 / (2 * 0.2)
+    assert np.isinf(tradeoff_alpha(1.0))
+    with pytest.raises(ValueError):
+        tradeoff_alpha(1.5)
+
+
+def test_large_alpha_and_large_scores_do_not_overflow():
+    rng = np.random.default_rng(1)
+    r = rng.normal(size=50) * 1e4  # raw scores: exp(α r) would overflow
+    v = rng.normal(size=(50, 16))
+    out = FastGreedyDPP(theta=0.999, relevance_scaling="raw").select(r, 20, vectors=v)
+    assert len(set(out.tolist())) == 20
+    assert out.tolist() == np.argsort(-r, kind="stable")[:20].tolist()
+
+
+def test_diversity_changes_selection_with_lower_theta():
+    # two near-duplicate top items: a diverse DPP must not take both first
+    r = np.array([1.0, 0.99, 0.5, 0.4])
+    v = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.7, 0.7]])
+    assert FastGreedyDPP(theta=0.5).select(r, 2, vectors=v).tolist() == [0, 2]
+    assert FastGreedyDPP(theta=1.0).select(r, 2, vectors=v).tolist() == [0, 1]
+
+
+# --------------------------------------------------------------------------- degenerate
+def test_rank_deficient_kernel_stops_and_fills():
+    rng = np.random.default_rng(2)
+    n, d = 30, 4  # rank 4 similarity
+    v = rng.normal(size=(n, d))
+    r = rng.random(n)
+    plain = fast_greedy_map(cosine_similarity(v), 10)
+    assert len(plain) == d  # exhausted after d items, no NaN, no duplicates
+    out = FastGreedyDPP(theta=0.3).select(r, 10, vectors=v)
+    assert len(out) == 10 and len(set(out.tolist())) == 10
+    rest = [i for i in np.argsort(-r, kind="stable") if i not in out[:d]]
+    assert out[d:].tolist() == rest[:6]  # documented fill: relevance order
+    short = FastGreedyDPP(theta=0.3, fill=False).select(r, 10, vectors=v)
+    assert short.tolist() == out[:d].tolist()
+    b = FastGreedyDPP(theta=0.3, fill=False).select_batch(r[None], 10, vectors=v[None])[0]
+    assert b[:d].tolist() == out[:d].tolist() and np.all(b[d:] == -1)
+    bf = FastGreedyDPP(theta=0.3).select_batch(r[None], 10, vectors=v[None])[0]
+    assert bf.tolist() == out.tolist()
+
+
+def test_non_psd_kernel_no_crash_no_nan_no_duplicates():
+    rng = np.random.default_rng(3)
+    n = 12
+    a = rng.normal(size=(n, n))
+    kernel = (a + a.T) / 2  # indefinite: negative eigenvalues
+    assert np.linalg.eigvalsh(kernel).min() < 0
+    with np.errstate(all="raise"):
+        out = fast_greedy_map(kernel, n)
+        outb = fast_greedy_map_batch(kernel[None], n)[0]
+    assert len(set(out.tolist())) == len(out)
+    assert outb[outb >= 0].tolist() == out.tolist()
+    r = rng.random(n)
+    for window in (None, 3):
+        sel = FastGreedyDPP(theta=0.5, window=window).select(r, n, similarity=kernel)
+        assert sorted(sel.tolist()) == list(range(n))
+        selb = FastGreedyDPP(theta=0.5, window=window).select_batch(
+            r[None], n, similarity=kernel[None]
+        )[0]
+        assert selb.tolist() == sel.tolist()
+
+
+def test_zero_and_negative_diagonal():
+    kernel = np.diag([0.0, -1.0, 2.0, 1e-12])
+    assert fast_greedy_map(kernel, 4).tolist() == [2]
+    r = np.array([0.9, 0.8, 0.1, 0.5])
+    assert FastGreedyDPP().select(r, 4, similarity=kernel).tolist() == [2, 0, 1, 3]
+
+
+def test_category_similarity_kernel_one_per_category_then_fill():
+    cats = np.array([0, 0, 1, 1, 2, 0])
+    r = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.5])
+    out = FastGreedyDPP(theta=0.5).select(r, 5, similarity=category_similarity(cats))
+    assert out[:3].tolist() == [0, 2, 4]  # one per category
+    assert out[3:].tolist() == [1, 3]  # then relevance order
+
+
+# --------------------------------------------------------------------------- batch & API
+@pytest.mark.parametrize("window", [None, 3])
+def test_batch_equals_loop_with_padding(window):
+    rng = np.random.default_rng(4)
+    bsz, n, d, k = 37, 25, 6, 12  # N > d: some requests exhaust their kernel
+    r = rng.normal(size=(bsz, n))
+    v = rng.normal(size=(bsz, n, d))
+    valid = rng.random((bsz, n)) < 0.7
+    valid[0] = False  # empty request
+    valid[1, :3] = True
+    valid[1, 3:] = False  # fewer valid than k
+    r[~valid] = np.nan  # padding may hold garbage
+    v[~valid] = np.nan
+    for fill in (True, False):
+        dpp = FastGreedyDPP(theta=0.6, window=window, fill=fill)
+        out = dpp.select_batch(r, k, vectors=v, valid=valid)
+        assert out.shape == (bsz, k) and out.dtype == np.int64
+        for b in range(bsz):
+            idx = np.flatnonzero(valid[b])
+            ref = idx[dpp.select(r[b, idx], k, vectors=v[b, idx])]
+            assert out[b, : len(ref)].tolist() == ref.tolist()
+            assert np.all(out[b, len(ref) :] == -1)
+
+
+def test_vectors_equal_cosine_similarity():
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(20, 30)) * rng.random((20, 1)) * 10
+    r = rng.random(20)
+    dpp = FastGreedyDPP(theta=0.4)
+    a = dpp.select(r, 10, vectors=v)
+    b = dpp.select(r, 10, similarity=cosine_similarity(v))
+    assert a.tolist() == b.tolist()
+
+
+def test_input_validation():
+    dpp = FastGreedyDPP()
+    with pytest.raises(ValueError, match="needs `vectors`"):
+        dpp.select(np.ones(3), 2)
+    with pytest.raises(ValueError, match="not both"):
+        dpp.select(np.ones(3), 2, vectors=np.eye(3), similarity=np.eye(3))
+    with pytest.raises(ValueError, match="NaN"):
+        dpp.select(np.array([1.0, np.nan]), 1, vectors=np.eye(2))
+    with pytest.raises(ValueError):
+        FastGreedyDPP(theta=-0.1)
+    with pytest.raises(ValueError):
+        FastGreedyDPP(window=0)
+    assert dpp.select(np.ones(3), 0, vectors=np.eye(3)).shape == (0,)
+    assert dpp.select(np.array([0.3, 0.1]), 5, vectors=np.eye(2)).tolist() == [0, 1]
+    assert dpp.get_params()["theta"] == 0.5
