@@ -138,7 +138,8 @@ def render(results: dict) -> str:
         "",
         f"Points on the Pareto front of (NDCG@{k}, ILAD@{k}), by method: {front}.",
         f"Points on the Pareto front of (NDCG@{k}, genre coverage@{k}), by method: {front_g}.",
-        "The method with the most front points dominates the trade-off in that plane.",
+        f"Dominant method (most points on the front): {next(iter(results['pareto']))} for "
+        f"ILAD, {next(iter(results['pareto_genre']))} for genre coverage.",
         "",
         "![sweep](rerank_sweep.png)",
     ]

@@ -19,7 +19,8 @@ class Pipeline(Recommender):
 
     The retriever's scores are the relevance of each candidate; item vectors for the
     re-ranker's similarity come from `item_vectors` when given, else from the retriever's
-    own embedding (`retriever.item_vectors()`); the first category of each item (when the
+    own embedding (`retriever.item_vectors()`), else from a truncated SVD of the training
+    matrix (`divrec.experiments.setup.reference_item_vectors`); the first category of each item (when the
     training data has categories) is passed to category-based re-rankers.
 
     Args:
@@ -61,6 +62,10 @@ class Pipeline(Recommender):
             vectors = np.asarray(self.item_vectors, dtype=np.float32)
         elif hasattr(self.retriever, "item_vectors"):
             vectors = np.asarray(self.retriever.item_vectors(), dtype=np.float32)
+        elif isinstance(train, Interactions):
+            from divrec.experiments.setup import reference_item_vectors
+
+            vectors = reference_item_vectors(train)
         else:
             vectors = None
         if vectors is not None and vectors.shape[0] != self.n_items_:
