@@ -1,0 +1,583 @@
+"""TotalRecall two-tower retrieval (bidirectional u2i + i2u candidate generation).
+
+Two ID-embedding towers u = f(u), i = g(i) in R^d scored by the scaled cosine (Eq. 2)
+
+    φ(u, i) = cos(u, i) / τ,
+
+trained with one of
+
+* ``"bi"``: Bi-InfoNCE (Eq. 3) — in-batch softmax over the batch's items for each user
+  (u2i) plus over the batch's users for each item (i2u), each logit corrected by the log of
+  the empirical marginal of the *negative* (logQ correction: ``φ(u, j) − log q(j)``);
+* ``"u2i"`` / ``"i2u"``: Uni-InfoNCE, either half of Eq. 3;
+* ``"mfb"``: matrix factorization with the Bernoulli likelihood (App. A.2 Eq. 7, BCE on
+  σ(φ)) and explicit negative sampling ``"[a:b]"`` (Sec. 3.5): for each positive (u, i),
+  ``a`` random users paired with i and ``b`` random items paired with u (so ``[0:8]`` is
+  Rendle et al.'s item sampling, modelling p(i|u); ``[8:0]`` models p(u|i); ``[4:4]`` and
+  ``[8:8]`` p(u,i)/(p(u)p(i))); ``"[n]"`` draws n (u, i) pairs uniformly from U × I
+  (models p(u, i)).
+
+Serving: u2i and i2u top-k through faiss (`divrec.retrieval.ann`), and potential users of a
+group of items by aggregating per-item scores (App. A.7.2: exp(φ) for InfoNCE models,
+σ(φ) for MFb; mean, max or sum).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from divrec.data.interactions import Interactions
+from divrec.retrieval.ann import AnnIndex
+from divrec.retrieval.baselines import FactorRecommender
+
+LOSSES = ("bi", "u2i", "i2u", "mfb")
+
+
+# --------------------------------------------------------------------------- losses
+def cosine_scores(user_vecs: torch.Tensor, item_vecs: torch.Tensor, tau: float) -> torch.Tensor:
+    """All-pairs φ(u, i) = cos(u, i)/τ (Eq. 2).
+
+    Args:
+        user_vecs: `(B, D)` user tower outputs.
+        item_vecs: `(C, D)` item tower outputs.
+        tau: temperature τ > 0.
+
+    Returns:
+        `(B, C)` scores in [−1/τ, 1/τ].
+    """
+    return F.normalize(user_vecs, dim=-1) @ F.normalize(item_vecs, dim=-1).T / tau
+
+
+def corrected_softmax_ce(
+    logits: torch.Tensor,
+    log_q: torch.Tensor | None,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled-softmax cross-entropy with logQ correction (Eq. 1 / Eq. 3, one direction).
+
+    Each row's logits become ``s_bc − log q_c`` (the candidate's sampling probability is
+    *subtracted*, so frequently sampled — popular — candidates are penalized), then a
+    softmax cross-entropy against `target` is taken.
+
+    Args:
+        logits: `(B, C)` raw scores s_bc.
+        log_q: `(C,)` or `(B, C)` log sampling probabilities of the candidates, or None
+            (no correction).
+        target: `(B,)` int64 column of each row's positive.
+        mask: optional `(B, C)` bool, True = drop this candidate (e.g. an accidental hit);
+            the target column is never dropped.
+
+    Returns:
+        Scalar mean loss over rows.
+    """
+    z = logits if log_q is None else logits - log_q
+    if mask is not None:
+        keep_target = F.one_hot(target, z.shape[1]).bool()
+        z = z.masked_fill(mask & ~keep_target, float("-inf"))
+    return F.cross_entropy(z, target)
+
+
+def infonce_loss(
+    scores: torch.Tensor,
+    log_q_items: torch.Tensor | None = None,
+    log_q_users: torch.Tensor | None = None,
+    direction: str = "bi",
+    user_ids: torch.Tensor | None = None,
+    item_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In-batch Bi-/Uni-InfoNCE (Eq. 3) on a batch of B positive pairs.
+
+    Row b of `scores` is user b against the batch's items, column b item b against the
+    batch's users; the diagonal holds the positives.
+
+    u2i term: −log softmax_j(φ(u_b, i_j) − log q(i_j))[b] averaged over b.
+    i2u term: −log softmax_j(φ(u_j, i_b) − log q(u_j))[b] averaged over b.
+    "bi" is their sum.
+
+    Args:
+        scores: `(B, B)` φ(u_b, i_c).
+        log_q_items: `(B,)` log q(i_c) of the batch's items, or None.
+        log_q_users: `(B,)` log q(u_c) of the batch's users, or None.
+        direction: "bi", "u2i" or "i2u".
+        user_ids: optional `(B,)` ids; when given, in-batch copies of the positive user are
+            removed from the i2u negatives (accidental hits).
+        item_ids: optional `(B,)` ids; same for the positive item among the u2i negatives.
+
+    Returns:
+        Scalar loss.
+    """
+    if direction not in ("bi", "u2i", "i2u"):
+        raise ValueError(f"direction must be 'bi', 'u2i' or 'i2u', got {direction!r}")
+    b = scores.shape[0]
+    target = torch.arange(b, device=scores.device)
+    loss = scores.new_zeros(())
+    if direction in ("bi", "u2i"):
+        mask = None if item_ids is None else item_ids[:, None] == item_ids[None, :]
+        loss = loss + corrected_softmax_ce(scores, log_q_items, target, mask)
+    if direction in ("bi", "i2u"):
+        mask = None if user_ids is None else user_ids[:, None] == user_ids[None, :]
+        loss = loss + corrected_softmax_ce(scores.T, log_q_users, target, mask)
+    return loss
+
+
+def parse_negatives(spec: str) -> tuple[str, int, int]:
+    """Parses an MFb negative-sampling spec (Sec. 3.5).
+
+    Args:
+        spec: "[a:b]" / "a:b" (a users paired with the positive item, b items paired with the
+            positive user) or "[n]" / "n" (n uniform (u, i) pairs).
+
+    Returns:
+        `("split", a, b)` or `("joint", n, 0)`.
+    """
+    s = spec.strip().strip("[]").replace(" ", "")
+    m = re.fullmatch(r"(\d+):(\d+)", s)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        if a + b == 0:
+            raise ValueError(f"negative spec {spec!r} samples no negatives")
+        return "split", a, b
+    if re.fullmatch(r"\d+", s) and int(s) > 0:
+        return "joint", int(s), 0
+    raise ValueError(f"negative spec must look like '[0:8]' or '[8]', got {spec!r}")
+
+
+# --------------------------------------------------------------------------- model
+class _Towers(torch.nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float, gen):
+        super().__init__()
+        self.user = torch.nn.Embedding(n_users, dim)
+        self.item = torch.nn.Embedding(n_items, dim)
+        with torch.no_grad():
+            self.user.weight.normal_(0.0, init_std, generator=gen)
+            self.item.weight.normal_(0.0, init_std, generator=gen)
+
+
+class TwoTowerRecommender(FactorRecommender):
+    """TotalRecall (``loss="bi"``), Uni-InfoNCE, or MFb two-tower model on ID embeddings.
+
+    Args:
+        loss: "bi" (Bi-InfoNCE, TR), "u2i" / "i2u" (Uni-InfoNCE) or "mfb" (BCE).
+        negatives: MFb negative sampling, "[0:8]", "[8:0]", "[4:4]", "[8:8]" or "[8]"
+            (ignored by the InfoNCE losses, which use in-batch negatives).
+        dim: embedding dimension d.
+        tau: temperature τ of Eq. 2.
+        batch_size: positive pairs per step.
+        epochs: passes over the positive pairs (may be fractional).
+        lr: Adam learning rate.
+        weight_decay: Adam L2 weight decay.
+        lr_schedule: "constant" or "linear" (decays to 0 over the training examples).
+        logq: apply the logQ correction with empirical marginals (InfoNCE losses).
+        remove_accidental_hits: drop in-batch duplicates of the positive from the negatives.
+        init_std: standard deviation of the normal embedding initialization.
+        seed: seeds the initialization (torch) and the shuffling / negatives (numpy).
+        threads: torch intra-op threads during training.
+        progress: show a rich progress bar.
+
+    Attributes:
+        user_factors_: `(n_users, d)` float32 L2-normalized user vectors.
+        item_factors_: `(n_items, d)` float32 L2-normalized item vectors.
+        examples_seen_: training examples consumed (positives plus sampled negatives for
+            MFb; positives for InfoNCE, whose negatives are the batch's other positives).
+        steps_: optimizer steps taken.
+        train_seconds_: wall time of `fit`.
+        history_: list of `(examples_seen, callback return value)`.
+    """
+
+    def __init__(
+        self,
+        loss: str = "bi",
+        negatives: str = "[0:8]",
+        dim: int = 64,
+        tau: float = 0.111,
+        batch_size: int = 512,
+        epochs: float = 5.0,
+        lr: float = 0.005,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        logq: bool = True,
+        remove_accidental_hits: bool = True,
+        init_std: float = 0.1,
+        seed: int = 0,
+        threads: int = 2,
+        progress: bool = False,
+    ):
+        self.loss = loss
+        self.negatives = negatives
+        self.dim = dim
+        self.tau = tau
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.logq = logq
+        self.remove_accidental_hits = remove_accidental_hits
+        self.init_std = init_std
+        self.seed = seed
+        self.threads = threads
+        self.progress = progress
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train: Interactions | sp.spmatrix,
+        callback: Callable[[TwoTowerRecommender], object] | None = None,
+        callback_every: int | None = None,
+    ) -> TwoTowerRecommender:
+        """Fits on the binary training matrix; returns self.
+
+        Args:
+            train: training log or user×item matrix (every nonzero is a positive pair).
+            callback: called as `callback(self)` every `callback_every` training examples
+                (and once at the end) with the current embeddings exported; its return values
+                are stored in `history_` with the examples count.
+            callback_every: examples between callbacks (None: only at the end).
+        """
+        self._callback = callback
+        self._callback_every = callback_every
+        try:
+            return super().fit(train)
+        finally:
+            del self._callback, self._callback_every
+
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"lr_schedule must be constant or linear, got {self.lr_schedule!r}")
+        if self.tau <= 0 or self.dim <= 0 or self.batch_size <= 0 or self.epochs <= 0:
+            raise ValueError("tau, dim, batch_size and epochs must be positive")
+        neg_kind, n_a, n_b = parse_negatives(self.negatives) if self.loss == "mfb" else ("", 0, 0)
+        start = time.perf_counter()
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads))
+        try:
+            torch.manual_seed(self.seed)
+            gen = torch.Generator().manual_seed(self.seed)
+            rng = np.random.default_rng(self.seed)
+            coo = matrix.tocoo()
+            users = coo.row.astype(np.int64)
+            items = coo.col.astype(np.int64)
+            n_pos = users.size
+            n_users, n_items = matrix.shape
+            log_q_user = torch.from_numpy(
+                np.log(np.maximum(np.bincount(users, minlength=n_users), 1) / n_pos)
+            ).float()
+            log_q_item = torch.from_numpy(
+                np.log(np.maximum(np.bincount(items, minlength=n_items), 1) / n_pos)
+            ).float()
+            self.towers_ = _Towers(n_users, n_items, self.dim, self.init_std, gen)
+            opt = torch.optim.Adam(
+                self.towers_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+            )
+            per_pos = 1 + (n_a + n_b if self.loss == "mfb" else 0)
+            target = max(1, int(round(self.epochs * n_pos)))  # positives to consume
+            self.examples_seen_ = 0
+            self.steps_ = 0
+            self.history_ = []
+            next_cb = self._callback_every or 0
+            order = np.empty(0, dtype=np.int64)
+            pos = consumed = 0
+            from rich.progress import Progress
+
+            with Progress(disable=not self.progress, transient=True) as bar:
+                task = bar.add_task(f"training {self.loss}", total=target)
+                while consumed < target:
+                    if pos >= order.size:  # a new epoch: reshuffle the positives
+                        order = rng.permutation(n_pos)
+                        pos = 0
+                    idx = order[pos : pos + min(self.batch_size, target - consumed)]
+                    pos += idx.size
+                    consumed += idx.size
+                    bu = torch.from_numpy(users[idx])
+                    bi = torch.from_numpy(items[idx])
+                    if self.loss == "mfb":
+                        loss = self._mfb_loss(bu, bi, neg_kind, n_a, n_b, rng, n_users, n_items)
+                    else:
+                        loss = self._infonce_step_loss(bu, bi, log_q_user, log_q_item)
+                    if self.lr_schedule == "linear":
+                        for group in opt.param_groups:
+                            group["lr"] = self.lr * (1.0 - (consumed - idx.size) / target)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    self.steps_ += 1
+                    self.examples_seen_ += idx.size * per_pos
+                    bar.advance(task, idx.size)
+                    if self._callback is not None and next_cb and self.examples_seen_ >= next_cb:
+                        next_cb += self._callback_every
+                        self._export()
+                        self.history_.append((self.examples_seen_, self._callback(self)))
+            self._export()
+            if self._callback is not None:
+                if not self.history_ or self.history_[-1][0] != self.examples_seen_:
+                    self.history_.append((self.examples_seen_, self._callback(self)))
+        finally:
+            torch.set_num_threads(old_threads)
+        self.train_seconds_ = time.perf_counter() - start
+
+    def _infonce_step_loss(self, bu, bi, log_q_user, log_q_item) -> torch.Tensor:
+        scores = cosine_scores(self.towers_.user(bu), self.towers_.item(bi), self.tau)
+        hits = self.remove_accidental_hits
+        return infonce_loss(
+            scores,
+            log_q_items=log_q_item[bi] if self.logq else None,
+            log_q_users=log_q_user[bu] if self.logq else None,
+            direction=self.loss,
+            user_ids=bu if hits else None,
+            item_ids=bi if hits else None,
+        )
+
+    def _mfb_loss(self, bu, bi, kind, n_a, n_b, rng, n_users, n_items) -> torch.Tensor:
+        b = bu.shape[0]
+        if kind == "split":
+            neg_u = np.concatenate(
+                [rng.integers(0, n_users, size=(b, n_a)), np.repeat(bu.numpy()[:, None], n_b, 1)],
+                axis=1,
+            )
+            neg_i = np.concatenate(
+                [np.repeat(bi.numpy()[:, None], n_a, 1), rng.integers(0, n_items, size=(b, n_b))],
+                axis=1,
+            )
+        else:
+            neg_u = rng.integers(0, n_users, size=(b, n_a))
+            neg_i = rng.integers(0, n_items, size=(b, n_a))
+        all_u = torch.cat([bu, torch.from_numpy(neg_u.ravel())])
+        all_i = torch.cat([bi, torch.from_numpy(neg_i.ravel())])
+        u = F.normalize(self.towers_.user(all_u), dim=-1)
+        i = F.normalize(self.towers_.item(all_i), dim=-1)
+        logits = (u * i).sum(-1) / self.tau
+        labels = torch.zeros_like(logits)
+        labels[:b] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def _export(self) -> None:
+        with torch.no_grad():
+            self.user_factors_ = F.normalize(self.towers_.user.weight, dim=-1).numpy().copy()
+            self.item_factors_ = F.normalize(self.towers_.item.weight, dim=-1).numpy().copy()
+
+    # ------------------------------------------------------------------ scoring
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors_[users] @ self.item_factors_.T / np.float32(self.tau)
+
+    def user_vectors(self) -> np.ndarray:
+        """`(n_users, d)` L2-normalized user embeddings."""
+        return self.user_factors_
+
+    def pair_probability(self, scores: np.ndarray) -> np.ndarray:
+        """The per-pair score used for group aggregation (App. A.7.2).
+
+        exp(φ) for the InfoNCE models (φ → log p(u, i) + C) and σ(φ) for MFb.
+
+        Args:
+            scores: any-shape φ values.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.loss == "mfb":
+            return 1.0 / (1.0 + np.exp(-scores))
+        return np.exp(scores)
+
+    # ------------------------------------------------------------------ serving
+    def build_index(self, side: str = "item", kind: str = "flat", **params) -> AnnIndex:
+        """A faiss index over the item (for u2i) or user (for i2u) embeddings.
+
+        Args:
+            side: "item" or "user".
+            kind: "flat" (exact) or "hnsw".
+            **params: `AnnIndex` parameters (m, ef_construction, ef_search, threads).
+        """
+        self._check_users(np.zeros(0, dtype=np.int64))
+        if side not in ("item", "user"):
+            raise ValueError(f"side must be 'item' or 'user', got {side!r}")
+        vecs = self.item_factors_ if side == "item" else self.user_factors_
+        return AnnIndex(kind=kind, **params).fit(vecs)
+
+    def retrieve_items(
+        self, users, k: int = 10, index: AnnIndex | None = None, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """u2i top-k via faiss.
+
+        Args:
+            users: `(B,)` user indices.
+            k: list length.
+            index: an item-side `AnnIndex` (default: a new exact flat index).
+            exclude_seen: drop training items (over-fetches k + the user's history length).
+
+        Returns:
+            `(ids (B, k), φ scores (B, k))`, best first, padded with -1 / -inf.
+        """
+        users = self._check_users(users)
+        index = index or self.build_index("item")
+        seen = self.user_items_[users] if exclude_seen else None
+        return self._search(index, self.user_factors_[users], k, seen)
+
+    def potential_users(
+        self, items, k: int = 10, index: AnnIndex | None = None, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """i2u top-k: the potential users of each item via faiss.
+
+        Args:
+            items: `(B,)` item indices.
+            k: users per item.
+            index: a user-side `AnnIndex` (default: a new exact flat index).
+            exclude_seen: drop users who interacted with the item in training.
+
+        Returns:
+            `(user ids (B, k), φ scores (B, k))`, best first, padded with -1 / -inf.
+        """
+        items = self._check_items(items)
+        index = index or self.build_index("user")
+        seen = self.user_items_.T.tocsr()[items] if exclude_seen else None
+        return self._search(index, self.item_factors_[items], k, seen)
+
+    def potential_users_of_group(
+        self, items, k: int = 10, aggregation: str = "mean", exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Potential users of a group of items (App. A.7.2), exact over all users.
+
+        Each user's per-item scores p(u, i) (`pair_probability`: exp(φ) or σ(φ)) over the
+        group are aggregated by mean, max or sum; users who interacted with any group item
+        in training are excluded when `exclude_seen`.
+
+        Args:
+            items: `(G,)` item indices of the group.
+            k: users to return.
+            aggregation: "mean", "max" or "sum".
+            exclude_seen: skip users with a training interaction with the group.
+
+        Returns:
+            `(user ids (k,), aggregated scores (k,))`, best first; ties by lower user id.
+        """
+        if aggregation not in ("mean", "max", "sum"):
+            raise ValueError(f"aggregation must be mean, max or sum, got {aggregation!r}")
+        items = self._check_items(items)
+        if items.size == 0:
+            raise ValueError("the group has no items")
+        phi = self.user_factors_ @ self.item_factors_[items].T / np.float32(self.tau)
+        p = self.pair_probability(phi)
+        agg = {"mean": np.mean, "max": np.max, "sum": np.sum}[aggregation](p, axis=1)
+        if exclude_seen:
+            seen = np.asarray(self.user_items_[:, items].sum(axis=1)).ravel() > 0
+            agg = np.where(seen, -np.inf, agg)
+        from divrec.retrieval.base import top_k
+
+        ids, vals = top_k(agg[None, :], k)
+        return ids[0], vals[0]
+
+    def _check_items(self, items) -> np.ndarray:
+        self._check_users(np.zeros(0, dtype=np.int64))
+        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        if items.size and (items.min() < 0 or items.max() >= self.n_items_):
+            raise ValueError(f"item index out of range [0, {self.n_items_})")
+        return items
+
+    def _search(self, index, queries, k, seen) -> tuple[np.ndarray, np.ndarray]:
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        extra = 0 if seen is None else int(np.diff(seen.indptr).max(initial=0))
+        ids, cos = index.search(queries, k + extra)
+        scores = cos / np.float32(self.tau)
+        if seen is not None and extra:
+            from divrec.retrieval.base import _is_seen
+
+            drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
+            scores = np.where(drop, -np.inf, scores)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            ids = np.where(np.isneginf(scores), -1, ids)
+        return ids[:, :k], scores[:, :k].astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Writes hyperparameters, embeddings, the training matrix and counters to `.npz`."""
+        self._check_users(np.zeros(0, dtype=np.int64))
+        path = Path(path)
+        m = self.user_items_
+        np.savez_compressed(
+            path,
+            params=np.array(json.dumps({"class": type(self).__name__, **self.get_params()})),
+            user_factors=self.user_factors_,
+            item_factors=self.item_factors_,
+            ui_data=m.data,
+            ui_indices=m.indices,
+            ui_indptr=m.indptr,
+            ui_shape=np.array(m.shape),
+            counters=np.array([self.examples_seen_, self.steps_]),
+            raw_user=self.towers_.user.weight.detach().numpy(),
+            raw_item=self.towers_.item.weight.detach().numpy(),
+        )
+        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TwoTowerRecommender:
+        """Restores a model written by `save` (its saved class, ready for scoring and serving)."""
+        with np.load(path, allow_pickle=False) as z:
+            params = json.loads(str(z["params"]))
+            klass = {c.__name__: c for c in (TwoTowerRecommender, MFbRecommender)}[
+                params.pop("class")
+            ]
+            model = klass(**params)
+            model.user_factors_ = z["user_factors"]
+            model.item_factors_ = z["item_factors"]
+            model.user_items_ = sp.csr_matrix(
+                (z["ui_data"], z["ui_indices"], z["ui_indptr"]), shape=tuple(z["ui_shape"])
+            )
+            model.examples_seen_, model.steps_ = (int(v) for v in z["counters"])
+            raw_u, raw_i = z["raw_user"], z["raw_item"]
+        model.n_users_, model.n_items_ = model.user_items_.shape
+        model.towers_ = _Towers(model.n_users_, model.n_items_, raw_u.shape[1], 0.0, None)
+        with torch.no_grad():
+            model.towers_.user.weight.copy_(torch.from_numpy(raw_u))
+            model.towers_.item.weight.copy_(torch.from_numpy(raw_i))
+        return model
+
+
+class MFbRecommender(TwoTowerRecommender):
+    """MFb: the two-tower model with BCE and explicit negatives (Sec. 3.5, App. A.2 Eq. 7).
+
+    Same arguments as `TwoTowerRecommender` without `loss`; defaults are the paper's ML-1M
+    settings (τ = 0.125, batch size 4096, negatives "[0:8]").
+    """
+
+    def __init__(
+        self,
+        negatives: str = "[0:8]",
+        dim: int = 64,
+        tau: float = 0.125,
+        batch_size: int = 4096,
+        epochs: float = 20.0,
+        lr: float = 0.005,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        init_std: float = 0.1,
+        seed: int = 0,
+        threads: int = 2,
+        progress: bool = False,
+    ):
+        super().__init__(
+            loss="mfb",
+            negatives=negatives,
+            dim=dim,
+            tau=tau,
+            batch_size=batch_size,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            init_std=init_std,
+            seed=seed,
+            threads=threads,
+            progress=progress,
+        )

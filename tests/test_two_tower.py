@@ -1,0 +1,310 @@
+"""TotalRecall two-tower: losses by hand, logQ sign, faiss serving, training, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from divrec.retrieval.ann import AnnIndex, l2_normalize, recall_at_k
+from divrec.retrieval.two_tower import (
+    MFbRecommender,
+    TwoTowerRecommender,
+    corrected_softmax_ce,
+    cosine_scores,
+    infonce_loss,
+    parse_negatives,
+)
+
+
+def _np_ce_rows(z: np.ndarray) -> float:
+    """Mean over rows of −log softmax(z_b)[b] (positives on the diagonal)."""
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(np.diag(logp)))
+
+
+# --------------------------------------------------------------------------- scores and losses
+def test_cosine_scores_equal_numpy():
+    rng = np.random.default_rng(0)
+    u, i = rng.normal(size=(4, 5)), rng.normal(size=(3, 5))
+    tau = 0.2
+    got = cosine_scores(torch.tensor(u), torch.tensor(i), tau).numpy()
+    want = np.array([[a @ b / np.linalg.norm(a) / np.linalg.norm(b) / tau for b in i] for a in u])
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert np.abs(got).max() <= 1 / tau + 1e-9
+
+
+S33 = np.array([[2.0, 0.5, -1.0], [0.0, 1.5, 0.3], [1.0, -0.5, 0.7]])
+LOG_QI = np.log(np.array([0.5, 0.3, 0.2]))
+LOG_QU = np.log(np.array([0.1, 0.6, 0.3]))
+
+
+def test_bi_infonce_3x3_equals_hand_computation():
+    s = torch.tensor(S33)
+    # u2i: rows; i2u: columns (rows of the transpose). No correction.
+    want_u2i = _np_ce_rows(S33)
+    want_i2u = _np_ce_rows(S33.T)
+    # hand value of the first u2i row: −log(e^2 / (e^2 + e^0.5 + e^−1))
+    row0 = -np.log(np.e**2 / (np.e**2 + np.e**0.5 + np.e**-1))
+    assert np.isclose(row0, -(S33[0, 0] - np.log(np.exp(S33[0]).sum())))
+    assert np.isclose(infonce_loss(s, direction="u2i").item(), want_u2i)
+    assert np.isclose(infonce_loss(s, direction="i2u").item(), want_i2u)
+    assert np.isclose(infonce_loss(s, direction="bi").item(), want_u2i + want_i2u)
+
+
+def test_bi_infonce_3x3_with_logq_equals_hand_computation():
+    s = torch.tensor(S33)
+    qi, qu = torch.tensor(LOG_QI), torch.tensor(LOG_QU)
+    # logits s_ij − log q_j: the column's (candidate's) marginal is subtracted.
+    want_u2i = _np_ce_rows(S33 - LOG_QI[None, :])
+    want_i2u = _np_ce_rows(S33.T - LOG_QU[None, :])
+    got_u2i = infonce_loss(s, log_q_items=qi, log_q_users=qu, direction="u2i").item()
+    got_i2u = infonce_loss(s, log_q_items=qi, log_q_users=qu, direction="i2u").item()
+    got_bi = infonce_loss(s, log_q_items=qi, log_q_users=qu, direction="bi").item()
+    assert np.isclose(got_u2i, want_u2i)
+    assert np.isclose(got_i2u, want_i2u)
+    assert np.isclose(got_bi, want_u2i + want_i2u)
+    # a row by hand: user 1, positive item 1
+    z = [0.0 - LOG_QI[0], 1.5 - LOG_QI[1], 0.3 - LOG_QI[2]]
+    row1 = -(z[1] - np.log(np.exp(z).sum()))
+    per_row = infonce_loss(s[1:2, :], log_q_items=qi, direction="u2i")  # one row, target 0
+    assert not np.isclose(per_row.item(), row1)  # target column 0 there, not 1
+    z1 = torch.tensor(S33[1:2]) - qi
+    assert np.isclose(torch.nn.functional.cross_entropy(z1, torch.tensor([1])).item(), row1)
+    assert not np.isclose(got_u2i, _np_ce_rows(S33 + LOG_QI[None, :]))  # sign matters
+
+
+def test_accidental_hits_are_masked():
+    s = torch.tensor(S33)
+    ids = torch.tensor([7, 7, 9])  # rows 0 and 1 share the positive item
+    got = infonce_loss(s, direction="u2i", item_ids=ids).item()
+    z = S33.copy()
+    z[0, 1] = z[1, 0] = -np.inf
+    assert np.isclose(got, _np_ce_rows(z))
+
+
+def test_logq_correction_recovers_full_softmax_gradient():
+    """Negatives sampled from a skewed q: with logits s_j − log q_j the sampled-softmax
+    gradient w.r.t. the item scores equals the full-softmax gradient (Monte Carlo, many
+    samples); with the wrong sign or no correction it does not."""
+    rng = np.random.default_rng(0)
+    n_items, pos, n_samples = 6, 2, 400_000
+    s_np = np.array([1.0, -0.5, 0.3, 0.8, -1.0, 0.1])
+    q = np.array([0.5, 0.25, 0.12, 0.08, 0.03, 0.02])
+    cols = np.r_[pos, rng.choice(n_items, size=n_samples, p=q)]
+    full = np.exp(s_np) / np.exp(s_np).sum()
+    full[pos] -= 1.0  # d(−log softmax(s)[pos]) / ds
+
+    def grad(sign):
+        s = torch.tensor(s_np, requires_grad=True)
+        log_q = None if sign == 0 else sign * torch.tensor(np.log(q[cols]))
+        loss = corrected_softmax_ce(s[cols][None, :], log_q, torch.tensor([0]))
+        loss.backward()
+        return s.grad.numpy()
+
+    np.testing.assert_allclose(grad(+1), full, atol=0.01)
+    assert np.abs(grad(-1) - full).max() > 0.1  # logits s + log q: popular items boosted
+    assert np.abs(grad(0) - full).max() > 0.1  # no correction
+
+
+def test_logq_penalizes_popular_items():
+    # equal raw scores: after correction the popular candidate gets the lowest probability
+    s = torch.zeros(1, 3)
+    log_q = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    losses = [corrected_softmax_ce(s, log_q, torch.tensor([t])).item() for t in range(3)]
+    assert losses[0] > losses[1] > losses[2]  # hardest to be the popular positive
+
+
+def test_parse_negatives():
+    assert parse_negatives("[0:8]") == ("split", 0, 8)
+    assert parse_negatives("[8:0]") == ("split", 8, 0)
+    assert parse_negatives("4:4") == ("split", 4, 4)
+    assert parse_negatives("[8]") == ("joint", 8, 0)
+    for bad in ("[0:0]", "[x]", "[1:2:3]", "[0]"):
+        with pytest.raises(ValueError):
+            parse_negatives(bad)
+
+
+# --------------------------------------------------------------------------- faiss serving
+def test_flat_index_equals_bruteforce():
+    rng = np.random.default_rng(1)
+    base, queries = rng.normal(size=(300, 16)), rng.normal(size=(20, 16))
+    ids, scores = AnnIndex("flat").fit(base).search(queries, 7)
+    sims = l2_normalize(queries) @ l2_normalize(base).T
+    want = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, want, axis=1), atol=1e-5)
+    ids, scores = AnnIndex("flat").fit(base[:3]).search(queries, 5)  # k > N: padded
+    assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+
+
+def test_hnsw_recall_vs_exact():
+    rng = np.random.default_rng(2)
+    base, queries = rng.normal(size=(3000, 32)), rng.normal(size=(100, 32))
+    exact, _ = AnnIndex("flat").fit(base).search(queries, 10)
+    approx, _ = AnnIndex("hnsw", m=16, ef_search=64).fit(base).search(queries, 10)
+    assert recall_at_k(approx, exact) >= 0.9
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def _planted(n_users=240, n_items=120, n_groups=6, per_user=12, seed=0):
+    """Users and items in n_groups blocks; users interact only inside their block.
+    One interaction per user is held out."""
+    rng = np.random.default_rng(seed)
+    size = n_items // n_groups
+    rows, cols, test = [], [], np.empty(n_users, dtype=np.int64)
+    for u in range(n_users):
+        g = u % n_groups
+        its = g * size + rng.choice(size, size=per_user + 1, replace=False)
+        rows += [u] * per_user
+        cols += its[:per_user].tolist()
+        test[u] = its[-1]
+    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    return train, test
+
+
+def _hr_at_10(model, train, test):
+    ids, _ = model.recommend(np.arange(train.shape[0]), 10)
+    return float(np.mean([test[u] in ids[u] for u in range(train.shape[0])]))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, test = _planted()
+    model = TwoTowerRecommender(dim=16, tau=0.2, batch_size=64, epochs=15, lr=0.02, threads=1)
+    return model.fit(train), train, test
+
+
+def test_training_beats_random_on_planted_structure(fitted):
+    from divrec.retrieval.baselines import RandomRecommender
+
+    model, train, test = fitted
+    hr_random = _hr_at_10(RandomRecommender(seed=0).fit(train), train, test)
+    hr_tr = _hr_at_10(model, train, test)
+    assert hr_random < 0.2  # about 10 / 108
+    assert hr_tr > 0.6 and hr_tr > hr_random + 0.4
+
+
+def test_mfb_variants_beat_random_and_count_examples():
+    train, test = _planted()
+    model = MFbRecommender(negatives="[0:8]", dim=16, batch_size=64, epochs=15, lr=0.02, threads=1)
+    model.fit(train)
+    assert _hr_at_10(model, train, test) > 0.5
+    assert model.examples_seen_ == 9 * train.nnz * 15  # positives + 8 negatives each
+    for spec in ("[8:0]", "[4:4]", "[8:8]", "[8]"):
+        m = MFbRecommender(negatives=spec, dim=8, batch_size=256, epochs=1, threads=1).fit(train)
+        per = 1 + sum(parse_negatives(spec)[1:])
+        assert m.examples_seen_ == per * train.nnz
+        assert np.isfinite(m.user_factors_).all()
+
+
+def test_group_aggregation_equals_bruteforce(fitted):
+    model, train, _ = fitted
+    group = np.array([3, 17, 40, 41])
+    phi = np.array(
+        [
+            [model.user_factors_[u] @ model.item_factors_[i] / model.tau for i in group]
+            for u in range(train.shape[0])
+        ]
+    )
+    p = np.exp(phi)
+    seen = np.array([train[u, group].sum() > 0 for u in range(train.shape[0])])
+    for agg, fn in (("mean", np.mean), ("max", np.max), ("sum", np.sum)):
+        vals = np.where(seen, -np.inf, fn(p, axis=1))
+        want = sorted(range(len(vals)), key=lambda u: (-vals[u], u))[:10]
+        ids, scores = model.potential_users_of_group(group, k=10, aggregation=agg)
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_allclose(scores, vals[want], rtol=1e-4)
+        assert not seen[ids].any()
+    with pytest.raises(ValueError):
+        model.potential_users_of_group(group, aggregation="median")
+
+
+def test_u2i_and_i2u_topk_equal_bruteforce(fitted):
+    model, train, _ = fitted
+    users = np.arange(0, 240, 7)
+    ids, _ = model.retrieve_items(users, k=10)
+    want, _ = model.recommend(users, 10)  # exact numpy scoring with the seen items dropped
+    np.testing.assert_array_equal(ids, want)
+    items = np.array([0, 5, 60, 119])
+    uids, uscores = model.potential_users(items, k=8)
+    phi = model.user_factors_ @ model.item_factors_[items].T / model.tau
+    for col, i in enumerate(items):
+        col_scores = np.where(train[:, i].toarray().ravel() > 0, -np.inf, phi[:, col])
+        order = np.argsort(-col_scores, kind="stable")[:8]
+        np.testing.assert_allclose(uscores[col], col_scores[order], atol=1e-4)
+        assert set(uids[col]) == set(order)
+    hnsw = model.build_index("user", kind="hnsw", m=16, ef_search=200)
+    approx, _ = model.potential_users(items, k=8, index=hnsw)
+    assert recall_at_k(approx, uids) >= 0.9
+
+
+# --------------------------------------------------------------------------- determinism, io
+def test_seeded_determinism():
+    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    kw = {"dim": 8, "batch_size": 32, "epochs": 3, "threads": 1, "seed": 5}
+    a = TwoTowerRecommender(**kw).fit(train)
+    b = TwoTowerRecommender(**kw).fit(train)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    c = TwoTowerRecommender(**{**kw, "seed": 6}).fit(train)
+    assert not np.array_equal(a.item_factors_, c.item_factors_)
+    m1 = MFbRecommender(dim=8, batch_size=32, epochs=2, threads=1, seed=1).fit(train)
+    m2 = MFbRecommender(dim=8, batch_size=32, epochs=2, threads=1, seed=1).fit(train)
+    np.testing.assert_array_equal(m1.user_factors_, m2.user_factors_)
+
+
+def test_examples_counter_and_callback():
+    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    seen = []
+    model = TwoTowerRecommender(dim=8, batch_size=50, epochs=2, threads=1, progress=True)
+    model.fit(
+        train, callback=lambda m: seen.append(m.examples_seen_) or len(seen), callback_every=100
+    )
+    assert model.examples_seen_ == 2 * train.nnz
+    assert model.steps_ == 2 * int(np.ceil(train.nnz / 50))  # a short batch ends each epoch
+    assert seen[-1] == model.examples_seen_ and seen == sorted(seen)
+    assert [h[0] for h in model.history_] == seen
+
+
+def test_save_load_round_trip(tmp_path, fitted):
+    model, train, _ = fitted
+    path = model.save(tmp_path / "tr.npz")
+    back = TwoTowerRecommender.load(path)
+    assert type(back) is TwoTowerRecommender and back.get_params() == model.get_params()
+    np.testing.assert_array_equal(back.score_all([0, 1]), model.score_all([0, 1]))
+    np.testing.assert_array_equal(back.recommend([3], 5)[0], model.recommend([3], 5)[0])
+    assert back.examples_seen_ == model.examples_seen_
+    mfb = MFbRecommender(dim=8, batch_size=256, epochs=1, threads=1).fit(train)
+    back = TwoTowerRecommender.load(mfb.save(tmp_path / "mfb.npz"))
+    assert type(back) is MFbRecommender and back.loss == "mfb"
+    np.testing.assert_array_equal(back.item_factors_, mfb.item_factors_)
+
+
+def test_invalid_hyperparameters():
+    train, _ = _planted(n_users=30, n_items=30, n_groups=3, per_user=4)
+    with pytest.raises(ValueError):
+        TwoTowerRecommender(loss="softmax", threads=1).fit(train)
+    with pytest.raises(ValueError):
+        TwoTowerRecommender(tau=0, threads=1).fit(train)
+    with pytest.raises(ValueError):
+        infonce_loss(torch.zeros(2, 2), direction="both")
+
+
+def test_linear_lr_schedule_trains_and_validates():
+    train, test = _planted()
+    kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 10, "lr": 0.02, "threads": 1}
+    model = TwoTowerRecommender(lr_schedule="linear", **kw).fit(train)
+    assert _hr_at_10(model, train, test) > 0.5
+    with pytest.raises(ValueError):
+        TwoTowerRecommender(lr_schedule="cosine", threads=1).fit(train)
+
+
+def test_examples_to_reach_95pct_of_best():
+    from divrec.experiments.totalrecall_table1 import examples_to_reach
+
+    curve = [(10, 0.2), (20, 0.5), (30, 0.76), (40, 0.8), (50, 0.79)]
+    assert examples_to_reach(curve) == 30  # first point >= 0.95 * 0.8 = 0.76
+    assert examples_to_reach(curve, fraction=1.0) == 40
