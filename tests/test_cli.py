@@ -95,6 +95,10 @@ def test_no_positives_is_an_error(ratings_csv, tmp_path):
         (["evaluate", "-k", "0"], "ks must be positive"),
         (["data", "info", "no-such-set"], "unknown dataset 'no-such-set'"),
         (["benchmark", "--model", "nope"], "unknown model(s) ['nope']"),
+        (["evaluate", "--rerank", "nope"], "unknown re-ranker 'nope'"),
+        (["evaluate", "--rerank", "dpp", "--rerank-param", "thet=1"], "no parameter(s) ['thet']"),
+        (["evaluate", "--rerank-param", "theta=1"], "--rerank-param needs --rerank"),
+        (["evaluate", "--rerank", "mmr", "--candidates", "0"], "--candidates must be positive"),
         (["data", "info", "x.csv", "--columns", "usr=a"], "--columns entry 'usr=a'"),
     ],
 )
@@ -127,3 +131,16 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for cmd in ("evaluate", "benchmark", "data"):
         assert cmd in result.output
+
+
+def test_evaluate_with_reranker(ratings_csv, tmp_path):
+    out = tmp_path / "eval.json"
+    result = _run(
+        "evaluate", "--dataset", ratings_csv, "--columns", COLS, "--model", "popularity",
+        "--protocol", "leave-last-one", "-k", 3, "--bootstrap", 10, "--rerank", "mmr",
+        "--rerank-param", "lambda_=0.5", "--candidates", 6, "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["rerank"] == "mmr"
+    assert "MMR(lambda_=0.5" in payload["params"]["reranker"]

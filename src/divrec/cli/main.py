@@ -109,6 +109,21 @@ def evaluate(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Model hyperparameter name=value.")
     ] = None,
+    rerank: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank",
+            help="Re-rank the model's top candidates: mmr, dpp, ssd, category-cap, cf-da, "
+            "cf-dm, hybrid.",
+        ),
+    ] = None,
+    rerank_param: Annotated[
+        list[str] | None,
+        typer.Option("--rerank-param", help="Re-ranker hyperparameter name=value."),
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Candidates passed to the re-ranker.")
+    ] = 100,
     seed: Annotated[int, typer.Option(help="Seed for splits, models and bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs.")] = 1000,
     max_users: Annotated[int | None, typer.Option(help="Evaluate a sample of users.")] = None,
@@ -126,6 +141,7 @@ def evaluate(
             EVAL_PROTOCOL,
             TableSpec,
             make_model,
+            make_reranker,
             make_split,
             parse_params,
             reference_item_vectors,
@@ -135,6 +151,14 @@ def evaluate(
         rec = make_model(model, params)
         if hasattr(rec, "seed") and "seed" not in params:
             rec.seed = seed
+        if rerank is not None:
+            from divrec.pipeline import Pipeline
+
+            if candidates <= 0:
+                raise ValueError(f"--candidates must be positive, got {candidates}")
+            rec = Pipeline(rec, make_reranker(rerank, parse_params(rerank_param)), candidates)
+        elif rerank_param:
+            raise ValueError("--rerank-param needs --rerank")
         if protocol not in EVAL_PROTOCOL:
             raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOL)}")
         config = EvalConfig(
@@ -152,7 +176,8 @@ def evaluate(
             rec.fit(split.train)
         vectors = reference_item_vectors(split.train, seed=seed)
         result = run_eval(rec, split, config, vectors, progress=sys.stderr.isatty())
-        table = Table(title=f"{model} on {dataset} ({split.protocol or protocol})")
+        name = model if rerank is None else f"{model} → {rerank}"
+        table = Table(title=f"{name} on {dataset} ({split.protocol or protocol})")
         for col in ("metric", "k", "mean", "95% CI"):
             table.add_column(col)
         for row in result.aggregate.to_dict(orient="records"):
@@ -171,7 +196,8 @@ def evaluate(
             payload = {
                 "dataset": dataset,
                 "model": model,
-                "params": rec.get_params(),
+                "rerank": rerank,
+                "params": {key: repr(v) for key, v in rec.get_params().items()},
                 "split": split.summary(),
                 **result.to_dict(),
             }

@@ -24,6 +24,8 @@ from divrec.retrieval.baselines import (
     PopularityRecommender,
     RandomRecommender,
 )
+from divrec.retrieval.hi import HIRealtime, HIRecommender, P2PRecommender
+from divrec.retrieval.two_tower import MFbRecommender, TwoTowerRecommender
 from divrec.splitting import Split, leave_last_one, ncf_split, random_holdout, temporal_split
 
 DATASETS: dict[str, Callable[..., Interactions]] = {
@@ -37,6 +39,11 @@ MODELS: dict[str, type[Recommender]] = {
     "itemknn": ItemKNNRecommender,
     "ials": ALSRecommender,
     "bpr": BPRRecommender,
+    "p2p": P2PRecommender,  # HI paper CF-RT / CF-MF (Eq. 3-5)
+    "hi": HIRecommender,  # HI candidate mixing p2p:n2p (Eq. 3-9)
+    "hi-rt": HIRealtime,  # HI-RT (Eq. 14-17)
+    "mfb": MFbRecommender,  # TotalRecall MFb, BCE with negatives [a:b] (Sec. 3.5)
+    "tr": TwoTowerRecommender,  # TotalRecall Bi-InfoNCE two-tower (Eq. 2-3)
 }
 
 PROTOCOLS = ("ncf", "leave-last-one", "temporal", "random")
@@ -167,3 +174,35 @@ def reference_item_vectors(train: Interactions, dim: int = 64, seed: int = 0) ->
     dim = max(1, min(dim, min(mat.shape) - 1))
     svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized")
     return svd.fit_transform(mat).astype(np.float32)
+
+
+#: Re-rankers for `divrec evaluate --rerank NAME` (constructor classes of `divrec.rerank`).
+def _rerankers() -> dict[str, type]:
+    from divrec.rerank import CFDA, CFDM, MMR, SSD, CategoryCap, FastGreedyDPP, HybridUtility
+
+    return {
+        "mmr": MMR,
+        "dpp": FastGreedyDPP,
+        "ssd": SSD,
+        "category-cap": CategoryCap,
+        "cf-da": CFDA,
+        "cf-dm": CFDM,
+        "hybrid": HybridUtility,
+    }
+
+
+RERANKERS: dict[str, type] = _rerankers()
+
+
+def make_reranker(name: str, params: dict | None = None):
+    """A re-ranker by name with hyperparameters; unknown names and parameters are ValueErrors."""
+    if name not in RERANKERS:
+        raise ValueError(f"unknown re-ranker {name!r}; known: {', '.join(RERANKERS)}")
+    cls = RERANKERS[name]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    bad = set(params or {}) - allowed
+    if bad:
+        raise ValueError(
+            f"re-ranker {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(allowed)}"
+        )
+    return cls(**(params or {}))
