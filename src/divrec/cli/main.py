@@ -211,8 +211,12 @@ def benchmark(
     dataset: DatasetOpt = "ml-1m",
     protocol: ProtocolOpt = "ncf",
     model: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Models to run (default: all).")
+        list[str] | None,
+        typer.Option("--model", "-m", help="Models to run (default: every fast model)."),
     ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Run every registered model, the neural ones too.")
+    ] = False,
     k: KOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, models and bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs.")] = 1000,
@@ -228,13 +232,16 @@ def benchmark(
     plot."""
 
     def body():
-        from divrec.experiments.benchmark import BenchmarkConfig, run_benchmark
+        from divrec.experiments.benchmark import FAST_MODELS, BenchmarkConfig, run_benchmark
         from divrec.experiments.setup import MODELS, TableSpec
+
+        if model and all_models:
+            raise ValueError("give either --model or --all, not both")
 
         config = BenchmarkConfig(
             dataset=dataset,
             protocol=protocol,
-            models=tuple(model or MODELS),
+            models=tuple(model or (MODELS if all_models else FAST_MODELS)),
             ks=tuple(k or (10, 20)),
             seed=seed,
             n_bootstrap=bootstrap,
@@ -243,8 +250,8 @@ def benchmark(
         )
         _check_writable(out / "report.md")
         run_benchmark(config, out, data_home, progress=sys.stderr.isatty())
-        console.print((out / "report.md").read_text())
-        console.print(
+        typer.echo((out / "report.md").read_text())
+        typer.echo(
             f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'accuracy_diversity.png'}"
         )
 
