@@ -308,3 +308,219 @@ def test_examples_to_reach_95pct_of_best():
     curve = [(10, 0.2), (20, 0.5), (30, 0.76), (40, 0.8), (50, 0.79)]
     assert examples_to_reach(curve) == 30  # first point >= 0.95 * 0.8 = 0.76
     assert examples_to_reach(curve, fraction=1.0) == 40
+
+
+# --------------------------------------------------------------------------- sampled softmax
+def _np_ssm(u, pos, neg, tau, log_q_pos=None, log_q_neg=None, pos_ids=None, neg_ids=None):
+    """Brute-force Eq. 1 / Eq. 9: per row, −log softmax over [positive, negatives]."""
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    losses = []
+    for b in range(u.shape[0]):
+        z = [unit(u[b]) @ unit(pos[b]) / tau] + [unit(u[b]) @ unit(n) / tau for n in neg]
+        z = np.array(z)
+        if log_q_pos is not None:
+            z = z - np.r_[log_q_pos[b], log_q_neg]
+        if pos_ids is not None:
+            z[1:][neg_ids == pos_ids[b]] = -np.inf
+        losses.append(-(z[0] - np.log(np.exp(z).sum())))
+    return float(np.mean(losses))
+
+
+def test_sampled_softmax_loss_equals_bruteforce():
+    from divrec.retrieval.two_tower import sampled_softmax_loss
+
+    rng = np.random.default_rng(3)
+    u, pos, neg = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    tau = 0.3
+    lq_pos, lq_neg = np.log([0.2, 0.05, 0.1]), np.log([0.3, 0.02, 0.2, 0.05, 0.1])
+    pos_ids, neg_ids = np.array([7, 2, 4]), np.array([1, 2, 9, 7, 3])  # rows 0, 1 have a hit
+    t = torch.tensor
+    got_plain = sampled_softmax_loss(t(u), t(pos), t(neg), tau).item()
+    assert np.isclose(got_plain, _np_ssm(u, pos, neg, tau))
+    got = sampled_softmax_loss(
+        t(u), t(pos), t(neg), tau, t(lq_pos), t(lq_neg), t(pos_ids), t(neg_ids)
+    ).item()
+    want = _np_ssm(u, pos, neg, tau, lq_pos, lq_neg, pos_ids, neg_ids)
+    assert np.isclose(got, want)
+    assert not np.isclose(got, _np_ssm(u, pos, neg, tau, lq_pos, lq_neg))  # masking matters
+    assert not np.isclose(got, _np_ssm(u, pos, neg, tau, -lq_pos, -lq_neg, pos_ids, neg_ids))
+    # by hand: orthonormal vectors, τ = 1: positive cos 1, negatives cos 0 → −log(e / (e + 2))
+    e = np.eye(3)
+    hand = sampled_softmax_loss(t(e[:1]), t(e[:1]), t(e[1:]), 1.0).item()
+    assert np.isclose(hand, -np.log(np.e / (np.e + 2)))
+    # uniform q is a constant shift: no effect on the loss
+    flat = np.full(5, np.log(0.1))
+    got_flat = sampled_softmax_loss(
+        t(u), t(pos), t(neg), tau, t(np.full(3, np.log(0.1))), t(flat)
+    ).item()
+    assert np.isclose(got_flat, got_plain)
+    with pytest.raises(ValueError):
+        sampled_softmax_loss(t(u), t(pos), t(neg), tau, log_q_pos=t(lq_pos))
+
+
+def test_ssm_sampling_probabilities():
+    from divrec.retrieval.two_tower import ssm_sampling_probabilities
+
+    counts = np.array([6, 0, 3, 1])
+    np.testing.assert_allclose(ssm_sampling_probabilities(counts, "uniform"), [0.25] * 4)
+    np.testing.assert_allclose(ssm_sampling_probabilities(counts, "popularity"), [0.6, 0, 0.3, 0.1])
+    with pytest.raises(ValueError):
+        ssm_sampling_probabilities(counts, "zipf")
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_ssm_training_beats_random(sampling):
+    train, test = _planted()
+    kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 10, "lr": 0.02, "threads": 1}
+    model = TwoTowerRecommender(loss="ssm", ssm_negatives=32, ssm_sampling=sampling, **kw)
+    model.fit(train)
+    assert model.examples_seen_ == 10 * train.nnz
+    assert _hr_at_10(model, train, test) > 0.5  # random: about 0.09
+    again = TwoTowerRecommender(loss="ssm", ssm_negatives=32, ssm_sampling=sampling, **kw)
+    np.testing.assert_array_equal(again.fit(train).item_factors_, model.item_factors_)
+    with pytest.raises(ValueError):
+        TwoTowerRecommender(loss="ssm", ssm_sampling="zipf", threads=1).fit(train)
+    with pytest.raises(ValueError):
+        TwoTowerRecommender(loss="ssm", ssm_negatives=0, threads=1).fit(train)
+
+
+def test_ssm_popularity_draws_follow_q(monkeypatch):
+    """The negatives handed to the loss are distributed as the item marginal, and the logQ
+    passed with them is log of that marginal."""
+    from divrec.retrieval import two_tower
+
+    train = sp.csr_matrix(
+        (np.ones(6, np.float32), ([0, 1, 2, 3, 0, 1], [0, 0, 0, 1, 1, 2])), shape=(4, 4)
+    )
+    drawn, log_qs = [], []
+    real = two_tower.sampled_softmax_loss
+
+    def spy(*args, **kwargs):
+        drawn.append(kwargs["neg_ids"].numpy().copy())
+        log_qs.append(kwargs["log_q_neg"].numpy().copy())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(two_tower, "sampled_softmax_loss", spy)
+    TwoTowerRecommender(
+        loss="ssm",
+        ssm_negatives=500,
+        ssm_sampling="popularity",
+        dim=4,
+        batch_size=6,
+        epochs=40,
+        threads=1,
+    ).fit(train)
+    neg = np.concatenate(drawn)
+    freq = np.bincount(neg, minlength=4) / neg.size
+    np.testing.assert_allclose(freq, [0.5, 1 / 3, 1 / 6, 0.0], atol=0.01)  # item 3 unseen
+    np.testing.assert_allclose(
+        np.concatenate(log_qs), np.log(np.array([3, 2, 1, 1e-300]) / 6)[neg], rtol=1e-5
+    )
+
+
+# --------------------------------------------------------------------------- Sec. 3.6 batch path
+def test_merge_top_users_by_hand():
+    from divrec.retrieval.two_tower import merge_top_users
+
+    items = np.array([0, 0, 0, 2, 0, 2])
+    users = np.array([5, 3, 9, 1, 4, 0])
+    scores = np.array([0.5, 0.9, 0.5, 0.1, -np.inf, 0.3])
+    ids, vals = merge_top_users(items, users, scores, n_items=3, m=2)
+    np.testing.assert_array_equal(ids, [[3, 5], [-1, -1], [0, 1]])  # tie 0.5: user 5 < 9
+    np.testing.assert_allclose(vals, [[0.9, 0.5], [-np.inf, -np.inf], [0.3, 0.1]])
+
+
+def _bruteforce_batch(model, train, k, m):
+    phi = model.user_factors_ @ model.item_factors_.T / np.float32(model.tau)
+    phi = np.where(train.toarray() > 0, -np.inf, phi)
+    per_item = {i: [] for i in range(train.shape[1])}
+    for u in range(train.shape[0]):
+        for i in sorted(range(train.shape[1]), key=lambda j: (-phi[u, j], j))[:k]:
+            per_item[i].append((-phi[u, i], u))
+    return {i: [u for _, u in sorted(v)[:m]] for i, v in per_item.items()}
+
+
+def test_batch_potential_users_equals_bruteforce(fitted):
+    from divrec.retrieval.two_tower import batch_potential_users
+
+    model, train, _ = fitted
+    want = _bruteforce_batch(model, train, k=10, m=6)
+    ids, scores = batch_potential_users(model, items_per_user=10, users_per_item=6, user_chunk=37)
+    assert ids.shape == (train.shape[1], 6)
+    for i in range(train.shape[1]):
+        got = ids[i][ids[i] >= 0].tolist()
+        assert got == want[i], i
+        phi = model.user_factors_[got] @ model.item_factors_[i] / model.tau
+        np.testing.assert_allclose(scores[i, : len(got)], phi, atol=1e-4)
+        assert np.isneginf(scores[i, len(got) :]).all()
+        assert not any(train[u, i] for u in got)  # a user's seen items never reach it
+    # chunking does not change the result; each user reaches at most 10 items
+    one, _ = batch_potential_users(model, 10, 6, user_chunk=10_000)
+    np.testing.assert_array_equal(one, ids)
+    big, _ = batch_potential_users(model, 10, 500, user_chunk=50)
+    assert np.bincount(big[big >= 0], minlength=train.shape[0]).max() <= 10
+    assert (big >= 0).sum() == 10 * train.shape[0]
+    with pytest.raises(ValueError):
+        batch_potential_users(model, 0, 5)
+
+
+def test_group_candidates_equal_bruteforce(fitted):
+    model, train, _ = fitted
+    group = np.array([3, 17, 40, 41, 90])
+    n_cand = 15
+    phi = model.user_factors_ @ model.item_factors_[group].T / np.float32(model.tau)
+    p = np.exp(phi.astype(np.float64))
+    seen = np.asarray(train[:, group].sum(axis=1)).ravel() > 0
+    eligible = np.flatnonzero(~seen)
+    scores_of = {}
+    for col in range(group.size):
+        cands = sorted(eligible, key=lambda u: (-phi[u, col], u))[:n_cand]
+        for u in cands:
+            scores_of.setdefault(u, []).append(p[u, col])
+    lists = {}
+    for agg, fn in (("mean", np.mean), ("max", np.max), ("sum", np.sum)):
+        vals = {u: fn(v) for u, v in scores_of.items()}
+        want = sorted(vals, key=lambda u: (-vals[u], u))[:10]
+        ids, got = model.potential_users_of_group(
+            group, k=10, aggregation=agg, candidates_per_item=n_cand
+        )
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_allclose(got, [vals[u] for u in want], rtol=1e-4)
+        lists[agg] = ids.tolist()
+    assert lists["sum"] != lists["mean"]  # unlike the all-users mode, sum ≠ G · mean
+    all_mean, _ = model.potential_users_of_group(group, k=10, aggregation="mean")
+    all_sum, _ = model.potential_users_of_group(group, k=10, aggregation="sum")
+    np.testing.assert_array_equal(all_mean, all_sum)
+    with pytest.raises(ValueError):
+        model.potential_users_of_group(group, candidates_per_item=0)
+
+
+@pytest.mark.parametrize("n_cand", [None, 12])
+def test_group_item_scope_equals_bruteforce(fitted, n_cand):
+    """seen_scope="item": a user is aggregated over the group items new to them (only their
+    own training pairs are dropped), optionally within each item's top-N candidates."""
+    model, train, _ = fitted
+    group = np.array([3, 17, 40, 41, 90])
+    phi = model.user_factors_ @ model.item_factors_[group].T / np.float32(model.tau)
+    p = np.exp(phi.astype(np.float64))
+    seen = train[:, group].toarray() > 0
+    assert seen.any(axis=1).sum() > 0 and (~seen).any(axis=1).all()
+    usable = ~seen
+    if n_cand is not None:
+        usable = np.zeros_like(seen)
+        for col in range(group.size):
+            ok = np.flatnonzero(~seen[:, col])
+            top = sorted(ok, key=lambda u: (-phi[u, col], u))[:n_cand]
+            usable[top, col] = True
+    for agg, fn in (("mean", np.mean), ("max", np.max), ("sum", np.sum)):
+        vals = {u: fn(p[u, usable[u]]) for u in range(train.shape[0]) if usable[u].any()}
+        want = sorted(vals, key=lambda u: (-vals[u], u))[:10]
+        ids, got = model.potential_users_of_group(
+            group, k=10, aggregation=agg, candidates_per_item=n_cand, seen_scope="item"
+        )
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_allclose(got, [vals[u] for u in want], rtol=1e-4)
+    group_ids, _ = model.potential_users_of_group(group, k=10, seen_scope="group")
+    assert not seen[group_ids].any()
+    with pytest.raises(ValueError):
+        model.potential_users_of_group(group, seen_scope="user")

@@ -10,6 +10,10 @@ trained with one of
   (u2i) plus over the batch's users for each item (i2u), each logit corrected by the log of
   the empirical marginal of the *negative* (logQ correction: ``φ(u, j) − log q(j)``);
 * ``"u2i"`` / ``"i2u"``: Uni-InfoNCE, either half of Eq. 3;
+* ``"ssm"``: sampled softmax (Sec. 2.3 Eq. 1, App. A.2 Eq. 9; Jean et al. 2015, Yi et al.
+  2019): for each positive (u, i), a softmax over i and ``ssm_negatives`` items drawn per batch
+  (shared by the batch's rows) from a background distribution p_n — uniform or the empirical
+  item marginal ("popularity") — with every logit corrected by −log p_n (logQ);
 * ``"mfb"``: matrix factorization with the Bernoulli likelihood (App. A.2 Eq. 7, BCE on
   σ(φ)) and explicit negative sampling ``"[a:b]"`` (Sec. 3.5): for each positive (u, i),
   ``a`` random users paired with i and ``b`` random items paired with u (so ``[0:8]`` is
@@ -19,7 +23,9 @@ trained with one of
 
 Serving: u2i and i2u top-k through faiss (`divrec.retrieval.ann`), and potential users of a
 group of items by aggregating per-item scores (App. A.7.2: exp(φ) for InfoNCE models,
-σ(φ) for MFb; mean, max or sum).
+σ(φ) for MFb; mean, max or sum). `batch_potential_users` is the large-scale i2u path of
+Sec. 3.6: top-k items per user by ANN, then the top-M users of each item from the same (u, i)
+scores, in user chunks.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from divrec.data.interactions import Interactions
 from divrec.retrieval.ann import AnnIndex
 from divrec.retrieval.baselines import FactorRecommender
 
-LOSSES = ("bi", "u2i", "i2u", "mfb")
+LOSSES = ("bi", "u2i", "i2u", "mfb", "ssm")
+SSM_SAMPLING = ("uniform", "popularity")
 
 
 # --------------------------------------------------------------------------- losses
@@ -130,6 +137,78 @@ def infonce_loss(
     return loss
 
 
+def sampled_softmax_loss(
+    user_vecs: torch.Tensor,
+    pos_item_vecs: torch.Tensor,
+    neg_item_vecs: torch.Tensor,
+    tau: float,
+    log_q_pos: torch.Tensor | None = None,
+    log_q_neg: torch.Tensor | None = None,
+    pos_ids: torch.Tensor | None = None,
+    neg_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled-softmax loss with logQ correction (Sec. 2.3 Eq. 1, App. A.2 Eq. 9).
+
+    For row b with user u_b, positive item i_b and the N shared sampled negatives j_1..j_N:
+
+        l_b = −log [ exp(φ(u_b, i_b) − log q(i_b))
+                     / (exp(φ(u_b, i_b) − log q(i_b)) + Σ_n exp(φ(u_b, j_n) − log q(j_n))) ],
+
+    φ the scaled cosine of Eq. 2 and q the background (sampling) distribution p_n. A negative
+    equal to the row's positive (an accidental hit) is dropped when the ids are given.
+
+    Args:
+        user_vecs: `(B, D)` user tower outputs.
+        pos_item_vecs: `(B, D)` tower outputs of each row's positive item.
+        neg_item_vecs: `(N, D)` tower outputs of the sampled negatives (shared by all rows).
+        tau: temperature τ of Eq. 2.
+        log_q_pos: `(B,)` log p_n of the positives, or None (no correction).
+        log_q_neg: `(N,)` log p_n of the negatives, or None (no correction).
+        pos_ids: optional `(B,)` positive item ids (for accidental-hit removal).
+        neg_ids: optional `(N,)` negative item ids.
+
+    Returns:
+        Scalar mean of l_b over the B rows.
+    """
+    u = F.normalize(user_vecs, dim=-1)
+    pos = (u * F.normalize(pos_item_vecs, dim=-1)).sum(-1, keepdim=True) / tau  # (B, 1)
+    neg = u @ F.normalize(neg_item_vecs, dim=-1).T / tau  # (B, N)
+    logits = torch.cat([pos, neg], dim=1)
+    log_q = None
+    if (log_q_pos is None) != (log_q_neg is None):
+        raise ValueError("give both log_q_pos and log_q_neg, or neither")
+    if log_q_pos is not None:
+        b, n = neg.shape
+        log_q = torch.cat([log_q_pos[:, None], log_q_neg[None, :].expand(b, n)], dim=1)
+    mask = None
+    if pos_ids is not None and neg_ids is not None:
+        hit = pos_ids[:, None] == neg_ids[None, :]
+        mask = torch.cat([torch.zeros_like(hit[:, :1]), hit], dim=1)
+    target = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)
+    return corrected_softmax_ce(logits, log_q, target, mask)
+
+
+def ssm_sampling_probabilities(item_counts: np.ndarray, sampling: str) -> np.ndarray:
+    """Background distribution p_n of the sampled-softmax negatives.
+
+    Args:
+        item_counts: `(n_items,)` training interactions per item.
+        sampling: "uniform" (1/n_items) or "popularity" (the empirical item marginal
+            count_i / Σ count, the q(i) of Eq. 3; items never seen in training are not drawn).
+
+    Returns:
+        `(n_items,)` float64 probabilities summing to 1.
+    """
+    counts = np.asarray(item_counts, dtype=np.float64)
+    if sampling == "uniform":
+        return np.full(counts.shape, 1.0 / counts.size)
+    if sampling == "popularity":
+        if counts.sum() <= 0:
+            raise ValueError("popularity sampling needs at least one training interaction")
+        return counts / counts.sum()
+    raise ValueError(f"ssm_sampling must be one of {SSM_SAMPLING}, got {sampling!r}")
+
+
 def parse_negatives(spec: str) -> tuple[str, int, int]:
     """Parses an MFb negative-sampling spec (Sec. 3.5).
 
@@ -167,9 +246,13 @@ class TwoTowerRecommender(FactorRecommender):
     """TotalRecall (``loss="bi"``), Uni-InfoNCE, or MFb two-tower model on ID embeddings.
 
     Args:
-        loss: "bi" (Bi-InfoNCE, TR), "u2i" / "i2u" (Uni-InfoNCE) or "mfb" (BCE).
+        loss: "bi" (Bi-InfoNCE, TR), "u2i" / "i2u" (Uni-InfoNCE), "mfb" (BCE) or "ssm"
+            (sampled softmax).
         negatives: MFb negative sampling, "[0:8]", "[8:0]", "[4:4]", "[8:8]" or "[8]"
             (ignored by the InfoNCE losses, which use in-batch negatives).
+        ssm_negatives: sampled negatives per batch for ``loss="ssm"`` (shared by its rows).
+        ssm_sampling: ``loss="ssm"`` background distribution, "uniform" or "popularity";
+            the logQ correction uses it when `logq` is True.
         dim: embedding dimension d.
         tau: temperature τ of Eq. 2.
         batch_size: positive pairs per step.
@@ -211,9 +294,13 @@ class TwoTowerRecommender(FactorRecommender):
         seed: int = 0,
         threads: int = 2,
         progress: bool = False,
+        ssm_negatives: int = 256,
+        ssm_sampling: str = "uniform",
     ):
         self.loss = loss
         self.negatives = negatives
+        self.ssm_negatives = ssm_negatives
+        self.ssm_sampling = ssm_sampling
         self.dim = dim
         self.tau = tau
         self.batch_size = batch_size
@@ -259,6 +346,13 @@ class TwoTowerRecommender(FactorRecommender):
         if self.tau <= 0 or self.dim <= 0 or self.batch_size <= 0 or self.epochs <= 0:
             raise ValueError("tau, dim, batch_size and epochs must be positive")
         neg_kind, n_a, n_b = parse_negatives(self.negatives) if self.loss == "mfb" else ("", 0, 0)
+        if self.loss == "ssm":
+            if self.ssm_sampling not in SSM_SAMPLING:
+                raise ValueError(
+                    f"ssm_sampling must be one of {SSM_SAMPLING}, got {self.ssm_sampling!r}"
+                )
+            if self.ssm_negatives <= 0:
+                raise ValueError("ssm_negatives must be positive")
         start = time.perf_counter()
         old_threads = torch.get_num_threads()
         torch.set_num_threads(max(1, self.threads))
@@ -278,6 +372,13 @@ class TwoTowerRecommender(FactorRecommender):
                 np.log(np.maximum(np.bincount(items, minlength=n_items), 1) / n_pos)
             ).float()
             self.towers_ = _Towers(n_users, n_items, self.dim, self.init_std, gen)
+            if self.loss == "ssm":
+                ssm_p = ssm_sampling_probabilities(
+                    np.bincount(items, minlength=n_items), self.ssm_sampling
+                )
+                ssm_cdf = np.cumsum(ssm_p)
+                ssm_cdf /= ssm_cdf[-1]
+                ssm_log_q = torch.from_numpy(np.log(np.maximum(ssm_p, 1e-300))).float()
             opt = torch.optim.Adam(
                 self.towers_.parameters(), lr=self.lr, weight_decay=self.weight_decay
             )
@@ -304,6 +405,10 @@ class TwoTowerRecommender(FactorRecommender):
                     bi = torch.from_numpy(items[idx])
                     if self.loss == "mfb":
                         loss = self._mfb_loss(bu, bi, neg_kind, n_a, n_b, rng, n_users, n_items)
+                    elif self.loss == "ssm":
+                        neg = np.searchsorted(ssm_cdf, rng.random(self.ssm_negatives), "right")
+                        neg = torch.from_numpy(np.minimum(neg, n_items - 1).astype(np.int64))
+                        loss = self._ssm_loss(bu, bi, neg, ssm_log_q)
                     else:
                         loss = self._infonce_step_loss(bu, bi, log_q_user, log_q_item)
                     if self.lr_schedule == "linear":
@@ -337,6 +442,19 @@ class TwoTowerRecommender(FactorRecommender):
             direction=self.loss,
             user_ids=bu if hits else None,
             item_ids=bi if hits else None,
+        )
+
+    def _ssm_loss(self, bu, bi, neg, log_q) -> torch.Tensor:
+        hits = self.remove_accidental_hits
+        return sampled_softmax_loss(
+            self.towers_.user(bu),
+            self.towers_.item(bi),
+            self.towers_.item(neg),
+            self.tau,
+            log_q_pos=log_q[bi] if self.logq else None,
+            log_q_neg=log_q[neg] if self.logq else None,
+            pos_ids=bi if hits else None,
+            neg_ids=neg if hits else None,
         )
 
     def _mfb_loss(self, bu, bi, kind, n_a, n_b, rng, n_users, n_items) -> torch.Tensor:
@@ -442,19 +560,36 @@ class TwoTowerRecommender(FactorRecommender):
         return self._search(index, self.item_factors_[items], k, seen)
 
     def potential_users_of_group(
-        self, items, k: int = 10, aggregation: str = "mean", exclude_seen: bool = True
+        self,
+        items,
+        k: int = 10,
+        aggregation: str = "mean",
+        exclude_seen: bool = True,
+        candidates_per_item: int | None = None,
+        seen_scope: str = "group",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Potential users of a group of items (App. A.7.2), exact over all users.
+        """Potential users of a group of items (App. A.7.2).
 
         Each user's per-item scores p(u, i) (`pair_probability`: exp(φ) or σ(φ)) over the
-        group are aggregated by mean, max or sum; users who interacted with any group item
-        in training are excluded when `exclude_seen`.
+        group are aggregated by mean, max or sum. With `exclude_seen`, training interactions
+        are removed according to `seen_scope`: "group" drops every user who interacted with
+        any group item; "item" drops only the (u, i) pairs seen in training, so a user is
+        aggregated over the group items new to them (and dropped if none is).
+
+        With ``candidates_per_item=None`` every user is scored against every group item, so
+        "sum" is G × "mean" and both rank users identically. With an integer N, each item
+        first keeps its top-N users by φ, and a user is
+        aggregated only over the items whose candidate list holds them ("each candidate user
+        will have several scores", App. A.7.2) — then mean, max and sum differ. Candidate
+        lists are exact and drawn from the eligible users (group-seen users removed first).
 
         Args:
             items: `(G,)` item indices of the group.
             k: users to return.
             aggregation: "mean", "max" or "sum".
             exclude_seen: skip users with a training interaction with the group.
+            candidates_per_item: None (all users) or N, the per-item candidate list length.
+            seen_scope: "group" or "item" (see above).
 
         Returns:
             `(user ids (k,), aggregated scores (k,))`, best first; ties by lower user id.
@@ -464,14 +599,35 @@ class TwoTowerRecommender(FactorRecommender):
         items = self._check_items(items)
         if items.size == 0:
             raise ValueError("the group has no items")
-        phi = self.user_factors_ @ self.item_factors_[items].T / np.float32(self.tau)
-        p = self.pair_probability(phi)
-        agg = {"mean": np.mean, "max": np.max, "sum": np.sum}[aggregation](p, axis=1)
-        if exclude_seen:
-            seen = np.asarray(self.user_items_[:, items].sum(axis=1)).ravel() > 0
-            agg = np.where(seen, -np.inf, agg)
         from divrec.retrieval.base import top_k
 
+        if seen_scope not in ("group", "item"):
+            raise ValueError(f"seen_scope must be 'group' or 'item', got {seen_scope!r}")
+        phi = self.user_factors_ @ self.item_factors_[items].T / np.float32(self.tau)
+        p = self.pair_probability(phi)  # (n_users, G)
+        usable = np.ones(phi.shape, dtype=bool)  # pairs that may enter the aggregation
+        if exclude_seen:
+            seen_pairs = self.user_items_[:, items].toarray() > 0
+            if seen_scope == "group":
+                usable &= ~seen_pairs.any(axis=1, keepdims=True)
+            else:
+                usable &= ~seen_pairs
+        if candidates_per_item is not None:
+            if candidates_per_item <= 0:
+                raise ValueError("candidates_per_item must be positive")
+            # each item's top-N usable users (by φ; ties by lower user id)
+            cand, _ = top_k(np.where(usable.T, phi.T, -np.inf), candidates_per_item)
+            usable = np.zeros(phi.shape, dtype=bool)
+            ok = cand >= 0
+            usable[cand[ok], np.nonzero(ok)[0]] = True
+        count = usable.sum(axis=1)
+        has = count > 0
+        agg = np.full(self.n_users_, -np.inf)
+        if aggregation == "max":
+            agg[has] = np.where(usable, p, -np.inf).max(axis=1)[has]
+        else:
+            total = np.where(usable, p, 0.0).sum(axis=1)
+            agg[has] = total[has] if aggregation == "sum" else total[has] / count[has]
         ids, vals = top_k(agg[None, :], k)
         return ids[0], vals[0]
 
@@ -581,3 +737,97 @@ class MFbRecommender(TwoTowerRecommender):
             threads=threads,
             progress=progress,
         )
+
+
+# --------------------------------------------------------------------------- Sec. 3.6 batch path
+def merge_top_users(
+    items: np.ndarray, users: np.ndarray, scores: np.ndarray, n_items: int, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item top-m users of a list of scored (u, i) pairs.
+
+    Order: score descending, then user index ascending (a deterministic tie rule).
+
+    Args:
+        items: `(P,)` item index of each pair.
+        users: `(P,)` user index of each pair (each (u, i) at most once).
+        scores: `(P,)` pair scores.
+        n_items: number of items (rows of the output).
+        m: users kept per item.
+
+    Returns:
+        `(user ids (n_items, m) int64, scores (n_items, m) float32)`, best first, padded with
+        -1 / -inf for items with fewer than m pairs.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    out_ids = np.full((n_items, m), -1, dtype=np.int64)
+    out_scores = np.full((n_items, m), -np.inf, dtype=np.float32)
+    keep = np.isfinite(scores) & (users >= 0) & (items >= 0)
+    items, users, scores = items[keep], users[keep], scores[keep]
+    if items.size == 0:
+        return out_ids, out_scores
+    order = np.lexsort((users, -scores, items))
+    items, users, scores = items[order], users[order], scores[order]
+    starts = np.searchsorted(items, np.arange(n_items))
+    rank = np.arange(items.size) - starts[items]
+    sel = rank < m
+    out_ids[items[sel], rank[sel]] = users[sel]
+    out_scores[items[sel], rank[sel]] = scores[sel]
+    return out_ids, out_scores
+
+
+def batch_potential_users(
+    model: TwoTowerRecommender,
+    items_per_user: int = 10,
+    users_per_item: int = 1000,
+    user_chunk: int = 4096,
+    index: AnnIndex | None = None,
+    exclude_seen: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Potential users of every item by the large-scale batch path of Sec. 3.6 (App. A.5).
+
+    1. u2i: the top-`items_per_user` items of every user by ANN over the item embeddings
+       (`retrieve_items`), which yields n_users × items_per_user scored (u, i) pairs;
+    2. i2u: for each item, the top-`users_per_item` users among the pairs that contain it,
+       ranked by the *same* score φ(u, i) (Eq. 2) — meaningful for TR because φ models the
+       joint log p(u, i) (App. A.3), so one score ranks both directions.
+
+    Users are processed in chunks of `user_chunk`; after each chunk the running per-item
+    top lists are merged with the chunk's pairs, so memory is
+    O(n_items · users_per_item + user_chunk · items_per_user) whatever the number of users
+    (a user's list also implies each user reaches at most `items_per_user` items, the
+    "at most 10 messages per person" property of Sec. 3.6).
+
+    Args:
+        model: a fitted `TwoTowerRecommender` (any loss).
+        items_per_user: u2i list length k (10 in Sec. 3.6).
+        users_per_item: users M kept per item.
+        user_chunk: users per ANN query batch.
+        index: an item-side `AnnIndex` (default: exact flat index).
+        exclude_seen: drop items a user interacted with in training from its u2i list.
+
+    Returns:
+        `(user ids (n_items, M) int64, φ scores (n_items, M) float32)`, best first (ties by
+        lower user index), padded with -1 / -inf for items reached by fewer than M users.
+    """
+    if items_per_user <= 0 or users_per_item <= 0 or user_chunk <= 0:
+        raise ValueError("items_per_user, users_per_item and user_chunk must be positive")
+    model._check_users(np.zeros(0, dtype=np.int64))
+    index = index or model.build_index("item")
+    n_items = model.n_items_
+    best_ids = np.full((n_items, users_per_item), -1, dtype=np.int64)
+    best_scores = np.full((n_items, users_per_item), -np.inf, dtype=np.float32)
+    for start in range(0, model.n_users_, user_chunk):
+        users = np.arange(start, min(start + user_chunk, model.n_users_), dtype=np.int64)
+        ids, scores = model.retrieve_items(users, items_per_user, index, exclude_seen)
+        pair_users = np.repeat(users, ids.shape[1])
+        cur_items = np.repeat(np.arange(n_items), users_per_item)
+        best_ids, best_scores = merge_top_users(
+            np.concatenate([cur_items, ids.ravel()]),
+            np.concatenate([best_ids.ravel(), pair_users]),
+            np.concatenate([best_scores.ravel(), scores.ravel()]),
+            n_items,
+            users_per_item,
+        )
+    return best_ids, best_scores
