@@ -301,3 +301,54 @@ def test_test_rt_requests_split_each_users_test_events_by_time():
     scores = np.zeros((2, 5))
     scores[1, 4] = 1.0  # the positive outscores both negatives
     assert relevance_metrics(scores, req)["auc"] == 1.0
+
+
+# ------------------------------------------------------------------ encodings, block_norm
+
+
+def _dense_rating6(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    x = np.zeros(data.shape)
+    o = np.zeros(data.shape)
+    x[data.users, data.items] = data.values / 6.0
+    o[data.users, data.items] = 1.0
+    return x, o - x
+
+
+def test_hi_rt_rating6_encoding_factorizes_rating6_h(toy):
+    x, y = _dense_rating6(toy)
+    h = np.vstack([x.T @ x, y.T @ x])  # Eq. 14 with x = r/6, y = 1 - x
+    model = HIRealtime(factors=toy.n_items, beta=0.5, encoding="rating6").fit(toy)
+    np.testing.assert_allclose(model.h_prime(), h, rtol=1e-5, atol=1e-5)
+    users = np.arange(toy.n_users)
+    np.testing.assert_allclose(
+        model.score_all(users), np.hstack([x, 0.5 * y]) @ h, rtol=1e-4, atol=1e-3
+    )  # Eq. 17
+    np.testing.assert_allclose(model.score_rows(x, y, 0.5), model.score_all(users), rtol=1e-5)
+
+
+def test_hi_rt_block_norm_is_off_by_default_and_scales_blocks(toy):
+    x, y = _dense_xy(toy)
+    xtx, ytx = x.T @ x, y.T @ x
+    default = HIRealtime(factors=toy.n_items).fit(toy)
+    assert default.block_norm is False
+    np.testing.assert_allclose(default.h_prime(), np.vstack([xtx, ytx]), atol=1e-8)
+    normed = HIRealtime(factors=toy.n_items, block_norm=True).fit(toy)
+    want = np.vstack([xtx / np.linalg.norm(xtx), ytx / np.linalg.norm(ytx)])
+    np.testing.assert_allclose(normed.h_prime(), want, atol=1e-10)
+
+
+def test_request_rows_rating6():
+    from divrec.experiments.hi_test_rt import Requests, request_rows
+
+    req = Requests(
+        users=np.array([0]), pos=[np.array([1])], neg=[np.array([2])],
+        eval_req=np.zeros(0, np.int64), eval_items=np.zeros(0, np.int64),
+        eval_labels=np.zeros(0, bool), ctx_items=[np.array([1, 2])],
+        ctx_values=[np.array([5.0, 2.0])],
+    )  # fmt: skip
+    x, y = request_rows(req, 4, "rating6", 3.0)
+    np.testing.assert_allclose(x.toarray(), [[0, 5 / 6, 2 / 6, 0]])
+    np.testing.assert_allclose(y.toarray(), [[0, 1 / 6, 4 / 6, 0]])
+    x, y = request_rows(req, 4, "threshold", 3.0)
+    np.testing.assert_allclose(x.toarray(), [[0, 1, 0, 0]])
+    np.testing.assert_allclose(y.toarray(), [[0, 0, 1, 0]])

@@ -35,7 +35,11 @@ Protocol (paper, Experiments, "Test-RT"; what the paper leaves open is stated as
   protocol is run on it. The paper's setting (k = 10, β = 1) is reported as well.
 
 Run: `python -m divrec.experiments.hi_test_rt --out DIR` (writes `hi_test_rt.json`,
-`hi_test_rt.md` and `hi_test_rt_diversity.png`).
+`hi_test_rt.md` and `hi_test_rt_diversity.png`). With `--beta-sweep` (flags `--encodings`,
+`--betas`, `--ranks`, `--block-norm`) it instead runs `run_sweep`: the HI-RT
+relevance-vs-diversity curve over β, rank, FEEDE encoding ("threshold" / "rating6") and the
+optional block scaling of H (not in the paper), writing `hi_test_rt_sweep.json`, `.md` and
+`.png` (AUC vs diversity median, one point per β; CF-RT / CF-DM as reference points).
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ class Requests:
         eval_req: `(E,)` request index of each evaluation event.
         eval_items: `(E,)` item of each evaluation event.
         eval_labels: `(E,)` bool, rating ≥ threshold.
+        ctx_items: B arrays of all request items (positive and negative).
+        ctx_values: B arrays of their ratings (for the "rating6" request rows).
     """
 
     users: np.ndarray
@@ -90,6 +96,8 @@ class Requests:
     eval_req: np.ndarray
     eval_items: np.ndarray
     eval_labels: np.ndarray
+    ctx_items: list[np.ndarray] | None = None
+    ctx_values: list[np.ndarray] | None = None
 
 
 def build_requests(
@@ -118,12 +126,15 @@ def build_requests(
     keep = counts > n_ctx
     train_csr = train.to_csr().tocsr()  # ratings (train is deduplicated per pair by loaders)
     pos, neg, ev_req, ev_items, ev_labels, req_users = [], [], [], [], [], []
+    all_items, all_vals = [], []
     for u, s, c, nc in zip(users[keep], starts[keep], counts[keep], n_ctx[keep], strict=True):
         row = train_csr[u]
         ctx_items = np.r_[row.indices, ti[s : s + nc]]
         ctx_vals = np.r_[row.data, tv[s : s + nc]]
         b = len(req_users)
         req_users.append(u)
+        all_items.append(ctx_items.astype(np.int64))
+        all_vals.append(ctx_vals.astype(np.float64))
         pos.append(ctx_items[ctx_vals >= threshold].astype(np.int64))
         neg.append(ctx_items[ctx_vals < threshold].astype(np.int64))
         ev_req.append(np.full(c - nc, b))
@@ -136,6 +147,8 @@ def build_requests(
         eval_req=np.concatenate(ev_req).astype(np.int64),
         eval_items=np.concatenate(ev_items).astype(np.int64),
         eval_labels=np.concatenate(ev_labels),
+        ctx_items=all_items,
+        ctx_values=all_vals,
     )
 
 
@@ -315,6 +328,271 @@ def run_test_rt(
     }
 
 
+# ---------------------------------------------------------------------- β / rank / encoding sweep
+
+SWEEP_BETAS = (0.0, 0.25, 1.0, 4.0, 16.0)
+SWEEP_RANKS = (10, 40)
+
+
+def request_rows(req: Requests, n_items: int, encoding: str, threshold: float):
+    """The `x`, `y` rows of Eq. 17 for every request under a FEEDE encoding.
+
+    Args:
+        req: requests from `build_requests` (with `ctx_items` / `ctx_values`).
+        n_items: item universe size.
+        encoding: "threshold" (x = 1 on rating ≥ threshold, y = 1 on the other request
+            items) or "rating6" (x = r/6, y = 1 − r/6 on every request item; text under
+            Eq. 6).
+        threshold: positive threshold of "threshold".
+
+    Returns:
+        `(x, y)`, two `(B, n_items)` float64 CSR matrices.
+    """
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(len(req.ctx_items)), [a.size for a in req.ctx_items])
+    cols = np.concatenate(req.ctx_items)
+    vals = np.concatenate(req.ctx_values)
+    if encoding == "threshold":
+        xv = (vals >= threshold).astype(np.float64)
+    elif encoding == "rating6":
+        xv = vals / 6.0
+    else:
+        raise ValueError(f"encoding must be 'threshold' or 'rating6', got {encoding!r}")
+    shape = (len(req.ctx_items), n_items)
+    x = sp.csr_matrix((xv, (rows, cols)), shape=shape)
+    y = sp.csr_matrix((1.0 - xv, (rows, cols)), shape=shape)
+    x.eliminate_zeros()
+    y.eliminate_zeros()
+    return x, y
+
+
+def _point(scores: np.ndarray, req: Requests, sim) -> dict[str, float]:
+    rel = relevance_metrics(scores, req)
+    summ = hi_diversity_summary(hi_diversity(top_k(_masked(scores, req), LIST_LEN)[0], sim))
+    return {**rel, "diversity_median": summ["median"], "diversity_p25": summ["p25"]}
+
+
+def channel_diagnostics(
+    train: Interactions, req: Requests, x, y, sim, encoding: str, threshold: float, seed: int = 0
+) -> dict:
+    """Why HI-RT ≈ CF-RT: how popularity-driven the p2p and the pure n2p channels are.
+
+    Args:
+        train: training log.
+        req: Test-RT requests; `x`, `y` their `(B, n)` rows (`request_rows`).
+        sim: the diversity yardstick `(P', Q')` (normalized p2p C).
+        encoding: FEEDE encoding of the channel models.
+        threshold: positive threshold.
+        seed: solver seed.
+
+    Returns:
+        Spearman correlation of each channel's mean request score per item with the item's
+        training popularity, overlap of the CF-RT (XC) and pure n2p (YD, Eq. 9) top-10
+        lists, their diversity medians, and AUC / diversity of popularity and random lists.
+    """
+    from scipy.stats import spearmanr
+
+    from divrec.retrieval.hi import N2PRecommender
+
+    n = x.shape[1]
+    pop = np.bincount(train.items, minlength=n).astype(np.float64)
+    cf = P2PRecommender(10, threshold, seed, encoding=encoding).fit(train)
+    n2p = N2PRecommender(10, threshold, seed, encoding=encoding).fit(train)
+    s_cf, s_n2p = cf.score_rows(x, y), n2p.score_rows(x, y)
+    s_pop = np.broadcast_to(pop.astype(np.float32), s_cf.shape)
+    s_rnd = np.random.default_rng(seed).random(s_cf.shape)
+    lists = {
+        name: top_k(_masked(sc, req), LIST_LEN)[0]
+        for name, sc in (("CF-RT", s_cf), ("n2p", s_n2p), ("popularity", s_pop),
+                         ("random", s_rnd))
+    }  # fmt: skip
+    div = {k: hi_diversity_summary(hi_diversity(v, sim))["median"] for k, v in lists.items()}
+    overlap = np.mean(
+        [np.intersect1d(a, b).size for a, b in zip(lists["CF-RT"], lists["n2p"], strict=True)]
+    )
+    return {
+        "spearman_popularity_cf": float(spearmanr(pop, s_cf.mean(0)).statistic),
+        "spearman_popularity_n2p": float(spearmanr(pop, s_n2p.mean(0)).statistic),
+        "top10_overlap_cf_n2p": float(overlap),
+        "diversity_median": div,
+        "auc": {
+            "CF-RT": relevance_metrics(s_cf, req)["auc"],
+            "n2p": relevance_metrics(s_n2p, req)["auc"],
+            "popularity": relevance_metrics(np.asarray(s_pop), req)["auc"],
+        },
+    }
+
+
+def run_sweep(
+    dataset: str,
+    home=None,
+    encodings=("threshold", "rating6"),
+    betas=SWEEP_BETAS,
+    ranks=SWEEP_RANKS,
+    block_norms=(False, True),
+    context_fraction: float = 0.5,
+    threshold: float = 3.0,
+    seed: int = 0,
+) -> dict:
+    """Relevance-vs-diversity curve of HI-RT over β, rank k, encoding and block scaling.
+
+    Same split, requests, labels (rating ≥ `threshold`) and metrics as `evaluate`. For each
+    encoding the diversity yardstick is the cosine-normalized p2p C of CF-RT with *that*
+    encoding at the paper's k = 10, so points within one encoding are comparable. CF-RT and
+    CF-DM (top-50 of CF-RT re-ranked to 10) are reference points at every rank.
+
+    Returns:
+        JSON-ready dict: `points` (one per encoding, k, block_norm, β), `reference` (CF-RT,
+        CF-DM per encoding and k), and `energy` (Frobenius norms of the two blocks of H and
+        the share of the n2p half in A, per encoding and k).
+    """
+    import scipy.sparse as sp
+
+    from divrec.data.movielens import load_movielens_1m, load_movielens_100k
+    from divrec.rerank import CFDM
+
+    t0 = time.perf_counter()
+    if dataset == "ml-100k":
+        data = load_movielens_100k(home)
+    elif dataset == "ml-1m":
+        data = load_movielens_1m(home, require_timestamps=True)
+    else:
+        raise ValueError(f"dataset must be 'ml-100k' or 'ml-1m', got {dataset!r}")
+    split = temporal_split(data, 0.2)
+    req = build_requests(split.train, split.test, context_fraction, threshold)
+    n = data.n_items
+    points, reference, energy, diagnostics = [], [], [], {}
+    for enc in encodings:
+        x, y = request_rows(req, n, enc, threshold)
+        yard = P2PRecommender(10, threshold, seed, encoding=enc).fit(split.train)
+        sim = yard.normalized_similarity()
+        diagnostics[enc] = channel_diagnostics(split.train, req, x, y, sim, enc, threshold, seed)
+        xx, yy = yard.X_, yard.Y_
+        norms = {
+            "xtx_fro": float(sp.linalg.norm(xx.T @ xx)),
+            "ytx_fro": float(sp.linalg.norm(yy.T @ xx)),
+        }
+        for k in ranks:
+            cf = P2PRecommender(k, threshold, seed, encoding=enc).fit(split.train)
+            cf_scores = cf.score_rows(x, y)
+            ref = _point(cf_scores, req, sim)
+            dm = _rerank(CFDM(n_factor=POOL / LIST_LEN), _masked(cf_scores, req), sim)
+            dm_summ = hi_diversity_summary(hi_diversity(dm, sim))
+            reference.append({"encoding": enc, "k": k, "CF-RT": ref,
+                              "CF-DM": {**{m: ref[m] for m in ref if "div" not in m},
+                                        "diversity_median": dm_summ["median"],
+                                        "diversity_p25": dm_summ["p25"]}})  # fmt: skip
+            for bn in block_norms:
+                hi = HIRealtime(k, 1.0, threshold, seed, encoding=enc, block_norm=bn)
+                hi.fit(split.train)
+                a1, a2 = hi.A_[:n], hi.A_[n:]
+                energy.append({"encoding": enc, "k": k, "block_norm": bn, **norms,
+                               "n2p_share_of_A": float((a2**2).sum() / (hi.A_**2).sum()),
+                               "a1_norm": float(np.linalg.norm(a1)),
+                               "a2_norm": float(np.linalg.norm(a2))})  # fmt: skip
+                for beta in betas:
+                    pt = _point(hi.score_rows(x, y, beta), req, sim)
+                    points.append({"encoding": enc, "k": k, "block_norm": bn, "beta": beta,
+                                   **pt})  # fmt: skip
+    return {
+        "dataset": data.name,
+        "protocol": f"{split.protocol}; context_fraction={context_fraction}; labels: rating >= "
+        f"{threshold:g}",
+        "requests": int(req.users.size),
+        "eval_events": int(req.eval_items.size),
+        "points": points,
+        "reference": reference,
+        "energy": energy,
+        "diagnostics": diagnostics,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def sweep_markdown(res: dict) -> str:
+    """One table per dataset: every sweep point and the CF references."""
+    lines = [f"## {res['dataset']}", "", f"{res['protocol']}; {res['requests']} requests, "
+             f"{res['eval_events']} evaluation events.", "",
+             "| encoding | k | model | block_norm | beta | AUC | P@R0.8 | R@P0.85 | div median "
+             "| div 25% |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def row(enc, k, model, bn, beta, m):
+        return (f"| {enc} | {k} | {model} | {bn} | {beta} | {m['auc']:.3f} | "
+                f"{m['precision@recall0.8']:.3f} | {m['recall@precision0.85']:.3f} | "
+                f"{m['diversity_median']:.3f} | {m['diversity_p25']:.3f} |")  # fmt: skip
+
+    for ref in res["reference"]:
+        lines.append(row(ref["encoding"], ref["k"], "CF-RT", "-", "-", ref["CF-RT"]))
+        lines.append(row(ref["encoding"], ref["k"], "CF-DM", "-", "-", ref["CF-DM"]))
+    for p in res["points"]:
+        lines.append(row(p["encoding"], p["k"], "HI-RT", p["block_norm"], p["beta"], p))
+    lines += ["", "Block magnitudes of H (Eq. 14) and the n2p share of the factor A:", "",
+              "| encoding | k | block_norm | ‖XᵀX‖_F | ‖YᵀX‖_F | n2p share of ‖A‖² |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for e in res["energy"]:
+        lines.append(f"| {e['encoding']} | {e['k']} | {e['block_norm']} | {e['xtx_fro']:.4g} | "
+                     f"{e['ytx_fro']:.4g} | {e['n2p_share_of_A']:.4f} |")  # fmt: skip
+    lines += ["", "Channel diagnostics (k = 10): Spearman correlation of the mean request score "
+              "per item with training popularity; mean overlap of the CF-RT and pure-n2p (YD) "
+              "top-10; diversity median and AUC of reference lists:", "",
+              "| encoding | ρ(pop, XC) | ρ(pop, YD) | top-10 overlap XC/YD | div CF-RT | "
+              "div n2p | div popularity | div random | AUC CF-RT | AUC n2p | AUC popularity |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for enc, d in res.get("diagnostics", {}).items():
+        dv, au = d["diversity_median"], d["auc"]
+        lines.append(
+            f"| {enc} | {d['spearman_popularity_cf']:.3f} | {d['spearman_popularity_n2p']:.3f} "
+            f"| {d['top10_overlap_cf_n2p']:.2f} | {dv['CF-RT']:.3f} | {dv['n2p']:.3f} | "
+            f"{dv['popularity']:.3f} | {dv['random']:.3f} | {au['CF-RT']:.3f} | "
+            f"{au['n2p']:.3f} | {au['popularity']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_sweep(results: dict[str, dict], path: Path) -> None:
+    """AUC vs diversity median: one point per β, CF-RT and CF-DM as reference points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    encs = sorted({p["encoding"] for r in results.values() for p in r["points"]})
+    fig, axes = plt.subplots(len(results), len(encs), figsize=(6.5 * len(encs),
+                             4.8 * len(results)), squeeze=False)  # fmt: skip
+    for r_i, res in enumerate(results.values()):
+        for e_i, enc in enumerate(encs):
+            ax = axes[r_i, e_i]
+            pts = [p for p in res["points"] if p["encoding"] == enc]
+            for k, bn in sorted({(p["k"], p["block_norm"]) for p in pts}):
+                cur = [p for p in pts if p["k"] == k and p["block_norm"] == bn]
+                xs = [p["diversity_median"] for p in cur]
+                ys = [p["auc"] for p in cur]
+                ax.plot(xs, ys, "o-", label=f"HI-RT k={k}" + (" block_norm" if bn else ""))
+                for p in cur:
+                    ax.annotate(
+                        f"β={p['beta']:g}",
+                        (p["diversity_median"], p["auc"]),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+            for ref in res["reference"]:
+                if ref["encoding"] != enc:
+                    continue
+                for name, mk in (("CF-RT", "s"), ("CF-DM", "^")):
+                    m = ref[name]
+                    ax.plot(m["diversity_median"], m["auc"], mk, color="k", mfc="none",
+                            label=f"{name} k={ref['k']}" if ref["k"] == 10 or name == "CF-RT"
+                            else None)  # fmt: skip
+            ax.set_title(f"{res['dataset']}: {enc} encoding")
+            ax.set_xlabel("diversity median (1 - normalized p2p C, top-10)")
+            ax.set_ylabel("AUC-ROC (pooled)")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 _ROWS = [
     ("AUC-ROC", "auc"),
     ("Precision (recall=0.8)", "precision@recall0.8"),
@@ -379,8 +657,36 @@ def main(argv=None) -> int:
     parser.add_argument("--context-fraction", type=float, default=0.5)
     parser.add_argument("--threshold", type=float, default=3.0)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument(
+        "--beta-sweep",
+        action="store_true",
+        help="run the β / rank / encoding sweep instead of Table 2",
+    )
+    parser.add_argument(
+        "--encodings", nargs="+", default=["threshold", "rating6"], choices=["threshold", "rating6"]
+    )
+    parser.add_argument("--betas", nargs="+", type=float, default=list(SWEEP_BETAS))
+    parser.add_argument("--ranks", nargs="+", type=int, default=list(SWEEP_RANKS))
+    parser.add_argument(
+        "--block-norm",
+        choices=["off", "on", "both"],
+        default="both",
+        help="HI-RT block scaling of H (not in the paper)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.beta_sweep:
+        bns = {"off": (False,), "on": (True,), "both": (False, True)}[args.block_norm]
+        results = {ds: run_sweep(ds, args.home, tuple(args.encodings), tuple(args.betas),
+                                 tuple(args.ranks), bns, args.context_fraction, args.threshold)
+                   for ds in args.datasets}  # fmt: skip
+        (args.out / "hi_test_rt_sweep.json").write_text(json.dumps(results, indent=1))
+        md = ["# HI-RT relevance vs diversity sweep (Test-RT protocol)", ""]
+        md += [sweep_markdown(r) + "\n" for r in results.values()]
+        (args.out / "hi_test_rt_sweep.md").write_text("\n".join(md))
+        plot_sweep(results, args.out / "hi_test_rt_sweep.png")
+        print("\n".join(md))
+        return 0
     results = {}
     for ds in args.datasets:
         results[ds] = run_test_rt(

@@ -16,6 +16,7 @@ import numpy as np
 
 from divrec.data.interactions import DataError, Interactions
 from divrec.data.movielens import load_movielens_1m, load_movielens_100k
+from divrec.ranking.hi_nn import CFNNRecommender, HINNRecommender
 from divrec.retrieval.base import Recommender
 from divrec.retrieval.baselines import (
     ALSRecommender,
@@ -42,6 +43,8 @@ MODELS: dict[str, type[Recommender]] = {
     "p2p": P2PRecommender,  # HI paper CF-RT / CF-MF (Eq. 3-5)
     "hi": HIRecommender,  # HI candidate mixing p2p:n2p (Eq. 3-9)
     "hi-rt": HIRealtime,  # HI-RT (Eq. 14-17)
+    "hi-nn": HINNRecommender,  # HI-NN ranking network (Fig. 2, Eq. 10-13)
+    "cf-nn": CFNNRecommender,  # CF-NN: HI-NN's p2p parts only
     "mfb": MFbRecommender,  # TotalRecall MFb, BCE with negatives [a:b] (Sec. 3.5)
     "tr": TwoTowerRecommender,  # TotalRecall Bi-InfoNCE two-tower (Eq. 2-3)
 }

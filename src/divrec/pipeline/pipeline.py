@@ -20,8 +20,8 @@ class Pipeline(Recommender):
     The retriever's scores are the relevance of each candidate; item vectors for the
     re-ranker's similarity come from `item_vectors` when given, else from the retriever's
     own embedding (`retriever.item_vectors()`), else from a truncated SVD of the training
-    matrix (`divrec.experiments.setup.reference_item_vectors`); the first category of each item (when the
-    training data has categories) is passed to category-based re-rankers.
+    matrix (`divrec.experiments.setup.reference_item_vectors`); the first category of each
+    item (when the training data has categories) is passed to category-based re-rankers.
 
     Args:
         retriever: a `Recommender` (fitted by `fit`).

@@ -202,13 +202,32 @@ class _HIBase(Recommender):
                 user_ids=np.arange(matrix.shape[0]),
                 item_ids=np.arange(matrix.shape[1]),
             )
-        fb = encode_feedback(data, mode="threshold", threshold=self.threshold)
+        fb = encode_feedback(
+            data, mode=getattr(self, "encoding", "threshold"), threshold=self.threshold
+        )
         self.X_ = fb.X
         self.Y_ = fb.Y
         self._fit_factors(fb.X, fb.Y)
 
     def _fit_factors(self, x: sp.csr_matrix, y: sp.csr_matrix) -> None:
         raise NotImplementedError
+
+    def score_rows(self, x, y, beta: float | None = None) -> np.ndarray:
+        """Scores of every item for arbitrary (possibly real-valued) request rows.
+
+        The matrix form of Eq. 5 / 9 / 17 for rows built outside `encode_events` (e.g. the
+        "rating6" rows `x = r/6`, `y = 1 − x` of a request).
+
+        Args:
+            x: `(B, n_items)` positive rows (dense or sparse).
+            y: `(B, n_items)` negative rows.
+            beta: HI-RT negative weight (None = the model's).
+
+        Returns:
+            `(B, n_items)` float32 scores.
+        """
+        self._check_fitted()
+        return (self._event_vectors(x, y, self._beta(beta)) @ self._right()).astype(np.float32)
 
     def _event_vectors(self, x, y, beta: float) -> np.ndarray:
         raise NotImplementedError
@@ -358,6 +377,8 @@ class P2PRecommender(_HIBase):
         factors: rank k of XᵀX ≈ PQ (the paper: k = 10).
         threshold: rating ≥ threshold is positive feedback (X), else negative (Y).
         seed: ARPACK start-vector seed.
+        encoding: FEEDE mode of `encode_feedback`: "threshold" (binary, default) or
+            "rating6" (`x = r/6`, `y = 1 − x` on every rated cell; text under Eq. 6).
 
     Attributes:
         P_: `(n_items, k)` float64, `P = U Σ` of XᵀX (Eq. 3).
@@ -366,10 +387,13 @@ class P2PRecommender(_HIBase):
 
     _factor_names = ("P_", "Q_")
 
-    def __init__(self, factors: int = 10, threshold: float = 4.0, seed: int = 0):
+    def __init__(
+        self, factors: int = 10, threshold: float = 4.0, seed: int = 0, encoding="threshold"
+    ):
         self.factors = factors
         self.threshold = threshold
         self.seed = seed
+        self.encoding = encoding
 
     def _fit_factors(self, x, y) -> None:
         self.P_, self.Q_ = truncated_factors((x.T @ x).tocsr(), self.factors, self.seed)
@@ -412,10 +436,13 @@ class N2PRecommender(_HIBase):
 
     _factor_names = ("R_", "S_")
 
-    def __init__(self, factors: int = 10, threshold: float = 4.0, seed: int = 0):
+    def __init__(
+        self, factors: int = 10, threshold: float = 4.0, seed: int = 0, encoding="threshold"
+    ):
         self.factors = factors
         self.threshold = threshold
         self.seed = seed
+        self.encoding = encoding
 
     def _fit_factors(self, x, y) -> None:
         self.R_, self.S_ = truncated_factors((y.T @ x).tocsr(), self.factors, self.seed)
@@ -527,6 +554,11 @@ class HIRealtime(_HIBase):
         beta: weight β of the negative part in Eq. 17.
         threshold: positive-feedback threshold.
         seed: solver seed.
+        encoding: FEEDE mode, "threshold" (default) or "rating6" (see `P2PRecommender`).
+        block_norm: an option *not stated in the paper* (off by default): divide each block
+            of H by its Frobenius norm, `H = [XᵀX/‖XᵀX‖_F ; YᵀX/‖YᵀX‖_F]`, so that the
+            n2p block is not drowned by the larger p2p block in the rank-k SVD. Scores are
+            then on the normalized scale.
 
     Attributes:
         A_: `(2 n_items, k)` float64, `A = U Σ` of H (Eq. 15).
@@ -535,14 +567,28 @@ class HIRealtime(_HIBase):
 
     _factor_names = ("A_", "B_")
 
-    def __init__(self, factors: int = 10, beta: float = 1.0, threshold: float = 4.0, seed=0):
+    def __init__(
+        self,
+        factors: int = 10,
+        beta: float = 1.0,
+        threshold: float = 4.0,
+        seed=0,
+        encoding: str = "threshold",
+        block_norm: bool = False,
+    ):
         self.factors = factors
         self.beta = beta
         self.threshold = threshold
         self.seed = seed
+        self.encoding = encoding
+        self.block_norm = block_norm
 
     def _fit_factors(self, x, y) -> None:
-        h = sp.vstack([x.T @ x, y.T @ x]).tocsr()  # Eq. 14
+        xtx, ytx = (x.T @ x).tocsr(), (y.T @ x).tocsr()
+        if self.block_norm:  # not in the paper: equal Frobenius norm for both blocks
+            xtx = xtx / max(sp.linalg.norm(xtx), 1e-300)
+            ytx = ytx / max(sp.linalg.norm(ytx), 1e-300)
+        h = sp.vstack([xtx, ytx]).tocsr()  # Eq. 14
         self.A_, self.B_ = truncated_factors(h, self.factors, self.seed)
 
     def _event_vectors(self, x, y, beta: float) -> np.ndarray:
