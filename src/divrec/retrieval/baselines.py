@@ -163,16 +163,20 @@ class ALSRecommender(FactorRecommender):
 
 
 class BPRRecommender(FactorRecommender):
-    """Bayesian personalized ranking MF (Rendle et al. 2009) via `implicit`."""
+    """Bayesian personalized ranking MF (Rendle et al. 2009) via `implicit`.
+
+    implicit's BPR updates factors lock-free from several threads (Hogwild), which makes a
+    multi-threaded fit irreproducible; the default of one thread keeps the seed meaningful.
+    """
 
     def __init__(
         self,
         factors: int = 64,
         learning_rate: float = 0.05,
-        regularization: float = 0.001,
+        regularization: float = 0.01,
         iterations: int = 100,
         seed: int = 0,
-        threads: int = 0,
+        threads: int = 1,
     ):
         self.factors = factors
         self.learning_rate = learning_rate
