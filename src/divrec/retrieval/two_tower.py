@@ -21,6 +21,12 @@ trained with one of
   ``[8:8]`` p(u,i)/(p(u)p(i))); ``"[n]"`` draws n (u, i) pairs uniformly from U × I
   (models p(u, i)).
 
+Towers (optional; the default is the paper's pair of ID-embedding tables): ``tower="mlp"``
+puts an MLP after the ID embeddings on both sides; ``user_tower="history"`` is a
+YouTube-DNN-style user tower (Covington et al. 2016) — an MLP over pooled embeddings of the
+user's last training items — that also scores pseudo-users given as item lists
+(`TwoTowerRecommender.encode_history`, `TwoTowerRecommender.recommend_history`).
+
 Serving: u2i and i2u top-k through faiss (`divrec.retrieval.ann`), and potential users of a
 group of items by aggregating per-item scores (App. A.7.2: exp(φ) for InfoNCE models,
 σ(φ) for MFb; mean, max or sum). `batch_potential_users` is the large-scale i2u path of
@@ -47,6 +53,9 @@ from divrec.retrieval.baselines import FactorRecommender
 
 LOSSES = ("bi", "u2i", "i2u", "mfb", "ssm")
 SSM_SAMPLING = ("uniform", "popularity")
+TOWERS = ("id", "mlp")
+USER_TOWERS = ("id", "mlp", "history")
+HISTORY_POOLS = ("mean", "mean_max")
 
 
 # --------------------------------------------------------------------------- losses
@@ -232,18 +241,164 @@ def parse_negatives(spec: str) -> tuple[str, int, int]:
 
 
 # --------------------------------------------------------------------------- model
+def _mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> torch.nn.Sequential:
+    """Linear → ReLU → … → Linear (no activation after the last layer)."""
+    layers: list[torch.nn.Module] = []
+    for h in hidden:
+        layers += [torch.nn.Linear(d_in, h), torch.nn.ReLU()]
+        d_in = h
+    layers.append(torch.nn.Linear(d_in, d_out))
+    return torch.nn.Sequential(*layers)
+
+
 class _Towers(torch.nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float, gen):
+    """The user and item towers.
+
+    Item side: ID embedding (``tower="id"``) or ID embedding → MLP (``"mlp"``). User side: the
+    same two options, or ``"history"``: an MLP over the mean (optionally concatenated with the
+    max) of the history-item embeddings of the user's `histories` row, optionally concatenated
+    with a user-ID embedding (YouTube-DNN style).
+
+    `histories` is a `(n_users, L)` int64 buffer padded with ``n_items`` (the padding row of
+    `history_item`, always zero).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        init_std: float,
+        gen,
+        tower: str = "id",
+        user_tower: str = "id",
+        hidden: tuple[int, ...] = (),
+        history_pool: str = "mean",
+        history_user_id: bool = False,
+        histories: np.ndarray | None = None,
+    ):
         super().__init__()
-        self.user = torch.nn.Embedding(n_users, dim)
+        self.user_tower = user_tower
+        self.history_pool = history_pool
+        self.pad = n_items
+        use_id = user_tower != "history" or history_user_id
+        self.user = torch.nn.Embedding(n_users, dim) if use_id else None
         self.item = torch.nn.Embedding(n_items, dim)
-        with torch.no_grad():
-            self.user.weight.normal_(0.0, init_std, generator=gen)
+        with torch.no_grad():  # same draws, in the same order, as the plain ID model
+            if self.user is not None:
+                self.user.weight.normal_(0.0, init_std, generator=gen)
             self.item.weight.normal_(0.0, init_std, generator=gen)
+        self.item_mlp = _mlp(dim, hidden, dim) if tower == "mlp" else None
+        self.user_mlp = _mlp(dim, hidden, dim) if user_tower == "mlp" else None
+        self.history_item = None
+        if user_tower == "history":
+            self.history_item = torch.nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+            with torch.no_grad():
+                self.history_item.weight.normal_(0.0, init_std, generator=gen)
+                self.history_item.weight[n_items].zero_()
+            d_in = dim * (2 if history_pool == "mean_max" else 1) + (dim if use_id else 0)
+            self.user_mlp = _mlp(d_in, hidden, dim)
+            self.register_buffer("histories", torch.from_numpy(np.asarray(histories, np.int64)))
+
+    def item_vecs(self, items: torch.Tensor) -> torch.Tensor:
+        """`(B,)` item ids → `(B, dim)` raw (unnormalized) item tower outputs."""
+        e = self.item(items)
+        return e if self.item_mlp is None else self.item_mlp(e)
+
+    def pool(self, hist: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """History tower on padded item lists.
+
+        Args:
+            hist: `(B, L)` int64 history items, padded with ``n_items``.
+            users: `(B,)` user ids for the user-ID input, or None (zero vector: a pseudo-user).
+
+        Returns:
+            `(B, dim)` raw user tower outputs.
+        """
+        e = self.history_item(hist)  # (B, L, D); padding rows are zero
+        mask = (hist != self.pad).unsqueeze(-1)
+        count = mask.sum(1).clamp(min=1)
+        feats = [e.sum(1) / count]
+        if self.history_pool == "mean_max":
+            top = e.masked_fill(~mask, float("-inf")).amax(1)
+            feats.append(torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+        if self.user is not None:
+            if users is None:
+                feats.append(e.new_zeros(hist.shape[0], self.user.embedding_dim))
+            else:
+                feats.append(self.user(users))
+        return self.user_mlp(torch.cat(feats, dim=-1))
+
+    def user_vecs(self, users: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B,)` user ids → `(B, dim)` raw user tower outputs.
+
+        Args:
+            users: `(B,)` user ids.
+            exclude: optional `(B,)` item per row removed from that row's history (the
+                training target, so the history tower cannot copy it); history tower only.
+        """
+        if self.user_tower != "history":
+            e = self.user(users)
+            return e if self.user_mlp is None else self.user_mlp(e)
+        hist = self.histories[users]
+        if exclude is not None:
+            hist = hist.masked_fill(hist == exclude[:, None], self.pad)
+        return self.pool(hist, users)
+
+
+def build_histories(matrix: sp.csr_matrix, data: Interactions | None, length: int) -> np.ndarray:
+    """Each user's last `length` training items (the history tower's input).
+
+    Order: by the latest timestamp of the (u, i) pair when `data` has timestamps, else
+    (and for equal timestamps) by item index; the newest `length` items are kept.
+
+    Args:
+        matrix: `(n_users, n_items)` binary training matrix (its nonzeros are the pairs).
+        data: the training log, or None.
+        length: history length L > 0.
+
+    Returns:
+        `(n_users, L)` int64, each row oldest → newest, padded at the end with -1.
+    """
+    n_users, n_items = matrix.shape
+    coo = matrix.tocoo()
+    u = coo.row.astype(np.int64)
+    i = coo.col.astype(np.int64)
+    t = np.zeros(u.size, dtype=np.int64)
+    if data is not None and data.timestamps is not None and data.users.size:
+        key = data.users * n_items + data.items
+        uniq, inv = np.unique(key, return_inverse=True)
+        latest = np.full(uniq.size, np.iinfo(np.int64).min)
+        np.maximum.at(latest, inv, data.timestamps)
+        pos = np.minimum(np.searchsorted(uniq, u * n_items + i), uniq.size - 1)
+        t = np.where(uniq[pos] == u * n_items + i, latest[pos], np.iinfo(np.int64).min)
+    order = np.lexsort((i, t, u))
+    u, i = u[order], i[order]
+    counts = np.bincount(u, minlength=n_users)
+    ends = np.cumsum(counts)
+    from_end = ends[u] - 1 - np.arange(u.size)  # 0 for each user's newest item
+    keep = from_end < length
+    kept = np.minimum(counts, length)
+    out = np.full((n_users, length), -1, dtype=np.int64)
+    out[u[keep], (kept[u] - 1 - from_end)[keep]] = i[keep]
+    return out
 
 
 class TwoTowerRecommender(FactorRecommender):
-    """TotalRecall (``loss="bi"``), Uni-InfoNCE, or MFb two-tower model on ID embeddings.
+    """TotalRecall (``loss="bi"``), Uni-InfoNCE, or MFb two-tower model.
+
+    Towers (all scored by φ(u, i) = cos/τ, Eq. 2): by default both sides are ID embeddings
+    (``tower="id"``, the paper's setting). ``tower="mlp"`` puts an MLP (hidden sizes
+    `hidden`, ReLU, output `dim`) after the ID embedding on both sides. ``user_tower`` overrides
+    the user side; ``"history"`` is a YouTube-DNN-style tower: an MLP over the mean (and, with
+    ``history_pool="mean_max"``, the max) of learned embeddings of the user's last
+    `history_len` training items, optionally concatenated with a user-ID embedding
+    (`history_user_id`). It can score users without an ID row (`encode_history`,
+    `recommend_history`). The history of each user is taken from the matrix given to `fit`:
+    the newest `history_len` items by timestamp when `fit` gets an `Interactions` with
+    timestamps, otherwise (and for equal timestamps) the highest item indices (see
+    `build_histories`). During training the positive item of each (u, i) pair is removed from
+    u's history (so the tower cannot copy its target); serving uses the full history.
 
     Args:
         loss: "bi" (Bi-InfoNCE, TR), "u2i" / "i2u" (Uni-InfoNCE), "mfb" (BCE) or "ssm"
@@ -266,6 +421,13 @@ class TwoTowerRecommender(FactorRecommender):
         seed: seeds the initialization (torch) and the shuffling / negatives (numpy).
         threads: torch intra-op threads during training.
         progress: show a rich progress bar.
+        tower: "id" (ID embeddings, default) or "mlp" (ID embedding → MLP) on both sides.
+        user_tower: None (same as `tower`), "id", "mlp" or "history".
+        hidden: MLP hidden layer sizes (for "mlp" and "history" towers).
+        history_len: items L of each user's history ("history" user tower).
+        history_pool: "mean" or "mean_max" (concatenate mean- and max-pooled embeddings).
+        history_user_id: also feed a user-ID embedding to the history tower (zero for a
+            pseudo-user without an ID).
 
     Attributes:
         user_factors_: `(n_users, d)` float32 L2-normalized user vectors.
@@ -275,6 +437,8 @@ class TwoTowerRecommender(FactorRecommender):
         steps_: optimizer steps taken.
         train_seconds_: wall time of `fit`.
         history_: list of `(examples_seen, callback return value)`.
+        user_histories_: `(n_users, history_len)` int64 history items of each user, oldest →
+            newest, padded with -1 ("history" user tower only).
     """
 
     def __init__(
@@ -296,6 +460,12 @@ class TwoTowerRecommender(FactorRecommender):
         progress: bool = False,
         ssm_negatives: int = 256,
         ssm_sampling: str = "uniform",
+        tower: str = "id",
+        user_tower: str | None = None,
+        hidden: tuple[int, ...] = (256,),
+        history_len: int = 20,
+        history_pool: str = "mean",
+        history_user_id: bool = False,
     ):
         self.loss = loss
         self.negatives = negatives
@@ -314,6 +484,42 @@ class TwoTowerRecommender(FactorRecommender):
         self.seed = seed
         self.threads = threads
         self.progress = progress
+        self.tower = tower
+        self.user_tower = user_tower
+        self.hidden = tuple(int(h) for h in hidden)
+        self.history_len = history_len
+        self.history_pool = history_pool
+        self.history_user_id = history_user_id
+
+    @property
+    def user_tower_(self) -> str:
+        """The effective user tower ("id", "mlp" or "history")."""
+        return self.tower if self.user_tower is None else self.user_tower
+
+    def _check_towers(self) -> None:
+        if self.tower not in TOWERS:
+            raise ValueError(f"tower must be one of {TOWERS}, got {self.tower!r}")
+        if self.user_tower_ not in USER_TOWERS:
+            raise ValueError(f"user_tower must be one of {USER_TOWERS}, got {self.user_tower!r}")
+        if self.history_pool not in HISTORY_POOLS:
+            raise ValueError(f"history_pool must be one of {HISTORY_POOLS}")
+        if self.history_len <= 0 or any(h <= 0 for h in self.hidden):
+            raise ValueError("history_len and the hidden sizes must be positive")
+
+    def _make_towers(self, n_users, n_items, init_std, gen, histories=None) -> _Towers:
+        return _Towers(
+            n_users,
+            n_items,
+            self.dim,
+            init_std,
+            gen,
+            tower=self.tower,
+            user_tower=self.user_tower_,
+            hidden=self.hidden,
+            history_pool=self.history_pool,
+            history_user_id=self.history_user_id,
+            histories=histories,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -345,6 +551,7 @@ class TwoTowerRecommender(FactorRecommender):
             raise ValueError(f"lr_schedule must be constant or linear, got {self.lr_schedule!r}")
         if self.tau <= 0 or self.dim <= 0 or self.batch_size <= 0 or self.epochs <= 0:
             raise ValueError("tau, dim, batch_size and epochs must be positive")
+        self._check_towers()
         neg_kind, n_a, n_b = parse_negatives(self.negatives) if self.loss == "mfb" else ("", 0, 0)
         if self.loss == "ssm":
             if self.ssm_sampling not in SSM_SAMPLING:
@@ -371,7 +578,11 @@ class TwoTowerRecommender(FactorRecommender):
             log_q_item = torch.from_numpy(
                 np.log(np.maximum(np.bincount(items, minlength=n_items), 1) / n_pos)
             ).float()
-            self.towers_ = _Towers(n_users, n_items, self.dim, self.init_std, gen)
+            hist = None
+            if self.user_tower_ == "history":
+                self.user_histories_ = build_histories(matrix, data, self.history_len)
+                hist = np.where(self.user_histories_ < 0, n_items, self.user_histories_)
+            self.towers_ = self._make_towers(n_users, n_items, self.init_std, gen, hist)
             if self.loss == "ssm":
                 ssm_p = ssm_sampling_probabilities(
                     np.bincount(items, minlength=n_items), self.ssm_sampling
@@ -433,7 +644,9 @@ class TwoTowerRecommender(FactorRecommender):
         self.train_seconds_ = time.perf_counter() - start
 
     def _infonce_step_loss(self, bu, bi, log_q_user, log_q_item) -> torch.Tensor:
-        scores = cosine_scores(self.towers_.user(bu), self.towers_.item(bi), self.tau)
+        scores = cosine_scores(
+            self.towers_.user_vecs(bu, exclude=bi), self.towers_.item_vecs(bi), self.tau
+        )
         hits = self.remove_accidental_hits
         return infonce_loss(
             scores,
@@ -447,9 +660,9 @@ class TwoTowerRecommender(FactorRecommender):
     def _ssm_loss(self, bu, bi, neg, log_q) -> torch.Tensor:
         hits = self.remove_accidental_hits
         return sampled_softmax_loss(
-            self.towers_.user(bu),
-            self.towers_.item(bi),
-            self.towers_.item(neg),
+            self.towers_.user_vecs(bu, exclude=bi),
+            self.towers_.item_vecs(bi),
+            self.towers_.item_vecs(neg),
             self.tau,
             log_q_pos=log_q[bi] if self.logq else None,
             log_q_neg=log_q[neg] if self.logq else None,
@@ -473,17 +686,102 @@ class TwoTowerRecommender(FactorRecommender):
             neg_i = rng.integers(0, n_items, size=(b, n_a))
         all_u = torch.cat([bu, torch.from_numpy(neg_u.ravel())])
         all_i = torch.cat([bi, torch.from_numpy(neg_i.ravel())])
-        u = F.normalize(self.towers_.user(all_u), dim=-1)
-        i = F.normalize(self.towers_.item(all_i), dim=-1)
+        u = F.normalize(self.towers_.user_vecs(all_u, exclude=all_i), dim=-1)
+        i = F.normalize(self.towers_.item_vecs(all_i), dim=-1)
         logits = (u * i).sum(-1) / self.tau
         labels = torch.zeros_like(logits)
         labels[:b] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels)
 
-    def _export(self) -> None:
+    def _export(self, chunk: int = 8192) -> None:
+        t = self.towers_
         with torch.no_grad():
-            self.user_factors_ = F.normalize(self.towers_.user.weight, dim=-1).numpy().copy()
-            self.item_factors_ = F.normalize(self.towers_.item.weight, dim=-1).numpy().copy()
+            if self.tower == "id" and self.user_tower_ == "id":
+                self.user_factors_ = F.normalize(t.user.weight, dim=-1).numpy().copy()
+                self.item_factors_ = F.normalize(t.item.weight, dim=-1).numpy().copy()
+                return
+            n_users, n_items = self.user_items_.shape
+            parts = [
+                F.normalize(t.user_vecs(torch.arange(s, min(s + chunk, n_users))), dim=-1)
+                for s in range(0, n_users, chunk)
+            ]
+            self.user_factors_ = torch.cat(parts).numpy().astype(np.float32)
+            parts = [
+                F.normalize(t.item_vecs(torch.arange(s, min(s + chunk, n_items))), dim=-1)
+                for s in range(0, n_items, chunk)
+            ]
+            self.item_factors_ = torch.cat(parts).numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ pseudo-users
+    def encode_history(self, item_lists, users=None) -> np.ndarray:
+        """History-tower user vectors of item lists (pseudo-users; "history" tower only).
+
+        Each list is read oldest → newest and its last `history_len` items are used (order
+        does not matter otherwise: the pooling is a mean / max); negative entries are
+        padding and ignored, so rows of `user_histories_` can be passed as they are. A list
+        with no items gives the tower's output on an all-zero pooled input.
+
+        Args:
+            item_lists: `B` sequences of item indices (or a `(B, L')` array padded with -1).
+            users: optional `(B,)` user ids for the user-ID input (`history_user_id`); None
+                feeds a zero vector (a user with no ID row).
+
+        Returns:
+            `(B, dim)` float32 L2-normalized user vectors (score with `item_factors_ / τ`);
+            for a training user u, ``encode_history([user_histories_[u]], [u])`` equals
+            ``user_factors_[u]``.
+        """
+        self._check_users(np.zeros(0, dtype=np.int64))
+        if self.user_tower_ != "history":
+            raise ValueError("encode_history needs user_tower='history'")
+        hist = self._history_matrix(item_lists)
+        u = None
+        if users is not None and self.towers_.user is not None:
+            u = torch.from_numpy(self._check_users(users))
+            if u.shape[0] != hist.shape[0]:
+                raise ValueError(f"{u.shape[0]} users for {hist.shape[0]} item lists")
+        with torch.no_grad():
+            vecs = F.normalize(self.towers_.pool(torch.from_numpy(hist), u), dim=-1)
+        return vecs.numpy().astype(np.float32)
+
+    def recommend_history(
+        self, item_lists, k: int = 10, users=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for pseudo-users given by item lists, excluding the given items.
+
+        Args:
+            item_lists: `B` sequences of item indices (see `encode_history`); every item of a
+                list (not only the last `history_len`) is excluded from its recommendations.
+            k: list length.
+            users: optional `(B,)` user ids for the user-ID input (see `encode_history`).
+
+        Returns:
+            `(ids (B, k) int64, φ scores (B, k) float32)`, best first, padded with -1 / -inf.
+        """
+        from divrec.retrieval.base import top_k
+
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        vecs = self.encode_history(item_lists, users)
+        scores = vecs @ self.item_factors_.T / np.float32(self.tau)
+        for row, items in enumerate(item_lists):
+            items = np.asarray(items, dtype=np.int64)
+            scores[row, items[items >= 0]] = -np.inf
+        ids, vals = top_k(scores, k)
+        return ids, vals.astype(np.float32)
+
+    def _history_matrix(self, item_lists) -> np.ndarray:
+        """`B` item lists → `(B, history_len)` int64 of their last items, padded with n_items."""
+        n_items, length = self.n_items_, self.history_len
+        out = np.full((len(item_lists), length), n_items, dtype=np.int64)
+        for row, items in enumerate(item_lists):
+            items = np.asarray(items, dtype=np.int64).ravel()
+            items = items[items >= 0]
+            if items.size and items.max() >= n_items:
+                raise ValueError(f"item index out of range [0, {n_items})")
+            items = items[-length:]
+            out[row, : items.size] = items
+        return out
 
     # ------------------------------------------------------------------ scoring
     def _score_all(self, users: np.ndarray) -> np.ndarray:
@@ -657,10 +955,32 @@ class TwoTowerRecommender(FactorRecommender):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Writes hyperparameters, embeddings, the training matrix and counters to `.npz`."""
+        """Writes hyperparameters, embeddings, the training matrix and counters to `.npz`.
+
+        The ID-tower model stores its raw embeddings (``raw_user`` / ``raw_item``); the other
+        towers store every tower parameter and buffer (MLP weights, history embeddings and the
+        users' histories) as ``state__<name>``.
+        """
         self._check_users(np.zeros(0, dtype=np.int64))
         path = Path(path)
         m = self.user_items_
+        if self.tower != "id" or self.user_tower_ != "id":
+            state = {
+                f"state__{k}": v.detach().numpy() for k, v in self.towers_.state_dict().items()
+            }
+            np.savez_compressed(
+                path,
+                params=np.array(json.dumps({"class": type(self).__name__, **self.get_params()})),
+                user_factors=self.user_factors_,
+                item_factors=self.item_factors_,
+                ui_data=m.data,
+                ui_indices=m.indices,
+                ui_indptr=m.indptr,
+                ui_shape=np.array(m.shape),
+                counters=np.array([self.examples_seen_, self.steps_]),
+                **state,
+            )
+            return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
         np.savez_compressed(
             path,
             params=np.array(json.dumps({"class": type(self).__name__, **self.get_params()})),
@@ -691,8 +1011,17 @@ class TwoTowerRecommender(FactorRecommender):
                 (z["ui_data"], z["ui_indices"], z["ui_indptr"]), shape=tuple(z["ui_shape"])
             )
             model.examples_seen_, model.steps_ = (int(v) for v in z["counters"])
-            raw_u, raw_i = z["raw_user"], z["raw_item"]
+            state = {k[7:]: z[k] for k in z.files if k.startswith("state__")}
+            raw_u = z["raw_user"] if "raw_user" in z.files else None
+            raw_i = z["raw_item"] if "raw_item" in z.files else None
         model.n_users_, model.n_items_ = model.user_items_.shape
+        if state:
+            hist = state.get("histories")
+            model.towers_ = model._make_towers(model.n_users_, model.n_items_, 0.0, None, hist)
+            model.towers_.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            if hist is not None:
+                model.user_histories_ = np.where(hist == model.n_items_, -1, hist)
+            return model
         model.towers_ = _Towers(model.n_users_, model.n_items_, raw_u.shape[1], 0.0, None)
         with torch.no_grad():
             model.towers_.user.weight.copy_(torch.from_numpy(raw_u))
@@ -703,7 +1032,8 @@ class TwoTowerRecommender(FactorRecommender):
 class MFbRecommender(TwoTowerRecommender):
     """MFb: the two-tower model with BCE and explicit negatives (Sec. 3.5, App. A.2 Eq. 7).
 
-    Same arguments as `TwoTowerRecommender` without `loss`; defaults are the paper's ML-1M
+    Same arguments as `TwoTowerRecommender` without `loss` and the sampled-softmax options
+    (the tower options included); defaults are the paper's ML-1M
     settings (τ = 0.125, batch size 4096, negatives "[0:8]").
     """
 
@@ -721,6 +1051,12 @@ class MFbRecommender(TwoTowerRecommender):
         seed: int = 0,
         threads: int = 2,
         progress: bool = False,
+        tower: str = "id",
+        user_tower: str | None = None,
+        hidden: tuple[int, ...] = (256,),
+        history_len: int = 20,
+        history_pool: str = "mean",
+        history_user_id: bool = False,
     ):
         super().__init__(
             loss="mfb",
@@ -736,6 +1072,12 @@ class MFbRecommender(TwoTowerRecommender):
             seed=seed,
             threads=threads,
             progress=progress,
+            tower=tower,
+            user_tower=user_tower,
+            hidden=hidden,
+            history_len=history_len,
+            history_pool=history_pool,
+            history_user_id=history_user_id,
         )
 
 
