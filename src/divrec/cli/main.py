@@ -228,8 +228,7 @@ def benchmark(
     columns: ColumnsOpt = None,
     min_rating: MinRatingOpt = None,
 ) -> None:
-    """The main job: all models on a dataset → report.md, results.json, accuracy-vs-diversity
-    plot."""
+    """The main job: models on a dataset → report.md, results.json, accuracy-diversity plot."""
 
     def body():
         from divrec.experiments.benchmark import FAST_MODELS, BenchmarkConfig, run_benchmark
