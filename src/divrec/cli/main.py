@@ -148,9 +148,7 @@ def evaluate(
         )
 
         params = parse_params(param)
-        rec = make_model(model, params)
-        if hasattr(rec, "seed") and "seed" not in params:
-            rec.seed = seed
+        rec = make_model(model, params, seed=seed)
         if rerank is not None:
             from divrec.pipeline import Pipeline
 

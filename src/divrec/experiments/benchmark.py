@@ -83,13 +83,7 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
     Returns:
         The results dictionary written to `results.json`.
     """
-    models = []
-    for name in config.models:
-        params = dict(config.params.get(name, {}))
-        model = make_model(name, params)
-        if hasattr(model, "seed") and "seed" not in params:
-            model.seed = config.seed
-        models.append(model)
+    models = [make_model(name, config.params.get(name), seed=config.seed) for name in config.models]
     split = make_split(config.dataset, config.protocol, home, seed=config.seed, table=config.table)
     vectors = reference_item_vectors(split.train, seed=config.seed)
     eval_kind = EVAL_PROTOCOL[config.protocol]

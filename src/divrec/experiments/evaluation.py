@@ -145,9 +145,12 @@ def evaluate(
     else:
         users, recs, hits, n_rel, extra = _sampled(model, split, config, kmax, progress)
     per_user = {"user": users}
+    popularity = split.train.item_popularity() if "novelty" in config.diversity else None
     for k in config.ks:
         per_user.update(_accuracy(config.accuracy, hits, n_rel, k))
-        per_user.update(_diversity(config.diversity, recs[:, :k], split, item_vectors, k))
+        per_user.update(
+            _diversity(config.diversity, recs[:, :k], split, item_vectors, popularity, k)
+        )
     per_user.update(extra)
     table = pd.DataFrame(per_user)
     aggregate = _aggregate(table, config)
@@ -245,7 +248,7 @@ def _accuracy(names, hits, n_rel, k) -> dict[str, np.ndarray]:
     return {f"{name}@{k}": fns[name]() for name in names}
 
 
-def _diversity(names, recs, split, item_vectors, k) -> dict[str, np.ndarray]:
+def _diversity(names, recs, split, item_vectors, popularity, k) -> dict[str, np.ndarray]:
     train = split.train
     cats = train.item_categories
     out = {}
@@ -257,8 +260,7 @@ def _diversity(names, recs, split, item_vectors, k) -> dict[str, np.ndarray]:
         elif name == "user_category_coverage" and cats is not None:
             out[f"user_category_coverage@{k}"] = M.user_category_coverage(recs, cats)
         elif name == "novelty":
-            pop = train.item_popularity()
-            out[f"novelty@{k}"] = M.novelty(recs, pop, train.n_users)
+            out[f"novelty@{k}"] = M.novelty(recs, popularity, train.n_users)
     return out
 
 

@@ -149,18 +149,33 @@ def parse_params(pairs: list[str] | None) -> dict:
     return out
 
 
-def make_model(name: str, params: dict | None = None) -> Recommender:
-    """A model by name with hyperparameters; unknown names and parameters are ValueErrors."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    cls = MODELS[name]
+def _construct(kind: str, table: dict[str, type], name: str, params: dict | None):
+    """`table[name](**params)`; unknown names and parameters are one-line ValueErrors."""
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(table)}")
+    cls = table[name]
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     bad = set(params or {}) - allowed
     if bad:
         raise ValueError(
-            f"model {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(allowed)}"
+            f"{kind} {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(allowed)}"
         )
     return cls(**(params or {}))
+
+
+def make_model(name: str, params: dict | None = None, seed: int | None = None) -> Recommender:
+    """A model by name with hyperparameters; unknown names and parameters are ValueErrors.
+
+    `seed`, when given, seeds a model that takes one unless `params` sets it explicitly.
+    """
+    params = dict(params or {})
+    if seed is not None and "seed" not in params and "seed" in _init_params(MODELS.get(name)):
+        params["seed"] = seed
+    return _construct("model", MODELS, name, params)
+
+
+def _init_params(cls: type | None) -> set[str]:
+    return set() if cls is None else set(inspect.signature(cls.__init__).parameters)
 
 
 def reference_item_vectors(train: Interactions, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -199,13 +214,4 @@ RERANKERS: dict[str, type] = _rerankers()
 
 def make_reranker(name: str, params: dict | None = None):
     """A re-ranker by name with hyperparameters; unknown names and parameters are ValueErrors."""
-    if name not in RERANKERS:
-        raise ValueError(f"unknown re-ranker {name!r}; known: {', '.join(RERANKERS)}")
-    cls = RERANKERS[name]
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    bad = set(params or {}) - allowed
-    if bad:
-        raise ValueError(
-            f"re-ranker {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(allowed)}"
-        )
-    return cls(**(params or {}))
+    return _construct("re-ranker", RERANKERS, name, params)
