@@ -203,7 +203,9 @@ def test_recommend_candidates_matches_brute_force(seed, exclude_seen):
         eligible = [
             p
             for p in range(cand.shape[1])
-            if cand[b, p] >= 0 and not (exclude_seen and dense[u, cand[b, p]])
+            if cand[b, p] >= 0
+            and not (exclude_seen and dense[u, cand[b, p]])
+            and cand[b, p] not in cand[b, :p]  # repeated candidates count once
         ]
         order = sorted(eligible, key=lambda p: (-float(table[u, cand[b, p]]), p))[:k]
         exp_ids = [int(cand[b, p]) for p in order] + [-1] * (k - len(order))

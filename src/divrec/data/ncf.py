@@ -87,7 +87,7 @@ def load_ncf_ml1m(home: Path | str | None = None):
         0..3705; train values are the 1–5 ratings; items carry ML-1M genres where the MovieID
         is known) and an `NcfReconstruction` saying how the training set was obtained.
     """
-    from divrec.splitting import Split
+    from divrec.data.split import Split
 
     test, negatives = read_ncf_test(home)
     train_frame, movie_of_item, info = _training_ratings(test, negatives, home)

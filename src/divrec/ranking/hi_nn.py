@@ -54,9 +54,7 @@ the cold-start formulas above use these stored factors literally.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -218,6 +216,8 @@ class HINNRecommender(Recommender):
     """
 
     uses_values = True
+    supports_history = True
+    _transient = ("item_latents_", "user_latents_")
 
     def __init__(
         self,
@@ -519,57 +519,25 @@ class HINNRecommender(Recommender):
         f = lambda a: None if a is None else torch.from_numpy(a).float()  # noqa: E731
         return self._score_latents(f(pu), f(nu), f(w))
 
+    # ------------------------------------------------------------------ Query entry point
+    def _score_history(self, query) -> np.ndarray:
+        """Cold start (Eq. 11–13): x on `query.history`, y on its negatives."""
+        from divrec.retrieval.hi import _query_rows
+
+        x, y = _query_rows(query, self.n_items_)
+        return self.score_cold(x, y)
+
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Writes hyperparameters, network weights, FEEDE matrices and MF factors to `.npz`."""
-        self._check_fitted()
-        arrays = {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
-        for name in ("X_", "Y_", "user_items_"):
-            mat = getattr(self, name).tocsr()
-            arrays.update({f"{name}data": mat.data, f"{name}indices": mat.indices,
-                           f"{name}indptr": mat.indptr})  # fmt: skip
-        for name in ("P_", "Q_", "R_", "S_"):
-            arrays[name] = getattr(self, name)
-        params = self.get_params()
-        params["hidden"] = list(params["hidden"])
-        meta = {
-            "class": type(self).__name__,
-            "params": params,
-            "shape": [int(self.n_users_), int(self.n_items_)],
-            "history": self.history_,
-        }
-        path = Path(path)
-        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    def _rebuild_module(self, name: str, state: dict) -> torch.nn.Module:
+        if name != "net_":
+            return super()._rebuild_module(name, state)
+        return HINet(self.n_users_, self.n_items_, self.factors, tuple(self.hidden), self.p2p_only)
 
-    @classmethod
-    def load(cls, path: str | Path) -> HINNRecommender:
-        """Restores a model written by `save`; its scores equal the saved model's."""
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["__meta__"]))
-            params = meta["params"]
-            params["hidden"] = tuple(params["hidden"])
-            klass = {"CFNNRecommender": CFNNRecommender}.get(meta.get("class"), HINNRecommender)
-            model = klass(**params)
-            shape = tuple(meta["shape"])
-            model.n_users_, model.n_items_ = shape
-            for name in ("X_", "Y_", "user_items_"):
-                parts = (f[f"{name}data"], f[f"{name}indices"], f[f"{name}indptr"])
-                setattr(model, name, sp.csr_matrix(parts, shape=shape))
-            for name in ("P_", "Q_", "R_", "S_"):
-                setattr(model, name, f[name])
-            state = {k[4:]: torch.from_numpy(f[k]) for k in f.files if k.startswith("net.")}
-        model.history_ = meta["history"]
-        model.net_ = HINet(shape[0], shape[1], model.factors, model.hidden, model.p2p_only)
-        model.net_.load_state_dict(state)
-        for p in model.net_.embeddings():
+    def _after_load(self) -> None:
+        for p in self.net_.embeddings():
             p.requires_grad_(False)
-        model._prepare_inputs()
-        model._cache()
-        return model
-
-    def _check_fitted(self) -> None:
-        self._check_users(np.zeros(0, dtype=np.int64))
+        self._prepare_inputs()
+        self._cache()
 
 
 def _rep(a: torch.Tensor, sl: slice, n: int) -> torch.Tensor:

@@ -7,18 +7,29 @@ returns self, learned attributes end in `_`) and the batch-first `implicit` API:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
 from divrec.data.interactions import Interactions, as_csr
+from divrec.data.query import Candidates, Query, check_user_array
+from divrec.persist import Persistable
 
 
 class NotFittedError(RuntimeError):
     """A model was used before `fit`."""
 
 
-class Recommender:
+class Recommender(Persistable):
     """Base class: subclasses implement `_fit` and `_score_all` (or `score`).
+
+    A recommender is a pipeline stage: `model(query, candidates=None, k)` retrieves the top
+    `k` of the catalogue for each request (`candidates` None) or scores and sorts the
+    candidates it is given (ranking). `recommend(users, k)` is the same call on plain user
+    indices. Models that can answer a fresh history (`Query.history`: HI-RT's event lists,
+    the two-tower history tower, HI-NN's cold start, item-kNN and the factor models'
+    fold-in) set `supports_history` and implement `_score_history`.
 
     Attributes set by `fit`:
         user_items_: `(n_users, n_items)` binary CSR training matrix.
@@ -27,6 +38,10 @@ class Recommender:
 
     #: whether `fit` should see rating values (True) or a binary matrix (False)
     uses_values: bool = False
+    #: whether `score` gives meaningful per-item scores (AUC is only reported for scorers)
+    has_scorer: bool = True
+    #: whether the model answers `Query.history` (fresh histories, anonymous users)
+    supports_history: bool = False
 
     def fit(self, train: Interactions | sp.spmatrix) -> Recommender:
         """Fits the model on a training log or a user×item sparse matrix; returns self."""
@@ -45,6 +60,10 @@ class Recommender:
         """`(B,)` users → `(B, n_items)` float32 scores."""
         raise NotImplementedError
 
+    def _score_history(self, query: Query) -> np.ndarray:
+        """`(B, n_items)` scores of fresh histories (`query.history` is set)."""
+        raise ValueError(f"{type(self).__name__} cannot answer a fresh history (Query.history)")
+
     # ------------------------------------------------------------------ public API
     def score_all(self, users) -> np.ndarray:
         """Scores of every item for a batch of users.
@@ -58,76 +77,153 @@ class Recommender:
         users = self._check_users(users)
         return np.asarray(self._score_all(users), dtype=np.float32)
 
+    def score_query(self, query: Query) -> np.ndarray:
+        """`(B, n_items)` float32 scores of every item for each request of `query`."""
+        if query.history is None:
+            return self.score_all(query.users)
+        self._check_fitted()
+        if not self.supports_history:
+            raise ValueError(f"{type(self).__name__} cannot answer a fresh history (Query.history)")
+        if query.history.size and query.history.max() >= self.n_items_:
+            raise ValueError(f"history: item index out of range [0, {self.n_items_})")
+        known = query.users[query.users >= 0]
+        if known.size and known.max() >= self.n_users_:
+            raise ValueError(f"user index out of range [0, {self.n_users_})")
+        return np.asarray(self._score_history(query), dtype=np.float32)
+
     def score(self, users, items) -> np.ndarray:
         """Scores of given items for a batch of users.
 
         Args:
-            users: `(B,)` internal user indices.
+            users: `(B,)` internal user indices (or a `Query`).
             items: `(B, C)` internal item indices (or `(C,)`, shared by all users).
 
         Returns:
             `(B, C)` float32 scores.
         """
-        users = self._check_users(users)
-        items = np.asarray(items, dtype=np.int64)
+        query = Query.of(users) if isinstance(users, Query) else None
+        users = query.users if query is not None else self._check_users(users)
+        items = np.asarray(items)
+        if items.size and (items.dtype == bool or not np.issubdtype(items.dtype, np.integer)):
+            raise ValueError(f"items must be integer indices, got dtype {items.dtype}")
+        items = items.astype(np.int64, copy=False)
         if items.ndim == 1:
             items = np.broadcast_to(items, (users.shape[0], items.shape[0]))
         if items.shape[0] != users.shape[0]:
             raise ValueError(f"items has {items.shape[0]} rows for {users.shape[0]} users")
+        self._check_fitted()
         if items.size and (items.min() < 0 or items.max() >= self.n_items_):
             raise ValueError(f"item index out of range [0, {self.n_items_})")
-        return np.take_along_axis(self.score_all(users), items, axis=1)
+        if query is None:
+            query = Query(users=users)
+        return np.asarray(self._score_items(query, items), dtype=np.float32)
+
+    def _score_items(self, query: Query, items: np.ndarray) -> np.ndarray:
+        """`(B, C)` scores of `items` (valid indices); override when cheaper than all items."""
+        return np.take_along_axis(self.score_query(query), items, axis=1)
+
+    def __call__(
+        self, query: Query, candidates: Candidates | None = None, k: int | None = None
+    ) -> Candidates:
+        """The stage call: retrieval (no `candidates`) or ranking of the given candidates.
+
+        Args:
+            query: the requests (`Query`).
+            candidates: `(B, N)` candidates to score and sort, or None to retrieve from the
+                whole catalogue.
+            k: how many to return (retrieval: required; ranking: None keeps all N).
+
+        Returns:
+            `Candidates` sorted by decreasing score (ties: the lower item index for
+            retrieval, the earlier position for ranking), excluded and padding entries
+            last as −1 / −inf.
+        """
+        if not isinstance(query, Query):
+            raise TypeError(f"query must be a Query, got {type(query).__name__}")
+        if candidates is None:
+            k = check_list_length(k)
+            scores = self.score_query(query).copy()
+            self._mask_excluded(query, scores, None)
+            ids, top_scores = top_k(scores, k)
+            return Candidates(ids, top_scores)
+        if len(candidates) != len(query):
+            raise ValueError(f"{len(candidates)} candidate rows for {len(query)} requests")
+        ids = candidates.ids
+        self._check_fitted()
+        if ids.size and ids.max() >= self.n_items_:
+            raise ValueError(f"candidate item index out of range [0, {self.n_items_})")
+        valid = ids >= 0
+        scores = np.array(self._score_items(query, np.where(valid, ids, 0)), dtype=np.float64)
+        scores[~valid] = -np.inf
+        self._mask_excluded(query, scores, np.where(valid, ids, 0))
+        n = ids.shape[1]
+        kk = n if k is None else check_list_length(k)
+        pos, top_scores = top_k(scores, min(kk, n)) if n else (ids[:, :0], scores[:, :0])
+        out = np.where(pos >= 0, np.take_along_axis(ids, np.maximum(pos, 0), axis=1), -1)
+        return Candidates(out, top_scores).head(kk)
 
     def recommend(
         self,
         users,
         k: int = 10,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         candidates: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for a batch of users.
+        """Top-k items for a batch of requests.
 
         Args:
-            users: `(B,)` internal user indices.
+            users: `(B,)` internal user indices, or a `Query`.
             k: list length.
-            exclude_seen: drop items the user interacted with in training.
-            candidates: optional `(B, C)` item indices to choose from (e.g. a retrieval
-                stage's output); -1 entries are ignored.
+            exclude_seen: drop items the user interacted with in training (or the items of a
+                fresh history); None keeps the query's setting (default True).
+            candidates: optional `(B, C)` item indices to choose from (e.g. a sampled
+                protocol's candidates); −1 entries are ignored, repeated items count once.
 
         Returns:
             `(ids (B, k) int64, scores (B, k) float32)`, best first. When fewer than k
             items are eligible, the tail is padded with id -1 and score -inf.
         """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        users = self._check_users(users)
-        if candidates is None:
-            scores = self.score_all(users).copy()
-            if exclude_seen:
-                rows = self.user_items_[users]
-                r, c = rows.nonzero()
-                scores[r, c] = -np.inf
-            ids = None
-        else:
-            ids = np.asarray(candidates, dtype=np.int64)
-            valid = ids >= 0
-            scores = self.score(users, np.where(valid, ids, 0)).copy()
-            scores[~valid] = -np.inf
-            if exclude_seen:
-                seen = _is_seen(self.user_items_, users, np.where(valid, ids, 0))
-                scores[seen] = -np.inf
-        top, top_scores = top_k(scores, k)
-        if ids is not None:
-            top = np.where(top >= 0, np.take_along_axis(ids, np.maximum(top, 0), axis=1), -1)
-        return top, top_scores
+        query = self._as_query(users, exclude_seen)
+        cand = None if candidates is None else Candidates.from_ids(candidates)
+        if cand is not None and len(cand) != len(query):
+            raise ValueError(f"candidates has {len(cand)} rows for {len(query)} users")
+        out = self(query, cand, check_list_length(k))
+        return out.ids, out.scores
 
     # ------------------------------------------------------------------ helpers
-    def _check_users(self, users) -> np.ndarray:
+    def _as_query(self, users, exclude_seen: bool | None) -> Query:
+        if isinstance(users, Query):
+            query = users if exclude_seen is None else replace(users, exclude_seen=exclude_seen)
+        else:
+            users = self._check_users(users)
+            query = Query(users=users, exclude_seen=True if exclude_seen is None else exclude_seen)
+        if query.history is None:
+            self._check_users(query.users)
+        return query
+
+    def _mask_excluded(self, query: Query, scores: np.ndarray, items: np.ndarray | None) -> None:
+        """Sets the scores of excluded items (seen, history, `exclude`) to −inf in place."""
+        if not (query.exclude_seen or query.exclude is not None):
+            return
+        seen = None
+        if query.history is None and query.exclude_seen:
+            seen = self.user_items_[query.users]
+        excl = query.excluded_items(self.n_items_, seen)
+        if excl.nnz == 0:
+            return
+        if items is None:
+            r, c = excl.nonzero()
+            scores[r, c] = -np.inf
+        else:
+            scores[_is_seen(excl, np.arange(len(query)), items)] = -np.inf
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "user_items_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
-        users = np.atleast_1d(np.asarray(users, dtype=np.int64))
-        if users.ndim != 1:
-            raise ValueError(f"users must be 1-D, got shape {users.shape}")
+
+    def _check_users(self, users) -> np.ndarray:
+        self._check_fitted()
+        users = check_user_array(users)
         if users.size and (users.min() < 0 or users.max() >= self.n_users_):
             raise ValueError(f"user index out of range [0, {self.n_users_})")
         return users
@@ -142,6 +238,15 @@ class Recommender:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+def check_list_length(k) -> int:
+    """Validates a list length: a positive int (bools and floats are rejected)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    return int(k)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,18 @@ class RandomRecommender(Recommender):
     calls and any batching give the same ranking without storing a score table.
     """
 
+    supports_history = True
+
     def __init__(self, seed: int = 0):
         self.seed = seed
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         pass
+
+    def _score_history(self, query) -> np.ndarray:
+        # anonymous users (−1) share one random order, hashed under user key 2**32 − 1
+        users = np.where(query.users >= 0, query.users, np.int64(2**32 - 1))
+        return self._score_all(users)
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         items = np.arange(self.n_items_, dtype=np.uint64)
@@ -47,8 +54,13 @@ class PopularityRecommender(Recommender):
         popularity_: `(n_items,)` float32 user counts.
     """
 
+    supports_history = True
+
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         self.popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+
+    def _score_history(self, query) -> np.ndarray:
+        return self._score_all(query.users)
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity_, (users.shape[0], self.n_items_))
@@ -100,8 +112,15 @@ class ItemKNNRecommender(Recommender):
             sim = sp.csr_matrix((n, n), dtype=np.float32)
         self.similarity_ = sim
 
+    supports_history = True
+
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return (self.user_items_[users] @ self.similarity_).toarray()
+
+    def _score_history(self, query) -> np.ndarray:
+        x = query.history_matrix(self.n_items_)
+        x.data[:] = 1.0
+        return (x @ self.similarity_).toarray()
 
 
 class FactorRecommender(Recommender):
@@ -112,12 +131,46 @@ class FactorRecommender(Recommender):
         item_factors_: `(n_items, d)` float32.
     """
 
+    supports_history = True
+    #: confidence weight α of the fold-in (iALS: c = 1 + α r) and its ridge λ
+    _foldin_alpha: float = 0.0
+    _foldin_reg: float = 0.1
+
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
+
+    def _score_history(self, query) -> np.ndarray:
+        return self.fold_in(query) @ self.item_factors_.T
+
+    def fold_in(self, query) -> np.ndarray:
+        """`(B, d)` user factors of fresh histories by one ALS half-step (Hu et al. 2008).
+
+        With item factors Q fixed, u = argmin Σ_i c_i (p_i − u·q_i)² + λ‖u‖² over all items,
+        p_i = 1 and c_i = 1 + α r_i on the history, p_i = 0 and c_i = 1 elsewhere:
+        (QᵀQ + Q_hᵀ (C_h − I) Q_h + λ I) u = Q_hᵀ C_h 1 (exact, as implicit's
+        `recalculate_user`). An empty history gives the zero vector.
+        """
+        q = self.item_factors_.astype(np.float64)
+        gram = q.T @ q + self._foldin_reg * np.eye(q.shape[1])
+        x = query.history_matrix(self.n_items_)
+        out = np.zeros((len(query), q.shape[1]), dtype=np.float64)
+        for b in range(len(query)):
+            idx = x.indices[x.indptr[b] : x.indptr[b + 1]]
+            if idx.size == 0:
+                continue
+            conf = 1.0 + self._foldin_alpha * x.data[x.indptr[b] : x.indptr[b + 1]]
+            qh = q[idx]
+            a = gram + (qh * (conf - 1.0)[:, None]).T @ qh
+            out[b] = np.linalg.solve(a, qh.T @ conf)
+        return out.astype(np.float32)
 
     def item_vectors(self) -> np.ndarray:
         """`(n_items, d)` item embeddings (for diversity metrics and re-ranking)."""
         return self.item_factors_
+
+    def user_vectors(self) -> np.ndarray:
+        """`(n_users, d)` user embeddings (e.g. the interest vector of interest-aware MMR)."""
+        return self.user_factors_
 
 
 class ALSRecommender(FactorRecommender):
@@ -143,6 +196,14 @@ class ALSRecommender(FactorRecommender):
         self.iterations = iterations
         self.seed = seed
         self.threads = threads
+
+    @property
+    def _foldin_alpha(self) -> float:  # type: ignore[override]
+        return float(self.alpha)
+
+    @property
+    def _foldin_reg(self) -> float:  # type: ignore[override]
+        return float(self.regularization)
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         from implicit.cpu.als import AlternatingLeastSquares

@@ -30,7 +30,6 @@ dense `numpy.linalg.svd` is used instead. The factors are `left = U_k Σ_k` (row
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +186,7 @@ class _HIBase(Recommender):
     """
 
     uses_values = True
+    supports_history = True
     _factor_names: tuple[str, ...] = ()
     _default_beta = 0.0
 
@@ -320,47 +320,26 @@ class _HIBase(Recommender):
             scores[r, c] = -np.inf
         return top_k(scores, k)
 
-    # -------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Writes the fitted model to a numpy `.npz` (hyperparameters as JSON inside)."""
-        self._check_fitted()
-        arrays = {name: getattr(self, name) for name in self._factor_names}
-        for name in ("X_", "Y_", "user_items_"):
-            m = getattr(self, name).tocsr()
-            arrays[f"{name}data"] = m.data
-            arrays[f"{name}indices"] = m.indices
-            arrays[f"{name}indptr"] = m.indptr
-        meta = {
-            "class": type(self).__name__,
-            "params": self.get_params(),
-            "shape": [int(self.n_users_), int(self.n_items_)],
-        }
-        path = Path(path)
-        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    # -------------------------------------------------------------- Query entry point
+    def _score_history(self, query) -> np.ndarray:
+        """Fresh requests (Eq. 5 / 17): x = 1 on `query.history`, y = 1 on its negatives."""
+        x, y = _query_rows(query, self.n_items_)
+        return (self._event_vectors(x, y, self._beta(None)) @ self._right()).astype(np.float32)
 
-    def _check_fitted(self) -> None:
-        self._check_users(np.zeros(0, dtype=np.int64))
+
+def _query_rows(query, n_items: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """HI request rows of a `Query`: x on the history, y on the negatives not in x."""
+    x = query.history_matrix(n_items)
+    x.data[:] = 1.0
+    y = query.history_matrix(n_items, negatives=True)
+    y = (y - y.multiply(x > 0)).tocsr()
+    y.eliminate_zeros()
+    return x.astype(np.float64), y.astype(np.float64)
 
 
 def load_model(path: str | Path) -> _HIBase:
-    """Reads a model written by `save`; its scores equal the saved model's exactly."""
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["__meta__"]))
-        cls = {c.__name__: c for c in (P2PRecommender, N2PRecommender, HIRecommender, HIRealtime)}
-        if meta["class"] not in cls:
-            raise ValueError(f"{path}: unknown model class {meta['class']!r}")
-        model = cls[meta["class"]](**meta["params"])
-        shape = tuple(meta["shape"])
-        model.n_users_, model.n_items_ = shape
-        for name in ("X_", "Y_", "user_items_"):
-            m = sp.csr_matrix(
-                (f[f"{name}data"], f[f"{name}indices"], f[f"{name}indptr"]), shape=shape
-            )
-            setattr(model, name, m)
-        for name in model._factor_names:
-            setattr(model, name, f[name])
-    return model
+    """Reads an HI model written by `save` (`divrec.load`, checked to be an HI model)."""
+    return _HIBase.load(path)
 
 
 def _unique_items(items, n_items: int, what: str) -> np.ndarray:
@@ -508,11 +487,24 @@ class HIRecommender(_HIBase):
         n2p = np.asarray(self.Y_[users] @ self.R_) @ self.S_
         return p2p, n2p
 
+    #: scores are positions of the mixed list, not a per-item scorer (no AUC)
+    has_scorer = False
+
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         p2p, n2p = self.channel_scores(users)
+        seen = self.user_items_[users].toarray().astype(bool)
+        return self._mixed_scores(p2p, n2p, seen)
+
+    def _score_history(self, query) -> np.ndarray:
+        x, y = _query_rows(query, self.n_items_)
+        p2p = np.asarray(x @ self.P_) @ self.Q_
+        n2p = np.asarray(y @ self.R_) @ self.S_
+        seen = (x + y).toarray() > 0 if query.exclude_seen else np.zeros(p2p.shape, bool)
+        return self._mixed_scores(p2p, n2p, seen)
+
+    def _mixed_scores(self, p2p, n2p, seen) -> np.ndarray:
         b, n = p2p.shape
         depth = min(self.depth, n)
-        seen = self.user_items_[users].toarray().astype(bool)
         ids, _ = mix_candidates(p2p, n2p, depth, self.ratio, exclude=seen)
         p2p_rank = np.empty((b, n), dtype=np.float64)
         np.put_along_axis(p2p_rank, _desc_order(p2p), np.arange(n, dtype=np.float64)[None], 1)

@@ -36,11 +36,9 @@ scores, in user chunks.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -954,79 +952,27 @@ class TwoTowerRecommender(FactorRecommender):
         return ids[:, :k], scores[:, :k].astype(np.float32)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Writes hyperparameters, embeddings, the training matrix and counters to `.npz`.
+    _transient = ("history_",)
 
-        The ID-tower model stores its raw embeddings (``raw_user`` / ``raw_item``); the other
-        towers store every tower parameter and buffer (MLP weights, history embeddings and the
-        users' histories) as ``state__<name>``.
-        """
-        self._check_users(np.zeros(0, dtype=np.int64))
-        path = Path(path)
-        m = self.user_items_
+    def _rebuild_module(self, name: str, state: dict) -> torch.nn.Module:
+        """The towers' architecture for `divrec.load` (weights are loaded after)."""
+        if name != "towers_":
+            return super()._rebuild_module(name, state)
+        hist = state.get("histories")
         if self.tower != "id" or self.user_tower_ != "id":
-            state = {
-                f"state__{k}": v.detach().numpy() for k, v in self.towers_.state_dict().items()
-            }
-            np.savez_compressed(
-                path,
-                params=np.array(json.dumps({"class": type(self).__name__, **self.get_params()})),
-                user_factors=self.user_factors_,
-                item_factors=self.item_factors_,
-                ui_data=m.data,
-                ui_indices=m.indices,
-                ui_indptr=m.indptr,
-                ui_shape=np.array(m.shape),
-                counters=np.array([self.examples_seen_, self.steps_]),
-                **state,
-            )
-            return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
-        np.savez_compressed(
-            path,
-            params=np.array(json.dumps({"class": type(self).__name__, **self.get_params()})),
-            user_factors=self.user_factors_,
-            item_factors=self.item_factors_,
-            ui_data=m.data,
-            ui_indices=m.indices,
-            ui_indptr=m.indptr,
-            ui_shape=np.array(m.shape),
-            counters=np.array([self.examples_seen_, self.steps_]),
-            raw_user=self.towers_.user.weight.detach().numpy(),
-            raw_item=self.towers_.item.weight.detach().numpy(),
-        )
-        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+            return self._make_towers(self.n_users_, self.n_items_, 0.0, None, hist)
+        return _Towers(self.n_users_, self.n_items_, state["item.weight"].shape[1], 0.0, None)
 
-    @classmethod
-    def load(cls, path: str | Path) -> TwoTowerRecommender:
-        """Restores a model written by `save` (its saved class, ready for scoring and serving)."""
-        with np.load(path, allow_pickle=False) as z:
-            params = json.loads(str(z["params"]))
-            klass = {c.__name__: c for c in (TwoTowerRecommender, MFbRecommender)}[
-                params.pop("class")
-            ]
-            model = klass(**params)
-            model.user_factors_ = z["user_factors"]
-            model.item_factors_ = z["item_factors"]
-            model.user_items_ = sp.csr_matrix(
-                (z["ui_data"], z["ui_indices"], z["ui_indptr"]), shape=tuple(z["ui_shape"])
-            )
-            model.examples_seen_, model.steps_ = (int(v) for v in z["counters"])
-            state = {k[7:]: z[k] for k in z.files if k.startswith("state__")}
-            raw_u = z["raw_user"] if "raw_user" in z.files else None
-            raw_i = z["raw_item"] if "raw_item" in z.files else None
-        model.n_users_, model.n_items_ = model.user_items_.shape
-        if state:
-            hist = state.get("histories")
-            model.towers_ = model._make_towers(model.n_users_, model.n_items_, 0.0, None, hist)
-            model.towers_.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-            if hist is not None:
-                model.user_histories_ = np.where(hist == model.n_items_, -1, hist)
-            return model
-        model.towers_ = _Towers(model.n_users_, model.n_items_, raw_u.shape[1], 0.0, None)
-        with torch.no_grad():
-            model.towers_.user.weight.copy_(torch.from_numpy(raw_u))
-            model.towers_.item.weight.copy_(torch.from_numpy(raw_i))
-        return model
+    # ------------------------------------------------------------------ Query entry point
+    def _score_history(self, query) -> np.ndarray:
+        """History tower: `encode_history` of the fresh histories; ID tower: ALS fold-in."""
+        if self.user_tower_ != "history":
+            return super()._score_history(query)
+        users = None
+        if self.history_user_id and (query.users >= 0).all():
+            users = query.users
+        vecs = self.encode_history(query.history, users)
+        return vecs @ self.item_factors_.T / np.float32(self.tau)
 
 
 class MFbRecommender(TwoTowerRecommender):

@@ -1,0 +1,109 @@
+"""The one registry of names: models, re-rankers and datasets → `"module:Class"` strings.
+
+Nothing is imported until a name is resolved, so `import divrec.cli.main` and
+`divrec data info` never import torch. Every entry is visible here; nothing registers itself
+by import side effect (RecTools' `model_from_config` resolves class paths the same way).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from divrec.params import ParamError, coerce_params, signature_types
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "RERANKERS",
+    "RANKERS",
+    "create",
+    "names",
+    "resolve",
+]
+
+#: retrieval models (all are also rankers: they score any candidate list)
+MODELS: dict[str, str] = {
+    "random": "divrec.retrieval.baselines:RandomRecommender",
+    "popularity": "divrec.retrieval.baselines:PopularityRecommender",
+    "itemknn": "divrec.retrieval.baselines:ItemKNNRecommender",
+    "ials": "divrec.retrieval.baselines:ALSRecommender",
+    "bpr": "divrec.retrieval.baselines:BPRRecommender",
+    "p2p": "divrec.retrieval.hi:P2PRecommender",  # HI CF-RT / CF-MF (Eq. 3-5)
+    "n2p": "divrec.retrieval.hi:N2PRecommender",  # HI negative-to-positive CF (Eq. 6-8)
+    "hi": "divrec.retrieval.hi:HIRecommender",  # HI candidate mixing p2p:n2p (Eq. 3-9)
+    "hi-rt": "divrec.retrieval.hi:HIRealtime",  # HI-RT (Eq. 14-17)
+    "hi-nn": "divrec.ranking.hi_nn:HINNRecommender",  # HI-NN (Fig. 2, Eq. 10-13)
+    "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
+    "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
+    "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
+}
+
+#: ranking-stage models (re-score a request's candidates); every model is one too
+RANKERS: dict[str, str] = dict(MODELS)
+
+#: re-rankers (select k of a request's candidates)
+RERANKERS: dict[str, str] = {
+    "mmr": "divrec.rerank.mmr:MMR",
+    "ia-mmr": "divrec.rerank.mmr:InterestAwareMMR",
+    "dpp": "divrec.rerank.dpp:FastGreedyDPP",
+    "pdpp": "divrec.rerank.personalized:PersonalizedDPP",
+    "rt-dpp": "divrec.rerank.personalized:RealtimePersonalizedDPP",
+    "ssd": "divrec.rerank.ssd:SSD",
+    "category-cap": "divrec.rerank.baselines:CategoryCap",
+    "cf-da": "divrec.rerank.baselines:CFDA",
+    "cf-dm": "divrec.rerank.baselines:CFDM",
+    "hybrid": "divrec.rerank.baselines:HybridUtility",
+}
+
+DATASETS: dict[str, str] = {
+    "ml-100k": "divrec.data.movielens:load_movielens_100k",
+    "ml-1m": "divrec.data.movielens:load_movielens_1m",
+}
+
+_TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}
+
+
+def names(kind: str) -> list[str]:
+    """Registered names of `kind` ("model", "ranker", "re-ranker", "dataset")."""
+    return list(_TABLES[kind])
+
+
+def resolve(kind: str, name: str) -> Any:
+    """The class (or loader function) registered as `name`; unknown names are one line."""
+    table = _TABLES[kind]
+    if name not in table:
+        raise ParamError(f"unknown {kind} {name!r}; known: {', '.join(table)}")
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create(
+    kind: str,
+    name: str,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    option: str = "--param",
+) -> Any:
+    """`resolve(kind, name)(**params)` with typed coercion of `params`.
+
+    Args:
+        kind: "model", "ranker" or "re-ranker".
+        name: registered name.
+        params: raw values (strings from a command line, or JSON values from a config).
+        seed: seeds the object when it takes a `seed` and `params` does not set one.
+        option: the option name used in error messages.
+
+    Raises:
+        ParamError: unknown name or parameter, a value of the wrong type, or a value the
+            constructor rejects (its message, on one line).
+    """
+    cls = resolve(kind, name)
+    values = coerce_params(cls, dict(params or {}), f"{kind} {name!r}", option)
+    if seed is not None and "seed" not in values and "seed" in signature_types(cls):
+        values["seed"] = seed
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ParamError(f"{kind} {name!r}: {msg}") from None
