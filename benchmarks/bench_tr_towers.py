@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from divrec.data.ncf import load_ncf_ml1m
-from divrec.experiments.evaluation import evaluate
-from divrec.experiments.totalrecall_table1 import COMMON, CURVE_CONFIG, DEFAULTS
+from divrec.evaluation.harness import evaluate
 from divrec.retrieval.two_tower import TwoTowerRecommender
+from reproductions.totalrecall_table1 import COMMON, CURVE_CONFIG, DEFAULTS
 
 VARIANTS = {
     "id (Table 1 model)": {},

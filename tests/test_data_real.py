@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from divrec.data import DataError, load_movielens_1m, load_movielens_100k, load_ncf_ml1m
-from divrec.experiments import EvalConfig, evaluate
+from divrec.evaluation import EvalConfig, evaluate
 from divrec.retrieval import ALSRecommender, PopularityRecommender
 
 

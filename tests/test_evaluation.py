@@ -1,4 +1,4 @@
-"""Tests for divrec.experiments.evaluation: sampled and full protocols, bootstrap CIs, config.
+"""Tests for divrec.evaluation.harness: sampled and full protocols, bootstrap CIs, config.
 
 Every expected metric value is computed by hand from a fixed score table (arithmetic in the
 comments), never copied from running the code.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from divrec.data.interactions import Interactions
-from divrec.experiments.evaluation import EvalConfig, bootstrap_ci, evaluate
+from divrec.evaluation.harness import EvalConfig, bootstrap_ci, evaluate
 from divrec.retrieval.base import Recommender
 from divrec.splitting import Split
 

@@ -281,7 +281,8 @@ def test_hi_rt_on_ml100k_row_equals_events(data_home):
 
 
 def test_test_rt_requests_split_each_users_test_events_by_time():
-    from divrec.experiments.hi_test_rt import build_requests, relevance_metrics
+    from divrec.metrics import relevance_metrics
+    from divrec.splitting import build_requests
 
     # user 0: train item 0 (5 stars); test items 1 (t=3, 2 stars), 2 (t=1, 4), 3 (t=2, 1)
     # user 1: no train; one test event (item 4, 3 stars) -> no context, evaluated
@@ -338,7 +339,7 @@ def test_hi_rt_block_norm_is_off_by_default_and_scales_blocks(toy):
 
 
 def test_request_rows_rating6():
-    from divrec.experiments.hi_test_rt import Requests, request_rows
+    from divrec.splitting import Requests, request_rows
 
     req = Requests(
         users=np.array([0]), pos=[np.array([1])], neg=[np.array([2])],

@@ -7,21 +7,22 @@ import pytest
 import scipy.sparse as sp
 
 from divrec.data import SyntheticConfig, make_synthetic
-from divrec.experiments.totalrecall_pums import (
-    AGGREGATIONS,
-    MODEL_SPECS,
-    PAPER_TABLE3,
+from divrec.metrics.groups import (
     genre_popularity_groups,
     group_metrics,
     group_truth,
-    holdout_count,
     item_user_truth,
-    markdown,
-    pums_split,
     single_item_metrics,
-    u2i_diversity,
 )
 from divrec.retrieval.two_tower import TwoTowerRecommender
+from divrec.splitting.pums import holdout_count, pums_split
+from reproductions.totalrecall_pums import (
+    AGGREGATIONS,
+    MODEL_SPECS,
+    PAPER_TABLE3,
+    markdown,
+    u2i_diversity,
+)
 
 
 @pytest.fixture(scope="module")

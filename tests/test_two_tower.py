@@ -303,7 +303,7 @@ def test_linear_lr_schedule_trains_and_validates():
 
 
 def test_examples_to_reach_95pct_of_best():
-    from divrec.experiments.totalrecall_table1 import examples_to_reach
+    from divrec.evaluation import examples_to_reach
 
     curve = [(10, 0.2), (20, 0.5), (30, 0.76), (40, 0.8), (50, 0.79)]
     assert examples_to_reach(curve) == 30  # first point >= 0.95 * 0.8 = 0.76

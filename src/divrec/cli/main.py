@@ -85,7 +85,7 @@ def data_info(
     """Counts, ranges and side information of a dataset."""
 
     def body():
-        from divrec.experiments.setup import TableSpec, load_dataset
+        from divrec.evaluation.setup import TableSpec, load_dataset
 
         table = TableSpec.parse(columns, min_rating)
         summary = load_dataset(dataset, data_home, table=table).summary()
@@ -135,9 +135,9 @@ def evaluate(
     """Fit one model on a split and report accuracy and diversity with 95% CIs."""
 
     def body():
-        from divrec.experiments.evaluation import EvalConfig
-        from divrec.experiments.evaluation import evaluate as run_eval
-        from divrec.experiments.setup import (
+        from divrec.evaluation.harness import EvalConfig
+        from divrec.evaluation.harness import evaluate as run_eval
+        from divrec.evaluation.setup import (
             EVAL_PROTOCOL,
             TableSpec,
             make_model,
@@ -229,8 +229,8 @@ def benchmark(
     """The main job: models on a dataset → report.md, results.json, accuracy-diversity plot."""
 
     def body():
-        from divrec.experiments.benchmark import FAST_MODELS, BenchmarkConfig, run_benchmark
-        from divrec.experiments.setup import MODELS, TableSpec
+        from divrec.evaluation.benchmark import FAST_MODELS, BenchmarkConfig, run_benchmark
+        from divrec.evaluation.setup import MODELS, TableSpec
 
         if model and all_models:
             raise ValueError("give either --model or --all, not both")

@@ -12,6 +12,7 @@ from .accuracy import (
     hit_rate_at_k,
     hits_matrix,
     map_at_k,
+    mean_average_precision,
     mrr_at_k,
     ndcg_at_k,
     per_user_auc,
@@ -19,6 +20,7 @@ from .accuracy import (
     precision_at_recall,
     recall_at_k,
     recall_at_precision,
+    relevance_metrics,
     relevant_counts,
 )
 from .diversity import (
@@ -41,6 +43,7 @@ from .diversity import (
     unexpectedness_scores,
     user_category_coverage,
 )
+from .reference import reference_item_vectors, reference_vectors
 
 __all__ = [
     "auc",
@@ -61,6 +64,7 @@ __all__ = [
     "ilad",
     "item_coverage",
     "map_at_k",
+    "mean_average_precision",
     "mrr_at_k",
     "ndcg_at_k",
     "novelty",
@@ -69,6 +73,9 @@ __all__ = [
     "precision_at_recall",
     "recall_at_k",
     "recall_at_precision",
+    "reference_item_vectors",
+    "reference_vectors",
+    "relevance_metrics",
     "relevant_counts",
     "unexpectedness",
     "unexpectedness_scores",

@@ -26,6 +26,8 @@ from ._validation import (
 
 __all__ = [
     "auc",
+    "mean_average_precision",
+    "relevance_metrics",
     "hit_rate_at_k",
     "hits_matrix",
     "map_at_k",
@@ -401,3 +403,43 @@ def recall_at_precision(scores: np.ndarray, labels: np.ndarray, precision: float
         return float("nan")
     ok = prec >= target - 1e-12
     return float(rec[ok].max()) if ok.any() else 0.0
+
+
+def relevance_metrics(scores: np.ndarray, req) -> dict[str, float]:
+    """Pooled AUC-ROC, precision at recall 0.8, recall at precision 0.85.
+
+    Args:
+        scores: `(B, n_items)` request scores.
+        req: the `divrec.splitting.events.Requests`.
+    """
+    s = scores[req.eval_req, req.eval_items].astype(np.float64)
+    y = req.eval_labels
+    return {
+        "auc": auc(s, y),
+        "precision@recall0.8": precision_at_recall(s, y, 0.8),
+        "recall@precision0.85": recall_at_precision(s, y, 0.85),
+    }
+
+
+def mean_average_precision(scores: np.ndarray, users: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over users of the average precision of their events ranked by score.
+
+    Args:
+        scores: `(E,)` event scores.
+        users: `(E,)` user of each event.
+        labels: `(E,)` bool labels.
+
+    Returns:
+        mAP over users with at least one positive event (ties: lower event index first).
+    """
+    order = np.lexsort((np.arange(scores.size), -scores, users))
+    u, lab = users[order], labels[order].astype(np.float64)
+    starts = np.r_[0, np.flatnonzero(np.diff(u)) + 1]
+    aps = []
+    for s, e in zip(starts, np.r_[starts[1:], u.size], strict=True):
+        y = lab[s:e]
+        if y.sum() == 0:
+            continue
+        prec = np.cumsum(y) / np.arange(1, y.size + 1)
+        aps.append(float((prec * y).sum() / y.sum()))
+    return float(np.mean(aps))

@@ -1,7 +1,10 @@
-"""The recommendation pipeline: candidate generation → scoring → re-ranking.
+"""The recommendation pipeline: Query → retrieval → ranking → re-ranking → lists.
 
 A `Pipeline` is itself a `Recommender`, so everything that evaluates a model (the harness,
-the CLI, the benchmark) evaluates a pipeline the same way.
+the CLI, the benchmark, the simulator, the service) runs the same chain of stages: a number
+measured offline is a number the service would produce. Under a sampled protocol the
+sampled candidates (positive + negatives) enter as the `Candidates` of the request and the
+whole chain runs on them.
 """
 
 from __future__ import annotations
@@ -10,29 +13,30 @@ import numpy as np
 import scipy.sparse as sp
 
 from divrec.data.interactions import Interactions
-from divrec.retrieval.base import Recommender
+from divrec.data.query import Candidates, Query
+from divrec.retrieval.base import Recommender, check_list_length
 
 
 class Pipeline(Recommender):
-    """A retriever's top-`n_candidates` list, re-ranked to `k` items by a `divrec.rerank`
-    re-ranker.
+    """Retriever top-`n_candidates` → optional ranker → optional re-ranker → top-k.
 
-    The retriever's scores are the relevance of each candidate; item vectors for the
-    re-ranker's similarity come from `item_vectors` when given, else from the retriever's
-    own embedding (`retriever.item_vectors()`), else from a truncated SVD of the training
-    matrix (`divrec.experiments.setup.reference_item_vectors`); the first category of each
-    item (when the training data has categories) is passed to category-based re-rankers.
+    Stages:
+        retriever: any `Recommender`; retrieves `n_candidates` items per request from the
+            catalogue, or scores the candidates a request comes with (sampled protocols).
+        ranker: optional `Recommender` used as a ranking stage: it re-scores and re-sorts
+            the retriever's candidates (CDM- and PURS-style models, or any model).
+        reranker: optional `divrec.rerank` re-ranker: selects `k` of the candidates with the
+            last stage's scores as relevance. Its similarity space is `item_vectors` when
+            given, else the retriever's own embedding (`retriever.item_vectors()`), else the
+            reference SVD space of the training data; interest-aware MMR also gets the
+            retriever's `user_vectors()`.
 
     Args:
-        retriever: a `Recommender` (fitted by `fit`).
-        reranker: a re-ranker with `select_batch(relevance (B, N), k, *, vectors, categories,
-            valid)`, or None for the retriever's own order.
-        n_candidates: N, the candidate list length.
-        item_vectors: `(n_items, d)` vectors for the re-ranker, or None (see above).
-
-    Attributes:
-        item_vectors_: `(n_items, d)` float32 vectors used for similarity, or None.
-        item_category_: `(n_items,)` first category id per item (−1 none), or None.
+        retriever: the retrieval stage (fitted by `fit`).
+        ranker: the ranking stage, or None.
+        reranker: the re-ranking stage, or None.
+        n_candidates: N, the candidate list length handed from retrieval onwards.
+        item_vectors: `(n_items, d)` vectors for the re-ranker's similarity, or None.
     """
 
     def __init__(
@@ -41,67 +45,93 @@ class Pipeline(Recommender):
         reranker=None,
         n_candidates: int = 100,
         item_vectors: np.ndarray | None = None,
+        ranker: Recommender | None = None,
     ):
         self.retriever = retriever
         self.reranker = reranker
         self.n_candidates = n_candidates
         self.item_vectors = item_vectors
+        self.ranker = ranker
+
+    @property
+    def has_scorer(self) -> bool:  # type: ignore[override]
+        """A re-ranked list has no per-item score; without a re-ranker the last stage scores."""
+        if self.reranker is not None:
+            return False
+        last = self.ranker if self.ranker is not None else self.retriever
+        return bool(getattr(last, "has_scorer", True))
+
+    @property
+    def supports_history(self) -> bool:  # type: ignore[override]
+        stages = [self.retriever] + ([self.ranker] if self.ranker is not None else [])
+        return all(getattr(s, "supports_history", False) for s in stages)
 
     def fit(self, train: Interactions | sp.spmatrix) -> Pipeline:
-        """Fits the retriever (the re-rankers have nothing to learn); returns self."""
-        if self.n_candidates <= 0:
-            raise ValueError(f"n_candidates must be positive, got {self.n_candidates}")
+        """Fits every stage on `train`; returns self."""
+        self._check_params()
         self.retriever.fit(train)
+        if self.ranker is not None:
+            self.ranker.fit(train)
         return self.use_fitted(train)
 
+    def _check_params(self) -> None:
+        if isinstance(self.n_candidates, bool) or not isinstance(self.n_candidates, int):
+            raise ValueError(f"n_candidates must be a positive integer, got {self.n_candidates!r}")
+        if self.n_candidates <= 0:
+            raise ValueError(f"n_candidates must be positive, got {self.n_candidates}")
+
     def use_fitted(self, train: Interactions | sp.spmatrix) -> Pipeline:
-        """Wires an already fitted retriever (e.g. to sweep re-rankers without refitting)."""
+        """Wires already fitted retrieval/ranking stages and fits the re-ranker."""
+        self._check_params()
         self.user_items_ = self.retriever.user_items_
         self.n_users_, self.n_items_ = self.retriever.n_users_, self.retriever.n_items_
-        if self.item_vectors is not None:
-            vectors = np.asarray(self.item_vectors, dtype=np.float32)
-        elif hasattr(self.retriever, "item_vectors"):
-            vectors = np.asarray(self.retriever.item_vectors(), dtype=np.float32)
-        elif isinstance(train, Interactions):
-            from divrec.experiments.setup import reference_item_vectors
-
-            vectors = reference_item_vectors(train)
-        else:
-            vectors = None
-        if vectors is not None and vectors.shape[0] != self.n_items_:
-            raise ValueError(f"item_vectors has {vectors.shape[0]} rows for {self.n_items_} items")
-        self.item_vectors_ = vectors
-        has_cats = isinstance(train, Interactions) and train.item_categories is not None
-        self.item_category_ = train.primary_category() if has_cats else None
+        if self.reranker is not None:
+            if not isinstance(train, Interactions):
+                raise ValueError("a pipeline with a re-ranker needs Interactions to fit on")
+            vectors, users = None, None
+            if self.item_vectors is not None:
+                vectors = np.asarray(self.item_vectors, dtype=np.float32)
+            elif hasattr(self.retriever, "item_vectors"):
+                vectors = np.asarray(self.retriever.item_vectors(), dtype=np.float32)
+                if hasattr(self.retriever, "user_vectors"):
+                    users = np.asarray(self.retriever.user_vectors(), dtype=np.float32)
+            if vectors is not None and vectors.shape[0] != self.n_items_:
+                raise ValueError(
+                    f"item_vectors has {vectors.shape[0]} rows for {self.n_items_} items"
+                )
+            self.reranker.fit(train, item_vectors=vectors, user_vectors=users)
         return self
 
-    def _score_all(self, users: np.ndarray) -> np.ndarray:
-        return self.retriever.score_all(users)
+    # ------------------------------------------------------------------ the chain
+    def __call__(
+        self, query: Query, candidates: Candidates | None = None, k: int | None = None
+    ) -> Candidates:
+        """Runs the stages on a batch of requests; returns the `(B, k)` lists.
 
-    def recommend(self, users, k: int = 10, exclude_seen: bool = True, candidates=None):
-        """Top-k after re-ranking the retriever's top-`n_candidates`.
-
-        Returns:
-            `(ids (B, k) int64, scores (B, k) float32)`: the re-ranked items (−1 padded) and
-            their retriever scores.
+        Scores are the last scoring stage's (ranker, else retriever); a re-ranked list
+        keeps the scores of the items it picked.
         """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        self._check_fitted()
+        k = check_list_length(k)
         n = max(self.n_candidates, k)
-        cand, scores = self.retriever.recommend(users, n, exclude_seen, candidates)
+        if candidates is not None:  # e.g. a sampled protocol: rank these, keep the top n
+            cand = self.retriever(query, candidates, n)
+        else:
+            cand = self.retriever(query, None, n)
+        if self.ranker is not None:
+            cand = self.ranker(query, cand, None)
         if self.reranker is None:
-            return cand[:, :k], scores[:, :k]
-        valid = cand >= 0
-        safe = np.maximum(cand, 0)
-        kwargs = {"valid": valid}
-        if self.item_vectors_ is not None:
-            kwargs["vectors"] = self.item_vectors_[safe]
-        if self.item_category_ is not None:
-            kwargs["categories"] = self.item_category_[safe]
-        relevance = np.where(valid, scores, 0.0)
-        pos = self.reranker.select_batch(relevance, k, **kwargs)
-        picked = pos >= 0
-        safe_pos = np.maximum(pos, 0)
-        ids = np.where(picked, np.take_along_axis(cand, safe_pos, axis=1), -1)
-        out = np.where(picked, np.take_along_axis(scores, safe_pos, axis=1), -np.inf)
-        return ids, out.astype(np.float32)
+            return cand.head(k)
+        return self.reranker(query, cand, k).head(k)
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        last = self.ranker if self.ranker is not None else self.retriever
+        return last.score_all(users)
+
+    def _score_history(self, query: Query) -> np.ndarray:
+        last = self.ranker if self.ranker is not None else self.retriever
+        return last.score_query(query)
+
+    def _score_items(self, query: Query, items: np.ndarray) -> np.ndarray:
+        last = self.ranker if self.ranker is not None else self.retriever
+        return last.score(query, items)

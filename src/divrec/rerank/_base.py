@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from divrec.persist import Persistable
+
 RelevanceScaling = Literal["minmax", "raw"]
 _SCALINGS = ("minmax", "raw")
 
@@ -359,8 +361,23 @@ class BatchSimilarity:
 
 
 # --------------------------------------------------------------------------- base class
-class Reranker:
-    """Base class: hyperparameter access and a per-request-loop ``select_batch``.
+def _knob_ratio(d: float) -> float:
+    """``d / (1 − d)`` for an unbounded trade-off weight (0 → 0, ½ → 1, 1 → 1e6)."""
+    d = min(float(d), 1.0 - 1e-6)
+    return d / (1.0 - d)
+
+
+class Reranker(Persistable):
+    """Base class: hyperparameter access, the pipeline-stage call and a per-request-loop
+    ``select_batch``.
+
+    As a pipeline stage a re-ranker is fitted once (:meth:`fit`: the item vectors of its
+    similarity, the item categories, per-user state) and then called per batch of requests
+    (``reranker(query, candidates, k)``), taking per-request values from the
+    :class:`~divrec.data.query.Query`: the diversity knob ``Query.diversity`` (0 =
+    relevance only; each class maps it onto its paper's parameter, see
+    :meth:`diversity_params`) and the method-specific ``Query.extras`` it declares in
+    ``_query_extras``. An extra it does not know is a ``ValueError``.
 
     Subclasses implement :meth:`select`; methods with a vectorized batch path override
     :meth:`select_batch`. Keyword arguments listed in ``_per_request_kwargs`` are sliced
@@ -373,10 +390,147 @@ class Reranker:
     #: extra per-request keyword arguments whose second axis is the candidate axis
     _per_item_kwargs: tuple[str, ...] = ()
 
+    #: what the stage call gathers per candidate from the fitted state
+    _stage_inputs: tuple[str, ...] = ("vectors", "categories")
+    #: ``Query.extras`` keys this re-ranker accepts (per request, leading batch axis)
+    _query_extras: tuple[str, ...] = ()
+
     def get_params(self) -> dict[str, Any]:
         """Constructor hyperparameters, scikit-learn style."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    # ------------------------------------------------------------------ stage
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """Constructor parameters that realize the knob ``diversity`` ∈ (0, 1].
+
+        ``diversity = 0`` is always the relevance order (no re-ranking). Classes without a
+        single trade-off parameter raise ``ValueError``.
+        """
+        raise ValueError(
+            f"{type(self).__name__} has no diversity knob (Query.diversity); use one of MMR, "
+            "FastGreedyDPP, PersonalizedDPP, RealtimePersonalizedDPP, SSD, InterestAwareMMR, CFDA"
+        )
+
+    def fit(self, train, item_vectors=None, user_vectors=None) -> Reranker:
+        """Learns what the re-ranker needs from the training data; returns self.
+
+        Args:
+            train: the training `Interactions`.
+            item_vectors: `(n_items, d)` item vectors for the similarity (e.g. the
+                retriever's embedding); None: the reference SVD space of `train`
+                (`divrec.metrics.reference_vectors`).
+            user_vectors: `(n_users, d)` user vectors in the same space (interest-aware MMR);
+                None: the reference SVD users when item vectors also come from it.
+
+        Attributes:
+            item_vectors_: `(n_items, d)` float32.
+            item_category_: `(n_items,)` int64 first category (−1 none), or None.
+            user_vectors_: `(n_users, d)` float32 or None.
+            item_popularity_: `(n_items,)` float64 share of training interactions.
+        """
+        from divrec.metrics.reference import reference_vectors
+
+        users = None
+        if item_vectors is None:
+            item_vectors, users = reference_vectors(train)
+        vecs = np.asarray(item_vectors, dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[0] != train.n_items:
+            raise ValueError(f"item_vectors must have shape ({train.n_items}, d), got {vecs.shape}")
+        self.item_vectors_ = vecs
+        if user_vectors is not None:
+            users = np.asarray(user_vectors, dtype=np.float32)
+            if users.shape != (train.n_users, vecs.shape[1]):
+                raise ValueError(
+                    f"user_vectors must have shape ({train.n_users}, {vecs.shape[1]}), "
+                    f"got {users.shape}"
+                )
+        self.user_vectors_ = users
+        self.item_category_ = (
+            train.primary_category() if train.item_categories is not None else None
+        )
+        counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
+        self.item_popularity_ = np.maximum(counts, 1.0) / max(float(counts.sum()), 1.0)
+        self._fit_stage(train)
+        return self
+
+    def _fit_stage(self, train) -> None:
+        """Subclass hook: per-user state from the training data."""
+
+    def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
+        """Subclass hook: per-request keyword arguments of ``select_batch`` from the query."""
+        return {}
+
+    def __call__(self, query, candidates, k: int):
+        """Selects ``k`` of each request's candidates (the pipeline-stage call).
+
+        Args:
+            query: the `Query` (users, diversity knob, extras).
+            candidates: `(B, N)` `Candidates` with the upstream scores as relevance.
+            k: list length.
+
+        Returns:
+            `(B, k)` `Candidates` in selection order, carrying their upstream scores.
+        """
+        from divrec.data.query import Candidates
+
+        if not hasattr(self, "item_vectors_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
+        k = check_k(k)
+        ids = candidates.ids
+        if len(candidates) != len(query):
+            raise ValueError(f"{len(candidates)} candidate rows for {len(query)} requests")
+        if ids.size and ids.max() >= self.item_vectors_.shape[0]:
+            raise ValueError("candidate item index outside the fitted catalogue")
+        valid = ids >= 0
+        safe = np.maximum(ids, 0)
+        kw: dict[str, Any] = {}
+        if "vectors" in self._stage_inputs:
+            kw["vectors"] = self.item_vectors_[safe]
+        if "categories" in self._stage_inputs and self.item_category_ is not None:
+            kw["categories"] = self.item_category_[safe]
+        if "popularity" in self._stage_inputs:
+            kw["popularity"] = self.item_popularity_[safe]
+        kw.update(self._request_inputs(query, safe))
+        for key, value in query.extras.items():
+            if key not in self._query_extras:
+                allowed = ", ".join(self._query_extras) or "none"
+                raise ValueError(
+                    f"{type(self).__name__} does not take Query.extras[{key!r}] (it takes: "
+                    f"{allowed})"
+                )
+            kw[key] = value
+        relevance = np.where(valid, candidates.scores, 0.0).astype(np.float64)
+        if query.diversity is None:
+            pos = self.select_batch(relevance, k, valid=valid, **kw)
+        else:
+            pos = self._select_with_knob(query.diversity, relevance, k, valid, kw)
+        picked = pos >= 0
+        safe_pos = np.maximum(pos, 0)
+        out_ids = np.where(picked, np.take_along_axis(ids, safe_pos, axis=1), -1)
+        scores = np.take_along_axis(candidates.scores, safe_pos, axis=1)
+        return Candidates(out_ids, np.where(picked, scores, -np.inf))
+
+    def _select_with_knob(self, diversity, relevance, k, valid, kw) -> np.ndarray:
+        """``select_batch`` per group of requests sharing one knob value."""
+        out = np.full((relevance.shape[0], k), -1, dtype=np.int64)
+        for d in np.unique(diversity):
+            rows = np.flatnonzero(diversity == d)
+            if d <= 0.0:  # relevance only: the candidates' order by score
+                key = np.where(valid[rows], -relevance[rows], np.inf)
+                order = np.argsort(key, axis=1, kind="stable")[:, :k]
+                got = np.take_along_axis(valid[rows], order, axis=1)
+                sel = np.where(got, order, -1)
+                out[rows, : sel.shape[1]] = sel
+                continue
+            params = {**self.get_params(), **self.diversity_params(float(d))}
+            clone = type(self)(**params)
+            sub = {
+                key: (val if key == "now" or val is None else _take_rows(val, rows))
+                for key, val in kw.items()
+            }
+            out[rows] = clone.select_batch(relevance[rows], k, valid=valid[rows], **sub)
+        return out
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -454,6 +608,12 @@ class Reranker:
             sel = self.select(r[b, idx], k, **kw)
             out[b, : sel.shape[0]] = idx[sel]
         return out
+
+
+def _take_rows(value: Any, rows: np.ndarray) -> Any:
+    if isinstance(value, list | tuple):
+        return [value[i] for i in rows]
+    return np.asarray(value)[rows]
 
 
 def as_positions(selected: list[int] | np.ndarray) -> np.ndarray:

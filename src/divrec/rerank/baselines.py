@@ -52,6 +52,8 @@ class CategoryCap(Reranker):
         max_per_category: cap ``≥ 1`` per category.
     """
 
+    _stage_inputs = ("categories",)
+
     def __init__(self, max_per_category: int = 1) -> None:
         if (
             isinstance(max_per_category, bool)
@@ -115,6 +117,14 @@ class CFDA(Reranker):
         phi: diversity weight ``φ ≥ 0`` (``φ = 0`` is the relevance order).
         relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
     """
+
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob as φ: ``φ = d / (1 − d)`` (φ = 0: relevance order)."""
+        from divrec.rerank._base import _knob_ratio
+
+        return {"phi": _knob_ratio(diversity)}
 
     def __init__(self, phi: float = 0.5, relevance_scaling: str = "minmax") -> None:
         if not (np.isfinite(phi) and phi >= 0):
@@ -185,6 +195,8 @@ class CFDM(Reranker):
     Args:
         n_factor: pool size factor ``≥ 1`` (``n′ = ⌈n_factor · k⌉``).
     """
+
+    _stage_inputs = ("vectors",)
 
     def __init__(self, n_factor: float = 5) -> None:
         if not (np.isfinite(n_factor) and n_factor >= 1):
@@ -258,6 +270,9 @@ class HybridUtility(Reranker):
             ``"diversity"``, ``"novelty"`` (missing keys are 0).
         relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
     """
+
+    _stage_inputs = ("vectors", "popularity")
+    _query_extras = ("novelty",)
 
     def __init__(
         self,

@@ -479,6 +479,12 @@ class FastGreedyDPP(_GreedyDPPReranker):
             relevance order (True, default) or return fewer items (False).
     """
 
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob as the paper's θ: ``θ = 1 − diversity`` (θ = 1 is the relevance order)."""
+        return {"theta": 1.0 - float(diversity)}
+
     def __init__(
         self,
         theta: float = 0.5,

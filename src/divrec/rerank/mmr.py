@@ -166,6 +166,12 @@ class MMR(Reranker):
             request so that it is commensurable with cosine similarities) or ``"raw"``.
     """
 
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob as MMR's λ: ``λ = 1 − diversity`` (λ = 1 is the relevance order)."""
+        return {"lambda_": 1.0 - float(diversity)}
+
     def __init__(self, lambda_: float = 0.5, relevance_scaling: str = "minmax") -> None:
         if not 0.0 <= float(lambda_) <= 1.0:
             raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
@@ -253,6 +259,29 @@ class InterestAwareMMR(Reranker):
     """
 
     _per_request_kwargs = ("user",)
+
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob as the penalty weight: ``λ = d / (1 − d)`` (λ = 0: relevance order)."""
+        from divrec.rerank._base import _knob_ratio
+
+        return {"lambda_": _knob_ratio(diversity)}
+
+    def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
+        """``user``: the fitted user vector, or for a fresh history the mean of its items'
+        vectors (a documented choice for users the retriever has no vector of)."""
+        if query.history is not None:
+            hist = query.history
+            vecs = self.item_vectors_[np.maximum(hist, 0)] * (hist >= 0)[..., None]
+            n = np.maximum((hist >= 0).sum(axis=1, keepdims=True), 1)
+            return {"user": vecs.sum(axis=1) / n}
+        if self.user_vectors_ is None:
+            raise ValueError(
+                "InterestAwareMMR needs user vectors: a retriever with user_vectors() or the "
+                "reference SVD space"
+            )
+        return {"user": self.user_vectors_[query.users]}
 
     def __init__(self, lambda_: float = 0.1, relevance_scaling: str = "raw") -> None:
         if float(lambda_) < 0.0:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from divrec.persist import Persistable
+
 from ._base import sigmoid
 from .dpp import _GreedyDPPReranker, tradeoff_alpha
 
@@ -117,6 +119,37 @@ class PersonalizedDPP(_GreedyDPPReranker):
         self.theta_high = theta_high
         self.default_theta = default_theta
         self._set_common(window, eps, relevance_scaling, fill)
+
+    _stage_inputs = ("vectors",)
+    _query_extras = ("theta", "user_category_counts")
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob overrides θ_u: ``θ = 1 − diversity`` (passed per request as ``theta``)."""
+        return {}
+
+    def _fit_stage(self, train) -> None:
+        """``user_category_counts_`` `(n_users, C)`: training interactions per category."""
+        if train.item_categories is None:
+            self.user_category_counts_ = None
+            return
+        x = train.to_csr(binary=True)
+        cats = train.item_categories.astype(np.float64)
+        self.user_category_counts_ = np.asarray((x @ cats).todense(), dtype=np.float64)
+        self.item_categories_ = cats.tocsr()
+
+    def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if query.diversity is not None:
+            out["theta"] = 1.0 - query.diversity
+        if self.user_category_counts_ is None or "user_category_counts" in query.extras:
+            return out
+        if query.history is not None:
+            x = query.history_matrix(self.item_categories_.shape[0])
+            x.data[:] = 1.0
+            out["user_category_counts"] = np.asarray((x @ self.item_categories_).todense())
+        else:
+            out["user_category_counts"] = self.user_category_counts_[query.users]
+        return out
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         theta = kwargs.get("theta")
@@ -216,7 +249,7 @@ class PersonalizedDPP(_GreedyDPPReranker):
         )
 
 
-class RealtimePropensityTracker:
+class RealtimePropensityTracker(Persistable):
     """Real-time diversity propensity of the WeChat paper (Sec. 3.2, Eq. 2–3).
 
     Ingests events ``(user, item, timestamp, positive)``; only positive events enter the
@@ -264,6 +297,38 @@ class RealtimePropensityTracker:
         self._clock = -np.inf
         self._dirty: set[Hashable] = set()
         self._stats: tuple[float, float] | None = None
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters."""
+        return {
+            "window": self.window,
+            "item_vectors": self.item_vectors,
+            "default_theta": self.default_theta,
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        """The events in the window (users must be ints or strings) and the clock."""
+        users, times, vecs = [], [], []
+        for user, ts in self._times.items():
+            users.extend([user] * len(ts))
+            times.extend(ts)
+            vecs.extend(self._vecs[user])
+        if any(not isinstance(u, int | str | np.integer) for u in users):
+            raise TypeError("only a tracker keyed by int or str users can be saved")
+        d = 0 if not vecs else len(vecs[0])
+        return {
+            "users": [u.item() if isinstance(u, np.integer) else u for u in users],
+            "times": np.asarray(times, dtype=np.float64),
+            "vectors": np.asarray(vecs, dtype=np.float64).reshape(len(vecs), d),
+            "clock": float(self._clock) if np.isfinite(self._clock) else None,
+        }
+
+    def _set_extra_state(self, state: dict[str, Any]) -> None:
+        order = np.argsort(state["times"], kind="stable")
+        for i in order:
+            self.update(state["users"][i], state["vectors"][i], float(state["times"][i]))
+        if state.get("clock") is not None:
+            self._advance(float(state["clock"]))
 
     # ------------------------------------------------------------------ ingestion
     def _vector(self, item: Any) -> np.ndarray:
@@ -418,27 +483,83 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
 
     def __init__(
         self,
-        tracker: RealtimePropensityTracker,
+        tracker: RealtimePropensityTracker | None = None,
         window: int | None = None,
         eps: float = 1e-10,
         relevance_scaling: str = "minmax",
         fill: bool = True,
+        propensity_window: float = 30 * 86400.0,
+        default_theta: float = 0.5,
     ) -> None:
-        if not isinstance(tracker, RealtimePropensityTracker):
+        if tracker is not None and not isinstance(tracker, RealtimePropensityTracker):
             raise TypeError("tracker must be a RealtimePropensityTracker")
+        if not (np.isfinite(propensity_window) and propensity_window > 0):
+            raise ValueError(f"propensity_window must be positive, got {propensity_window}")
+        tradeoff_alpha(default_theta)
         self.tracker = tracker
+        self.propensity_window = propensity_window
+        self.default_theta = default_theta
         self._set_common(window, eps, relevance_scaling, fill)
 
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob overrides the tracker's θ_u: ``θ = 1 − diversity``."""
+        return {}
+
+    @property
+    def active_tracker(self) -> RealtimePropensityTracker:
+        """The fitted tracker (`tracker_`), else the one given to the constructor."""
+        tracker = getattr(self, "tracker_", None) or self.tracker
+        if tracker is None:
+            raise ValueError("RealtimePersonalizedDPP needs a tracker: pass one or call fit")
+        return tracker
+
+    def _fit_stage(self, train) -> None:
+        """``tracker_``: the given tracker, or a new one fed the training positives.
+
+        A new tracker uses the fitted item vectors and replays the training interactions in
+        time order (those within `propensity_window` of the last one; without timestamps all
+        events are at time 0), so θ_u at serving time reflects each user's latest window.
+        """
+        if self.tracker is not None:
+            self.tracker_ = self.tracker
+            return
+        tracker = RealtimePropensityTracker(
+            self.propensity_window, self.item_vectors_, self.default_theta
+        )
+        ts = train.timestamps
+        ts = np.zeros(train.nnz) if ts is None else ts.astype(np.float64)
+        keep = np.flatnonzero(ts > ts.max(initial=0.0) - self.propensity_window)
+        keep = keep[np.argsort(ts[keep], kind="stable")]
+        norms = np.linalg.norm(self.item_vectors_, axis=1)
+        keep = keep[norms[train.items[keep]] > 0]  # zero vectors have no direction
+        tracker.update_many(
+            train.users[keep].tolist(), train.items[keep].tolist(), ts[keep].tolist()
+        )
+        self.tracker_ = tracker
+
+    def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {"users": query.users.tolist(), "now": query.now}
+        if query.diversity is not None:
+            out["theta"] = 1.0 - query.diversity
+        return out
+
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
-        return self.tracker.theta(kwargs.get("user"), kwargs.get("now"))
+        if kwargs.get("theta") is not None:
+            return float(kwargs["theta"])
+        return self.active_tracker.theta(kwargs.get("user"), kwargs.get("now"))
 
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+        theta = kwargs.get("theta")
+        if theta is not None:
+            return np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,)))
         users = kwargs.get("users")
         if users is None:
             raise ValueError("RealtimePersonalizedDPP.select_batch needs `users`")
         if len(users) != bsz:
             raise ValueError(f"users must have length {bsz}, got {len(users)}")
-        return self.tracker.thetas(users, kwargs.get("now"))
+        return self.active_tracker.thetas(users, kwargs.get("now"))
 
     def select(
         self,
@@ -481,6 +602,7 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
         valid: np.ndarray | None = None,
         users: Sequence[Hashable] | None = None,
         now: float | None = None,
+        theta: np.ndarray | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Vectorized batch selection for ``users`` ``(B,)`` at time ``now``.
@@ -506,4 +628,5 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
             valid=valid,
             users=users,
             now=now,
+            theta=theta,
         )

@@ -68,6 +68,14 @@ class SSD(Reranker):
         normalize: L2-normalize the item vectors first (default True).
     """
 
+    _stage_inputs = ("vectors",)
+
+    def diversity_params(self, diversity: float) -> dict[str, Any]:
+        """The knob as SSD's γ: ``γ = d / (1 − d)`` (γ = 0: relevance order; d = ½: γ = 1)."""
+        from divrec.rerank._base import _knob_ratio
+
+        return {"gamma": _knob_ratio(diversity)}
+
     def __init__(
         self,
         gamma: float = 1.0,

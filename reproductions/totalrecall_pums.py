@@ -25,7 +25,7 @@ Protocol (Sec. 5.2, App. A.7; see `pums_split`):
 * in addition, the Sec. 3.6 batch path (`batch_potential_users`: top-10 items per user by
   faiss, then top-10 users per item from those pairs) is scored on the Table 3 test movies.
 
-Run: ``python -m divrec.experiments.totalrecall_pums --out benchmarks/results/totalrecall_pums``.
+Run: ``python -m reproductions.totalrecall_pums --out benchmarks/results/totalrecall_pums``.
 Writes ``pums.json`` and ``pums.md`` (no model files).
 """
 
@@ -34,24 +34,29 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from divrec.metrics.accuracy import hits_matrix, precision_at_k, recall_at_k, relevant_counts
 from divrec.metrics.diversity import (
     distinct_categories,
     distinct_items,
-    distinct_users,
     exposure_gini,
+)
+from divrec.metrics.groups import (
+    genre_popularity_groups,
+    group_metrics,
+    group_truth,
+    item_user_truth,
+    single_item_metrics,
 )
 from divrec.retrieval.two_tower import (
     MFbRecommender,
     TwoTowerRecommender,
     batch_potential_users,
 )
+from divrec.splitting.pums import PumsSplit, pums_split
 
 #: Table 3 of the paper: Precision@10 (%), Recall@10 (%), distinct users (None: omitted)
 PAPER_TABLE3 = {
@@ -133,267 +138,17 @@ NOTES = (
     "distinct items and genres saturate quickly; the exposure Gini of the same lists is "
     "added as a finer measure.",
 )
-LEVELS = ("top", "middle", "bottom")
+
 SCOPES = ("group", "item")
 
 
 # --------------------------------------------------------------------------- split
-@dataclass
-class PumsSplit:
-    """The PUMS split of Sec. 5.2 / App. A.7.
-
-    Attributes:
-        train: `(n_users, n_items)` binary CSR training pairs.
-        valid: `(n_users, n_items)` binary CSR held-out pairs of the validation movies.
-        test: `(n_users, n_items)` binary CSR held-out pairs of the test movies.
-        chosen_items: `(C,)` movies with at least `min_users` users (sorted).
-        valid_items: `(C_v,)` sorted validation movies.
-        test_items: `(C_t,)` sorted test movies.
-        popularity: `(n_items,)` users per movie in the full data (the group ranking key).
-    """
-
-    train: sp.csr_matrix
-    valid: sp.csr_matrix
-    test: sp.csr_matrix
-    chosen_items: np.ndarray
-    valid_items: np.ndarray
-    test_items: np.ndarray
-    popularity: np.ndarray
-
-    def stats(self) -> dict:
-        """Records and movies per part (Table 4)."""
-        out = {}
-        for name in ("train", "valid", "test"):
-            m = getattr(self, name)
-            out[name] = {
-                "records": int(m.nnz),
-                "movies": int((m.getnnz(axis=0) > 0).sum()),
-                "users": int((m.getnnz(axis=1) > 0).sum()),
-            }
-        return out
-
-
-def holdout_count(n_users_of_item: np.ndarray, fraction: float = 0.01) -> np.ndarray:
-    """Users held out per chosen movie: ``max(1, floor(fraction · n + 1/2))``.
-
-    Rounds half up (1.5 → 2). With ML-1M this gives 9,913 pairs, the valid + test total of
-    Table 4 (5,125 + 4,788); banker's rounding would give 9,902.
-
-    Args:
-        n_users_of_item: `(C,)` users per movie.
-        fraction: held-out share (1% in Sec. 5.2).
-
-    Returns:
-        `(C,)` int64 counts.
-    """
-    n = np.asarray(n_users_of_item, dtype=np.float64)
-    return np.maximum(1, np.floor(fraction * n + 0.5)).astype(np.int64)
-
-
-def pums_split(
-    matrix: sp.spmatrix, min_users: int = 50, fraction: float = 0.01, seed: int = 0
-) -> PumsSplit:
-    """Builds the PUMS split of Sec. 5.2 (see the module docstring).
-
-    Args:
-        matrix: `(n_users, n_items)` interactions (any nonzero is a positive).
-        min_users: a movie is chosen when at least this many users watched it (50).
-        fraction: share of each chosen movie's users held out (1%).
-        seed: seeds the held-out users and the valid / test halving of the chosen movies.
-
-    Returns:
-        The split; train + valid + test partition the positive pairs.
-    """
-    x = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    x.data[:] = 1.0
-    x.eliminate_zeros()
-    x.sum_duplicates()
-    x.data[:] = 1.0
-    rng = np.random.default_rng(seed)
-    xc = x.tocsc()
-    popularity = np.diff(xc.indptr).astype(np.int64)
-    chosen = np.flatnonzero(popularity >= min_users)
-    take = holdout_count(popularity[chosen], fraction)
-    perm = rng.permutation(chosen.size)
-    half = chosen.size // 2
-    valid_items = np.sort(chosen[perm[:half]])
-    test_items = np.sort(chosen[perm[half:]])
-    is_valid = np.zeros(x.shape[1], dtype=bool)
-    is_valid[valid_items] = True
-    rows, cols = [], []
-    for item, n_take in zip(chosen, take, strict=True):
-        users = xc.indices[xc.indptr[item] : xc.indptr[item + 1]]
-        rows.append(rng.choice(users, size=int(n_take), replace=False))
-        cols.append(np.full(int(n_take), item, dtype=np.int64))
-    h_rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    h_cols = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    held = sp.csr_matrix((np.ones(h_rows.size, np.float32), (h_rows, h_cols)), shape=x.shape)
-    train = (x - held).tocsr()
-    train.eliminate_zeros()
-    v = is_valid[h_cols]
-    valid = sp.csr_matrix((np.ones(v.sum(), np.float32), (h_rows[v], h_cols[v])), shape=x.shape)
-    test = sp.csr_matrix((np.ones((~v).sum(), np.float32), (h_rows[~v], h_cols[~v])), shape=x.shape)
-    return PumsSplit(train, valid, test, chosen, valid_items, test_items, popularity)
 
 
 # --------------------------------------------------------------------------- Table 3
-def single_item_metrics(top_users: np.ndarray, truth: sp.spmatrix, k: int = 10) -> dict:
-    """Precision@k, Recall@k (App. A.7.1) and distinct users of per-item user lists.
-
-    P@k = mean over items of |U_{i,k} ∩ U_i| / k; R@k = mean of |U_{i,k} ∩ U_i| / |U_i|.
-
-    Args:
-        top_users: `(I, K ≥ k)` user indices per item, best first, -1 = padding.
-        truth: `(I, n_users)` held-out users of each item (rows without any are skipped).
-        k: cut-off.
-
-    Returns:
-        {"precision", "recall" (fractions), "distinct_users", "n_items"}.
-    """
-    truth = sp.csr_matrix(truth)
-    n_rel = relevant_counts(truth)
-    keep = n_rel > 0
-    top = np.asarray(top_users)[keep, :k]
-    hits = hits_matrix(top, truth[keep])
-    return {
-        "precision": float(precision_at_k(hits, k).mean()),
-        "recall": float(recall_at_k(hits, n_rel[keep], k).mean()),
-        "distinct_users": distinct_users(top),
-        "n_items": int(keep.sum()),
-    }
-
-
-def item_user_truth(heldout: sp.spmatrix, items: np.ndarray) -> sp.csr_matrix:
-    """`(len(items), n_users)` held-out users of each item."""
-    return sp.csr_matrix(sp.csc_matrix(heldout)[:, items].T)
 
 
 # --------------------------------------------------------------------------- Table 5
-def genre_popularity_groups(
-    items: np.ndarray,
-    item_categories: sp.spmatrix,
-    popularity: np.ndarray,
-    category_names: tuple[str, ...],
-    fraction: float = 0.1,
-) -> list[dict]:
-    """The genre × popularity groups of App. A.7.2.
-
-    For each genre, its movies among `items` are sorted by popularity (descending; ties by
-    lower index); the first, the central and the last ``floor(fraction · n)`` (at least 1)
-    form the "top", "middle" and "bottom" groups.
-
-    Args:
-        items: `(C,)` candidate movies (the chosen movies of Sec. 5.2).
-        item_categories: `(n_items, G)` multi-hot genres.
-        popularity: `(n_items,)` users per movie.
-        category_names: the G genre names.
-        fraction: group share (10%).
-
-    Returns:
-        A list of {"genre", "level", "items" (int64 array)}, genre-major (3 per genre with at
-        least one movie).
-    """
-    cats = sp.csc_matrix(item_categories)
-    items = np.asarray(items, dtype=np.int64)
-    in_items = np.zeros(cats.shape[0], dtype=bool)
-    in_items[items] = True
-    groups = []
-    for g, name in enumerate(category_names):
-        members = cats.indices[cats.indptr[g] : cats.indptr[g + 1]].astype(np.int64)
-        members = np.unique(members[in_items[members]])
-        if members.size == 0:
-            continue
-        order = members[np.lexsort((members, -popularity[members]))]
-        n = max(1, int(np.floor(fraction * members.size)))
-        mid = (members.size - n) // 2
-        for level, sl in zip(
-            LEVELS, (slice(0, n), slice(mid, mid + n), slice(-n, None)), strict=True
-        ):
-            groups.append({"genre": name, "level": level, "items": order[sl]})
-    return groups
-
-
-def group_truth(
-    train: sp.spmatrix, heldout: sp.spmatrix, items: np.ndarray, scope: str = "group"
-) -> np.ndarray:
-    """Potential users of a group (App. A.7.2).
-
-    Two readings of "if a user interacts with one or more items in the group (excluding the
-    items he has interacted previously)":
-
-    * ``scope="group"``: a held-out interaction with one of its items and no training
-      interaction with any of them;
-    * ``scope="item"``: a held-out interaction with one of its items (held-out pairs are new
-      to the user by construction; other group items seen in training do not disqualify).
-
-    Args:
-        train: `(n_users, n_items)` training pairs.
-        heldout: `(n_users, n_items)` future pairs.
-        items: `(G,)` the group.
-        scope: "group" or "item".
-
-    Returns:
-        Sorted user indices.
-    """
-    if scope not in ("group", "item"):
-        raise ValueError(f"scope must be 'group' or 'item', got {scope!r}")
-    future = np.asarray(sp.csc_matrix(heldout)[:, items].sum(axis=1)).ravel() > 0
-    if scope == "item":
-        return np.flatnonzero(future)
-    past = np.asarray(sp.csc_matrix(train)[:, items].sum(axis=1)).ravel() > 0
-    return np.flatnonzero(future & ~past)
-
-
-def group_metrics(
-    model: TwoTowerRecommender,
-    groups: list[dict],
-    truths: list[np.ndarray],
-    aggregation: str,
-    k: int = 10,
-    candidates_per_item: int | None = None,
-    seen_scope: str = "group",
-) -> dict:
-    """Precision@k / Recall@k averaged over groups with potential users; distinct users.
-
-    Args:
-        model: fitted two-tower model (its `potential_users_of_group` ranks the users).
-        groups: from `genre_popularity_groups`.
-        truths: the `group_truth` of each group.
-        aggregation: "mean", "max" or "sum".
-        k: users per group.
-        candidates_per_item: None (every user scored against every group item) or N (each
-            user aggregated over the items whose top-N candidate list holds them).
-        seen_scope: "group" or "item": which training interactions exclude users / pairs
-            (`TwoTowerRecommender.potential_users_of_group`); use the `group_truth` scope.
-
-    Returns:
-        {"precision", "recall", "distinct_users", "n_groups", "per_group"}.
-    """
-    prec, rec, lists, per_group = [], [], [], []
-    for group, truth in zip(groups, truths, strict=True):
-        ids, _ = model.potential_users_of_group(
-            group["items"],
-            k=k,
-            aggregation=aggregation,
-            candidates_per_item=candidates_per_item,
-            seen_scope=seen_scope,
-        )
-        lists.append(ids)
-        if truth.size == 0:
-            continue
-        n_hit = int(np.isin(ids[ids >= 0], truth).sum())
-        prec.append(n_hit / k)
-        rec.append(n_hit / truth.size)
-        per_group.append(
-            {"group": f"{group['genre']}-{group['level']}", "hits": n_hit, "truth": truth.size}
-        )
-    return {
-        "precision": float(np.mean(prec)),
-        "recall": float(np.mean(rec)),
-        "distinct_users": distinct_users(np.vstack(lists)),
-        "n_groups": len(prec),
-        "per_group": per_group,
-    }
 
 
 # --------------------------------------------------------------------------- diversity

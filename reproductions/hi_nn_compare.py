@@ -24,7 +24,7 @@ silent):
 - Extra rows: HI-NN and CF-NN ranking all items (no candidate stage), and HI-NN's
   cold-start path (Eq. 11–13) from the users' training rows.
 
-Run: `python -m divrec.experiments.hi_nn_compare --out DIR` (writes `hi_nn.json`,
+Run: `python -m reproductions.hi_nn_compare --out DIR` (writes `hi_nn.json`,
 `hi_nn.md`).
 """
 
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from divrec.metrics import auc, hi_diversity, hi_diversity_summary
+from divrec.metrics.accuracy import mean_average_precision
 from divrec.ranking.hi_nn import HINNRecommender
 from divrec.retrieval.base import top_k
 from divrec.retrieval.hi import HIRecommender, P2PRecommender
@@ -54,30 +55,6 @@ LIST_LEN = 10
 POOL_DA = 50
 CANDIDATES = 100
 THRESHOLD = 3.0
-
-
-def mean_average_precision(scores: np.ndarray, users: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over users of the average precision of their events ranked by score.
-
-    Args:
-        scores: `(E,)` event scores.
-        users: `(E,)` user of each event.
-        labels: `(E,)` bool labels.
-
-    Returns:
-        mAP over users with at least one positive event (ties: lower event index first).
-    """
-    order = np.lexsort((np.arange(scores.size), -scores, users))
-    u, lab = users[order], labels[order].astype(np.float64)
-    starts = np.r_[0, np.flatnonzero(np.diff(u)) + 1]
-    aps = []
-    for s, e in zip(starts, np.r_[starts[1:], u.size], strict=True):
-        y = lab[s:e]
-        if y.sum() == 0:
-            continue
-        prec = np.cumsum(y) / np.arange(1, y.size + 1)
-        aps.append(float((prec * y).sum() / y.sum()))
-    return float(np.mean(aps))
 
 
 def _rank_candidates(scores: np.ndarray, cand: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ Protocol (paper, Experiments, "Test-RT"; what the paper leaves open is stated as
   training period only: the training log is split again 80:20 by time and the same request
   protocol is run on it. The paper's setting (k = 10, β = 1) is reported as well.
 
-Run: `python -m divrec.experiments.hi_test_rt --out DIR` (writes `hi_test_rt.json`,
+Run: `python -m reproductions.hi_test_rt --out DIR` (writes `hi_test_rt.json`,
 `hi_test_rt.md` and `hi_test_rt_diversity.png`). With `--beta-sweep` (flags `--encodings`,
 `--betas`, `--ranks`, `--block-norm`) it instead runs `run_sweep`: the HI-RT
 relevance-vs-diversity curve over β, rank, FEEDE encoding ("threshold" / "rating6") and the
@@ -47,17 +47,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from divrec.data.interactions import Interactions
-from divrec.metrics import auc, hi_diversity, hi_diversity_summary
-from divrec.metrics.accuracy import precision_at_recall, recall_at_precision
+from divrec.metrics import hi_diversity, hi_diversity_summary
+from divrec.metrics.accuracy import relevance_metrics
 from divrec.retrieval.base import top_k
 from divrec.retrieval.hi import HIRealtime, P2PRecommender
 from divrec.splitting import temporal_split
+from divrec.splitting.events import Requests, build_requests, request_rows
 
 #: the paper's Table 2 (Test-RT, full ML-1M)
 PAPER_TABLE2 = {
@@ -73,99 +73,6 @@ K_GRID = (5, 10, 20, 40)
 BETA_GRID = (0.25, 0.5, 1.0, 2.0)
 LIST_LEN = 10
 POOL = 50  # n' = 5n for CF-DM
-
-
-@dataclass
-class Requests:
-    """Realtime requests of the Test-RT protocol.
-
-    Attributes:
-        users: `(B,)` internal user index of each request.
-        pos: B arrays of positive request items.
-        neg: B arrays of negative request items.
-        eval_req: `(E,)` request index of each evaluation event.
-        eval_items: `(E,)` item of each evaluation event.
-        eval_labels: `(E,)` bool, rating ≥ threshold.
-        ctx_items: B arrays of all request items (positive and negative).
-        ctx_values: B arrays of their ratings (for the "rating6" request rows).
-    """
-
-    users: np.ndarray
-    pos: list[np.ndarray]
-    neg: list[np.ndarray]
-    eval_req: np.ndarray
-    eval_items: np.ndarray
-    eval_labels: np.ndarray
-    ctx_items: list[np.ndarray] | None = None
-    ctx_values: list[np.ndarray] | None = None
-
-
-def build_requests(
-    train: Interactions,
-    test: Interactions,
-    context_fraction: float = 0.5,
-    threshold: float = 4.0,
-) -> Requests:
-    """Forms one request per test user (see the module docstring).
-
-    Args:
-        train: training-period log.
-        test: test-period log (same universe).
-        context_fraction: share f of each user's test events (earliest first, ⌊f·n_u⌋ of
-            them) that joins the request instead of being evaluated.
-        threshold: rating ≥ threshold is positive.
-
-    Returns:
-        `Requests`; users whose test events all went to the context are dropped.
-    """
-    ts = test.timestamps if test.timestamps is not None else np.arange(test.nnz)
-    order = np.lexsort((np.arange(test.nnz), ts, test.users))
-    tu, ti, tv = test.users[order], test.items[order], test.values[order]
-    users, starts, counts = np.unique(tu, return_index=True, return_counts=True)
-    n_ctx = np.floor(context_fraction * counts).astype(np.int64)
-    keep = counts > n_ctx
-    train_csr = train.to_csr().tocsr()  # ratings (train is deduplicated per pair by loaders)
-    pos, neg, ev_req, ev_items, ev_labels, req_users = [], [], [], [], [], []
-    all_items, all_vals = [], []
-    for u, s, c, nc in zip(users[keep], starts[keep], counts[keep], n_ctx[keep], strict=True):
-        row = train_csr[u]
-        ctx_items = np.r_[row.indices, ti[s : s + nc]]
-        ctx_vals = np.r_[row.data, tv[s : s + nc]]
-        b = len(req_users)
-        req_users.append(u)
-        all_items.append(ctx_items.astype(np.int64))
-        all_vals.append(ctx_vals.astype(np.float64))
-        pos.append(ctx_items[ctx_vals >= threshold].astype(np.int64))
-        neg.append(ctx_items[ctx_vals < threshold].astype(np.int64))
-        ev_req.append(np.full(c - nc, b))
-        ev_items.append(ti[s + nc : s + c])
-        ev_labels.append(tv[s + nc : s + c] >= threshold)
-    return Requests(
-        users=np.asarray(req_users, dtype=np.int64),
-        pos=pos,
-        neg=neg,
-        eval_req=np.concatenate(ev_req).astype(np.int64),
-        eval_items=np.concatenate(ev_items).astype(np.int64),
-        eval_labels=np.concatenate(ev_labels),
-        ctx_items=all_items,
-        ctx_values=all_vals,
-    )
-
-
-def relevance_metrics(scores: np.ndarray, req: Requests) -> dict[str, float]:
-    """Pooled AUC-ROC, precision at recall 0.8, recall at precision 0.85.
-
-    Args:
-        scores: `(B, n_items)` request scores.
-        req: the requests.
-    """
-    s = scores[req.eval_req, req.eval_items].astype(np.float64)
-    y = req.eval_labels
-    return {
-        "auc": auc(s, y),
-        "precision@recall0.8": precision_at_recall(s, y, 0.8),
-        "recall@precision0.85": recall_at_precision(s, y, 0.85),
-    }
 
 
 def _masked(scores: np.ndarray, req: Requests) -> np.ndarray:
@@ -332,39 +239,6 @@ def run_test_rt(
 
 SWEEP_BETAS = (0.0, 0.25, 1.0, 4.0, 16.0)
 SWEEP_RANKS = (10, 40)
-
-
-def request_rows(req: Requests, n_items: int, encoding: str, threshold: float):
-    """The `x`, `y` rows of Eq. 17 for every request under a FEEDE encoding.
-
-    Args:
-        req: requests from `build_requests` (with `ctx_items` / `ctx_values`).
-        n_items: item universe size.
-        encoding: "threshold" (x = 1 on rating ≥ threshold, y = 1 on the other request
-            items) or "rating6" (x = r/6, y = 1 − r/6 on every request item; text under
-            Eq. 6).
-        threshold: positive threshold of "threshold".
-
-    Returns:
-        `(x, y)`, two `(B, n_items)` float64 CSR matrices.
-    """
-    import scipy.sparse as sp
-
-    rows = np.repeat(np.arange(len(req.ctx_items)), [a.size for a in req.ctx_items])
-    cols = np.concatenate(req.ctx_items)
-    vals = np.concatenate(req.ctx_values)
-    if encoding == "threshold":
-        xv = (vals >= threshold).astype(np.float64)
-    elif encoding == "rating6":
-        xv = vals / 6.0
-    else:
-        raise ValueError(f"encoding must be 'threshold' or 'rating6', got {encoding!r}")
-    shape = (len(req.ctx_items), n_items)
-    x = sp.csr_matrix((xv, (rows, cols)), shape=shape)
-    y = sp.csr_matrix((1.0 - xv, (rows, cols)), shape=shape)
-    x.eliminate_zeros()
-    y.eliminate_zeros()
-    return x, y
 
 
 def _point(scores: np.ndarray, req: Requests, sim) -> dict[str, float]:

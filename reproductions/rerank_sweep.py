@@ -7,7 +7,7 @@ iALS item factors (what a production re-ranker would have). Diversity is measure
 that space — ILAD in the model-independent SVD item space of `reference_item_vectors` and
 per-list genre coverage — so no method is graded in the space it optimizes.
 
-    python -m divrec.experiments.rerank_sweep --out results/rerank_sweep
+    python -m reproductions.rerank_sweep --out results/rerank_sweep
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from divrec.experiments.evaluation import EvalConfig, evaluate
-from divrec.experiments.setup import make_split, reference_item_vectors
+from divrec.evaluation.harness import EvalConfig, evaluate
+from divrec.evaluation.setup import make_split, reference_item_vectors
 from divrec.pipeline import Pipeline
 from divrec.rerank import CFDA, CFDM, MMR, SSD, CategoryCap, FastGreedyDPP
 from divrec.retrieval import ALSRecommender

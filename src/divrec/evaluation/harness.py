@@ -172,7 +172,9 @@ def _full(model, split, config, kmax, progress, recommend_fn):
     n_rel_all = np.diff(relevant.indptr)
     users = _sample_users(np.flatnonzero(n_rel_all > 0), config)
     if users.size == 0:
-        raise ValueError(f"split {split.protocol!r}: no test user has a relevant item")
+        raise ValueError(
+            f"split {split.protocol!r}: no test user has a relevant item (no test rows)"
+        )
     recs = np.empty((users.size, kmax), dtype=np.int64)
     for sl in _batches(users.size, config.batch_size, progress, "evaluating"):
         if recommend_fn is None:
@@ -184,44 +186,40 @@ def _full(model, split, config, kmax, progress, recommend_fn):
 
 
 def _sampled(model, split, config, kmax, progress):
+    """Each test row's positive among its negatives, ranked by the model's whole chain.
+
+    The request's candidates are the negatives followed by the positive (a negative equal
+    to the positive is dropped), so `recommend`'s tie rule (the earlier candidate first)
+    counts ties against the positive, as the NCF reference code does. A re-ranking pipeline
+    re-ranks exactly these candidates.
+    """
     if split.negatives is None:
         raise ValueError(f"split {split.protocol!r} has no negatives for the sampled protocol")
     rows = np.arange(split.test.nnz)
     if config.relevance_threshold is not None:
         rows = rows[split.test.values[rows] >= config.relevance_threshold]
     rows = _sample_users(rows, config)
+    if rows.size == 0:
+        raise ValueError(f"split {split.protocol!r}: no test row to evaluate")
     users = split.test.users[rows]
     cand = split.candidates()[rows]
-    scores = np.empty(cand.shape, dtype=np.float32)
-    for sl in _batches(rows.size, config.batch_size, progress, "scoring candidates"):
-        scores[sl] = model.score(users[sl], cand[sl])
-    dup = cand[:, 1:] == cand[:, :1]
-    neg_scores = np.where(dup, -np.inf, scores[:, 1:])
-    rank = (neg_scores >= scores[:, :1]).sum(axis=1)  # pessimistic ties
-    hits = np.zeros((rows.size, kmax), dtype=bool)
-    inside = rank < kmax
-    hits[np.flatnonzero(inside), rank[inside]] = True
-    # The list shown to the user: the positive at its rank, negatives by score around it.
-    # Ignored duplicates of the positive become -1 (they sort last, at -inf), and the list is
-    # padded with -1 when it is longer than the candidate set.
-    neg_order = np.take_along_axis(
-        np.where(dup, -1, cand[:, 1:]), np.argsort(-neg_scores, axis=1, kind="stable"), axis=1
-    )
-    neg_order = np.pad(
-        neg_order, ((0, 0), (0, max(0, kmax - neg_order.shape[1]))), constant_values=-1
-    )
+    pos = cand[:, :1]
+    dup = cand[:, 1:] == pos
+    request = np.concatenate([np.where(dup, -1, cand[:, 1:]), pos], axis=1)
     recs = np.empty((rows.size, kmax), dtype=np.int64)
-    for pos in range(kmax):  # insert the positive at its rank (vectorized over rows)
-        before = pos < rank
-        at = pos == rank
-        src = np.where(before, pos, pos - 1)
-        other = np.take_along_axis(neg_order, src[:, None], axis=1)[:, 0]
-        recs[:, pos] = np.where(at, cand[:, 0], other)
-    valid = np.concatenate([np.ones((rows.size, 1), bool), ~dup], axis=1)
-    labels = np.zeros(cand.shape, dtype=bool)
-    labels[:, 0] = True
-    auc = M.per_user_auc(np.where(valid, scores, 0.0), labels, valid)
-    return users, recs, hits, np.ones(rows.size, dtype=np.int64), {"auc": auc}
+    for sl in _batches(rows.size, config.batch_size, progress, "ranking candidates"):
+        recs[sl] = model.recommend(users[sl], kmax, exclude_seen=False, candidates=request[sl])[0]
+    hits = recs == pos
+    extra = {}
+    if getattr(model, "has_scorer", True):
+        scores = np.empty(cand.shape, dtype=np.float32)
+        for sl in _batches(rows.size, config.batch_size, False, "scoring candidates"):
+            scores[sl] = model.score(users[sl], cand[sl])
+        valid = np.concatenate([np.ones((rows.size, 1), bool), ~dup], axis=1)
+        labels = np.zeros(cand.shape, dtype=bool)
+        labels[:, 0] = True
+        extra["auc"] = M.per_user_auc(np.where(valid, scores, 0.0), labels, valid)
+    return users, recs, hits, np.ones(rows.size, dtype=np.int64), extra
 
 
 def _batches(n: int, size: int, progress: bool, label: str):
@@ -323,3 +321,14 @@ def bootstrap_ci(
         means[start:stop] = values[idx].mean(axis=1)
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def examples_to_reach(curve: list[tuple[int, float]], fraction: float = 0.95) -> int:
+    """Training examples consumed when HR first reaches `fraction` of the curve's best.
+
+    Args:
+        curve: `(examples, hr)` points in training order.
+        fraction: share of the best value to reach.
+    """
+    best = max(hr for _, hr in curve)
+    return next(n for n, hr in curve if hr >= fraction * best)

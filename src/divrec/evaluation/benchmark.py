@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from divrec.experiments.evaluation import EvalConfig, EvalResult, evaluate
-from divrec.experiments.setup import (
+from divrec.evaluation.harness import EvalConfig, EvalResult, evaluate
+from divrec.evaluation.setup import (
     EVAL_PROTOCOL,
     MODELS,
     TableSpec,
@@ -48,7 +48,7 @@ class BenchmarkConfig:
 
     Attributes:
         dataset: dataset name or CSV/Parquet path.
-        protocol: split protocol (see `divrec.experiments.setup.PROTOCOLS`).
+        protocol: split protocol (see `divrec.evaluation.setup.PROTOCOLS`).
         models: model names (keys of `MODELS`).
         ks: list lengths.
         seed: seed for splits, models and bootstrap.

@@ -12,7 +12,7 @@ each user's held-out item against the 99 published negatives with the evaluation
   negatives for MFb, positives for TR), with the examples each model needs to reach 95% of
   its best HR@10 and their ratio.
 
-Run: ``python -m divrec.experiments.totalrecall_table1 --out DIR``.
+Run: ``python -m reproductions.totalrecall_table1 --out DIR``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from divrec.experiments.evaluation import EvalConfig, evaluate
+from divrec.evaluation.harness import EvalConfig, evaluate, examples_to_reach
 from divrec.retrieval.two_tower import MFbRecommender, TwoTowerRecommender
 
 #: Table 1 of the paper, ML-1M columns (HR@10, NDCG@10)
@@ -49,17 +49,6 @@ CURVE_CONFIG = EvalConfig(
     between_user_pairs=1000,
 )
 FINAL_CONFIG = EvalConfig(protocol="sampled", accuracy=("hr", "ndcg"), diversity=("novelty",))
-
-
-def examples_to_reach(curve: list[tuple[int, float]], fraction: float = 0.95) -> int:
-    """Training examples consumed when HR first reaches `fraction` of the curve's best.
-
-    Args:
-        curve: `(examples, hr)` points in training order.
-        fraction: share of the best value to reach.
-    """
-    best = max(hr for _, hr in curve)
-    return next(n for n, hr in curve if hr >= fraction * best)
 
 
 def run(
