@@ -24,7 +24,8 @@ class Pipeline(Recommender):
         retriever: any `Recommender`; retrieves `n_candidates` items per request from the
             catalogue, or scores the candidates a request comes with (sampled protocols).
         ranker: optional `Recommender` used as a ranking stage: it re-scores and re-sorts
-            the retriever's candidates (CDM- and PURS-style models, or any model).
+            the retriever's candidates (CDM- and PURS-style models, or any model). A ranker
+            with `needs_retriever = True` is fitted as `ranker.fit(train, retriever=...)`.
         reranker: optional `divrec.rerank` re-ranker: selects `k` of the candidates with the
             last stage's scores as relevance. Its similarity space is `item_vectors` when
             given, else the retriever's own embedding (`retriever.item_vectors()`), else the
@@ -71,7 +72,11 @@ class Pipeline(Recommender):
         self._check_params()
         self.retriever.fit(train)
         if self.ranker is not None:
-            self.ranker.fit(train)
+            if getattr(self.ranker, "needs_retriever", False):
+                # a ranking model trained on the retriever's candidate lists (e.g. CDM)
+                self.ranker.fit(train, retriever=self.retriever)
+            else:
+                self.ranker.fit(train)
         return self.use_fitted(train)
 
     def _check_params(self) -> None:
