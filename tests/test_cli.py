@@ -92,7 +92,16 @@ def test_no_positives_is_an_error(ratings_csv, tmp_path):
         (["evaluate", "--param", "nofactor=3"], "has no parameter(s) ['nofactor']"),
         (["evaluate", "--param", "broken"], "not of the form name=value"),
         (["evaluate", "--protocol", "weird"], "unknown protocol 'weird'"),
-        (["evaluate", "-k", "0"], "ks must be positive"),
+        (["evaluate", "-k", "0"], "-k must be a positive list length"),
+        (["evaluate", "--param", "factors=abc"], "factors='abc'"),
+        (["evaluate", "--model", "tr", "--param", "hidden=abc"], "a comma-separated list of int"),
+        (["evaluate", "--rerank", "dpp", "--rerank-param", "theta=abc"], "--rerank-param theta"),
+        (["evaluate", "--bootstrap", "-1"], "--bootstrap must be >= 0"),
+        (["evaluate", "--seed", str(2**40)], "--seed must be in"),
+        (["evaluate", "--seed", "-1"], "--seed must be in"),
+        (["evaluate", "--max-users", "-5"], "--max-users must be a positive"),
+        (["evaluate", "--max-users", "0"], "--max-users must be a positive"),
+        (["evaluate", "--ranker-param", "k=1"], "--ranker-param needs --ranker"),
         (["data", "info", "no-such-set"], "unknown dataset 'no-such-set'"),
         (["benchmark", "--model", "nope"], "unknown model(s) ['nope']"),
         (["evaluate", "--rerank", "nope"], "unknown re-ranker 'nope'"),
@@ -123,7 +132,8 @@ def test_benchmark_writes_report_json_and_plot(data_home, tmp_path):
     assert set(results["models"]) == {"popularity", "ials"}
     assert (out / "accuracy_diversity.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
-    assert "| popularity |" in report and "| ials |" in report
+    assert "| popularity" in report and "| ials" in report
+    assert "Pareto front" in report
 
 
 def test_help_lists_commands():
@@ -143,4 +153,84 @@ def test_evaluate_with_reranker(ratings_csv, tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
     assert payload["rerank"] == "mmr"
-    assert "MMR(lambda_=0.5" in payload["params"]["reranker"]
+    reranker = payload["params"]["reranker"]  # parameters are JSON values, not repr strings
+    assert reranker == {"class": "MMR", "params": {"lambda_": 0.5, "relevance_scaling": "minmax"}}
+    assert payload["params"]["n_candidates"] == 6
+
+
+def test_param_message_names_parameter_and_type(tmp_path):
+    result = _run("evaluate", "--param", "factors=abc")
+    _one_line_error(result, "--param factors='abc'", "expected int")
+
+
+def test_output_path_is_checked_before_any_work(ratings_csv, tmp_path):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    args = ["evaluate", "--dataset", ratings_csv, "--columns", COLS, "--model", "popularity",
+            "--protocol", "leave-last-one"]  # fmt: skip
+    _one_line_error(_run(*args, "-o", folder), "is a directory")
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".adir*"))
+    _one_line_error(_run(*args, "-o", "/proc/divrec-x.json"), "cannot write there")
+
+
+def test_split_without_test_rows_is_an_error(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("user_id,item_id\n" + "".join(f"u{i},m{i % 3}\n" for i in range(6)))
+    out = tmp_path / "o.json"
+    result = _run("evaluate", "--dataset", path, "--model", "popularity", "-p", "ncf", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "test" in result.output
+    assert not out.exists()
+
+
+def _main_subprocess(*args, timeout=120):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "divrec.cli.main", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_usage_errors_are_one_line():
+    proc = _main_subprocess("evaluate", "-k", "abc")
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("divrec: error:"), proc.stderr
+    assert "-k" in lines[0] and "integer" in lines[0]
+
+
+def test_cli_and_data_info_import_no_torch(data_home):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from divrec.cli.main import main; "
+        "rc = main(['data', 'info', 'ml-100k', '--json']); "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    )
+    env = {**__import__("os").environ, "DIVREC_DATA_HOME": str(data_home)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("protocol", ["ncf", "leave-last-one", "temporal", "random"])
+def test_rerank_changes_results_under_every_protocol(protocol, data_home, tmp_path):
+    """The bug this guards: a sampled protocol used to score with the retriever only, so a
+    re-ranker never ran. A relevance-free MMR (λ = 0) must change HR and ILAD."""
+    base = ["evaluate", "--dataset", "ml-100k", "--model", "popularity", "-p", protocol,
+            "--bootstrap", 0, "--data-home", data_home]  # fmt: skip
+    plain, ranked = tmp_path / "plain.json", tmp_path / "ranked.json"
+    assert _run(*base, "-o", plain).exit_code == 0
+    result = _run(*base, "--rerank", "mmr", "--rerank-param", "lambda_=0.0", "-o", ranked)
+    assert result.exit_code == 0, result.output
+
+    def means(path):
+        rows = json.loads(path.read_text())["aggregate"]
+        return {(r["metric"], r["k"]): r["mean"] for r in rows}
+
+    a, b = means(plain), means(ranked)
+    assert a[("hr", 10)] != b[("hr", 10)]
+    assert a[("ilad", 10)] != b[("ilad", 10)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -176,10 +174,8 @@ def test_invalid_config():
         SyntheticConfig(noise=1.5)
 
 
-def test_100k_interactions_under_a_second():
+def test_100k_interactions_generate():
+    # speed is a benchmark matter (no timed assertions in tests); here only the size
     cfg = SyntheticConfig(n_users=2500, n_items=3000, interactions_per_user=40, seed=0)
-    start = time.perf_counter()
     data = make_synthetic(cfg)
-    elapsed = time.perf_counter() - start
     assert data.interactions.nnz > 90_000
-    assert elapsed < 1.0

@@ -6,6 +6,7 @@ parameter and the expected type (LensKit / RecTools typed configs, without pydan
 from __future__ import annotations
 
 import ast
+import collections.abc
 import inspect
 import math
 import types
@@ -87,10 +88,12 @@ def type_name(tp: Any) -> str:
         return " or ".join(type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "None"
-    if origin in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         inner = type_name(args[0]) if args else "value"
         return f"a comma-separated list of {inner}"
+    if origin is collections.abc.Mapping:
+        return "name:value pairs"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -120,6 +123,17 @@ def coerce(value: Any, tp: Any) -> Any:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
         raise ValueError(f"not among {typing.get_args(tp)}")
+    if origin is collections.abc.Mapping or tp in (dict, collections.abc.Mapping):
+        args = typing.get_args(tp)
+        vt = args[1] if len(args) == 2 else None
+        if isinstance(value, dict):
+            return {str(k): coerce(v, vt) for k, v in value.items()}
+        if isinstance(value, str) and ":" in value:
+            pairs = [p.partition(":") for p in value.strip().strip("{}").split(",") if p.strip()]
+            return {k.strip().strip("'\""): coerce(v.strip(), vt) for k, _, v in pairs}
+        raise ValueError("not a mapping (name:value,...)")
+    if origin is collections.abc.Sequence or tp is collections.abc.Sequence:
+        origin = tuple
     if origin in (tuple, list) or tp in (tuple, list):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         inner = args[0] if args else None

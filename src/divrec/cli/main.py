@@ -69,7 +69,7 @@ def _guard(fn):
         return fn()
     except typer.Exit:
         raise
-    except (DataError, ValueError, KeyError, FileNotFoundError, PermissionError) as err:
+    except (DataError, ValueError, KeyError, FileNotFoundError, PermissionError, OSError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         _fail(str(msg).splitlines()[0] if str(msg) else type(err).__name__)
 
@@ -100,6 +100,24 @@ def data_info(
     _guard(body)
 
 
+SeedOpt = Annotated[int, typer.Option(help="Seed for splits, models and bootstrap (0 … 2³²−1).")]
+BootstrapOpt = Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
+MaxUsersOpt = Annotated[int | None, typer.Option(help="Evaluate a sample of users.")]
+
+
+def _check_common(seed: int, bootstrap: int, max_users: int | None, ks) -> None:
+    """Validates the options shared by evaluate and benchmark before any work."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32 - 1], got {seed}")
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if max_users is not None and max_users <= 0:
+        raise ValueError(f"--max-users must be a positive number of users, got {max_users}")
+    for kk in ks or ():
+        if kk <= 0:
+            raise ValueError(f"-k must be a positive list length, got {kk}")
+
+
 @app.command()
 def evaluate(
     dataset: DatasetOpt = "ml-1m",
@@ -109,12 +127,20 @@ def evaluate(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Model hyperparameter name=value.")
     ] = None,
+    ranker: Annotated[
+        str | None,
+        typer.Option("--ranker", help="A ranking stage (any model name) re-scoring candidates."),
+    ] = None,
+    ranker_param: Annotated[
+        list[str] | None,
+        typer.Option("--ranker-param", help="Ranking-stage hyperparameter name=value."),
+    ] = None,
     rerank: Annotated[
         str | None,
         typer.Option(
             "--rerank",
-            help="Re-rank the model's top candidates: mmr, dpp, ssd, category-cap, cf-da, "
-            "cf-dm, hybrid.",
+            help="Re-rank the model's top candidates: mmr, ia-mmr, dpp, pdpp, rt-dpp, ssd, "
+            "category-cap, cf-da, cf-dm, hybrid.",
         ),
     ] = None,
     rerank_param: Annotated[
@@ -122,21 +148,19 @@ def evaluate(
         typer.Option("--rerank-param", help="Re-ranker hyperparameter name=value."),
     ] = None,
     candidates: Annotated[
-        int, typer.Option("--candidates", help="Candidates passed to the re-ranker.")
+        int, typer.Option("--candidates", help="Candidates passed to the later stages.")
     ] = 100,
-    seed: Annotated[int, typer.Option(help="Seed for splits, models and bootstrap.")] = 0,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs.")] = 1000,
-    max_users: Annotated[int | None, typer.Option(help="Evaluate a sample of users.")] = None,
+    seed: SeedOpt = 0,
+    bootstrap: BootstrapOpt = 1000,
+    max_users: MaxUsersOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON here.")] = None,
     data_home: HomeOpt = None,
     columns: ColumnsOpt = None,
     min_rating: MinRatingOpt = None,
 ) -> None:
-    """Fit one model on a split and report accuracy and diversity with 95% CIs."""
+    """Fit one model (or pipeline) on a split and report accuracy and diversity with 95% CIs."""
 
     def body():
-        from divrec.evaluation.harness import EvalConfig
-        from divrec.evaluation.harness import evaluate as run_eval
         from divrec.evaluation.setup import (
             EVAL_PROTOCOL,
             TableSpec,
@@ -144,64 +168,94 @@ def evaluate(
             make_reranker,
             make_split,
             parse_params,
-            reference_item_vectors,
         )
+        from divrec.params import to_json_value
+        from divrec.registry import create
 
-        params = parse_params(param)
-        rec = make_model(model, params, seed=seed)
+        _check_common(seed, bootstrap, max_users, k)
+        if protocol not in EVAL_PROTOCOL:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOL)}")
+        if output is not None:
+            _check_writable(output)
+        rec = make_model(model, parse_params(param), seed=seed)
+        stage_ranker = None
+        if ranker is not None:
+            stage_ranker = create(
+                "ranker", ranker, parse_params(ranker_param, "--ranker-param"), seed=seed,
+                option="--ranker-param",
+            )  # fmt: skip
+        elif ranker_param:
+            raise ValueError("--ranker-param needs --ranker")
+        reranker = None
         if rerank is not None:
+            reranker = make_reranker(rerank, parse_params(rerank_param, "--rerank-param"))
+        elif rerank_param:
+            raise ValueError("--rerank-param needs --rerank")
+        if stage_ranker is not None or reranker is not None:
             from divrec.pipeline import Pipeline
 
             if candidates <= 0:
                 raise ValueError(f"--candidates must be positive, got {candidates}")
-            rec = Pipeline(rec, make_reranker(rerank, parse_params(rerank_param)), candidates)
-        elif rerank_param:
-            raise ValueError("--rerank-param needs --rerank")
-        if protocol not in EVAL_PROTOCOL:
-            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOL)}")
-        config = EvalConfig(
-            ks=tuple(k or (10,)),
-            protocol=EVAL_PROTOCOL[protocol],
-            n_bootstrap=bootstrap,
-            seed=seed,
-            max_users=max_users,
-        )
-        if output is not None:
-            _check_writable(output)
+            rec = Pipeline(rec, reranker, candidates, ranker=stage_ranker)
+        config = _eval_config(k, EVAL_PROTOCOL[protocol], bootstrap, seed, max_users)
         table = TableSpec.parse(columns, min_rating)
         split = make_split(dataset, protocol, data_home, seed=seed, table=table)
         with console.status(f"fitting {model} on {split.train.nnz:,} interactions"):
             rec.fit(split.train)
-        vectors = reference_item_vectors(split.train, seed=seed)
-        result = run_eval(rec, split, config, vectors, progress=sys.stderr.isatty())
-        name = model if rerank is None else f"{model} → {rerank}"
-        table = Table(title=f"{name} on {dataset} ({split.protocol or protocol})")
-        for col in ("metric", "k", "mean", "95% CI"):
-            table.add_column(col)
-        for row in result.aggregate.to_dict(orient="records"):
-            kk = "" if row["k"] != row["k"] else str(int(row["k"]))
-            table.add_row(
-                row["metric"],
-                kk,
-                f"{row['mean']:.4f}",
-                f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]",
-            )
-        for key, value in result.system.items():
-            name, _, kk = key.partition("@")
-            table.add_row(name, kk, f"{value:.4f}", "system-level")
-        console.print(table)
+        result = _run_eval(rec, split, config, seed)
+        name = " → ".join(n for n in (model, ranker, rerank) if n)
+        _print_result(result, f"{name} on {dataset} ({split.protocol or protocol})")
         if output is not None:
             payload = {
                 "dataset": dataset,
                 "model": model,
+                "ranker": ranker,
                 "rerank": rerank,
-                "params": {key: repr(v) for key, v in rec.get_params().items()},
+                "params": to_json_value(rec.get_params()),
                 "split": split.summary(),
                 **result.to_dict(),
             }
             _atomic_write(output, json.dumps(payload, indent=2, default=_json_default))
 
     _guard(body)
+
+
+def _eval_config(k, protocol: str, bootstrap: int, seed: int, max_users: int | None):
+    from divrec.evaluation.harness import EvalConfig
+
+    return EvalConfig(
+        ks=tuple(k or (10,)),
+        protocol=protocol,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        max_users=max_users,
+    )
+
+
+def _run_eval(rec, split, config, seed: int):
+    from divrec.evaluation.harness import evaluate as run_eval
+    from divrec.metrics.reference import reference_item_vectors
+
+    vectors = reference_item_vectors(split.train, seed=seed)
+    return run_eval(rec, split, config, vectors, progress=sys.stderr.isatty())
+
+
+def _print_result(result, title: str) -> None:
+    table = Table(title=title)
+    for col in ("metric", "k", "mean", "95% CI"):
+        table.add_column(col)
+    for row in result.aggregate.to_dict(orient="records"):
+        kk = "" if row["k"] != row["k"] else str(int(row["k"]))
+        table.add_row(
+            row["metric"],
+            kk,
+            f"{row['mean']:.4f}",
+            f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]",
+        )
+    for key, value in result.system.items():
+        name, _, kk = key.partition("@")
+        table.add_row(name, kk, f"{value:.4f}", "system-level")
+    console.print(table)
 
 
 @app.command()
@@ -215,10 +269,14 @@ def benchmark(
     all_models: Annotated[
         bool, typer.Option("--all", help="Run every registered model, the neural ones too.")
     ] = False,
+    no_pipelines: Annotated[
+        bool,
+        typer.Option("--no-pipelines", help="Skip the re-ranked pipelines (base models only)."),
+    ] = False,
     k: KOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits, models and bootstrap.")] = 0,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs.")] = 1000,
-    max_users: Annotated[int | None, typer.Option(help="Evaluate a sample of users.")] = None,
+    seed: SeedOpt = 0,
+    bootstrap: BootstrapOpt = 1000,
+    max_users: MaxUsersOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "results/benchmark"
     ),
@@ -226,19 +284,25 @@ def benchmark(
     columns: ColumnsOpt = None,
     min_rating: MinRatingOpt = None,
 ) -> None:
-    """The main job: models on a dataset → report.md, results.json, accuracy-diversity plot."""
+    """The main job: base models and re-ranked pipelines → report.md, results.json, a plot."""
 
     def body():
-        from divrec.evaluation.benchmark import FAST_MODELS, BenchmarkConfig, run_benchmark
+        from divrec.evaluation.benchmark import (
+            DEFAULT_PIPELINES,
+            FAST_MODELS,
+            BenchmarkConfig,
+            run_benchmark,
+        )
         from divrec.evaluation.setup import MODELS, TableSpec
 
         if model and all_models:
             raise ValueError("give either --model or --all, not both")
-
+        _check_common(seed, bootstrap, max_users, k)
         config = BenchmarkConfig(
             dataset=dataset,
             protocol=protocol,
             models=tuple(model or (MODELS if all_models else FAST_MODELS)),
+            pipelines=() if (no_pipelines or model) else DEFAULT_PIPELINES,
             ks=tuple(k or (10, 20)),
             seed=seed,
             n_bootstrap=bootstrap,
@@ -256,25 +320,35 @@ def benchmark(
 
 
 def _check_writable(path: Path) -> None:
-    parent = path.parent if path.parent != Path("") else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not _writable(probe):
-        raise ValueError(f"{path}: cannot write there")
-
-
-def _writable(folder: Path) -> bool:
+    """Fails early (before any work) when `path` cannot be written as a file."""
     import os
 
-    return os.access(folder, os.W_OK)
+    if path.exists() and path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a file path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{path}: cannot write there (permission denied)")
+    probe = path.parent if path.parent != Path("") else Path(".")
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ValueError(f"{path}: cannot write there")
+    try:  # e.g. /proc accepts os.access but no new files
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".divrec-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{path}: cannot write there ({err.strerror})") from None
 
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _json_default(obj):
@@ -285,5 +359,46 @@ def _json_default(obj):
     return str(obj)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The `divrec` entry point: usage errors are one line too, SIGTERM acts like Ctrl-C.
+
+    Returns:
+        The exit code (0 ok, 2 bad input or usage, 130 interrupted).
+    """
+    import signal
+
+    def _term(signum, frame):  # clean up like SIGINT: temporary folders are removed
+        raise KeyboardInterrupt
+
+    def _is(err: BaseException, name: str) -> bool:  # typer vendors click: match by class name
+        return any(c.__name__ == name for c in type(err).__mro__)
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="divrec")
+        return int(code or 0)
+    except KeyboardInterrupt:
+        typer.echo("divrec: interrupted", err=True)
+        return 130
+    except Exception as err:
+        if _is(err, "NoArgsIsHelpError"):
+            typer.echo(err.format_message())
+            return 2
+        if _is(err, "UsageError"):
+            text = err.format_message() or "usage error"
+            typer.echo(f"divrec: error: {' '.join(text.split())}", err=True)
+            return 2
+        if _is(err, "Abort"):
+            typer.echo("divrec: interrupted", err=True)
+            return 130
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _entry() -> None:  # pragma: no cover - console script
+    sys.exit(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    _entry()

@@ -1,4 +1,11 @@
-"""The main job: every registered model on one dataset → report.md, results.json, a plot.
+"""The main job: base models and re-ranked pipelines on one dataset → report.md,
+results.json and an accuracy–diversity plot.
+
+Besides the base models, the benchmark runs the diversity methods divrec exists for: iALS and
+TotalRecall candidates (top 100) re-ranked to the list length by MMR, fast greedy DPP, SSD and
+personalized DPP at a few trade-offs. Every entry, base or pipeline, goes through the same
+`evaluate` call (the sampled protocol re-ranks the sampled candidates), and the report names
+the accuracy–diversity Pareto front.
 
 Each model is fitted once on the split's training set and evaluated twice when the split has
 sampled negatives: with the sampled protocol (comparable with published tables, e.g. the NCF
@@ -22,17 +29,67 @@ from divrec.evaluation.harness import EvalConfig, EvalResult, evaluate
 from divrec.evaluation.setup import (
     EVAL_PROTOCOL,
     MODELS,
+    RERANKERS,
     TableSpec,
     make_model,
+    make_reranker,
     make_split,
     reference_item_vectors,
 )
 
 #: Models the benchmark runs by default: every registered model that fits ML-1M in well under
-#: a minute on 2 cores. The neural models (TotalRecall "tr"/"mfb", HI-NN) train for minutes
-#: each; they run with `--all` or `--model NAME`, and their paper tables have their own
-#: reproduction scripts in `divrec.experiments`.
-FAST_MODELS = ("random", "popularity", "itemknn", "ials", "bpr", "p2p", "hi", "hi-rt")
+#: a minute on 2 cores, plus TotalRecall with a short schedule (2 epochs; its Table 1 settings
+#: are in `reproductions/totalrecall_table1.py`). The other neural models run with `--all` or
+#: `--model NAME`.
+FAST_MODELS = ("random", "popularity", "itemknn", "ials", "bpr", "p2p", "hi", "hi-rt", "tr")
+
+#: Hyperparameters the benchmark gives a model unless the config overrides them.
+DEFAULT_PARAMS = {"tr": {"epochs": 2.0, "lr_schedule": "linear"}}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """One re-ranked pipeline of the benchmark: a base model's top `n_candidates`, re-ranked.
+
+    Attributes:
+        label: the name in the report and the plot.
+        retriever: a base model name (it must be among the benchmark's models; it is fitted
+            once and shared by its pipelines).
+        reranker: a registered re-ranker name.
+        params: re-ranker hyperparameters.
+        n_candidates: candidates handed to the re-ranker.
+    """
+
+    label: str
+    retriever: str
+    reranker: str
+    params: dict = field(default_factory=dict)
+    n_candidates: int = 100
+
+
+def _grid() -> tuple[PipelineSpec, ...]:
+    specs = []
+    for retriever in ("ials", "tr"):
+        for lam in (0.7, 0.4):
+            specs.append(
+                PipelineSpec(f"{retriever}→mmr λ={lam}", retriever, "mmr", {"lambda_": lam})
+            )
+        for theta in (0.7, 0.4):
+            specs.append(
+                PipelineSpec(f"{retriever}→dpp θ={theta}", retriever, "dpp", {"theta": theta})
+            )
+        for gamma in (0.5, 2.0):
+            specs.append(
+                PipelineSpec(f"{retriever}→ssd γ={gamma}", retriever, "ssd", {"gamma": gamma})
+            )
+        specs.append(PipelineSpec(f"{retriever}→p-dpp", retriever, "pdpp", {}))
+    return tuple(specs)
+
+
+#: The re-ranked pipelines of the default benchmark (MMR λ: larger = more relevance; DPP θ:
+#: larger = more relevance; SSD γ: larger = more diversity; p-DPP: θ_u from each user's genre
+#: entropy).
+DEFAULT_PIPELINES = _grid()
 
 #: Published HR@10 / NDCG@10 on ML-1M with the NCF protocol (TotalRecall, Table 1, citing
 #: Dacrema et al. 2021 and Rendle et al. 2020).
@@ -65,6 +122,7 @@ class BenchmarkConfig:
     max_users: int | None = None
     params: dict = field(default_factory=dict)  # model name → hyperparameters
     table: TableSpec | None = None  # how to read `dataset` when it is a file
+    pipelines: tuple[PipelineSpec, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
@@ -72,6 +130,12 @@ class BenchmarkConfig:
             raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
         if not self.models:
             raise ValueError("no model to benchmark")
+        missing = sorted({p.retriever for p in self.pipelines} - set(self.models))
+        if missing:
+            raise ValueError(f"pipelines need the base model(s) {missing} in models")
+        for p in self.pipelines:
+            if p.reranker not in RERANKERS:
+                raise ValueError(f"pipeline {p.label!r}: unknown re-ranker {p.reranker!r}")
 
 
 def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool = True) -> dict:
@@ -83,7 +147,11 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
     Returns:
         The results dictionary written to `results.json`.
     """
-    models = [make_model(name, config.params.get(name), seed=config.seed) for name in config.models]
+    models = [
+        make_model(name, config.params.get(name, DEFAULT_PARAMS.get(name)), seed=config.seed)
+        for name in config.models
+    ]
+    rerankers = [make_reranker(p.reranker, p.params) for p in config.pipelines]
     split = make_split(config.dataset, config.protocol, home, seed=config.seed, table=config.table)
     vectors = reference_item_vectors(split.train, seed=config.seed)
     eval_kind = EVAL_PROTOCOL[config.protocol]
@@ -91,18 +159,38 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
         "dataset": config.dataset,
         "protocol": config.protocol,
         "split": split.summary(),
-        "config": {**asdict(config), "models": list(config.models)},
+        "config": {
+            **asdict(config),
+            "models": list(config.models),
+            "pipelines": [asdict(p) for p in config.pipelines],
+        },
         "models": {},
+        "pipelines": {},
     }
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from divrec.pipeline import Pipeline
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total} models"), TimeElapsedColumn())  # fmt: skip
+               "{task.total} runs"), TimeElapsedColumn())  # fmt: skip
+    fitted = {}
     with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("benchmark", total=len(models))
+        task = bar.add_task("benchmark", total=len(models) + len(rerankers))
         for name, model in zip(config.models, models, strict=True):
             bar.update(task, description=f"fitting and evaluating {name}")
             results["models"][name] = _run_model(model, split, config, vectors, eval_kind)
+            fitted[name] = model
+            bar.advance(task)
+        for spec, reranker in zip(config.pipelines, rerankers, strict=True):
+            bar.update(task, description=f"evaluating {spec.label}")
+            start = time.perf_counter()
+            pipe = Pipeline(fitted[spec.retriever], reranker, spec.n_candidates)
+            pipe.use_fitted(split.train)
+            entry = _evaluate_entry(pipe, split, config, vectors, eval_kind)
+            entry.update(
+                params=asdict(spec), fit_seconds=time.perf_counter() - start, kind="pipeline"
+            )
+            results["pipelines"][spec.label] = entry
             bar.advance(task)
     if config.dataset == "ml-1m" and config.protocol == "ncf":
         results["published"] = PUBLISHED_NCF_ML1M
@@ -121,9 +209,19 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
 
 def _run_model(model, split, config: BenchmarkConfig, vectors, eval_kind: str) -> dict:
     """Fits one model and evaluates it with the sampled (if any) and full protocols."""
+    from divrec.params import to_json_value
+
     start = time.perf_counter()
     model.fit(split.train)
-    entry = {"params": model.get_params(), "fit_seconds": time.perf_counter() - start}
+    fit_seconds = time.perf_counter() - start
+    entry = _evaluate_entry(model, split, config, vectors, eval_kind)
+    entry.update(params=to_json_value(model.get_params()), fit_seconds=fit_seconds, kind="model")
+    return entry
+
+
+def _evaluate_entry(model, split, config: BenchmarkConfig, vectors, eval_kind: str) -> dict:
+    """The sampled (if the split has negatives) and full evaluations of a fitted model."""
+    entry: dict = {}
     evals: dict[str, EvalResult] = {}
     if eval_kind == "sampled":
         evals["sampled"] = evaluate(model, split, _eval_config(config, "sampled"), vectors, False)
@@ -154,9 +252,29 @@ def metric(entry: dict, kind: str, name: str, k: int | None) -> tuple[float, flo
     return float("nan"), float("nan"), float("nan")
 
 
+def entries(results: dict) -> dict[str, dict]:
+    """Every evaluated entry, base models first, then the pipelines (label → entry)."""
+    return {**results.get("models", {}), **results.get("pipelines", {})}
+
+
+def pareto_front(results: dict, k: int, acc: str = "ndcg", div: str = "ilad") -> list[str]:
+    """Labels of the entries no other entry beats on both `acc@k` and `div@k` (full ranking)."""
+    pts = {
+        n: (metric(e, "full", acc, k)[0], metric(e, "full", div, k)[0])
+        for n, e in entries(results).items()
+    }
+    pts = {n: p for n, p in pts.items() if not any(np.isnan(p))}
+    return [
+        n
+        for n, (a, d) in pts.items()
+        if not any(a2 >= a and d2 >= d and (a2, d2) != (a, d) for a2, d2 in pts.values())
+    ]
+
+
 def render_report(results: dict) -> str:
     """The Markdown report."""
     k = results["config"]["ks"][0]
+    all_entries = entries(results)
     lines = [
         f"# divrec benchmark: {results['dataset']} ({results['protocol']} protocol)",
         "",
@@ -165,16 +283,19 @@ def render_report(results: dict) -> str:
         f"interactions, {results['split']['users']:,} users, {results['split']['items']:,} items.",
         "",
     ]
-    sampled = any("sampled" in e for e in results["models"].values())
+    sampled = any("sampled" in e for e in all_entries.values())
     if sampled:
         lines += [
             f"## Accuracy, sampled protocol (positive among its negatives), K = {k}",
             "",
-            f"| model | HR@{k} [95% CI] | NDCG@{k} [95% CI] | AUC | published HR / NDCG |",
+            "Pipelines re-rank the sampled candidates themselves; AUC only for entries with a "
+            "per-item scorer (a re-ranked list has none).",
+            "",
+            f"| entry | HR@{k} [95% CI] | NDCG@{k} [95% CI] | AUC | published HR / NDCG |",
             "|---|---|---|---|---|",
         ]
         pub = results.get("published", {})
-        for name, e in results["models"].items():
+        for name, e in all_entries.items():
             hr, ndcg, auc = (
                 metric(e, "sampled", m, kk) for m, kk in (("hr", k), ("ndcg", k), ("auc", None))
             )
@@ -182,16 +303,18 @@ def render_report(results: dict) -> str:
             ptxt = (
                 f"{p['hr@10']:.4f} / {p['ndcg@10']:.4f} ({p['source']})" if p and k == 10 else "–"
             )
-            lines.append(f"| {name} | {_ci(hr)} | {_ci(ndcg)} | {auc[0]:.4f} | {ptxt} |")
+            auc_txt = "–" if np.isnan(auc[0]) else f"{auc[0]:.4f}"
+            lines.append(f"| {name} | {_ci(hr)} | {_ci(ndcg)} | {auc_txt} | {ptxt} |")
         lines.append("")
+    front = pareto_front(results, k)
     lines += [
         f"## Accuracy and diversity, full ranking over all items, K = {k}",
         "",
-        f"| model | HR@{k} | NDCG@{k} | ILAD@{k} | genre ILD@{k} | category cov.@{k} "
-        f"| item cov.@{k} | exposure Gini@{k} | between-user div.@{k} | novelty@{k} | fit s |",
+        f"| entry | HR@{k} | NDCG@{k} | ILAD@{k} | genre ILD@{k} | category cov.@{k} "
+        f"| item cov.@{k} | exposure Gini@{k} | between-user div.@{k} | novelty@{k} | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, e in results["models"].items():
+    for name, e in all_entries.items():
         vals = [
             metric(e, "full", m, k)[0]
             for m in (
@@ -206,36 +329,27 @@ def render_report(results: dict) -> str:
                 "novelty",
             )
         ]
+        star = " **(Pareto)**" if name in front else ""
         lines.append(
-            f"| {name} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {e['fit_seconds']:.1f} |"
+            f"| {name}{star} | "
+            + " | ".join(f"{v:.4f}" for v in vals)
+            + f" | {e['fit_seconds']:.1f} |"
         )
     lines += [
         "",
         "ILAD uses one model-independent item space (a 64-dimensional truncated SVD of the "
-        "training item×user matrix); genre ILD uses 1 − cosine of genre vectors. Category "
-        "coverage is system-level (CDM Eq. 22). 95% CIs: percentile bootstrap over users.",
+        "training item×user matrix), not the space the re-rankers diversify in (the "
+        "retriever's own embedding); genre ILD uses 1 − cosine of genre vectors. Category "
+        "coverage is system-level (CDM Eq. 22). 95% CIs: percentile bootstrap over users. "
+        "The last column is fit seconds for base models and re-ranker fit + evaluation "
+        "seconds for pipelines.",
         "",
         "![accuracy vs diversity](accuracy_diversity.png)",
         "",
-        _frontier_sentence(results, k),
+        f"Pareto front on (NDCG@{k}, ILAD@{k}), full ranking: {', '.join(front)}. Every other "
+        "entry is beaten by one of these on both accuracy and diversity.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _frontier_sentence(results: dict, k: int) -> str:
-    pts = {
-        n: (metric(e, "full", "ndcg", k)[0], metric(e, "full", "ilad", k)[0])
-        for n, e in results["models"].items()
-    }
-    front = [
-        n
-        for n, (a, d) in pts.items()
-        if not any(a2 >= a and d2 >= d and (a2, d2) != (a, d) for a2, d2 in pts.values())
-    ]
-    return (
-        f"Pareto-optimal on (NDCG@{k}, ILAD@{k}): {', '.join(front)}; every other model is "
-        "dominated by one of these on both accuracy and diversity."
-    )
 
 
 def _ci(triple) -> str:
@@ -243,31 +357,65 @@ def _ci(triple) -> str:
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
+_MARKERS = {"mmr": "s", "dpp": "D", "ssd": "^", "pdpp": "P"}
+
+
 def plot_accuracy_diversity(results: dict, path: Path) -> None:
-    """Accuracy (NDCG@K, full ranking) against ILAD@K and item coverage@K, one point a model."""
+    """NDCG@K (full ranking) against ILAD@K and item coverage@K, one numbered point an entry.
+
+    Points carry a number and the legend maps numbers to labels, so crowded regions stay
+    readable; the Pareto front on (NDCG, ILAD) is drawn as a line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = results["config"]["ks"][0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, (div, label) in zip(
+    all_entries = entries(results)
+    front = set(pareto_front(results, k))
+    cmap = plt.get_cmap("tab10")
+    retrievers = sorted(
+        {e["params"].get("retriever") for e in results.get("pipelines", {}).values()}
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    handles = []
+    for ax_i, (ax, (div, label)) in enumerate(zip(
         axes,
         (("ilad", f"ILAD@{k} (SVD item space)"), ("item_coverage", f"item coverage@{k}")),
         strict=True,
-    ):
-        for name, e in results["models"].items():
+    )):  # fmt: skip
+        front_pts = []
+        for num, (name, e) in enumerate(all_entries.items(), start=1):
             acc, lo, hi = metric(e, "full", "ndcg", k)
-            d = metric(e, "full", div, k)
+            d = metric(e, "full", div, k)[0]
+            if np.isnan(acc) or np.isnan(d):
+                continue
+            if e.get("kind") == "pipeline":
+                rr = e["params"]["reranker"]
+                color = cmap(1 + retrievers.index(e["params"]["retriever"]))
+                marker = _MARKERS.get(rr, "o")
+            else:
+                color, marker = "0.35", "o"
             yerr = None if np.isnan(lo) else [[acc - lo], [hi - acc]]
-            ax.errorbar(d[0], acc, yerr=yerr, fmt="o", capsize=3)
-            ax.annotate(name, (d[0], acc), textcoords="offset points", xytext=(5, 5))
+            h = ax.errorbar(d, acc, yerr=yerr, fmt=marker, color=color, capsize=2, ms=7,
+                            mec="black" if name in front else color,
+                            label=f"{num} {name}")  # fmt: skip
+            ax.annotate(str(num), (d, acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if ax_i == 0:
+                handles.append(h)
+                if name in front:
+                    front_pts.append((d, acc))
+        if front_pts:
+            xs, ys = zip(*sorted(front_pts), strict=True)
+            ax.plot(xs, ys, "k--", lw=0.8, alpha=0.6, label="_front")
         ax.set_xlabel(label)
         ax.set_ylabel(f"NDCG@{k} (full ranking)")
         ax.grid(alpha=0.3)
+    axes[0].set_title("dashed: Pareto front (black edge)")
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(f"Accuracy vs diversity on {results['dataset']} ({results['protocol']})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.80, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
