@@ -107,7 +107,12 @@ def load_table(
     item_ids = _as_ids(table, roles["item"], "item")
     values = None
     if "rating" in roles:
-        values = _as_numbers(table, roles["rating"], "rating").astype(np.float32)
+        numbers = _as_numbers(table, roles["rating"], "rating")
+        too_big = np.abs(numbers) > np.finfo(np.float32).max
+        if too_big.any():
+            row = int(np.argmax(too_big))
+            raise _bad(table, row, roles["rating"], f"rating {numbers[row]:g} is out of range")
+        values = numbers.astype(np.float32)
     timestamps = None
     if "timestamp" in roles:
         timestamps = _as_timestamps(table, roles["timestamp"])
@@ -326,6 +331,16 @@ def _read_text(
         raise DataError(f"{src}: empty file (no header, no rows)") from None
     except parse_errors as err:
         raise DataError(f"{src}: cannot read the header: {_one_line(err)}") from None
+    try:  # the raw first line: pandas renames a repeated column to "name.1"
+        raw = pd.read_csv(path, header=None, nrows=1, dtype=str, **opts).iloc[0].tolist()
+    except parse_errors as err:
+        raise DataError(f"{src}: cannot read the header: {_one_line(err)}") from None
+    raw = [str(c).strip() for c in raw]
+    dupes = sorted({c for c in raw if raw.count(c) > 1})
+    if dupes:
+        raise DataError(
+            f"{src}: duplicate column name(s) {', '.join(map(repr, dupes))} in the header"
+        )
     found = _resolve(src, wanted, header, hint=f" (read with sep={sep!r})")
     dtype = {found[c]: str for c in wanted if c in id_cols}
     # All columns are read (no usecols): with usecols pandas silently drops extra fields of

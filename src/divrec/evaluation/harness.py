@@ -282,17 +282,32 @@ def _system(recs, split, config) -> dict[str, float]:
 
 
 def _aggregate(table: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    """Means and percentile-bootstrap CIs of every column.
+
+    One set of resample indices is drawn (seeded) and shared by all complete columns, so
+    every metric is resampled over the same bootstrap replicates of users (the usual paired
+    bootstrap) at the cost of one draw; a column with missing values gets its own draw over
+    its defined users.
+    """
     rng = np.random.default_rng(config.seed)
     alpha = (1 - config.confidence) / 2
+    cols = [c for c in table.columns if c != "user"]
+    values = {c: table[c].to_numpy(dtype=np.float64) for c in cols}
+    complete = [c for c in cols if not np.isnan(values[c]).any()]
+    bounds: dict[str, tuple[float, float]] = {}
+    if complete:
+        stacked = np.stack([values[c] for c in complete])  # (M, U)
+        lows, highs = _bootstrap_many(stacked, config.n_bootstrap, alpha, rng)
+        bounds = {c: (lo, hi) for c, lo, hi in zip(complete, lows, highs, strict=True)}
     rows = []
-    for col in table.columns:
-        if col == "user":
-            continue
+    for col in cols:
         metric, _, k = col.partition("@")
-        values = table[col].to_numpy(dtype=np.float64)
-        values = values[~np.isnan(values)]
-        mean = float(values.mean()) if values.size else float("nan")
-        low, high = bootstrap_ci(values, config.n_bootstrap, alpha, rng)
+        v = values[col]
+        v = v[~np.isnan(v)]
+        mean = float(v.mean()) if v.size else float("nan")
+        low, high = (
+            bounds[col] if col in bounds else bootstrap_ci(v, config.n_bootstrap, alpha, rng)
+        )
         rows.append(
             {
                 "metric": metric,
@@ -300,10 +315,29 @@ def _aggregate(table: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
                 "mean": mean,
                 "ci_low": low,
                 "ci_high": high,
-                "n": int(values.size),
+                "n": int(v.size),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _bootstrap_many(values: np.ndarray, n_bootstrap: int, alpha: float, rng):
+    """`bootstrap_ci` of every row of `values (M, U)` over one shared set of resamples."""
+    m, u = values.shape
+    if n_bootstrap <= 0 or u < 2:
+        return [float("nan")] * m, [float("nan")] * m
+    means = np.empty((m, n_bootstrap))
+    chunk = max(1, 2_000_000 // u)
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(start + chunk, n_bootstrap)
+        idx = rng.integers(0, u, size=(stop - start, u))
+        # counts per resample: the mean of a resample is (values @ counts) / U
+        rows = stop - start
+        offsets = (np.arange(rows, dtype=np.int64) * u)[:, None]
+        counts = np.bincount((idx + offsets).ravel(), minlength=rows * u).reshape(rows, u)
+        means[:, start:stop] = values @ counts.T.astype(np.float64) / u
+    q = np.quantile(means, [alpha, 1 - alpha], axis=1)
+    return [float(x) for x in q[0]], [float(x) for x in q[1]]
 
 
 def bootstrap_ci(

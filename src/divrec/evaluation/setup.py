@@ -116,12 +116,21 @@ def make_split(
     if data is None:
         data = load_dataset(dataset, home, protocol == "temporal", table)
     if protocol == "ncf":
-        return ncf_split(data, n_negatives=99, seed=seed)
-    if protocol == "leave-last-one":
-        return leave_last_one(data, validation=False)
-    if protocol == "temporal":
-        return temporal_split(data, test_fraction=0.2)
-    return random_holdout(data, test_fraction=0.2, seed=seed)
+        split = ncf_split(data, n_negatives=99, seed=seed)
+    elif protocol == "leave-last-one":
+        split = leave_last_one(data, validation=False)
+    elif protocol == "temporal":
+        split = temporal_split(data, test_fraction=0.2)
+    else:
+        split = random_holdout(data, test_fraction=0.2, seed=seed)
+    if split.test.nnz == 0:
+        raise DataError(
+            f"{data.name}: the {protocol} split has no test rows (too few interactions per user "
+            "to hold any out)"
+        )
+    if split.train.nnz == 0:
+        raise DataError(f"{data.name}: the {protocol} split has no training rows")
+    return split
 
 
 def parse_params(pairs: list[str] | None, option: str = "--param") -> dict[str, str]:

@@ -264,17 +264,24 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     b, n = scores.shape
     kk = min(k, n)
     if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        # partition at k−1 and k: position k−1 holds the k-th largest, position k the next
+        # one; a tie between them is the only case where argpartition's cut is arbitrary.
+        kth = [kk - 1, kk]
+        full = np.argpartition(-scores, kth, axis=1)
+        part = full[:, :kk]
+        boundary = np.take_along_axis(scores, full[:, kk - 1 : kk + 1], axis=1)
+        split_tie = boundary[:, 0] == boundary[:, 1]
     else:
         part = np.broadcast_to(np.arange(n), (b, n)).copy()
+        split_tie = np.zeros(b, dtype=bool)
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     ids = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(part_scores, order, axis=1)
-    if kk < n:
-        # argpartition may cut through a tie at the k-th score: re-resolve by lowest index.
-        # (Compare in the input dtype: a float32-rounded k-th score misses float64 ties.)
-        ids, vals = _fix_boundary_ties(scores, ids, vals)
+    if split_tie.any():
+        # re-resolve a tie cut by argpartition by the lowest index, only on those rows
+        # (compare in the input dtype: a float32-rounded k-th score misses float64 ties)
+        _fix_boundary_ties(scores, ids, vals, np.flatnonzero(split_tie))
     ids = np.where(np.isneginf(vals), -1, ids)
     vals = vals.astype(np.float32)
     if k > n:
@@ -283,20 +290,15 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, vals
 
 
-def _fix_boundary_ties(scores, ids, vals):
-    kth = vals[:, -1:]
-    n_above = (scores > kth).sum(axis=1)
-    n_tied_needed = ids.shape[1] - n_above
-    tied_total = (scores == kth).sum(axis=1)
-    rows = np.flatnonzero(tied_total > n_tied_needed)
-    for r in rows:  # rare: only rows where the boundary tie is split
-        above = np.flatnonzero(scores[r] > kth[r, 0])
-        tied = np.flatnonzero(scores[r] == kth[r, 0])[: n_tied_needed[r]]
+def _fix_boundary_ties(scores, ids, vals, rows):
+    for r in rows:  # rare: only rows where a tie crosses the k-th position
+        kth = vals[r, -1]
+        above = np.flatnonzero(scores[r] > kth)
+        tied = np.flatnonzero(scores[r] == kth)[: ids.shape[1] - above.size]
         cols = np.r_[above, tied]
         order = np.lexsort((cols, -scores[r, cols]))
         ids[r] = cols[order]
         vals[r] = scores[r, cols[order]]
-    return ids, vals
 
 
 def _is_seen(user_items: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.ndarray:
