@@ -445,6 +445,9 @@ def kernel_inputs(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validated inputs of the compiled kernels for one request (a batch of one).
 
+    The finiteness of ``vectors`` is checked by the kernels while they normalize them
+    (no extra pass); callers raise on their ``bad`` flag.
+
     Returns:
         ``vectors`` ``(1, N, d)`` float64 (``(1, N, 0)`` when a matrix is given),
         ``matrix`` ``(1, N, N)`` float64 (``(1, 0, 0)`` when vectors are given) and
@@ -456,9 +459,7 @@ def kernel_inputs(
         v = np.ascontiguousarray(vectors, dtype=np.float64)
         if v.ndim != 2 or v.shape[0] != n:
             raise ValueError(f"vectors must have shape ({n}, d), got {v.shape}")
-        if not np.all(np.isfinite(v)):
-            raise ValueError("vectors contain NaN or infinite values")
-        return v[None], np.zeros((1, 0, 0)), False
+        return v[None], np.zeros((1, 0, 0)), False  # finiteness: checked by the kernel
     if similarity is not None:
         m = np.ascontiguousarray(similarity, dtype=np.float64)
         if m.shape != (n, n):
@@ -488,9 +489,7 @@ def kernel_inputs_batch(
         v = np.ascontiguousarray(vectors, dtype=np.float64)
         if v.ndim != 3 or v.shape[:2] != (b, n):
             raise ValueError(f"vectors must have shape ({b}, {n}, d), got {v.shape}")
-        if not np.all(np.isfinite(v[valid])):
-            raise ValueError("vectors contain NaN or infinite values at valid positions")
-        return v, np.zeros((b, 0, 0)), False
+        return v, np.zeros((b, 0, 0)), False  # finiteness: checked by the kernel
     if similarity is not None:
         m = np.ascontiguousarray(similarity, dtype=np.float64)
         if m.shape != (b, n, n):

@@ -34,11 +34,18 @@ _NEG_INF = -np.inf
 
 @njit(cache=True, nogil=True, fastmath=False)
 def _normalize_row(src: np.ndarray, dst: np.ndarray) -> float:
-    """Write ``src / ‖src‖`` into ``dst`` (zeros for a zero row); return ``‖dst‖²``."""
+    """Write ``src / ‖src‖`` into ``dst`` (zeros for a zero row); return ``‖dst‖²``.
+
+    Returns -1 (and leaves ``dst`` undefined) when ``src`` holds a NaN or an infinity.
+    """
     d = src.shape[0]
     ss = 0.0
     for f in range(d):
         ss += src[f] * src[f]
+    if not math.isfinite(ss):
+        for f in range(d):
+            if not math.isfinite(src[f]):
+                return -1.0
     if ss > 0.0 and math.isfinite(ss):
         nr = math.sqrt(ss)
         out = 0.0
@@ -107,6 +114,128 @@ def _pick(score: np.ndarray, ok: np.ndarray, n: int, scale: float) -> int:
 
 # --------------------------------------------------------------------------- DPP
 @njit(cache=True, nogil=True)
+def _accumulate(acc: np.ndarray, wt: np.ndarray, q: np.ndarray, nrows: int, n: int) -> None:
+    """``acc[i] += Σ_{f < nrows} q_f · wt[f, i]`` for ``i < n`` (8 rows per sweep).
+
+    The loop over items is elementwise (vectorized without reassociation), so every item
+    gets the same sequence of roundings whatever its position.
+    """
+    f = 0
+    while f + 8 <= nrows:
+        q0, q1, q2, q3 = q[f], q[f + 1], q[f + 2], q[f + 3]
+        q4, q5, q6, q7 = q[f + 4], q[f + 5], q[f + 6], q[f + 7]
+        w0, w1, w2, w3 = wt[f], wt[f + 1], wt[f + 2], wt[f + 3]
+        w4, w5, w6, w7 = wt[f + 4], wt[f + 5], wt[f + 6], wt[f + 7]
+        for i in range(n):
+            lo = (q0 * w0[i] + q1 * w1[i]) + (q2 * w2[i] + q3 * w3[i])
+            hi = (q4 * w4[i] + q5 * w5[i]) + (q6 * w6[i] + q7 * w7[i])
+            acc[i] += lo + hi
+        f += 8
+    while f + 4 <= nrows:
+        q0, q1, q2, q3 = q[f], q[f + 1], q[f + 2], q[f + 3]
+        w0, w1, w2, w3 = wt[f], wt[f + 1], wt[f + 2], wt[f + 3]
+        for i in range(n):
+            acc[i] += ((q0 * w0[i] + q1 * w1[i]) + q2 * w2[i]) + q3 * w3[i]
+        f += 4
+    while f < nrows:
+        qf = q[f]
+        wf = wt[f]
+        for i in range(n):
+            acc[i] += qf * wf[i]
+        f += 1
+
+
+@njit(cache=True, nogil=True)
+def _track(st: np.ndarray, i: int, x: float, r: float, w: float) -> None:
+    """Update the step statistics with eligible item ``i`` (``d² = x``, relevance ``r``).
+
+    ``st = [r_ref, index of r_ref, max d², index of max d²]`` (first index on ties).
+    """
+    if w > 0.0 and r > st[0]:
+        st[0] = r
+        st[1] = i
+    if x > st[2]:
+        st[2] = x
+        st[3] = i
+
+
+@njit(cache=True, nogil=True)
+def _eligible(
+    avail: np.ndarray,
+    d2: np.ndarray,
+    rel: np.ndarray,
+    thr: float,
+    w: float,
+    ok: np.ndarray,
+    st: np.ndarray,
+    n: int,
+) -> None:
+    """``ok = avail & (d² > thr)`` and the step statistics of :func:`_track`."""
+    st[0] = _NEG_INF
+    st[1] = -1.0
+    st[2] = 0.0
+    st[3] = -1.0
+    for i in range(n):
+        o = avail[i] and d2[i] > thr
+        ok[i] = o
+        if o:
+            _track(st, i, d2[i], rel[i], w)
+
+
+@njit(cache=True, nogil=True)
+def _dpp_choose(
+    ok: np.ndarray,
+    d2: np.ndarray,
+    rel: np.ndarray,
+    w: float,
+    st: np.ndarray,
+    score: np.ndarray,
+    n: int,
+) -> int:
+    """Tolerance-aware argmax of ``w (r_i − r_ref) + log d_i²`` over ``ok`` (-1: none).
+
+    ``log`` is only evaluated where it can matter: with ``L = log max d²`` and a lower
+    bound ``LB`` of the best score (two evaluated candidates), an item with
+    ``w (r_i − r_ref) + L < LB − 1e-6 (1 + |LB| + |L|)`` cannot be within the tie
+    tolerance of the best and is skipped. With ``w = 0`` the comparison is made on
+    ``d²`` itself (``log`` is monotone), with the same tolerance.
+    """
+    idm = int(st[3])
+    if idm < 0:
+        return -1
+    dmax = st[2]
+    lmax = math.log(dmax)
+    if w == 0.0:
+        cut = dmax * math.exp(-TIE_RTOL * (abs(lmax) + 1.0))
+        for i in range(n):
+            if ok[i] and d2[i] >= cut:
+                return i
+        return idm
+    rref = st[0]
+    ir = int(st[1])
+    lb = max(math.log(d2[ir]), w * (rel[idm] - rref) + lmax)
+    margin = 1e-6 * (1.0 + abs(lb) + abs(lmax))
+    best = _NEG_INF
+    jbest = idm
+    for i in range(n):
+        if ok[i]:
+            g = w * (rel[i] - rref)
+            if g + lmax >= lb - margin:
+                sc = g + math.log(d2[i])
+                score[i] = sc
+                if sc > best:
+                    best = sc
+                    jbest = i
+                continue
+        score[i] = _NEG_INF
+    cut = best - TIE_RTOL * (abs(best) + 1.0)
+    for i in range(jbest):
+        if score[i] >= cut:
+            return i
+    return jbest
+
+
+@njit(cache=True, nogil=True)
 def dpp_greedy_batch(
     vectors: np.ndarray,
     matrix: np.ndarray,
@@ -120,6 +249,7 @@ def dpp_greedy_batch(
     window: int,
     out: np.ndarray,
     counts: np.ndarray,
+    bad: np.ndarray,
 ) -> None:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
@@ -128,7 +258,9 @@ def dpp_greedy_batch(
     similarity kernel ``S`` (WeChat Eq. 5 and 8 in log space) and ``r_ref`` the largest
     relevance among the eligible items (a per-step constant: it changes nothing but keeps
     the winning scores finite for any finite relevance). Eligible: available, valid and
-    ``d_i² > eps · max_i S_ii`` (relative threshold).
+    ``d_i² > eps · max_i S_ii`` (relative threshold). The work matrix is feature-major,
+    ``wt[:d] = Uᵀ`` (normalized vectors) and ``wt[d + t] = c^{(t)}`` (Cholesky rows), so
+    that the update ``e = (S_j − C_jᵀ C) / d_j`` (Eq. 8) is a sweep over contiguous rows.
 
     Args:
         vectors: ``(B, N, d)`` raw item vectors (cosine kernel; normalized here), or
@@ -144,20 +276,23 @@ def dpp_greedy_batch(
         window: sliding-window size (0: none).
         out: ``(B, k)`` int64 output, pre-filled with -1.
         counts: ``(B,)`` int64 output, number of greedy picks per request.
+        bad: ``(B,)`` bool output: request with a non-finite valid vector (not run).
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
     cap = k if window == 0 else min(window, k)
     cap = max(cap, 1)
-    wk = np.zeros((n, d + cap))
+    wt = np.zeros((d + cap, n))
     q = np.zeros(d + cap)
+    acc = np.zeros(n)
     d2 = np.zeros(n)
     score = np.full(n, _NEG_INF)
     ok = np.zeros(n, dtype=np.bool_)
     avail = np.zeros(n, dtype=np.bool_)
     win = np.zeros(cap, dtype=np.int64)
-    rot_c = np.zeros(cap)
-    rot_s = np.zeros(cap)
+    rot_a = np.zeros(n)
+    buf = np.zeros(max(d, 1))
+    st = np.zeros(4)
     for b in range(bsz):
         counts[b] = 0
         if not active[b]:
@@ -174,88 +309,101 @@ def dpp_greedy_batch(
         for i in range(n):
             if not avail[i]:
                 d2[i] = 0.0
+                for f in range(d):
+                    wt[f, i] = 0.0
                 continue
             if use_matrix:
                 d2[i] = matrix[b, i, i]
             else:
-                d2[i] = _normalize_row(vectors[b, i], wk[i, :d])
+                d2[i] = _normalize_row(vectors[b, i], buf)
+                if d2[i] < 0.0:
+                    bad[b] = True
+                    d2[i] = 0.0
+                for f in range(d):
+                    wt[f, i] = buf[f]
             if d2[i] > maxdiag:
                 maxdiag = d2[i]
-        if not maxdiag > 0.0:
+        if bad[b] or not maxdiag > 0.0:
             continue
         thr = eps * maxdiag
         w = weight[b]
         m = 0
+        relb = rel[b]
+        _eligible(avail, d2, relb, thr, w, ok, st, n)
         for t in range(kb):
-            # ---- choose
-            rref = _NEG_INF
-            for i in range(n):
-                e_ok = avail[i] and d2[i] > thr
-                ok[i] = e_ok
-                if e_ok and w > 0.0 and rel[b, i] > rref:
-                    rref = rel[b, i]
-            any_ok = False
-            for i in range(n):
-                if ok[i]:
-                    any_ok = True
-                    s = math.log(d2[i])
-                    if w > 0.0:
-                        s += w * (rel[b, i] - rref)
-                    score[i] = s
-            if not any_ok:
-                break
-            j = _pick(score, ok, n, 1.0)
+            # ---- choose: tolerance-aware argmax of w (r_i - r_ref) + log d_i^2
+            j = _dpp_choose(ok, d2, relb, w, st, score, n)
+            if j < 0:
+                break  # nothing eligible: the kernel is exhausted
             out[b, t] = j
             counts[b] += 1
             avail[j] = False
-            if t + 1 >= kb or window == 1:
+            ok[j] = False
+            if t + 1 >= kb:
+                break
+            if window == 1:
+                _eligible(avail, d2, relb, thr, w, ok, st, n)
                 continue
-            # ---- incremental Cholesky update (Eq. 8)
+            # ---- incremental Cholesky update (Eq. 8): e = (S_j - C_j^T C) / d_j
             dj = math.sqrt(d2[j])
             for f in range(d):
-                q[f] = wk[j, f]
+                q[f] = wt[f, j]
             for f in range(m):
-                q[d + f] = -wk[j, d + f]
+                q[d + f] = -wt[d + f, j]
+            if use_matrix:
+                for i in range(n):
+                    acc[i] = matrix[b, j, i] if valid[b, i] else 0.0
+            else:
+                for i in range(n):
+                    acc[i] = 0.0
+            _accumulate(acc, wt, q, d + m, n)
+            row = wt[d + m]
+            inv = 1.0 / dj
+            st[0] = _NEG_INF
+            st[1] = -1.0
+            st[2] = 0.0
+            st[3] = -1.0
             for i in range(n):
-                if not valid[b, i]:
-                    continue
-                if use_matrix:
-                    e = (matrix[b, j, i] + _dot(wk[i], q[d:], m)) / dj
-                else:
-                    e = _dot(wk[i], q, d + m) / dj
-                wk[i, d + m] = e
-                d2[i] -= e * e
+                e = acc[i] * inv  # 0 at invalid positions (zero vectors / zeroed rows)
+                row[i] = e
+                x = d2[i] - e * e
+                d2[i] = x
+                o = avail[i] and x > thr
+                ok[i] = o
+                if o:
+                    _track(st, i, x, relb[i], w)
             win[m] = j
             m += 1
             if window > 0 and m >= window:
-                # remove the oldest window item (Alg. 2): Givens rotations of the stored
-                # c_i move coordinate 0 into the others; d_i² regains its component.
+                # remove the oldest window item (Alg. 2): Givens rotations move the oldest
+                # Cholesky row into the others; d_i^2 regains what is left of it.
+                a = rot_a
+                for i in range(n):
+                    a[i] = wt[d, i]
                 for r_ in range(m - 1):
                     y = win[r_ + 1]
-                    a = wk[y, d]
-                    for rr in range(r_):
-                        a = rot_c[rr] * a - rot_s[rr] * wk[y, d + 1 + rr]
-                    p = wk[y, d + 1 + r_]
-                    h = math.hypot(p, a)
-                    if h > 0.0:
-                        rot_c[r_] = p / h
-                        rot_s[r_] = a / h
-                    else:
-                        rot_c[r_] = 1.0
-                        rot_s[r_] = 0.0
-                for i in range(n):
-                    if not valid[b, i]:
+                    rest = wt[d + 1 + r_]
+                    p = rest[y]
+                    h = math.hypot(p, a[y])
+                    if h == 0.0:
+                        dst = wt[d + r_]
+                        for i in range(n):
+                            dst[i] = rest[i]
                         continue
-                    a = wk[i, d]
-                    for r_ in range(m - 1):
-                        old = wk[i, d + 1 + r_]
-                        wk[i, d + r_] = rot_c[r_] * old + rot_s[r_] * a
-                        a = rot_c[r_] * a - rot_s[r_] * old
-                    wk[i, d + m - 1] = 0.0
-                    d2[i] += a * a
+                    c = p / h
+                    sn = a[y] / h
+                    dst = wt[d + r_]
+                    for i in range(n):
+                        old = rest[i]
+                        dst[i] = c * old + sn * a[i]
+                        a[i] = c * a[i] - sn * old
+                for i in range(n):
+                    wt[d + m - 1, i] = 0.0
+                    d2[i] += a[i] * a[i]
                 for r_ in range(m - 1):
                     win[r_] = win[r_ + 1]
                 m -= 1
+                _eligible(avail, d2, relb, thr, w, ok, st, n)
 
 
 # --------------------------------------------------------------------------- penalized
@@ -279,11 +427,13 @@ def penalized_greedy_batch(
     coef: float,
     agg_mean: bool,
     out: np.ndarray,
+    bad: np.ndarray,
 ) -> None:
     """Greedy ``argmax_{i ∉ S} base_i − coef · agg_{j∈S} sim(i, j)`` for every request.
 
     The first pick is the exact argmax of ``first_key`` (lowest position on ties); later
     picks use the tolerance-aware argmax with ``scale = coef · max |sim|`` seen so far.
+    Similarity rows are one sweep over the feature-major vectors (:func:`_accumulate`).
 
     Args:
         vectors: ``(B, N, d)`` item vectors (modes 0 and 2) or ``(B, N, 0)``.
@@ -297,10 +447,14 @@ def penalized_greedy_batch(
         coef: penalty weight.
         agg_mean: mean (True) or max (False) aggregation over the selected items.
         out: ``(B, k)`` int64 output, pre-filled with -1.
+        bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    u = np.zeros((n, d))
+    ut = np.zeros((d, n))
+    q = np.zeros(max(d, 1))
+    buf = np.zeros(max(d, 1))
+    sim = np.zeros(n)
     acc = np.zeros(n)
     score = np.zeros(n)
     avail = np.zeros(n, dtype=np.bool_)
@@ -315,11 +469,22 @@ def penalized_greedy_batch(
             continue
         for i in range(n):
             acc[i] = 0.0 if agg_mean else _NEG_INF
-            if mode == 0 and avail[i]:
-                _normalize_row(vectors[b, i], u[i])
-            elif mode == 2 and avail[i]:
+            if mode == 1:
+                continue
+            if not avail[i]:
                 for f in range(d):
-                    u[i, f] = vectors[b, i, f]
+                    ut[f, i] = 0.0
+                continue
+            if mode == 0:
+                if _normalize_row(vectors[b, i], buf) < 0.0:
+                    bad[b] = True
+                for f in range(d):
+                    ut[f, i] = buf[f]
+            else:
+                for f in range(d):
+                    ut[f, i] = vectors[b, i, f]
+        if bad[b]:
+            continue
         j = -1
         bestk = _NEG_INF
         for i in range(n):
@@ -332,24 +497,29 @@ def penalized_greedy_batch(
             avail[j] = False
             if t + 1 >= kb:
                 break
+            if mode == 1:
+                for i in range(n):
+                    sim[i] = matrix[b, j, i] if valid[b, i] else 0.0
+            else:
+                for f in range(d):
+                    q[f] = ut[f, j]
+                for i in range(n):
+                    sim[i] = 0.0
+                _accumulate(sim, ut, q, d, n)
+                if mode == 2:
+                    for i in range(n):
+                        sim[i] = _sigmoid(sim[i])
+            inv_t = 1.0 / (t + 1)
             for i in range(n):
-                if not valid[b, i]:
-                    continue
-                if mode == 1:
-                    s = matrix[b, j, i]
-                elif mode == 0:
-                    s = _dot(u[i], u[j], d)
-                else:
-                    s = _sigmoid(_dot(u[i], u[j], d))
+                s = sim[i]
                 if abs(s) > seen:
                     seen = abs(s)
                 if agg_mean:
                     acc[i] += s
-                    pen = acc[i] / (t + 1)
-                elif s > acc[i]:
-                    acc[i] = s
-                    pen = s
+                    pen = acc[i] * inv_t
                 else:
+                    if s > acc[i]:
+                        acc[i] = s
                     pen = acc[i]
                 score[i] = base[b, i] - coef * pen if coef != 0.0 else base[b, i]
             j = _pick(score, avail, n, coef * seen)

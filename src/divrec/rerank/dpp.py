@@ -143,6 +143,7 @@ def _run(
     bsz = valid.shape[0]
     out = np.full((bsz, k), -1, dtype=np.int64)
     counts = np.zeros(bsz, dtype=np.int64)
+    bad = np.zeros(bsz, dtype=np.bool_)
     if bsz == 0 or k == 0 or valid.shape[1] == 0:
         return out, counts
     _kernels.dpp_greedy_batch(
@@ -158,7 +159,11 @@ def _run(
         0 if window is None else int(window),
         out,
         counts,
+        bad,
     )
+    if bad.any():
+        where = "" if bsz == 1 else " at valid positions"
+        raise ValueError(f"vectors contain NaN or infinite values{where}")
     return out, counts
 
 

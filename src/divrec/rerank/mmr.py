@@ -183,6 +183,7 @@ def _compiled_penalized(
 
     bsz, n = valid.shape
     out = np.full((bsz, k), -1, dtype=np.int64)
+    bad = np.zeros(bsz, dtype=np.bool_)
     if bsz == 0 or n == 0 or k == 0:
         return out
     _kernels.penalized_greedy_batch(
@@ -196,7 +197,11 @@ def _compiled_penalized(
         float(coef),
         agg == "mean",
         out,
+        bad,
     )
+    if bad.any():
+        where = "" if bsz == 1 else " at valid positions"
+        raise ValueError(f"vectors contain NaN or infinite values{where}")
     return out
 
 
