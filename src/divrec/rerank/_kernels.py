@@ -32,7 +32,7 @@ TIE_RTOL = 1e-9
 _NEG_INF = -np.inf
 
 
-@njit(cache=True, nogil=True, fastmath=False)
+@njit(cache=True, nogil=True)
 def _normalize_row(src: np.ndarray, dst: np.ndarray) -> float:
     """Write ``src / ‖src‖`` into ``dst`` (zeros for a zero row); return ``‖dst‖²``.
 
@@ -71,15 +71,6 @@ def _normalize_row(src: np.ndarray, dst: np.ndarray) -> float:
     for f in range(d):
         dst[f] = 0.0
     return 0.0
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _dot(a: np.ndarray, b: np.ndarray, n: int) -> float:
-    """``Σ_{f<n} a_f b_f`` (contiguous, vectorized; same code for every caller)."""
-    s = 0.0
-    for f in range(n):
-        s += a[f] * b[f]
-    return s
 
 
 @njit(cache=True, nogil=True)
