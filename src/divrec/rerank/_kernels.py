@@ -13,10 +13,16 @@ score (so that the rounding of those terms is absorbed). NaN scores never win; w
 finite score is left among the available candidates the lowest available position is
 taken, so no input can produce a duplicate.
 
-Layouts: ``vectors`` ``(B, N, d)`` are L2-normalized inside the kernel (float64); the
-per-request work matrix of the DPP is item-major, ``W[i] = [u_i (d), c_i (k)]``, so that
-the Cholesky update ``e_i = (u_j·u_i − ⟨c_j, c_i⟩) / d_j`` of Chen et al. (2018, Alg. 1;
-WeChat Eq. 8) is one contiguous dot product of length ``d + t`` per candidate.
+Layouts: ``vectors`` ``(B, N, d)`` are L2-normalized inside the kernels (float64, which
+also checks that they are finite: no separate pass). The per-request work matrices are
+feature-major: the DPP keeps ``wt[:d] = Uᵀ`` (normalized vectors) and ``wt[d + t] =
+c^{(t)}`` (the rows of the incremental Cholesky factor), so that the update
+``e = (S_j − Σ_t c_j^{(t)} c^{(t)}) / d_j`` of Chen et al. (2018, Alg. 1; WeChat Eq. 8) is
+one sweep of ``d + t`` contiguous rows, elementwise over the candidates (vectorized
+without reassociating any sum, so the roundings of a candidate never depend on its
+position). Per request and step this costs ``O(N (d + t))`` multiply-adds and a handful
+of ``O(N)`` passes; the logarithms of the DPP scores are only taken for candidates that
+can still win.
 """
 
 from __future__ import annotations
