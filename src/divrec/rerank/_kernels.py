@@ -28,6 +28,7 @@ can still win.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -37,46 +38,85 @@ TIE_RTOL = 1e-9
 
 _NEG_INF = -np.inf
 
+_local = threading.local()
+
+
+def workspace(rows: int, n: int) -> np.ndarray:
+    """A reusable, uninitialized ``(rows, n)`` float64 work matrix for this thread.
+
+    The kernels write every entry they read. Reusing the buffer across calls spares the
+    page faults of a fresh multi-megabyte allocation per request (they dominated small
+    ``k``); the largest buffer used so far stays allocated (one per thread).
+    """
+    size = max(rows * n, 1)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size)
+        _local.buf = buf
+    return buf[: rows * n].reshape(rows, n)
+
 
 @njit(cache=True, nogil=True)
-def _normalize_row(src: np.ndarray, dst: np.ndarray) -> float:
-    """Write ``src / ‖src‖`` into ``dst`` (zeros for a zero row); return ``‖dst‖²``.
+def _load_transposed(
+    vectors: np.ndarray,
+    valid: np.ndarray,
+    normalize: bool,
+    wt: np.ndarray,
+    sq: np.ndarray,
+    tmp: np.ndarray,
+) -> bool:
+    """Write the (L2-normalized) valid ``vectors`` ``(N, d)`` into ``wt[:d]`` ``(d, N)``.
 
-    Returns -1 (and leaves ``dst`` undefined) when ``src`` holds a NaN or an infinity.
+    The squared norms and the scaling are computed feature-major, elementwise over the
+    items (vectorized, the same order of operations for every item). Invalid items get
+    zeros. ``sq[i]`` receives the squared norm of the written vector; ``tmp`` ``(N,)`` is
+    scratch. With ``normalize``, returns False when a valid vector holds a NaN or an
+    infinity (without, the caller checks).
     """
-    d = src.shape[0]
-    ss = 0.0
+    n, d = vectors.shape
+    for i in range(n):
+        if valid[i]:
+            for f in range(d):
+                wt[f, i] = vectors[i, f]
+        else:
+            for f in range(d):
+                wt[f, i] = 0.0
+    for i in range(n):
+        tmp[i] = 0.0
     for f in range(d):
-        ss += src[f] * src[f]
-    if not math.isfinite(ss):
+        row = wt[f]
+        for i in range(n):
+            tmp[i] += row[i] * row[i]
+    if normalize:
+        for i in range(n):
+            ss = tmp[i]
+            if math.isfinite(ss):
+                tmp[i] = 1.0 / math.sqrt(ss) if ss > 0.0 else 0.0
+                continue
+            mx = 0.0  # a NaN / infinity, or an overflow of the squared norm
+            for f in range(d):
+                x = wt[f, i]
+                if not math.isfinite(x):
+                    return False
+                mx = max(mx, abs(x))
+            pre = 1.0 / mx
+            ss = 0.0
+            for f in range(d):
+                ss += (wt[f, i] * pre) ** 2
+            tmp[i] = pre / math.sqrt(ss)
         for f in range(d):
-            if not math.isfinite(src[f]):
-                return -1.0
-    if ss > 0.0 and math.isfinite(ss):
-        nr = math.sqrt(ss)
-        out = 0.0
+            row = wt[f]
+            for i in range(n):
+                row[i] *= tmp[i]
+        for i in range(n):
+            tmp[i] = 0.0
         for f in range(d):
-            x = src[f] / nr
-            dst[f] = x
-            out += x * x
-        return out
-    if ss > 0.0:  # overflow of the squared norm: rescale first
-        mx = 0.0
-        for f in range(d):
-            mx = max(mx, abs(src[f]))
-        ss = 0.0
-        for f in range(d):
-            ss += (src[f] / mx) ** 2
-        nr = math.sqrt(ss)
-        out = 0.0
-        for f in range(d):
-            x = (src[f] / mx) / nr
-            dst[f] = x
-            out += x * x
-        return out
-    for f in range(d):
-        dst[f] = 0.0
-    return 0.0
+            row = wt[f]
+            for i in range(n):
+                tmp[i] += row[i] * row[i]
+    for i in range(n):
+        sq[i] = tmp[i]
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -143,93 +183,81 @@ def _accumulate(acc: np.ndarray, wt: np.ndarray, q: np.ndarray, nrows: int, n: i
 
 
 @njit(cache=True, nogil=True)
-def _track(st: np.ndarray, i: int, x: float, r: float, w: float) -> None:
-    """Update the step statistics with eligible item ``i`` (``d² = x``, relevance ``r``).
-
-    ``st = [r_ref, index of r_ref, max d², index of max d²]`` (first index on ties).
-    """
-    if w > 0.0 and r > st[0]:
-        st[0] = r
-        st[1] = i
-    if x > st[2]:
-        st[2] = x
-        st[3] = i
-
-
-@njit(cache=True, nogil=True)
-def _eligible(
+def _dpp_choose(
+    order: np.ndarray,
     avail: np.ndarray,
     d2: np.ndarray,
     rel: np.ndarray,
-    thr: float,
     w: float,
-    ok: np.ndarray,
-    st: np.ndarray,
-    n: int,
-) -> None:
-    """``ok = avail & (d² > thr)`` and the step statistics of :func:`_track`."""
-    st[0] = _NEG_INF
-    st[1] = -1.0
-    st[2] = 0.0
-    st[3] = -1.0
-    for i in range(n):
-        o = avail[i] and d2[i] > thr
-        ok[i] = o
-        if o:
-            _track(st, i, d2[i], rel[i], w)
+    thr: float,
+    dmax: float,
+    vis: np.ndarray,
+    vsc: np.ndarray,
+) -> int:
+    """Tolerance-aware argmax of ``w (r_i − r_ref) + log d_i²`` over eligible items.
+
+    Eligible: ``avail`` and ``d_i² > thr``; ``r_ref`` is the largest eligible relevance;
+    ``dmax ≥ max d_i²`` over the eligible items. Returns -1 when none is eligible.
+
+    With ``w > 0`` the candidates are walked in decreasing relevance (``order``, stable):
+    since ``score_i ≤ w (r_i − r_ref) + log dmax``, the walk stops as soon as that bound
+    falls below ``best − 1e-6 (1 + |best| + |log dmax|)`` (a margin that exceeds the tie
+    tolerance), so ``log`` is only taken for candidates that can still win. With ``w = 0``
+    the comparison is made on ``d²`` itself (``log`` is monotone), with the same tolerance.
+    The winner is the lowest position among the candidates within the tolerance.
+    """
+    n = d2.shape[0]
+    if not dmax > thr:
+        return -1
+    lmax = math.log(dmax)
+    if w == 0.0:
+        best = 0.0
+        for i in range(n):
+            if avail[i] and d2[i] > thr and d2[i] > best:
+                best = d2[i]
+        if not best > 0.0:
+            return -1
+        cut = best * math.exp(-TIE_RTOL * (abs(math.log(best)) + 1.0))
+        for i in range(n):
+            if avail[i] and d2[i] > thr and d2[i] >= cut:
+                return i
+        return -1  # unreachable
+    best = _NEG_INF
+    rref = 0.0
+    nvis = 0
+    for p in range(n):
+        i = order[p]
+        if not (avail[i] and d2[i] > thr):
+            continue
+        if nvis == 0:
+            rref = rel[i]
+        g = w * (rel[i] - rref)
+        if nvis > 0 and g + lmax < best - 1e-6 * (1.0 + abs(best) + abs(lmax)):
+            break
+        sc = g + math.log(d2[i])
+        vis[nvis] = i
+        vsc[nvis] = sc
+        nvis += 1
+        if sc > best:
+            best = sc
+    if nvis == 0:
+        return -1
+    cut = best - TIE_RTOL * (abs(best) + 1.0)
+    j = n
+    for v in range(nvis):
+        if vsc[v] >= cut and vis[v] < j:
+            j = vis[v]
+    return j
 
 
 @njit(cache=True, nogil=True)
-def _dpp_choose(
-    ok: np.ndarray,
-    d2: np.ndarray,
-    rel: np.ndarray,
-    w: float,
-    st: np.ndarray,
-    score: np.ndarray,
-    n: int,
-) -> int:
-    """Tolerance-aware argmax of ``w (r_i − r_ref) + log d_i²`` over ``ok`` (-1: none).
-
-    ``log`` is only evaluated where it can matter: with ``L = log max d²`` and a lower
-    bound ``LB`` of the best score (two evaluated candidates), an item with
-    ``w (r_i − r_ref) + L < LB − 1e-6 (1 + |LB| + |L|)`` cannot be within the tie
-    tolerance of the best and is skipped. With ``w = 0`` the comparison is made on
-    ``d²`` itself (``log`` is monotone), with the same tolerance.
-    """
-    idm = int(st[3])
-    if idm < 0:
-        return -1
-    dmax = st[2]
-    lmax = math.log(dmax)
-    if w == 0.0:
-        cut = dmax * math.exp(-TIE_RTOL * (abs(lmax) + 1.0))
-        for i in range(n):
-            if ok[i] and d2[i] >= cut:
-                return i
-        return idm
-    rref = st[0]
-    ir = int(st[1])
-    lb = max(math.log(d2[ir]), w * (rel[idm] - rref) + lmax)
-    margin = 1e-6 * (1.0 + abs(lb) + abs(lmax))
-    best = _NEG_INF
-    jbest = idm
-    for i in range(n):
-        if ok[i]:
-            g = w * (rel[i] - rref)
-            if g + lmax >= lb - margin:
-                sc = g + math.log(d2[i])
-                score[i] = sc
-                if sc > best:
-                    best = sc
-                    jbest = i
-                continue
-        score[i] = _NEG_INF
-    cut = best - TIE_RTOL * (abs(best) + 1.0)
-    for i in range(jbest):
-        if score[i] >= cut:
-            return i
-    return jbest
+def _max_avail(avail: np.ndarray, d2: np.ndarray) -> float:
+    """``max(0, max_{avail} d_i²)``."""
+    m = 0.0
+    for i in range(d2.shape[0]):
+        if avail[i] and d2[i] > m:
+            m = d2[i]
+    return m
 
 
 @njit(cache=True, nogil=True)
@@ -247,6 +275,7 @@ def dpp_greedy_batch(
     out: np.ndarray,
     counts: np.ndarray,
     bad: np.ndarray,
+    wt: np.ndarray,
 ) -> None:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
@@ -274,22 +303,20 @@ def dpp_greedy_batch(
         out: ``(B, k)`` int64 output, pre-filled with -1.
         counts: ``(B,)`` int64 output, number of greedy picks per request.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (not run).
+        wt: ``(d + max(1, min(k, window or k)), N)`` float64 work matrix (any content).
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
     cap = k if window == 0 else min(window, k)
     cap = max(cap, 1)
-    wt = np.zeros((d + cap, n))
     q = np.zeros(d + cap)
     acc = np.zeros(n)
     d2 = np.zeros(n)
-    score = np.full(n, _NEG_INF)
-    ok = np.zeros(n, dtype=np.bool_)
+    vis = np.zeros(n, dtype=np.int64)
+    vsc = np.zeros(n)
     avail = np.zeros(n, dtype=np.bool_)
     win = np.zeros(cap, dtype=np.int64)
     rot_a = np.zeros(n)
-    buf = np.zeros(max(d, 1))
-    st = np.zeros(4)
     for b in range(bsz):
         counts[b] = 0
         if not active[b]:
@@ -302,44 +329,29 @@ def dpp_greedy_batch(
         kb = min(k, nvalid)
         if kb == 0:
             continue
-        maxdiag = 0.0
-        for i in range(n):
-            if not avail[i]:
-                d2[i] = 0.0
-                for f in range(d):
-                    wt[f, i] = 0.0
-                continue
-            if use_matrix:
-                d2[i] = matrix[b, i, i]
-            else:
-                d2[i] = _normalize_row(vectors[b, i], buf)
-                if d2[i] < 0.0:
-                    bad[b] = True
-                    d2[i] = 0.0
-                for f in range(d):
-                    wt[f, i] = buf[f]
-            if d2[i] > maxdiag:
-                maxdiag = d2[i]
+        if use_matrix:
+            for i in range(n):
+                d2[i] = matrix[b, i, i] if avail[i] else 0.0
+        elif not _load_transposed(vectors[b], avail, True, wt, d2, rot_a):
+            bad[b] = True
+        maxdiag = _max_avail(avail, d2)
         if bad[b] or not maxdiag > 0.0:
             continue
         thr = eps * maxdiag
         w = weight[b]
-        m = 0
         relb = rel[b]
-        _eligible(avail, d2, relb, thr, w, ok, st, n)
+        order = np.argsort(-relb, kind="mergesort") if w > 0.0 else vis
+        dmax = maxdiag
+        m = 0
         for t in range(kb):
             # ---- choose: tolerance-aware argmax of w (r_i - r_ref) + log d_i^2
-            j = _dpp_choose(ok, d2, relb, w, st, score, n)
+            j = _dpp_choose(order, avail, d2, relb, w, thr, dmax, vis, vsc)
             if j < 0:
                 break  # nothing eligible: the kernel is exhausted
             out[b, t] = j
             counts[b] += 1
             avail[j] = False
-            ok[j] = False
-            if t + 1 >= kb:
-                break
-            if window == 1:
-                _eligible(avail, d2, relb, thr, w, ok, st, n)
+            if t + 1 >= kb or window == 1:
                 continue
             # ---- incremental Cholesky update (Eq. 8): e = (S_j - C_j^T C) / d_j
             dj = math.sqrt(d2[j])
@@ -356,19 +368,14 @@ def dpp_greedy_batch(
             _accumulate(acc, wt, q, d + m, n)
             row = wt[d + m]
             inv = 1.0 / dj
-            st[0] = _NEG_INF
-            st[1] = -1.0
-            st[2] = 0.0
-            st[3] = -1.0
+            dmax = 0.0
             for i in range(n):
                 e = acc[i] * inv  # 0 at invalid positions (zero vectors / zeroed rows)
                 row[i] = e
                 x = d2[i] - e * e
                 d2[i] = x
-                o = avail[i] and x > thr
-                ok[i] = o
-                if o:
-                    _track(st, i, x, relb[i], w)
+                if avail[i] and x > dmax:
+                    dmax = x
             win[m] = j
             m += 1
             if window > 0 and m >= window:
@@ -400,7 +407,7 @@ def dpp_greedy_batch(
                 for r_ in range(m - 1):
                     win[r_] = win[r_ + 1]
                 m -= 1
-                _eligible(avail, d2, relb, thr, w, ok, st, n)
+                dmax = _max_avail(avail, d2)
 
 
 # --------------------------------------------------------------------------- penalized
@@ -425,6 +432,7 @@ def penalized_greedy_batch(
     agg_mean: bool,
     out: np.ndarray,
     bad: np.ndarray,
+    ut: np.ndarray,
 ) -> None:
     """Greedy ``argmax_{i ∉ S} base_i − coef · agg_{j∈S} sim(i, j)`` for every request.
 
@@ -445,12 +453,12 @@ def penalized_greedy_batch(
         agg_mean: mean (True) or max (False) aggregation over the selected items.
         out: ``(B, k)`` int64 output, pre-filled with -1.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
+        ut: ``(d, N)`` float64 work matrix (any content).
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    ut = np.zeros((d, n))
     q = np.zeros(max(d, 1))
-    buf = np.zeros(max(d, 1))
+    sq = np.zeros(n)
     sim = np.zeros(n)
     acc = np.zeros(n)
     score = np.zeros(n)
@@ -464,22 +472,10 @@ def penalized_greedy_batch(
         kb = min(k, nvalid)
         if kb == 0:
             continue
+        if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc):
+            bad[b] = True
         for i in range(n):
             acc[i] = 0.0 if agg_mean else _NEG_INF
-            if mode == 1:
-                continue
-            if not avail[i]:
-                for f in range(d):
-                    ut[f, i] = 0.0
-                continue
-            if mode == 0:
-                if _normalize_row(vectors[b, i], buf) < 0.0:
-                    bad[b] = True
-                for f in range(d):
-                    ut[f, i] = buf[f]
-            else:
-                for f in range(d):
-                    ut[f, i] = vectors[b, i, f]
         if bad[b]:
             continue
         j = -1

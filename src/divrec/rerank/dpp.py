@@ -160,11 +160,17 @@ def _run(
         out,
         counts,
         bad,
+        _kernels.workspace(vectors.shape[2] + _work_rows(k, window), valid.shape[1]),
     )
     if bad.any():
         where = "" if bsz == 1 else " at valid positions"
         raise ValueError(f"vectors contain NaN or infinite values{where}")
     return out, counts
+
+
+def _work_rows(k: int, window: int | None) -> int:
+    """Cholesky rows kept by the kernel: ``min(k, window)`` (at least 1)."""
+    return max(1, k if window is None else min(window, k))
 
 
 def _check_kernel(mat: np.ndarray, batch: bool) -> np.ndarray:

@@ -198,6 +198,7 @@ def _compiled_penalized(
         agg == "mean",
         out,
         bad,
+        _kernels.workspace(vectors.shape[2], n),
     )
     if bad.any():
         where = "" if bsz == 1 else " at valid positions"
