@@ -120,33 +120,26 @@ def _load_transposed(
 
 
 @njit(cache=True, nogil=True)
-def _pick(score: np.ndarray, ok: np.ndarray, n: int, scale: float) -> int:
-    """Tolerance-aware argmax over ``ok`` positions (lowest position among the tied).
+def _resolve_tie(
+    score: np.ndarray, ok: np.ndarray, best: float, jbest: int, first: int, scale: float
+) -> int:
+    """Tolerance-aware argmax over ``ok`` once ``best`` (first reached at ``jbest``) is known.
 
-    Returns -1 when no position is ``ok``.
+    The positions whose score is within ``TIE_RTOL · (|best| + scale)`` of ``best`` are
+    tied and the lowest one wins. ``first`` is the lowest ``ok`` position (-1: none);
+    ``jbest`` is -1 when no score beat ``-inf`` (NaN never wins): then ``first`` is taken.
     """
-    best = _NEG_INF
-    first = -1
-    for i in range(n):
-        if ok[i]:
-            if first < 0:
-                first = i
-            s = score[i]
-            if s > best:
-                best = s
     if first < 0:
         return -1
-    if best == _NEG_INF:
+    if jbest < 0 or best == _NEG_INF:
         return first
     if best == np.inf:
-        for i in range(n):
-            if ok[i] and score[i] == np.inf:
-                return i
+        return jbest
     thr = best - TIE_RTOL * (abs(best) + scale)
-    for i in range(n):
+    for i in range(jbest):
         if ok[i] and score[i] >= thr:
             return i
-    return first  # unreachable: the best itself passes
+    return jbest
 
 
 # --------------------------------------------------------------------------- DPP
@@ -503,6 +496,9 @@ def penalized_greedy_batch(
                     for i in range(n):
                         sim[i] = _sigmoid(sim[i])
             inv_t = 1.0 / (t + 1)
+            best = _NEG_INF
+            jbest = -1
+            first = -1
             for i in range(n):
                 s = sim[i]
                 if abs(s) > seen:
@@ -514,5 +510,12 @@ def penalized_greedy_batch(
                     if s > acc[i]:
                         acc[i] = s
                     pen = acc[i]
-                score[i] = base[b, i] - coef * pen if coef != 0.0 else base[b, i]
-            j = _pick(score, avail, n, coef * seen)
+                sc = base[b, i] - coef * pen if coef != 0.0 else base[b, i]
+                score[i] = sc
+                if avail[i]:
+                    if first < 0:
+                        first = i
+                    if sc > best:
+                        best = sc
+                        jbest = i
+            j = _resolve_tie(score, avail, best, jbest, first, coef * seen)
