@@ -74,11 +74,18 @@ def _load_transposed(
     infinity (without, the caller checks).
     """
     n, d = vectors.shape
+    i0 = 0
+    while i0 + 8 <= n:  # blocked transposition: 8 items = one cache line per feature row
+        for f in range(d):
+            dst = wt[f]
+            for ii in range(8):
+                dst[i0 + ii] = vectors[i0 + ii, f]
+        i0 += 8
+    for i in range(i0, n):
+        for f in range(d):
+            wt[f, i] = vectors[i, f]
     for i in range(n):
-        if valid[i]:
-            for f in range(d):
-                wt[f, i] = vectors[i, f]
-        else:
+        if not valid[i]:
             for f in range(d):
                 wt[f, i] = 0.0
     for i in range(n):
@@ -177,70 +184,82 @@ def _accumulate(acc: np.ndarray, wt: np.ndarray, q: np.ndarray, nrows: int, n: i
 
 @njit(cache=True, nogil=True)
 def _dpp_choose(
-    order: np.ndarray,
     avail: np.ndarray,
     d2: np.ndarray,
     rel: np.ndarray,
     w: float,
     thr: float,
-    dmax: float,
+    st: np.ndarray,
     vis: np.ndarray,
     vsc: np.ndarray,
+    lg: np.ndarray,
+    stale: bool,
 ) -> int:
     """Tolerance-aware argmax of ``w (r_i − r_ref) + log d_i²`` over eligible items.
 
-    Eligible: ``avail`` and ``d_i² > thr``; ``r_ref`` is the largest eligible relevance;
+    Eligible: ``avail`` and ``d_i² > thr``. ``st`` holds the step statistics of
+    :func:`_dpp_stats`: ``r_ref`` (largest eligible relevance), its first position, and
     ``dmax ≥ max d_i²`` over the eligible items. Returns -1 when none is eligible.
 
-    With ``w > 0`` the candidates are walked in decreasing relevance (``order``, stable):
-    since ``score_i ≤ w (r_i − r_ref) + log dmax``, the walk stops as soon as that bound
-    falls below ``best − 1e-6 (1 + |best| + |log dmax|)`` (a margin that exceeds the tie
-    tolerance), so ``log`` is only taken for candidates that can still win. With ``w = 0``
-    the comparison is made on ``d²`` itself (``log`` is monotone), with the same tolerance.
-    The winner is the lowest position among the candidates within the tolerance.
+    With ``w > 0``: ``LB = log d²`` of the ``r_ref`` item is a lower bound of the best
+    score and ``score_i ≤ w (r_i − r_ref) + log dmax``, so candidates whose bound is below
+    ``LB − 1e-6 (1 + |LB| + |log dmax|)`` (a margin that exceeds the tie tolerance) are
+    skipped without a ``log``. With ``w = 0`` the comparison is made on ``d²`` itself
+    (``log`` is monotone), with the same tolerance. The winner is the lowest position
+    among the candidates within the tolerance of the best.
     """
     n = d2.shape[0]
-    if not dmax > thr:
+    ir = int(st[1])
+    dmax = st[2]
+    if ir < 0 or not dmax > thr:
         return -1
-    lmax = math.log(dmax)
     if w == 0.0:
-        best = 0.0
-        for i in range(n):
-            if avail[i] and d2[i] > thr and d2[i] > best:
-                best = d2[i]
-        if not best > 0.0:
-            return -1
-        cut = best * math.exp(-TIE_RTOL * (abs(math.log(best)) + 1.0))
+        cut = dmax * math.exp(-TIE_RTOL * (abs(math.log(dmax)) + 1.0))
         for i in range(n):
             if avail[i] and d2[i] > thr and d2[i] >= cut:
                 return i
-        return -1  # unreachable
+        return ir  # unreachable
+    rref = st[0]
+    lmax = math.log(dmax)
+    lb = math.log(d2[ir])
+    floor = lb - 1e-6 * (1.0 + abs(lb) + abs(lmax))
     best = _NEG_INF
-    rref = 0.0
     nvis = 0
-    for p in range(n):
-        i = order[p]
-        if not (avail[i] and d2[i] > thr):
-            continue
-        if nvis == 0:
-            rref = rel[i]
-        g = w * (rel[i] - rref)
-        if nvis > 0 and g + lmax < best - 1e-6 * (1.0 + abs(best) + abs(lmax)):
-            break
-        sc = g + math.log(d2[i])
-        vis[nvis] = i
-        vsc[nvis] = sc
-        nvis += 1
-        if sc > best:
-            best = sc
-    if nvis == 0:
-        return -1
+    for i in range(n):
+        if avail[i] and d2[i] > thr:
+            g = w * (rel[i] - rref)
+            if g + min(lg[i], lmax) >= floor:
+                li = math.log(d2[i])
+                if stale:
+                    lg[i] = li
+                sc = g + li
+                vis[nvis] = i
+                vsc[nvis] = sc
+                nvis += 1
+                if sc > best:
+                    best = sc
     cut = best - TIE_RTOL * (abs(best) + 1.0)
-    j = n
     for v in range(nvis):
-        if vsc[v] >= cut and vis[v] < j:
-            j = vis[v]
-    return j
+        if vsc[v] >= cut:
+            return vis[v]  # visited in increasing position
+    return ir  # unreachable: the r_ref item is visited
+
+
+@njit(cache=True, nogil=True)
+def _dpp_stats(
+    avail: np.ndarray, d2: np.ndarray, rel: np.ndarray, thr: float, st: np.ndarray
+) -> None:
+    """``st = [r_ref, its first position, max d²]`` over the eligible items (-1: none)."""
+    st[0] = _NEG_INF
+    st[1] = -1.0
+    st[2] = 0.0
+    for i in range(d2.shape[0]):
+        if avail[i] and d2[i] > thr:
+            if d2[i] > st[2]:
+                st[2] = d2[i]
+            if rel[i] > st[0]:
+                st[0] = rel[i]
+                st[1] = i
 
 
 @njit(cache=True, nogil=True)
@@ -310,6 +329,8 @@ def dpp_greedy_batch(
     avail = np.zeros(n, dtype=np.bool_)
     win = np.zeros(cap, dtype=np.int64)
     rot_a = np.zeros(n)
+    st = np.zeros(3)
+    lg = np.zeros(n)
     for b in range(bsz):
         counts[b] = 0
         if not active[b]:
@@ -333,18 +354,23 @@ def dpp_greedy_batch(
         thr = eps * maxdiag
         w = weight[b]
         relb = rel[b]
-        order = np.argsort(-relb, kind="mergesort") if w > 0.0 else vis
-        dmax = maxdiag
+        _dpp_stats(avail, d2, relb, thr, st)
+        lmax0 = math.log(maxdiag)
+        for i in range(n):
+            lg[i] = lmax0
         m = 0
         for t in range(kb):
             # ---- choose: tolerance-aware argmax of w (r_i - r_ref) + log d_i^2
-            j = _dpp_choose(order, avail, d2, relb, w, thr, dmax, vis, vsc)
+            j = _dpp_choose(avail, d2, relb, w, thr, st, vis, vsc, lg, window == 0)
             if j < 0:
                 break  # nothing eligible: the kernel is exhausted
             out[b, t] = j
             counts[b] += 1
             avail[j] = False
-            if t + 1 >= kb or window == 1:
+            if t + 1 >= kb:
+                break
+            if window == 1:
+                _dpp_stats(avail, d2, relb, thr, st)
                 continue
             # ---- incremental Cholesky update (Eq. 8): e = (S_j - C_j^T C) / d_j
             dj = math.sqrt(d2[j])
@@ -361,14 +387,23 @@ def dpp_greedy_batch(
             _accumulate(acc, wt, q, d + m, n)
             row = wt[d + m]
             inv = 1.0 / dj
+            rref = _NEG_INF
+            ir = -1
             dmax = 0.0
             for i in range(n):
                 e = acc[i] * inv  # 0 at invalid positions (zero vectors / zeroed rows)
                 row[i] = e
                 x = d2[i] - e * e
                 d2[i] = x
-                if avail[i] and x > dmax:
-                    dmax = x
+                if avail[i] and x > thr:
+                    if x > dmax:
+                        dmax = x
+                    if relb[i] > rref:
+                        rref = relb[i]
+                        ir = i
+            st[0] = rref
+            st[1] = ir
+            st[2] = dmax
             win[m] = j
             m += 1
             if window > 0 and m >= window:
@@ -400,7 +435,7 @@ def dpp_greedy_batch(
                 for r_ in range(m - 1):
                     win[r_] = win[r_ + 1]
                 m -= 1
-                dmax = _max_avail(avail, d2)
+                _dpp_stats(avail, d2, relb, thr, st)
 
 
 # --------------------------------------------------------------------------- penalized
