@@ -150,8 +150,7 @@ def scale_relevance(r: np.ndarray, mode: str) -> np.ndarray:
     if mode == "raw" or r.size == 0:
         return r
     lo, hi = float(r.min()), float(r.max())
-    with np.errstate(over="ignore"):
-        span = hi - lo
+    span = hi - lo  # Python floats: overflows to inf silently
     if not span > 0.0:
         return np.zeros_like(r)
     if np.isfinite(span):

@@ -86,6 +86,11 @@ def tradeoff_alpha(theta: float | np.ndarray) -> np.ndarray:
     Returns:
         ``α`` with the shape of ``theta`` (float64).
     """
+    if isinstance(theta, float | int) and not isinstance(theta, bool):
+        x = float(theta)  # scalar fast path (same IEEE arithmetic as the array path)
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"theta must be in [0, 1], got {theta}")
+        return np.asarray(x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else np.inf)
     t = np.asarray(theta, dtype=np.float64)
     if np.any(~np.isfinite(t)) or np.any(t < 0.0) or np.any(t > 1.0):
         raise ValueError(f"theta must be in [0, 1], got {theta}")
