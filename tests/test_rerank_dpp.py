@@ -281,3 +281,32 @@ def test_input_validation():
     assert dpp.select(np.ones(3), 0, vectors=np.eye(3)).shape == (0,)
     assert dpp.select(np.array([0.3, 0.1]), 5, vectors=np.eye(2)).tolist() == [0, 1]
     assert dpp.get_params()["theta"] == 0.5
+
+
+# --------------------------------------------------------------------------- eps (item 8)
+@pytest.mark.parametrize("scale", [1e-11, 1e-3, 1.0, 1e6, 1e11])
+def test_eps_is_relative_to_the_kernel_scale(scale):
+    """Multiplying S by a positive constant changes neither the picks nor the stopping."""
+    rng = np.random.default_rng(6)
+    v = rng.normal(size=(30, 8))  # rank 8: the kernel is exhausted after 8 picks
+    s = cosine_similarity(v)
+    r = rng.random(30)
+    ref = FastGreedyDPP(0.0, fill=False).select(r, 12, similarity=s)
+    assert len(ref) == 8  # stops at the rank, not earlier (relevance order would be wrong)
+    assert ref.tolist() != np.argsort(-r, kind="stable")[:8].tolist()
+    got = FastGreedyDPP(0.0, fill=False).select(r, 12, similarity=s * scale)
+    assert got.tolist() == ref.tolist()
+    kernel = random_kernel(7, 12, 4, jitter=0.0)  # rank 4
+    assert fast_greedy_map(kernel * scale, 10).tolist() == fast_greedy_map(kernel, 10).tolist()
+
+
+def test_eps_threshold_hand_computed():
+    # diagonal kernel: d_i^2 = L_ii never changes; eligible iff L_ii > eps * max L_ii
+    kernel = np.diag([2e-11, 1e-21, 5e-12, 3e-21])
+    # relative threshold 1e-10 * 2e-11 = 2e-21: items 0, 2, 3 are eligible, item 1 is not
+    assert fast_greedy_map(kernel, 4).tolist() == [0, 2, 3]
+    assert fast_greedy_map(kernel, 4, eps=0.3).tolist() == [0]  # 5e-12 <= 0.3 * 2e-11
+    assert fast_greedy_map(kernel, 4, eps=0.2).tolist() == [0, 2]
+    r = np.array([0.1, 0.9, 0.5, 0.3])
+    # theta = 0: pure determinant, then fill by relevance (item 1)
+    assert FastGreedyDPP(0.0).select(r, 4, similarity=kernel).tolist() == [0, 2, 3, 1]

@@ -25,8 +25,21 @@ Relevance scaling: ``relevance_scaling="minmax"`` maps the relevance of each req
 trade-off hyperparameters mean the same thing for every request whatever the scale of the
 upstream scores; ``"raw"`` uses the scores as given. It is the default everywhere except
 :class:`~divrec.rerank.InterestAwareMMR` (CDM combines predicted probabilities as they
-are). Ties are always broken towards the lower position (``numpy.argmax`` / stable sort
-semantics), i.e. towards the upstream ranking when candidates come in ranked order.
+are). Min-max scaling is overflow-safe (relevance spanning ``±1e308`` is scaled, not
+turned into NaN or into a constant).
+
+Ties: ties are always broken towards the lower position, i.e. towards the upstream ranking
+when candidates come in ranked order. Orders taken on the given numbers (first picks by
+relevance, relevance fills, :class:`~divrec.rerank.CategoryCap`) use exact equality
+(stable sort semantics). Greedy steps whose score is computed (a similarity, a residual
+norm, a log-determinant) use a tolerance-aware argmax (:func:`tie_argmax` and its
+compiled twin): candidates whose score is within ``TIE_RTOL · (|best| + scale)`` of the
+best score are tied, with ``TIE_RTOL = 1e-9`` and ``scale`` a bound on the magnitude of
+the computed terms (e.g. ``(1 − λ) · max |sim|`` for MMR, ``1`` for the DPP's
+log-determinant gains). Floating-point rounding, which depends on the order of the
+candidates, thus never decides a tie, and permuting candidates that are not tied permutes
+the output accordingly. No input can produce a duplicate: NaN or ``−inf`` scores never
+win over a finite one, and when none is finite the lowest available position is taken.
 """
 
 from __future__ import annotations
@@ -51,9 +64,14 @@ __all__ = [
     "check_k",
     "cosine_similarity",
     "fill_by_relevance_batch",
+    "kernel_inputs",
+    "kernel_inputs_batch",
     "relevance_order",
     "scale_relevance",
     "scale_relevance_batch",
+    "tie_argmax",
+    "tie_argmax_rows",
+    "TIE_RTOL",
 ]
 
 
@@ -126,30 +144,92 @@ def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- scaling
 def scale_relevance(r: np.ndarray, mode: str) -> np.ndarray:
-    """Scale one request's relevance ``(N,)`` (``"minmax"`` to ``[0, 1]`` or ``"raw"``)."""
+    """Scale one request's relevance ``(N,)`` (``"minmax"`` to ``[0, 1]`` or ``"raw"``).
+
+    Min-max is ``(r − lo) / (hi − lo)``; when ``hi − lo`` overflows (scores near
+    ``±1.8e308``) both sides are halved first, which is exact for normal numbers.
+    """
     if mode == "raw" or r.size == 0:
         return r
     lo, hi = float(r.min()), float(r.max())
-    if hi - lo <= 0.0:
+    span = hi - lo  # Python floats: overflows to inf silently
+    if not span > 0.0:
         return np.zeros_like(r)
-    return (r - lo) / (hi - lo)
+    if np.isfinite(span):
+        return (r - lo) / span
+    return (r / 2.0 - lo / 2.0) / (hi / 2.0 - lo / 2.0)
 
 
 def scale_relevance_batch(r: np.ndarray, valid: np.ndarray, mode: str) -> np.ndarray:
     """Row-wise :func:`scale_relevance` over the valid positions of ``r`` ``(B, N)``.
 
-    Invalid positions are set to 0 (they are never selected anyway).
+    Same arithmetic as :func:`scale_relevance` (bitwise equal per row). Invalid positions
+    are set to 0 (they are never selected anyway).
     """
     if mode == "raw":
         return np.where(valid, r, 0.0)
     lo = np.min(np.where(valid, r, np.inf), axis=1, keepdims=True)
     hi = np.max(np.where(valid, r, -np.inf), axis=1, keepdims=True)
-    span = hi - lo
-    ok = np.isfinite(span) & (span > 0.0)
-    safe_span = np.where(ok, span, 1.0)
-    safe_lo = np.where(np.isfinite(lo), lo, 0.0)
-    out = np.where(ok, (r - safe_lo) / safe_span, 0.0)
+    has = np.isfinite(lo)
+    safe_lo = np.where(has, lo, 0.0)
+    safe_hi = np.where(has, hi, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = safe_hi - safe_lo
+        half = ~np.isfinite(span)
+        num = np.where(half, r / 2.0 - safe_lo / 2.0, r - safe_lo)
+        den = np.where(half, safe_hi / 2.0 - safe_lo / 2.0, span)
+        ok = den > 0.0
+        out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
     return np.where(valid, out, 0.0)
+
+
+#: relative tolerance of the tie rule (see the module docstring)
+TIE_RTOL = 1e-9
+
+
+def tie_argmax(score: np.ndarray, mask: np.ndarray, scale: float = 0.0) -> int:
+    """Tolerance-aware argmax: the lowest ``mask`` position among the near-maxima.
+
+    Positions whose score is within ``TIE_RTOL · (|best| + scale)`` of the best score over
+    ``mask`` are tied; the lowest one is returned. NaN never wins; if no score is finite
+    the lowest ``mask`` position is returned.
+
+    Args:
+        score: ``(N,)`` scores.
+        mask: ``(N,)`` bool, candidates (at least one True).
+        scale: bound on the magnitude of the terms summed into ``score`` (absorbs their
+            rounding), ``≥ 0``.
+
+    Returns:
+        The selected position (-1 if ``mask`` is all False).
+    """
+    cand = np.flatnonzero(mask)
+    if cand.size == 0:
+        return -1
+    s = score[cand]
+    s = np.where(np.isnan(s), -np.inf, s)
+    best = float(s.max())
+    if best == -np.inf:
+        return int(cand[0])
+    if best == np.inf:
+        return int(cand[np.argmax(s == np.inf)])
+    thr = best - TIE_RTOL * (abs(best) + scale)
+    return int(cand[np.argmax(s >= thr)])
+
+
+def tie_argmax_rows(score: np.ndarray, mask: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    """Row-wise :func:`tie_argmax` of ``score`` ``(B, N)`` over ``mask`` ``(B, N)``.
+
+    Returns ``(B,)`` int64 positions (0 for rows without any candidate).
+    """
+    s = np.where(mask & ~np.isnan(score), score, -np.inf)
+    best = s.max(axis=1, initial=-np.inf)
+    fin = np.isfinite(best)
+    tol = TIE_RTOL * (np.abs(np.where(fin, best, 0.0)) + np.asarray(scale, dtype=np.float64))
+    thr = np.where(fin, best - tol, best)
+    hit = mask & (s >= thr[:, None])
+    hit |= (best == -np.inf)[:, None] & mask  # nothing finite: lowest available position
+    return np.argmax(hit, axis=1).astype(np.int64)
 
 
 #: requests processed together by the vectorized batch paths: large enough to amortize the
@@ -358,6 +438,68 @@ class BatchSimilarity:
             return np.diagonal(self.matrix, axis1=1, axis2=2).copy()
         assert self.unit_vectors is not None
         return np.einsum("bnd,bnd->bn", self.unit_vectors, self.unit_vectors)
+
+
+# --------------------------------------------------------------------------- kernels
+def kernel_inputs(
+    n: int, vectors: Any | None, similarity: Any | None, who: str
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validated inputs of the compiled kernels for one request (a batch of one).
+
+    The finiteness of ``vectors`` is checked by the kernels while they normalize them
+    (no extra pass); callers raise on their ``bad`` flag.
+
+    Returns:
+        ``vectors`` ``(1, N, d)`` float64 (``(1, N, 0)`` when a matrix is given),
+        ``matrix`` ``(1, N, N)`` float64 (``(1, 0, 0)`` when vectors are given) and
+        whether the matrix is used. Raises ``ValueError`` as :meth:`Similarity.resolve`.
+    """
+    if vectors is not None and similarity is not None:
+        raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+    if vectors is not None:
+        v = np.ascontiguousarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or v.shape[0] != n:
+            raise ValueError(f"vectors must have shape ({n}, d), got {v.shape}")
+        return v[None], np.zeros((1, 0, 0)), False  # finiteness: checked by the kernel
+    if similarity is not None:
+        m = np.ascontiguousarray(similarity, dtype=np.float64)
+        if m.shape != (n, n):
+            raise ValueError(f"similarity must have shape ({n}, {n}), got {m.shape}")
+        if not np.all(np.isfinite(m)):
+            raise ValueError("similarity contains NaN or infinite values")
+        return np.zeros((1, n, 0)), m[None], True
+    raise ValueError(f"{who} needs `vectors` (N, d) or `similarity` (N, N); got neither")
+
+
+def kernel_inputs_batch(
+    shape: tuple[int, int],
+    valid: np.ndarray,
+    vectors: Any | None,
+    similarity: Any | None,
+    who: str,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Batched :func:`kernel_inputs`: ``(B, N, d)`` / ``(B, N, N)`` float64 arrays.
+
+    Values at invalid positions are never read by the kernels and may hold anything;
+    valid ones must be finite.
+    """
+    b, n = shape
+    if vectors is not None and similarity is not None:
+        raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+    if vectors is not None:
+        v = np.ascontiguousarray(vectors, dtype=np.float64)
+        if v.ndim != 3 or v.shape[:2] != (b, n):
+            raise ValueError(f"vectors must have shape ({b}, {n}, d), got {v.shape}")
+        return v, np.zeros((b, 0, 0)), False  # finiteness: checked by the kernel
+    if similarity is not None:
+        m = np.ascontiguousarray(similarity, dtype=np.float64)
+        if m.shape != (b, n, n):
+            raise ValueError(f"similarity must have shape ({b}, {n}, {n}), got {m.shape}")
+        pair = valid[:, :, None] & valid[:, None, :]
+        if not np.all(np.isfinite(m[pair])):
+            raise ValueError("similarity contains NaN or infinite values at valid positions")
+        return np.zeros((b, n, 0)), m, True
+    raise ValueError(f"{who} needs `vectors` (B, N, d) or `similarity` (B, N, N); got neither")
 
 
 # --------------------------------------------------------------------------- base class

@@ -17,13 +17,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._base import (
-    BatchSimilarity,
     Reranker,
     Similarity,
     as_positions,
@@ -32,11 +31,15 @@ from ._base import (
     check_relevance,
     check_relevance_batch,
     check_scaling,
+    fill_by_relevance_batch,
+    kernel_inputs,
+    kernel_inputs_batch,
     relevance_order,
     scale_relevance,
     scale_relevance_batch,
+    tie_argmax,
 )
-from .mmr import penalized_greedy, penalized_greedy_batch
+from .mmr import _compiled_penalized
 
 __all__ = ["CFDA", "CFDM", "CategoryCap", "HybridUtility"]
 
@@ -158,9 +161,13 @@ class CFDA(Reranker):
         r = check_relevance(relevance)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
-        sim = Similarity.resolve(r.size, vectors, similarity, "CFDA")
+        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "CFDA")
         rs = scale_relevance(r, self.relevance_scaling)
-        return penalized_greedy(rs, r, k, sim.row, float(self.phi), "mean")
+        ones = np.ones((1, r.size), dtype=bool)
+        out = _compiled_penalized(
+            vecs, mat, int(use_matrix), ones, rs[None], r[None], k, float(self.phi), "mean"
+        )
+        return as_positions(out[0, : min(k, r.size)])
 
     def select_batch(
         self,
@@ -176,9 +183,9 @@ class CFDA(Reranker):
         """Vectorized batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (-1 padded)."""
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
-        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "CFDA")
+        vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "CFDA")
         rs = scale_relevance_batch(r, m, self.relevance_scaling)
-        return penalized_greedy_batch(rs, r, m, k, sims.rows_for, float(self.phi), "mean")
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, rs, r, k, float(self.phi), "mean")
 
 
 class CFDM(Reranker):
@@ -236,9 +243,12 @@ class CFDM(Reranker):
         avail = np.ones(pool.size, dtype=bool)
         chosen = [0]
         avail[0] = False
+        scale = 0.0
         while len(chosen) < kk:
-            div_sum += 1.0 - sim.row(int(pool[chosen[-1]]))[pool]
-            p = int(np.argmax(np.where(avail, div_sum, -np.inf)))
+            dis = 1.0 - sim.row(int(pool[chosen[-1]]))[pool]
+            div_sum += dis
+            scale += float(np.max(np.abs(dis)))
+            p = tie_argmax(div_sum, avail, scale)
             chosen.append(p)
             avail[p] = False
         return as_positions(pool[chosen])
@@ -352,8 +362,12 @@ class HybridUtility(Reranker):
             return np.zeros(0, dtype=np.int64)
         if w_div == 0.0:
             return relevance_order(base)[:k]
-        sim = Similarity.resolve(r.size, vectors, similarity, "HybridUtility")
-        return penalized_greedy(base, base, k, sim.row, w_div, "mean")
+        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "HybridUtility")
+        ones = np.ones((1, r.size), dtype=bool)
+        out = _compiled_penalized(
+            vecs, mat, int(use_matrix), ones, base[None], base[None], k, w_div, "mean"
+        )
+        return as_positions(out[0, : min(k, r.size)])
 
     def select_batch(
         self,
@@ -393,11 +407,12 @@ class HybridUtility(Reranker):
                 raise ValueError("novelty contains NaN or infinite values at valid positions")
             base = base + w_nov * scale_relevance_batch(nov, m, self.relevance_scaling)
         if w_div == 0.0:
-            bsz, n = r.shape
-
-            def no_rows_for(sl: slice) -> Callable[[np.ndarray], np.ndarray]:
-                return lambda js: np.zeros((js.shape[0], n))
-
-            return penalized_greedy_batch(base, base, m, k, no_rows_for, 0.0, "mean")
-        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "HybridUtility")
-        return penalized_greedy_batch(base, base, m, k, sims.rows_for, w_div, "mean")
+            # the static order, exactly as `select` (stable sort on the same numbers)
+            out = np.full((r.shape[0], k), -1, dtype=np.int64)
+            counts = np.zeros(r.shape[0], dtype=np.int64)
+            fill_by_relevance_batch(out, counts, base, m, np.minimum(k, m.sum(axis=1)))
+            return out
+        vecs, mat, use_matrix = kernel_inputs_batch(
+            r.shape, m, vectors, similarity, "HybridUtility"
+        )
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, base, base, k, w_div, "mean")

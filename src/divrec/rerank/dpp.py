@@ -18,7 +18,9 @@ window is full, its oldest item is removed with Givens rotations of the stored `
 ``O(w N)`` per step). ``window=None`` is the plain algorithm; ``window=1`` gives the
 order of the kernel diagonal.
 
-Stopping / degenerate kernels: a candidate is eligible only while ``d_i² > eps``; when no
+Stopping / degenerate kernels: a candidate is eligible only while
+``d_i² > eps · max_i K_ii`` (``eps`` is relative to the scale of the kernel ``K`` the
+recursion runs on, so multiplying ``S`` by any positive constant changes nothing); when no
 eligible candidate is left (kernel exhausted: rank-deficient, ``N > d``, or not positive
 semi-definite) the greedy stops. :func:`fast_greedy_map` then returns fewer than ``k``
 positions; :class:`FastGreedyDPP` by default completes the list with the remaining
@@ -34,27 +36,34 @@ forms ``exp(α r)``: the Schur complements of ``L`` are ``exp(2α r_i)`` times t
 ``S``, so it runs the Cholesky recursion on ``S`` and picks ``argmax 2α r_i + log d_i²(S)``
 in log space (no overflow for large ``α``; shifting ``r`` by a constant does not change
 the argmax). ``θ = 1`` (``α = ∞``) is the relevance order, handled without dividing by 0.
-Because the recursion runs on ``S``, the ``eps`` test applies to ``d_i²(S)`` (scale-free).
+Because the recursion runs on ``S``, the ``eps`` test applies to ``d_i²(S) / max_i S_ii``.
+
+Numerics: at every step the score is evaluated as ``2α (r_i − r_ref) + log d_i²`` with
+``r_ref`` the largest relevance among the eligible candidates (a per-step constant), so
+that the winning scores stay finite for any finite relevance (raw scores of ``±1e308``
+included) and no overflow can ever produce a duplicate. Ties (scores within
+``1e-9 · (1 + |best|)``, i.e. determinant gains equal to a relative ``1e-9``) go to the
+lower position. The greedy is a compiled kernel (:mod:`divrec.rerank._kernels`):
+``select`` runs it on a batch of one request, ``select_batch`` on all requests in one
+compiled loop, so both agree bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ._base import (
-    BatchSimilarity,
     Reranker,
-    Similarity,
     as_positions,
-    batch_chunks,
     check_k,
     check_relevance,
     check_relevance_batch,
     check_scaling,
     fill_by_relevance_batch,
+    kernel_inputs,
+    kernel_inputs_batch,
     relevance_order,
     scale_relevance,
     scale_relevance_batch,
@@ -77,6 +86,11 @@ def tradeoff_alpha(theta: float | np.ndarray) -> np.ndarray:
     Returns:
         ``α`` with the shape of ``theta`` (float64).
     """
+    if isinstance(theta, float | int) and not isinstance(theta, bool):
+        x = float(theta)  # scalar fast path (same IEEE arithmetic as the array path)
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"theta must be in [0, 1], got {theta}")
+        return np.asarray(x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else np.inf)
     t = np.asarray(theta, dtype=np.float64)
     if np.any(~np.isfinite(t)) or np.any(t < 0.0) or np.any(t > 1.0):
         raise ValueError(f"theta must be in [0, 1], got {theta}")
@@ -99,68 +113,78 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-# --------------------------------------------------------------------------- single core
-def _greedy_single(
-    row: Callable[[int], np.ndarray],
-    diag: np.ndarray,
-    gain: np.ndarray,
+# --------------------------------------------------------------------------- core
+def _run(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    use_matrix: bool,
+    valid: np.ndarray,
+    rel: np.ndarray,
+    weight: np.ndarray,
+    active: np.ndarray,
     k: int,
     eps: float,
     window: int | None,
-) -> list[int]:
-    """Incremental-Cholesky greedy for one request.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the compiled greedy (:func:`divrec.rerank._kernels.dpp_greedy_batch`).
 
-    Picks ``argmax_i gain_i + log d_i²`` among eligible items (``d_i² > eps``), where
-    ``d_i²`` is the Schur complement of the kernel whose rows ``row(j)`` and diagonal
-    ``diag`` are given (``gain = 2 log q`` turns the kernel ``S`` into ``Diag(q) S Diag(q)``).
+    Args:
+        vectors: ``(B, N, d)`` float64 vectors or ``(B, N, 0)``.
+        matrix: ``(B, N, N)`` float64 kernels or ``(B, 0, 0)``.
+        use_matrix: read the kernel from ``matrix``.
+        valid: ``(B, N)`` selectable positions.
+        rel: ``(B, N)`` relevance (finite at valid positions).
+        weight: ``(B,)`` ``2α`` per request (finite, ``≥ 0``).
+        active: ``(B,)`` requests to run.
+        k: list length.
+        eps: relative eligibility threshold.
+        window: sliding-window size or None.
+
+    Returns:
+        ``out`` ``(B, k)`` int64 (-1 padded) and ``counts`` ``(B,)`` greedy picks.
     """
-    n = diag.shape[0]
-    kk = min(k, n)
-    cap = kk if window is None else min(window, kk)
-    cmat = np.zeros((max(cap, 1), n))
-    d2 = diag.astype(np.float64, copy=True)
-    avail = np.ones(n, dtype=bool)
-    win: list[int] = []
-    m = 0
-    out: list[int] = []
-    while len(out) < kk:
-        elig = avail & (d2 > eps)
-        if not elig.any():
-            break
-        score = np.where(elig, gain + np.log(np.where(elig, d2, 1.0)), -np.inf)
-        j = int(np.argmax(score))
-        out.append(j)
-        avail[j] = False
-        if len(out) == kk:
-            break
-        if window == 1:
-            continue  # nothing is ever kept in the window
-        e = (row(j) - cmat[:m, j] @ cmat[:m]) / np.sqrt(d2[j])
-        cmat[m] = e
-        m += 1
-        d2 -= e * e
-        win.append(j)
-        if window is not None and len(win) >= window:
-            # Remove the oldest window item (Algorithm 2): rotate coordinate 0 into the
-            # others so that the remaining factor is the Cholesky of the last w-1 items.
-            a = cmat[0].copy()
-            rest = cmat[1:m]
-            for r_ in range(m - 1):
-                y = win[r_ + 1]
-                p, q = rest[r_, y], a[y]
-                h = np.hypot(p, q)
-                if h == 0.0:
-                    continue
-                c, s = p / h, q / h
-                new = c * rest[r_] + s * a
-                a = c * a - s * rest[r_]
-                rest[r_] = new
-            d2 += a * a
-            cmat[: m - 1] = rest
-            cmat[m - 1] = 0.0
-            m -= 1
-            win.pop(0)
-    return out
+    from . import _kernels
+
+    bsz = valid.shape[0]
+    out = np.full((bsz, k), -1, dtype=np.int64)
+    counts = np.zeros(bsz, dtype=np.int64)
+    bad = np.zeros(bsz, dtype=np.bool_)
+    if bsz == 0 or k == 0 or valid.shape[1] == 0:
+        return out, counts
+    _kernels.dpp_greedy_batch(
+        vectors,
+        matrix,
+        bool(use_matrix),
+        np.ascontiguousarray(valid, dtype=np.bool_),
+        np.ascontiguousarray(rel, dtype=np.float64),
+        np.ascontiguousarray(weight, dtype=np.float64),
+        np.ascontiguousarray(active, dtype=np.bool_),
+        int(k),
+        float(eps),
+        0 if window is None else int(window),
+        out,
+        counts,
+        bad,
+        _kernels.workspace(vectors.shape[2] + _work_rows(k, window), valid.shape[1]),
+    )
+    if bad.any():
+        where = "" if bsz == 1 else " at valid positions"
+        raise ValueError(f"vectors contain NaN or infinite values{where}")
+    return out, counts
+
+
+def _work_rows(k: int, window: int | None) -> int:
+    """Cholesky rows kept by the kernel: ``min(k, window)`` (at least 1)."""
+    return max(1, k if window is None else min(window, k))
+
+
+def _check_kernel(mat: np.ndarray, batch: bool) -> np.ndarray:
+    mat = np.ascontiguousarray(mat, dtype=np.float64)
+    want = 3 if batch else 2
+    if mat.ndim != want or mat.shape[-1] != mat.shape[-2]:
+        shape = "(B, N, N)" if batch else "(N, N)"
+        raise ValueError(f"kernel{'s' if batch else ''} must have shape {shape}, got {mat.shape}")
+    return mat
 
 
 def fast_greedy_map(
@@ -172,7 +196,8 @@ def fast_greedy_map(
         kernel: ``(N, N)`` symmetric kernel ``L`` (PSD expected; non-PSD inputs do not
             crash, their non-positive Schur complements are simply never selected).
         k: maximum number of items.
-        eps: a candidate is eligible only while its Schur complement ``d_i² > eps``.
+        eps: relative eligibility threshold: a candidate is eligible only while its
+            Schur complement ``d_i² > eps · max_i L_ii`` (scale-free).
         window: sliding-window size ``w`` (None: no window); see the module docstring.
 
     Returns:
@@ -182,131 +207,23 @@ def fast_greedy_map(
     k = check_k(k)
     eps = _check_eps(eps)
     window = _check_window(window)
-    mat = np.asarray(kernel, dtype=np.float64)
-    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
-        raise ValueError(f"kernel must have shape (N, N), got {mat.shape}")
+    mat = _check_kernel(kernel, batch=False)
     if not np.all(np.isfinite(mat)):
         raise ValueError("kernel contains NaN or infinite values")
     n = mat.shape[0]
-    out = _greedy_single(mat.__getitem__, np.diagonal(mat), np.zeros(n), k, eps, window)
-    return as_positions(out)
-
-
-# --------------------------------------------------------------------------- batch core
-def _greedy_batch(
-    rows: Callable[[np.ndarray], np.ndarray],
-    diag: np.ndarray,
-    gain: np.ndarray,
-    valid: np.ndarray,
-    active0: np.ndarray,
-    k: int,
-    eps: float,
-    window: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized :func:`_greedy_single` over ``B`` requests.
-
-    Args:
-        rows: ``rows(js)`` returns ``(B, N)``, row ``js[b]`` of kernel ``b``.
-        diag: ``(B, N)`` kernel diagonals.
-        gain: ``(B, N)`` additive log-gains (finite where used).
-        valid: ``(B, N)`` selectable positions.
-        active0: ``(B,)`` requests to run (others get no greedy picks).
-        k: list length.
-        eps: eligibility threshold on ``d_i²``.
-        window: sliding-window size or None.
-
-    Returns:
-        ``out`` ``(B, k)`` int64 (-1 padded) and ``counts`` ``(B,)`` picks per request.
-    """
-    bsz, n = diag.shape
-    out = np.full((bsz, k), -1, dtype=np.int64)
-    kb = np.minimum(k, valid.sum(axis=1))
-    counts = np.zeros(bsz, dtype=np.int64)
-    kmax = int(kb[active0].max(initial=0))
-    if kmax == 0:
-        return out, counts
-    cap = kmax if window is None else min(window, kmax)
-    cmat = np.zeros((bsz, max(cap, 1), n))
-    wins = np.zeros((bsz, max(cap, 1)), dtype=np.int64)
-    d2 = diag.astype(np.float64, copy=True)
-    avail = valid.copy()
-    active = active0 & (kb > 0)
-    ar = np.arange(bsz)
-    m = 0
-    safe_gain = np.where(np.isfinite(gain), gain, 0.0)
-    tiny = np.finfo(np.float64).tiny
-    for t in range(kmax):
-        elig = d2 > eps
-        elig &= avail
-        score = np.log(np.maximum(d2, tiny))
-        score += safe_gain
-        np.putmask(score, ~elig, -np.inf)
-        j = np.argmax(score, axis=1)
-        has = active & elig[ar, j]
-        active = has
-        if not has.any():
-            break
-        out[has, t] = j[has]
-        counts[has] += 1
-        avail[ar[has], j[has]] = False
-        active = has & (counts < kb)
-        if t + 1 >= kmax or not active.any():
-            break
-        if window == 1:
-            continue
-        dj = np.sqrt(np.where(active, d2[ar, j], 1.0))
-        cj = cmat[ar, :m, j]  # (B, m)
-        proj = np.matmul(cj[:, None, :], cmat[:, :m, :])[:, 0, :] if m else 0.0
-        e = rows(j)
-        e -= proj
-        e /= dj[:, None]
-        if not active.all():
-            e[~active] = 0.0
-        cmat[:, m, :] = e
-        wins[:, m] = j
-        m += 1
-        d2 -= e * e
-        if window is not None and m >= window:
-            a = cmat[:, 0, :].copy()
-            rest = cmat[:, 1:m, :].copy()
-            for r_ in range(m - 1):
-                y = wins[:, r_ + 1]
-                p = rest[ar, r_, y]
-                q = a[ar, y]
-                h = np.hypot(p, q)
-                nz = h > 0.0
-                c = np.where(nz, p / np.where(nz, h, 1.0), 1.0)[:, None]
-                s = np.where(nz, q / np.where(nz, h, 1.0), 0.0)[:, None]
-                new = c * rest[:, r_, :] + s * a
-                a = c * a - s * rest[:, r_, :]
-                rest[:, r_, :] = new
-            d2 += a * a
-            cmat[:, : m - 1, :] = rest
-            cmat[:, m - 1, :] = 0.0
-            wins[:, : m - 1] = wins[:, 1:m]
-            m -= 1
-    return out, counts
-
-
-def _greedy_batch_chunked(
-    sims: BatchSimilarity,
-    gain: np.ndarray,
-    valid: np.ndarray,
-    active0: np.ndarray,
-    k: int,
-    eps: float,
-    window: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_greedy_batch` over chunks of ``BATCH_CHUNK`` requests (cache-friendly)."""
-    bsz = valid.shape[0]
-    out = np.full((bsz, k), -1, dtype=np.int64)
-    counts = np.zeros(bsz, dtype=np.int64)
-    for sl in batch_chunks(bsz):
-        ch = sims.chunk(sl)
-        out[sl], counts[sl] = _greedy_batch(
-            ch.rows, ch.diag(), gain[sl], valid[sl], active0[sl], k, eps, window
-        )
-    return out, counts
+    out, counts = _run(
+        np.zeros((1, n, 0)),
+        mat[None],
+        True,
+        np.ones((1, n), dtype=bool),
+        np.zeros((1, n)),
+        np.zeros(1),
+        np.ones(1, dtype=bool),
+        k,
+        eps,
+        window,
+    )
+    return as_positions(out[0, : counts[0]])
 
 
 def fast_greedy_map_batch(
@@ -316,12 +233,12 @@ def fast_greedy_map_batch(
     window: int | None = None,
     valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Batched :func:`fast_greedy_map`, vectorized over the batch axis.
+    """Batched :func:`fast_greedy_map` (one compiled loop over the requests).
 
     Args:
         kernels: ``(B, N, N)`` kernels.
         k: maximum number of items.
-        eps: eligibility threshold on the Schur complements.
+        eps: relative eligibility threshold on the Schur complements.
         window: sliding-window size or None.
         valid: ``(B, N)`` mask of real candidates (default all).
 
@@ -331,16 +248,24 @@ def fast_greedy_map_batch(
     k = check_k(k)
     eps = _check_eps(eps)
     window = _check_window(window)
-    mat = np.asarray(kernels)
-    if mat.ndim != 3 or mat.shape[1] != mat.shape[2]:
-        raise ValueError(f"kernels must have shape (B, N, N), got {mat.shape}")
+    mat = _check_kernel(kernels, batch=True)
     bsz, n, _ = mat.shape
     m = np.ones((bsz, n), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if m.shape != (bsz, n):
         raise ValueError(f"valid must have shape ({bsz}, {n}), got {m.shape}")
-    sims = BatchSimilarity(mat, None, m, prepared=False)
-    out, _ = _greedy_batch_chunked(
-        sims, np.zeros((bsz, n)), m, np.ones(bsz, dtype=bool), k, eps, window
+    if not np.all(np.isfinite(mat[m[:, :, None] & m[:, None, :]])):
+        raise ValueError("kernels contain NaN or infinite values at valid positions")
+    out, _ = _run(
+        np.zeros((bsz, n, 0)),
+        mat,
+        True,
+        m,
+        np.zeros((bsz, n)),
+        np.zeros(bsz),
+        np.ones(bsz, dtype=bool),
+        k,
+        eps,
+        window,
     )
     return out
 
@@ -402,18 +327,30 @@ class _GreedyDPPReranker(Reranker):
         alpha = float(tradeoff_alpha(theta))
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
-        sim = Similarity.resolve(r.size, vectors, similarity, type(self).__name__)
+        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         if not np.isfinite(alpha):
             return relevance_order(r)[:k]
         rs = scale_relevance(r, self.relevance_scaling)
-        out = _greedy_single(sim.row, sim.diag(), 2.0 * alpha * rs, k, self.eps, self.window)
+        out, counts = _run(
+            vecs,
+            mat,
+            use_matrix,
+            np.ones((1, r.size), dtype=bool),
+            rs[None],
+            np.array([2.0 * alpha]),
+            np.ones(1, dtype=bool),
+            k,
+            self.eps,
+            self.window,
+        )
+        sel = out[0, : counts[0]]
         kk = min(k, r.size)
-        if self.fill and len(out) < kk:
+        if self.fill and sel.size < kk:
             taken = np.zeros(r.size, dtype=bool)
-            taken[out] = True
-            rest = [i for i in relevance_order(r) if not taken[i]]
-            out.extend(rest[: kk - len(out)])
-        return as_positions(out)
+            taken[sel] = True
+            order = relevance_order(r)
+            sel = np.concatenate([sel, order[~taken[order]][: kk - sel.size]])
+        return as_positions(sel)
 
     def select_batch(
         self,
@@ -428,8 +365,9 @@ class _GreedyDPPReranker(Reranker):
     ) -> np.ndarray:
         """Vectorized batch selection (numpy over the batch axis).
 
-        Memory is ``O(B N (k + d))`` with vectors and ``O(B N²)`` with a similarity
-        tensor: split very large batches into chunks.
+        One compiled loop over the requests (each request's greedy runs on a working set
+        of ``O(N (d + k))`` floats that stays in cache), bitwise identical to
+        :meth:`select` on the valid candidates of each request.
 
         Args:
             relevance: ``(B, N)`` ranking scores.
@@ -446,11 +384,13 @@ class _GreedyDPPReranker(Reranker):
         r, m = check_relevance_batch(relevance, valid)
         bsz, n = r.shape
         alpha = tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
-        sims = BatchSimilarity.resolve((bsz, n), m, vectors, similarity, type(self).__name__)
+        vecs, mat, use_matrix = kernel_inputs_batch(
+            (bsz, n), m, vectors, similarity, type(self).__name__
+        )
         rs = scale_relevance_batch(r, m, self.relevance_scaling)
         finite = np.isfinite(alpha)
-        gain = 2.0 * np.where(finite, alpha, 0.0)[:, None] * rs
-        out, counts = _greedy_batch_chunked(sims, gain, m, finite, k, self.eps, self.window)
+        weight = 2.0 * np.where(finite, alpha, 0.0)
+        out, counts = _run(vecs, mat, use_matrix, m, rs, weight, finite, k, self.eps, self.window)
         kb = np.minimum(k, m.sum(axis=1))
         # θ = 1 rows always fill (relevance order); others only when asked to.
         target = np.where(finite & (not self.fill), counts, kb)
@@ -471,7 +411,8 @@ class FastGreedyDPP(_GreedyDPPReranker):
         theta: trade-off ``θ ∈ [0, 1]``; larger is more relevance, ``θ = 1`` is the
             relevance order, ``θ = 0`` maximizes ``det S_Y`` only.
         window: sliding-window size ``w`` (``None``: whole list).
-        eps: eligibility threshold on the Schur complements of ``S``.
+        eps: relative eligibility threshold: an item stays eligible while its Schur
+            complement ``d_i²(S) > eps · max_i S_ii``.
         relevance_scaling: ``"minmax"`` (default: ``r ∈ [0, 1]`` per request, so that θ
             has the same meaning for every request; the WeChat paper feeds ranking scores,
             which are probabilities) or ``"raw"``.

@@ -6,8 +6,13 @@ relevant one, then every step picks
     argmax_{i ∉ S}  base_i − coef · agg_{j ∈ S} sim(i, j),
 
 with ``agg`` the maximum (MMR, CDM) or the mean (CF-DA, hybrid utility, see
-:mod:`divrec.rerank.baselines`). The batched path runs the same recursion with numpy
-over the batch axis (one ``(B, N)`` row update per step), not a loop over requests.
+:mod:`divrec.rerank.baselines`). The re-rankers run it in a compiled kernel
+(:mod:`divrec.rerank._kernels`): ``select`` is the kernel on a batch of one request and
+``select_batch`` one compiled loop over the requests, so both agree bit for bit and the
+batch is never slower than a loop of ``select``. :func:`penalized_greedy` /
+:func:`penalized_greedy_batch` are the same recursion in numpy for arbitrary row
+callables. Ties follow the rule of :mod:`divrec.rerank._base` (first pick: exact argmax of
+the relevance; later picks: tolerance-aware argmax, lowest position among the tied).
 """
 
 from __future__ import annotations
@@ -18,18 +23,19 @@ from typing import Any, Literal
 import numpy as np
 
 from ._base import (
-    BatchSimilarity,
     Reranker,
-    Similarity,
     as_positions,
     batch_chunks,
     check_k,
     check_relevance,
     check_relevance_batch,
     check_scaling,
+    kernel_inputs,
+    kernel_inputs_batch,
     scale_relevance,
     scale_relevance_batch,
-    sigmoid,
+    tie_argmax,
+    tie_argmax_rows,
 )
 
 Aggregate = Literal["max", "mean"]
@@ -66,16 +72,18 @@ def penalized_greedy(
     acc = np.full(n, -np.inf) if agg == "max" else np.zeros(n)
     out = [int(np.argmax(first_key))]
     avail[out[0]] = False
+    seen = 0.0
     for t in range(1, kk):
-        s = row(out[-1])
+        s = np.asarray(row(out[-1]), dtype=np.float64)
+        seen = max(seen, float(np.max(np.abs(s))))
         if agg == "max":
             np.maximum(acc, s, out=acc)
             pen = acc
         else:
             acc += s
             pen = acc / t
-        score = np.where(avail, base - coef * pen, -np.inf)
-        j = int(np.argmax(score))
+        score = base - coef * pen if coef != 0.0 else base
+        j = tie_argmax(score, avail, coef * seen)
         out.append(j)
         avail[j] = False
     return as_positions(out)
@@ -134,21 +142,67 @@ def _penalized_chunk(
     avail = valid.copy()
     acc = np.full((bsz, n), -np.inf) if agg == "max" else np.zeros((bsz, n))
     j = np.argmax(np.where(avail, first_key, -np.inf), axis=1)
+    seen = np.zeros(bsz)
     for t in range(kmax):
         act = t < kb
         out[act, t] = j[act]
         avail[ar[act], j[act]] = False
         if t + 1 >= kmax:
             break
-        s = rows(j)
+        s = np.where(valid, rows(j), 0.0)
+        seen = np.maximum(seen, np.max(np.abs(s), axis=1, initial=0.0))
         if agg == "max":
             np.maximum(acc, s, out=acc)
             pen = acc
         else:
             acc += s
             pen = acc / (t + 1)
-        score = np.where(avail, base - c * pen, -np.inf)
-        j = np.argmax(score, axis=1)
+        score = base - c * pen if c != 0.0 else base
+        j = tie_argmax_rows(score, avail, c * seen)
+    return out
+
+
+def _compiled_penalized(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    mode: int,
+    valid: np.ndarray,
+    base: np.ndarray,
+    first_key: np.ndarray,
+    k: int,
+    coef: float,
+    agg: Aggregate,
+) -> np.ndarray:
+    """Penalized greedy by the compiled kernel (one loop over the requests).
+
+    Same recursion and tie rule as :func:`penalized_greedy`; ``mode`` 0: cosine of
+    ``vectors`` ``(B, N, d)``; 1: rows of ``matrix`` ``(B, N, N)``; 2: ``sigmoid`` of the
+    raw dot products of ``vectors`` (CDM Eq. 3). Returns ``(B, k)`` int64, -1 padded.
+    """
+    from . import _kernels
+
+    bsz, n = valid.shape
+    out = np.full((bsz, k), -1, dtype=np.int64)
+    bad = np.zeros(bsz, dtype=np.bool_)
+    if bsz == 0 or n == 0 or k == 0:
+        return out
+    _kernels.penalized_greedy_batch(
+        vectors,
+        matrix,
+        int(mode),
+        np.ascontiguousarray(valid, dtype=np.bool_),
+        np.ascontiguousarray(base, dtype=np.float64),
+        np.ascontiguousarray(first_key, dtype=np.float64),
+        int(k),
+        float(coef),
+        agg == "mean",
+        out,
+        bad,
+        _kernels.workspace(vectors.shape[2], n),
+    )
+    if bad.any():
+        where = "" if bsz == 1 else " at valid positions"
+        raise ValueError(f"vectors contain NaN or infinite values{where}")
     return out
 
 
@@ -204,10 +258,14 @@ class MMR(Reranker):
         r = check_relevance(relevance)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
-        sim = Similarity.resolve(r.size, vectors, similarity, "MMR")
+        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "MMR")
         rs = scale_relevance(r, self.relevance_scaling)
         lam = float(self.lambda_)
-        return penalized_greedy(lam * rs, r, k, sim.row, 1.0 - lam, "max")
+        ones = np.ones((1, r.size), dtype=bool)
+        out = _compiled_penalized(
+            vecs, mat, int(use_matrix), ones, lam * rs[None], r[None], k, 1.0 - lam, "max"
+        )
+        return as_positions(out[0, : min(k, r.size)])
 
     def select_batch(
         self,
@@ -232,10 +290,10 @@ class MMR(Reranker):
         """
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
-        sims = BatchSimilarity.resolve(r.shape, m, vectors, similarity, "MMR")
+        vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "MMR")
         rs = scale_relevance_batch(r, m, self.relevance_scaling)
         lam = float(self.lambda_)
-        return penalized_greedy_batch(lam * rs, r, m, k, sims.rows_for, 1.0 - lam, "max")
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, lam * rs, r, k, 1.0 - lam, "max")
 
 
 class InterestAwareMMR(Reranker):
@@ -335,13 +393,13 @@ class InterestAwareMMR(Reranker):
             raise ValueError("vectors or user contain NaN or infinite values")
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
-        eu = e * u
-
-        def row(j: int) -> np.ndarray:
-            return sigmoid(eu @ eu[j])
-
+        eu = np.ascontiguousarray(e * u)
         rs = scale_relevance(r, self.relevance_scaling)
-        return penalized_greedy(rs, r, k, row, float(self.lambda_), "max")
+        ones = np.ones((1, r.size), dtype=bool)
+        out = _compiled_penalized(
+            eu[None], np.zeros((1, 0, 0)), 2, ones, rs[None], r[None], k, float(self.lambda_), "max"
+        )
+        return as_positions(out[0, : min(k, r.size)])
 
     def select_batch(
         self,
@@ -382,16 +440,8 @@ class InterestAwareMMR(Reranker):
         e[~m] = 0.0
         if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
             raise ValueError("vectors or user contain NaN or infinite values")
-        eu = e * u[:, None, :]
-
-        def rows_for(sl: slice) -> Callable[[np.ndarray], np.ndarray]:
-            euc = eu[sl]
-            ar = np.arange(euc.shape[0])
-
-            def rows(js: np.ndarray) -> np.ndarray:
-                return sigmoid(np.matmul(euc, euc[ar, js][:, :, None])[:, :, 0])
-
-            return rows
-
+        eu = np.ascontiguousarray(e * u[:, None, :])
         rs = scale_relevance_batch(r, m, self.relevance_scaling)
-        return penalized_greedy_batch(rs, r, m, k, rows_for, float(self.lambda_), "max")
+        return _compiled_penalized(
+            eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, float(self.lambda_), "max"
+        )

@@ -93,7 +93,7 @@ class PersonalizedDPP(_GreedyDPPReranker):
         theta_high: p-DPP θ of a zero-entropy user.
         default_theta: θ when neither ``theta`` nor ``user_category_counts`` is given.
         window: sliding-window size (None: whole list).
-        eps: eligibility threshold on the Schur complements.
+        eps: relative eligibility threshold on the Schur complements (see FastGreedyDPP).
         relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
         fill: complete exhausted kernels by relevance order.
     """
@@ -476,7 +476,7 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
     Args:
         tracker: the propensity tracker.
         window: DPP sliding-window size (None: whole list).
-        eps: eligibility threshold on the Schur complements.
+        eps: relative eligibility threshold on the Schur complements (see FastGreedyDPP).
         relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
         fill: complete exhausted kernels by relevance order.
     """

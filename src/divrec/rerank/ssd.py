@@ -17,6 +17,10 @@ spanned by the window (a factor common to all candidates of a step); we drop it,
 the usual open-source implementations without windows, so that ``γ`` weighs one residual
 norm at every step. Vectors are L2-normalized first (``normalize=True``, default) so that
 ``‖v_i^⊥‖ ∈ [0, 1]`` is the sine of the angle between ``v_i`` and the window's span.
+
+Ties (e.g. equal relevance and residual norms that differ only by rounding) go to the
+lower position: the tolerance-aware argmax of :mod:`divrec.rerank._base` with
+``scale = γ · max_i ‖v_i‖``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ._base import (
     check_relevance,
     check_scaling,
     scale_relevance,
+    tie_argmax,
 )
 
 __all__ = ["SSD", "gram_schmidt"]
@@ -139,10 +144,10 @@ class SSD(Reranker):
         resid = v.copy()  # residuals w.r.t. the current window's span
         avail = np.ones(n, dtype=bool)
         out: list[int] = []
+        vmax = float(np.max(np.linalg.norm(v, axis=1)))
         while len(out) < kk:
             norms = np.linalg.norm(resid, axis=1)
-            score = np.where(avail, rs + gamma * norms, -np.inf)
-            j = int(np.argmax(score))
+            j = tie_argmax(rs + gamma * norms, avail, gamma * vmax)
             out.append(j)
             avail[j] = False
             if len(out) == kk:

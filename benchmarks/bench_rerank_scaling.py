@@ -1,0 +1,286 @@
+"""Re-ranker scaling benchmark (issue #9, items 9–10): batch vs loop, DPP vs the hardware.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_rerank_scaling.py --out benchmarks/results/rerank_scaling.json
+    .venv/bin/python benchmarks/bench_rerank_scaling.py --quick --out /tmp/rerank-scaling.json
+
+Grid: N ∈ {100, 500, 2000, 5000} candidates × k ∈ {10, 50, 100}, d = 64, B = 64 requests
+per configuration (random Gaussian vectors, cosine similarity, uniform relevance; seeded).
+For every configuration, measured in one run with the methods interleaved and the fastest
+of ``--repeats`` runs kept (the machine is shared: only ratios within a run mean much):
+
+* item 9: ``select_batch`` on the B requests vs a Python loop of ``select``, for
+  :class:`~divrec.rerank.FastGreedyDPP` and :class:`~divrec.rerank.MMR`
+  (``loop_over_batch`` ≥ 1 means the batch is not slower);
+* item 10: the per-request fast DPP rate in GFLOP/s, counting the multiply-adds of the
+  incremental Cholesky update (Chen et al. 2018, Alg. 1; WeChat Eq. 8), ``N (k−1)(k−2)``
+  flops, and of the cosine rows, ``2 N d (k−1)``; and its ratio to this machine's float64
+  matmul rate (``numpy.matmul`` of two 1024 × 1024 matrices, timed interleaved with every
+  configuration, single-threaded and with all BLAS threads: the ratio uses the larger);
+* pyversity's ``dpp`` (same fast greedy DPP algorithm on a cosine kernel weighted by
+  exponentiated relevance; float32 numpy) per request, side by side, when the optional
+  ``pyversity`` package is installed (it is not a divrec dependency: install it by hand
+  for this benchmark, e.g. ``pip install pyversity``; the column is null when absent).
+
+Nothing is asserted; the JSON records the numbers and whether the issue's targets hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from divrec.rerank import MMR, FastGreedyDPP
+
+try:  # the benchmark's machine description, shared with bench_rerank.py
+    from bench_rerank import machine_info
+except ImportError:  # pragma: no cover - run from another directory
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "bench_rerank", Path(__file__).with_name("bench_rerank.py")
+    )
+    _mod = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+    _spec.loader.exec_module(_mod)  # type: ignore[union-attr]
+    machine_info = _mod.machine_info
+
+try:
+    import pyversity
+except ImportError:  # optional, benchmark only
+    pyversity = None
+
+
+def dpp_flops(n: int, k: int, d: int) -> float:
+    """Multiply-adds ×2 of one fast-DPP request: Cholesky update + cosine rows."""
+    k = min(k, n)
+    return float(n * (k - 1) * (k - 2) + 2 * n * d * (k - 1))
+
+
+#: side of the square float64 matrices of the matmul reference
+MATMUL_SIZE = 1024
+#: requests per timed ``select_batch`` call
+GROUP = 8
+
+
+def gflops_of_matmul(seconds: float) -> float:
+    return 2.0 * MATMUL_SIZE**3 / seconds / 1e9
+
+
+def _cpu_wall(fn) -> tuple[float, float]:
+    """CPU time of this process and wall time of one call (garbage collector paused)."""
+    gc.disable()
+    try:
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        return time.process_time() - c0, time.perf_counter() - w0
+    finally:
+        gc.enable()
+
+
+def _units(fn, items) -> list:
+    """One timing unit per item: ``fn(item)`` bound now (no late binding)."""
+    return [lambda item=item: fn(item) for item in items]
+
+
+def measure(dpp, mmr, rel: np.ndarray, vec: np.ndarray, k: int, n_pyv: int, repeats: int):
+    """Best CPU and wall seconds of every method on one configuration.
+
+    Every request (loops) or group of ``GROUP`` requests (batches) is a timing unit; each
+    unit keeps its fastest of ``repeats`` interleaved runs and a method's time is the sum
+    over its units, so that one preemption spoils one unit of one run, not a whole loop.
+    """
+    from threadpoolctl import threadpool_limits
+
+    bsz = rel.shape[0]
+    groups = [slice(s, min(s + GROUP, bsz)) for s in range(0, bsz, GROUP)]
+    ma, mb = np.random.default_rng(0).random((2, MATMUL_SIZE, MATMUL_SIZE))
+    units = {
+        "dpp_loop": _units(lambda b: dpp.select(rel[b], k, vectors=vec[b]), range(bsz)),
+        "dpp_batch": _units(lambda g: dpp.select_batch(rel[g], k, vectors=vec[g]), groups),
+        "mmr_loop": _units(lambda b: mmr.select(rel[b], k, vectors=vec[b]), range(bsz)),
+        "mmr_batch": _units(lambda g: mmr.select_batch(rel[g], k, vectors=vec[g]), groups),
+        "matmul_1_thread": _units(lambda _: ma @ mb, [0]),
+    }
+    if pyversity is not None:
+        units["pyversity"] = _units(
+            lambda b: pyversity.dpp(vec[b], rel[b], k, diversity=0.5), range(n_pyv)
+        )
+    best = {key: np.full((len(us), 2), np.inf) for key, us in units.items()}
+    # one BLAS thread: divrec's kernels are single-threaded, and CPU time is then the
+    # work of one core for pyversity (BLAS) and the matmul reference as well
+    with threadpool_limits(1):
+        for us in units.values():  # warm-up (compiled kernels are cached on disk)
+            us[0]()
+        for _ in range(repeats):
+            for key, us in units.items():
+                for u, fn in enumerate(us):
+                    best[key][u] = np.minimum(best[key][u], _cpu_wall(fn))
+    out = {key: (float(v[:, 0].sum()), float(v[:, 1].sum())) for key, v in best.items()}
+    out["matmul_all_threads"] = min(
+        (_cpu_wall(lambda: ma @ mb) for _ in range(repeats)), key=lambda x: x[1]
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rerank_scaling.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=64, help="B requests per configuration")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=64)
+    args = parser.parse_args()
+
+    ns, ks = ([100, 500], [10, 50]) if args.quick else ([100, 500, 2000, 5000], [10, 50, 100])
+    bsz = 8 if args.quick else args.requests
+    repeats = 2 if args.quick else args.repeats
+    d = args.dim
+    machine = machine_info()
+    dpp, mmr = FastGreedyDPP(theta=0.5), MMR(lambda_=0.5)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for n in ns:
+        rel = rng.random((bsz, n))
+        vec = rng.normal(size=(bsz, n, d))
+        n_pyv = min(bsz, 16)  # pyversity is slow at large N: time a subset per request
+        for k in ks:
+            t = measure(dpp, mmr, rel, vec, k, n_pyv, repeats)
+            same = all(
+                np.array_equal(dpp.select(rel[b], k, vectors=vec[b]), row)
+                for b, row in enumerate(dpp.select_batch(rel[:4], k, vectors=vec[:4]))
+            )
+            flops = dpp_flops(n, k, d)
+            row = {"N": n, "k": k, "d": d, "B": bsz, "dpp_batch_equals_loop": bool(same)}
+            for clock, c in (("cpu", 0), ("wall", 1)):
+                per_req = t["dpp_loop"][c] / bsz
+                gflops = flops / per_req / 1e9
+                mm1 = gflops_of_matmul(t["matmul_1_thread"][c])
+                row[clock] = {
+                    "dpp_loop_ms_per_request": per_req * 1e3,
+                    "dpp_batch_ms_per_request": t["dpp_batch"][c] / bsz * 1e3,
+                    "dpp_loop_over_batch": t["dpp_loop"][c] / t["dpp_batch"][c],
+                    "mmr_loop_ms_per_request": t["mmr_loop"][c] / bsz * 1e3,
+                    "mmr_batch_ms_per_request": t["mmr_batch"][c] / bsz * 1e3,
+                    "mmr_loop_over_batch": t["mmr_loop"][c] / t["mmr_batch"][c],
+                    "dpp_gflops": gflops,
+                    "matmul_1_thread_gflops": mm1,
+                    "dpp_fraction_of_1_thread_matmul": gflops / mm1,
+                }
+                if clock == "wall":
+                    mma = gflops_of_matmul(t["matmul_all_threads"][1])
+                    row[clock]["matmul_all_threads_gflops"] = mma
+                    row[clock]["dpp_fraction_of_all_threads_matmul"] = gflops / mma
+                if pyversity is not None:
+                    pyv = t["pyversity"][c] / n_pyv
+                    row[clock]["pyversity_dpp_ms_per_request"] = pyv * 1e3
+                    row[clock]["pyversity_over_divrec_dpp"] = pyv / per_req
+            row["dpp_flops_per_request"] = flops
+            rows.append(row)
+            c = row["cpu"]
+            print(
+                f"N={n:5d} k={k:3d} [cpu]: DPP {c['dpp_loop_ms_per_request']:.3f} ms/req "
+                f"({c['dpp_gflops']:.1f} GFLOP/s = {c['dpp_fraction_of_1_thread_matmul']:.0%} "
+                f"of 1-thread matmul), loop/batch {c['dpp_loop_over_batch']:.2f}; "
+                f"MMR loop/batch {c['mmr_loop_over_batch']:.2f}"
+                + (
+                    ""
+                    if pyversity is None
+                    else f"; pyversity/divrec {c['pyversity_over_divrec_dpp']:.2f}"
+                ),
+                flush=True,
+            )
+
+    big = [r for r in rows if r["N"] >= 500]
+    summary: dict = {}
+    targets: dict = {}
+    for clock in ("cpu", "wall"):
+        sm = {
+            "min_dpp_loop_over_batch": min(r[clock]["dpp_loop_over_batch"] for r in rows),
+            "min_mmr_loop_over_batch": min(r[clock]["mmr_loop_over_batch"] for r in rows),
+            "min_dpp_fraction_of_1_thread_matmul_at_N_ge_500": min(
+                (r[clock]["dpp_fraction_of_1_thread_matmul"] for r in big), default=None
+            ),
+            "min_pyversity_over_divrec_dpp": (
+                min(r[clock]["pyversity_over_divrec_dpp"] for r in rows)
+                if pyversity is not None
+                else None
+            ),
+        }
+        if clock == "wall":
+            sm["min_dpp_fraction_of_all_threads_matmul_at_N_ge_500"] = min(
+                (r["wall"]["dpp_fraction_of_all_threads_matmul"] for r in big), default=None
+            )
+        summary[clock] = sm
+        frac = sm["min_dpp_fraction_of_1_thread_matmul_at_N_ge_500"]
+        targets[clock] = {
+            "batch_never_slower_than_loop": sm["min_dpp_loop_over_batch"] >= 1.0
+            and sm["min_mmr_loop_over_batch"] >= 1.0,
+            "dpp_at_least_25pct_of_1_thread_matmul_at_N_ge_500": frac is not None and frac >= 0.25,
+            "dpp_faster_than_pyversity_everywhere": (
+                None if pyversity is None else sm["min_pyversity_over_divrec_dpp"] > 1.0
+            ),
+        }
+    result = {
+        "benchmark": "divrec.rerank scaling (issue #9, items 9-10)",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config": {
+            "N": ns,
+            "k": ks,
+            "d": d,
+            "B": bsz,
+            "repeats": repeats,
+            "seed": args.seed,
+            "quick": args.quick,
+            "dpp": dpp.get_params(),
+            "mmr": mmr.get_params(),
+            "timing": (
+                "each request (loops) or group of "
+                f"{GROUP} requests (select_batch) is a unit timed by process CPU time "
+                "(time.process_time; robust on a shared machine) and by wall clock "
+                "(time.perf_counter), garbage collector paused, methods interleaved, "
+                "fastest of `repeats` per unit, summed over the units. Everything but the "
+                "all-threads matmul runs under threadpool_limits(1), so that CPU time is "
+                "the work of one core for pyversity (BLAS) and the matmul reference too, "
+                "like divrec's single-threaded kernels"
+            ),
+            "flops": "N (k-1)(k-2) [Cholesky update, Eq. 8] + 2 N d (k-1) [cosine rows]",
+            "matmul": (
+                f"numpy float64 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE}, "
+                "1 BLAS thread and all threads, timed interleaved with every configuration "
+                "(fastest of `repeats`); the fraction uses the larger of the two rates"
+            ),
+            "pyversity": (
+                None
+                if pyversity is None
+                else f"pyversity {getattr(pyversity, '__version__', '?')} dpp(diversity=0.5), "
+                "optional benchmark-only package, timed on the first "
+                f"{min(bsz, 16)} requests"
+            ),
+        },
+        "machine": machine,
+        "results": rows,
+        "summary": summary,
+        "targets_met": targets,
+        "targets_note": (
+            "targets are judged on the CPU-time columns (the machine is shared with other "
+            "jobs, which inflates wall times at random); the 25% matmul target is against "
+            "the single-thread float64 matmul rate, because the kernels are single-threaded "
+            "(the wall-clock columns also give the fraction of the all-threads rate)"
+        ),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    print(json.dumps({"summary": summary, "targets_met": targets}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

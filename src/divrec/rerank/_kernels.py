@@ -1,0 +1,556 @@
+"""Compiled (numba) greedy kernels shared by the single-request and batched re-rankers.
+
+One kernel per greedy scheme, always called on a batch: ``select`` runs it on a batch of
+one request, so that ``select`` and ``select_batch`` execute the very same machine code
+and agree bit for bit. Requests are processed one after the other (the working set of a
+request, ``O(N (d + k))`` floats, stays in cache for its whole greedy), never as a wide
+vectorized batch that would stream every request's vectors on every step.
+
+Tie rule (see :mod:`divrec.rerank._base`): at every step the candidates whose score is
+within ``TIE_RTOL · (|best| + scale)`` of the best score are tied and the lowest position
+among them wins; ``scale`` bounds the magnitude of the terms that were added to form the
+score (so that the rounding of those terms is absorbed). NaN scores never win; when no
+finite score is left among the available candidates the lowest available position is
+taken, so no input can produce a duplicate.
+
+Layouts: ``vectors`` ``(B, N, d)`` are L2-normalized inside the kernels (float64, which
+also checks that they are finite: no separate pass). The per-request work matrices are
+feature-major: the DPP keeps ``wt[:d] = Uᵀ`` (normalized vectors) and ``wt[d + t] =
+c^{(t)}`` (the rows of the incremental Cholesky factor), so that the update
+``e = (S_j − Σ_t c_j^{(t)} c^{(t)}) / d_j`` of Chen et al. (2018, Alg. 1; WeChat Eq. 8) is
+one sweep of ``d + t`` contiguous rows, elementwise over the candidates (vectorized
+without reassociating any sum, so the roundings of a candidate never depend on its
+position). Per request and step this costs ``O(N (d + t))`` multiply-adds and a handful
+of ``O(N)`` passes; the logarithms of the DPP scores are only taken for candidates that
+can still win.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import njit
+
+#: relative tolerance under which two scores are considered tied (documented in _base)
+TIE_RTOL = 1e-9
+
+_NEG_INF = -np.inf
+
+_local = threading.local()
+
+
+def workspace(rows: int, n: int) -> np.ndarray:
+    """A reusable, uninitialized ``(rows, n)`` float64 work matrix for this thread.
+
+    The kernels write every entry they read. Reusing the buffer across calls spares the
+    page faults of a fresh multi-megabyte allocation per request (they dominated small
+    ``k``); the largest buffer used so far stays allocated (one per thread).
+    """
+    size = max(rows * n, 1)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size)
+        _local.buf = buf
+    return buf[: rows * n].reshape(rows, n)
+
+
+@njit(cache=True, nogil=True)
+def _load_transposed(
+    vectors: np.ndarray,
+    valid: np.ndarray,
+    normalize: bool,
+    wt: np.ndarray,
+    sq: np.ndarray,
+    tmp: np.ndarray,
+) -> bool:
+    """Write the (L2-normalized) valid ``vectors`` ``(N, d)`` into ``wt[:d]`` ``(d, N)``.
+
+    The squared norms and the scaling are computed feature-major, elementwise over the
+    items (vectorized, the same order of operations for every item). Invalid items get
+    zeros. ``sq[i]`` receives the squared norm of the written vector; ``tmp`` ``(N,)`` is
+    scratch. With ``normalize``, returns False when a valid vector holds a NaN or an
+    infinity (without, the caller checks).
+    """
+    n, d = vectors.shape
+    i0 = 0
+    while i0 + 8 <= n:  # blocked transposition: 8 items = one cache line per feature row
+        for f in range(d):
+            dst = wt[f]
+            for ii in range(8):
+                dst[i0 + ii] = vectors[i0 + ii, f]
+        i0 += 8
+    for i in range(i0, n):
+        for f in range(d):
+            wt[f, i] = vectors[i, f]
+    for i in range(n):
+        if not valid[i]:
+            for f in range(d):
+                wt[f, i] = 0.0
+    for i in range(n):
+        tmp[i] = 0.0
+    for f in range(d):
+        row = wt[f]
+        for i in range(n):
+            tmp[i] += row[i] * row[i]
+    if normalize:
+        for i in range(n):
+            ss = tmp[i]
+            if math.isfinite(ss):
+                tmp[i] = 1.0 / math.sqrt(ss) if ss > 0.0 else 0.0
+                continue
+            mx = 0.0  # a NaN / infinity, or an overflow of the squared norm
+            for f in range(d):
+                x = wt[f, i]
+                if not math.isfinite(x):
+                    return False
+                mx = max(mx, abs(x))
+            pre = 1.0 / mx
+            ss = 0.0
+            for f in range(d):
+                ss += (wt[f, i] * pre) ** 2
+            tmp[i] = pre / math.sqrt(ss)
+        for f in range(d):
+            row = wt[f]
+            for i in range(n):
+                row[i] *= tmp[i]
+        for i in range(n):
+            tmp[i] = 0.0
+        for f in range(d):
+            row = wt[f]
+            for i in range(n):
+                tmp[i] += row[i] * row[i]
+    for i in range(n):
+        sq[i] = tmp[i]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _resolve_tie(
+    score: np.ndarray, ok: np.ndarray, best: float, jbest: int, first: int, scale: float
+) -> int:
+    """Tolerance-aware argmax over ``ok`` once ``best`` (first reached at ``jbest``) is known.
+
+    The positions whose score is within ``TIE_RTOL · (|best| + scale)`` of ``best`` are
+    tied and the lowest one wins. ``first`` is the lowest ``ok`` position (-1: none);
+    ``jbest`` is -1 when no score beat ``-inf`` (NaN never wins): then ``first`` is taken.
+    """
+    if first < 0:
+        return -1
+    if jbest < 0 or best == _NEG_INF:
+        return first
+    if best == np.inf:
+        return jbest
+    thr = best - TIE_RTOL * (abs(best) + scale)
+    for i in range(jbest):
+        if ok[i] and score[i] >= thr:
+            return i
+    return jbest
+
+
+# --------------------------------------------------------------------------- DPP
+@njit(cache=True, nogil=True)
+def _accumulate(acc: np.ndarray, wt: np.ndarray, q: np.ndarray, nrows: int, n: int) -> None:
+    """``acc[i] += Σ_{f < nrows} q_f · wt[f, i]`` for ``i < n`` (8 rows per sweep).
+
+    The loop over items is elementwise (vectorized without reassociation), so every item
+    gets the same sequence of roundings whatever its position.
+    """
+    f = 0
+    while f + 8 <= nrows:
+        q0, q1, q2, q3 = q[f], q[f + 1], q[f + 2], q[f + 3]
+        q4, q5, q6, q7 = q[f + 4], q[f + 5], q[f + 6], q[f + 7]
+        w0, w1, w2, w3 = wt[f], wt[f + 1], wt[f + 2], wt[f + 3]
+        w4, w5, w6, w7 = wt[f + 4], wt[f + 5], wt[f + 6], wt[f + 7]
+        for i in range(n):
+            lo = (q0 * w0[i] + q1 * w1[i]) + (q2 * w2[i] + q3 * w3[i])
+            hi = (q4 * w4[i] + q5 * w5[i]) + (q6 * w6[i] + q7 * w7[i])
+            acc[i] += lo + hi
+        f += 8
+    while f + 4 <= nrows:
+        q0, q1, q2, q3 = q[f], q[f + 1], q[f + 2], q[f + 3]
+        w0, w1, w2, w3 = wt[f], wt[f + 1], wt[f + 2], wt[f + 3]
+        for i in range(n):
+            acc[i] += ((q0 * w0[i] + q1 * w1[i]) + q2 * w2[i]) + q3 * w3[i]
+        f += 4
+    while f < nrows:
+        qf = q[f]
+        wf = wt[f]
+        for i in range(n):
+            acc[i] += qf * wf[i]
+        f += 1
+
+
+@njit(cache=True, nogil=True)
+def _dpp_choose(
+    avail: np.ndarray,
+    d2: np.ndarray,
+    rel: np.ndarray,
+    w: float,
+    thr: float,
+    st: np.ndarray,
+    vis: np.ndarray,
+    vsc: np.ndarray,
+    lg: np.ndarray,
+    stale: bool,
+) -> int:
+    """Tolerance-aware argmax of ``w (r_i − r_ref) + log d_i²`` over eligible items.
+
+    Eligible: ``avail`` and ``d_i² > thr``. ``st`` holds the step statistics of
+    :func:`_dpp_stats`: ``r_ref`` (largest eligible relevance), its first position, and
+    ``dmax ≥ max d_i²`` over the eligible items. Returns -1 when none is eligible.
+
+    With ``w > 0``: ``LB = log d²`` of the ``r_ref`` item is a lower bound of the best
+    score and ``score_i ≤ w (r_i − r_ref) + log dmax``, so candidates whose bound is below
+    ``LB − 1e-6 (1 + |LB| + |log dmax|)`` (a margin that exceeds the tie tolerance) are
+    skipped without a ``log``. With ``w = 0`` the comparison is made on ``d²`` itself
+    (``log`` is monotone), with the same tolerance. The winner is the lowest position
+    among the candidates within the tolerance of the best.
+    """
+    n = d2.shape[0]
+    ir = int(st[1])
+    dmax = st[2]
+    if ir < 0 or not dmax > thr:
+        return -1
+    if w == 0.0:
+        cut = dmax * math.exp(-TIE_RTOL * (abs(math.log(dmax)) + 1.0))
+        for i in range(n):
+            if avail[i] and d2[i] > thr and d2[i] >= cut:
+                return i
+        return ir  # unreachable
+    rref = st[0]
+    lmax = math.log(dmax)
+    lb = math.log(d2[ir])
+    floor = lb - 1e-6 * (1.0 + abs(lb) + abs(lmax))
+    best = _NEG_INF
+    nvis = 0
+    for i in range(n):
+        if avail[i] and d2[i] > thr:
+            g = w * (rel[i] - rref)
+            if g + min(lg[i], lmax) >= floor:
+                li = math.log(d2[i])
+                if stale:
+                    lg[i] = li
+                sc = g + li
+                vis[nvis] = i
+                vsc[nvis] = sc
+                nvis += 1
+                if sc > best:
+                    best = sc
+    cut = best - TIE_RTOL * (abs(best) + 1.0)
+    for v in range(nvis):
+        if vsc[v] >= cut:
+            return vis[v]  # visited in increasing position
+    return ir  # unreachable: the r_ref item is visited
+
+
+@njit(cache=True, nogil=True)
+def _dpp_stats(
+    avail: np.ndarray, d2: np.ndarray, rel: np.ndarray, thr: float, st: np.ndarray
+) -> None:
+    """``st = [r_ref, its first position, max d²]`` over the eligible items (-1: none)."""
+    st[0] = _NEG_INF
+    st[1] = -1.0
+    st[2] = 0.0
+    for i in range(d2.shape[0]):
+        if avail[i] and d2[i] > thr:
+            if d2[i] > st[2]:
+                st[2] = d2[i]
+            if rel[i] > st[0]:
+                st[0] = rel[i]
+                st[1] = i
+
+
+@njit(cache=True, nogil=True)
+def _max_avail(avail: np.ndarray, d2: np.ndarray) -> float:
+    """``max(0, max_{avail} d_i²)``."""
+    m = 0.0
+    for i in range(d2.shape[0]):
+        if avail[i] and d2[i] > m:
+            m = d2[i]
+    return m
+
+
+@njit(cache=True, nogil=True)
+def dpp_greedy_batch(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    use_matrix: bool,
+    valid: np.ndarray,
+    rel: np.ndarray,
+    weight: np.ndarray,
+    active: np.ndarray,
+    k: int,
+    eps: float,
+    window: int,
+    out: np.ndarray,
+    counts: np.ndarray,
+    bad: np.ndarray,
+    wt: np.ndarray,
+) -> None:
+    """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
+
+    Per request ``b`` and step, picks the tolerance-aware argmax over eligible items of
+    ``w_b (r_i − r_ref) + log d_i²`` where ``d_i²`` is the Schur complement of the
+    similarity kernel ``S`` (WeChat Eq. 5 and 8 in log space) and ``r_ref`` the largest
+    relevance among the eligible items (a per-step constant: it changes nothing but keeps
+    the winning scores finite for any finite relevance). Eligible: available, valid and
+    ``d_i² > eps · max_i S_ii`` (relative threshold). The work matrix is feature-major,
+    ``wt[:d] = Uᵀ`` (normalized vectors) and ``wt[d + t] = c^{(t)}`` (Cholesky rows), so
+    that the update ``e = (S_j − C_jᵀ C) / d_j`` (Eq. 8) is a sweep over contiguous rows.
+
+    Args:
+        vectors: ``(B, N, d)`` raw item vectors (cosine kernel; normalized here), or
+            ``(B, N, 0)`` when ``use_matrix``.
+        matrix: ``(B, N, N)`` kernels (row ``j`` = similarities of ``j``), or ``(B, 0, 0)``.
+        use_matrix: read the kernel from ``matrix`` instead of ``vectors``.
+        valid: ``(B, N)`` selectable positions.
+        rel: ``(B, N)`` relevance (scaled), finite at valid positions.
+        weight: ``(B,)`` finite ``w_b = 2 α_b ≥ 0`` (0: no relevance term).
+        active: ``(B,)`` requests to run.
+        k: list length.
+        eps: relative eligibility threshold (``≥ 0``).
+        window: sliding-window size (0: none).
+        out: ``(B, k)`` int64 output, pre-filled with -1.
+        counts: ``(B,)`` int64 output, number of greedy picks per request.
+        bad: ``(B,)`` bool output: request with a non-finite valid vector (not run).
+        wt: ``(d + max(1, min(k, window or k)), N)`` float64 work matrix (any content).
+    """
+    bsz, n = valid.shape
+    d = 0 if use_matrix else vectors.shape[2]
+    cap = k if window == 0 else min(window, k)
+    cap = max(cap, 1)
+    q = np.zeros(d + cap)
+    acc = np.zeros(n)
+    d2 = np.zeros(n)
+    vis = np.zeros(n, dtype=np.int64)
+    vsc = np.zeros(n)
+    avail = np.zeros(n, dtype=np.bool_)
+    win = np.zeros(cap, dtype=np.int64)
+    rot_a = np.zeros(n)
+    st = np.zeros(3)
+    lg = np.zeros(n)
+    for b in range(bsz):
+        counts[b] = 0
+        if not active[b]:
+            continue
+        nvalid = 0
+        for i in range(n):
+            avail[i] = valid[b, i]
+            if avail[i]:
+                nvalid += 1
+        kb = min(k, nvalid)
+        if kb == 0:
+            continue
+        if use_matrix:
+            for i in range(n):
+                d2[i] = matrix[b, i, i] if avail[i] else 0.0
+        elif not _load_transposed(vectors[b], avail, True, wt, d2, rot_a):
+            bad[b] = True
+        maxdiag = _max_avail(avail, d2)
+        if bad[b] or not maxdiag > 0.0:
+            continue
+        thr = eps * maxdiag
+        w = weight[b]
+        relb = rel[b]
+        _dpp_stats(avail, d2, relb, thr, st)
+        lmax0 = math.log(maxdiag)
+        for i in range(n):
+            lg[i] = lmax0
+        m = 0
+        for t in range(kb):
+            # ---- choose: tolerance-aware argmax of w (r_i - r_ref) + log d_i^2
+            j = _dpp_choose(avail, d2, relb, w, thr, st, vis, vsc, lg, window == 0)
+            if j < 0:
+                break  # nothing eligible: the kernel is exhausted
+            out[b, t] = j
+            counts[b] += 1
+            avail[j] = False
+            if t + 1 >= kb:
+                break
+            if window == 1:
+                _dpp_stats(avail, d2, relb, thr, st)
+                continue
+            # ---- incremental Cholesky update (Eq. 8): e = (S_j - C_j^T C) / d_j
+            dj = math.sqrt(d2[j])
+            for f in range(d):
+                q[f] = wt[f, j]
+            for f in range(m):
+                q[d + f] = -wt[d + f, j]
+            if use_matrix:
+                for i in range(n):
+                    acc[i] = matrix[b, j, i] if valid[b, i] else 0.0
+            else:
+                for i in range(n):
+                    acc[i] = 0.0
+            _accumulate(acc, wt, q, d + m, n)
+            row = wt[d + m]
+            inv = 1.0 / dj
+            rref = _NEG_INF
+            ir = -1
+            dmax = 0.0
+            for i in range(n):
+                e = acc[i] * inv  # 0 at invalid positions (zero vectors / zeroed rows)
+                row[i] = e
+                x = d2[i] - e * e
+                d2[i] = x
+                if avail[i] and x > thr:
+                    if x > dmax:
+                        dmax = x
+                    if relb[i] > rref:
+                        rref = relb[i]
+                        ir = i
+            st[0] = rref
+            st[1] = ir
+            st[2] = dmax
+            win[m] = j
+            m += 1
+            if window > 0 and m >= window:
+                # remove the oldest window item (Alg. 2): Givens rotations move the oldest
+                # Cholesky row into the others; d_i^2 regains what is left of it.
+                a = rot_a
+                for i in range(n):
+                    a[i] = wt[d, i]
+                for r_ in range(m - 1):
+                    y = win[r_ + 1]
+                    rest = wt[d + 1 + r_]
+                    p = rest[y]
+                    h = math.hypot(p, a[y])
+                    if h == 0.0:
+                        dst = wt[d + r_]
+                        for i in range(n):
+                            dst[i] = rest[i]
+                        continue
+                    c = p / h
+                    sn = a[y] / h
+                    dst = wt[d + r_]
+                    for i in range(n):
+                        old = rest[i]
+                        dst[i] = c * old + sn * a[i]
+                        a[i] = c * a[i] - sn * old
+                for i in range(n):
+                    wt[d + m - 1, i] = 0.0
+                    d2[i] += a[i] * a[i]
+                for r_ in range(m - 1):
+                    win[r_] = win[r_ + 1]
+                m -= 1
+                _dpp_stats(avail, d2, relb, thr, st)
+
+
+# --------------------------------------------------------------------------- penalized
+@njit(cache=True, nogil=True)
+def _sigmoid(x: float) -> float:
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    ex = math.exp(x)
+    return ex / (1.0 + ex)
+
+
+@njit(cache=True, nogil=True)
+def penalized_greedy_batch(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    mode: int,
+    valid: np.ndarray,
+    base: np.ndarray,
+    first_key: np.ndarray,
+    k: int,
+    coef: float,
+    agg_mean: bool,
+    out: np.ndarray,
+    bad: np.ndarray,
+    ut: np.ndarray,
+) -> None:
+    """Greedy ``argmax_{i ∉ S} base_i − coef · agg_{j∈S} sim(i, j)`` for every request.
+
+    The first pick is the exact argmax of ``first_key`` (lowest position on ties); later
+    picks use the tolerance-aware argmax with ``scale = coef · max |sim|`` seen so far.
+    Similarity rows are one sweep over the feature-major vectors (:func:`_accumulate`).
+
+    Args:
+        vectors: ``(B, N, d)`` item vectors (modes 0 and 2) or ``(B, N, 0)``.
+        matrix: ``(B, N, N)`` similarities (mode 1) or ``(B, 0, 0)``.
+        mode: 0: cosine of ``vectors`` (normalized here); 1: ``matrix`` rows; 2:
+            ``sigmoid(x_i · x_j)`` of the raw ``vectors`` (CDM Eq. 3).
+        valid: ``(B, N)`` selectable positions.
+        base: ``(B, N)`` static scores.
+        first_key: ``(B, N)`` first-pick scores.
+        k: list length.
+        coef: penalty weight.
+        agg_mean: mean (True) or max (False) aggregation over the selected items.
+        out: ``(B, k)`` int64 output, pre-filled with -1.
+        bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
+        ut: ``(d, N)`` float64 work matrix (any content).
+    """
+    bsz, n = valid.shape
+    d = vectors.shape[2]
+    q = np.zeros(max(d, 1))
+    sq = np.zeros(n)
+    sim = np.zeros(n)
+    acc = np.zeros(n)
+    score = np.zeros(n)
+    avail = np.zeros(n, dtype=np.bool_)
+    for b in range(bsz):
+        nvalid = 0
+        for i in range(n):
+            avail[i] = valid[b, i]
+            if avail[i]:
+                nvalid += 1
+        kb = min(k, nvalid)
+        if kb == 0:
+            continue
+        if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc):
+            bad[b] = True
+        for i in range(n):
+            acc[i] = 0.0 if agg_mean else _NEG_INF
+        if bad[b]:
+            continue
+        j = -1
+        bestk = _NEG_INF
+        for i in range(n):
+            if avail[i] and (j < 0 or first_key[b, i] > bestk):
+                j = i
+                bestk = first_key[b, i]
+        seen = 0.0
+        for t in range(kb):
+            out[b, t] = j
+            avail[j] = False
+            if t + 1 >= kb:
+                break
+            if mode == 1:
+                for i in range(n):
+                    sim[i] = matrix[b, j, i] if valid[b, i] else 0.0
+            else:
+                for f in range(d):
+                    q[f] = ut[f, j]
+                for i in range(n):
+                    sim[i] = 0.0
+                _accumulate(sim, ut, q, d, n)
+                if mode == 2:
+                    for i in range(n):
+                        sim[i] = _sigmoid(sim[i])
+            inv_t = 1.0 / (t + 1)
+            best = _NEG_INF
+            jbest = -1
+            first = -1
+            for i in range(n):
+                s = sim[i]
+                if abs(s) > seen:
+                    seen = abs(s)
+                if agg_mean:
+                    acc[i] += s
+                    pen = acc[i] * inv_t
+                else:
+                    if s > acc[i]:
+                        acc[i] = s
+                    pen = acc[i]
+                sc = base[b, i] - coef * pen if coef != 0.0 else base[b, i]
+                score[i] = sc
+                if avail[i]:
+                    if first < 0:
+                        first = i
+                    if sc > best:
+                        best = sc
+                        jbest = i
+            j = _resolve_tie(score, avail, best, jbest, first, coef * seen)
