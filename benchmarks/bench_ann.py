@@ -1,27 +1,225 @@
-"""faiss HNSW vs exact (IndexFlatIP) search on two-tower embeddings: recall@k and speed.
+"""faiss ANN at catalogue scale: recall beside latency, tuned to a target recall at build time.
 
-Queries are user vectors, the base is item vectors (u2i); also the reverse (i2u: items as
-queries over user vectors). With ``--model PATH`` the embeddings are a trained model saved by
-`TwoTowerRecommender.save` (e.g. ``tr.npz`` from `divrec.experiments.totalrecall_table1`);
-otherwise random Gaussian embeddings of ML-1M's shape (6040 users, 3706 items, d = 64).
-``--large N`` adds a random base of N vectors (1000 of the user vectors as queries), the
-scale at which HNSW starts to pay off; at ML-1M's 3706 items exact search is faster.
+Default mode (``--out benchmarks/results/ann_scale.json``), issue #9 item 13:
 
-Run: ``python benchmarks/bench_ann.py --out benchmarks/results/ann.json [--model tr.npz]``.
+* **scale**: for each catalogue size N (Gaussian 64-d item vectors, a separate Gaussian
+  query set) and single-threaded faiss (the `divrec.threads` default):
+
+  - ``exact``: IndexFlatIP;
+  - ``hnsw_fixed``: HNSW m=32, efConstruction=200, efSearch=128 (the untuned setting whose
+    recall falls with N) -- only up to ``--hnsw-max`` items, its single-core build being slow;
+  - ``hnsw_tuned``: the same graph with efSearch raised at build time to ``--target``;
+  - ``ivf_tuned``: IVF-Flat (nlist ≈ 4·sqrt(N)) with nprobe tuned to ``--target``.
+
+  Each row reports recall@k measured at build time on the held-out half of a 1,000-query
+  tuning sample (`AnnIndex.recall_`) and on 1,000 fresh evaluation queries against exact
+  search, single-query p50 / p99 latency, build and tuning seconds, the chosen parameter,
+  and which index ``kind="auto"`` picks by its rule (exact below 20k vectors or when the
+  tuned IVF scans more than half the catalogue).
+* **retrieve_items**: `TwoTowerRecommender.retrieve_items` (training items excluded) over
+  plain `AnnIndex.search` of the same k, on a two-tower model trained briefly on ML-1M
+  (ML-100K or synthetic as fallbacks): "before" = one search of k + the longest history
+  then filtering (the former implementation, reproduced here), "after" = fetching in rounds
+  (`AnnIndex.search_excluding`). Batch of all users and single-user requests.
+
+``--legacy`` runs the former exact-vs-HNSW comparison on ML-1M-shaped embeddings
+(``benchmarks/results/ann.json``).
+
+Run: ``python benchmarks/bench_ann.py`` (about 10 minutes at 1M items on one core).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from divrec.retrieval.ann import AnnIndex, recall_at_k
+from divrec.retrieval.ann import AUTO_EXACT_BELOW, AnnIndex, recall_at_k
+from divrec.retrieval.ann import l2_normalize as _unit
+from divrec.threads import limit_threads
 
 
+# --------------------------------------------------------------------------- scale
+def _latency(index: AnnIndex, queries: np.ndarray, k: int) -> dict[str, float]:
+    index.search(queries[:5], k)  # warm-up
+    out = np.empty(queries.shape[0])
+    for i in range(queries.shape[0]):
+        t = time.perf_counter()
+        index.search(queries[i : i + 1], k)
+        out[i] = time.perf_counter() - t
+    ms = out * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def _row(index: AnnIndex, evalq, exact_ids, latq, k, build_s, **extra) -> dict:
+    got, _ = index.search(evalq, k)
+    row = {
+        "kind": index.kind_,
+        "recall_eval": recall_at_k(got, exact_ids),
+        "recall_build_held_out": index.recall_,
+        **_latency(index, latq, k),
+        "build_seconds": build_s,
+        "tune_seconds": index.tune_seconds_,
+        **extra,
+    }
+    return row
+
+
+def scale(n: int, args) -> dict:
+    import faiss
+
+    rng = np.random.default_rng(args.seed + n)
+    d, k = args.dim, args.k
+    base = rng.normal(size=(n, d)).astype(np.float32)
+    tuneq = rng.normal(size=(1000, d)).astype(np.float32)  # the build-time sample
+    evalq = rng.normal(size=(1000, d)).astype(np.float32)  # fresh queries for evaluation
+    latq = evalq[: args.latency_queries]
+    out: dict = {"n": n, "d": d, "k": k, "target_recall": args.target}
+    t = time.perf_counter()
+    flat = AnnIndex("flat").fit(base)
+    flat_build = time.perf_counter() - t
+    t = time.perf_counter()
+    _, exact_ids = faiss.knn(_unit(evalq), _unit(base), k, faiss.METRIC_INNER_PRODUCT)
+    out["ground_truth_seconds"] = time.perf_counter() - t
+    out["exact"] = {**_latency(flat, latq, k), "recall_eval": 1.0, "build_seconds": flat_build}
+    print(f"N={n}: exact p50 {out['exact']['p50_ms']:.2f} ms p99 {out['exact']['p99_ms']:.2f}")
+    del flat
+    if n <= args.hnsw_max:
+        t = time.perf_counter()
+        hnsw = AnnIndex("hnsw", m=32, ef_construction=200, ef_search=128).fit(base)
+        build = time.perf_counter() - t
+        out["hnsw_fixed"] = _row(hnsw, evalq, exact_ids, latq, k, build, ef_search=128)
+        t = time.perf_counter()
+        hnsw.target_recall = args.target  # tune the built graph (no rebuild)
+        hnsw._tune(_unit(base), tuneq, args.target)
+        hnsw.tune_seconds_ = time.perf_counter() - t
+        out["hnsw_tuned"] = _row(hnsw, evalq, exact_ids, latq, k, build, ef_search=hnsw.ef_search_)
+        del hnsw
+        print(f"  hnsw fixed {out['hnsw_fixed']}\n  hnsw tuned {out['hnsw_tuned']}")
+    else:
+        out["hnsw_fixed"] = out["hnsw_tuned"] = f"skipped: single-core build above {args.hnsw_max}"
+    t = time.perf_counter()
+    ivf = AnnIndex("ivf", target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
+    build = time.perf_counter() - t - ivf.tune_seconds_
+    out["ivf_tuned"] = _row(
+        ivf,
+        evalq,
+        exact_ids,
+        latq,
+        k,
+        build,
+        nlist=ivf.nlist_,
+        nprobe=ivf.nprobe_,
+        scan_fraction=ivf._ivf_scan_fraction(),
+    )
+    print(f"  ivf tuned {out['ivf_tuned']}")
+    if n < AUTO_EXACT_BELOW or ivf._ivf_scan_fraction() > 0.5:
+        out["auto_choice"] = "flat"
+    else:
+        out["auto_choice"] = f"ivf (nlist={ivf.nlist_}, nprobe={ivf.nprobe_})"
+    return out
+
+
+# --------------------------------------------------------------------------- retrieve_items
+def _old_search(model, index, queries, k, seen):
+    """The former `_search`: one search of k + the longest history, then filtering."""
+    from divrec.retrieval.base import _is_seen
+
+    extra = int(np.diff(seen.indptr).max(initial=0))
+    ids, cos = index.search(queries, k + extra)
+    scores = cos / np.float32(model.tau)
+    drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
+    scores = np.where(drop, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    ids = np.where(np.isneginf(scores), -1, ids)
+    return ids[:, :k], scores[:, :k]
+
+
+def _best_of(fn, repeats):
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _trained_model(epochs: float):
+    from divrec.data import movielens
+    from divrec.retrieval.two_tower import TwoTowerRecommender
+
+    data, source = None, "synthetic 6040 x 3706"
+    for loader, name in (("load_movielens_1m", "ML-1M"), ("load_movielens_100k", "ML-100K")):
+        try:
+            data, source = getattr(movielens, loader)(), name
+            break
+        except Exception as err:  # noqa: BLE001 - fall back to the next source
+            print(f"{loader} unavailable: {err}")
+    if data is None:
+        import scipy.sparse as sp
+
+        data = sp.random(6040, 3706, density=0.045, format="csr", random_state=0)
+        data.data[:] = 1
+    model = TwoTowerRecommender(dim=64, batch_size=512, epochs=epochs, seed=0).fit(data)
+    return model, source
+
+
+def _ratios(model, index, k: int, args) -> dict:
+    users = np.arange(model.n_users_)
+    q, seen = model.user_factors_[users], model.user_items_[users]
+    new = model.retrieve_items(users, k, index)
+    old = _old_search(model, index, q, k, seen)
+    # the same lists up to float rounding (1-ulp near-ties may swap between search calls)
+    np.testing.assert_allclose(new[1], old[1], rtol=1e-5)
+    differ = int((new[0] != old[0]).any(axis=1).sum())
+    plain = _best_of(lambda: index.search(q, k), args.repeats)
+    before = _best_of(lambda: _old_search(model, index, q, k, seen), args.repeats)
+    after = _best_of(lambda: model.retrieve_items(users, k, index), args.repeats)
+    one = users[: args.latency_queries]
+    vecs = [model.user_factors_[[u]] for u in one]
+    rows = [model.user_items_[[u]] for u in one]
+    plain_1 = _best_of(lambda: [index.search(v, k) for v in vecs], 1)
+    before_1 = _best_of(
+        lambda: [_old_search(model, index, v, k, r) for v, r in zip(vecs, rows, strict=True)], 1
+    )
+    after_1 = _best_of(lambda: [model.retrieve_items([u], k, index) for u in one], 1)
+    return {
+        "batch_ratio_before": before / plain,
+        "batch_ratio_after": after / plain,
+        "batch_plain_seconds": plain,
+        "single_ratio_before": before_1 / plain_1,
+        "single_ratio_after": after_1 / plain_1,
+        "single_plain_ms": plain_1 / one.size * 1e3,
+        "rows_with_near_tie_swaps_vs_before": differ,
+    }
+
+
+def retrieve(args) -> dict:
+    model, source = _trained_model(args.train_epochs)
+    index = model.build_index("item")
+    hist = np.diff(model.user_items_.indptr)
+    out = {
+        "source": source,
+        "users": int(model.n_users_),
+        "items": int(model.n_items_),
+        "history_length": {"mean": float(hist.mean()), "max": int(hist.max())},
+        "index": "flat (exact)",
+        "train_epochs": args.train_epochs,
+        "train_seconds": model.train_seconds_,
+    }
+    for k in (10, 100):
+        out[f"k={k}"] = _ratios(model, index, k, args)
+        print(f"retrieve_items k={k}: {out[f'k={k}']}")
+    return out
+
+
+# --------------------------------------------------------------------------- legacy
 def _time_search(index: AnnIndex, queries: np.ndarray, k: int, repeats: int):
     index.search(queries[:16], k)  # warm-up
     best = np.inf
@@ -43,7 +241,7 @@ def bench(base: np.ndarray, queries: np.ndarray, k: int, m: int, efs: list[int],
     hnsw_build = time.perf_counter() - t
     rows = []
     for ef in efs:
-        hnsw.ef_search = ef
+        hnsw.ef_search_ = ef
         approx, s = _time_search(hnsw, queries, k, repeats)
         rows.append(
             {
@@ -66,18 +264,7 @@ def bench(base: np.ndarray, queries: np.ndarray, k: int, m: int, efs: list[int],
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ann.json"))
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--m", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--large", type=int, default=100_000, help="also a random base of this size (0: skip)"
-    )
-    args = parser.parse_args()
+def legacy(args) -> None:
     if args.model is not None:
         from divrec.retrieval.two_tower import TwoTowerRecommender
 
@@ -101,19 +288,49 @@ def main() -> None:
         rng = np.random.default_rng(args.seed + 1)
         base = rng.normal(size=(args.large, users.shape[1])).astype(np.float32)
         result["large_random"] = bench(base, users[:1000], args.k, args.m, efs, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    for side in ("u2i", "i2u", "large_random"):
-        if side not in result:
-            continue
-        r = result[side]
-        print(f"{side}: exact {r['flat_seconds']:.3f}s for {r['queries']} queries")
-        for row in r["hnsw"]:
-            print(
-                f"  ef={row['ef_search']:>4}  recall@{args.k}={row[f'recall@{args.k}']:.4f}  "
-                f"speedup={row['speedup_vs_exact']:.2f}x"
-            )
+    out = args.out or Path("benchmarks/results/ann.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--sizes", default="10000,100000,300000,1000000")
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--hnsw-max", type=int, default=100_000)
+    parser.add_argument("--latency-queries", type=int, default=500)
+    parser.add_argument("--train-epochs", type=float, default=2.0)
+    parser.add_argument("--skip-retrieve", action="store_true")
+    parser.add_argument("--legacy", action="store_true", help="the former ann.json benchmark")
+    parser.add_argument("--model", type=Path, default=None, help="--legacy: a saved model")
+    parser.add_argument("--m", type=int, default=32, help="--legacy: HNSW m")
+    parser.add_argument("--large", type=int, default=100_000, help="--legacy: random base")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.legacy:
+        legacy(args)
+        return 0
+    out_path = args.out or Path("benchmarks/results/ann_scale.json")
+    result = {
+        "note": "single-threaded faiss (divrec.threads default), Gaussian vectors; latency = "
+        "one query per call; recall_build_held_out = AnnIndex.recall_ measured at build time; "
+        "recall_eval = 1,000 fresh queries vs exact; machine shared with other jobs",
+        "machine": platform.platform(),
+        "scale": [],
+    }
+    with limit_threads(1):
+        if not args.skip_retrieve:
+            result["retrieve_items"] = retrieve(args)
+        for n in (int(s) for s in args.sizes.split(",")):
+            result["scale"].append(scale(n, args))
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=2))  # partial results survive
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

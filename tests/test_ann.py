@@ -150,3 +150,25 @@ def test_search_excluding_rounds_only_research_short_rows(monkeypatch):
     ids, _ = index.search_excluding(q, 10, exclude)
     assert sizes == [(50, 18), (1, 210)]  # k + margin for all, then only row 0 (k + 200)
     np.testing.assert_array_equal(ids, _reference_excluding(base, q, 10, exclude)[0])
+
+
+def test_search_excluding_rows_of_a_larger_matrix():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(120, 6)).astype(np.float32)
+    q = rng.normal(size=(9, 6)).astype(np.float32)
+    full = sp.random(40, 120, density=0.3, format="csr", random_state=4)
+    rows = rng.choice(40, size=9, replace=False)
+    index = AnnIndex("flat").fit(base)
+    ids, cos = index.search_excluding(q, 15, full, rows=rows)
+    want_ids, want_vals = _reference_excluding(base, q, 15, full[rows])
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(cos, want_vals, atol=1e-5)
+    unsorted = full.copy()
+    unsorted.indices, unsorted.data = unsorted.indices.copy(), unsorted.data.copy()
+    for r in range(40):  # reverse each row's column order
+        sl = slice(unsorted.indptr[r], unsorted.indptr[r + 1])
+        unsorted.indices[sl] = unsorted.indices[sl][::-1]
+    unsorted.has_sorted_indices = False
+    np.testing.assert_array_equal(index.search_excluding(q, 15, unsorted, rows=rows)[0], ids)
+    with pytest.raises(ValueError):
+        index.search_excluding(q, 15, full, rows=rows[:3])

@@ -287,7 +287,12 @@ class AnnIndex:
         return ids, scores
 
     def search_excluding(
-        self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None, margin: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        margin: int | None = None,
+        rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k per query after dropping excluded ids (e.g. a user's training items).
 
@@ -295,13 +300,16 @@ class AnnIndex:
         k + `margin` for all rows, then only the rows left with fewer than k ids re-search,
         grouped by their own need (k + their exclusion count, rounded up to a power of two),
         which is always enough. With an exact index the result equals filtering one search
-        of k + max exclusion count.
+        of k + the longest exclusion list (up to float rounding of near-ties).
 
         Args:
             queries: `(B, D)` query vectors.
             k: ids per query.
-            exclude: `(B, N)` CSR, nonzero = exclude that id for that row (None: plain search).
+            exclude: CSR whose stored entries are the ids to exclude, one row per query (or
+                indexed by `rows`); None: plain search.
             margin: first-round extra fetch (None: max(8, k // 2)).
+            rows: `(B,)` the row of `exclude` for each query (None: row b for query b), so a
+                caller need not slice a large matrix per request.
 
         Returns:
             `(ids (B, k), cosines (B, k))`, best first, padded with -1 / -inf.
@@ -309,11 +317,17 @@ class AnnIndex:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         q = np.atleast_2d(queries)
-        counts = None if exclude is None else np.diff(exclude.indptr)
-        if counts is None or not counts.any():
+        if exclude is None:
             return self.search(q, k)
-        if exclude.shape[0] != q.shape[0]:
-            raise ValueError("exclude must have one row per query")
+        if not sp.issparse(exclude) or exclude.format != "csr":
+            exclude = sp.csr_matrix(exclude)
+        rows = np.arange(q.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows.shape != (q.shape[0],):
+            raise ValueError("exclude needs one row per query")
+        counts = (exclude.indptr[rows + 1] - exclude.indptr[rows]).astype(np.int64)
+        if not counts.any():
+            return self.search(q, k)
+        keys, width = _exclusion_keys(exclude, rows, counts, self.n_)
         margin = max(8, k // 2) if margin is None else margin
         need = np.minimum(k + counts, self.n_)  # a fetch that always leaves k (or all) ids
         out_ids = np.full((q.shape[0], k), -1, dtype=np.int64)
@@ -322,13 +336,21 @@ class AnnIndex:
         todo = np.arange(q.shape[0])
         while todo.size:
             for f in np.unique(fetch[todo]):
-                group = todo[fetch[todo] == f]
+                group = todo[fetch[todo] == f] if todo.size > 1 else todo
                 ids, cos = self.search(q[group], int(f))
                 exhausted = ids[:, -1] < 0  # the index has no more candidates for the row
-                ids, cos, kept = _drop_excluded(ids, cos, exclude[group], k)
+                # faiss returns each row best first: dropping ids keeps the order
+                query_keys = group[:, None] * width + ids
+                pos = np.minimum(np.searchsorted(keys, query_keys), keys.size - 1)
+                keep = (keys[pos] != query_keys) & (ids >= 0)
+                kept = keep.sum(axis=1)
+                order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+                ok = np.take_along_axis(keep, order, axis=1)
+                ids = np.where(ok, np.take_along_axis(ids, order, axis=1), -1)
+                cos = np.where(ok, np.take_along_axis(cos, order, axis=1), -np.inf)
                 done = (kept >= k) | (need[group] <= f) | exhausted
-                out_ids[group[done]] = ids[done]
-                out_cos[group[done]] = cos[done]
+                out_ids[group[done], : ids.shape[1]] = ids[done]
+                out_cos[group[done], : ids.shape[1]] = cos[done]
                 retry = group[~done]
                 fetch[retry] = np.minimum(_next_pow2(need[retry]), need.max())
                 fetch[group[done]] = 0
@@ -340,21 +362,17 @@ def _next_pow2(x: np.ndarray) -> np.ndarray:
     return (2 ** np.ceil(np.log2(np.maximum(x, 1)))).astype(np.int64)
 
 
-def _drop_excluded(ids, cos, exclude: sp.csr_matrix, k: int):
-    """Removes excluded ids (stable), keeps the top k; returns ids, cos, kept counts."""
-    from divrec.retrieval.base import _is_seen
-
-    drop = _is_seen(exclude, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
-    cos = np.where(drop, -np.inf, cos)
-    order = np.argsort(-cos, axis=1, kind="stable")
-    ids = np.take_along_axis(ids, order, axis=1)
-    cos = np.take_along_axis(cos, order, axis=1)
-    ids = np.where(np.isneginf(cos), -1, ids)
-    kept = (ids >= 0).sum(axis=1)
-    if ids.shape[1] < k:
-        ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
-        cos = np.pad(cos, ((0, 0), (0, k - cos.shape[1])), constant_values=-np.inf)
-    return ids[:, :k], cos[:, :k].astype(np.float32), kept
+def _exclusion_keys(exclude: sp.csr_matrix, rows: np.ndarray, counts: np.ndarray, n: int):
+    """Sorted keys b · width + id of the excluded ids of query b (no scipy slicing)."""
+    width = np.int64(max(exclude.shape[1], n, 1))
+    starts = exclude.indptr[rows].astype(np.int64)
+    offsets = np.cumsum(counts) - counts
+    flat = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+    keys = np.repeat(np.arange(rows.size, dtype=np.int64), counts) * width
+    keys += exclude.indices[flat]
+    if not exclude.has_sorted_indices:
+        keys.sort()
+    return keys, width
 
 
 def _per_query_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> np.ndarray:

@@ -840,8 +840,8 @@ class TwoTowerRecommender(FactorRecommender):
         """
         users = self._check_users(users)
         index = index or self.build_index("item")
-        seen = self.user_items_[users] if exclude_seen else None
-        return self._search(index, self.user_factors_[users], k, seen)
+        seen = self.user_items_ if exclude_seen else None  # rows picked by `users`
+        return self._search(index, self.user_factors_[users], k, seen, users)
 
     def potential_users(
         self, items, k: int = 10, index: AnnIndex | None = None, exclude_seen: bool = True
@@ -941,10 +941,10 @@ class TwoTowerRecommender(FactorRecommender):
             raise ValueError(f"item index out of range [0, {self.n_items_})")
         return items
 
-    def _search(self, index, queries, k, seen) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, index, queries, k, seen, rows=None) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        ids, cos = index.search_excluding(queries, k, seen)  # fetches in rounds
+        ids, cos = index.search_excluding(queries, k, seen, rows=rows)  # fetches in rounds
         return ids, (cos / np.float32(self.tau)).astype(np.float32)
 
     # ------------------------------------------------------------------ persistence
