@@ -148,7 +148,9 @@ def test_search_excluding_rounds_only_research_short_rows(monkeypatch):
     real = index.search
     monkeypatch.setattr(index, "search", lambda x, k: (sizes.append((len(x), k)), real(x, k))[1])
     ids, _ = index.search_excluding(q, 10, exclude)
-    assert sizes == [(50, 18), (1, 210)]  # k + margin for all, then only row 0 (k + 200)
+    # first round min(k + max(8, half the exclusions), k + exclusions) in power-of-two
+    # groups (16 >= 10 + 2 suffices for rows 1..49); then only row 0 re-searches
+    assert sizes == [(49, 16), (1, 128), (1, 210)]
     np.testing.assert_array_equal(ids, _reference_excluding(base, q, 10, exclude)[0])
 
 

@@ -307,7 +307,7 @@ class AnnIndex:
             k: ids per query.
             exclude: CSR whose stored entries are the ids to exclude, one row per query (or
                 indexed by `rows`); None: plain search.
-            margin: first-round extra fetch (None: max(8, k // 2)).
+            margin: first-round extra fetch (None: per row, max(8, half its exclusions)).
             rows: `(B,)` the row of `exclude` for each query (None: row b for query b), so a
                 caller need not slice a large matrix per request.
 
@@ -328,22 +328,27 @@ class AnnIndex:
         if not counts.any():
             return self.search(q, k)
         keys, width = _exclusion_keys(exclude, rows, counts, self.n_)
-        margin = max(8, k // 2) if margin is None else margin
+        starts = np.cumsum(counts) - counts  # row b's keys are keys[starts[b]:][:counts[b]]
         need = np.minimum(k + counts, self.n_)  # a fetch that always leaves k (or all) ids
+        extra = (
+            np.maximum(8, (counts * _MARGIN_FRACTION).astype(np.int64))
+            if margin is None
+            else np.full(counts.size, margin)
+        )
+        first = np.minimum(k + extra, need)
+        # rows are searched in groups of equal fetch, rounded up to keep the groups few
+        fetch = np.minimum(_bucket(first), need.max()) if q.shape[0] > 1 else first
         out_ids = np.full((q.shape[0], k), -1, dtype=np.int64)
         out_cos = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        fetch = np.full(q.shape[0], min(k + margin, int(need.max())))
         todo = np.arange(q.shape[0])
         while todo.size:
             for f in np.unique(fetch[todo]):
                 group = todo[fetch[todo] == f] if todo.size > 1 else todo
                 ids, cos = self.search(q[group], int(f))
                 exhausted = ids[:, -1] < 0  # the index has no more candidates for the row
-                # faiss returns each row best first: dropping ids keeps the order
-                query_keys = group[:, None] * width + ids
-                pos = np.minimum(np.searchsorted(keys, query_keys), keys.size - 1)
-                keep = (keys[pos] != query_keys) & (ids >= 0)
+                keep = ~_excluded(ids, group, keys, starts, counts, width)
                 kept = keep.sum(axis=1)
+                # faiss returns each row best first: dropping ids keeps the order
                 order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
                 ok = np.take_along_axis(keep, order, axis=1)
                 ids = np.where(ok, np.take_along_axis(ids, order, axis=1), -1)
@@ -351,15 +356,44 @@ class AnnIndex:
                 done = (kept >= k) | (need[group] <= f) | exhausted
                 out_ids[group[done], : ids.shape[1]] = ids[done]
                 out_cos[group[done], : ids.shape[1]] = cos[done]
-                retry = group[~done]
-                fetch[retry] = np.minimum(_next_pow2(need[retry]), need.max())
+                retry = group[~done]  # lost too many ids: re-search with a sufficient fetch
+                fetch[retry] = np.minimum(_bucket(need[retry]), need.max())
                 fetch[group[done]] = 0
             todo = todo[fetch[todo] > 0]
         return out_ids, out_cos
 
 
-def _next_pow2(x: np.ndarray) -> np.ndarray:
-    return (2 ** np.ceil(np.log2(np.maximum(x, 1)))).astype(np.int64)
+_GROWTH = 2.0
+"""Fetch sizes are rounded up to powers of this, so rows fall in few search groups."""
+_MARGIN_FRACTION = 0.5
+"""Default first-round extra fetch: this fraction of the row's exclusion count (at least 8)."""
+
+
+def _bucket(x: np.ndarray) -> np.ndarray:
+    """x rounded up to the next ceil(_GROWTH ** j)."""
+    x = np.maximum(np.asarray(x, dtype=np.int64), 1)
+    j = np.ceil(np.log(x) / np.log(_GROWTH) - 1e-9)
+    v = np.ceil(_GROWTH**j).astype(np.int64)
+    return np.where(v < x, np.ceil(_GROWTH ** (j + 1)).astype(np.int64), v)
+
+
+def _excluded(ids, group, keys, starts, counts, width) -> np.ndarray:
+    """`(G, f)` bool: ids[g, j] is excluded for query group[g] (or is a -1 pad)."""
+    cnt = counts[group]
+    total = int(cnt.sum())
+    if total == 0:
+        return ids < 0
+    if group.size * width <= 1 << 25:  # a dense mask is cheaper than binary search
+        offsets = np.cumsum(cnt) - cnt
+        flat = np.repeat(starts[group] - offsets, cnt) + np.arange(total, dtype=np.int64)
+        mask = np.zeros((group.size, int(width)), dtype=bool)
+        mask[np.repeat(np.arange(group.size), cnt), keys[flat] % width] = True
+        hit = np.take_along_axis(mask, np.maximum(ids, 0), axis=1)
+    else:
+        query_keys = group[:, None] * width + ids
+        pos = np.minimum(np.searchsorted(keys, query_keys), keys.size - 1)
+        hit = keys[pos] == query_keys
+    return hit | (ids < 0)
 
 
 def _exclusion_keys(exclude: sp.csr_matrix, rows: np.ndarray, counts: np.ndarray, n: int):
