@@ -117,6 +117,8 @@ def scale(n: int, args) -> dict:
         scan_fraction=ivf._ivf_scan_fraction(),
     )
     print(f"  ivf tuned {out['ivf_tuned']}")
+    out["retrieve_ratio_ivf"] = _scale_exclusion(ivf, evalq, exact_ids, n, args)
+    print(f"  retrieve/plain on the tuned IVF {out['retrieve_ratio_ivf']}")
     if n < AUTO_EXACT_BELOW or ivf._ivf_scan_fraction() > 0.5:
         out["auto_choice"] = "flat"
     else:
@@ -125,6 +127,63 @@ def scale(n: int, args) -> dict:
 
 
 # --------------------------------------------------------------------------- retrieve_items
+def _filter_once(index: AnnIndex, q, k, seen):
+    """The former exclusion: one search of k + the longest exclusion list, then filtering."""
+    from divrec.retrieval.base import _is_seen
+
+    extra = int(np.diff(seen.indptr).max(initial=0))
+    ids, cos = index.search(q, k + extra)
+    drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
+    cos = np.where(drop, -np.inf, cos)
+    order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(cos, order, axis=1)
+
+
+def _scale_exclusion(index: AnnIndex, q, exact_ids, n: int, args) -> dict:
+    """retrieve-style search (history excluded) over plain search on a catalogue-scale index.
+
+    Synthetic histories shaped like a trained model's: lengths from ML-1M's distribution
+    (log-normal, mean ≈ 165, capped at 2,314), the first half of each drawn from the user's
+    own exact top-100 (training items rank high) and the rest uniformly.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(args.seed + 7)
+    k = args.k
+    lengths = np.minimum(np.ceil(rng.lognormal(4.6, 0.9, size=q.shape[0])), 2314).astype(int)
+    rows, cols = [], []
+    for r, c in enumerate(lengths):
+        own = exact_ids[r, : min(c // 2, exact_ids.shape[1])]
+        items = np.unique(np.concatenate([own, rng.integers(n, size=c - own.size)]))
+        rows.append(np.full(items.size, r))
+        cols.append(items)
+    seen = sp.csr_matrix(
+        (np.ones(sum(map(len, cols)), np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(q.shape[0], n),
+    )
+    new, _ = index.search_excluding(q, k, seen)
+    old, _ = _filter_once(index, q, k, seen)
+    plain = _best_of(lambda: index.search(q, k), 1)
+    before = _best_of(lambda: _filter_once(index, q, k, seen), 1)
+    after = _best_of(lambda: index.search_excluding(q, k, seen), 1)
+    m = min(200, q.shape[0])
+    plain_1 = _best_of(lambda: [index.search(q[[r]], k) for r in range(m)], 1)
+    before_1 = _best_of(lambda: [_filter_once(index, q[[r]], k, seen[[r]]) for r in range(m)], 1)
+    after_1 = _best_of(
+        lambda: [index.search_excluding(q[[r]], k, seen, rows=[r]) for r in range(m)], 1
+    )
+    return {
+        "history_length": {"mean": float(lengths.mean()), "max": int(lengths.max())},
+        "batch_queries": int(q.shape[0]),
+        "batch_ratio_before": before / plain,
+        "batch_ratio_after": after / plain,
+        "single_ratio_before": before_1 / plain_1,
+        "single_ratio_after": after_1 / plain_1,
+        "single_plain_ms": plain_1 / m * 1e3,
+        "rows_differing_before_after": int((new != old).any(axis=1).sum()),
+    }
+
+
 def _old_search(model, index, queries, k, seen):
     """The former `_search`: one search of k + the longest history, then filtering."""
     from divrec.retrieval.base import _is_seen

@@ -174,3 +174,20 @@ def test_search_excluding_rows_of_a_larger_matrix():
     np.testing.assert_array_equal(index.search_excluding(q, 15, unsorted, rows=rows)[0], ids)
     with pytest.raises(ValueError):
         index.search_excluding(q, 15, full, rows=rows[:3])
+
+
+def test_single_request_excluding_re_searches_only_when_short(monkeypatch):
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(400, 8)).astype(np.float32)
+    q = rng.normal(size=(1, 8)).astype(np.float32)
+    index = AnnIndex("flat").fit(base)
+    top = _numpy_topk(base, q, 400)[0]
+    sizes = []
+    real = index.search
+    monkeypatch.setattr(index, "search", lambda x, k: (sizes.append((len(x), k)), real(x, k))[1])
+    for drop, want_sizes in ((top[:200], [(1, 110), (1, 210)]), (top[[1, 3]], [(1, 12)])):
+        sizes.clear()
+        exclude = sp.csr_matrix((np.ones(drop.size), (np.zeros(drop.size), drop)), shape=(1, 400))
+        ids, cos = index.search_excluding(q, 10, exclude)
+        assert sizes == want_sizes
+        np.testing.assert_array_equal(ids, _reference_excluding(base, q, 10, exclude)[0])

@@ -327,6 +327,9 @@ class AnnIndex:
         counts = (exclude.indptr[rows + 1] - exclude.indptr[rows]).astype(np.int64)
         if not counts.any():
             return self.search(q, k)
+        if q.shape[0] == 1:  # one request: the same rounds with less bookkeeping
+            lo, hi = exclude.indptr[rows[0]], exclude.indptr[rows[0] + 1]
+            return self._search_one_excluding(q, k, exclude.indices[lo:hi], margin)
         keys, width = _exclusion_keys(exclude, rows, counts, self.n_)
         starts = np.cumsum(counts) - counts  # row b's keys are keys[starts[b]:][:counts[b]]
         need = np.minimum(k + counts, self.n_)  # a fetch that always leaves k (or all) ids
@@ -361,6 +364,24 @@ class AnnIndex:
                 fetch[group[done]] = 0
             todo = todo[fetch[todo] > 0]
         return out_ids, out_cos
+
+    def _search_one_excluding(self, q, k: int, excluded: np.ndarray, margin: int | None):
+        count = excluded.size
+        need = min(k + count, self.n_)
+        extra = max(8, int(count * _MARGIN_FRACTION)) if margin is None else margin
+        fetch = min(k + extra, need)
+        while True:
+            ids, cos = self.search(q, fetch)
+            keep = ids[0] >= 0
+            keep[keep] = ~np.isin(ids[0][keep], excluded, assume_unique=False)
+            if keep.sum() >= k or fetch >= need or ids[0, -1] < 0:
+                break
+            fetch = need
+        ids, cos = ids[:, keep][:, :k], cos[:, keep][:, :k]
+        if ids.shape[1] < k:
+            ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
+            cos = np.pad(cos, ((0, 0), (0, k - cos.shape[1])), constant_values=-np.inf)
+        return ids, cos
 
 
 _GROWTH = 2.0
