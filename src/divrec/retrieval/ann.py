@@ -327,9 +327,12 @@ class AnnIndex:
         counts = (exclude.indptr[rows + 1] - exclude.indptr[rows]).astype(np.int64)
         if not counts.any():
             return self.search(q, k)
-        if q.shape[0] == 1:  # one request: the same rounds with less bookkeeping
+        if q.shape[0] == 1:  # one request: the same rounds, less bookkeeping
             lo, hi = exclude.indptr[rows[0]], exclude.indptr[rows[0] + 1]
-            return self._search_one_excluding(q, k, exclude.indices[lo:hi], margin)
+            excluded = exclude.indices[lo:hi]
+            if not exclude.has_sorted_indices:
+                excluded = np.sort(excluded)
+            return self._search_one_excluding(q, k, excluded, margin)
         keys, width = _exclusion_keys(exclude, rows, counts, self.n_)
         starts = np.cumsum(counts) - counts  # row b's keys are keys[starts[b]:][:counts[b]]
         need = np.minimum(k + counts, self.n_)  # a fetch that always leaves k (or all) ids
@@ -372,8 +375,8 @@ class AnnIndex:
         fetch = min(k + extra, need)
         while True:
             ids, cos = self.search(q, fetch)
-            keep = ids[0] >= 0
-            keep[keep] = ~np.isin(ids[0][keep], excluded, assume_unique=False)
+            pos = np.minimum(np.searchsorted(excluded, ids[0]), count - 1)
+            keep = (excluded[pos] != ids[0]) & (ids[0] >= 0)
             if keep.sum() >= k or fetch >= need or ids[0, -1] < 0:
                 break
             fetch = need
