@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def scale(n: int, args) -> dict:
     evalq = rng.normal(size=(1000, d)).astype(np.float32)  # fresh queries for evaluation
     latq = evalq[: args.latency_queries]
     out: dict = {"n": n, "d": d, "k": k, "target_recall": args.target}
+    out["load_average_1min_at_start"] = os.getloadavg()[0]
     t = time.perf_counter()
     flat = AnnIndex("flat").fit(base)
     flat_build = time.perf_counter() - t
@@ -123,6 +125,7 @@ def scale(n: int, args) -> dict:
         out["auto_choice"] = "flat"
     else:
         out["auto_choice"] = f"ivf (nlist={ivf.nlist_}, nprobe={ivf.nprobe_})"
+    out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
 
 
@@ -271,6 +274,7 @@ def retrieve(args) -> dict:
         "index": "flat (exact)",
         "train_epochs": args.train_epochs,
         "train_seconds": model.train_seconds_,
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
     for k in (10, 100):
         out[f"k={k}"] = _ratios(model, index, k, args)

@@ -18,7 +18,7 @@ efSearch=128 on Gaussian 64-d vectors: recall@100 0.976 at 10k items, 0.794 at 1
 at 1M). With ``target_recall`` set, `fit` measures recall@`recall_k` against exact search on
 a query sample and raises efSearch (HNSW) or nprobe (IVF) until the target is met: the
 sample is split in a tuning half (the setting is the smallest one whose tuning recall is at
-least the target plus two standard errors) and a held-out half, on which the reported
+least the target plus three standard errors) and a held-out half, on which the reported
 `recall_` is measured. The sample is drawn from `fit`'s ``queries`` (pass the real query
 distribution, e.g. user vectors for an item index) or, without it, from the indexed vectors.
 
@@ -215,7 +215,7 @@ class AnnIndex:
 
         def enough(per_query: np.ndarray) -> bool:
             se = per_query.std(ddof=1) / math.sqrt(per_query.size) if per_query.size > 1 else 0
-            return per_query.mean() >= min(target + 2 * se, 1.0)
+            return per_query.mean() >= min(target + 3 * se, 1.0)
 
         if self.kind_ == "ivf":
             per_probe = self._ivf_recall_curve(tune_q, tune_exact, vecs)  # (nq, nlist)
@@ -229,7 +229,7 @@ class AnnIndex:
                 got, _ = self.search(tune_q, k)
                 if enough(_per_query_recall(got, tune_exact)) or ef >= cap:
                     break
-                ef = min(cap, int(math.ceil(ef * 1.5)))
+                ef = min(cap, int(math.ceil(ef * 1.25)))
         got, _ = self.search(tune_q, k)
         self.tune_recall_ = recall_at_k(got, tune_exact)
         got, _ = self.search(held_q, k)
