@@ -45,32 +45,35 @@ from divrec.threads import limit_threads
 
 
 # --------------------------------------------------------------------------- scale
-def _latency(index: AnnIndex, queries: np.ndarray, k: int) -> dict[str, float]:
-    index.search(queries[:5], k)  # warm-up
-    out = np.empty(queries.shape[0])
+def _latencies(indexes: dict[str, AnnIndex], queries: np.ndarray, k: int) -> dict[str, dict]:
+    """Single-query latency of several indexes, interleaved query by query (in rotating
+    order) so that all of them see the same machine load."""
+    names = list(indexes)
+    for index in indexes.values():
+        index.search(queries[:5], k)  # warm-up
+    times = {name: np.empty(queries.shape[0]) for name in names}
     for i in range(queries.shape[0]):
-        t = time.perf_counter()
-        index.search(queries[i : i + 1], k)
-        out[i] = time.perf_counter() - t
-    ms = out * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
-
-def _row(index: AnnIndex, evalq, exact_ids, latq, k, build_s, **extra) -> dict:
-    got, _ = index.search(evalq, k)
-    row = {
-        "kind": index.kind_,
-        "recall_eval": recall_at_k(got, exact_ids),
-        "recall_build_held_out": index.recall_,
-        **_latency(index, latq, k),
-        "build_seconds": build_s,
-        "tune_seconds": index.tune_seconds_,
-        **extra,
-    }
-    return row
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            indexes[name].search(queries[i : i + 1], k)
+            times[name][i] = time.perf_counter() - t
+    exact_p50 = float(np.percentile(times["exact"], 50))
+    out = {}
+    for name, sec in times.items():
+        p50, p99 = np.percentile(sec, 50), np.percentile(sec, 99)
+        out[name] = {
+            "p50_ms": float(p50 * 1e3),
+            "p99_ms": float(p99 * 1e3),
+            "p50_over_exact_p50": float(p50 / exact_p50),
+            "p99_over_exact_p50": float(p99 / exact_p50),
+        }
+    return out
 
 
 def scale(n: int, args) -> dict:
+    import copy
+
     import faiss
 
     rng = np.random.default_rng(args.seed + n)
@@ -78,47 +81,53 @@ def scale(n: int, args) -> dict:
     base = rng.normal(size=(n, d)).astype(np.float32)
     tuneq = rng.normal(size=(1000, d)).astype(np.float32)  # the build-time sample
     evalq = rng.normal(size=(1000, d)).astype(np.float32)  # fresh queries for evaluation
-    latq = evalq[: args.latency_queries]
     out: dict = {"n": n, "d": d, "k": k, "target_recall": args.target}
     out["load_average_1min_at_start"] = os.getloadavg()[0]
+    indexes: dict[str, AnnIndex] = {}
+    rows: dict[str, dict] = {}
     t = time.perf_counter()
-    flat = AnnIndex("flat").fit(base)
-    flat_build = time.perf_counter() - t
+    indexes["exact"] = AnnIndex("flat").fit(base)
+    rows["exact"] = {"build_seconds": time.perf_counter() - t}
     t = time.perf_counter()
     _, exact_ids = faiss.knn(_unit(evalq), _unit(base), k, faiss.METRIC_INNER_PRODUCT)
     out["ground_truth_seconds"] = time.perf_counter() - t
-    out["exact"] = {**_latency(flat, latq, k), "recall_eval": 1.0, "build_seconds": flat_build}
-    print(f"N={n}: exact p50 {out['exact']['p50_ms']:.2f} ms p99 {out['exact']['p99_ms']:.2f}")
-    del flat
     if n <= args.hnsw_max:
         t = time.perf_counter()
         hnsw = AnnIndex("hnsw", m=32, ef_construction=200, ef_search=128).fit(base)
         build = time.perf_counter() - t
-        out["hnsw_fixed"] = _row(hnsw, evalq, exact_ids, latq, k, build, ef_search=128)
+        indexes["hnsw_fixed"] = hnsw
+        rows["hnsw_fixed"] = {"build_seconds": build, "ef_search": 128}
+        tuned = copy.copy(hnsw)  # the same graph, its own efSearch
         t = time.perf_counter()
-        hnsw.target_recall = args.target  # tune the built graph (no rebuild)
-        hnsw._tune(_unit(base), tuneq, args.target)
-        hnsw.tune_seconds_ = time.perf_counter() - t
-        out["hnsw_tuned"] = _row(hnsw, evalq, exact_ids, latq, k, build, ef_search=hnsw.ef_search_)
-        del hnsw
-        print(f"  hnsw fixed {out['hnsw_fixed']}\n  hnsw tuned {out['hnsw_tuned']}")
+        tuned.target_recall = args.target
+        tuned._tune(_unit(base), tuneq, args.target)
+        tuned.tune_seconds_ = time.perf_counter() - t
+        indexes["hnsw_tuned"] = tuned
+        rows["hnsw_tuned"] = {"build_seconds": build, "ef_search": tuned.ef_search_}
     else:
-        out["hnsw_fixed"] = out["hnsw_tuned"] = f"skipped: single-core build above {args.hnsw_max}"
+        out["hnsw"] = f"skipped: single-core HNSW build above {args.hnsw_max} vectors"
     t = time.perf_counter()
     ivf = AnnIndex("ivf", target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
-    build = time.perf_counter() - t - ivf.tune_seconds_
-    out["ivf_tuned"] = _row(
-        ivf,
-        evalq,
-        exact_ids,
-        latq,
-        k,
-        build,
-        nlist=ivf.nlist_,
-        nprobe=ivf.nprobe_,
-        scan_fraction=ivf._ivf_scan_fraction(),
-    )
-    print(f"  ivf tuned {out['ivf_tuned']}")
+    indexes["ivf_tuned"] = ivf
+    rows["ivf_tuned"] = {
+        "build_seconds": time.perf_counter() - t - ivf.tune_seconds_,
+        "nlist": ivf.nlist_,
+        "nprobe": ivf.nprobe_,
+        "scan_fraction": ivf._ivf_scan_fraction(),
+    }
+    out["latency_load_average_1min"] = os.getloadavg()[0]
+    lat = _latencies(indexes, evalq[: args.latency_queries], k)
+    for name, index in indexes.items():
+        got, _ = index.search(evalq, k)
+        out[name] = {
+            "kind": index.kind_,
+            "recall_eval": recall_at_k(got, exact_ids),
+            "recall_build_held_out": index.recall_,
+            **lat[name],
+            "tune_seconds": index.tune_seconds_,
+            **rows[name],
+        }
+        print(f"N={n} {name}: {out[name]}")
     out["retrieve_ratio_ivf"] = _scale_exclusion(ivf, evalq, exact_ids, n, args)
     print(f"  retrieve/plain on the tuned IVF {out['retrieve_ratio_ivf']}")
     if n < AUTO_EXACT_BELOW or ivf._ivf_scan_fraction() > 0.5:
