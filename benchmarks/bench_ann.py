@@ -25,7 +25,9 @@ Default mode (``--out benchmarks/results/ann_scale.json``), issue #9 item 13:
 ``--legacy`` runs the former exact-vs-HNSW comparison on ML-1M-shaped embeddings
 (``benchmarks/results/ann.json``).
 
-Run: ``python benchmarks/bench_ann.py`` (about 10 minutes at 1M items on one core).
+Run: ``python benchmarks/bench_ann.py`` (all parts; about 10 minutes on a quiet core), or in
+parts: ``--sizes 10000,100000`` then ``--sizes 300000 --skip-retrieve --append`` and
+``--sizes 1000000 --skip-retrieve --append``.
 """
 
 from __future__ import annotations
@@ -376,6 +378,9 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-queries", type=int, default=500)
     parser.add_argument("--train-epochs", type=float, default=2.0)
     parser.add_argument("--skip-retrieve", action="store_true")
+    parser.add_argument(
+        "--append", action="store_true", help="add to an existing --out file (runs in parts)"
+    )
     parser.add_argument("--legacy", action="store_true", help="the former ann.json benchmark")
     parser.add_argument("--model", type=Path, default=None, help="--legacy: a saved model")
     parser.add_argument("--m", type=int, default=32, help="--legacy: HNSW m")
@@ -387,6 +392,7 @@ def main(argv=None) -> int:
         legacy(args)
         return 0
     out_path = args.out or Path("benchmarks/results/ann_scale.json")
+    previous = json.loads(out_path.read_text()) if args.append and out_path.exists() else {}
     result = {
         "note": "single-threaded faiss (divrec.threads default), Gaussian vectors; latency = "
         "one query per call; recall_build_held_out = AnnIndex.recall_ measured at build time; "
@@ -394,10 +400,13 @@ def main(argv=None) -> int:
         "machine": platform.platform(),
         "scale": [],
     }
+    result.update({key: previous[key] for key in ("scale", "retrieve_items") if key in previous})
     with limit_threads(1):
         if not args.skip_retrieve:
             result["retrieve_items"] = retrieve(args)
-        for n in (int(s) for s in args.sizes.split(",")):
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=2))
+        for n in (int(s) for s in args.sizes.split(",") if s):
             result["scale"].append(scale(n, args))
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=2))  # partial results survive
