@@ -136,3 +136,28 @@ def test_two_tower_trains_with_policy_threads(monkeypatch):
     calls.clear()
     TwoTowerRecommender(dim=4, batch_size=32, epochs=1, threads=2).fit(train)
     assert calls == [2, 2]
+
+
+def test_implicit_models_get_the_policy_thread_count(monkeypatch):
+    import implicit.cpu.als
+    import implicit.cpu.bpr
+
+    from divrec.retrieval.baselines import ALSRecommender, BPRRecommender
+
+    seen = []
+    for cls in (implicit.cpu.als.AlternatingLeastSquares,
+                implicit.cpu.bpr.BayesianPersonalizedRanking):  # fmt: skip
+        real_fit = cls.fit
+
+        def spy_fit(self, *args, _real=real_fit, **kwargs):
+            seen.append(self.num_threads)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "fit", spy_fit)
+    train = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    train.data[:] = 1
+    monkeypatch.setenv("DIVREC_THREADS", "2")
+    ALSRecommender(factors=4, iterations=1).fit(train)  # threads=None: the policy (2)
+    ALSRecommender(factors=4, iterations=1, threads=1).fit(train)
+    BPRRecommender(factors=4, iterations=1).fit(train)  # BPR keeps its default of 1
+    assert seen == [2, 1, 1]
