@@ -1,11 +1,14 @@
 """One thread policy for divrec: how many threads torch, faiss, BLAS and implicit may use.
 
 Why: on a 2-core machine shared with other jobs, OpenMP / BLAS parallel regions wait at
-their barriers for a thread whose core is busy elsewhere. Measured (issue #9 item 12,
-`benchmarks/results/threads.json`): two-tower training with 2 torch threads ran 77x slower
-than with 1 under load, and single-query faiss search with faiss's default (all cores) up to
-320x slower; on a quiet machine 2 threads were only 1.4x faster for training. So divrec
-never oversubscribes by default.
+their barriers for a thread whose core is busy elsewhere. Issue #9 (item 12) saw two-tower
+training with 2 torch threads run 77x slower than with 1 under load, and single-query faiss
+search with faiss's default (all cores) up to 320x slower, while on a quiet machine 2
+threads were only 1.4x faster for training. `benchmarks/bench_threads.py`
+(`benchmarks/results/threads.json`, one busy-loop core added): 2 threads made ML-100K
+two-tower training 2.0x slower and exact single-query p99 6x slower (mean 2.9x); without
+the busy core 2 threads gained nothing on training (1.02x) and halved only the time of a
+1,000-query batch search. So divrec never oversubscribes by default.
 
 The policy:
 
