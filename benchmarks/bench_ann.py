@@ -1,27 +1,299 @@
-"""faiss HNSW vs exact (IndexFlatIP) search on two-tower embeddings: recall@k and speed.
+"""faiss ANN at catalogue scale: recall beside latency, tuned to a target recall at build time.
 
-Queries are user vectors, the base is item vectors (u2i); also the reverse (i2u: items as
-queries over user vectors). With ``--model PATH`` the embeddings are a trained model saved by
-`TwoTowerRecommender.save` (e.g. ``tr.npz`` from `divrec.experiments.totalrecall_table1`);
-otherwise random Gaussian embeddings of ML-1M's shape (6040 users, 3706 items, d = 64).
-``--large N`` adds a random base of N vectors (1000 of the user vectors as queries), the
-scale at which HNSW starts to pay off; at ML-1M's 3706 items exact search is faster.
+Default mode (``--out benchmarks/results/ann_scale.json``), issue #9 item 13:
 
-Run: ``python benchmarks/bench_ann.py --out benchmarks/results/ann.json [--model tr.npz]``.
+* **scale**: for each catalogue size N (Gaussian 64-d item vectors, a separate Gaussian
+  query set) and single-threaded faiss (the `divrec.threads` default):
+
+  - ``exact``: IndexFlatIP;
+  - ``hnsw_fixed``: HNSW m=32, efConstruction=200, efSearch=128 (the untuned setting whose
+    recall falls with N) -- only up to ``--hnsw-max`` items, its single-core build being slow;
+  - ``hnsw_tuned``: the same graph with efSearch raised at build time to ``--target``;
+  - ``ivf_tuned``: IVF-Flat (nlist ≈ 4·sqrt(N)) with nprobe tuned to ``--target``.
+
+  Each row reports recall@k measured at build time on the held-out half of a 1,000-query
+  tuning sample (`AnnIndex.recall_`) and on 1,000 fresh evaluation queries against exact
+  search, single-query p50 / p99 latency, build and tuning seconds, the chosen parameter,
+  and which index ``kind="auto"`` picks by its rule (exact below 20k vectors or when the
+  tuned IVF scans more than half the catalogue).
+* **retrieve_items**: `TwoTowerRecommender.retrieve_items` (training items excluded) over
+  plain `AnnIndex.search` of the same k, on a two-tower model trained briefly on ML-1M
+  (ML-100K or synthetic as fallbacks): "before" = one search of k + the longest history
+  then filtering (the former implementation, reproduced here), "after" = fetching in rounds
+  (`AnnIndex.search_excluding`). Batch of all users and single-user requests.
+
+``--legacy`` runs the former exact-vs-HNSW comparison on ML-1M-shaped embeddings
+(``benchmarks/results/ann.json``).
+
+Run: ``python benchmarks/bench_ann.py`` (all parts; about 10 minutes on a quiet core), or in
+parts: ``--sizes 10000,100000`` then ``--sizes 300000 --skip-retrieve --append`` and
+``--sizes 1000000 --skip-retrieve --append``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from divrec.retrieval.ann import AnnIndex, recall_at_k
+from divrec.retrieval.ann import AUTO_EXACT_BELOW, AnnIndex, recall_at_k
+from divrec.retrieval.ann import l2_normalize as _unit
+from divrec.threads import limit_threads
 
 
+# --------------------------------------------------------------------------- scale
+def _latencies(indexes: dict[str, AnnIndex], queries: np.ndarray, k: int) -> dict[str, dict]:
+    """Single-query latency of several indexes, interleaved query by query (in rotating
+    order) so that all of them see the same machine load."""
+    names = list(indexes)
+    for index in indexes.values():
+        index.search(queries[:5], k)  # warm-up
+    times = {name: np.empty(queries.shape[0]) for name in names}
+    for i in range(queries.shape[0]):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            indexes[name].search(queries[i : i + 1], k)
+            times[name][i] = time.perf_counter() - t
+    exact_p50 = float(np.percentile(times["exact"], 50))
+    out = {}
+    for name, sec in times.items():
+        p50, p99 = np.percentile(sec, 50), np.percentile(sec, 99)
+        out[name] = {
+            "p50_ms": float(p50 * 1e3),
+            "p99_ms": float(p99 * 1e3),
+            "p50_over_exact_p50": float(p50 / exact_p50),
+            "p99_over_exact_p50": float(p99 / exact_p50),
+        }
+    return out
+
+
+def scale(n: int, args) -> dict:
+    import copy
+
+    import faiss
+
+    rng = np.random.default_rng(args.seed + n)
+    d, k = args.dim, args.k
+    base = rng.normal(size=(n, d)).astype(np.float32)
+    tuneq = rng.normal(size=(1000, d)).astype(np.float32)  # the build-time sample
+    evalq = rng.normal(size=(1000, d)).astype(np.float32)  # fresh queries for evaluation
+    out: dict = {"n": n, "d": d, "k": k, "target_recall": args.target}
+    out["load_average_1min_at_start"] = os.getloadavg()[0]
+    indexes: dict[str, AnnIndex] = {}
+    rows: dict[str, dict] = {}
+    t = time.perf_counter()
+    indexes["exact"] = AnnIndex("flat").fit(base)
+    rows["exact"] = {"build_seconds": time.perf_counter() - t}
+    t = time.perf_counter()
+    _, exact_ids = faiss.knn(_unit(evalq), _unit(base), k, faiss.METRIC_INNER_PRODUCT)
+    out["ground_truth_seconds"] = time.perf_counter() - t
+    if n <= args.hnsw_max:
+        t = time.perf_counter()
+        hnsw = AnnIndex("hnsw", m=32, ef_construction=200, ef_search=128).fit(base)
+        build = time.perf_counter() - t
+        indexes["hnsw_fixed"] = hnsw
+        rows["hnsw_fixed"] = {"build_seconds": build, "ef_search": 128}
+        tuned = copy.copy(hnsw)  # the same graph, its own efSearch
+        t = time.perf_counter()
+        tuned.target_recall = args.target
+        tuned._tune(_unit(base), tuneq, args.target)
+        tuned.tune_seconds_ = time.perf_counter() - t
+        indexes["hnsw_tuned"] = tuned
+        rows["hnsw_tuned"] = {"build_seconds": build, "ef_search": tuned.ef_search_}
+    else:
+        out["hnsw"] = f"skipped: single-core HNSW build above {args.hnsw_max} vectors"
+    t = time.perf_counter()
+    ivf = AnnIndex("ivf", target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
+    indexes["ivf_tuned"] = ivf
+    rows["ivf_tuned"] = {
+        "build_seconds": time.perf_counter() - t - ivf.tune_seconds_,
+        "nlist": ivf.nlist_,
+        "nprobe": ivf.nprobe_,
+        "scan_fraction": ivf._ivf_scan_fraction(),
+    }
+    out["latency_load_average_1min"] = os.getloadavg()[0]
+    lat = _latencies(indexes, evalq[: args.latency_queries], k)
+    for name, index in indexes.items():
+        got, _ = index.search(evalq, k)
+        out[name] = {
+            "kind": index.kind_,
+            "recall_eval": recall_at_k(got, exact_ids),
+            "recall_build_held_out": index.recall_,
+            **lat[name],
+            "tune_seconds": index.tune_seconds_,
+            **rows[name],
+        }
+        print(f"N={n} {name}: {out[name]}")
+    out["retrieve_ratio_ivf"] = _scale_exclusion(ivf, evalq, exact_ids, n, args)
+    print(f"  retrieve/plain on the tuned IVF {out['retrieve_ratio_ivf']}")
+    if n < AUTO_EXACT_BELOW or ivf._ivf_scan_fraction() > 0.5:
+        out["auto_choice"] = "flat"
+    else:
+        out["auto_choice"] = f"ivf (nlist={ivf.nlist_}, nprobe={ivf.nprobe_})"
+    out["load_average_1min_at_end"] = os.getloadavg()[0]
+    return out
+
+
+# --------------------------------------------------------------------------- retrieve_items
+def _filter_once(index: AnnIndex, q, k, seen):
+    """The former exclusion: one search of k + the longest exclusion list, then filtering."""
+    from divrec.retrieval.base import _is_seen
+
+    extra = int(np.diff(seen.indptr).max(initial=0))
+    ids, cos = index.search(q, k + extra)
+    drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
+    cos = np.where(drop, -np.inf, cos)
+    order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(cos, order, axis=1)
+
+
+def _scale_exclusion(index: AnnIndex, q, exact_ids, n: int, args) -> dict:
+    """retrieve-style search (history excluded) over plain search on a catalogue-scale index.
+
+    Synthetic histories shaped like a trained model's: lengths from ML-1M's distribution
+    (log-normal, mean ≈ 165, capped at 2,314), the first half of each drawn from the user's
+    own exact top-100 (training items rank high) and the rest uniformly.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(args.seed + 7)
+    k = args.k
+    lengths = np.minimum(np.ceil(rng.lognormal(4.6, 0.9, size=q.shape[0])), 2314).astype(int)
+    rows, cols = [], []
+    for r, c in enumerate(lengths):
+        own = exact_ids[r, : min(c // 2, exact_ids.shape[1])]
+        items = np.unique(np.concatenate([own, rng.integers(n, size=c - own.size)]))
+        rows.append(np.full(items.size, r))
+        cols.append(items)
+    seen = sp.csr_matrix(
+        (np.ones(sum(map(len, cols)), np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(q.shape[0], n),
+    )
+    new, _ = index.search_excluding(q, k, seen)
+    old, _ = _filter_once(index, q, k, seen)
+    plain = _best_of(lambda: index.search(q, k), 1)
+    before = _best_of(lambda: _filter_once(index, q, k, seen), 1)
+    after = _best_of(lambda: index.search_excluding(q, k, seen), 1)
+    m = min(200, q.shape[0])
+    plain_1 = _best_of(lambda: [index.search(q[[r]], k) for r in range(m)], 1)
+    before_1 = _best_of(lambda: [_filter_once(index, q[[r]], k, seen[[r]]) for r in range(m)], 1)
+    after_1 = _best_of(
+        lambda: [index.search_excluding(q[[r]], k, seen, rows=[r]) for r in range(m)], 1
+    )
+    return {
+        "history_length": {"mean": float(lengths.mean()), "max": int(lengths.max())},
+        "batch_queries": int(q.shape[0]),
+        "batch_ratio_before": before / plain,
+        "batch_ratio_after": after / plain,
+        "single_ratio_before": before_1 / plain_1,
+        "single_ratio_after": after_1 / plain_1,
+        "single_plain_ms": plain_1 / m * 1e3,
+        "rows_differing_before_after": int((new != old).any(axis=1).sum()),
+    }
+
+
+def _old_search(model, index, queries, k, seen):
+    """The former `_search`: one search of k + the longest history, then filtering."""
+    from divrec.retrieval.base import _is_seen
+
+    extra = int(np.diff(seen.indptr).max(initial=0))
+    ids, cos = index.search(queries, k + extra)
+    scores = cos / np.float32(model.tau)
+    drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
+    scores = np.where(drop, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    ids = np.where(np.isneginf(scores), -1, ids)
+    return ids[:, :k], scores[:, :k]
+
+
+def _best_of(fn, repeats):
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _trained_model(epochs: float):
+    from divrec.data import movielens
+    from divrec.retrieval.two_tower import TwoTowerRecommender
+
+    data, source = None, "synthetic 6040 x 3706"
+    for loader, name in (("load_movielens_1m", "ML-1M"), ("load_movielens_100k", "ML-100K")):
+        try:
+            data, source = getattr(movielens, loader)(), name
+            break
+        except Exception as err:  # noqa: BLE001 - fall back to the next source
+            print(f"{loader} unavailable: {err}")
+    if data is None:
+        import scipy.sparse as sp
+
+        data = sp.random(6040, 3706, density=0.045, format="csr", random_state=0)
+        data.data[:] = 1
+    model = TwoTowerRecommender(dim=64, batch_size=512, epochs=epochs, seed=0).fit(data)
+    return model, source
+
+
+def _ratios(model, index, k: int, args) -> dict:
+    users = np.arange(model.n_users_)
+    q, seen = model.user_factors_[users], model.user_items_[users]
+    new = model.retrieve_items(users, k, index)
+    old = _old_search(model, index, q, k, seen)
+    # the same lists up to float rounding (1-ulp near-ties may swap between search calls)
+    np.testing.assert_allclose(new[1], old[1], rtol=1e-5)
+    differ = int((new[0] != old[0]).any(axis=1).sum())
+    plain = _best_of(lambda: index.search(q, k), args.repeats)
+    before = _best_of(lambda: _old_search(model, index, q, k, seen), args.repeats)
+    after = _best_of(lambda: model.retrieve_items(users, k, index), args.repeats)
+    one = users[: args.latency_queries]
+    vecs = [model.user_factors_[[u]] for u in one]
+    rows = [model.user_items_[[u]] for u in one]
+    plain_1 = _best_of(lambda: [index.search(v, k) for v in vecs], 1)
+    before_1 = _best_of(
+        lambda: [_old_search(model, index, v, k, r) for v, r in zip(vecs, rows, strict=True)], 1
+    )
+    after_1 = _best_of(lambda: [model.retrieve_items([u], k, index) for u in one], 1)
+    return {
+        "batch_ratio_before": before / plain,
+        "batch_ratio_after": after / plain,
+        "batch_plain_seconds": plain,
+        "single_ratio_before": before_1 / plain_1,
+        "single_ratio_after": after_1 / plain_1,
+        "single_plain_ms": plain_1 / one.size * 1e3,
+        "rows_with_near_tie_swaps_vs_before": differ,
+    }
+
+
+def retrieve(args) -> dict:
+    model, source = _trained_model(args.train_epochs)
+    index = model.build_index("item")
+    hist = np.diff(model.user_items_.indptr)
+    out = {
+        "source": source,
+        "users": int(model.n_users_),
+        "items": int(model.n_items_),
+        "history_length": {"mean": float(hist.mean()), "max": int(hist.max())},
+        "index": "flat (exact)",
+        "train_epochs": args.train_epochs,
+        "train_seconds": model.train_seconds_,
+        "load_average_1min_at_start": os.getloadavg()[0],
+    }
+    for k in (10, 100):
+        out[f"k={k}"] = _ratios(model, index, k, args)
+        print(f"retrieve_items k={k}: {out[f'k={k}']}")
+    return out
+
+
+# --------------------------------------------------------------------------- legacy
 def _time_search(index: AnnIndex, queries: np.ndarray, k: int, repeats: int):
     index.search(queries[:16], k)  # warm-up
     best = np.inf
@@ -43,7 +315,7 @@ def bench(base: np.ndarray, queries: np.ndarray, k: int, m: int, efs: list[int],
     hnsw_build = time.perf_counter() - t
     rows = []
     for ef in efs:
-        hnsw.ef_search = ef
+        hnsw.ef_search_ = ef
         approx, s = _time_search(hnsw, queries, k, repeats)
         rows.append(
             {
@@ -66,18 +338,7 @@ def bench(base: np.ndarray, queries: np.ndarray, k: int, m: int, efs: list[int],
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ann.json"))
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--m", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--large", type=int, default=100_000, help="also a random base of this size (0: skip)"
-    )
-    args = parser.parse_args()
+def legacy(args) -> None:
     if args.model is not None:
         from divrec.retrieval.two_tower import TwoTowerRecommender
 
@@ -101,19 +362,56 @@ def main() -> None:
         rng = np.random.default_rng(args.seed + 1)
         base = rng.normal(size=(args.large, users.shape[1])).astype(np.float32)
         result["large_random"] = bench(base, users[:1000], args.k, args.m, efs, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    for side in ("u2i", "i2u", "large_random"):
-        if side not in result:
-            continue
-        r = result[side]
-        print(f"{side}: exact {r['flat_seconds']:.3f}s for {r['queries']} queries")
-        for row in r["hnsw"]:
-            print(
-                f"  ef={row['ef_search']:>4}  recall@{args.k}={row[f'recall@{args.k}']:.4f}  "
-                f"speedup={row['speedup_vs_exact']:.2f}x"
-            )
+    out = args.out or Path("benchmarks/results/ann.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--sizes", default="10000,100000,300000,1000000")
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--hnsw-max", type=int, default=100_000)
+    parser.add_argument("--latency-queries", type=int, default=500)
+    parser.add_argument("--train-epochs", type=float, default=2.0)
+    parser.add_argument("--skip-retrieve", action="store_true")
+    parser.add_argument(
+        "--append", action="store_true", help="add to an existing --out file (runs in parts)"
+    )
+    parser.add_argument("--legacy", action="store_true", help="the former ann.json benchmark")
+    parser.add_argument("--model", type=Path, default=None, help="--legacy: a saved model")
+    parser.add_argument("--m", type=int, default=32, help="--legacy: HNSW m")
+    parser.add_argument("--large", type=int, default=100_000, help="--legacy: random base")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.legacy:
+        legacy(args)
+        return 0
+    out_path = args.out or Path("benchmarks/results/ann_scale.json")
+    previous = json.loads(out_path.read_text()) if args.append and out_path.exists() else {}
+    result = {
+        "note": "single-threaded faiss (divrec.threads default), Gaussian vectors; latency = "
+        "one query per call; recall_build_held_out = AnnIndex.recall_ measured at build time; "
+        "recall_eval = 1,000 fresh queries vs exact; machine shared with other jobs",
+        "machine": platform.platform(),
+        "scale": [],
+    }
+    result.update({key: previous[key] for key in ("scale", "retrieve_items") if key in previous})
+    with limit_threads(1):
+        if not args.skip_retrieve:
+            result["retrieve_items"] = retrieve(args)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=2))
+        for n in (int(s) for s in args.sizes.split(",") if s):
+            result["scale"].append(scale(n, args))
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=2))  # partial results survive
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -64,6 +64,7 @@ from divrec.data.feedback import encode_feedback
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
 from divrec.retrieval.hi import truncated_factors
+from divrec.threads import resolve_threads
 
 __all__ = ["CFNNRecommender", "HINNRecommender", "HINet", "SparseRows"]
 
@@ -203,7 +204,8 @@ class HINNRecommender(Recommender):
         user_norm: "mean" (default; not in the paper) divides each user input row (X_i and
             Y_i separately) by its number of nonzeros; "none" feeds the raw rows.
         seed: seeds torch and the shuffling.
-        threads: torch intra-op threads during training.
+        threads: torch intra-op threads during training (None: `divrec.threads` policy,
+            i.e. ``DIVREC_THREADS`` or 1; 0: every available core).
         progress: show a rich progress bar.
 
     Attributes:
@@ -237,7 +239,7 @@ class HINNRecommender(Recommender):
         init: str = "mf",
         user_norm: str = "mean",
         seed: int = 0,
-        threads: int = 2,
+        threads: int | None = None,
         progress: bool = False,
     ):
         self.factors = factors
@@ -276,7 +278,7 @@ class HINNRecommender(Recommender):
         target = np.asarray(fb.X[users, items]).ravel().astype(np.float32)
         start = time.perf_counter()
         old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
+        torch.set_num_threads(resolve_threads(self.threads))
         try:
             torch.manual_seed(self.seed)
             rng = np.random.default_rng(self.seed)
@@ -594,7 +596,7 @@ class CFNNRecommender(HINNRecommender):
         init: str = "mf",
         user_norm: str = "mean",
         seed: int = 0,
-        threads: int = 2,
+        threads: int | None = None,
         progress: bool = False,
     ):
         super().__init__(

@@ -8,6 +8,7 @@ from threadpoolctl import threadpool_limits
 
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
+from divrec.threads import resolve_threads
 
 
 class RandomRecommender(Recommender):
@@ -179,6 +180,8 @@ class ALSRecommender(FactorRecommender):
     Confidence c_ui = 1 + alpha · r_ui on the binary (or value) matrix; weighted least squares
     with L2 regularization, solved by `implicit.cpu.als.AlternatingLeastSquares` (conjugate
     gradient). BLAS is held to one thread while implicit runs its own threads.
+    ``threads=None`` takes the `divrec.threads` policy (``DIVREC_THREADS`` or 1); 0 means every
+    available core.
     """
 
     def __init__(
@@ -188,7 +191,7 @@ class ALSRecommender(FactorRecommender):
         alpha: float = 5.0,
         iterations: int = 15,
         seed: int = 0,
-        threads: int = 0,
+        threads: int | None = None,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -215,7 +218,7 @@ class ALSRecommender(FactorRecommender):
                 alpha=self.alpha,
                 iterations=self.iterations,
                 random_state=self.seed,
-                num_threads=self.threads,
+                num_threads=resolve_threads(self.threads),
                 calculate_training_loss=False,
             )
             model.fit(matrix, show_progress=False)
@@ -227,7 +230,8 @@ class BPRRecommender(FactorRecommender):
     """Bayesian personalized ranking MF (Rendle et al. 2009) via `implicit`.
 
     implicit's BPR updates factors lock-free from several threads (Hogwild), which makes a
-    multi-threaded fit irreproducible; the default of one thread keeps the seed meaningful.
+    multi-threaded fit irreproducible; the default of one thread keeps the seed meaningful
+    (``threads=None`` would take the `divrec.threads` policy instead).
     """
 
     def __init__(
@@ -256,7 +260,7 @@ class BPRRecommender(FactorRecommender):
                 regularization=self.regularization,
                 iterations=self.iterations,
                 random_state=self.seed,
-                num_threads=self.threads,
+                num_threads=resolve_threads(self.threads),
             )
             model.fit(matrix, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from divrec.data.interactions import Interactions
 from divrec.retrieval.ann import AnnIndex
 from divrec.retrieval.baselines import FactorRecommender
+from divrec.threads import resolve_threads
 
 LOSSES = ("bi", "u2i", "i2u", "mfb", "ssm")
 SSM_SAMPLING = ("uniform", "popularity")
@@ -417,7 +418,8 @@ class TwoTowerRecommender(FactorRecommender):
         remove_accidental_hits: drop in-batch duplicates of the positive from the negatives.
         init_std: standard deviation of the normal embedding initialization.
         seed: seeds the initialization (torch) and the shuffling / negatives (numpy).
-        threads: torch intra-op threads during training.
+        threads: torch intra-op threads during training (None: `divrec.threads` policy,
+            i.e. ``DIVREC_THREADS`` or 1; 0: every available core).
         progress: show a rich progress bar.
         tower: "id" (ID embeddings, default) or "mlp" (ID embedding → MLP) on both sides.
         user_tower: None (same as `tower`), "id", "mlp" or "history".
@@ -454,7 +456,7 @@ class TwoTowerRecommender(FactorRecommender):
         remove_accidental_hits: bool = True,
         init_std: float = 0.1,
         seed: int = 0,
-        threads: int = 2,
+        threads: int | None = None,
         progress: bool = False,
         ssm_negatives: int = 256,
         ssm_sampling: str = "uniform",
@@ -560,7 +562,7 @@ class TwoTowerRecommender(FactorRecommender):
                 raise ValueError("ssm_negatives must be positive")
         start = time.perf_counter()
         old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads))
+        torch.set_num_threads(resolve_threads(self.threads))
         try:
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
@@ -808,14 +810,17 @@ class TwoTowerRecommender(FactorRecommender):
 
         Args:
             side: "item" or "user".
-            kind: "flat" (exact) or "hnsw".
-            **params: `AnnIndex` parameters (m, ef_construction, ef_search, threads).
+            kind: "flat" (exact), "hnsw", "ivf" or "auto".
+            **params: `AnnIndex` parameters (m, ef_construction, ef_search, threads, nlist,
+                nprobe, target_recall, ...); a recall target is tuned on the other side's
+                vectors (the queries this index will serve).
         """
         self._check_users(np.zeros(0, dtype=np.int64))
         if side not in ("item", "user"):
             raise ValueError(f"side must be 'item' or 'user', got {side!r}")
         vecs = self.item_factors_ if side == "item" else self.user_factors_
-        return AnnIndex(kind=kind, **params).fit(vecs)
+        queries = self.user_factors_ if side == "item" else self.item_factors_
+        return AnnIndex(kind=kind, **params).fit(vecs, queries=queries)
 
     def retrieve_items(
         self, users, k: int = 10, index: AnnIndex | None = None, exclude_seen: bool = True
@@ -826,15 +831,15 @@ class TwoTowerRecommender(FactorRecommender):
             users: `(B,)` user indices.
             k: list length.
             index: an item-side `AnnIndex` (default: a new exact flat index).
-            exclude_seen: drop training items (over-fetches k + the user's history length).
+            exclude_seen: drop training items (fetched in rounds, `AnnIndex.search_excluding`).
 
         Returns:
             `(ids (B, k), φ scores (B, k))`, best first, padded with -1 / -inf.
         """
         users = self._check_users(users)
         index = index or self.build_index("item")
-        seen = self.user_items_[users] if exclude_seen else None
-        return self._search(index, self.user_factors_[users], k, seen)
+        seen = self.user_items_ if exclude_seen else None  # rows picked by `users`
+        return self._search(index, self.user_factors_[users], k, seen, users)
 
     def potential_users(
         self, items, k: int = 10, index: AnnIndex | None = None, exclude_seen: bool = True
@@ -934,22 +939,11 @@ class TwoTowerRecommender(FactorRecommender):
             raise ValueError(f"item index out of range [0, {self.n_items_})")
         return items
 
-    def _search(self, index, queries, k, seen) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, index, queries, k, seen, rows=None) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        extra = 0 if seen is None else int(np.diff(seen.indptr).max(initial=0))
-        ids, cos = index.search(queries, k + extra)
-        scores = cos / np.float32(self.tau)
-        if seen is not None and extra:
-            from divrec.retrieval.base import _is_seen
-
-            drop = _is_seen(seen, np.arange(ids.shape[0]), np.maximum(ids, 0)) & (ids >= 0)
-            scores = np.where(drop, -np.inf, scores)
-            order = np.argsort(-scores, axis=1, kind="stable")
-            ids = np.take_along_axis(ids, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
-            ids = np.where(np.isneginf(scores), -1, ids)
-        return ids[:, :k], scores[:, :k].astype(np.float32)
+        ids, cos = index.search_excluding(queries, k, seen, rows=rows)  # fetches in rounds
+        return ids, (cos / np.float32(self.tau)).astype(np.float32)
 
     # ------------------------------------------------------------------ persistence
     _transient = ("history_",)
@@ -995,7 +989,7 @@ class MFbRecommender(TwoTowerRecommender):
         lr_schedule: str = "constant",
         init_std: float = 0.1,
         seed: int = 0,
-        threads: int = 2,
+        threads: int | None = None,
         progress: bool = False,
         tower: str = "id",
         user_tower: str | None = None,
