@@ -24,6 +24,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+
+
+@app.callback()
+def _options(
+    threads: Annotated[
+        str | None,
+        typer.Option(
+            "--threads",
+            help="Threads for batch work (training, batch search): a number, or auto for every "
+            "core. Default: $DIVREC_THREADS, else 1 (never oversubscribes a busy machine).",
+        ),
+    ] = None,
+) -> None:
+    """divrec: diversity-aware recommendation (retrieval, ranking, re-ranking)."""
+    if threads is not None:
+        from divrec.threads import set_threads
+
+        try:
+            set_threads(threads)
+        except (ValueError, TypeError) as err:
+            _fail(f"--threads: {err}")
+
+
 app.add_typer(data_app, name="data")
 console = Console()
 
