@@ -168,6 +168,8 @@ def load(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: corrupted or foreign model file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "__meta__" not in z.files:

@@ -1,0 +1,111 @@
+"""The persistence convention: one `.npz` per object, `divrec.load` dispatch, no unpickling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import divrec
+from divrec.data import SyntheticConfig, make_synthetic
+from divrec.persist import FORMAT
+from divrec.pipeline import Pipeline
+from divrec.rerank import FastGreedyDPP, RealtimePersonalizedDPP
+from divrec.retrieval import ALSRecommender, ItemKNNRecommender
+
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = SyntheticConfig(n_users=40, n_items=60, n_topics=3, interactions_per_user=8, seed=1)
+    return make_synthetic(cfg).interactions
+
+
+def test_pipeline_round_trip_keeps_every_stage(data, tmp_path):
+    pipe = Pipeline(ALSRecommender(factors=8, iterations=3), FastGreedyDPP(theta=0.3), 20)
+    pipe.fit(data)
+    path = pipe.save(tmp_path / "p")
+    assert path.suffix == ".npz" and path.exists()
+    back = divrec.load(path)
+    assert isinstance(back, Pipeline) and isinstance(back.reranker, FastGreedyDPP)
+    assert back.reranker.theta == 0.3 and back.n_candidates == 20
+    users = np.arange(10)
+    assert np.array_equal(back.recommend(users, 5)[0], pipe.recommend(users, 5)[0])
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_realtime_tracker_state_survives(data, tmp_path):
+    rr = RealtimePersonalizedDPP(propensity_window=1e12)
+    pipe = Pipeline(ItemKNNRecommender(neighbors=10), rr, 20).fit(data)
+    back = divrec.load(pipe.save(tmp_path / "rt"))
+    users = list(range(8))
+    np.testing.assert_allclose(
+        back.reranker.active_tracker.thetas(users), pipe.reranker.active_tracker.thetas(users)
+    )
+
+
+def test_unfitted_objects_round_trip_their_parameters(tmp_path):
+    back = divrec.load(FastGreedyDPP(theta=0.7, window=5).save(tmp_path / "d"))
+    assert back.get_params() == FastGreedyDPP(theta=0.7, window=5).get_params()
+
+
+def _write(path, meta=None, **arrays):
+    if meta is not None:
+        arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("maker", "fragment"),
+    [
+        (lambda p: p.write_bytes(b"not a zip file at all"), "corrupted or foreign"),
+        (lambda p: _write(p, None, x=np.zeros(3)), "no __meta__"),
+        (lambda p: _write(p, {"format": "other/1"}), "not a divrec model file"),
+        (
+            lambda p: _write(
+                p, {"format": FORMAT, "class": "os:system", "params": {}, "fitted": {}}
+            ),
+            "not a divrec class",
+        ),
+        (
+            lambda p: _write(
+                p,
+                {"format": FORMAT, "class": "divrec.persist:load", "params": {}, "fitted": {}},
+            ),
+            "not a divrec persistable class",
+        ),
+        (
+            lambda p: _write(
+                p,
+                {
+                    "format": FORMAT,
+                    "class": "divrec.rerank.dpp:FastGreedyDPP",
+                    "params": {"theta": {"__array__": "missing"}},
+                    "fitted": {},
+                },
+            ),  # fmt: skip
+            "corrupted model file",
+        ),
+    ],
+)
+def test_bad_files_are_one_line_value_errors(tmp_path, maker, fragment):
+    path = tmp_path / "bad.npz"
+    maker(path)
+    with pytest.raises(ValueError, match=fragment) as info:
+        divrec.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    path = tmp_path / "pickle.npz"
+    meta = {"format": FORMAT, "class": "divrec.rerank.dpp:FastGreedyDPP", "params": {},
+            "fitted": {}}  # fmt: skip
+    np.savez(path, __meta__=np.array(json.dumps(meta)), evil=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="corrupted|pickle"):
+        divrec.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="no such model file"):
+        divrec.load(tmp_path / "nope.npz")
