@@ -140,6 +140,8 @@ class Service:
         wb = self.settings.writeback_seconds
         with self.lock:
             for e in events:
+                if e.seq and e.seq <= self.last_seq:
+                    continue  # already applied (a replay overlapping the live feed)
                 self.last_seq = max(self.last_seq, e.seq)
                 item = self.bundle.item_index.get(e.item_id)
                 if item is None:
