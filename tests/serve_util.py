@@ -53,6 +53,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_MODEL: list[Path] = []
+
+
+def shared_model(tmp_path_factory) -> Path:
+    """One trained model directory per test session (training takes a few seconds)."""
+    if not _MODEL:
+        _MODEL.append(train(tmp_path_factory.mktemp("serve-model")))
+    return _MODEL[0]
+
+
 def train(tmp: Path) -> Path:
     """`divrec train` on the synthetic config (the real CLI)."""
     cfg = tmp / "config.toml"
@@ -71,12 +81,14 @@ def train(tmp: Path) -> Path:
 
 def wait_ready(url: str, proc_alive, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
+    client = httpx.Client(timeout=2)
     while time.time() < deadline:
         if not proc_alive():
             raise RuntimeError("server process exited during start")
         try:
-            r = httpx.get(url + "/health/ready", timeout=2)
+            r = client.get(url + "/health/ready")
             if r.status_code == 200:
+                client.close()
                 return
         except httpx.HTTPError:
             pass

@@ -7,25 +7,27 @@ module; the model is a small synthetic iALS → DPP pipeline.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 
+import httpx
 import numpy as np
 import pytest
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-
-from divrec.metrics.diversity import ilad  # noqa: E402
-from divrec.serve.model_dir import ModelBundle  # noqa: E402
-from serve_util import API_KEY, PY, Server, env, train  # noqa: E402
+from divrec.metrics.diversity import ilad
+from divrec.serve.model_dir import ModelBundle
+from serve_util import API_KEY, PY, Server, Zygote, env, shared_model
 
 KEY = {"X-API-Key": API_KEY}
+#: one client: a new httpx client per call costs ~0.1 s (TLS context set-up)
+HTTP = httpx.Client(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("serve"))
+    return shared_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def n_events(db) -> int:
 
 
 def rec(server, user, **params):
-    r = httpx.get(f"{server.url}/recommend/{user}", params=params, timeout=30)
+    r = HTTP.get(f"{server.url}/recommend/{user}", params=params, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -61,9 +63,7 @@ def ids(answer):
 
 
 def post_events(server, events, headers=KEY):
-    return httpx.post(
-        f"{server.url}/feedback", json={"events": events}, headers=headers, timeout=30
-    )
+    return HTTP.post(f"{server.url}/feedback", json={"events": events}, headers=headers, timeout=30)
 
 
 def test_train_writes_a_manifest_with_fingerprint_and_versions(model, bundle):
@@ -111,7 +111,7 @@ def test_round_trip(server, bundle):
         server, [{"event_id": "rt-1", "user_id": "7", "item_id": got[0], "type": "click"}]
     )
     assert r.status_code == 200 and r.json()["accepted"] == 1
-    hist = httpx.get(f"{server.url}/users/7/history", timeout=10).json()
+    hist = HTTP.get(f"{server.url}/users/7/history", timeout=10).json()
     assert [e["event_id"] for e in hist["events"]] == ["rt-1"]
 
 
@@ -163,7 +163,7 @@ def test_explore_samples_and_seed_reproduces(server):
 
 def test_anonymous_history_post(server, bundle):
     hist = [bundle.items[i]["id"] for i in (1, 2, 3)]
-    r = httpx.post(f"{server.url}/recommend", json={"history": hist, "n": 5, "diversity": 0.2})
+    r = HTTP.post(f"{server.url}/recommend", json={"history": hist, "n": 5, "diversity": 0.2})
     assert r.status_code == 200, r.text
     got = ids(r.json())
     assert len(got) == 5 and not set(got) & set(hist)
@@ -171,14 +171,14 @@ def test_anonymous_history_post(server, bundle):
 
 def test_similar_and_potential_users_match_brute_force(server, bundle):
     item = bundle.items[5]["id"]
-    got = httpx.get(f"{server.url}/similar/{item}", params={"n": 5}).json()["items"]
+    got = HTTP.get(f"{server.url}/similar/{item}", params={"n": 5}).json()["items"]
     v = bundle.rerankers["dpp"].item_vectors_.astype(np.float64)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     sims = v @ v[5]
     sims[5] = -np.inf
     want = [bundle.items[j]["id"] for j in np.argsort(-sims, kind="stable")[:5]]
     assert [g["item_id"] for g in got] == want
-    users = httpx.get(f"{server.url}/potential-users/{item}", params={"n": 4}).json()["users"]
+    users = HTTP.get(f"{server.url}/potential-users/{item}", params={"n": 4}).json()["users"]
     ret = bundle.pipeline.retriever
     s = ret.user_factors_.astype(np.float64) @ ret.item_factors_[5].astype(np.float64)
     s[bundle.pipeline.user_items_[:, 5].nonzero()[0]] = -np.inf
@@ -333,7 +333,7 @@ def test_bad_input_is_a_one_line_4xx_and_writes_nothing(
         kw["headers"]["content-type"] = "application/json"
     elif body is not None:
         kw["json"] = body
-    r = getattr(httpx, method)(server.url + path, **kw)
+    r = getattr(HTTP, method)(server.url + path, **kw)
     assert r.status_code == status, r.text
     msg = r.json()["error"]
     assert text in msg and "\n" not in msg and "Traceback" not in r.text
@@ -344,24 +344,26 @@ def test_bad_input_is_a_one_line_4xx_and_writes_nothing(
 
 
 def test_health_metrics_and_reload(server):
-    assert httpx.get(server.url + "/health/live").json() == {"status": "ok"}
-    ready = httpx.get(server.url + "/health/ready").json()
+    assert HTTP.get(server.url + "/health/live").json() == {"status": "ok"}
+    ready = HTTP.get(server.url + "/health/ready").json()
     assert ready["workers"] * ready["compute_threads"] <= ready["cores"]
     applied = ready["events_applied"]
-    r = httpx.post(server.url + "/admin/reload", headers=KEY, timeout=60)
+    r = HTTP.post(server.url + "/admin/reload", headers=KEY, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["events_applied"] == applied
-    text = httpx.get(server.url + "/metrics").text
+    text = HTTP.get(server.url + "/metrics").text
     assert 'divrec_requests_total{endpoint="/recommend",status="200"}' in text
     assert "divrec_events_total" in text
-    page = httpx.get(server.url + "/")
+    page = HTTP.get(server.url + "/")
     assert page.status_code == 200 and "diversity" in page.text
 
 
 def test_state_is_rebuilt_from_the_log_on_restart(model, tmp_path):
     db = tmp_path / "ev.sqlite"
-    srv = Server(model, db)
+    zygote = Zygote()
     try:
+        pid, url = zygote.start(model, db)
+        srv = type("S", (), {"url": url})()
         before = ids(rec(srv, "60", method="none"))
         events = [
             {"event_id": f"rs-{i}", "user_id": "60", "item_id": it, "type": "like"}
@@ -369,11 +371,10 @@ def test_state_is_rebuilt_from_the_log_on_restart(model, tmp_path):
         ]
         assert post_events(srv, events).status_code == 200
         mid = ids(rec(srv, "60", method="none"))
-    finally:
-        srv.stop()
-    srv = Server(model, db)
-    try:
+        os.kill(pid, signal.SIGTERM)
+        pid, srv.url = zygote.start(model, db)
         after = ids(rec(srv, "60", method="none"))
         assert after == mid and not set(before[:3]) & set(after)
+        os.kill(pid, signal.SIGTERM)
     finally:
-        srv.stop()
+        zygote.close()
