@@ -347,6 +347,7 @@ def test_health_metrics_and_reload(server):
     assert HTTP.get(server.url + "/health/live").json() == {"status": "ok"}
     ready = HTTP.get(server.url + "/health/ready").json()
     assert ready["workers"] * ready["compute_threads"] <= ready["cores"]
+    assert ready["thread_pools"] and all(p["threads"] == 1 for p in ready["thread_pools"])
     applied = ready["events_applied"]
     r = HTTP.post(server.url + "/admin/reload", headers=KEY, timeout=60)
     assert r.status_code == 200, r.text

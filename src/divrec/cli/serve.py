@@ -85,6 +85,10 @@ def serve(
     from divrec.cli.main import _fail, _guard
 
     def body():
+        # 1 BLAS/OpenMP thread per compute thread: for libraries loaded from now on (those
+        # already loaded are limited by threadpoolctl when the app starts)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
         try:
             import uvicorn
 

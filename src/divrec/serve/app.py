@@ -277,9 +277,10 @@ async def _send_json(send, status: int, message: str) -> None:
 class _Batcher:
     """Collects concurrent recommend requests and answers them as one batch."""
 
-    def __init__(self, state: _State, max_batch: int) -> None:
+    def __init__(self, state: _State, max_batch: int, inline: bool) -> None:
         self.state = state
         self.max_batch = max_batch
+        self.inline = inline
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
@@ -301,19 +302,27 @@ class _Batcher:
             reqs = [r for r, _ in jobs]
             self.state.metrics.batch.observe(len(reqs))
             try:
-                results = await loop.run_in_executor(self.state.pool, service.recommend, reqs)
+                results = await self._call(loop, service, reqs)
                 for (_, fut), res in zip(jobs, results, strict=True):
                     if not fut.done():
                         fut.set_result(res)
             except Exception:  # noqa: BLE001 - isolate the bad request(s) one by one
                 for req, fut in jobs:
                     try:
-                        res = await loop.run_in_executor(self.state.pool, service.recommend, [req])
+                        res = await self._call(loop, service, [req])
                         if not fut.done():
                             fut.set_result(res[0])
                     except Exception as err:  # noqa: BLE001
                         if not fut.done():
                             fut.set_exception(err)
+            await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
+
+    async def _call(self, loop, service: Service, reqs: list[RecRequest]):
+        if self.inline:
+            # on the event loop thread: no GIL hand-over between the loop and a compute
+            # thread (a contended GIL costs up to the 5 ms switch interval per hand-over)
+            return service.recommend(reqs)
+        return await loop.run_in_executor(self.state.pool, service.recommend, reqs)
 
 
 class _State:
@@ -334,8 +343,26 @@ class _State:
                 self.service.apply(events)
 
 
+def _thread_pools() -> list[dict[str, Any]]:
+    """The native thread pools of the process and their sizes (threadpoolctl)."""
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    pools = [
+        {"library": Path(i["filepath"]).name, "api": i["internal_api"], "threads": i["num_threads"]}
+        for i in threadpool_info()
+    ]
+    if "torch" in sys.modules:
+        pools.append(
+            {"library": "torch", "api": "torch", "threads": sys.modules["torch"].get_num_threads()}
+        )
+    return pools
+
+
 def _limit_threads(n: int):
-    """BLAS/OpenMP held to `n` threads (per compute thread: 1); torch to 1 thread."""
+    """BLAS/OpenMP and torch held to 1 thread, so the process uses at most `n` compute
+    threads (plus the event loop and the log writer, which mostly wait)."""
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(1)
@@ -383,7 +410,10 @@ def create_app(config: AppConfig) -> FastAPI:
         state.service = await loop.run_in_executor(
             state.pool, _load_service, config, config.model_dir, state.log
         )
-        state.batcher = _Batcher(state, config.max_recommend_batch)
+        # again now that the model has loaded every BLAS library it uses (threadpoolctl only
+        # limits libraries already loaded)
+        state.limits = _limit_threads(config.compute_threads)
+        state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
         state.batcher.start()
         state.metrics.ready.set(1)
         try:
@@ -459,9 +489,9 @@ def create_app(config: AppConfig) -> FastAPI:
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(state.pool, fn, *args)
 
-    async def answer(req: RecRequest) -> dict[str, Any]:
+    async def answer(req: RecRequest) -> JSONResponse:
         try:
-            return await state.batcher.submit(req)
+            return JSONResponse(await state.batcher.submit(req))
         except ValueError as err:
             raise ApiError(422, str(err).splitlines()[0]) from None
 
@@ -492,6 +522,7 @@ def create_app(config: AppConfig) -> FastAPI:
             "workers": 1,
             "compute_threads": config.compute_threads,
             "blas_threads_per_compute_thread": 1,
+            "thread_pools": _thread_pools(),
             "cores": os.cpu_count(),
         }
 

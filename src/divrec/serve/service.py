@@ -119,6 +119,20 @@ class Service:
         self._tracker = getattr(bundle.propensity, "tracker_", None)
         self._retriever = ret
         self._n_categories = len(bundle.category_names)
+        ref = np.asarray(bundle.reference, dtype=np.float64)
+        norms = np.linalg.norm(ref, axis=1, keepdims=True)
+        self._ref_unit = np.divide(ref, norms, out=np.zeros_like(ref), where=norms > 0)
+        cats = bundle.item_categories.tocsr()
+        self._item_cats = [
+            frozenset(cats.indices[cats.indptr[i] : cats.indptr[i + 1]].tolist())
+            for i in range(bundle.n_items)
+        ]
+        self._item_meta = [
+            {"item_id": it["id"], "title": it["title"], "categories": it["categories"]}
+            for it in bundle.items
+        ]
+        seen = bundle.pipeline.user_items_.tocsr()
+        self._seen_indptr, self._seen_indices = seen.indptr, seen.indices
 
     @property
     def methods(self) -> list[str]:
@@ -275,9 +289,11 @@ class Service:
                 self._popular(rows, hist, excl, ids, scores)
                 continue
             q = self._query(rows, users, hist if g == 1 else None, vals, negs, excl)
-            cand = self._retriever(q, None, n_cand)
             if self.bundle.pipeline.ranker is not None:
+                cand = self._retriever(q, None, n_cand)
                 cand = self.bundle.pipeline.ranker(q, cand, None)
+            else:
+                cand = self._retrieve(q, rows, users, hist if g == 1 else None, negs, excl)
             ids[rows], scores[rows] = cand.ids, cand.scores
 
         out_pos: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * b
@@ -303,7 +319,8 @@ class Service:
                 lst = lst[gumbel_top_k(lst.size, r.n, r.explore, rng)]
             else:
                 lst = lst[: r.n]
-            sc = {int(a): float(s) for a, s in zip(ids[i], scores[i], strict=True) if a >= 0}
+            where = np.argmax(ids[i][None, :] == lst[:, None], axis=1) if lst.size else lst
+            sc = dict(zip(lst.tolist(), scores[i][where].tolist(), strict=True))
             results.append(self._answer(r, lst, sc, methods[i], float(div[i]), thetas[i]))
         wb = self.settings.writeback_seconds
         if wb > 0:
@@ -347,6 +364,29 @@ class Service:
             diversity=diversity,
         )
 
+    def _retrieve(self, q: Query, rows, users, hist, negs, excl) -> Candidates:
+        """The retriever's top-N with seen/history/negatives/excluded items masked.
+
+        The same list as the stage call `retriever(q, None, N)` (scores from
+        `score_query`, ties to the lower item index), with the masks set by plain indexing
+        instead of sparse matrices (cheaper for the service's small batches).
+        """
+        from divrec.retrieval.base import top_k
+
+        scores = np.array(self._retriever.score_query(q), dtype=np.float32)
+        for j, i in enumerate(rows):
+            if hist is not None:
+                banned = list(hist[i] or []) + list(negs[i] or [])
+            else:
+                u = users[i]
+                banned = self._seen_indices[self._seen_indptr[u] : self._seen_indptr[u + 1]]
+                banned = banned.tolist()
+            banned += excl[i]
+            if banned:
+                scores[j, banned] = -np.inf
+        out_ids, out_scores = top_k(scores, self.n_candidates)
+        return Candidates(out_ids, out_scores)
+
     def _popular(self, rows, hist, excl, ids, scores) -> None:
         pop = self.bundle.popularity
         for i in rows:
@@ -356,26 +396,27 @@ class Service:
             ids[i, : len(order)] = order
             scores[i, : len(order)] = np.log1p(pop[order])
 
-    def _answer(self, r, lst, sc, method, diversity, theta) -> dict[str, Any]:
-        from divrec.metrics.diversity import ilad
+    def list_ilad(self, lst: np.ndarray) -> float | None:
+        """ILAD of one list in the reference space (CDM Eq. 21; `metrics.ilad` for one list):
+        the mean `1 − cos` over its pairs, zero vectors at cosine 0; None below 2 items."""
+        n = lst.size
+        if n < 2:
+            return None
+        v = self._ref_unit[lst]
+        s = v.sum(axis=0)
+        pair_sum = float(s @ s - np.einsum("nd,nd->", v, v))
+        return float(min(max(1.0 - pair_sum / (n * (n - 1)), 0.0), 2.0))
 
-        items = []
-        for rank, it in enumerate(lst.tolist()):
-            meta = self.bundle.items[it]
-            items.append(
-                {
-                    "rank": rank + 1,
-                    "item_id": meta["id"],
-                    "title": meta["title"],
-                    "categories": meta["categories"],
-                    "score": sc.get(it),
-                }
-            )
-        lil = float(ilad(lst[None, :], self.bundle.reference)[0]) if lst.size >= 2 else None
+    def _answer(self, r, lst, sc, method, diversity, theta) -> dict[str, Any]:
+        items = [
+            {"rank": rank + 1, **self._item_meta[it], "score": sc.get(it)}
+            for rank, it in enumerate(lst.tolist())
+        ]
+        lil = self.list_ilad(lst)
         cov = None
         if self._n_categories and lst.size:
-            cats = self.bundle.item_categories[lst]
-            cov = int(np.unique(cats.indices).size) / self._n_categories
+            cov = len(frozenset().union(*(self._item_cats[i] for i in lst.tolist())))
+            cov /= self._n_categories
         return {
             "user_id": r.user_id,
             "known_user": r.user_id is not None and r.user_id in self.bundle.user_index,
