@@ -190,6 +190,7 @@ def main(argv=None) -> None:
                 f"{fb['events_per_s']:.0f} events/s p99 {fb['p99_ms']:.1f} ms",
                 flush=True,
             )
+        time.sleep(3)  # requests wrk abandoned at its deadline are still being committed
         stored = httpx.get(url + "/health/ready", timeout=60).json()["events_applied"]
     finally:
         stop(serve)

@@ -11,6 +11,8 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
+import time
 
 import httpx
 import numpy as np
@@ -349,9 +351,32 @@ def test_health_metrics_and_reload(server):
     assert ready["workers"] * ready["compute_threads"] <= ready["cores"]
     assert ready["thread_pools"] and all(p["threads"] == 1 for p in ready["thread_pools"])
     applied = ready["events_applied"]
-    r = HTTP.post(server.url + "/admin/reload", headers=KEY, timeout=60)
+    # requests keep being answered while the new model loads and is swapped in
+    statuses, stop = [], threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                statuses.append(client.get(f"{server.url}/recommend/8").status_code)
+
+    th = threading.Thread(target=traffic)
+    th.start()
+    try:
+        deadline = time.time() + 30
+        while not statuses and time.time() < deadline:
+            time.sleep(0.01)
+        r = HTTP.post(server.url + "/admin/reload", headers=KEY, timeout=60)
+        n = len(statuses)
+        while len(statuses) < n + 3 and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        th.join()
     assert r.status_code == 200, r.text
     assert r.json()["events_applied"] == applied
+    assert statuses and set(statuses) == {200}
+    bad = HTTP.post(server.url + "/admin/reload", headers=KEY, json={"model_dir": "/nonexistent"})
+    assert bad.status_code == 422 and "model_dir" in bad.json()["error"]
     text = HTTP.get(server.url + "/metrics").text
     assert 'divrec_requests_total{endpoint="/recommend",status="200"}' in text
     assert "divrec_events_total" in text
