@@ -202,6 +202,12 @@ class _Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.compute = Histogram(
+            "divrec_recommend_compute_seconds",
+            "model time per batch of recommend requests",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
         self.users = Gauge("divrec_users_with_events", "users in memory", registry=self.registry)
         self.ready = Gauge("divrec_ready", "1 when the model is loaded", registry=self.registry)
 
@@ -318,6 +324,10 @@ class _Batcher:
             await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
 
     async def _call(self, loop, service: Service, reqs: list[RecRequest]):
+        with self.state.metrics.compute.time():
+            return await self._compute(loop, service, reqs)
+
+    async def _compute(self, loop, service: Service, reqs: list[RecRequest]):
         if self.inline:
             # on the event loop thread: no GIL hand-over between the loop and a compute
             # thread (a contended GIL costs up to the 5 ms switch interval per hand-over)
@@ -450,7 +460,7 @@ def create_app(config: AppConfig) -> FastAPI:
     async def _internal(request: Request, exc: Exception):
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:
         given = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
         if given is None and auth.lower().startswith("bearer "):
@@ -460,9 +470,9 @@ def create_app(config: AppConfig) -> FastAPI:
         if not hmac.compare_digest(given.encode(), str(config.api_key).encode()):
             raise ApiError(403, "invalid API key")
 
-    def maybe_key(request: Request) -> None:
+    async def maybe_key(request: Request) -> None:
         if config.auth_all:
-            require_key(request)
+            await require_key(request)
 
     def service() -> Service:
         if state.service is None:
