@@ -296,31 +296,34 @@ class Service:
                 cand = self._retrieve(q, rows, users, hist if g == 1 else None, negs, excl)
             ids[rows], scores[rows] = cand.ids, cand.scores
 
-        out_pos: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * b
+        out_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * b
+        out_sc: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * b
         pool = [min(n_cand, max(3 * r.n, r.n + 10)) if r.explore > 0 else r.n for r in requests]
+        method_arr = np.asarray(methods)
         for m in set(methods):
-            rows = np.flatnonzero(np.asarray(methods) == m)
+            rows = np.flatnonzero(method_arr == m)
             k = min(max(pool[i] for i in rows), n_cand)
             if m == "none":
-                for i in rows:
-                    out_pos[i] = ids[i, :k]
-                continue
-            rr = self.bundle.rerankers[m]
-            q = self._query(rows, users, hist, None, None, None, diversity=div[rows], force=True)
-            sel = rr(q, Candidates(ids[rows], scores[rows]), k)
-            for j, i in enumerate(rows):
-                out_pos[i] = sel.ids[j]
+                sel_ids, sel_sc = ids[rows, :k], scores[rows, :k]
+            else:
+                rr = self.bundle.rerankers[m]
+                q = self._query(
+                    rows, users, hist, None, None, None, diversity=div[rows], force=True
+                )
+                sel = rr(q, Candidates(ids[rows], scores[rows]), k)  # keeps upstream scores
+                sel_ids, sel_sc = sel.ids, sel.scores
+            for j, i in enumerate(rows.tolist()):
+                out_ids[i], out_sc[i] = sel_ids[j], sel_sc[j]
         results = []
         for i, r in enumerate(requests):
-            lst = out_pos[i]
-            lst = lst[lst >= 0]
+            keep = out_ids[i] >= 0
+            lst, sc = out_ids[i][keep], out_sc[i][keep]
             if r.explore > 0:
                 rng = np.random.default_rng(r.seed)
-                lst = lst[gumbel_top_k(lst.size, r.n, r.explore, rng)]
+                pick = gumbel_top_k(lst.size, r.n, r.explore, rng)
+                lst, sc = lst[pick], sc[pick]
             else:
-                lst = lst[: r.n]
-            where = np.argmax(ids[i][None, :] == lst[:, None], axis=1) if lst.size else lst
-            sc = dict(zip(lst.tolist(), scores[i][where].tolist(), strict=True))
+                lst, sc = lst[: r.n], sc[: r.n]
             results.append(self._answer(r, lst, sc, methods[i], float(div[i]), thetas[i]))
         wb = self.settings.writeback_seconds
         if wb > 0:
@@ -408,9 +411,10 @@ class Service:
         return float(min(max(1.0 - pair_sum / (n * (n - 1)), 0.0), 2.0))
 
     def _answer(self, r, lst, sc, method, diversity, theta) -> dict[str, Any]:
+        meta = self._item_meta
         items = [
-            {"rank": rank + 1, **self._item_meta[it], "score": sc.get(it)}
-            for rank, it in enumerate(lst.tolist())
+            {"rank": rank, **meta[it], "score": s}
+            for rank, (it, s) in enumerate(zip(lst.tolist(), sc.tolist(), strict=True), 1)
         ]
         lil = self.list_ilad(lst)
         cov = None
