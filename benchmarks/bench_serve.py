@@ -124,16 +124,52 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-def run_wrk(url: str, script: str, conns: int, seconds: float, tmp: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    url: str, script: str, conns: int, seconds: float, tmp: Path, pid: int | None = None
+) -> dict:
     path = tmp / f"script-{conns}-{time.time_ns()}.lua"
     path.write_text(script + LUA_DONE)
     secs = f"-d{max(1, round(seconds))}s"
     cmd = ["wrk", "-t1", f"-c{conns}", secs, "--timeout", "10s", "-s", str(path), url]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu1 = cpu_seconds(pid) if pid else 0.0
     line = next(x for x in out.splitlines() if x.startswith("JSON"))
     res = json.loads(line[4:])
     res["throughput_rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    if pid and res["requests"]:
+        # CPU time the server spent per request: robust to other load on the machine;
+        # 1000 / cpu_ms is the throughput one worker could reach with a core to itself
+        res["server_cpu_ms_per_request"] = 1000 * (cpu1 - cpu0) / res["requests"]
+        res["cpu_bound_capacity_rps"] = 1000 / max(res["server_cpu_ms_per_request"], 1e-9)
     return res
+
+
+def compute_cpu(model_dir: Path, users: list[str]) -> dict[str, float]:
+    """CPU ms per request of `Service.recommend` alone (no HTTP), by batch size."""
+    from threadpoolctl import threadpool_limits
+
+    from divrec.serve.model_dir import ModelBundle
+    from divrec.serve.service import RecRequest, Service
+
+    svc = Service(ModelBundle.load(model_dir))
+    out = {}
+    with threadpool_limits(1):
+        for b in (1, 16, 64):
+            reqs = [RecRequest(users[i % len(users)], 10, 0.5, "dpp") for i in range(b)]
+            svc.recommend(reqs)
+            reps = max(3, 320 // b)
+            t0 = time.process_time()
+            for _ in range(reps):
+                svc.recommend(reqs)
+            out[str(b)] = 1000 * (time.process_time() - t0) / (reps * b)
+    return out
 
 
 def main(argv=None) -> None:
@@ -148,6 +184,7 @@ def main(argv=None) -> None:
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     users = json.loads((args.model_dir / "users.json").read_text())
     items = json.loads((args.model_dir / "items.json").read_text())
+    compute = compute_cpu(args.model_dir, users)
     key = "bench-key-" + os.urandom(6).hex()
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     port, bare_port = free_port(), free_port()
@@ -178,16 +215,21 @@ def main(argv=None) -> None:
         run_wrk(url, rec_script, 4, 1.0, tmp)  # warm-up
         run_wrk(bare_url + "/bare", "", 4, 1.0, tmp)
         for c in args.concurrency:
-            results["bare"][str(c)] = run_wrk(bare_url + "/bare", "", c, args.seconds, tmp)
-            results["recommend"][str(c)] = run_wrk(url, rec_script, c, args.seconds, tmp)
-            fb = run_wrk(url, LUA_FEEDBACK % (item_list, f"c{c}", key), c, args.seconds, tmp)
+            results["bare"][str(c)] = run_wrk(
+                bare_url + "/bare", "", c, args.seconds, tmp, bare.pid
+            )
+            results["recommend"][str(c)] = run_wrk(url, rec_script, c, args.seconds, tmp, serve.pid)
+            fb_script = LUA_FEEDBACK % (item_list, f"c{c}", key)
+            fb = run_wrk(url, fb_script, c, args.seconds, tmp, serve.pid)
             fb["events_per_s"] = fb["throughput_rps"] * 100
             results["feedback"][str(c)] = fb
             print(
                 f"c={c}: bare {results['bare'][str(c)]['throughput_rps']:.0f} rps, recommend "
                 f"{results['recommend'][str(c)]['throughput_rps']:.0f} rps "
                 f"p99 {results['recommend'][str(c)]['p99_ms']:.1f} ms, feedback "
-                f"{fb['events_per_s']:.0f} events/s p99 {fb['p99_ms']:.1f} ms",
+                f"{fb['events_per_s']:.0f} events/s p99 {fb['p99_ms']:.1f} ms; server CPU ms/req "
+                f"bare {results['bare'][str(c)]['server_cpu_ms_per_request']:.3f} recommend "
+                f"{results['recommend'][str(c)]['server_cpu_ms_per_request']:.3f}",
                 flush=True,
             )
         time.sleep(3)  # requests wrk abandoned at its deadline are still being committed
@@ -203,6 +245,11 @@ def main(argv=None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     ratios = {
         c: results["recommend"][c]["throughput_rps"] / results["bare"][c]["throughput_rps"]
+        for c in results["bare"]
+    }
+    cpu_ratios = {
+        c: results["bare"][c]["server_cpu_ms_per_request"]
+        / results["recommend"][c]["server_cpu_ms_per_request"]
         for c in results["bare"]
     }
     acked = sum((r["requests"] - r["non_2xx"]) * 100 for r in results["feedback"].values())
@@ -229,6 +276,8 @@ def main(argv=None) -> None:
         },
         "results": results,
         "recommend_over_bare_throughput": ratios,
+        "recommend_over_bare_cpu_capacity": cpu_ratios,
+        "recommend_compute_cpu_ms_per_request_by_batch_size": compute,
         "feedback_events_acknowledged": acked,
         "feedback_events_in_log": in_log,
         "feedback_events_applied_in_memory": stored,
