@@ -311,6 +311,24 @@ BAD = [
         422,
         "events.0.extra",
     ),
+    (
+        "post",
+        "/feedback",
+        {
+            "events": [
+                {
+                    "event_id": "b10",
+                    "user_id": "1",
+                    "item_id": "3",
+                    "type": "like",
+                    "timestamp": 4e9,
+                }
+            ]
+        },
+        KEY,
+        422,
+        "events.0.timestamp",
+    ),
     ("post", "/admin/reload", {}, {}, 401, "missing API key"),
     ("get", "/recommend/1'%20OR%20'1'='1", None, {}, 422, "user_id"),
     ("get", "/recommend/1?n=0", None, {}, 422, "'n'"),

@@ -620,8 +620,11 @@ def create_app(config: AppConfig) -> FastAPI:
             if e.type == "rating" and e.value is None:
                 raise ApiError(422, f"field 'events.{k}.value': a rating needs a value")
             ts = now if e.timestamp is None else float(e.timestamp)
-            if not (math.isfinite(ts) and 0 <= ts < 1e11):
-                raise ApiError(422, f"field 'events.{k}.timestamp': must be a Unix time")
+            if not (math.isfinite(ts) and 0 <= ts <= now + 86400.0):
+                # (a far-future time would freeze the propensity tracker's clock)
+                raise ApiError(
+                    422, f"field 'events.{k}.timestamp': must be a Unix time, at most 1 day ahead"
+                )
             events.append(
                 Event(
                     e.event_id,
