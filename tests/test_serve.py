@@ -125,7 +125,8 @@ def test_a_like_changes_the_next_list(server):
     assert r.status_code == 200
     after = ids(rec(server, "11", n=10, diversity=0.0, method="none"))
     assert before[3] not in after  # consumed
-    assert after != [i for i in before if i != before[3]][:10] or after != before
+    # and not only removed: the fold-in of the new history re-orders the rest
+    assert after[:9] != [i for i in before if i != before[3]]
 
 
 def test_new_user_is_created_by_feedback_and_gets_personal_lists(server):
