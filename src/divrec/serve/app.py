@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
@@ -164,6 +164,18 @@ def _check_id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise ApiError(422, f"{what}: must match {ID_PATTERN}")
     return value
+
+
+def _q_number(params, name: str, default, kind):
+    """Query parameter `name` as `kind` (int or float), `default` when absent."""
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ApiError(422, f"field '{name}': must be {what}, got {value[:40]!r}") from None
 
 
 def _parse_diversity(value: str | None) -> float | str | None:
@@ -543,22 +555,18 @@ def create_app(config: AppConfig) -> FastAPI:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/recommend/{user_id}", dependencies=[Depends(maybe_key)])
-    async def recommend(
-        user_id: str,
-        n: int = 10,
-        diversity: Annotated[str | None, Query()] = None,
-        method: str | None = None,
-        explore: float = 0.0,
-        seed: int | None = None,
-    ):
+    async def recommend(user_id: str, request: Request):
+        # query parameters parsed by hand: the hot path skips per-parameter validation
+        # models (same rules and messages as the other endpoints)
         svc = service()
+        q = request.query_params
         req = RecRequest(
             user_id=_check_id(user_id, "user_id"),
-            n=check_n(n),
-            diversity=_parse_diversity(diversity),
-            method=check_method(svc, method),
-            explore=check_explore(explore),
-            seed=seed,
+            n=check_n(_q_number(q, "n", 10, int)),
+            diversity=_parse_diversity(q.get("diversity")),
+            method=check_method(svc, q.get("method")),
+            explore=check_explore(_q_number(q, "explore", 0.0, float)),
+            seed=_q_number(q, "seed", None, int),
         )
         return await answer(req)
 
