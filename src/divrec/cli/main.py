@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from divrec.cli.serve import register as register_serve
 from divrec.data.interactions import DataError
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def _options(
 
 
 app.add_typer(data_app, name="data")
+register_serve(app)
 console = Console()
 
 DatasetOpt = Annotated[

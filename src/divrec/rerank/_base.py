@@ -44,6 +44,7 @@ win over a finite one, and when none is finite the lowest available position is 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, Literal
@@ -539,8 +540,7 @@ class Reranker(Persistable):
 
     def get_params(self) -> dict[str, Any]:
         """Constructor hyperparameters, scikit-learn style."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in _param_names(type(self))}
 
     # ------------------------------------------------------------------ stage
     def diversity_params(self, diversity: float) -> dict[str, Any]:
@@ -750,6 +750,13 @@ class Reranker(Persistable):
             sel = self.select(r[b, idx], k, **kw)
             out[b, : sel.shape[0]] = idx[sel]
         return out
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """Constructor parameter names of a class (cached: `inspect.signature` is slow, and the
+    knob path of every request asks for them)."""
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
 
 def _take_rows(value: Any, rows: np.ndarray) -> Any:

@@ -1,0 +1,153 @@
+"""`divrec train` and `divrec serve`: the service's two commands.
+
+Registered on the main app by `register(app)`; this module imports nothing heavy at import
+time (the model stack and FastAPI are imported inside the commands).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register", "serve", "train"]
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Config file (.toml or .json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path(
+        "model"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing directory.")] = False,
+    data_home: Annotated[
+        Path | None, typer.Option("--data-home", help="Data home (default: $DIVREC_DATA_HOME).")
+    ] = None,
+) -> None:
+    """Fit the pipeline a config describes and write a model directory for `divrec serve`."""
+    from divrec.cli.main import _guard
+
+    def body():
+        import json
+
+        from divrec.serve.config import load_config
+        from divrec.serve.model_dir import train_model_dir
+
+        cfg = load_config(config)
+        manifest = train_model_dir(cfg, out, data_home, progress=sys.stderr.isatty(), force=force)
+        data = manifest["data"]
+        typer.echo(
+            f"wrote {out}: {data['n_users']:,} users, {data['n_items']:,} items, "
+            f"{data['n_interactions']:,} interactions; methods "
+            f"{', '.join(manifest['methods'])} (default {manifest['default_method']})"
+        )
+        typer.echo(json.dumps({"fingerprint": data["fingerprint"]}))
+
+    _guard(body)
+
+
+def serve(
+    model_dir: Annotated[
+        Path, typer.Option("--model-dir", "-m", help="Model directory from `divrec train`.")
+    ],
+    db: Annotated[Path, typer.Option("--db", help="SQLite event log.")] = Path("events.sqlite"),
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            help="File holding the API key for /feedback and /admin (else $DIVREC_API_KEY; "
+            "else a random key, printed at start).",
+        ),
+    ] = None,
+    auth_all: Annotated[
+        bool, typer.Option("--auth-all", help="Require the API key on every endpoint.")
+    ] = False,
+    threads: Annotated[
+        int, typer.Option("--threads", help="Model compute threads (1 BLAS thread each).")
+    ] = 1,
+    max_body: Annotated[int, typer.Option(help="Largest request body, bytes.")] = 1 << 20,
+    max_batch: Annotated[int, typer.Option(help="Most events per /feedback request.")] = 1000,
+    writeback: Annotated[
+        float, typer.Option("--writeback", help="Exclude served items for this many seconds.")
+    ] = 0.0,
+    like_threshold: Annotated[
+        float, typer.Option(help="A rating at least this counts as a positive.")
+    ] = 4.0,
+    default_diversity: Annotated[
+        str, typer.Option(help="Diversity when a request gives none: 0..1 or auto.")
+    ] = "auto",
+) -> None:
+    """Serve a model directory over HTTP (FastAPI + uvicorn; needs the `serve` extra)."""
+    from divrec.cli.main import _fail, _guard
+
+    def body():
+        # 1 BLAS/OpenMP thread per compute thread: for libraries loaded from now on (those
+        # already loaded are limited by threadpoolctl when the app starts)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        try:
+            import uvicorn
+
+            from divrec.serve.app import AppConfig, create_app
+            from divrec.serve.service import ServeSettings
+        except ImportError as err:
+            _fail(f"divrec serve needs the serve extra (pip install 'divrec[serve]'): {err}")
+        if not (model_dir / "manifest.json").is_file():
+            raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
+        cores = os.cpu_count() or 1
+        if not 1 <= threads <= cores:
+            raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
+        if not 0 < port < 65536:
+            raise ValueError(f"--port must be in [1, 65535], got {port}")
+        if default_diversity != "auto":
+            try:
+                d = float(default_diversity)
+            except ValueError:
+                raise ValueError("--default-diversity must be 0..1 or auto") from None
+            if not 0 <= d <= 1:
+                raise ValueError("--default-diversity must be 0..1 or auto")
+        key = os.environ.get("DIVREC_API_KEY") or None
+        if api_key_file is not None:
+            try:
+                key = api_key_file.read_text().strip()
+            except OSError as err:
+                raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
+            if not key:
+                raise ValueError(f"--api-key-file {api_key_file} is empty")
+        settings = ServeSettings(
+            like_threshold=like_threshold,
+            writeback_seconds=writeback,
+            default_diversity="auto" if default_diversity == "auto" else float(default_diversity),
+        )
+        config = AppConfig(
+            model_dir=model_dir,
+            db=db,
+            api_key=key,
+            auth_all=auth_all,
+            max_body=max_body,
+            max_batch=max_batch,
+            compute_threads=threads,
+            settings=settings,
+        )
+        app = create_app(config)
+        url = f"http://{host}:{port}/"
+        if config.generated_key:
+            typer.echo(f"divrec: API key for this run: {config.api_key}", err=True)
+        typer.echo(
+            f"divrec: serving {model_dir} on {url} (demo: {url}#key=<API key>), 1 worker x "
+            f"{threads} compute thread(s), 1 BLAS thread each",
+            err=True,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
+
+    _guard(body)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `train` and `serve` to the main `divrec` app."""
+    app.command("train")(train)
+    app.command("serve")(serve)

@@ -1,0 +1,745 @@
+"""The HTTP layer of `divrec serve`: a FastAPI app over `Service` and `EventLog`.
+
+Endpoints (external ids everywhere; every error is `{"error": "<one line>"}`):
+
+* ``GET /recommend/{user_id}?n=10&diversity=<0..1|auto>&method=<dpp|mmr|ssd|none>&explore=T``
+* ``POST /recommend``: ``{"history": [item ids], "n", "diversity", "method", "explore"}``
+  for an anonymous user (cold start through the model's history path);
+* ``POST /feedback`` (API key): ``{"events": [{event_id, user_id, item_id, type, value,
+  timestamp}]}``, idempotent on ``event_id``, acknowledged once durable;
+* ``GET /similar/{item_id}?n=``, ``GET /potential-users/{item_id}?n=``,
+  ``GET /users/{user_id}/history``, ``GET /health/live``, ``GET /health/ready``,
+  ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (API key), ``GET /`` (demo page).
+
+Concurrency and the thread budget: model work runs in a pool of `compute_threads` threads
+(default 1) with BLAS/torch held to one thread each, and concurrent recommend requests are
+answered as one batch (the library is batch-first); durable writes run in the event log's
+writer thread with group commit. One process (one uvicorn worker) holds the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import os
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from divrec.serve.events import Event, EventLog
+from divrec.serve.model_dir import ModelBundle
+from divrec.serve.service import RecRequest, ServeSettings, Service
+
+__all__ = ["ApiError", "AppConfig", "create_app"]
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+_ID = re.compile(ID_PATTERN)
+_STATIC = Path(__file__).with_name("static")
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": message, **extra}` with `status`."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+@dataclass
+class AppConfig:
+    """Settings of one service process.
+
+    Attributes:
+        model_dir: the model directory written by `divrec train`.
+        db: the SQLite event log (created when missing).
+        api_key: the key required for /feedback and /admin (None: a random one is made and
+            reported in `generated_key`).
+        auth_all: require the key on every endpoint but health, metrics and the page.
+        max_body: largest request body in bytes (413 above).
+        max_batch: most events in one /feedback request (413 above).
+        max_n: longest list a request may ask for.
+        compute_threads: threads running model work (BLAS/torch get 1 thread each).
+        max_recommend_batch: most requests answered together.
+        settings: the service behaviour.
+    """
+
+    model_dir: Path
+    db: Path
+    api_key: str | None = None
+    auth_all: bool = False
+    max_body: int = 1 << 20
+    max_batch: int = 1000
+    max_n: int = 100
+    compute_threads: int = 1
+    max_recommend_batch: int = 64
+    settings: ServeSettings = field(default_factory=ServeSettings)
+    generated_key: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            self.api_key = secrets.token_urlsafe(24)
+            self.generated_key = True
+
+
+# ---------------------------------------------------------------------------- bodies
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EventIn(_Strict):
+    event_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+    user_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | StrictInt
+    item_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | StrictInt
+    type: Literal["impression", "click", "like", "dislike", "rating"]
+    value: StrictFloat | StrictInt | None = None
+    timestamp: StrictFloat | StrictInt | None = None
+
+
+class FeedbackIn(_Strict):
+    events: list[EventIn]
+
+
+class RecommendIn(_Strict):
+    history: list[Annotated[StrictStr, Field(pattern=ID_PATTERN)] | StrictInt]
+    n: StrictInt = 10
+    diversity: StrictFloat | StrictInt | Literal["auto"] | None = None
+    method: StrictStr | None = None
+    explore: StrictFloat | StrictInt = 0.0
+    seed: StrictInt | None = None
+
+
+class ReloadIn(_Strict):
+    model_dir: StrictStr | None = None
+
+
+# ---------------------------------------------------------------------------- helpers
+_UNION_TAG = re.compile(r"^(constrained-str|str|int|float|bool|none|function-.*|.*\[.*\])$")
+
+
+def _loc(loc) -> str:
+    parts = [
+        str(p) for p in loc if p not in ("body", "query", "path") and not _UNION_TAG.match(str(p))
+    ]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if not errors:
+        return 422, "invalid request"
+    err = errors[0]
+    if err.get("type") == "json_invalid":
+        return 400, "malformed JSON body"
+    field_name = _loc(err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value")).splitlines()[0]
+    if err.get("type") == "missing":
+        return 422, f"field '{field_name}': required"
+    return 422, f"field '{field_name}': {msg}"
+
+
+def _check_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise ApiError(422, f"{what}: must match {ID_PATTERN}")
+    return value
+
+
+def _q_number(params, name: str, default, kind):
+    """Query parameter `name` as `kind` (int or float), `default` when absent."""
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ApiError(422, f"field '{name}': must be {what}, got {value[:40]!r}") from None
+
+
+def _parse_diversity(value: str | None) -> float | str | None:
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        d = float(value)
+    except ValueError:
+        raise ApiError(422, "field 'diversity': must be a number in [0, 1] or 'auto'") from None
+    if not (math.isfinite(d) and 0.0 <= d <= 1.0):
+        raise ApiError(422, "field 'diversity': must be a number in [0, 1] or 'auto'")
+    return d
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "divrec_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "divrec_request_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "divrec_events_total", "feedback events", ["result"], registry=self.registry
+        )
+        self.batch = Histogram(
+            "divrec_recommend_batch_size",
+            "requests answered together",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.compute = Histogram(
+            "divrec_recommend_compute_seconds",
+            "model time per batch of recommend requests",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.users = Gauge("divrec_users_with_events", "users in memory", registry=self.registry)
+        self.ready = Gauge("divrec_ready", "1 when the model is loaded", registry=self.registry)
+
+
+class _LimitsMiddleware:
+    """Body-size limit (413) and request metrics, as a plain ASGI middleware."""
+
+    def __init__(self, app, max_body: int, metrics: _Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "/")
+        endpoint = "/" + path.strip("/").split("/")[0] if path != "/" else "/"
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrap(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        length = None
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                try:
+                    length = int(v)
+                except ValueError:
+                    length = -1
+        if length is not None and (length < 0 or length > self.max_body):
+            await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
+        else:
+            seen = {"n": 0}
+
+            async def receive_wrap():
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen["n"] += len(message.get("body", b""))
+                    if seen["n"] > self.max_body:
+                        raise _TooLarge()
+                return message
+
+            try:
+                await self.app(scope, receive_wrap, send_wrap)
+            except _TooLarge:
+                await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
+        self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Batcher:
+    """Collects concurrent recommend requests and answers them as one batch."""
+
+    def __init__(self, state: _State, max_batch: int, inline: bool) -> None:
+        self.state = state
+        self.max_batch = max_batch
+        self.inline = inline
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, req: RecRequest) -> dict[str, Any]:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((req, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            while len(jobs) < self.max_batch and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+            service = self.state.service
+            reqs = [r for r, _ in jobs]
+            self.state.metrics.batch.observe(len(reqs))
+            try:
+                results = await self._call(loop, service, reqs)
+                for (_, fut), res in zip(jobs, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+            except Exception:  # noqa: BLE001 - isolate the bad request(s) one by one
+                for req, fut in jobs:
+                    try:
+                        res = await self._call(loop, service, [req])
+                        if not fut.done():
+                            fut.set_result(res[0])
+                    except Exception as err:  # noqa: BLE001
+                        if not fut.done():
+                            fut.set_exception(err)
+            await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
+
+    async def _call(self, loop, service: Service, reqs: list[RecRequest]):
+        with self.state.metrics.compute.time():
+            return await self._compute(loop, service, reqs)
+
+    async def _compute(self, loop, service: Service, reqs: list[RecRequest]):
+        if self.inline:
+            # on the event loop thread: no GIL hand-over between the loop and a compute
+            # thread (a contended GIL costs up to the 5 ms switch interval per hand-over)
+            return service.recommend(reqs)
+        return await loop.run_in_executor(self.state.pool, service.recommend, reqs)
+
+
+class _State:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.metrics = _Metrics()
+        self.pool = ThreadPoolExecutor(config.compute_threads, thread_name_prefix="divrec-compute")
+        self.service: Service | None = None
+        self.log: EventLog | None = None
+        self.batcher: _Batcher | None = None
+        self.reload_lock = asyncio.Lock()
+        self.swap_lock = threading.Lock()
+        self.limits = None
+
+    def on_commit(self, events: list[Event]) -> None:
+        with self.swap_lock:
+            if self.service is not None:
+                self.service.apply(events)
+
+
+def _thread_pools() -> list[dict[str, Any]]:
+    """The native thread pools of the process and their sizes (threadpoolctl)."""
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    pools = [
+        {"library": Path(i["filepath"]).name, "api": i["internal_api"], "threads": i["num_threads"]}
+        for i in threadpool_info()
+    ]
+    if "torch" in sys.modules:
+        pools.append(
+            {"library": "torch", "api": "torch", "threads": sys.modules["torch"].get_num_threads()}
+        )
+    return pools
+
+
+def _limit_threads(n: int):
+    """BLAS/OpenMP and torch held to 1 thread, so the process uses at most `n` compute
+    threads (plus the event loop and the log writer, which mostly wait)."""
+    from threadpoolctl import threadpool_limits
+
+    limits = threadpool_limits(1)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    return limits
+
+
+def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
+    bundle = ModelBundle.load(model_dir)
+    service = Service(bundle, config.settings)
+    service.rebuild(log)
+    return service
+
+
+async def _parse(request: Request, model, empty_ok: bool = False):
+    """The JSON body validated against `model` (400 malformed, 422 invalid)."""
+    from pydantic import ValidationError
+
+    raw = await request.body()
+    try:
+        doc = json.loads(raw) if (raw.strip() or not empty_ok) else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed JSON body") from None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+
+
+# ---------------------------------------------------------------------------- the app
+def create_app(config: AppConfig) -> FastAPI:
+    """The FastAPI app; the model and the log are opened at startup (lifespan)."""
+    from contextlib import asynccontextmanager
+
+    state = _State(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.limits = _limit_threads(config.compute_threads)
+        loop = asyncio.get_running_loop()
+        state.log = EventLog(config.db, on_commit=state.on_commit)
+        state.service = await loop.run_in_executor(
+            state.pool, _load_service, config, config.model_dir, state.log
+        )
+        # again now that the model has loaded every BLAS library it uses (threadpoolctl only
+        # limits libraries already loaded)
+        state.limits = _limit_threads(config.compute_threads)
+        state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
+        state.batcher.start()
+        state.metrics.ready.set(1)
+        try:
+            yield
+        finally:
+            state.metrics.ready.set(0)
+            if state.batcher.task is not None:
+                state.batcher.task.cancel()
+            state.log.close()
+            state.pool.shutdown(wait=False)
+
+    app = FastAPI(
+        title="divrec", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.divrec = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        status, msg = _validation_message(exc)
+        return JSONResponse({"error": msg}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        msg = exc.detail if isinstance(exc.detail, str) else "request error"
+        if exc.status_code == 404 and msg == "Not Found":
+            msg = f"no such endpoint: {request.url.path}"
+        return JSONResponse({"error": msg}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    async def require_key(request: Request) -> None:
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            raise ApiError(401, "missing API key (send it in the X-API-Key header)")
+        if not hmac.compare_digest(given.encode(), str(config.api_key).encode()):
+            raise ApiError(403, "invalid API key")
+
+    async def maybe_key(request: Request) -> None:
+        if config.auth_all:
+            await require_key(request)
+
+    def service() -> Service:
+        if state.service is None:
+            raise ApiError(503, "model not loaded yet")
+        return state.service
+
+    def check_n(n: int) -> int:
+        if not 1 <= n <= config.max_n:
+            raise ApiError(422, f"field 'n': must be in [1, {config.max_n}]")
+        return n
+
+    def check_explore(explore: float) -> float:
+        if not (math.isfinite(explore) and 0.0 <= explore <= 100.0):
+            raise ApiError(422, "field 'explore': must be a temperature in [0, 100]")
+        return float(explore)
+
+    def check_method(svc: Service, method: str | None) -> str | None:
+        if method is not None and method != "none" and method not in svc.bundle.rerankers:
+            raise ApiError(
+                422, f"field 'method': unknown method {method!r}; known: {', '.join(svc.methods)}"
+            )
+        return method
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(state.pool, fn, *args)
+
+    async def answer(req: RecRequest) -> JSONResponse:
+        try:
+            return JSONResponse(await state.batcher.submit(req))
+        except ValueError as err:
+            raise ApiError(422, str(err).splitlines()[0]) from None
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return HTMLResponse((_STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health/live")
+    async def live():
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    async def ready():
+        if state.service is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        svc = state.service
+        return {
+            "status": "ready",
+            "model_dir": str(svc.bundle.path),
+            "fingerprint": svc.bundle.manifest["data"]["fingerprint"],
+            "n_users": len(svc.bundle.user_ids),
+            "n_items": svc.bundle.n_items,
+            "methods": svc.methods,
+            "sample_users": svc.bundle.user_ids[:50],
+            "default_method": svc.bundle.default_method,
+            "events_applied": svc.n_applied,
+            "workers": 1,
+            "compute_threads": config.compute_threads,
+            "blas_threads_per_compute_thread": 1,
+            "thread_pools": _thread_pools(),
+            "cores": os.cpu_count(),
+        }
+
+    @app.get("/metrics")
+    async def metrics():
+        if state.service is not None:
+            state.metrics.users.set(len(state.service.users))
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/recommend/{user_id}", dependencies=[Depends(maybe_key)])
+    async def recommend(user_id: str, request: Request):
+        # query parameters parsed by hand: the hot path skips per-parameter validation
+        # models (same rules and messages as the other endpoints)
+        svc = service()
+        q = request.query_params
+        req = RecRequest(
+            user_id=_check_id(user_id, "user_id"),
+            n=check_n(_q_number(q, "n", 10, int)),
+            diversity=_parse_diversity(q.get("diversity")),
+            method=check_method(svc, q.get("method")),
+            explore=check_explore(_q_number(q, "explore", 0.0, float)),
+            seed=_q_number(q, "seed", None, int),
+        )
+        return await answer(req)
+
+    @app.post("/recommend", dependencies=[Depends(maybe_key)])
+    async def recommend_history(request: Request):
+        svc = service()
+        body = await _parse(request, RecommendIn)
+        ids = [str(i) for i in body.history]
+        bad = [i for i in ids if i not in svc.bundle.item_index]
+        if bad:
+            raise ApiError(
+                422, f"field 'history': unknown item ids: {', '.join(bad[:20])}", unknown_items=bad
+            )
+        if isinstance(body.diversity, int | float) and not (
+            math.isfinite(body.diversity) and 0 <= body.diversity <= 1
+        ):
+            raise ApiError(422, "field 'diversity': must be a number in [0, 1] or 'auto'")
+        req = RecRequest(
+            user_id=None,
+            n=check_n(body.n),
+            diversity=None
+            if body.diversity is None
+            else ("auto" if body.diversity == "auto" else float(body.diversity)),
+            method=check_method(svc, body.method),
+            explore=check_explore(float(body.explore)),
+            history=tuple(svc.bundle.item_index[i] for i in ids),
+            seed=body.seed,
+        )
+        return await answer(req)
+
+    @app.post("/feedback", dependencies=[Depends(require_key)])
+    async def feedback(request: Request):
+        svc = service()
+        raw = await request.body()
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "malformed JSON body") from None
+        if isinstance(doc, dict) and isinstance(doc.get("events"), list):
+            if len(doc["events"]) > config.max_batch:
+                raise ApiError(
+                    413, f"field 'events': at most {config.max_batch} events per request"
+                )
+        try:
+            body = FeedbackIn.model_validate(doc)
+        except Exception as err:  # pydantic.ValidationError
+            raise RequestValidationError(err.errors()) from None
+        if not body.events:
+            raise ApiError(422, "field 'events': empty batch")
+        now = time.time()
+        events = []
+        bad = []
+        for k, e in enumerate(body.events):
+            item = str(e.item_id)
+            if item not in svc.bundle.item_index:
+                bad.append(item)
+            if e.value is not None and not math.isfinite(float(e.value)):
+                raise ApiError(422, f"field 'events.{k}.value': must be finite")
+            if e.type == "rating" and e.value is None:
+                raise ApiError(422, f"field 'events.{k}.value': a rating needs a value")
+            ts = now if e.timestamp is None else float(e.timestamp)
+            if not (math.isfinite(ts) and 0 <= ts <= now + 86400.0):
+                # (a far-future time would freeze the propensity tracker's clock)
+                raise ApiError(
+                    422, f"field 'events.{k}.timestamp': must be a Unix time, at most 1 day ahead"
+                )
+            events.append(
+                Event(
+                    e.event_id,
+                    str(e.user_id),
+                    item,
+                    e.type,
+                    None if e.value is None else float(e.value),
+                    ts,
+                )
+            )
+        if bad:
+            uniq = sorted(set(bad))
+            raise ApiError(
+                422,
+                f"field 'events': unknown item ids: {', '.join(uniq[:20])}",
+                unknown_items=uniq,
+            )
+        flags = await asyncio.wrap_future(state.log.submit(events))
+        n_new = sum(flags)
+        state.metrics.events.labels("stored").inc(n_new)
+        state.metrics.events.labels("duplicate").inc(len(flags) - n_new)
+        return {
+            "accepted": n_new,
+            "duplicates": len(flags) - n_new,
+            "results": [
+                {"event_id": e.event_id, "status": "stored" if f else "duplicate"}
+                for e, f in zip(events, flags, strict=True)
+            ],
+        }
+
+    @app.get("/similar/{item_id}", dependencies=[Depends(maybe_key)])
+    async def similar(item_id: str, n: int = 10):
+        svc = service()
+        _check_id(item_id, "item_id")
+        idx = svc.bundle.item_index.get(item_id)
+        if idx is None:
+            raise ApiError(404, f"unknown item {item_id!r}")
+        items = await run(svc.similar, idx, check_n(n))
+        return {"item_id": item_id, "items": items}
+
+    @app.get("/potential-users/{item_id}", dependencies=[Depends(maybe_key)])
+    async def potential_users(item_id: str, n: int = 10):
+        svc = service()
+        _check_id(item_id, "item_id")
+        idx = svc.bundle.item_index.get(item_id)
+        if idx is None:
+            raise ApiError(404, f"unknown item {item_id!r}")
+        try:
+            users = await run(svc.potential_users, idx, check_n(n))
+        except LookupError as err:
+            raise ApiError(501, str(err)) from None
+        return {"item_id": item_id, "users": users}
+
+    @app.get("/users/{user_id}/history", dependencies=[Depends(maybe_key)])
+    async def history(user_id: str, limit: int = 200):
+        svc = service()
+        _check_id(user_id, "user_id")
+        if not 1 <= limit <= 10_000:
+            raise ApiError(422, "field 'limit': must be in [1, 10000]")
+
+        def read():
+            evs = list(state.log.iter_events(user_id=user_id))[-limit:]
+            return [
+                {
+                    "event_id": e.event_id,
+                    "item_id": e.item_id,
+                    "type": e.type,
+                    "value": e.value,
+                    "timestamp": e.timestamp,
+                }
+                for e in evs
+            ]
+
+        events = await run(read)
+        known = user_id in svc.bundle.user_index
+        if not known and not events:
+            raise ApiError(404, f"unknown user {user_id!r}")
+        return {
+            "user_id": user_id,
+            "known_user": known,
+            "training_items": svc.training_items(user_id),
+            "events": events,
+        }
+
+    @app.post("/admin/reload", dependencies=[Depends(require_key)])
+    async def reload(request: Request):
+        body = await _parse(request, ReloadIn, empty_ok=True)
+        target = Path(body.model_dir) if body.model_dir else config.model_dir
+        async with state.reload_lock:
+            loop = asyncio.get_running_loop()
+            # a separate pool: requests keep being answered by the old model meanwhile
+            try:
+                new = await loop.run_in_executor(None, _load_service, config, target, state.log)
+            except (ValueError, OSError, KeyError) as err:
+                raise ApiError(422, f"model_dir: {str(err).splitlines()[0]}") from None
+            # events committed during the load are replayed, then the new model takes over
+            # (apply skips what it has seen, so an event is never applied twice)
+            with state.swap_lock:
+                new.rebuild(state.log)
+                state.service = new
+            config.model_dir = target
+        return {
+            "status": "reloaded",
+            "model_dir": str(target),
+            "fingerprint": new.bundle.manifest["data"]["fingerprint"],
+            "events_applied": new.n_applied,
+        }
+
+    app.add_middleware(_LimitsMiddleware, max_body=config.max_body, metrics=state.metrics)
+    return app
