@@ -291,7 +291,10 @@ def main() -> None:
             "targets are judged on the CPU-time columns (the machine is shared with other "
             "jobs, which inflates wall times at random); the 25% matmul target is against "
             "the single-thread float64 matmul rate, because the kernels are single-threaded "
-            "(the wall-clock columns also give the fraction of the all-threads rate)"
+            "(the wall-clock columns also give the fraction of the all-threads rate). On a "
+            "loaded machine the wall-clock loop/batch ratios are biased against the batch: "
+            f"a batch unit ({GROUP} requests) lasts {GROUP}x longer than a loop unit and is "
+            "preempted more often, so its fastest-of-`repeats` stays inflated"
         ),
     }
     try:
