@@ -35,8 +35,7 @@ import threading
 import numpy as np
 from numba import njit
 
-#: relative tolerance under which two scores are considered tied (documented in _base)
-TIE_RTOL = 1e-9
+from ._base import TIE_RTOL  # the tie rule's tolerance (a compile-time constant here)
 
 _NEG_INF = -np.inf
 
