@@ -1,5 +1,9 @@
 """Compiled (numba) greedy kernels shared by the single-request and batched re-rankers.
 
+The kernels are compiled on first use (a few seconds) and cached on disk by numba
+(``cache=True``), so later processes load them directly; this module is only imported
+when a re-ranker first runs, so ``import divrec`` does not import numba.
+
 One kernel per greedy scheme, always called on a batch: ``select`` runs it on a batch of
 one request, so that ``select`` and ``select_batch`` execute the very same machine code
 and agree bit for bit (every per-candidate operation is elementwise, so a candidate's
