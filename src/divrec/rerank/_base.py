@@ -169,19 +169,26 @@ def scale_relevance_batch(r: np.ndarray, valid: np.ndarray, mode: str) -> np.nda
     """
     if mode == "raw":
         return np.where(valid, r, 0.0)
-    lo = np.min(np.where(valid, r, np.inf), axis=1, keepdims=True)
-    hi = np.max(np.where(valid, r, -np.inf), axis=1, keepdims=True)
-    has = np.isfinite(lo)
-    safe_lo = np.where(has, lo, 0.0)
-    safe_hi = np.where(has, hi, 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        span = safe_hi - safe_lo
-        half = ~np.isfinite(span)
-        num = np.where(half, r / 2.0 - safe_lo / 2.0, r - safe_lo)
-        den = np.where(half, safe_hi / 2.0 - safe_lo / 2.0, span)
-        ok = den > 0.0
-        out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
-    return np.where(valid, out, 0.0)
+    allv = bool(valid.all())
+    lo = (r if allv else np.where(valid, r, np.inf)).min(axis=1, keepdims=True)
+    hi = (r if allv else np.where(valid, r, -np.inf)).max(axis=1, keepdims=True)
+    if not allv:
+        has = np.isfinite(lo)
+        lo, hi = np.where(has, lo, 0.0), np.where(has, hi, 0.0)
+    if np.all(np.abs(lo) < 8e307) and np.all(np.abs(hi) < 8e307):
+        span = hi - lo  # cannot overflow, nor can r - lo at valid positions
+        ok = span > 0.0
+        out = (r - lo) / np.where(ok, span, 1.0)
+        out = np.where(ok, out, 0.0)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            span = hi - lo
+            half = ~np.isfinite(span)
+            num = np.where(half, r / 2.0 - lo / 2.0, r - lo)
+            den = np.where(half, hi / 2.0 - lo / 2.0, span)
+            ok = den > 0.0
+            out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+    return out if allv else np.where(valid, out, 0.0)
 
 
 #: relative tolerance of the tie rule (see the module docstring)

@@ -94,8 +94,7 @@ def tradeoff_alpha(theta: float | np.ndarray) -> np.ndarray:
     t = np.asarray(theta, dtype=np.float64)
     if np.any(~np.isfinite(t)) or np.any(t < 0.0) or np.any(t > 1.0):
         raise ValueError(f"theta must be in [0, 1], got {theta}")
-    with np.errstate(divide="ignore"):
-        return np.where(t < 1.0, t / (2.0 * np.maximum(1.0 - t, 1e-300)), np.inf)
+    return np.where(t < 1.0, t / (2.0 * np.maximum(1.0 - t, 1e-300)), np.inf)
 
 
 def _check_window(window: int | None) -> int | None:
