@@ -8,7 +8,13 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from divrec.retrieval.ann import AnnIndex, default_nlist, l2_normalize, recall_at_k
+from divrec.retrieval.ann import (
+    AUTO_MAX_SCAN,
+    AnnIndex,
+    default_nlist,
+    l2_normalize,
+    recall_at_k,
+)
 
 
 def _numpy_topk(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -77,7 +83,7 @@ def test_auto_kind():
     index = AnnIndex("auto", target_recall=0.95, recall_k=10, tune_queries=400).fit(base)
     assert index.kind_ == "ivf"
     assert index.recall_ >= 0.95
-    assert index._ivf_scan_fraction() <= 0.5
+    assert index._ivf_scan_fraction() <= AUTO_MAX_SCAN
     q = _clustered(200, 8, 400, seed=5)
     got, _ = index.search(q, 10)
     assert recall_at_k(got, _numpy_topk(base, q, 10)) >= 0.93
