@@ -41,6 +41,8 @@ MODELS: dict[str, str] = {
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
 RANKERS: dict[str, str] = dict(MODELS)
+MODELS["dcn"] = RANKERS["dcn"] = "divrec.ranking.dcn:DCNRanker"  # DCN-v2 (CDM backbone)
+MODELS["ipw"] = RANKERS["ipw"] = "divrec.ranking.dcn:IPWRanker"  # CDM baseline IPW
 
 #: re-rankers (select k of a request's candidates)
 RERANKERS: dict[str, str] = {
