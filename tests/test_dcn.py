@@ -121,8 +121,7 @@ def test_fit_without_requests_and_low_rank():
 
 
 def test_ipw_weights_by_hand():
-    # 2 items of category 0, 1 of category 1, 1 without; one request with history {0, 1}
-    cats = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32))
+    # items 0, 1 of category 0, item 2 of category 1, item 3 without; history {0, 1}
     hist = sp.csr_matrix(np.array([[1, 1, 0, 0]], dtype=np.float32))
     req = CandidateRequests(
         users=np.array([0]),

@@ -5,7 +5,8 @@ Sparse features, each embedded in `dim` dimensions and concatenated into `x0` `(
 * user side: user id, the mean of the user's history item-id embeddings (a multi-hot
   history field, so that users without training requests still have a representation;
   `use_history`), and the categorical user side features passed to `fit(user_features=...)`
-  (e.g. ML-1M `users.dat` gender / age / occupation, :func:`divrec.data.movielens.ml1m_user_features`);
+  (e.g. ML-1M `users.dat` gender / age / occupation,
+  :func:`divrec.data.movielens.ml1m_user_features`);
 * item side: item id and the mean embedding of the item's categories.
 
 Cross network (DCN-v2 Eq. 1): `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`, with full-rank
