@@ -43,6 +43,7 @@ MODELS: dict[str, str] = {
 RANKERS: dict[str, str] = dict(MODELS)
 MODELS["dcn"] = RANKERS["dcn"] = "divrec.ranking.dcn:DCNRanker"  # DCN-v2 (CDM backbone)
 MODELS["ipw"] = RANKERS["ipw"] = "divrec.ranking.dcn:IPWRanker"  # CDM baseline IPW
+MODELS["cdm"] = RANKERS["cdm"] = "divrec.ranking.cdm:CDMRanker"  # CDM (Eq. 5-20)
 
 #: re-rankers (select k of a request's candidates)
 RERANKERS: dict[str, str] = {
