@@ -241,6 +241,20 @@ def test_ablations_and_restricted_context_train(params):
     assert np.isfinite(model.score(req.users, req.candidates)).all()
 
 
+def test_shared_backbone_is_copied_not_retrained(fitted):
+    from divrec.ranking.dcn import DCNRanker
+
+    data, req, _ = fitted
+    kw = dict(dim=4, hidden=(8, 8, 8), max_epochs=2, seed=0)
+    dcn = DCNRanker(**kw).fit(data, requests=req)
+    before = dcn.score(req.users, req.candidates)
+    cdm = CDMRanker(**kw, cdm_epochs=0, gamma=0.0).fit(data, requests=req, backbone=dcn)
+    np.testing.assert_allclose(cdm.score(req.users, req.candidates), before, rtol=1e-6)
+    np.testing.assert_allclose(dcn.score(req.users, req.candidates), before)  # untouched
+    with pytest.raises(ValueError, match="dim"):
+        CDMRanker(dim=8).fit(data, requests=req, backbone=dcn)
+
+
 def test_registry_and_pipeline_fit_with_retriever():
     from divrec.data.synthetic import SyntheticConfig, make_synthetic
     from divrec.pipeline import Pipeline

@@ -62,6 +62,7 @@ RERANKERS: dict[str, str] = {
 DATASETS: dict[str, str] = {
     "ml-100k": "divrec.data.movielens:load_movielens_100k",
     "ml-1m": "divrec.data.movielens:load_movielens_1m",
+    "amazon-grocery": "divrec.data.rechorus:load_grocery_rechorus",
 }
 
 _TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}

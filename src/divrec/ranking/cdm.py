@@ -7,7 +7,8 @@ candidate set as context.
 * Backbone `f(u, i)`: :class:`~divrec.ranking.dcn.DCNNet` (embeddings shared with the student).
 * Teacher (Eq. 16): on every training request, interest-aware MMR with the backbone's
   probabilities `f(u, i)` and the embeddings `e_i ⊙ u` selects its top `teacher_k`;
-  `y_tea = 1[i ∈ R]`. `e_i` is the item-id embedding and `u` the user-interest vector, here
+  `y_tea = 1[i ∈ R]` (by default on unit-normalized `e_i ⊙ u`, :func:`teacher_inputs`).
+  `e_i` is the item-id embedding and `u` the user-interest vector, here
   the user-id embedding plus the mean history item embedding (the two user fields of the
   backbone that live in the item-id space; the paper does not say which user vector).
 * Student (Eq. 11–17): per target `i^t` with `q = W1 i^t`, `K = W2 I`, `V = W3 I` (`I` the
@@ -39,6 +40,7 @@ for `cdm_epochs` epochs (the best epoch on the validation requests' noise-free l
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Literal
 
@@ -48,7 +50,7 @@ import torch
 from torch import nn
 
 from divrec.data.interactions import Interactions
-from divrec.ranking.dcn import DCNRanker, _batches, _sigmoid, _slices, history_table
+from divrec.ranking.dcn import DCNRanker, _batches, _primary, _sigmoid, _slices, history_table
 from divrec.splitting.candidate_requests import CandidateRequests, self_requests
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "gumbel_keys",
     "hard_topk",
     "relaxed_topk",
+    "teacher_inputs",
     "teacher_labels",
 ]
 
@@ -222,6 +225,26 @@ def cdm_loss(
     return ((bce + beta1 * kd + beta2 * info) * v).sum() / n
 
 
+def teacher_inputs(
+    item_vecs: np.ndarray, user_vecs: np.ndarray, normalize: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(vectors, user)` for :class:`~divrec.rerank.InterestAwareMMR` from `e_i` `(B, N, d)`
+    and `u` `(B, d)`.
+
+    `normalize=False`: `(e_i, u)` as given (Eq. 3 on raw embeddings). `normalize=True`:
+    `(e_i ⊙ u / ‖e_i ⊙ u‖, 1)`, so that Eq. 3 takes `σ` of cosines. With small embeddings
+    (16-d, entries ~0.05) the raw dot products are ~1e-4, `σ ≈ ½` for every pair and the
+    teacher degenerates to the relevance order; normalizing keeps Eq. 3's form and its
+    `λ` range meaningful.
+    """
+    if not normalize:
+        return item_vecs, user_vecs
+    eu = item_vecs * user_vecs[:, None, :]
+    norms = np.linalg.norm(eu, axis=-1, keepdims=True)
+    eu = np.divide(eu, norms, out=np.zeros_like(eu), where=norms > 0)
+    return eu, np.ones_like(user_vecs)
+
+
 def teacher_labels(
     relevance: np.ndarray,
     item_vecs: np.ndarray,
@@ -257,6 +280,8 @@ class CDMRanker(DCNRanker):
         (backbone) dim … progress: as :class:`~divrec.ranking.dcn.DCNRanker`.
         teacher_k: K of the teacher's MMR list (Eq. 16).
         teacher_lambda: λ of the interest-aware MMR teacher (Eq. 2).
+        teacher_normalize: unit-normalize `e_i ⊙ u` for the teacher (see
+            :func:`teacher_inputs`).
         n_context: k, context items sampled on each side (Eq. 7–10).
         context: "cce" or "plain" (−CCE ablation).
         context_size: 0 = every candidate is context; m > 0 = only the top-m candidates by
@@ -297,7 +322,8 @@ class CDMRanker(DCNRanker):
         threads: int = 1,
         progress: bool = False,
         teacher_k: int = 10,
-        teacher_lambda: float = 0.1,
+        teacher_lambda: float = 0.25,
+        teacher_normalize: bool = True,
         n_context: int = 10,
         context: Literal["cce", "plain"] = "cce",
         context_size: int = 0,
@@ -328,6 +354,7 @@ class CDMRanker(DCNRanker):
             raise ValueError("need 0 < tau_end <= tau_start and nce_temperature > 0")
         self.teacher_k = teacher_k
         self.teacher_lambda = teacher_lambda
+        self.teacher_normalize = teacher_normalize
         self.n_context = n_context
         self.context = context
         self.context_size = context_size
@@ -347,6 +374,7 @@ class CDMRanker(DCNRanker):
         retriever: Any | None = None,
         requests: CandidateRequests | None = None,
         user_features: np.ndarray | None = None,
+        backbone: DCNRanker | None = None,
     ) -> CDMRanker:
         """Fits backbone, teacher labels and student; returns self.
 
@@ -357,7 +385,18 @@ class CDMRanker(DCNRanker):
                 `n_candidates` form the training requests (:func:`self_requests`).
             requests: labelled training requests (take precedence over `retriever`).
             user_features: `(n_users, F)` int categorical user features.
+            backbone: an already fitted `DCNRanker` with the same architecture parameters;
+                its weights (and user features) are copied instead of pre-training the
+                backbone again (used by ablations that share one backbone).
         """
+        if backbone is not None:
+            for name in ("dim", "n_cross", "cross_rank", "hidden", "use_history", "history_len"):
+                if getattr(backbone, name) != getattr(self, name):
+                    raise ValueError(f"backbone.{name} differs from this model's {name}")
+            if not hasattr(backbone, "net_"):
+                raise ValueError("backbone is not fitted")
+            user_features = backbone.user_features_
+        self._backbone = backbone
         if requests is None:
             pre = None
             if retriever is not None:
@@ -365,10 +404,26 @@ class CDMRanker(DCNRanker):
             requests = self_requests(
                 train, pre_ranker=pre, n_candidates=int(self.n_candidates), seed=self.seed
             )
-        return super().fit(train, requests=requests, user_features=user_features)  # type: ignore[return-value]
+        try:
+            return super().fit(train, requests=requests, user_features=user_features)  # type: ignore[return-value]
+        finally:
+            del self._backbone
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        super()._fit(matrix, data)  # backbone with early stopping
+        bb = self._backbone
+        if bb is None:
+            super()._fit(matrix, data)  # backbone with early stopping
+        else:
+            torch.set_num_threads(max(1, int(self.threads)))
+            torch.manual_seed(self.seed)
+            if (bb.n_users_, bb.n_items_) != (self.n_users_, self.n_items_):
+                raise ValueError("backbone was fitted on another user/item universe")
+            self._check_requests(self._requests)
+            self.user_features_ = self._check_user_features(self._user_features)
+            self.history_ = matrix
+            self.net_ = copy.deepcopy(bb.net_)
+            self._item_primary = _primary(data.item_categories if data else None, self.n_items_)
+            self.val_losses_, self.best_epoch_ = list(bb.val_losses_), bb.best_epoch_
         req = self._requests
         self.student_ = CDMStudent(self._item_dim(), int(self.dim), self.context)
         y_tea = self._teacher(req)
@@ -387,21 +442,12 @@ class CDMRanker(DCNRanker):
             inp = self._batch_inputs(req.users[rows], req.history)
             u = self._interest(inp).numpy()
             e = self.net_.item_emb(torch.as_tensor(np.maximum(req.candidates[rows], 0))).numpy()
+            e, u = teacher_inputs(e, u, bool(self.teacher_normalize))
             out[rows] = teacher_labels(
                 _sigmoid(logits).astype(np.float64), e, u, req.valid[rows],
                 int(self.teacher_k), float(self.teacher_lambda),
             )  # fmt: skip
         return out
-
-    def _interest(self, inp: dict) -> torch.Tensor:
-        """User-interest vector `u`: user-id embedding + mean history item embedding."""
-        u = self.net_.user_emb(inp["users"])
-        if self.use_history:
-            hist = inp["hist"]
-            mask = (hist >= 0).unsqueeze(-1).float()
-            e = self.net_.item_emb(hist.clamp(min=0)) * mask
-            u = u + e.sum(1) / mask.sum(1).clamp(min=1.0)
-        return u
 
     def _forward(self, inp: dict, items: torch.Tensor, valid: torch.Tensor, tau, generator):
         """Backbone logits, student logits, InfoNCE terms for `(B, N)` candidates."""

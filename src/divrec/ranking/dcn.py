@@ -482,6 +482,26 @@ class DCNRanker(Recommender):
         e = self.net_.item_emb(torch.as_tensor(items)).numpy()
         return u, e
 
+    @torch.no_grad()
+    def interest_vectors(self, users: np.ndarray, history=None, hist_rows=None) -> np.ndarray:
+        """`(B, d)` user-interest vectors `u` of the teacher and Eq. 15 (see :meth:`_interest`)."""
+        history = self.history_ if history is None else history
+        hist_rows = users if hist_rows is None else hist_rows
+        inp = self._batch_inputs(np.maximum(users, 0), history)
+        if self.use_history:
+            inp["hist"] = torch.as_tensor(history_table(history, hist_rows, int(self.history_len)))
+        return self._interest(inp).numpy()
+
+    def _interest(self, inp: dict) -> torch.Tensor:
+        """User-interest vector `u`: user-id embedding + mean history item embedding."""
+        u = self.net_.user_emb(inp["users"])
+        if self.use_history:
+            hist = inp["hist"]
+            mask = (hist >= 0).unsqueeze(-1).float()
+            e = self.net_.item_emb(hist.clamp(min=0)) * mask
+            u = u + e.sum(1) / mask.sum(1).clamp(min=1.0)
+        return u
+
     # ------------------------------------------------------------------ persistence
     def _rebuild_module(self, name: str, state: dict) -> nn.Module:
         if name != "net_":
