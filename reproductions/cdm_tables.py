@@ -15,10 +15,11 @@ public), see `divrec.splitting.candidate_requests`:
   dropout 0.25, Adam 3e-3, batch 8 requests, early stopping patience 2 on 10% held-out
   requests); IPW = the same DCN with inverse category propensity weights on positives;
   DPP (fast greedy, θ), SSD (γ), MMR (classic, λ) and IA-MMR (the interest-aware MMR
-  teacher, λ, on unit-normalized e_i ⊙ u) re-ranking the DCN's top-200 by its probabilities, with the DCN's item-id
-  embeddings as their item space; CDM = the DCN backbone (copied) + the student trained
-  jointly (teacher = IA-MMR λ = 0.25 on unit-normalized e_i ⊙ u, top-20, k = 10 context items per side, β1 = 1,
-  β2 = 0.1, t = 0.5, τ 1 → 0.1), served as f + γ·y_stu.
+  teacher, λ, on unit-normalized e_i ⊙ u) re-ranking the DCN's top-200 by its
+  probabilities, with the DCN's item-id embeddings as their item space; CDM = the DCN
+  backbone (copied) + the student trained jointly (teacher = IA-MMR λ = 0.25 on
+  unit-normalized e_i ⊙ u, top-20; k = 10 context items per side, β1 = 1, β2 = 0.1,
+  t = 0.5, τ 1 → 0.1), served as f + γ·y_stu.
 - Metrics on the test requests: Recall@K, MRR@K over all target items (also those the
   pre-ranker missed), ILAD@K (Eq. 21) in two spaces no model trained: the reference SVD
   space (`divrec.metrics.reference_item_vectors`, 64-d truncated SVD of the log before t1)
@@ -219,13 +220,15 @@ def goal_check(res: dict) -> list[str]:
         for k in KS:
             for space in ("svd", "genre"):
                 il, rc = f"ilad_{space}@{k}", f"recall@{k}"
+                ref_il, ref_rc = r[ref][il]["mean"], r[ref][rc]["mean"]
                 ok = [
-                    g for g, m in res["gamma_curve"].items()
-                    if m[il]["mean"] >= 0.95 * r[ref][il]["mean"] and m[rc]["mean"] >= r[ref][rc]["mean"]
-                ]  # fmt: skip
+                    g
+                    for g, m in res["gamma_curve"].items()
+                    if m[il]["mean"] >= 0.95 * ref_il and m[rc]["mean"] >= ref_rc
+                ]
+                verdict = "met at γ ∈ {" + ", ".join(ok) + "}" if ok else "not met"
                 lines.append(
-                    f"- vs {ref} @{k} ({space} ILAD {r[ref][il]['mean']:.4f}, recall "
-                    f"{r[ref][rc]['mean']:.4f}): {'met at γ ∈ {' + ', '.join(ok) + '}' if ok else 'not met'}"
+                    f"- vs {ref} @{k} ({space} ILAD {ref_il:.4f}, recall {ref_rc:.4f}): {verdict}"
                 )
     return lines
 
@@ -249,8 +252,13 @@ def write_markdown(all_res: list[dict], out: Path, args) -> None:
     for res in all_res:
         for k in KS:
             paper = PAPER_T2["JD@5" if k == 5 else "KS@20"]
-            lines += ["", f"## Table 2: {res['dataset']} @ {k} (95% CI); paper "
-                      f"{'JingDong@5' if k == 5 else 'KuaiShou@20'} beside (Recall, MRR, ILAD, CC)", ""]  # fmt: skip
+            ptitle = "JingDong@5" if k == 5 else "KuaiShou@20"
+            lines += [
+                "",
+                f"## Table 2: {res['dataset']} @ {k} (95% CI); paper {ptitle} beside "
+                "(Recall, MRR, ILAD, CC)",
+                "",
+            ]
             lines.append("| model | " + " | ".join(f"{c}@{k}" for c in cols) + " | paper |")
             lines.append("|---" * (len(cols) + 2) + "|")
             for label, m in res["results"].items():

@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 _NEG = -1e9
+#: (targets × context) attention entries per request processed at once at inference
+_CHUNK = 1 << 20
 
 
 def gumbel_keys(log_p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -131,6 +133,15 @@ def _soft_attention(keys, sel, values) -> torch.Tensor:
     return wts @ values
 
 
+def _topk_attention(scores: torch.Tensor, values: torch.Tensor, k: int) -> torch.Tensor:
+    """Softmax of `scores` `(B, N, M)` over each row's top-k, applied to `values` `(B, M, d)`."""
+    kk = min(int(k), scores.shape[-1])
+    top, idx = scores.topk(kk, dim=-1)  # (B, N, kk)
+    wts = torch.softmax(top, dim=-1)
+    b = torch.arange(values.shape[0]).view(-1, 1, 1)
+    return (wts.unsqueeze(-1) * values[b, idx]).sum(-2)
+
+
 class CDMStudent(nn.Module):
     """The student `g(u, i^t, I)` (Eq. 11–17) on top of a backbone's embeddings.
 
@@ -186,18 +197,21 @@ class CDMStudent(nn.Module):
             c = torch.softmax(w, dim=-1) @ vals
             cc = self.ffn(u * c)
             return (q * cc).sum(-1), torch.zeros(q.shape[:2])
-        logp_pos = torch.log_softmax(w, dim=-1)
-        logp_neg = torch.log_softmax((-w).masked_fill(~ctx_mask, _NEG), dim=-1)
         if tau is None:
-            kp, kn = logp_pos, logp_neg
-            a_pos, a_neg = hard_topk(kp, k, ctx_mask), hard_topk(kn, k, ctx_mask)
+            # inference: hard top-k of log p = top-k of w (and of −w); the softmax of
+            # log p over the selected equals the softmax of ±w over them (Eq. 12–13).
+            # Only the k selected values are gathered: O(N·M) selection + O(N·k·d).
+            c_pos = _topk_attention(w, vals, k)
+            c_neg = _topk_attention((-w).masked_fill(~ctx_mask, _NEG), vals, k)
         else:
+            logp_pos = torch.log_softmax(w, dim=-1)
+            logp_neg = torch.log_softmax((-w).masked_fill(~ctx_mask, _NEG), dim=-1)
             kp = gumbel_keys(logp_pos, generator)  # Eq. 5–6
             kn = gumbel_keys(logp_neg, generator)
             a_pos = relaxed_topk(kp, k, tau, ctx_mask)  # Eq. 7–10
             a_neg = relaxed_topk(kn, k, tau, ctx_mask)
-        c_pos = _soft_attention(kp, a_pos, vals)  # Eq. 12 target attention
-        c_neg = _soft_attention(kn, a_neg, vals)  # Eq. 13 anti-attention (−w̃⁻ = κ⁻)
+            c_pos = _soft_attention(kp, a_pos, vals)  # Eq. 12 target attention
+            c_neg = _soft_attention(kn, a_neg, vals)  # Eq. 13 anti-attention (−w̃⁻ = κ⁻)
         nce = torch.stack([(q * c_pos).sum(-1), (q * c_neg).sum(-1)], dim=-1) / nce_t
         info = -torch.log_softmax(nce, dim=-1)[..., 0]  # Eq. 14
         cc = self.ffn(torch.cat([u * c_pos, u * c_neg], dim=-1))  # Eq. 15
@@ -459,19 +473,27 @@ class CDMRanker(DCNRanker):
         n = items.shape[1]
         m = int(self.context_size)
         if 0 < m < n:
-            order = f_logit.detach().masked_fill(~valid, -np.inf).topk(m, dim=-1).indices
-            ctx = torch.gather(it, 1, order.unsqueeze(-1).expand(-1, -1, it.shape[-1]))
-            ctx_valid = torch.gather(valid, 1, order)
-            is_self = order.unsqueeze(1) == torch.arange(n).view(1, n, 1)
+            pos = f_logit.detach().masked_fill(~valid, -np.inf).topk(m, dim=-1).indices
+            ctx = torch.gather(it, 1, pos.unsqueeze(-1).expand(-1, -1, it.shape[-1]))
+            ctx_valid = torch.gather(valid, 1, pos)
         else:
+            pos = torch.arange(n).unsqueeze(0).expand(items.shape[0], -1)
             ctx, ctx_valid = it, valid
-            is_self = torch.eye(n, dtype=torch.bool).unsqueeze(0)
-        mask = ctx_valid.unsqueeze(1) & ~is_self & valid.unsqueeze(-1)
-        stu, info = self.student_(
-            it, ctx, mask, self._interest(inp), int(self.n_context), tau,
-            float(self.nce_temperature), generator,
-        )  # fmt: skip
-        return f_logit, stu, info
+        user = self._interest(inp)
+        # inference: targets in chunks, so the (B, chunk, M) attention stays small
+        step = n if tau is not None else max(1, _CHUNK // max(1, ctx.shape[1]))
+        stu, info = [], []
+        for s0 in range(0, n, step):
+            sl = slice(s0, min(n, s0 + step))
+            is_self = pos.unsqueeze(1) == torch.arange(sl.start, sl.stop).view(1, -1, 1)
+            mask = ctx_valid.unsqueeze(1) & ~is_self & valid[:, sl].unsqueeze(-1)
+            a, b = self.student_(
+                it[:, sl], ctx, mask, user, int(self.n_context), tau,
+                float(self.nce_temperature), generator,
+            )  # fmt: skip
+            stu.append(a)
+            info.append(b)
+        return f_logit, torch.cat(stu, 1), torch.cat(info, 1)
 
     def _req_tensors(self, req: CandidateRequests, rows: np.ndarray) -> tuple:
         inp = self._batch_inputs(req.users[rows], req.history)
