@@ -337,21 +337,30 @@ def main(argv=None) -> None:
     ap.add_argument("--home", default=None)
     ap.add_argument("--datasets", default="ml-1m,amazon-grocery")
     ap.add_argument("--n-candidates", type=int, default=200)
-    ap.add_argument("--max-train", type=int, default=3000)
-    ap.add_argument("--max-test", type=int, default=3000)
+    ap.add_argument("--max-train", type=int, default=1000)
+    ap.add_argument("--max-test", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--cdm-epochs", type=int, default=3)
     ap.add_argument("--teacher-lambda", type=float, default=0.25)
     ap.add_argument("--n-bootstrap", type=int, default=500)
     ap.add_argument("--restricted", action="store_true", help="also a top-50 context CDM")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse per-dataset JSON in --out")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    all_res = [run_dataset(name, args, log) for name in args.datasets.split(",")]
+    all_res = []
+    for name in args.datasets.split(","):
+        cache = args.out / f"cdm_{name}.json"
+        if args.reuse and cache.exists():
+            all_res.append(json.loads(cache.read_text()))
+            continue
+        res = run_dataset(name, args, log)
+        cache.write_text(json.dumps(res, indent=1))
+        all_res.append(res)
     serial = {**vars(args), "out": str(args.out)}
     (args.out / "cdm_tables.json").write_text(
         json.dumps({"args": serial, "datasets": all_res}, indent=1)

@@ -83,7 +83,7 @@ def test_training_requests_do_not_see_the_test_period():
 
 def test_self_requests_and_errors():
     data = make_synthetic(SyntheticConfig(n_users=30, n_items=40, n_topics=2, seed=0)).interactions
-    req = self_requests(data, n_negatives=3, seed=0)
+    req = self_requests(data, n_negatives=3, seed=0, max_targets=1000)
     n_tgt = np.diff(req.targets.indptr)
     assert (req.valid.sum(axis=1) == 4 * n_tgt).all()
     assert (req.labels.sum(axis=1) >= n_tgt).all()  # every target is a candidate
@@ -96,6 +96,8 @@ def test_self_requests_and_errors():
         h = req.history.indices[req.history.indptr[u] : req.history.indptr[u + 1]]
         t = req.targets.indices[req.targets.indptr[r] : req.targets.indptr[r + 1]]
         assert max(ts[(u, i)] for i in h) <= min(ts[(u, i)] for i in t)
+    capped = self_requests(data, n_negatives=3, seed=0, max_targets=2)
+    assert capped.valid.sum(axis=1).max() == 8 and (capped.labels.sum(axis=1) >= 2).all()
     with pytest.raises(ValueError, match="quantiles"):
         request_periods(data, (0.9, 0.5))
     with pytest.raises(ValueError, match="history_end"):

@@ -190,13 +190,15 @@ def self_requests(
     target_frac: float = 0.2,
     n_negatives: int = 4,
     seed: int = 0,
+    max_targets: int = 20,
 ) -> CandidateRequests:
     """Training requests carved out of one training log (for `fit(train)` without requests).
 
     Each user's last `target_frac` of interactions (by timestamp; by position without
     timestamps) are the target, the rest the history. With a `pre_ranker` (unfitted; fitted
     on the histories) the candidates are its top `n_candidates`; without one they are the
-    user's targets plus `n_negatives` random non-interacted items per target.
+    user's targets (at most `max_targets`, a seeded sample; the others stay unlabelled
+    targets) plus `n_negatives` random items per target.
 
     Returns:
         `CandidateRequests` with `history_end = target_end = None` (a per-user cut).
@@ -234,6 +236,8 @@ def self_requests(
     lists = []
     for u in users:
         pos = tgt_csr.indices[tgt_csr.indptr[u] : tgt_csr.indptr[u + 1]]
+        if pos.size > max_targets:
+            pos = rng.choice(pos, size=max_targets, replace=False)
         neg = rng.integers(0, n_items, size=n_negatives * pos.size)
         lists.append(np.r_[pos, neg])
     width = max(len(x) for x in lists)
