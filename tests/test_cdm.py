@@ -191,9 +191,9 @@ def test_teacher_labels_are_interest_aware_mmr_winners():
 # --------------------------------------------------------------------------- the ranker
 @pytest.fixture(scope="module")
 def fitted():
-    data, req, topic = topic_requests(n_users=80, n_items=40)
+    data, req, topic = topic_requests(n_users=60, n_items=40)
     model = CDMRanker(
-        dim=8, hidden=(16, 8, 8), lr=1e-2, batch_requests=4, max_epochs=3, cdm_epochs=2,
+        dim=8, hidden=(16, 8, 8), lr=1e-2, batch_requests=4, max_epochs=2, cdm_epochs=1,
         teacher_k=5, n_context=3, gamma=0.2, seed=0,
     )  # fmt: skip
     model.fit(data, requests=req)
