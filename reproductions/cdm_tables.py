@@ -154,13 +154,15 @@ def run_dataset(name: str, args, log) -> dict:
     log(f"{name}: DCN best epoch {dcn.best_epoch_} ({time.time() - t_start:.0f}s)")
     f = dcn.score(te.users, safe)
     record("DCN", _topk_lists(f, cand, kmax))
-    ipw = IPWRanker(**kw).fit(hist, requests=tr, user_features=ufeat)
-    record("IPW", _topk_lists(ipw.score(te.users, safe), cand, kmax))
+    if not args.skip_baselines:
+        ipw = IPWRanker(**kw).fit(hist, requests=tr, user_features=ufeat)
+        record("IPW", _topk_lists(ipw.score(te.users, safe), cand, kmax))
     _, e = dcn.embeddings(te.users, safe)
     u_int = dcn.interest_vectors(te.users)
     e_t, u_t = teacher_inputs(e, u_int, True)
     grid_rows: dict[str, list] = {}
-    for method, (pname, values) in GRIDS.items():
+    grids = {} if args.skip_baselines else GRIDS
+    for method, (pname, values) in grids.items():
         for j, val in enumerate(values):
             if method == "IA-MMR":
                 lists = _rerank(method, val, f, cand, e_t, u_t, kmax)
@@ -175,8 +177,12 @@ def run_dataset(name: str, args, log) -> dict:
         cdm_epochs=args.cdm_epochs,
     )  # fmt: skip
     variants = {"CDM": {}, "-InfoNCE": {"beta2": 0.0}, "-CCE": {"context": "plain"}}
+    if args.skip_baselines:
+        variants = {"CDM": {}}
     if args.restricted:
         variants["CDM (context top-50)"] = {"context_size": 50}
+    for lam in args.lambda_grid:
+        variants[f"CDM (λ={lam:g})"] = {"teacher_lambda": lam}
     gamma_curves: dict[str, dict] = {}
     extra: dict[str, float] = {}
     for vname, vkw in variants.items():
@@ -185,9 +191,12 @@ def run_dataset(name: str, args, log) -> dict:
         extra[f"{vname} teacher_rate"] = cdm.teacher_rate_
         extra[f"{vname} train_seconds"] = time.time() - t0
         fc, y = cdm.request_scores(te.users, cand)
-        for g in GAMMAS if vname == "CDM" else (HEADLINE_GAMMA,):
+        sweep = vname == "CDM" or vname.startswith("CDM (λ=")
+        for g in GAMMAS if sweep else (HEADLINE_GAMMA,):
             lists = _topk_lists(fc + g * y, cand, kmax)
             label = vname if g == HEADLINE_GAMMA else f"{vname} (γ={g})"
+            if vname.startswith("CDM (λ="):
+                label = f"{vname[:-1]}, γ={g})"
             record(label, lists)
             if vname == "CDM":
                 gamma_curves[str(g)] = results[label]
@@ -217,6 +226,8 @@ def goal_check(res: dict) -> list[str]:
     lines = []
     r = res["results"]
     for ref in ("MMR", "IA-MMR"):
+        if ref not in r:
+            continue
         for k in KS:
             for space in ("svd", "genre"):
                 il, rc = f"ilad_{space}@{k}", f"recall@{k}"
@@ -346,6 +357,10 @@ def main(argv=None) -> None:
     ap.add_argument("--restricted", action="store_true", help="also a top-50 context CDM")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse per-dataset JSON in --out")
+    ap.add_argument(
+        "--lambda-grid", type=float, nargs="*", default=[], help="extra teacher λ values"
+    )
+    ap.add_argument("--skip-baselines", action="store_true", help="only DCN and CDM rows")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
