@@ -102,3 +102,15 @@ def test_self_requests_and_errors():
         request_periods(data, (0.9, 0.5))
     with pytest.raises(ValueError, match="history_end"):
         candidate_requests(data, 10, 5, PopularityRecommender())
+
+
+def test_real_loaders(data_home):
+    from divrec.data.movielens import ml1m_user_features
+    from divrec.data.rechorus import load_grocery_rechorus
+
+    grocery = load_grocery_rechorus(data_home)
+    assert (grocery.nnz, grocery.n_users, grocery.n_items) == (121_892, 14_681, 8_687)
+    assert grocery.n_categories == 57 and grocery.timestamps is not None
+    # users.dat: 1::F::1::10::48067 and 2::M::56::16::70072; unknown users get zeros
+    feats = ml1m_user_features(np.array([1, 2, 10**6]), data_home)
+    np.testing.assert_array_equal(feats, [[1, 1, 11], [2, 7, 17], [0, 0, 0]])
