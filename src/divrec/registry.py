@@ -41,6 +41,9 @@ MODELS: dict[str, str] = {
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
 RANKERS: dict[str, str] = dict(MODELS)
+MODELS["dcn"] = RANKERS["dcn"] = "divrec.ranking.dcn:DCNRanker"  # DCN-v2 (CDM backbone)
+MODELS["ipw"] = RANKERS["ipw"] = "divrec.ranking.dcn:IPWRanker"  # CDM baseline IPW
+MODELS["cdm"] = RANKERS["cdm"] = "divrec.ranking.cdm:CDMRanker"  # CDM (Eq. 5-20)
 
 #: re-rankers (select k of a request's candidates)
 RERANKERS: dict[str, str] = {
@@ -59,6 +62,7 @@ RERANKERS: dict[str, str] = {
 DATASETS: dict[str, str] = {
     "ml-100k": "divrec.data.movielens:load_movielens_100k",
     "ml-1m": "divrec.data.movielens:load_movielens_1m",
+    "amazon-grocery": "divrec.data.rechorus:load_grocery_rechorus",
 }
 
 _TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}

@@ -157,6 +157,38 @@ def attach_ml1m_genres(data: Interactions, home: Path | str | None = None) -> In
     return data.with_item_side_info(ml1m_genre_matrix(data.item_ids, home), ML1M_GENRES)
 
 
+def read_ml1m_users(home: Path | str | None = None) -> pd.DataFrame:
+    """`users.dat` as a frame: user_id, gender ("F"/"M"), age (bucket), occupation, zip."""
+    path = find_file("ml-1m/users.dat", home, download="ml-1m")
+    with open(path, encoding="latin-1") as fh:
+        rows = [line.rstrip("\n").split("::") for line in fh if line.strip()]
+    if not rows or any(len(r) != 5 for r in rows):
+        raise DataError(f"{path}: expected 5 '::'-separated fields per line")
+    frame = pd.DataFrame(rows, columns=["user_id", "gender", "age", "occupation", "zip"])
+    for col in ("user_id", "age", "occupation"):
+        frame[col] = frame[col].astype(np.int64)
+    return frame
+
+
+def ml1m_user_features(user_ids: np.ndarray, home: Path | str | None = None) -> np.ndarray:
+    """`(len(user_ids), 3)` int64 codes of gender, age bucket and occupation (users.dat).
+
+    Codes are 1-based (gender F=1, M=2; age bucket 1..7 in the order 1, 18, 25, 35, 45, 50,
+    56; occupation + 1); 0 marks a user missing from `users.dat`.
+    """
+    users = read_ml1m_users(home)
+    ages = {a: j + 1 for j, a in enumerate((1, 18, 25, 35, 45, 50, 56))}
+    codes = np.stack(
+        [
+            users["gender"].map({"F": 1, "M": 2}).fillna(0).to_numpy(np.int64),
+            users["age"].map(ages).fillna(0).to_numpy(np.int64),
+            users["occupation"].to_numpy(np.int64) + 1,
+        ],
+        axis=1,
+    )
+    return _align_rows(users["user_id"].to_numpy(), codes, np.asarray(user_ids))
+
+
 def _align_rows(keys: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Rows of `rows` (keyed by `keys`) in the order of `wanted`; zeros where absent."""
     out = np.zeros((len(wanted), rows.shape[1]), dtype=rows.dtype)
