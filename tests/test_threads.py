@@ -161,3 +161,21 @@ def test_implicit_models_get_the_policy_thread_count(monkeypatch):
     ALSRecommender(factors=4, iterations=1, threads=1).fit(train)
     BPRRecommender(factors=4, iterations=1).fit(train)  # BPR keeps its default of 1
     assert seen == [2, 1, 1]
+
+
+def test_configure_threads_applies_the_budget_process_wide(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(2)
+    faiss.omp_set_num_threads(2)
+    before = _pools()
+    with threadpool_limits(limits=2):  # restores every pool after the test
+        monkeypatch.setenv("DIVREC_THREADS", "1")
+        assert policy.configure_threads() == 1  # None: the env budget
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        assert set(_pools()) == {1}
+        assert policy.configure_threads(2) == 2 and policy.thread_budget() == 2
+        assert torch.get_num_threads() == 2 and faiss.omp_get_max_threads() == 2
+        assert set(_pools()) == {2}
+    assert _pools() == before
+    faiss.omp_set_num_threads(2)

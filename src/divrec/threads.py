@@ -25,7 +25,9 @@ The policy:
   ``threads=None`` means "ask this policy" (`resolve_threads`).
 
 `limit_threads(n)` is a context manager that sets torch's intra-op threads, faiss's OpenMP
-threads and every BLAS / OpenMP pool threadpoolctl finds to n, restoring all of them on exit.
+threads and every BLAS / OpenMP pool threadpoolctl finds to n, restoring all of them on exit;
+`configure_threads(n)` sets the budget and applies it the same way for the whole process
+(the entry point of a CLI ``--threads`` option).
 implicit takes its thread count as an argument (`num_threads`); pass `resolve_threads(...)`.
 """
 
@@ -78,6 +80,35 @@ def set_threads(n: int | str | None) -> None:
     """
     global _override
     _override = None if n is None else _parse(n, "threads")
+
+
+def configure_threads(n: int | str | None = None) -> int:
+    """Sets the budget and applies it process-wide: what a CLI ``--threads`` option calls.
+
+    `set_threads(n)` (when n is not None), then torch's intra-op threads, faiss's OpenMP
+    threads and every BLAS / OpenMP pool threadpoolctl finds are set to `thread_budget()`
+    for the rest of the process (numpy scoring included). Per-request searches still run
+    single-threaded (`resolve_threads`).
+
+    Args:
+        n: threads (>= 1), 0 / "auto" for every available core, or None to keep the
+            ``DIVREC_THREADS`` / default (1) budget.
+
+    Returns:
+        the thread count applied.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if n is not None:
+        set_threads(n)
+    budget = thread_budget()
+    threadpool_limits(limits=budget)  # not used as a context: stays in force
+    torch.set_num_threads(budget)
+    faiss = _faiss()
+    if faiss is not None:
+        faiss.omp_set_num_threads(budget)
+    return budget
 
 
 def thread_budget() -> int:
