@@ -32,6 +32,9 @@ FAST = {
     "n2p": {"factors": 4},
     "hi": {"factors": 4},
     "hi-rt": {"factors": 4},
+    "dcn": {"max_epochs": 2, "hidden": (16,), "dim": 8},
+    "ipw": {"max_epochs": 2, "hidden": (16,), "dim": 8},
+    "cdm": {"max_epochs": 2, "hidden": (16,), "dim": 8, "cdm_epochs": 1},
 }
 
 
