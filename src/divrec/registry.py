@@ -59,6 +59,8 @@ RERANKERS: dict[str, str] = {
 DATASETS: dict[str, str] = {
     "ml-100k": "divrec.data.movielens:load_movielens_100k",
     "ml-1m": "divrec.data.movielens:load_movielens_1m",
+    "yelp": "divrec.data.s3rec:load_s3rec_yelp",  # S3-Rec Yelp (implicit, chronological)
+    "beauty": "divrec.data.s3rec:load_s3rec_beauty",  # S3-Rec Amazon Beauty
 }
 
 _TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}
