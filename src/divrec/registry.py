@@ -37,6 +37,12 @@ MODELS: dict[str, str] = {
     "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
     "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
+    "purs": "divrec.ranking.purs:PURS",  # PURS (Eq. 1-12), a sequence ranking model
+    "din": "divrec.ranking.ctr:DIN",  # PURS baselines (Sec. 5.2)
+    "deepfm": "divrec.ranking.ctr:DeepFM",
+    "wide-deep": "divrec.ranking.ctr:WideDeep",
+    "pnn": "divrec.ranking.ctr:PNN",
+    "spr": "divrec.ranking.spr:SPR",
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
