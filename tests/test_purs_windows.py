@@ -75,3 +75,25 @@ def test_bad_fractions_are_one_line_errors():
         window_split(data, valid_fraction=0.5, test_fraction=0.5)
     with pytest.raises(ValueError, match="history"):
         labeled_windows(data, history=0)
+
+
+def test_s3rec_loader_keeps_file_order_and_attributes(tmp_path):
+    import json
+
+    from divrec.data.s3rec import load_s3rec
+
+    (tmp_path / "s3rec").mkdir()
+    (tmp_path / "s3rec" / "Yelp.txt").write_text("1 5 3 5 9\n2 3 7\n")
+    (tmp_path / "s3rec" / "Yelp_item2attributes.json").write_text(
+        json.dumps({"3": [10], "5": [10, 11], "7": [], "9": [11]})
+    )
+    d = load_s3rec("Yelp", tmp_path)
+    assert d.nnz == 6 and d.n_users == 2
+    u0 = d.users == 0
+    assert d.item_ids[d.items[u0]].tolist() == [5, 3, 5, 9]  # repeats kept, in file order
+    assert d.timestamps[u0].tolist() == [0, 1, 2, 3]
+    assert d.item_categories.toarray().tolist() == [[1, 0], [1, 1], [0, 0], [0, 1]]
+    w = labeled_windows(d, history=3, n_negatives=0)
+    assert (w.history == w.item[:, None]).sum() == 0
+    with pytest.raises(ValueError, match="unknown S3-Rec"):
+        load_s3rec("Nope", tmp_path)
