@@ -285,13 +285,50 @@ def main(argv=None):
     ap.add_argument("--scaling", type=int, nargs="*", default=[])
     ap.add_argument("--fig5-epochs", type=int, default=0)
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--diagnose", action="store_true", help="size of the unexpectedness term")
+    ap.add_argument("--seed-files", action="store_true", help="one file per seed (--merge)")
+    ap.add_argument("--merge", action="store_true", help="combine the per-seed files")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            merge_seeds(out, ds, args, n_users)
+        return
     if args.report:
         from reproductions.purs_report import write_report
 
         write_report(out)
+        return
+    if args.diagnose:
+        import torch
+
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            bench = Bench(ds, n_users, args.requests_per_user)
+            m = PURS(epochs=args.epochs, seed=0).fit_windows(
+                bench.split.train, bench.split.train_log
+            )
+            with torch.no_grad():
+                logit, parts = m.net_(
+                    torch.from_numpy(bench.users), torch.from_numpy(bench.history),
+                    torch.from_numpy(bench.cand), return_parts=True,
+                )  # fmt: skip
+            term = (parts["factor"] * (parts["unexp"] * torch.exp(-parts["unexp"]))).numpy()
+            _, w = m.request_clusters(bench.users, bench.history)
+            diag = {
+                "dataset": ds,
+                "model_space_unexp_mean": float(parts["unexp"].mean()),
+                "clusters_per_history_mean": float((w > 0).sum(1).mean()),
+                "history_len_mean": float((bench.history >= 0).sum(1).mean()),
+                "term_mean_abs": float(np.abs(term).mean()),
+                "term_std_within_request": float(term.std(1).mean()),
+                "logit_std_within_request": float(logit.numpy().std(1).mean()),
+                "factor_mean": float(parts["factor"].mean()),
+            }
+            (out / f"diagnose_{ds.lower()}.json").write_text(json.dumps(diag, indent=1))
+            print(json.dumps(diag), flush=True)
         return
     if args.fig5_epochs:
         for ds in args.datasets:
@@ -324,7 +361,7 @@ def main(argv=None):
         res_seeds, summ, all_times, all_traces = [], {}, [], None
         for seed in args.seeds:
             t0, c0 = time.perf_counter(), time.process_time()
-            res, times, traces = run_seed(bench, seed, args.epochs, True, seed == args.seeds[0])
+            res, times, traces = run_seed(bench, seed, args.epochs, True, seed == 0)
             res_seeds.append(res)
             all_times.append(times)
             all_traces = all_traces or traces
@@ -332,10 +369,57 @@ def main(argv=None):
                 summ.setdefault(name, []).append(bench.summarize(per))
             print(ds, "seed", seed, f"{time.perf_counter() - t0:.0f}s wall",
                   f"{time.process_time() - c0:.0f}s cpu", flush=True)  # fmt: skip
-            write_result(out, ds, args, n_users, bench, summ, res_seeds, all_times, all_traces)
+            if args.seed_files:
+                save_seed(out, ds, seed, res, times, traces, bench_info(bench))
+            else:
+                write_result(out, ds, args, n_users, bench_info(bench), summ, res_seeds,
+                             all_times, all_traces)  # fmt: skip
 
 
-def write_result(out, ds, args, n_users, bench, summ, res_seeds, all_times, all_traces):
+def bench_info(bench: Bench) -> dict:
+    return {"split_stats": bench.split.stats, "train_windows": len(bench.split.train),
+            "requests": int(bench.users.size), "n_items": int(bench.n_items)}  # fmt: skip
+
+
+def save_seed(out: Path, ds: str, seed: int, res, times, traces, info) -> None:
+    """One seed's per-request arrays (`.npz`) and timings (`.json`), for `--merge`."""
+    arrays = {f"{m}/{k}": np.asarray(v) for m, per in res.items() for k, v in per.items()}
+    np.savez_compressed(out / f"{ds.lower()}_seed{seed}.npz", **arrays)
+    (out / f"{ds.lower()}_seed{seed}.json").write_text(
+        json.dumps({"times": times, "trace": traces, "info": info})
+    )
+
+
+def merge_seeds(out: Path, ds: str, args, n_users: int) -> None:
+    """Combines the `save_seed` files of `args.seeds` into `<dataset>.json`."""
+    res_seeds, summ, all_times, all_traces, info = [], {}, [], None, None
+    for seed in args.seeds:
+        f = out / f"{ds.lower()}_seed{seed}.npz"
+        if not f.exists():
+            continue
+        z = np.load(f)
+        res: dict = {}
+        for key in z.files:
+            m, k = key.split("/")
+            v = z[key]
+            res.setdefault(m, {})[k] = v if v.ndim else float(v)
+        meta = json.loads((out / f"{ds.lower()}_seed{seed}.json").read_text())
+        info = meta["info"]
+        res_seeds.append(res)
+        all_times.append(meta["times"])
+        all_traces = all_traces or meta["trace"]
+        for name, per in res.items():
+            row = {k: float(np.nanmean(per[k])) for k in ("AUC", "HR@10", "Unexp")}
+            row["Coverage"] = float(np.unique(per["ids"]).size / info["n_items"])
+            for k in ("CTR-AUC", "HR-authors"):
+                if k in per:
+                    row[k] = float(per[k])
+            summ.setdefault(name, []).append(row)
+    args.seeds = [s for s in args.seeds if (out / f"{ds.lower()}_seed{s}.npz").exists()]
+    write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces)
+
+
+def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces):
     """Writes `<dataset>.json` for the seeds done so far."""
     table = {}
     for name, rows in summ.items():
@@ -359,9 +443,7 @@ def write_result(out, ds, args, n_users, bench, summ, res_seeds, all_times, all_
     result = {
         "dataset": ds,
         "seeds_done": len(res_seeds),
-        "settings": {**vars(args), "n_users": n_users, "split_stats": bench.split.stats,
-                     "train_windows": len(bench.split.train), "requests": int(bench.users.size),
-                     "n_items": int(bench.n_items)},
+        "settings": {**vars(args), "n_users": n_users, **info},
         "table": table,
         "significance": sig,
         "times": all_times,

@@ -23,7 +23,7 @@ def _partition(labels):
 @pytest.mark.parametrize("blobs, d, h", [(True, 3, 0.6), (False, 2, 0.3), (False, 8, 1.0)])
 def test_flat_mean_shift_matches_sklearn_on_random_data(blobs, d, h):
     rng = np.random.default_rng(0)
-    b, n = 30, 10
+    b, n = 4, 10
     if blobs:
         means = rng.normal(0, 1.5, (b, 3, d))
         pick = rng.integers(0, 3, (b, n))
