@@ -198,9 +198,9 @@ def write_report(out: Path) -> None:
         "(all with `--out benchmarks/results/purs`).",
         "",
     ]
-    paper_name = {"movielens": "MovieLens", "yelp": "Yelp"}
+    paper_name = {"movielens": "MovieLens", "yelp": "Yelp", "beauty": "Beauty"}
     throughput = {}
-    for key in ("movielens", "yelp"):
+    for key in ("movielens", "yelp", "beauty"):
         f = out / f"{key}.json"
         if not f.exists():
             continue
@@ -218,9 +218,10 @@ def write_report(out: Path) -> None:
             f"{json.dumps(st['split_stats'])}.",
             "",
         ]
-        lines += _table(res, T2_ROWS, PAPER_T2[ds], f"Table 2 — {ds}")
+        lines += _table(res, T2_ROWS, PAPER_T2.get(ds, {}), f"Table 2 — {ds}")
         lines += [""] + _summary(res) + [""]
-        lines += _table(res, T3_ROWS, {**PAPER_T2[ds], **PAPER_T3[ds]}, f"Table 3 — {ds}")
+        paper3 = {**PAPER_T2.get(ds, {}), **PAPER_T3.get(ds, {})}
+        lines += _table(res, T3_ROWS, paper3, f"Table 3 — {ds}")
         lines.append("")
         tp = {}
         for name in ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN"):
@@ -282,7 +283,7 @@ def write_report(out: Path) -> None:
         "",
     ]
     for ds, tp in throughput.items():
-        if isinstance(tp, dict) and ds in ("MovieLens", "Yelp"):
+        if isinstance(tp, dict) and ds in ("MovieLens", "Yelp", "Beauty"):
             lines.append(f"- {ds}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in tp.items()))
     lines += ["", *_discussion(out), "", DEVIATIONS]
     (out / "purs_tables.md").write_text("\n".join(lines) + "\n")

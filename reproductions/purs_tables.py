@@ -88,8 +88,8 @@ METRICS = ("AUC", "HR@10", "Unexp", "Coverage", "CTR-AUC", "HR-authors")
 def load(name: str, n_users: int):
     if name == "MovieLens":
         data, threshold = load_movielens_1m(require_timestamps=True), 3.5
-    else:
-        data, threshold = load_s3rec("Yelp"), None
+    else:  # "Yelp" or "Beauty" (S3-Rec Amazon Beauty)
+        data, threshold = load_s3rec(name), None
     rng = np.random.default_rng(0)
     keep = np.zeros(data.n_users, bool)
     keep[rng.choice(data.n_users, min(n_users, data.n_users), replace=False)] = True
