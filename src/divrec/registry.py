@@ -37,13 +37,19 @@ MODELS: dict[str, str] = {
     "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
     "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
+    "purs": "divrec.ranking.purs:PURS",  # PURS (Eq. 1-12), a sequence ranking model
+    "din": "divrec.ranking.ctr:DIN",  # PURS baselines (Sec. 5.2)
+    "deepfm": "divrec.ranking.ctr:DeepFM",
+    "wide-deep": "divrec.ranking.ctr:WideDeep",
+    "pnn": "divrec.ranking.ctr:PNN",
+    "spr": "divrec.ranking.spr:SPR",
+    "dcn": "divrec.ranking.dcn:DCNRanker",  # DCN-v2 (CDM backbone)
+    "ipw": "divrec.ranking.dcn:IPWRanker",  # CDM baseline IPW
+    "cdm": "divrec.ranking.cdm:CDMRanker",  # CDM (Eq. 5-20)
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
 RANKERS: dict[str, str] = dict(MODELS)
-MODELS["dcn"] = RANKERS["dcn"] = "divrec.ranking.dcn:DCNRanker"  # DCN-v2 (CDM backbone)
-MODELS["ipw"] = RANKERS["ipw"] = "divrec.ranking.dcn:IPWRanker"  # CDM baseline IPW
-MODELS["cdm"] = RANKERS["cdm"] = "divrec.ranking.cdm:CDMRanker"  # CDM (Eq. 5-20)
 
 #: re-rankers (select k of a request's candidates)
 RERANKERS: dict[str, str] = {
@@ -63,6 +69,8 @@ DATASETS: dict[str, str] = {
     "ml-100k": "divrec.data.movielens:load_movielens_100k",
     "ml-1m": "divrec.data.movielens:load_movielens_1m",
     "amazon-grocery": "divrec.data.rechorus:load_grocery_rechorus",
+    "yelp": "divrec.data.s3rec:load_s3rec_yelp",  # S3-Rec Yelp (implicit, chronological)
+    "beauty": "divrec.data.s3rec:load_s3rec_beauty",  # S3-Rec Amazon Beauty
 }
 
 _TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from divrec.data.interactions import DataError, Interactions
 from divrec.data.movielens import load_movielens_1m, load_movielens_100k
+from divrec.data.s3rec import load_s3rec_beauty, load_s3rec_yelp
 from divrec.data.split import Split
 from divrec.metrics.reference import reference_item_vectors
 from divrec.params import parse_pairs
@@ -36,6 +37,8 @@ __all__ = [
 DATASETS: dict[str, Callable[..., Interactions]] = {
     "ml-100k": load_movielens_100k,
     "ml-1m": load_movielens_1m,
+    "yelp": load_s3rec_yelp,
+    "beauty": load_s3rec_beauty,
 }
 
 PROTOCOLS = ("ncf", "leave-last-one", "temporal", "random")

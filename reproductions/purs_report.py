@@ -1,0 +1,294 @@
+"""Markdown, plots and throughput JSON from the `purs_tables` results (`--report`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from reproductions.purs_tables import PAPER_T2, PAPER_T3
+
+T2_ROWS = ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN", "HOM-LIN", "Auralist", "SPR", "DPP")
+T3_ROWS = ("PURS",) + tuple(f"PURS-Variation {i}" for i in range(1, 6))
+COLS = ("AUC", "HR@10", "Unexp", "Coverage")
+
+DEVIATIONS = (Path(__file__).parent / "purs_deviations.md").read_text()
+
+
+def _fmt(cell):
+    m, s = cell
+    return f"{m:.4f} ± {s:.4f}"
+
+
+def _table(res, rows, paper, title):
+    lines = [f"### {title}", ""]
+    lines.append(
+        "| model | "
+        + " | ".join(COLS)
+        + " | CTR-AUC | HR-authors | paper AUC / HR@10 / Unexp / Cov |"
+    )
+    lines.append("|---" * (len(COLS) + 4) + "|")
+    for r in rows:
+        if r not in res["table"]:
+            continue
+        t = res["table"][r]
+        cells = [_fmt(t[c]) for c in COLS]
+        extra = [
+            _fmt(t[c]) if c in t and np.isfinite(t[c][0]) else "—"
+            for c in ("CTR-AUC", "HR-authors")
+        ]
+        p = paper.get(r)
+        ptxt = " / ".join(f"{v:.4f}" for v in p) if p else "—"
+        lines.append(f"| {r} | " + " | ".join(cells + extra) + f" | {ptxt} |")
+    return lines
+
+
+def _summary(res):
+    t = res["table"]
+    sig = res["significance"]
+    out = []
+    if "PURS" in t and "DIN" in t:
+        da = t["PURS"]["AUC"][0] - t["DIN"]["AUC"][0]
+        du = t["PURS"]["Unexp"][0] - t["DIN"]["Unexp"][0]
+        both = da > 0 and du > 0
+        out.append(
+            f"- PURS − DIN: AUC {da:+.4f} (Wilcoxon p = {sig['p_AUC_vs_DIN']:.3g}), "
+            f"Unexp {du:+.4f} (p = {sig['p_Unexp_vs_DIN']:.3g}), HR@10 "
+            f"{t['PURS']['HR@10'][0] - t['DIN']['HR@10'][0]:+.4f} "
+            f"(p = {sig.get('p_HR@10_vs_DIN', float('nan')):.3g}) → PURS "
+            f"{'beats' if both else 'does not beat'} DIN on both AUC and unexpectedness."
+        )
+    b = sig["best_auc_baseline"]
+    out.append(
+        f"- Best baseline by AUC: {b} ({t[b]['AUC'][0]:.4f}); PURS − {b}: AUC "
+        f"{t['PURS']['AUC'][0] - t[b]['AUC'][0]:+.4f} (p = {sig[f'p_AUC_vs_{b}']:.3g}), HR@10 "
+        f"{t['PURS']['HR@10'][0] - t[b]['HR@10'][0]:+.4f} (p = {sig[f'p_HR@10_vs_{b}']:.3g})."
+    )
+    bu = sig["best_unexp_baseline"]
+    out.append(
+        f"- Most unexpected baseline: {bu} ({t[bu]['Unexp'][0]:.4f}); PURS − {bu}: "
+        f"{t['PURS']['Unexp'][0] - t[bu]['Unexp'][0]:+.4f} (p = {sig[f'p_Unexp_vs_{bu}']:.3g})."
+    )
+    return out
+
+
+def _plots(out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for f in sorted(out.glob("fig5_*.json")):
+        tr = json.loads(f.read_text())
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+        for name, rows in tr.items():
+            ep = [r["epoch"] for r in rows]
+            ax[0].plot(ep, [r["AUC"] for r in rows], marker="o", label=name)
+            ax[1].plot(ep, [r["Unexp"] for r in rows], marker="o", label=name)
+        ax[0].set(xlabel="epoch", ylabel="AUC (100 candidates)", title="AUC over epochs")
+        ax[1].set(xlabel="epoch", ylabel="Unexp@10", title="Unexpectedness over epochs")
+        ax[0].legend()
+        fig.suptitle(f"PURS Fig. 5 analogue — {f.stem.split('_')[1]}")
+        fig.tight_layout()
+        png = out / f"{f.stem}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        made.append(png.name)
+    sc = out / "scaling.json"
+    if sc.exists():
+        s = json.loads(sc.read_text())
+        x = [r["records"] for r in s["rows"]]
+        y = [r["seconds"] for r in s["rows"]]
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.loglog(x, y, "o-", label=f"PURS, 1 epoch (slope {s['exponent']:.2f})")
+        ax.loglog(x, [y[-1] * xi / x[-1] for xi in x], "--", label="linear")
+        ax.set(xlabel="training records (windows)", ylabel="CPU seconds", title="Fig. 6 analogue")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "fig6_scaling.png", dpi=110)
+        plt.close(fig)
+        made.append("fig6_scaling.png")
+    return made
+
+
+def _discussion(out: Path) -> list[str]:
+    lines = [
+        "## What the numbers say",
+        "",
+        "- **Headline goal (PURS beats DIN on both AUC and unexpectedness on one public set)**: "
+        "see the PURS − DIN lines under each Table 2. On Yelp PURS is above DIN on both; on "
+        "MovieLens PURS has the higher AUC and HR@10 but not the higher Unexp@10; on Amazon "
+        "Beauty the higher Unexp@10 but not the higher AUC (the AUC gap is not significant).",
+        "- **The gain over DIN is not the unexpectedness part.** Variation 4 (no "
+        "unexpectedness term at all, i.e. the self-attentive GRU CTR branch with biases) "
+        "scores like PURS on every metric in Table 3, and all six rows of Table 3 are within "
+        "0.005 AUC and 0.015 Unexp@10 of each other on each set (the seed std is "
+        "0.002–0.008). The paper's Table 3 shows "
+        "drops of 0.03–0.05 AUC and large Unexp drops; we do not reproduce them.",
+        "- **Why the term is inert here** (`--diagnose`, one trained PURS per set, seed 0):",
+    ]
+    for f in sorted(out.glob("diagnose_*.json")):
+        d = json.loads(f.read_text())
+        lines.append(
+            f"  - {d['dataset']}: mean-shift clusters per history "
+            f"{d['clusters_per_history_mean']:.2f} for {d['history_len_mean']:.2f} history "
+            f"items; model-space unexp ≈ {d['model_space_unexp_mean']:.2f}; within a request "
+            f"the term factor·f(unexp) varies by {d['term_std_within_request']:.3f} (std) "
+            f"against {d['logit_std_within_request']:.3f} for the whole logit; mean factor "
+            f"{d['factor_mean']:+.3f}."
+        )
+    lines += [
+        "  With 32-d embeddings (init std 0.1) the history items lie ≈ 0.8 apart, four "
+        "times the fixed radius 0.2, so mean shift leaves (almost) every history item as its "
+        "own cluster and Eq. 3 degenerates to the mean distance to the history items; the "
+        "single-closure Variation 5 is then close to it too. The learned factor is small "
+        "and on average slightly negative (the model learns to *penalize* distant items), "
+        "so the term moves the ranking little. The paper's radius was tuned for its "
+        "embeddings (Bayesian optimization); a radius relative to the embedding scale, "
+        "longer training (the paper trains to convergence; we train 2 epochs) and the "
+        "full data would be the first things to try. We did not tune the protocol.",
+        "- **Unexpectedness scale**: our Unexp@10 (≈ 1.1–1.4) is measured for every model "
+        "in one fixed unit-norm SVD space, so it is comparable across rows but not with the "
+        "paper's values (0.04–0.27, each model's own space). The re-ranking / blend "
+        "baselines that add an explicit unexpectedness term (HOM-LIN, Auralist, DPP) have "
+        "the highest Unexp@10 and coverage, as in the paper; PURS does not reach them.",
+        "- **AUC levels**: ours are candidate-list AUCs (1 positive vs 99 unobserved items) "
+        "on small user subsets after 2 epochs; the MF-based rows (SPR, HOM-LIN, DPP on "
+        "BPR-MF) are the strongest on MovieLens, unlike the paper. DPP's AUC comes from its "
+        "list order (its 10 picks first), which is why it can exceed its base model's.",
+        "- **HR-authors** (the authors' threshold hit rate) is undefined for users with no "
+        "window scored above 0.5 (skipped) and is unstable (— = no user at all in a seed; "
+        "DeepFM's 0.78 ± 0.29 on MovieLens shows how unstable it is); HR@10 is the sound "
+        "measure.",
+        "- **Fig. 6**: training time grows linearly with the number of records (fitted "
+        "exponent ≈ 1.00 on 10⁴–10⁵ windows; the 10³ point is dominated by one-off start-up "
+        "cost). 10⁶ was not run (CPU budget on the shared machine).",
+    ]
+    return lines
+
+
+def write_report(out: Path) -> None:
+    out = Path(out)
+    lines = [
+        "# PURS reproduction (Tables 2 and 3, Fig. 5, Fig. 6) on public data",
+        "",
+        "Generated by `python -m reproductions.purs_tables --report` from the JSON files in",
+        "this folder. Every number below was measured here; the paper's numbers are beside.",
+        "Mean ± std over the seeds (model initialization and negative sampling of SPR/BPR;",
+        "the split and the candidate lists are fixed). p-values: two-sided Wilcoxon",
+        "signed-rank test over the requests of the per-request metric (averaged over seeds).",
+        "",
+        "Commands (DIVREC_DATA_HOME=/work/shared/data; reduced settings: a fixed random subset",
+        "of 100 ML-1M users / 1,500 Yelp users, 2 epochs, batch 256, Adam 1e-3, ≤ 3 test",
+        "requests per user):",
+        "",
+        "```",
+        "python -m reproductions.purs_tables --datasets MovieLens --epochs 2 --users-movielens 100",
+        "for s in 0 1 2; do python -m reproductions.purs_tables --datasets Yelp --epochs 2 \\",
+        "    --users-yelp 1500 --seeds $s --seed-files; done",
+        "python -m reproductions.purs_tables --datasets Yelp --users-yelp 1500 --epochs 2 --merge",
+        "# the same two steps with --datasets Beauty (Amazon Beauty; --users-yelp sets its subset)",
+        "python -m reproductions.purs_tables --datasets MovieLens --fig5-epochs 6 \\",
+        "    --users-movielens 100",
+        "python -m reproductions.purs_tables --scaling 1000 3000 10000 30000 100000",
+        "python -m reproductions.purs_tables --datasets MovieLens Yelp --users-movielens 100 \\",
+        "    --users-yelp 1500 --diagnose",
+        "python -m reproductions.purs_tables --report",
+        "```",
+        "(all with `--out benchmarks/results/purs`). The per-seed `*_seed*.npz` files (per-request "
+        "arrays for the merge) are git-ignored; the merged JSON is committed.",
+        "",
+    ]
+    paper_name = {"movielens": "MovieLens", "yelp": "Yelp", "beauty": "Beauty"}
+    throughput = {}
+    for key in ("movielens", "yelp", "beauty"):
+        f = out / f"{key}.json"
+        if not f.exists():
+            continue
+        res = json.loads(f.read_text())
+        ds = paper_name[key]
+        st = res["settings"]
+        lines += [
+            f"## {ds}",
+            "",
+            f"Settings: {st['n_users']} random users, {st['train_windows']} training windows "
+            f"(positives + 1 sampled negative each), {st['requests']} test requests "
+            f"(≤ {st['requests_per_user']} per user), {st['n_items']} items, "
+            f"{st['epochs']} epochs, seeds done: {res['seeds_done']} "
+            f"({', '.join(map(str, st['seeds'][: res['seeds_done']]))}). Split: "
+            f"{json.dumps(st['split_stats'])}.",
+            "",
+        ]
+        lines += _table(res, T2_ROWS, PAPER_T2.get(ds, {}), f"Table 2 — {ds}")
+        lines += [""] + _summary(res) + [""]
+        paper3 = {**PAPER_T2.get(ds, {}), **PAPER_T3.get(ds, {})}
+        lines += _table(res, T3_ROWS, paper3, f"Table 3 — {ds}")
+        lines.append("")
+        tp = {}
+        for name in ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN"):
+            secs = [sum(t[name]["epoch_seconds"]) for t in res["times"] if name in t]
+            n = [
+                t[name]["windows"] * len(t[name]["epoch_seconds"])
+                for t in res["times"]
+                if name in t
+            ]
+            if secs:
+                tp[name] = float(np.sum(n) / np.sum(secs))
+        throughput[ds] = tp
+    made = _plots(out)
+    for f in sorted(out.glob("fig5_*.json")):
+        tr = json.loads(f.read_text())
+        lines += [f"## Fig. 5 analogue ({f.stem.split('_')[1]}): AUC and Unexp@10 per epoch", ""]
+        lines.append("| epoch | " + " | ".join(f"{n} AUC | {n} Unexp" for n in tr) + " |")
+        lines.append("|---" * (1 + 2 * len(tr)) + "|")
+        n_ep = max(len(v) for v in tr.values())
+        for e in range(n_ep):
+            cells = []
+            for rows in tr.values():
+                r = rows[e] if e < len(rows) else None
+                cells += [f"{r['AUC']:.4f}", f"{r['Unexp']:.4f}"] if r else ["—", "—"]
+            lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+        lines += ["", f"![Fig. 5]({f.stem}.png)", ""]
+    sc = out / "scaling.json"
+    if sc.exists():
+        s = json.loads(sc.read_text())
+        lines += [
+            "## Fig. 6 analogue: training time vs records",
+            "",
+            "One epoch of PURS (batch 256, 1 thread) on the first n of the shuffled ML-1M "
+            "training windows; CPU seconds of the process (the machine was shared, so wall "
+            "time is not meaningful).",
+            "",
+            "| records | CPU s | wall s |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {r['records']} | {r['seconds']:.2f} | {r['wall_seconds']:.1f} |" for r in s["rows"]
+        ]
+        lines += [
+            "",
+            f"Fitted exponent of time ∝ records^b on n ≥ 10⁴: **b = {s['exponent']:.3f}** "
+            "(the paper claims linear scaling, b = 1).",
+            "",
+            "![Fig. 6](fig6_scaling.png)",
+            "",
+        ]
+        throughput["scaling_windows_per_cpu_second"] = {
+            str(r["records"]): r["records"] / r["seconds"] for r in s["rows"]
+        }
+        throughput["scaling_exponent"] = s["exponent"]
+    lines += [
+        "## Training throughput",
+        "",
+        "Training windows per CPU second (1 torch thread, batch 256), from the table runs:",
+        "",
+    ]
+    for ds, tp in throughput.items():
+        if isinstance(tp, dict) and ds in ("MovieLens", "Yelp", "Beauty"):
+            lines.append(f"- {ds}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in tp.items()))
+    lines += ["", *_discussion(out), "", DEVIATIONS]
+    (out / "purs_tables.md").write_text("\n".join(lines) + "\n")
+    (out.parent / "purs_throughput.json").write_text(json.dumps(throughput, indent=1) + "\n")
+    print("wrote", out / "purs_tables.md", made)

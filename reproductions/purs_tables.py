@@ -1,0 +1,456 @@
+"""PURS Table 2 (PURS vs 8 baselines), Table 3 (5 variations), Fig. 5 and Fig. 6 on public data.
+
+Protocol (ours where the paper is silent; see benchmarks/results/purs/purs_tables.md):
+
+- Data: ML-1M users 1–2999 (the timestamped subset; labels = rating ≥ 3.5) and S3-Rec Yelp
+  (implicit, chronological), a fixed random user subset of each (`--users-*`).
+  `window_split`: history L = 10 events strictly before the target, one sampled unobserved
+  item per event (label 0), per-user time-stratified split 70/10/20 of the windows.
+- Requests: the first `--requests-per-user` positive test windows of each user; candidates
+  = the positive target + 99 items the user never interacted with (shared by all models),
+  in random column order.
+- Metrics per request, averaged: AUC of the positive against the 99 candidates; HR@10 =
+  positive in the top 10 of the 100 candidates; Unexp@10 = PURS Eq. 3 of the top-10 items
+  w.r.t. the request history's interest clusters (mean shift, radius 0.2) in a fixed
+  model-independent space (unit-normalized 32-d SVD item vectors of the training log);
+  Coverage = distinct top-10 items over all requests / all items. Also CTR-AUC = global AUC
+  of the labeled test windows (positives, rating negatives, sampled negatives) and the
+  authors'-code hit rate (per user: share of positives among test windows scored > 0.5;
+  users with none skipped) for the pointwise CTR models.
+- Baselines: DIN, DeepFM, Wide&Deep, PNN (`divrec.ranking.ctr`), SPR (α = 0.5), and on the
+  BPR-MF (SPR α = 0) relevance: HOM-LIN (`HybridUtility`, weights rel 1 / unexp 0.5, per-
+  request min-max), Auralist (rank interpolation 0.6 rel / 0.2 novelty / 0.2 unexp,
+  reconstructed), DPP (`FastGreedyDPP`, θ = 0.5, reference vectors). Re-rankers' AUC uses
+  their list order (selected top 10 first, then the relevance order).
+
+Run: `python -m reproductions.purs_tables --out benchmarks/results/purs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from divrec.data.movielens import load_movielens_1m
+from divrec.data.s3rec import load_s3rec
+from divrec.metrics import auc as global_auc
+from divrec.metrics import unexpectedness as list_unexpectedness
+from divrec.metrics.reference import reference_item_vectors
+from divrec.ranking.ctr import DIN, PNN, DeepFM, WideDeep
+from divrec.ranking.purs import PURS, VARIATIONS
+from divrec.ranking.spr import SPR, rank_interpolation
+from divrec.ranking.unexpected import mean_shift
+from divrec.rerank.baselines import HybridUtility
+from divrec.rerank.dpp import FastGreedyDPP
+from divrec.splitting.negatives import sample_negatives
+from divrec.splitting.windows import window_split
+
+PAPER_T2 = {  # PURS Table 2: (AUC, HR@10, Unexp, Coverage)
+    "Yelp": {
+        "PURS": (0.6723, 0.6761, 0.2401, 0.7585), "DIN": (0.6694, 0.6702, 0.0391, 0.6934),
+        "DeepFM": (0.6396, 0.6682, 0.0412, 0.6044), "Wide&Deep": (0.6698, 0.6693, 0.0392, 0.7580),
+        "PNN": (0.6664, 0.6692, 0.0391, 0.7548), "HOM-LIN": (0.6287, 0.6490, 0.1433, 0.5572),
+        "Auralist": (0.6428, 0.6104, 0.1434, 0.5442), "SPR": (0.6364, 0.6492, 0.1438, 0.5849),
+        "DPP": (0.5940, 0.6414, 0.1330, 0.5072),
+    },
+    "MovieLens": {
+        "PURS": (0.8090, 0.6778, 0.2719, 0.3732), "DIN": (0.7021, 0.6485, 0.0887, 0.2435),
+        "DeepFM": (0.7056, 0.6169, 0.1275, 0.3098), "Wide&Deep": (0.7940, 0.6333, 0.0944, 0.3432),
+        "PNN": (0.7140, 0.6382, 0.1318, 0.3665), "HOM-LIN": (0.7177, 0.5894, 0.1116, 0.1525),
+        "Auralist": (0.6988, 0.5710, 0.1010, 0.1333), "SPR": (0.7059, 0.6122, 0.1396, 0.1728),
+        "DPP": (0.7062, 0.5984, 0.1602, 0.1908),
+    },
+}  # fmt: skip
+PAPER_T3 = {
+    "Yelp": {
+        "PURS-Variation 1": (0.6682, 0.6602, 0.1298, 0.7292),
+        "PURS-Variation 2": (0.6692, 0.6630, 0.0412, 0.7580),
+        "PURS-Variation 3": (0.6508, 0.6692, 0.0391, 0.7583),
+        "PURS-Variation 4": (0.6702, 0.6702, 0.0391, 0.6934),
+        "PURS-Variation 5": (0.6701, 0.6700, 0.0395, 0.7580),
+    },
+    "MovieLens": {
+        "PURS-Variation 1": (0.7757, 0.6419, 0.1812, 0.3350),
+        "PURS-Variation 2": (0.8041, 0.6585, 0.2471, 0.3580),
+        "PURS-Variation 3": (0.7666, 0.6460, 0.0888, 0.2792),
+        "PURS-Variation 4": (0.7586, 0.6331, 0.0887, 0.2435),
+        "PURS-Variation 5": (0.7715, 0.6596, 0.1727, 0.3561),
+    },
+}
+CTR = {"DIN": DIN, "DeepFM": DeepFM, "Wide&Deep": WideDeep, "PNN": PNN}
+METRICS = ("AUC", "HR@10", "Unexp", "Coverage", "CTR-AUC", "HR-authors")
+
+
+def load(name: str, n_users: int):
+    if name == "MovieLens":
+        data, threshold = load_movielens_1m(require_timestamps=True), 3.5
+    else:  # "Yelp" or "Beauty" (S3-Rec Amazon Beauty)
+        data, threshold = load_s3rec(name), None
+    rng = np.random.default_rng(0)
+    keep = np.zeros(data.n_users, bool)
+    keep[rng.choice(data.n_users, min(n_users, data.n_users), replace=False)] = True
+    return data.select(keep[data.users]), threshold
+
+
+class Bench:
+    """One dataset's split, requests, reference space and metric functions."""
+
+    def __init__(self, name, n_users, per_user, seed=0):
+        self.name = name
+        self.data, threshold = load(name, n_users)
+        self.split = window_split(self.data, 10, 1, threshold, 0.1, 0.2, seed=seed)
+        test = self.split.test
+        pos = np.flatnonzero((test.label == 1) & ~test.sampled)
+        # first `per_user` positive test windows of each user
+        first = np.r_[True, test.user[pos][1:] != test.user[pos][:-1]]
+        run = np.arange(pos.size) - np.maximum.accumulate(np.where(first, np.arange(pos.size), 0))
+        req = pos[run < per_user]
+        self.users = test.user[req]
+        self.history = test.history[req]
+        rng = np.random.default_rng(seed + 1)
+        negs = sample_negatives(self.data, self.users, 99, seed=rng)
+        cand = np.concatenate([test.item[req][:, None], negs], 1)
+        perm = rng.permuted(np.tile(np.arange(100), (req.size, 1)), axis=1)
+        self.cand = np.take_along_axis(cand, perm, 1)
+        self.pos_col = np.argmax(perm == 0, axis=1)
+        self.label = (perm == 0).astype(np.float64)
+        ref = reference_item_vectors(self.split.train_log, dim=32, seed=0)
+        norm = np.linalg.norm(ref, axis=1, keepdims=True)
+        self.ref = np.divide(ref, norm, out=np.zeros_like(ref), where=norm > 0)
+        h = self.history
+        c, w = mean_shift(self.ref[np.maximum(h, 0)], h >= 0, bandwidth=0.2)
+        self.centers, self.weights = c.numpy(), w.numpy()
+        self.n_items = self.data.n_items
+        pop = np.bincount(self.split.train_log.items, minlength=self.n_items).astype(float)
+        self.novelty = -np.log2(np.maximum(pop, 1.0) / pop.sum())[self.cand]
+        from divrec.metrics import unexpectedness_scores
+
+        self.cand_unexp = unexpectedness_scores(self.ref[self.cand], self.centers, self.weights)
+
+    def list_metrics(self, scores, top10=None):
+        """Per-request AUC, HR@10, Unexp@10 and the top-10 ids from `(R, 100)` scores."""
+        s = np.asarray(scores, dtype=np.float64)
+        p = s[np.arange(len(s)), self.pos_col][:, None]
+        neg = self.label == 0
+        auc = (((s < p) & neg).sum(1) + 0.5 * ((s == p) & neg).sum(1)) / neg.sum(1)
+        if top10 is None:
+            top10 = np.argsort(-s, axis=1, kind="stable")[:, :10]
+        hr = (top10 == self.pos_col[:, None]).any(1).astype(float)
+        ids = np.take_along_axis(self.cand, top10, 1)
+        unexp = list_unexpectedness(ids, self.ref, self.centers, self.weights)
+        return {"AUC": auc, "HR@10": hr, "Unexp": unexp, "ids": ids}
+
+    def ctr_metrics(self, model):
+        t = self.split.test
+        p = model.predict_windows(t)
+        hr = []
+        for u in np.unique(t.user):
+            m = (t.user == u) & (p > 0.5)
+            if m.any():
+                hr.append(t.label[m].mean())
+        return {
+            "CTR-AUC": global_auc(p, t.label),
+            "HR-authors": float(np.mean(hr)) if hr else np.nan,
+        }
+
+    def summarize(self, per):
+        out = {k: float(np.nanmean(per[k])) for k in ("AUC", "HR@10", "Unexp")}
+        out["Coverage"] = float(np.unique(per["ids"]).size / self.n_items)
+        for k in ("CTR-AUC", "HR-authors"):
+            if k in per:
+                out[k] = float(per[k])
+        return out
+
+
+def order_scores(selected: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Scores that put the `(R, k)` selected positions first (in order), then `base` order."""
+    s = np.argsort(np.argsort(base, axis=1, kind="stable"), axis=1).astype(float)  # 0..N-1
+    n = base.shape[1]
+    rows = np.arange(base.shape[0])[:, None]
+    s[rows, selected] = n + (selected.shape[1] - np.arange(selected.shape[1]))[None, :]
+    return s
+
+
+def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool):
+    """All models of one seed → {model: per-request metric arrays}."""
+    sp_, res, times, traces = bench.split, {}, {}, {}
+    q_users, q_hist = bench.users, bench.history
+
+    def scores_of(model):
+        return model._logits(q_users, q_hist, bench.cand)
+
+    def add(name, scores, model=None, top10=None):
+        per = bench.list_metrics(scores, top10)
+        if model is not None:
+            per.update(bench.ctr_metrics(model))
+        res[name] = per
+
+    def tracer(name):
+        def cb(epoch, model):
+            per = bench.list_metrics(scores_of(model))
+            traces.setdefault(name, []).append(
+                {"epoch": epoch + 1, "AUC": float(per["AUC"].mean()),
+                 "Unexp": float(np.nanmean(per["Unexp"])),
+                 "CTR-AUC": float(bench.ctr_metrics(model)["CTR-AUC"])}
+            )  # fmt: skip
+
+        return cb if trace else None
+
+    purs_rows = VARIATIONS if variations else {"PURS": {}}
+    for name, over in purs_rows.items():
+        m = PURS(epochs=epochs, seed=seed, batch_size=256, **over)
+        t0 = time.perf_counter()
+        m.fit_windows(
+            sp_.train, sp_.train_log, epoch_callback=tracer(name) if name == "PURS" else None
+        )
+        times[name] = {"seconds": time.perf_counter() - t0, "epoch_seconds": m.train_seconds_,
+                       "windows": len(sp_.train)}  # fmt: skip
+        add(name, scores_of(m), m)
+    for name, cls in CTR.items():
+        m = cls(epochs=epochs, seed=seed, batch_size=256)
+        t0 = time.perf_counter()
+        m.fit_windows(
+            sp_.train, sp_.train_log, epoch_callback=tracer(name) if name == "DIN" else None
+        )
+        times[name] = {"seconds": time.perf_counter() - t0, "epoch_seconds": m.train_seconds_,
+                       "windows": len(sp_.train)}  # fmt: skip
+        add(name, scores_of(m), m)
+    spr = SPR(alpha=0.5, epochs=10, seed=seed).fit(sp_.train_log)
+    add("SPR", spr.score(q_users, bench.cand))
+    bpr = SPR(alpha=0.0, epochs=10, seed=seed).fit(sp_.train_log)
+    rel = bpr.score(q_users, bench.cand).astype(np.float64)
+    # HOM-LIN: hybrid utility of the estimated relevance and the unexpectedness
+    hom = HybridUtility(weights=(1.0, 0.0, 0.5))
+    sel = hom.select_batch(rel, 10, novelty=bench.cand_unexp)
+    lo, hi = rel.min(1, keepdims=True), rel.max(1, keepdims=True)
+    ulo, uhi = bench.cand_unexp.min(1, keepdims=True), bench.cand_unexp.max(1, keepdims=True)
+    util = (rel - lo) / np.maximum(hi - lo, 1e-12) + 0.5 * (bench.cand_unexp - ulo) / np.maximum(
+        uhi - ulo, 1e-12
+    )
+    add("HOM-LIN", util, top10=sel)
+    add("Auralist", rank_interpolation([rel, bench.novelty, bench.cand_unexp], [0.6, 0.2, 0.2]))
+    dpp = FastGreedyDPP(theta=0.5)
+    sel = dpp.select_batch(rel, 10, vectors=bench.ref[bench.cand])
+    add("DPP", order_scores(sel, rel), top10=sel)
+    return res, times, traces
+
+
+def significance(res_seeds, best, metric):
+    """Wilcoxon signed-rank p of PURS vs `best` on per-request `metric` (seed-averaged)."""
+    from scipy.stats import wilcoxon
+
+    a = np.nanmean([r["PURS"][metric] for r in res_seeds], axis=0)
+    b = np.nanmean([r[best][metric] for r in res_seeds], axis=0)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not np.any(a[ok] != b[ok]):
+        return 1.0
+    return float(wilcoxon(a[ok], b[ok]).pvalue)
+
+
+def scaling(name: str, sizes, epochs: int = 1):
+    """PURS training seconds for the first n training windows (Fig. 6)."""
+    bench_data, threshold = load(name, 10**9)
+    split = window_split(bench_data, 10, 1, threshold, 0.1, 0.2, seed=0)
+    rows = []
+    perm = np.random.default_rng(0).permutation(len(split.train))
+    for n in sizes:
+        if n > len(split.train):
+            break
+        w = split.train.take(perm[:n])
+        m = PURS(epochs=epochs, seed=0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        m.fit_windows(w, split.train_log)
+        rows.append({"records": int(n), "seconds": time.process_time() - c0,
+                     "wall_seconds": time.perf_counter() - t0})  # fmt: skip
+    x = np.log([r["records"] for r in rows])
+    y = np.log([r["seconds"] for r in rows])
+    big = x >= np.log(1e4)
+    slope = float(np.polyfit(x[big], y[big], 1)[0]) if big.sum() >= 2 else float("nan")
+    return rows, slope
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/results/purs")
+    ap.add_argument("--datasets", nargs="+", default=["MovieLens", "Yelp"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--users-movielens", type=int, default=200)
+    ap.add_argument("--users-yelp", type=int, default=4000)
+    ap.add_argument("--requests-per-user", type=int, default=3)
+    ap.add_argument("--scaling", type=int, nargs="*", default=[])
+    ap.add_argument("--fig5-epochs", type=int, default=0)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--diagnose", action="store_true", help="size of the unexpectedness term")
+    ap.add_argument("--seed-files", action="store_true", help="one file per seed (--merge)")
+    ap.add_argument("--merge", action="store_true", help="combine the per-seed files")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            merge_seeds(out, ds, args, n_users)
+        return
+    if args.report:
+        from reproductions.purs_report import write_report
+
+        write_report(out)
+        return
+    if args.diagnose:
+        import torch
+
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            bench = Bench(ds, n_users, args.requests_per_user)
+            m = PURS(epochs=args.epochs, seed=0).fit_windows(
+                bench.split.train, bench.split.train_log
+            )
+            with torch.no_grad():
+                logit, parts = m.net_(
+                    torch.from_numpy(bench.users), torch.from_numpy(bench.history),
+                    torch.from_numpy(bench.cand), return_parts=True,
+                )  # fmt: skip
+            term = (parts["factor"] * (parts["unexp"] * torch.exp(-parts["unexp"]))).numpy()
+            _, w = m.request_clusters(bench.users, bench.history)
+            diag = {
+                "dataset": ds,
+                "model_space_unexp_mean": float(parts["unexp"].mean()),
+                "clusters_per_history_mean": float((w > 0).sum(1).mean()),
+                "history_len_mean": float((bench.history >= 0).sum(1).mean()),
+                "term_mean_abs": float(np.abs(term).mean()),
+                "term_std_within_request": float(term.std(1).mean()),
+                "logit_std_within_request": float(logit.numpy().std(1).mean()),
+                "factor_mean": float(parts["factor"].mean()),
+            }
+            (out / f"diagnose_{ds.lower()}.json").write_text(json.dumps(diag, indent=1))
+            print(json.dumps(diag), flush=True)
+        return
+    if args.fig5_epochs:
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            bench = Bench(ds, n_users, args.requests_per_user)
+            traces = {}
+            for name, cls in (("PURS", PURS), ("DIN", DIN)):
+                rows = traces.setdefault(name, [])
+
+                def cb(epoch, model, rows=rows, b=bench):
+                    per = b.list_metrics(model._logits(b.users, b.history, b.cand))
+                    rows.append({"epoch": epoch + 1, "AUC": float(per["AUC"].mean()),
+                                 "Unexp": float(np.nanmean(per["Unexp"])),
+                                 "CTR-AUC": float(b.ctr_metrics(model)["CTR-AUC"])})  # fmt: skip
+
+                cls(epochs=args.fig5_epochs, seed=0).fit_windows(
+                    bench.split.train, bench.split.train_log, epoch_callback=cb
+                )
+            (out / f"fig5_{ds.lower()}.json").write_text(json.dumps(traces, indent=1))
+            print(ds, json.dumps(traces), flush=True)
+        return
+    if args.scaling:
+        rows, slope = scaling("MovieLens", args.scaling)
+        (out / "scaling.json").write_text(json.dumps({"rows": rows, "exponent": slope}, indent=1))
+        print(json.dumps({"rows": rows, "exponent": slope}))
+        return
+    for ds in args.datasets:
+        n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+        bench = Bench(ds, n_users, args.requests_per_user)
+        res_seeds, summ, all_times, all_traces = [], {}, [], None
+        for seed in args.seeds:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res, times, traces = run_seed(bench, seed, args.epochs, True, seed == 0)
+            res_seeds.append(res)
+            all_times.append(times)
+            all_traces = all_traces or traces
+            for name, per in res.items():
+                summ.setdefault(name, []).append(bench.summarize(per))
+            print(ds, "seed", seed, f"{time.perf_counter() - t0:.0f}s wall",
+                  f"{time.process_time() - c0:.0f}s cpu", flush=True)  # fmt: skip
+            if args.seed_files:
+                save_seed(out, ds, seed, res, times, traces, bench_info(bench))
+            else:
+                write_result(out, ds, args, n_users, bench_info(bench), summ, res_seeds,
+                             all_times, all_traces)  # fmt: skip
+
+
+def bench_info(bench: Bench) -> dict:
+    return {"split_stats": bench.split.stats, "train_windows": len(bench.split.train),
+            "requests": int(bench.users.size), "n_items": int(bench.n_items)}  # fmt: skip
+
+
+def save_seed(out: Path, ds: str, seed: int, res, times, traces, info) -> None:
+    """One seed's per-request arrays (`.npz`) and timings (`.json`), for `--merge`."""
+    arrays = {f"{m}/{k}": np.asarray(v) for m, per in res.items() for k, v in per.items()}
+    np.savez_compressed(out / f"{ds.lower()}_seed{seed}.npz", **arrays)
+    (out / f"{ds.lower()}_seed{seed}.json").write_text(
+        json.dumps({"times": times, "trace": traces, "info": info})
+    )
+
+
+def merge_seeds(out: Path, ds: str, args, n_users: int) -> None:
+    """Combines the `save_seed` files of `args.seeds` into `<dataset>.json`."""
+    res_seeds, summ, all_times, all_traces, info = [], {}, [], None, None
+    for seed in args.seeds:
+        f = out / f"{ds.lower()}_seed{seed}.npz"
+        if not f.exists():
+            continue
+        z = np.load(f)
+        res: dict = {}
+        for key in z.files:
+            m, k = key.split("/")
+            v = z[key]
+            res.setdefault(m, {})[k] = v if v.ndim else float(v)
+        meta = json.loads((out / f"{ds.lower()}_seed{seed}.json").read_text())
+        info = meta["info"]
+        res_seeds.append(res)
+        all_times.append(meta["times"])
+        all_traces = all_traces or meta["trace"]
+        for name, per in res.items():
+            row = {k: float(np.nanmean(per[k])) for k in ("AUC", "HR@10", "Unexp")}
+            row["Coverage"] = float(np.unique(per["ids"]).size / info["n_items"])
+            for k in ("CTR-AUC", "HR-authors"):
+                if k in per:
+                    row[k] = float(per[k])
+            summ.setdefault(name, []).append(row)
+    args.seeds = [s for s in args.seeds if (out / f"{ds.lower()}_seed{s}.npz").exists()]
+    write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces)
+
+
+def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces):
+    """Writes `<dataset>.json` for the seeds done so far."""
+    table = {}
+    for name, rows in summ.items():
+        table[name] = {
+            k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
+            for k in METRICS
+            if k in rows[0]
+        }
+    baselines = [n for n in table if not n.startswith("PURS")]
+    best = max(baselines, key=lambda n: table[n]["AUC"][0])
+    best_unexp = max(baselines, key=lambda n: table[n]["Unexp"][0])
+    sig = {
+        "best_auc_baseline": best,
+        "best_unexp_baseline": best_unexp,
+        **{f"p_{m}_vs_{best}": significance(res_seeds, best, m) for m in ("AUC", "HR@10")},
+        f"p_Unexp_vs_{best_unexp}": significance(res_seeds, best_unexp, "Unexp"),
+        "p_AUC_vs_DIN": significance(res_seeds, "DIN", "AUC"),
+        "p_Unexp_vs_DIN": significance(res_seeds, "DIN", "Unexp"),
+        "p_HR@10_vs_DIN": significance(res_seeds, "DIN", "HR@10"),
+    }
+    result = {
+        "dataset": ds,
+        "seeds_done": len(res_seeds),
+        "settings": {**vars(args), "n_users": n_users, **info},
+        "table": table,
+        "significance": sig,
+        "times": all_times,
+        "trace": all_traces,
+    }  # fmt: skip
+    (out / f"{ds.lower()}.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,477 @@
+"""Sequence CTR models on (user, recent history, candidate) windows, and PURS's baselines.
+
+Every network here maps a batch of requests and candidates to logits,
+`net(user (B,), history (B, L), items (B, C)) -> (B, C)`, with `history` oldest → newest and
+−1 left padding, user −1 for an anonymous request. `SequenceCTR` is the shared `Recommender`
+(ranking stage): it trains a network with binary cross-entropy on labeled windows
+(`divrec.splitting.windows`) and scores a request's candidates from its recent sequence —
+`Query.history` when given (fresh history), else the user's last `L` training items.
+
+Baselines of PURS Sec. 5.2 (each a standard form of its paper, on the same three "fields"
+user, candidate item and history):
+
+* DIN (Zhou et al. 2018): local activation unit `a(h_j, e) = MLP([h_j, e, h_j − e, h_j ⊙ e])`
+  over the history, weighted-sum pooling (no softmax), `MLP([e_u, Σ_j a_j h_j, e])`.
+* DeepFM (Guo et al. 2017): FM over the field vectors `[v_u, v_i, mean_j v_{h_j}]` (first
+  order + pairwise interactions) plus a deep MLP of their concatenation; one shared
+  embedding.
+* Wide & Deep (Cheng et al. 2016): a wide linear model over the one-hot user, item and
+  (mean-normalized) multi-hot history, plus a deep MLP of `[e_u, e_i, mean_j e_{h_j}]`. No
+  hand-made cross-product features (the paper's are dataset-specific).
+* PNN (Qu et al. 2016), inner-product variant: the MLP reads the field embeddings and their
+  pairwise inner products.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from divrec.data.interactions import Interactions
+from divrec.data.query import Query
+from divrec.retrieval.base import Recommender
+from divrec.splitting.sequences import user_sequences
+from divrec.splitting.windows import LabeledWindows, labeled_windows
+
+__all__ = [
+    "DIN",
+    "DINNet",
+    "DeepFM",
+    "DeepFMNet",
+    "MLP",
+    "PNN",
+    "PNNNet",
+    "SequenceCTR",
+    "WideDeep",
+    "WideDeepNet",
+    "right_align",
+]
+
+
+def right_align(history: np.ndarray, length: int) -> np.ndarray:
+    """`(B, M)` −1-padded lists (padding anywhere) → `(B, length)` of their last items.
+
+    The real entries keep their order and end in the last column; missing ones are −1.
+    """
+    h = np.asarray(history, dtype=np.int64)
+    b, m = h.shape
+    valid = h >= 0
+    # position of each valid entry counted from the end
+    from_end = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1] - 1
+    out = np.full((b, length), -1, dtype=np.int64)
+    keep = valid & (from_end < length)
+    rows = np.broadcast_to(np.arange(b)[:, None], (b, m))
+    out[rows[keep], length - 1 - from_end[keep]] = h[keep]
+    return out
+
+
+class MLP(nn.Module):
+    """Dense layers with ReLU (and dropout with drop probability `dropout`), then a linear
+    output layer of width `out`."""
+
+    def __init__(self, n_in: int, hidden: tuple[int, ...], out: int = 1, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(n_in, h), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            n_in = h
+        layers.append(nn.Linear(n_in, out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _Base(nn.Module):
+    """User/item embeddings with a zero padding row (index n: user −1 / item −1)."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1):
+        super().__init__()
+        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+        self.user_emb = nn.Embedding(n_users + 1, dim, padding_idx=n_users)
+        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+        nn.init.normal_(self.user_emb.weight, 0.0, init_std)
+        nn.init.normal_(self.item_emb.weight, 0.0, init_std)
+        with torch.no_grad():
+            self.user_emb.weight[n_users].zero_()
+            self.item_emb.weight[n_items].zero_()
+
+    def _ids(self, user, history, items):
+        u = torch.where(user < 0, torch.full_like(user, self.n_users), user)
+        h = torch.where(history < 0, torch.full_like(history, self.n_items), history)
+        return u, h, items, history >= 0
+
+    def _hist_mean(self, h_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(h_emb.dtype)
+        return (h_emb * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def _expand(x: torch.Tensor, c: int) -> torch.Tensor:
+    """`(B, F)` → `(B, C, F)`."""
+    return x[:, None, :].expand(-1, c, -1)
+
+
+class DINNet(_Base):
+    """DIN: local activation unit over the history, sum pooling, MLP (Zhou et al. 2018)."""
+
+    def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), att_hidden=(36,), dropout=0.0):
+        super().__init__(n_users, n_items, dim)
+        self.att = MLP(4 * dim, tuple(att_hidden))
+        self.mlp = MLP(3 * dim, tuple(hidden), dropout=dropout)
+
+    def forward(self, user, history, items):
+        u, h, i, mask = self._ids(user, history, items)
+        eu, eh, ei = self.user_emb(u), self.item_emb(h), self.item_emb(i)  # (B,d) (B,L,d) (B,C,d)
+        pooled = local_activation(self.att, eh, mask, ei)  # (B, C, d)
+        c = ei.shape[1]
+        return self.mlp(torch.cat([_expand(eu, c), pooled, ei], -1))[..., 0]
+
+
+def local_activation(att: nn.Module, eh, mask, ei) -> torch.Tensor:
+    """DIN local activation: `Σ_j a(h_j, e) h_j` with `a = att([h, e, h − e, h ⊙ e])`.
+
+    Args:
+        att: the unit (`4d → 1`).
+        eh: `(B, L, d)` history embeddings; mask `(B, L)` real entries.
+        ei: `(B, C, d)` candidate embeddings.
+
+    Returns:
+        `(B, C, d)` pooled history per candidate (no softmax: DIN keeps the intensity).
+    """
+    b, n, d = eh.shape
+    c = ei.shape[1]
+    hh = eh[:, None, :, :].expand(b, c, n, d)
+    ee = ei[:, :, None, :].expand(b, c, n, d)
+    w = att(torch.cat([hh, ee, hh - ee, hh * ee], -1))[..., 0]  # (B, C, L)
+    w = w * mask[:, None, :].to(w.dtype)
+    return torch.einsum("bcl,bld->bcd", w, eh)
+
+
+class DeepFMNet(_Base):
+    """DeepFM on the fields (user, item, mean history), shared embeddings (Guo et al. 2017)."""
+
+    def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
+        super().__init__(n_users, n_items, dim)
+        self.w_user = nn.Embedding(n_users + 1, 1, padding_idx=n_users)
+        self.w_item = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
+        nn.init.zeros_(self.w_user.weight)
+        nn.init.zeros_(self.w_item.weight)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.mlp = MLP(3 * dim, tuple(hidden), dropout=dropout)
+
+    def forward(self, user, history, items):
+        u, h, i, mask = self._ids(user, history, items)
+        c = i.shape[1]
+        vu, vi = _expand(self.user_emb(u), c), self.item_emb(i)
+        vh = _expand(self._hist_mean(self.item_emb(h), mask), c)
+        wh = self._hist_mean(self.w_item(h), mask)  # (B, 1)
+        first = self.bias + self.w_user(u) + wh + self.w_item(i)[..., 0]  # (B, C)
+        fields = torch.stack([vu, vi, vh], 2)  # (B, C, 3, d)
+        second = 0.5 * (fields.sum(2).square() - fields.square().sum(2)).sum(-1)
+        deep = self.mlp(fields.flatten(2))[..., 0]
+        return first + second + deep
+
+
+class WideDeepNet(_Base):
+    """Wide & Deep: linear over one-hot user/item + multi-hot history, and a deep MLP."""
+
+    def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
+        super().__init__(n_users, n_items, dim)
+        self.w_user = nn.Embedding(n_users + 1, 1, padding_idx=n_users)
+        self.w_item = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
+        self.w_hist = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
+        for e in (self.w_user, self.w_item, self.w_hist):
+            nn.init.zeros_(e.weight)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.mlp = MLP(3 * dim, tuple(hidden), dropout=dropout)
+
+    def forward(self, user, history, items):
+        u, h, i, mask = self._ids(user, history, items)
+        c = i.shape[1]
+        wide = (
+            self.bias
+            + self.w_user(u)
+            + self._hist_mean(self.w_hist(h), mask)
+            + self.w_item(i)[..., 0]
+        )
+        eh = _expand(self._hist_mean(self.item_emb(h), mask), c)
+        deep = self.mlp(torch.cat([_expand(self.user_emb(u), c), self.item_emb(i), eh], -1))
+        return wide + deep[..., 0]
+
+
+class PNNNet(_Base):
+    """Inner-product PNN: MLP over `[fields, <f_a, f_b> for a < b]` (Qu et al. 2016)."""
+
+    def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
+        super().__init__(n_users, n_items, dim)
+        self.mlp = MLP(3 * dim + 3, tuple(hidden), dropout=dropout)
+
+    def forward(self, user, history, items):
+        u, h, i, mask = self._ids(user, history, items)
+        c = i.shape[1]
+        f = [
+            _expand(self.user_emb(u), c),
+            self.item_emb(i),
+            _expand(self._hist_mean(self.item_emb(h), mask), c),
+        ]
+        prods = [(f[a] * f[b]).sum(-1, keepdim=True) for a, b in ((0, 1), (0, 2), (1, 2))]
+        return self.mlp(torch.cat(f + prods, -1))[..., 0]
+
+
+class SequenceCTR(Recommender):
+    """Shared trainer / ranking stage for the window CTR networks.
+
+    Subclasses implement `_build_net()`. `fit(train)` cuts labeled windows from the log
+    (`labeled_windows(train, history, n_negatives, threshold)`); `fit_windows` trains on
+    given windows (the reproduction shares one split among models).
+
+    Args (common):
+        history: `L`, the number of recent items read per request (PURS: 10).
+        dim: embedding size (PURS: 32).
+        hidden: MLP widths (PURS: (80, 40)).
+        epochs, batch_size, lr: training (Adam by default).
+        optimizer: "adam" or "sgd" (the PURS code: SGD, lr 1, decay).
+        lr_decay: multiply the learning rate by this after every epoch.
+        weight_decay: L2 on all parameters.
+        dropout: drop probability of the MLP hidden units in training (not at test time).
+        n_negatives: sampled unobserved items per training event when fitting on a log.
+        threshold: `label = value >= threshold` when fitting on a log (None: implicit).
+        seed: torch and sampling seed.
+        progress: show a progress bar.
+    """
+
+    supports_history = True
+
+    def __init__(
+        self,
+        history: int = 10,
+        dim: int = 32,
+        hidden: tuple[int, ...] = (80, 40),
+        epochs: int = 3,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr_decay: float = 1.0,
+        weight_decay: float = 0.0,
+        dropout: float = 0.1,
+        n_negatives: int = 1,
+        threshold: float | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.history = history
+        self.dim = dim
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.lr_decay = lr_decay
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.n_negatives = n_negatives
+        self.threshold = threshold
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ building
+    def _build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _rebuild_module(self, name: str, state: dict) -> nn.Module:
+        if name != "net_":
+            return super()._rebuild_module(name, state)
+        return self._build_net()
+
+    def _check_params(self) -> None:
+        for name in ("history", "dim", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        if data is None:
+            raise ValueError(f"{type(self).__name__} needs an Interactions log (event order)")
+        windows = labeled_windows(
+            data, self.history, self.n_negatives, self.threshold, seed=self.seed
+        )
+        self._train(windows, data)
+
+    def fit_windows(
+        self,
+        windows: LabeledWindows,
+        train_log: Interactions,
+        valid: LabeledWindows | None = None,
+        epoch_callback: Callable[[int, SequenceCTR], None] | None = None,
+    ) -> SequenceCTR:
+        """Trains on given labeled windows; returns self.
+
+        Args:
+            windows: training examples (history width must be `history`).
+            train_log: the training events (the seen items and the per-user recent
+                sequences used when a request carries no history).
+            valid: optional examples whose loss is recorded per epoch.
+            epoch_callback: called as `callback(epoch, self)` after every epoch (in eval
+                mode), e.g. to trace metrics over epochs (PURS Fig. 5).
+        """
+        if windows.history.shape[1] != self.history:
+            raise ValueError(
+                f"windows have history width {windows.history.shape[1]}, model reads {self.history}"
+            )
+        self.user_items_ = train_log.to_csr(binary=True)
+        self.n_users_, self.n_items_ = self.user_items_.shape
+        self._train(windows, train_log, valid, epoch_callback)
+        return self
+
+    def _train(self, windows, data, valid=None, epoch_callback=None) -> None:
+        from rich.progress import Progress
+
+        self._check_params()
+        torch.set_num_threads(1)
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        seqs = user_sequences(data, self.history, min_len=1)
+        hist = np.full((data.n_users, self.history), -1, dtype=np.int64)
+        hist[seqs.users] = seqs.items
+        self.user_history_ = hist
+        self.net_ = self._build_net()
+        params = [p for p in self.net_.parameters() if p.requires_grad]
+        if self.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
+        loss_fn = nn.BCEWithLogitsLoss()
+        t_user = torch.from_numpy(windows.user)
+        t_hist = torch.from_numpy(windows.history)
+        t_item = torch.from_numpy(windows.item)
+        t_label = torch.from_numpy(windows.label.astype(np.float32))
+        n = len(windows)
+        n_batches = (n + self.batch_size - 1) // self.batch_size
+        self.train_loss_: list[float] = []
+        self.valid_loss_: list[float] = []
+        self.train_seconds_: list[float] = []
+        with Progress(disable=not self.progress, transient=True) as bar:
+            task = bar.add_task(type(self).__name__, total=self.epochs * n_batches)
+            for epoch in range(self.epochs):
+                self.net_.train()
+                perm = torch.from_numpy(rng.permutation(n))
+                total, t0 = 0.0, time.process_time()
+                for s in range(0, n, self.batch_size):
+                    idx = perm[s : s + self.batch_size]
+                    logits = self.net_(t_user[idx], t_hist[idx], t_item[idx][:, None])[:, 0]
+                    loss = loss_fn(logits, t_label[idx]) + self._extra_loss()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * idx.shape[0]
+                    bar.advance(task)
+                sched.step()
+                self.train_seconds_.append(time.process_time() - t0)  # CPU s
+                self.train_loss_.append(total / max(n, 1))
+                self.net_.eval()
+                if valid is not None and len(valid):
+                    p = self.predict_windows(valid)
+                    y = valid.label
+                    eps = 1e-7
+                    ll = -(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)).mean()
+                    self.valid_loss_.append(float(ll))
+                if epoch_callback is not None:
+                    epoch_callback(epoch, self)
+        self.net_.eval()
+
+    def _extra_loss(self) -> torch.Tensor | float:
+        return 0.0
+
+    # ------------------------------------------------------------------ scoring
+    def _logits(self, users, history, items, chunk: int = 4096) -> np.ndarray:
+        """`(B,)`, `(B, L)`, `(B, C)` → `(B, C)` float32 logits, in request chunks."""
+        self._check_fitted()
+        out = np.empty(items.shape, dtype=np.float32)
+        rows = max(1, chunk // max(items.shape[1], 1))
+        with torch.no_grad():
+            for s in range(0, items.shape[0], rows):
+                sl = slice(s, s + rows)
+                out[sl] = (
+                    self.net_(
+                        torch.from_numpy(np.ascontiguousarray(users[sl])),
+                        torch.from_numpy(np.ascontiguousarray(history[sl])),
+                        torch.from_numpy(np.ascontiguousarray(items[sl])),
+                    )
+                    .float()
+                    .numpy()
+                )
+        return out
+
+    def predict_windows(self, windows: LabeledWindows) -> np.ndarray:
+        """`(W,)` predicted click probabilities of labeled windows."""
+        logits = self._logits(windows.user, windows.history, windows.item[:, None])[:, 0]
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+    def _request_history(self, query: Query) -> np.ndarray:
+        if query.history is not None:
+            return right_align(query.history, self.history)
+        return self.user_history_[query.users]
+
+    def _score_items(self, query: Query, items: np.ndarray) -> np.ndarray:
+        return self._logits(query.users, self._request_history(query), items)
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return self._score_items(
+            Query(users=users),
+            np.broadcast_to(np.arange(self.n_items_), (users.size, self.n_items_)),
+        )
+
+    def _score_history(self, query: Query) -> np.ndarray:
+        items = np.broadcast_to(np.arange(self.n_items_), (len(query), self.n_items_))
+        return self._score_items(query, items)
+
+    def item_embeddings(self) -> np.ndarray:
+        """`(n_items, dim)` learned item embeddings."""
+        self._check_fitted()
+        return self.net_.item_emb.weight.detach()[: self.n_items_].numpy().copy()
+
+
+class DIN(SequenceCTR):
+    """DIN ranking stage (Zhou et al. 2018); see `DINNet`."""
+
+    def _build_net(self) -> nn.Module:
+        return DINNet(
+            self.n_users_, self.n_items_, self.dim, tuple(self.hidden), (36,), self.dropout
+        )
+
+
+class DeepFM(SequenceCTR):
+    """DeepFM ranking stage (Guo et al. 2017); see `DeepFMNet`."""
+
+    def _build_net(self) -> nn.Module:
+        return DeepFMNet(self.n_users_, self.n_items_, self.dim, tuple(self.hidden), self.dropout)
+
+
+class WideDeep(SequenceCTR):
+    """Wide & Deep ranking stage (Cheng et al. 2016); see `WideDeepNet`."""
+
+    def _build_net(self) -> nn.Module:
+        return WideDeepNet(self.n_users_, self.n_items_, self.dim, tuple(self.hidden), self.dropout)
+
+
+class PNN(SequenceCTR):
+    """Inner-product PNN ranking stage (Qu et al. 2016); see `PNNNet`."""
+
+    def _build_net(self) -> nn.Module:
+        return PNNNet(self.n_users_, self.n_items_, self.dim, tuple(self.hidden), self.dropout)

@@ -1,0 +1,249 @@
+"""PURS: personalized unexpected recommender (Li et al.; equations in NOTES.md, Eq. 1–12).
+
+For a request (user `u`, recent history `h_1..h_L`, oldest first) and a candidate `i`:
+
+* embeddings `e_u`, `e_i`, `e_{h_j}` (Eq. 4; the autoencoder of Eq. 5–6 is for feature
+  inputs and not used on these id-only data sets);
+* CTR branch (Eq. 7–11): a (bidirectional) GRU over the history embeddings, self-attentive
+  pooling `s = Σ_t α_t o_t` with `α = softmax_t(wᵀ tanh(W o_t + b))` over the real entries
+  (our reading of "self-attentive GRU": additive self-attention, Lin et al. 2017), then
+  `MLP([s, e_i, e_u])` with hidden widths (80, 40) → one number;
+* interest clusters: batched mean shift of the history embeddings (radius 0.2, until the
+  largest move < 1e-5; `divrec.ranking.unexpected`), weights |C_k|/Σ|C| (Eq. 1–2);
+  unexpectedness `unexp(u, i) = Σ_k w_k ‖e_i − c_k‖₂` (Eq. 3), computed under
+  stop-gradient (the distance carries no gradient, as in the authors' code);
+* unexpected factor (Eq. 12): a DIN local activation unit over the last 3 history items
+  against the candidate, pooled `v = Σ_j a_j h_j`, then `MLP([v, e_i, e_u])` → one number;
+* logit = `b_u + b_i + MLP + factor · f(unexp)`, `f(x) = x·e^(−x)`, trained with binary
+  cross-entropy.
+
+Ablations (Sec. 6.2) are constructor parameters: Variation 1 `activation="gaussian"`,
+Variation 2 `activation="identity"`, Variation 3 `use_factor=False` (the factor is the
+constant 1), Variation 4 `use_unexpectedness=False` (no unexpectedness term at all),
+Variation 5 `clusters="single"` (one closure: the mean of the history, Li & Tuzhilin 2019).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from divrec.ranking.ctr import MLP, SequenceCTR, _Base, _expand, local_activation, right_align
+from divrec.ranking.unexpected import activation, interest_clusters, unexpectedness
+
+__all__ = ["PURS", "PURSNet", "VARIATIONS"]
+
+#: PURS Table 3 rows → constructor overrides
+VARIATIONS: dict[str, dict] = {
+    "PURS": {},
+    "PURS-Variation 1": {"activation": "gaussian"},
+    "PURS-Variation 2": {"activation": "identity"},
+    "PURS-Variation 3": {"use_factor": False},
+    "PURS-Variation 4": {"use_unexpectedness": False},
+    "PURS-Variation 5": {"clusters": "single"},
+}
+
+
+class PURSNet(_Base):
+    """The PURS network; `forward(user (B,), history (B, L), items (B, C)) -> (B, C)`.
+
+    Args:
+        n_users, n_items: universe sizes (index −1 = padding / anonymous).
+        dim: embedding size.
+        hidden: CTR MLP widths.
+        factor_hidden: unexpected-factor MLP widths.
+        short_window: history items read by the factor's activation unit (PURS code: 3).
+        bidirectional: bidirectional GRU.
+        dropout: MLP drop probability (training only).
+        act: the unexpected activation ("xexp", "gaussian", "identity").
+        use_factor, use_unexpectedness, clusters: the ablation switches.
+        bandwidth, tol, max_iter, kernel: mean shift settings.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 32,
+        hidden: tuple[int, ...] = (80, 40),
+        factor_hidden: tuple[int, ...] = (40,),
+        short_window: int = 3,
+        bidirectional: bool = True,
+        dropout: float = 0.1,
+        act: str = "xexp",
+        use_factor: bool = True,
+        use_unexpectedness: bool = True,
+        clusters: str = "mean-shift",
+        bandwidth: float = 0.2,
+        tol: float = 1e-5,
+        max_iter: int = 100,
+        kernel: str = "flat",
+    ):
+        super().__init__(n_users, n_items, dim)
+        self.user_bias = nn.Embedding(n_users + 1, 1, padding_idx=n_users)
+        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=n_items)
+        nn.init.zeros_(self.user_bias.weight)
+        nn.init.zeros_(self.item_bias.weight)
+        self.gru = nn.GRU(dim, dim, batch_first=True, bidirectional=bidirectional)
+        out = dim * (2 if bidirectional else 1)
+        self.att_w = nn.Linear(out, out)
+        self.att_v = nn.Linear(out, 1, bias=False)
+        self.mlp = MLP(out + 2 * dim, tuple(hidden), dropout=dropout)
+        self.short_window = short_window
+        self.act = act
+        self.use_factor = use_factor
+        self.use_unexpectedness = use_unexpectedness
+        self.clusters = clusters
+        self.bandwidth, self.tol, self.max_iter, self.kernel = bandwidth, tol, max_iter, kernel
+        if use_unexpectedness and use_factor:
+            self.factor_att = MLP(4 * dim, (36,))
+            self.factor_mlp = MLP(3 * dim, tuple(factor_hidden), dropout=dropout)
+
+    def history_state(self, eh: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Self-attentive GRU pooling (Eq. 7–11): `(B, L, d)` → `(B, out)`."""
+        o, _ = self.gru(eh)
+        score = self.att_v(torch.tanh(self.att_w(o)))[..., 0]
+        score = score.masked_fill(~mask, float("-inf"))
+        alpha = torch.softmax(score, dim=1)
+        alpha = torch.nan_to_num(alpha, nan=0.0)  # empty history → zero state
+        return torch.einsum("bl,blo->bo", alpha, o)
+
+    def unexpectedness(self, eh, mask, ei) -> torch.Tensor:
+        """`(B, C)` PURS Eq. 3 of the candidates, without gradient."""
+        with torch.no_grad():
+            cl = interest_clusters(
+                eh.detach(), mask, self.clusters, self.bandwidth, self.kernel, self.tol,
+                self.max_iter,
+            )  # fmt: skip
+            return unexpectedness(ei.detach(), cl)
+
+    def forward(self, user, history, items, return_parts: bool = False):
+        u, h, i, mask = self._ids(user, history, items)
+        eu, eh, ei = self.user_emb(u), self.item_emb(h), self.item_emb(i)
+        c = ei.shape[1]
+        s = self.history_state(eh, mask)
+        ctr = self.mlp(torch.cat([_expand(s, c), ei, _expand(eu, c)], -1))[..., 0]
+        logit = self.user_bias(u) + self.item_bias(i)[..., 0] + ctr
+        parts = {"ctr": ctr}
+        if self.use_unexpectedness:
+            unexp = self.unexpectedness(eh, mask, ei)
+            f = activation(unexp, self.act)
+            if self.use_factor:
+                w = self.short_window
+                pooled = local_activation(self.factor_att, eh[:, -w:], mask[:, -w:], ei)
+                factor = self.factor_mlp(torch.cat([pooled, ei, _expand(eu, c)], -1))[..., 0]
+            else:
+                factor = torch.ones_like(f)
+            logit = logit + factor * f
+            parts.update(unexp=unexp, factor=factor)
+        return (logit, parts) if return_parts else logit
+
+
+class PURS(SequenceCTR):
+    """PURS ranking stage (see the module docstring); a `Recommender`.
+
+    Args:
+        history: `L` recent items per request (PURS: 10).
+        dim: embedding size (PURS: 32).
+        hidden: CTR MLP (PURS: (80, 40)).
+        factor_hidden: unexpected-factor MLP.
+        short_window: history items of the factor's activation unit (PURS code: 3).
+        bidirectional: bidirectional GRU (PURS code: yes).
+        activation: "xexp" (PURS), "gaussian" (Variation 1), "identity" (Variation 2).
+        use_factor: False = Variation 3 (factor ≡ 1).
+        use_unexpectedness: False = Variation 4.
+        clusters: "mean-shift" (PURS) or "single" (Variation 5).
+        bandwidth: mean-shift radius (PURS: 0.2); tol: stop tolerance (1e-5);
+        max_iter: mean-shift iteration cap; kernel: "flat" or "gaussian".
+        epochs, batch_size, lr, optimizer, lr_decay, weight_decay, dropout, n_negatives,
+        threshold, seed, progress: see `SequenceCTR`.
+    """
+
+    def __init__(
+        self,
+        history: int = 10,
+        dim: int = 32,
+        hidden: tuple[int, ...] = (80, 40),
+        factor_hidden: tuple[int, ...] = (40,),
+        short_window: int = 3,
+        bidirectional: bool = True,
+        activation: Literal["xexp", "gaussian", "identity"] = "xexp",
+        use_factor: bool = True,
+        use_unexpectedness: bool = True,
+        clusters: Literal["mean-shift", "single"] = "mean-shift",
+        bandwidth: float = 0.2,
+        tol: float = 1e-5,
+        max_iter: int = 100,
+        kernel: Literal["flat", "gaussian"] = "flat",
+        epochs: int = 3,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr_decay: float = 1.0,
+        weight_decay: float = 0.0,
+        dropout: float = 0.1,
+        n_negatives: int = 1,
+        threshold: float | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(
+            history, dim, hidden, epochs, batch_size, lr, optimizer, lr_decay, weight_decay,
+            dropout, n_negatives, threshold, seed, progress,
+        )  # fmt: skip
+        self.factor_hidden = factor_hidden
+        self.short_window = short_window
+        self.bidirectional = bidirectional
+        self.activation = activation
+        self.use_factor = use_factor
+        self.use_unexpectedness = use_unexpectedness
+        self.clusters = clusters
+        self.bandwidth = bandwidth
+        self.tol = tol
+        self.max_iter = max_iter
+        self.kernel = kernel
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.activation not in ("xexp", "gaussian", "identity"):
+            raise ValueError(
+                f"activation must be xexp, gaussian or identity, got {self.activation!r}"
+            )
+        if self.clusters not in ("mean-shift", "single"):
+            raise ValueError(f"clusters must be 'mean-shift' or 'single', got {self.clusters!r}")
+        if not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {self.bandwidth!r}")
+        if not 1 <= self.short_window <= self.history:
+            raise ValueError(f"short_window must be in [1, history], got {self.short_window!r}")
+
+    def _build_net(self) -> nn.Module:
+        return PURSNet(
+            self.n_users_, self.n_items_, self.dim, tuple(self.hidden), tuple(self.factor_hidden),
+            self.short_window, self.bidirectional, self.dropout, self.activation,
+            self.use_factor, self.use_unexpectedness, self.clusters, self.bandwidth, self.tol,
+            self.max_iter, self.kernel,
+        )  # fmt: skip
+
+    def request_clusters(self, users: np.ndarray, history: np.ndarray | None = None):
+        """The interest clusters of requests in this model's embedding space.
+
+        Args:
+            users: `(B,)` users (their last training items are the history unless given).
+            history: `(B, M)` fresh histories, −1 padded, or None.
+
+        Returns:
+            `(centers (B, K, d), weights (B, K))` numpy arrays.
+        """
+        self._check_fitted()
+        h = self.user_history_[users] if history is None else right_align(history, self.history)
+        net = self.net_
+        with torch.no_grad():
+            hh = torch.from_numpy(h)
+            eh = net.item_emb(torch.where(hh < 0, torch.full_like(hh, net.n_items), hh))
+            c, w = interest_clusters(
+                eh, hh >= 0, self.clusters, self.bandwidth, self.kernel, self.tol, self.max_iter
+            )
+        return c.numpy(), w.numpy()

@@ -1,0 +1,115 @@
+"""Batched mean shift, unexpectedness (PURS Eq. 1–3) and the activations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import MeanShift
+
+from divrec.metrics import unexpectedness_scores
+from divrec.ranking.unexpected import (
+    activation,
+    mean_shift,
+    single_closure,
+    unexpectedness,
+)
+
+
+def _partition(labels):
+    return sorted(tuple(np.flatnonzero(labels == v)) for v in np.unique(labels))
+
+
+@pytest.mark.parametrize("blobs, d, h", [(True, 3, 0.6), (False, 2, 0.3), (False, 8, 1.0)])
+def test_flat_mean_shift_matches_sklearn_on_random_data(blobs, d, h):
+    rng = np.random.default_rng(0)
+    b, n = 4, 10
+    if blobs:
+        means = rng.normal(0, 1.5, (b, 3, d))
+        pick = rng.integers(0, 3, (b, n))
+        x = means[np.arange(b)[:, None], pick] + rng.normal(0, 0.25, (b, n, d))
+    else:
+        x = rng.uniform(0, 1, (b, n, d))
+    centers, weights = mean_shift(x, bandwidth=h, kernel="flat")
+    centers, weights = centers.numpy(), weights.numpy()
+    for r in range(b):
+        ref = MeanShift(bandwidth=h).fit(x[r])
+        k = int((weights[r] > 0).sum())
+        assert k == ref.cluster_centers_.shape[0]
+        ours = centers[r, :k]
+        # same modes (order-free)
+        dist = np.linalg.norm(ours[:, None] - ref.cluster_centers_[None], axis=-1)
+        assert np.allclose(dist.min(axis=1), 0, atol=1e-9)
+        # same cluster sizes
+        match = dist.argmin(axis=1)
+        sizes = np.bincount(ref.labels_, minlength=k)[match]
+        assert np.array_equal(weights[r, :k], sizes)
+
+
+def test_gaussian_mean_shift_matches_brute_force_trajectories():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (5, 8, 2))
+    h = 0.7
+    centers, weights = mean_shift(x, bandwidth=h, kernel="gaussian", tol=1e-10, max_iter=5000)
+    for r in range(5):
+        modes = []
+        for p in x[r]:  # textbook per-point iteration
+            y = p.copy()
+            for _ in range(5000):
+                w = np.exp(-((x[r] - y) ** 2).sum(1) / (2 * h * h))
+                y_new = w @ x[r] / w.sum()
+                if np.linalg.norm(y_new - y) < 1e-10:
+                    y = y_new
+                    break
+                y = y_new
+            modes.append(y)
+        modes = np.array(modes)
+        k = int((weights[r] > 0).sum())
+        got = centers[r, :k].numpy()
+        # each kept mode is one of the brute-force modes; every brute-force mode is near one
+        assert np.linalg.norm(got[:, None] - modes[None], axis=-1).min(1).max() < 1e-6
+        assert np.linalg.norm(modes[:, None] - got[None], axis=-1).min(1).max() <= h
+        assert weights[r].sum() == 8
+
+
+def test_mask_excludes_padding_and_unexpectedness_by_hand():
+    # history: two points at the origin, one at (3, 4), one padded far away
+    x = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[True, True, True, False]])
+    clusters = mean_shift(x, mask, bandwidth=0.2)
+    c, w = clusters
+    assert w[0].tolist() == [2.0, 1.0, 0.0, 0.0]
+    assert c[0, :2].tolist() == [[0.0, 0.0], [3.0, 4.0]]
+    # item at (3, 0): distances 3 and 4, weights 2/3 and 1/3 -> 10/3
+    e = torch.tensor([[[3.0, 0.0]]])
+    assert unexpectedness(e, clusters).item() == pytest.approx(10 / 3)
+    ref = unexpectedness_scores(e.numpy(), c.numpy(), w.numpy())
+    assert ref[0, 0] == pytest.approx(10 / 3)
+    # single closure: mean of (0,0),(0,0),(3,4) = (1, 4/3); distance to (3,0) = sqrt(4+16/9)
+    single = single_closure(x, mask)
+    assert unexpectedness(e, single).item() == pytest.approx(math.sqrt(4 + 16 / 9))
+
+
+def test_activations():
+    x = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    assert torch.allclose(
+        activation(x, "xexp"),
+        torch.tensor([0, 0.5 * math.exp(-0.5), math.exp(-1), 3 * math.exp(-3)]),
+    )
+    # unimodal with its maximum 1/e at x = 1
+    grid = torch.linspace(0, 10, 10001)
+    f = activation(grid, "xexp")
+    assert abs(grid[f.argmax()].item() - 1.0) < 1e-3 and f.max().item() == pytest.approx(1 / math.e)
+    assert activation(torch.tensor([0.0]), "gaussian").item() == pytest.approx(
+        1 / math.sqrt(2 * math.pi)
+    )
+    assert torch.equal(activation(x, "identity"), x)
+    with pytest.raises(ValueError, match="activation"):
+        activation(x, "relu")
+
+
+def test_mean_shift_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="bandwidth"):
+        mean_shift(np.zeros((1, 2, 2)), bandwidth=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        mean_shift(np.zeros((2, 2)))
