@@ -35,6 +35,12 @@ FAST = {
     "dcn": {"max_epochs": 2, "hidden": (16,), "dim": 8},
     "ipw": {"max_epochs": 2, "hidden": (16,), "dim": 8},
     "cdm": {"max_epochs": 2, "hidden": (16,), "dim": 8, "cdm_epochs": 1},
+    "purs": {"epochs": 1, "dim": 8},
+    "din": {"epochs": 1, "dim": 8},
+    "deepfm": {"epochs": 1, "dim": 8},
+    "wide-deep": {"epochs": 1, "dim": 8},
+    "pnn": {"epochs": 1, "dim": 8},
+    "spr": {"epochs": 2, "factors": 8},
 }
 
 
