@@ -37,6 +37,7 @@ MODELS: dict[str, str] = {
     "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
     "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
+    "graph": "divrec.retrieval.graphsage:GraphRetriever",  # WeChat GraphSAGE i2i (Eq. 1)
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
