@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from divrec.cli.simulate import app as simulate_app
 from divrec.data.interactions import DataError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(simulate_app, name="simulate")
 console = Console()
 
 DatasetOpt = Annotated[
