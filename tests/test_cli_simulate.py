@@ -19,8 +19,8 @@ def _run(*args):
 def test_simulate_writes_report_json_and_plots(data_home, tmp_path):
     out = tmp_path / "sim"
     result = _run(
-        "simulate", "--dataset", "ml-100k", "--users", 25, "--rounds", 2, "--epochs", 1,
-        "--update-steps", 1, "--candidates", 30, "--pipeline", "base,ours", "--out", out,
+        "simulate", "--dataset", "ml-100k", "--users", 15, "--rounds", 2, "--epochs", 1,
+        "--update-steps", 1, "--candidates", 20, "--pipeline", "base,ours", "--out", out,
         "--data-home", data_home, "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
