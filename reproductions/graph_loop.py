@@ -20,17 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from divrec.data.movielens import load_movielens_1m, ml1m_year_features
 from divrec.metrics.reference import reference_item_vectors
 from divrec.simulate import SimConfig, fit_retriever, make_world, run_simulation
+from divrec.simulate.datasets import load_sim_dataset
 from divrec.simulate.report import final_table, write_outputs
 
 TABLE1 = ("base", "fast-dpp", "p-dpp", "ours")
-
-
-def load(home=None):
-    d = load_movielens_1m(home, require_timestamps=True)
-    return d.with_item_side_info(item_features=ml1m_year_features(d.item_ids, home))
 
 
 def world_for(data, seed: int, n_users: int | None):
@@ -44,6 +39,7 @@ def world_for(data, seed: int, n_users: int | None):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/graph_loop"))
+    ap.add_argument("--dataset", default="ml-1m", help="ml-1m, ml-100k, beauty, sports, ...")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--users", type=int, default=1000, help="simulated users (0: all)")
@@ -55,7 +51,7 @@ def main(argv=None) -> None:
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = load()
+    data = load_sim_dataset(args.dataset)
     if args.cost:
         cost(data, args)
         return
@@ -69,13 +65,15 @@ def main(argv=None) -> None:
             runs.append(run_simulation(world, p, cfg, ret, None, ref, args.progress))
             print(f"seed {seed} {p} done", flush=True)
     notes = (
-        f"Settings: ML-1M timestamped users 1–2999, a random subset of {args.users or 'all'} "
-        f"users per seed, {args.rounds} rounds, {args.seeds} seeds, feeds of 10 from 100 "
+        f"Settings: {data.name}, a random subset of {args.users or 'all'} users per seed,"
+        f" {args.rounds} rounds, {args.seeds} seeds, feeds of 10 from 100 "
         f"retrieved, GraphSAGE {args.epochs} epochs on the starting log + 5 warm-start "
         f"minibatches per round, boredom β = {args.boredom}."
     )
-    write_outputs(runs, args.out, "Graph exploration loop (WeChat Table 1 direction)", notes)
-    sweep = {}
+    title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
+    write_outputs(runs, args.out, title, notes)
+    if not args.sweep:
+        return
     world = world_for(data, 0, args.users)
     ret = fit_retriever(world, {"epochs": args.epochs, "seed": 0})
     ref = reference_item_vectors(world.full_log)

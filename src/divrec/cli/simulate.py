@@ -17,27 +17,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: datasets the simulator knows how to give item attributes (genres / categories)
-SIM_DATASETS = ("ml-1m", "ml-100k")
-
-
-def load_sim_dataset(name: str, home: Path | None):
-    """The log with item attributes: ML-1M (timestamped users, genres + year), ML-100K."""
-    if name == "ml-1m":
-        from divrec.data.movielens import load_movielens_1m, ml1m_year_features
-
-        d = load_movielens_1m(home, require_timestamps=True)
-        return d.with_item_side_info(item_features=ml1m_year_features(d.item_ids, home))
-    if name == "ml-100k":
-        from divrec.data.movielens import load_movielens_100k
-
-        return load_movielens_100k(home)
-    raise ValueError(f"unknown simulator dataset {name!r}; known: {', '.join(SIM_DATASETS)}")
-
 
 @app.callback(invoke_without_command=True)
 def simulate(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="ml-1m or ml-100k.")] = "ml-1m",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="ml-1m, ml-100k, beauty, sports, toys, yelp.")
+    ] = "ml-1m",
     pipeline: Annotated[
         str,
         typer.Option(
@@ -72,6 +57,7 @@ def simulate(
         import numpy as np
 
         from divrec.simulate import PIPELINES, SimConfig, fit_retriever, make_world, run_simulation
+        from divrec.simulate.datasets import SIM_DATASETS, load_sim_dataset
         from divrec.simulate.report import final_table, write_outputs
 
         names = [p.strip() for p in pipeline.split(",") if p.strip()]
