@@ -184,7 +184,7 @@ def round_metrics(
     """Metrics of one round.
 
     * `ilad_<space>`: mean over users of ILAD (NOTES Eq. 9: mean pairwise `1 − cos`) of the
-      exposed `k`-item feed, in the current graph embedding, the genre space and the
+      exposed `k`-item feed, in the graph embedding used at exposure time, the genre space and the
       reference SVD space of the whole real log (independent of the system);
     * `rd_<space>`: retrieval diversity, the same mean-over-users ILAD computed over each
       user's `N` retrieved candidates (before ranking / re-ranking) — system-level in that
@@ -321,6 +321,7 @@ def run_simulation(
         t0 = time.perf_counter()
         order = env.respond(users, lists, rng)
         sec["feedback"] = time.perf_counter() - t0
+        exposed_space = ret.embeddings_  # graph-space metrics: the space at exposure time
         # updates
         t0 = time.perf_counter()
         cu, cp = np.nonzero(order >= 0)
@@ -344,7 +345,7 @@ def run_simulation(
         streak = np.where(n_click > 0, streak + 1, 0)
         t0 = time.perf_counter()
         spaces = {
-            "graph": ret.embeddings_,
+            "graph": exposed_space,
             "genre": world.attributes[:n_pool],
             "svd": reference_vectors[:n_pool],
         }

@@ -143,3 +143,47 @@ def write_outputs(runs: list[dict], out: Path, title: str, notes: str = "") -> d
     md += ["", "Plots: " + ", ".join(f"[{m}]({m}.png)" for m in (*METRICS, "theta")), ""]
     (out / "report.md").write_text("\n".join(md))
     return summary
+
+
+def paired_relative(
+    runs: list[dict], baseline: str, metrics=("ilad_graph", "rd_graph", "clicks"), at: int = -1
+) -> dict:
+    """Per-seed paired relative change (%) of each pipeline against `baseline` at round
+    `at` (runs of one seed share the world), as mean ± 95% t-interval over seeds.
+
+    Runs are paired by their position among the runs of their pipeline (seed order).
+    """
+    by: dict[str, list[dict]] = {}
+    for run in runs:
+        by.setdefault(run["pipeline"], []).append(run)
+    if baseline not in by:
+        raise ValueError(f"no runs of the baseline {baseline!r}")
+    base = by[baseline]
+    out = {}
+    for name, rs in by.items():
+        if len(rs) != len(base):
+            continue
+        entry = {}
+        for m in metrics:
+            rel = [
+                100.0 * (r["rounds"][at][m] / b["rounds"][at][m] - 1.0)
+                for r, b in zip(rs, base, strict=True)
+            ]
+            mean, ci = _mean_ci(np.array(rel))
+            entry[m] = {"mean": mean, "ci": ci}
+        out[name] = entry
+    return out
+
+
+def relative_table(rel: dict, metrics=("ilad_graph", "rd_graph", "clicks")) -> str:
+    """Markdown table of :func:`paired_relative` (percent vs the baseline)."""
+    rows = ["| pipeline | " + " | ".join(f"{m} (%)" for m in metrics) + " |"]
+    rows.append("|---" * (len(metrics) + 1) + "|")
+    for name, e in rel.items():
+        cells = []
+        for m in metrics:
+            f = e[m]
+            ci = "" if not np.isfinite(f["ci"]) else f" ± {f['ci']:.1f}"
+            cells.append(f"{f['mean']:+.1f}{ci}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
