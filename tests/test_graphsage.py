@@ -159,3 +159,29 @@ def test_registry_and_bad_params():
     assert isinstance(create("model", "graph", {"dim": "8"}), GraphRetriever)
     with pytest.raises(ValueError, match="aggregate"):
         GraphRetriever(aggregate="median")
+
+
+def test_pipeline_ours_uses_graph_embeddings_for_dpp_and_propensity():
+    from divrec.pipeline import Pipeline
+    from divrec.rerank import FastGreedyDPP
+    from divrec.rerank.personalized import RealtimePersonalizedDPP
+
+    data = clustered_log(seed=5)
+    ret = small_model(epochs=2)
+    pipe = Pipeline(ret, reranker=RealtimePersonalizedDPP(), n_candidates=15).fit(data)
+    rr = pipe.reranker
+    np.testing.assert_array_equal(rr.item_vectors_, ret.embeddings_)
+    np.testing.assert_array_equal(rr.tracker_.item_vectors, ret.embeddings_)
+    users = np.arange(6)
+    ids, _ = pipe.recommend(users, k=5)
+    # the same selection from a fixed-θ DPP fed the per-user θ and the same candidates
+    q = Query(users=users)
+    cand = ret(q, None, 15)
+    thetas = rr.tracker_.thetas(users.tolist())
+    for b in range(len(users)):
+        dpp = FastGreedyDPP(theta=float(thetas[b]))
+        valid = cand.ids[b] >= 0
+        pos = dpp.select(
+            cand.scores[b][valid].astype(np.float64), 5, vectors=ret.embeddings_[cand.ids[b][valid]]
+        )
+        np.testing.assert_array_equal(ids[b], cand.ids[b][valid][pos])
