@@ -14,6 +14,7 @@ throughput, incremental update time) and writes `cost.json`.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import time
 from pathlib import Path
@@ -190,8 +191,9 @@ def cost(data, args) -> None:
         "graph_edges": ts["edges"],
         "graphsage_fit_seconds": fit_s,
         "graphsage_train_seconds": ts["seconds"],
-        "graphsage_pairs_per_second": ts["pairs"] / ts["seconds"],
-        "graphsage_edges_per_second": ts["edges"] * args.epochs / ts["seconds"],
+        "graphsage_steps": ts["steps"],
+        "graphsage_positive_pairs_per_second": ts["pairs"] / ts["seconds"],
+        "graphsage_message_edges_per_second": ts["message_edges"] / ts["seconds"],
         "epochs": args.epochs,
     }
     for p in ("base", "ours"):
@@ -200,7 +202,10 @@ def cost(data, args) -> None:
         out[p] = {
             "seconds_per_round": {k: float(np.mean([s[k] for s in secs])) for k in secs[0]},
             "incremental_update_seconds": float(np.mean([s["graph_update"] for s in secs])),
+            "incremental_train_seconds": float(np.mean([x["train_seconds"] for x in r["rounds"]])),
         }
+    out["load_average_1min"] = os.getloadavg()[0]
+    out["cpu_count"] = os.cpu_count()
     out["torch_threads"] = 1
     (args.out / "cost.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

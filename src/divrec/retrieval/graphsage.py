@@ -266,6 +266,7 @@ class GraphSAGEEmbedder:
         src1 = torch.arange(b, d1.shape[0])[valid1]
         dst1 = torch.arange(b).repeat_interleave(f1)[valid1]
         ei2 = torch.stack([src1 - b, dst1])
+        self.last_message_edges = int(ei1.shape[1] + ei2.shape[1])
         return m.conv2((h1[b:], h1[:b]), ei2, size=(d1.shape[0] - b, b))
 
     def embed_all(self, adjacency: sp.csr_matrix, features) -> np.ndarray:
@@ -293,8 +294,9 @@ class GraphSAGEEmbedder:
         """`steps` minibatches of the unsupervised loss; starts drawn from `starts_pool`.
 
         Returns:
-            `{"steps", "pairs", "seconds", "loss"}` (positive pairs trained on, mean loss of
-            the last step).
+            `{"steps", "pairs", "message_edges", "seconds", "loss"}`: positive (walk
+            co-occurrence) pairs trained on, sampled message-passing edges of both layers,
+            wall time, the loss of the last step.
         """
         import torch
         import torch.nn.functional as F
@@ -304,7 +306,7 @@ class GraphSAGEEmbedder:
         noise = deg.clamp(min=0) ** 0.75
         noise = noise + (noise.sum() == 0).to(torch.float64)  # all-isolated: uniform
         pool = torch.from_numpy(np.asarray(starts_pool, dtype=np.int64))
-        pairs, loss_val = 0, float("nan")
+        pairs, edges, loss_val = 0, 0, float("nan")
         t0 = time.perf_counter()
         from rich.progress import track
 
@@ -332,11 +334,13 @@ class GraphSAGEEmbedder:
             loss.backward()
             self.optimizer.step()
             pairs += b
+            edges += self.last_message_edges
             loss_val = float(loss.detach())
         self.module.eval()
         return {
             "steps": steps,
             "pairs": pairs,
+            "message_edges": edges,
             "seconds": time.perf_counter() - t0,
             "loss": loss_val,
         }
@@ -472,7 +476,7 @@ class GraphRetriever(Recommender):
         self._refresh_graph()
         pool = np.flatnonzero(self.graph_.degrees() > 0)
         steps = 0 if pool.size == 0 else self.epochs * max(1, -(-pool.size // self.batch_size))
-        stats = {"steps": 0, "pairs": 0, "seconds": 0.0, "loss": float("nan")}
+        stats = {"steps": 0, "pairs": 0, "message_edges": 0, "seconds": 0.0, "loss": float("nan")}
         if steps:
             stats = emb.train_steps(self._tgraph, self._features_t(), steps, pool)
         stats["edges"] = self.graph_.n_edges
@@ -538,7 +542,7 @@ class GraphRetriever(Recommender):
         deg = self.graph_.degrees()
         pool = np.flatnonzero(deg > 0)
         touched = touched[deg[touched] > 0] if touched.size else touched
-        stats = {"steps": 0, "pairs": 0, "seconds": 0.0, "loss": float("nan")}
+        stats = {"steps": 0, "pairs": 0, "message_edges": 0, "seconds": 0.0, "loss": float("nan")}
         if steps and pool.size:
             n_focus = int(round(focus_share * pool.size)) if touched.size else 0
             reps = max(1, n_focus // max(touched.size, 1)) if n_focus else 0
