@@ -14,8 +14,8 @@ throughput, incremental update time) and writes `cost.json`.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import time
 from pathlib import Path
 
