@@ -48,6 +48,7 @@ def main(argv=None) -> None:
     ap.add_argument("--boredom", type=float, default=1.0)
     ap.add_argument("--sweep", type=str, default="0,2,4", help="β values for the sweep")
     ap.add_argument("--sweep-rounds", type=int, default=20)
+    ap.add_argument("--sweep-only", action="store_true", help="only the β sweep, into OUT")
     ap.add_argument("--cost", action="store_true")
     ap.add_argument(
         "--table",
@@ -74,6 +75,9 @@ def main(argv=None) -> None:
     if args.ablation:
         ablation(data, args)
         return
+    if args.sweep_only:
+        sweep(data, args, args.out)
+        return
     runs = []
     for seed in range(args.seeds):
         world = world_for(data, seed, args.users)
@@ -91,8 +95,12 @@ def main(argv=None) -> None:
     )
     title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
     write_outputs(runs, args.out, title, notes)
-    if not args.sweep:
-        return
+    if args.sweep:
+        sweep(data, args, args.out / "sweep")
+
+
+def sweep(data, args, out: Path) -> None:
+    """Base vs ours for each β of `--sweep`, seed 0, `--sweep-rounds` rounds."""
     world = world_for(data, 0, args.users)
     ret = fit_retriever(world, {"epochs": args.epochs, "seed": 0})
     ref = reference_item_vectors(world.full_log)
@@ -104,13 +112,14 @@ def main(argv=None) -> None:
             r["pipeline"] = f"{p} β={beta:g}"
             sweep_runs.append(r)
             print(f"sweep β={beta} {p} done", flush=True)
-    sweep = write_outputs(
+    summary = write_outputs(
         sweep_runs,
-        args.out / "sweep",
+        out,
         "Diversity-seeking strength sweep (seed 0)",
-        f"{args.sweep_rounds} rounds, seed 0, base vs ours, β ∈ {{{args.sweep}}}.",
+        f"{args.sweep_rounds} rounds, seed 0, {args.users or 'all'} users, base vs ours, "
+        f"β ∈ {{{args.sweep}}}.",
     )
-    print(final_table(sweep, ("ilad_svd", "rd_svd", "clicks")))
+    print(final_table(summary, ("ilad_graph", "ilad_svd", "rd_graph", "rd_svd", "clicks")))
 
 
 TABLE_METRICS = (
