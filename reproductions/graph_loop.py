@@ -43,6 +43,13 @@ def main(argv=None) -> None:
     ap.add_argument("--dataset", default="ml-1m", help="ml-1m, ml-100k, beauty, sports, ...")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (parallel runs)")
+    ap.add_argument(
+        "--merge",
+        type=str,
+        default="",
+        help="comma-separated output dirs of parallel runs: merge their runs.json into OUT",
+    )
     ap.add_argument("--users", type=int, default=1000, help="simulated users (0: all)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--boredom", type=float, default=1.0)
@@ -75,11 +82,20 @@ def main(argv=None) -> None:
     if args.ablation:
         ablation(data, args)
         return
+    if args.merge:
+        runs = []
+        for d in args.merge.split(","):
+            runs += json.loads((Path(d) / "runs.json").read_text())
+        notes = json.loads((Path(args.merge.split(",")[0]) / "notes.json").read_text())
+        notes = notes.replace(f"{args.seeds} seeds", "merged seeds")
+        title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
+        write_outputs(runs, args.out, title, notes + f" Merged from {args.merge}.")
+        return
     if args.sweep_only:
         sweep(data, args, args.out)
         return
     runs = []
-    for seed in range(args.seeds):
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         world = world_for(data, seed, args.users)
         ret = fit_retriever(world, {"epochs": args.epochs, "seed": seed})
         ref = reference_item_vectors(world.full_log)
@@ -95,6 +111,7 @@ def main(argv=None) -> None:
     )
     title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
     write_outputs(runs, args.out, title, notes)
+    (args.out / "notes.json").write_text(json.dumps(notes))
     if args.sweep:
         sweep(data, args, args.out / "sweep")
 
