@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def main(argv=None) -> None:
         for d in args.merge.split(","):
             runs += json.loads((Path(d) / "runs.json").read_text())
         notes = json.loads((Path(args.merge.split(",")[0]) / "notes.json").read_text())
-        notes = notes.replace(f"{args.seeds} seeds", "merged seeds")
+        n_seeds = len(runs) // len(TABLE1)
+        notes = re.sub(r"\d+ seeds", f"{n_seeds} seeds", notes)
         title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
         write_outputs(runs, args.out, title, notes + f" Merged from {args.merge}.")
         return
