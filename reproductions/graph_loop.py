@@ -57,6 +57,11 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", type=str, default="0,2,4", help="β values for the sweep")
     ap.add_argument("--sweep-rounds", type=int, default=20)
     ap.add_argument("--sweep-only", action="store_true", help="only the β sweep, into OUT")
+    ap.add_argument(
+        "--exclude-last-feed",
+        action="store_true",
+        help="impression discounting in the sweep: never re-show last round's feed",
+    )
     ap.add_argument("--cost", action="store_true")
     ap.add_argument(
         "--table",
@@ -125,7 +130,12 @@ def sweep(data, args, out: Path) -> None:
     ref = reference_item_vectors(world.full_log)
     sweep_runs = []
     for beta in [float(b) for b in args.sweep.split(",") if b]:
-        cfg = SimConfig(rounds=args.sweep_rounds, seed=0, choice={"boredom": beta})
+        cfg = SimConfig(
+            rounds=args.sweep_rounds,
+            seed=0,
+            choice={"boredom": beta},
+            exclude_last_feed=args.exclude_last_feed,
+        )
         for p in ("base", "ours"):
             r = run_simulation(world, p, cfg, ret, None, ref, args.progress)
             r["pipeline"] = f"{p} β={beta:g}"
@@ -136,7 +146,7 @@ def sweep(data, args, out: Path) -> None:
         out,
         "Diversity-seeking strength sweep (seed 0)",
         f"{args.sweep_rounds} rounds, seed 0, {args.users or 'all'} users, base vs ours, "
-        f"β ∈ {{{args.sweep}}}.",
+        f"β ∈ {{{args.sweep}}}, exclude_last_feed={args.exclude_last_feed}.",
     )
     print(final_table(summary, ("ilad_graph", "ilad_svd", "rd_graph", "rd_svd", "clicks")))
 

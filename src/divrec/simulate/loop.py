@@ -54,6 +54,8 @@ class SimConfig:
         seed: seeds the choice model's draws and the metric samplers.
         choice: keyword arguments of :class:`ChoiceModel`.
         jaccard_pairs: user pairs sampled for the between-user Jaccard.
+        exclude_last_feed: also exclude the items of the user's previous feed (impression
+            discounting: shown-but-ignored items are not shown again next round).
     """
 
     rounds: int = 30
@@ -67,6 +69,7 @@ class SimConfig:
     seed: int = 0
     choice: dict = field(default_factory=dict)
     jaccard_pairs: int = 20_000
+    exclude_last_feed: bool = False
 
 
 def fit_retriever(world: World, params: dict | None = None):
@@ -286,6 +289,7 @@ def run_simulation(
     reranker, space = make_reranker(pipeline, world, ret.embeddings_, cfg, tracker)
     pipe = Pipeline(ret, reranker=reranker, n_candidates=cfg.n_candidates)
     streak = np.zeros(n_users, dtype=np.int64)
+    last_feed = None
     records = []
     for r in track(range(1, cfg.rounds + 1), description=pipeline, disable=not progress):
         sec = {}
@@ -297,10 +301,13 @@ def run_simulation(
             reranker.item_vectors_ = ret.embeddings_
         tracker.item_vectors = ret.embeddings_
         sec["pool"] = time.perf_counter() - t0
+        excl = _padded(consumed[:, :n_pool], users)
+        if cfg.exclude_last_feed and last_feed is not None:
+            excl = np.concatenate([excl, last_feed], axis=1)
         query = Query(
             users=users,
             history=hist,
-            exclude=_padded(consumed[:, :n_pool], users),
+            exclude=excl,
             exclude_seen=True,
             now=float(r),
         )
@@ -318,6 +325,7 @@ def run_simulation(
             thetas = _theta_values(pipeline, reranker, query, world)
             lists = reranker(query, ranked, cfg.k).head(cfg.k).ids
         sec["rerank"] = time.perf_counter() - t0
+        last_feed = lists
         t0 = time.perf_counter()
         order = env.respond(users, lists, rng)
         sec["feedback"] = time.perf_counter() - t0
