@@ -46,6 +46,7 @@ MODELS: dict[str, str] = {
     "dcn": "divrec.ranking.dcn:DCNRanker",  # DCN-v2 (CDM backbone)
     "ipw": "divrec.ranking.dcn:IPWRanker",  # CDM baseline IPW
     "cdm": "divrec.ranking.cdm:CDMRanker",  # CDM (Eq. 5-20)
+    "graph": "divrec.retrieval.graphsage:GraphRetriever",  # WeChat GraphSAGE i2i (Eq. 1)
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from divrec.cli.serve import register as register_serve
+from divrec.cli.simulate import app as simulate_app
 from divrec.data.interactions import DataError
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def _options(
 
 app.add_typer(data_app, name="data")
 register_serve(app)
+app.add_typer(simulate_app, name="simulate")
 console = Console()
 
 DatasetOpt = Annotated[

@@ -219,3 +219,16 @@ def _read_numeric(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
             line = int(np.flatnonzero(bad)[0]) + 1
             raise DataError(f"{path}: line {line}: column {col!r} is not a number")
     return frame
+
+
+def ml1m_year_features(movie_ids: np.ndarray, home: Path | str | None = None) -> np.ndarray:
+    """`(len(movie_ids), 11)` float32 release-year features from the titles of `movies.dat`:
+    `(year − 1950) / 50` and a one-hot decade (≤1920s, 1930s, …, 2000s); unknown ids: zeros."""
+    movies = read_ml1m_movies(home)
+    years = movies["title"].str.extract(r"\((\d{4})\)\s*$")[0].astype(float).to_numpy()
+    years = np.nan_to_num(years, nan=1990.0)
+    decade = np.clip((years // 10).astype(np.int64) - 192, 0, 9)
+    feats = np.zeros((len(movies), 11), dtype=np.float32)
+    feats[:, 0] = (years - 1950.0) / 50.0
+    feats[np.arange(len(movies)), 1 + decade] = 1.0
+    return _align_rows(movies["movie_id"].to_numpy(), feats, movie_ids)

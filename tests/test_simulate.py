@@ -1,0 +1,105 @@
+"""Simulator: choice model vs its closed form, determinism, metrics by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from divrec.data.interactions import Interactions
+from divrec.simulate import ChoiceModel, SimConfig, choice_probabilities, make_world
+from divrec.simulate.loop import between_user_jaccard, run_simulation
+
+
+def test_choice_probabilities_closed_form():
+    v = np.array([[1.0, 0.0, 2.0]])
+    att = np.array([1.0, 0.5, 0.25])
+    p = choice_probabilities(v, att, 0.5, np.array([[True, True, False]]))
+    e = np.array([np.e, 0.5, 0.0, np.exp(0.5)])
+    np.testing.assert_allclose(p[0], e / e.sum())
+
+
+def test_sampled_first_choice_matches_closed_form():
+    prefs = np.array([[1.0, 0.2, -0.5, 1.5]], dtype=np.float32)
+    env = ChoiceModel(prefs, np.eye(4), no_click=1.0, position_decay=1.0, boredom=0.0)
+    n = 20_000
+    lists = np.tile([3, 0, 1, 2], (n, 1))
+    users = np.zeros(n, dtype=np.int64)
+    # one user repeated n times: the boredom state is shared but β = 0
+    order = env.respond(users, lists, np.random.default_rng(0))
+    first = np.where((order == 0).any(1), np.argmax(order == 0, axis=1), 4)
+    got = np.bincount(first, minlength=5) / n
+    v = prefs[0, [3, 0, 1, 2]].astype(np.float64)
+    want = choice_probabilities(v[None], env.attention(4), 1.0, np.ones((1, 4), bool))[0]
+    np.testing.assert_allclose(got, want, atol=0.012)
+
+
+def test_boredom_lowers_similar_items_after_a_click():
+    prefs = np.zeros((1, 3), dtype=np.float32)
+    attrs = np.array([[1.0, 0], [1.0, 0], [0, 1.0]])
+    env = ChoiceModel(prefs, attrs, boredom=2.0, boredom_rate=0.5, boredom_decay=1.0)
+    env.state[0] = [1.0, 0.0]
+    v = env.utilities(np.array([0]), np.array([[0, 1, 2, -1]]))
+    np.testing.assert_allclose(v[0, :3], [-2.0, -2.0, 0.0])
+    assert v[0, 3] == -np.inf
+
+
+def test_jaccard_by_hand():
+    lists = np.array([[0, 1, 2], [1, 2, 3], [4, 5, -1]])
+    # pairs: (0,1) 2/4, (0,2) 0, (1,2) 0
+    assert between_user_jaccard(lists, 6, 100, 0) == pytest.approx(0.5 / 3)
+
+
+def tiny_world(seed=0):
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 40, 60
+    cats = np.zeros((n_items, 4))
+    cats[np.arange(n_items), np.arange(n_items) % 4] = 1
+    users = np.repeat(np.arange(n_users), 12)
+    items = (rng.integers(0, 15, users.size) * 4 + users % 4) % n_items
+    data = Interactions.from_arrays(
+        users, items, np.full(users.size, 5.0), np.arange(users.size), dedupe="last"
+    )
+    cm = sp.csr_matrix(cats[data.item_ids])
+    data = data.with_item_side_info(cm, ("a", "b", "c", "d"))
+    return make_world(data, new_item_share=0.2, min_item_count=2, release_rounds=2, factors=8)
+
+
+@pytest.fixture(scope="module")
+def world_and_retriever():
+    from divrec.simulate import fit_retriever
+
+    w = tiny_world()
+    params = dict(dim=8, hidden=8, epochs=2, batch_size=32, negatives=8, seed=0)
+    return w, fit_retriever(w, params)
+
+
+def test_world_orders_new_items_last(world_and_retriever):
+    w, _ = world_and_retriever
+    assert w.start_log.n_items == w.n_start < w.n_items
+    assert (w.start_log.items < w.n_start).all()
+    assert w.pool_size(0) == w.n_start and w.pool_size(2) == w.n_items
+    np.testing.assert_allclose(w.preferences.mean(1), 0, atol=1e-4)
+
+
+@pytest.mark.parametrize("pipeline", ["ours", "base", "p-dpp"])
+def test_simulation_is_deterministic_for_a_seed(world_and_retriever, pipeline):
+    w, ret = world_and_retriever
+    cfg = SimConfig(rounds=3, k=4, n_candidates=12, update_steps=1, seed=5)
+    a = run_simulation(w, pipeline, cfg, ret)
+    b = run_simulation(w, pipeline, cfg, ret)
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}
+             for r in a["rounds"]]  # fmt: skip
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}
+                     for r in b["rounds"]]  # fmt: skip
+    last = a["rounds"][-1]
+    assert last["pool"] == w.n_items and last["edges"] >= ret.graph_.n_edges
+    assert 0 <= last["coverage"] <= 1 and last["clicks"] >= 0
+    c = run_simulation(w, pipeline, SimConfig(rounds=3, k=4, n_candidates=12, seed=6), ret)
+    assert [r["clicks"] for r in c["rounds"]] != [r["clicks"] for r in a["rounds"]]
+
+
+def test_bad_pipeline_name(world_and_retriever):
+    w, ret = world_and_retriever
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        run_simulation(w, "nope", SimConfig(rounds=1), ret)
