@@ -37,6 +37,13 @@ MODELS: dict[str, str] = {
     "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
     "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
+    "slim": "divrec.retrieval.slim:SLIMRecommender",  # SLIM ElasticNet (Dacrema et al. 2021)
+    "neumf": "divrec.retrieval.neumf:NeuMFRecommender",  # NCF MLP+GMF (He et al. 2017)
+    "seq": "divrec.retrieval.sequential:SequentialRecommender",  # any encoder/loss below
+    "youtube": "divrec.retrieval.sequential:YouTubeDNN",  # Covington et al. 2016, SSM
+    "tr-youtube": "divrec.retrieval.sequential:TRYouTube",  # TotalRecall Sec. 4.2
+    "comirec-sa": "divrec.retrieval.sequential:ComiRecSA",  # Cen et al. 2020 self-attention
+    "comirec-dr": "divrec.retrieval.sequential:ComiRecDR",  # Cen et al. 2020 dynamic routing
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
