@@ -49,9 +49,7 @@ def test_slim_columns_satisfy_elastic_net_kkt_conditions():
 def test_slim_scores_are_history_times_weights_and_history_path_matches():
     x = _blocks()
     m = SLIMRecommender(alpha=0.01, l1_ratio=0.3).fit(x)
-    np.testing.assert_allclose(
-        m.score_all([0, 25]), (x[[0, 25]] @ m.weights_).toarray(), rtol=1e-6
-    )
+    np.testing.assert_allclose(m.score_all([0, 25]), (x[[0, 25]] @ m.weights_).toarray(), rtol=1e-6)
     hist = [list(x[3].indices)]
     q = Query(users=[-1], history=hist)
     np.testing.assert_allclose(m.score_query(q), m.score_all([3]), rtol=1e-6)
