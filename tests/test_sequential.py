@@ -9,7 +9,7 @@ import torch
 
 import divrec
 from divrec.data.interactions import Interactions
-from divrec.data.query import Query
+from divrec.data.query import Candidates, Query
 from divrec.evaluation.sequential import evaluate_sequences, sequence_metrics
 from divrec.registry import create
 from divrec.retrieval.sequential import (
@@ -269,3 +269,23 @@ def test_s3rec_beauty_loads_with_order_and_attributes(data_home):
     rows = np.flatnonzero(d.users == u0)
     seq = d.item_ids[d.items[rows[np.argsort(d.timestamps[rows])]]]
     np.testing.assert_array_equal(seq, [1, 2, 3, 4, 5])  # Beauty.txt line 1: "1 1 2 3 4 5"
+
+
+def test_pipeline_with_reranker_serves_fresh_histories(topic_sa):
+    from divrec.pipeline import Pipeline
+    from divrec.rerank import MMR
+
+    data = _topic_log()
+    pipe = Pipeline(topic_sa, MMR(lambda_=0.5), n_candidates=15, item_vectors=None)
+    pipe.use_fitted(data)
+    q = Query(users=[-1, -1], history=[[0, 21, 3], [5, 6, 7]], exclude_seen=True)
+    out = pipe(q, None, 5)
+    cand = topic_sa(q, k=15)
+    for r in range(2):
+        got = out.ids[r][out.ids[r] >= 0]
+        assert got.size == 5 and set(got) <= set(cand.ids[r])
+        assert not set(got) & set(q.history[r][q.history[r] >= 0])
+    # ranking mode: given candidates come back sorted by the model's scores
+    ranked = topic_sa(q, Candidates.from_ids([[30, 1, 2], [3, 4, 39]]))
+    s = topic_sa.score(q, ranked.ids)
+    assert np.all(np.diff(s, axis=1) <= 1e-6)
