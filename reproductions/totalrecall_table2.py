@@ -78,6 +78,8 @@ def methods(common: dict) -> dict:
         "tr-u2i": lambda: TRYouTube(loss="u2i", **common),
         "tr-bi": lambda: TRYouTube(loss="bi", **common),
         **{f"next-{n}": (lambda n=n: TRYouTube(loss="bi", next_n=n, **common)) for n in NEXT_N[1:]},
+        # control: next-1 trained on as many (pseudo-user, target) pairs as next-5 consumes
+        "tr-bi-5x": lambda: TRYouTube(loss="bi", **{**common, "epochs": 5 * common["epochs"]}),
     }
 
 
@@ -330,6 +332,20 @@ def _goals(results: dict, d: str) -> list[str]:
                 f"({'falls' if kl[str(n)] < kl['1'] else 'rises'})"
             )
         out.append("- next-n (n ≤ 5) vs next-1 (Bi-InfoNCE): " + "; ".join(parts) + ".")
+        r5x = mean("tr-bi-5x", "recall@50")
+        r5 = mean("next-5", "recall@50")
+        if r5x is not None and r5 is not None:
+            ex = [
+                r["examples_seen"]
+                for k, r in results["runs"].items()
+                if k.startswith(f"{d}/tr-bi-5x/") or k.startswith(f"{d}/next-5/")
+            ]
+            out.append(
+                f"- Control (same training pairs): next-1 trained 5x longer reaches Recall@50 "
+                f"{100 * r5x:.2f}% vs next-5 {100 * r5:.2f}% "
+                f"({'next-5 still ahead' if r5 > r5x else 'the gain is explained by more pairs'}; "
+                f"pairs consumed {min(ex):,}–{max(ex):,})."
+            )
     return out
 
 
@@ -349,7 +365,7 @@ def plots(results: dict, out: Path) -> None:
                 continue
             xs = [n for n, _ in r["curve"]]
             for ax, m in zip(axes, metrics, strict=True):
-                ax.plot(xs, [v[m] for _, v in r["curve"]], marker=".", label=LABELS[name])
+                ax.plot(xs, [v[m] for _, v in r["curve"]], marker=".", label=LABELS.get(name, name))
         for ax, m in zip(axes, metrics, strict=True):
             ax.set_xlabel("training (pseudo-user, target) pairs consumed")
             ax.set_title(f"{d}: validation {m}")
