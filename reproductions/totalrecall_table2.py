@@ -213,7 +213,7 @@ def markdown(results: dict) -> str:
         "training data; a test user's first 80% is the history, the last 20% the targets; full",
         "ranking through each model's faiss retrieval stage; history items not excluded",
         "(as ComiRec). Metrics in %, distinct counts over all test users' top-50 lists.",
-        f"Mean ± std over seeds {s.get('seeds')}.",
+        "Mean ± std over the seeds listed per dataset (population std).",
         "",
         "**Reduced training** (2-core machine shared with other jobs): "
         f"{s.get('epochs')} epoch(s) (1 epoch = one sampled sequence cut per next-item example "
@@ -262,8 +262,11 @@ def markdown(results: dict) -> str:
             for n in LABELS
             if n != "tr-next-n" and _stats(results, d, n, "test", "recall@50")
         ]
+        seeds = sorted({int(k.split("/")[2]) for k in results["runs"] if k.startswith(d + "/")})
         lines.append(
-            f"Seeds per row: {min(n_seeds) if n_seeds else 0}–{max(n_seeds) if n_seeds else 0}."
+            f"Seeds {seeds}; runs per row: {min(n_seeds) if n_seeds else 0}–"
+            f"{max(n_seeds) if n_seeds else 0}. The next-n row uses the n with the best mean "
+            "validation Recall@50 among the n that were run."
         )
         lines.append("")
         lines += _goals(results, d)
@@ -303,6 +306,7 @@ def _goals(results: dict, d: str) -> list[str]:
     cats = {n: mean(n, "distinct_categories@50") for n in rows}
     if all(v is not None for v in items.values()):
         top_i = max(items, key=items.get)
+        single = {n: v for n, v in items.items() if not n.startswith("comirec") and n != "popular"}
         top_c = max(cats, key=cats.get)
         out.append(
             f"- Bi-InfoNCE highest distinct items@50 / cates@50: "
@@ -310,7 +314,11 @@ def _goals(results: dict, d: str) -> list[str]:
             f"(highest: {LABELS[top_i]}, "
             f"{items[top_i]:.0f} vs Bi {items['tr-bi']:.0f}); "
             f"{'confirmed' if top_c == 'tr-bi' else 'refuted'} for categories (highest: "
-            f"{LABELS[top_c]}, {cats[top_c]:.0f} vs Bi {cats['tr-bi']:.0f})."
+            f"{LABELS[top_c]}, {cats[top_c]:.0f} vs Bi {cats['tr-bi']:.0f}). Recall@50: "
+            f"{LABELS[top_i]} {100 * mean(top_i, 'recall@50'):.2f}%, Bi-InfoNCE "
+            f"{100 * mean('tr-bi', 'recall@50'):.2f}%. Among the single-vector (YouTube-tower) "
+            f"models the highest distinct items@50 is "
+            f"{LABELS[max(single, key=single.get)]} ({max(single.values()):.0f})."
         )
     a, b = mean("youtube-ssm-l2", "recall@50"), mean("youtube-ssm", "recall@50")
     if a is not None and b is not None:
