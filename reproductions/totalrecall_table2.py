@@ -282,7 +282,33 @@ def markdown(results: dict) -> str:
                 ),
                 "",
             ]
+    lines += _long_section(results)
     return "\n".join(lines) + "\n"
+
+
+def _long_section(results: dict) -> list[str]:
+    """Runs trained longer (``results["long"]``, from a separate ``--epochs`` run)."""
+    long = results.get("long")
+    if not long:
+        return []
+    ep = results.get("long_settings", {}).get("epochs")
+    lines = [
+        f"## Longer training check ({ep} epochs, seed 0)",
+        "",
+        "The 1-epoch curves (fig4_*.png) are still moving: ComiRec's distinct items fall and",
+        "TR's rise with training. These runs train longer to see where they settle.",
+        "",
+        "| run | Recall@50 | HitRate@50 | Distinct items@50 | Distinct cates@50 | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, r in long.items():
+        t = r["test"]
+        lines.append(
+            f"| {key} | {100 * t['recall@50']:.2f} | {100 * t['hitrate@50']:.2f} | "
+            f"{t['distinct_items@50']:.0f} | {t['distinct_categories@50']:.0f} | "
+            f"{r['examples_seen']:,} |"
+        )
+    return [*lines, ""]
 
 
 def _n_name(n: int) -> str:
@@ -381,6 +407,20 @@ def plots(results: dict, out: Path) -> None:
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"fig4_{d}.png", dpi=110)
+        plt.close(fig)
+    if results.get("long"):
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+        for key, r in results["long"].items():
+            xs = [n for n, _ in r["curve"]]
+            for ax, m in zip(axes, metrics, strict=True):
+                ax.plot(xs, [v[m] for _, v in r["curve"]], marker=".", label=key)
+        for ax, m in zip(axes, metrics, strict=True):
+            ax.set_xlabel("training (pseudo-user, target) pairs consumed")
+            ax.set_title(f"longer training: validation {m}")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "fig4_long.png", dpi=110)
         plt.close(fig)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for d in datasets:
