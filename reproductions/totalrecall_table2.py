@@ -308,6 +308,12 @@ def _long_section(results: dict) -> list[str]:
             f"{t['distinct_items@50']:.0f} | {t['distinct_categories@50']:.0f} | "
             f"{r['examples_seen']:,} |"
         )
+    best = max(long, key=lambda k: long[k]["test"]["distinct_items@50"])
+    lines += [
+        "",
+        f"Highest distinct items@50 after longer training: {best} (Recall@50 "
+        f"{100 * long[best]['test']['recall@50']:.2f}%).",
+    ]
     return [*lines, ""]
 
 
@@ -375,7 +381,7 @@ def _goals(results: dict, d: str) -> list[str]:
                 if k.startswith(f"{d}/tr-bi-5x/") or k.startswith(f"{d}/next-5/")
             ]
             out.append(
-                f"- Control (same training pairs): next-1 trained 5x longer reaches Recall@50 "
+                f"- Control (more training pairs): next-1 trained 5x longer reaches Recall@50 "
                 f"{100 * r5x:.2f}% vs next-5 {100 * r5:.2f}% "
                 f"({'next-5 still ahead' if r5 > r5x else 'the gain is explained by more pairs'}; "
                 f"pairs consumed {min(ex):,}–{max(ex):,})."
