@@ -466,6 +466,47 @@ def plots(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def throughput_bench(args, path: Path) -> None:
+    """Every model trained for `args.epochs` epochs in this one process (throughput ratios)."""
+    common = {
+        "dim": args.dim,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "tau": args.tau,
+        "max_len": args.max_len,
+        "n_interests": args.n_interests,
+        "threads": 1,
+    }
+    dataset = args.datasets.split(",")[0]
+    split = comirec_split(load_s3rec(dataset, args.home), seed=args.seeds[0])
+    rows = {}
+    for name, make in methods(common).items():
+        if name in ("popular", "tr-bi-5x"):
+            continue
+        model = make().fit(split.train)
+        rows[name] = {
+            "pairs_per_second": model.examples_seen_ / model.train_seconds_,
+            "train_seconds": model.train_seconds_,
+            "pairs": model.examples_seen_,
+        }
+        print(name, f"{rows[name]['pairs_per_second']:.0f} pairs/s", flush=True)
+    path.write_text(
+        json.dumps(
+            {
+                "what": "training (pseudo-user, target) pairs per second, each model trained "
+                "in turn in one process, 1 torch thread, on a 2-core machine shared with other "
+                "jobs: compare as ratios within this file only",
+                "dataset": dataset,
+                "seed": args.seeds[0],
+                "settings": common,
+                "models": rows,
+            },
+            indent=2,
+        )
+    )
+
+
 def throughput(results: dict, path: Path, dataset: str, seed: int) -> None:
     rows = {}
     for key, r in results["runs"].items():
@@ -508,10 +549,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-points", type=int, default=6)
     parser.add_argument("--throughput", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--throughput-bench", action="store_true", help="only time every model into --throughput"
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.throughput_bench:
+        throughput_bench(args, args.throughput)
+        return
     if args.report_only:
         results = json.loads((args.out / "table2.json").read_text())
     else:
