@@ -398,6 +398,8 @@ def plots(results: dict, out: Path) -> None:
     datasets = [d for d in DATASETS if any(k.startswith(d + "/") for k in results["runs"])]
     metrics = ("recall@50", "hitrate@50", "distinct_items@50", "distinct_categories@50")
     for d in datasets:
+        if not any(r["curve"] for k, r in results["runs"].items() if k.startswith(d + "/")):
+            continue  # curves are recorded on one dataset's first seed only
         fig, axes = plt.subplots(1, 4, figsize=(17, 4))
         for key, r in results["runs"].items():
             ds, name, _ = key.split("/")
