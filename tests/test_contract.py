@@ -41,6 +41,14 @@ FAST = {
     "wide-deep": {"epochs": 1, "dim": 8},
     "pnn": {"epochs": 1, "dim": 8},
     "spr": {"epochs": 2, "factors": 8},
+    "graph": {"epochs": 1, "dim": 16, "hidden": 16},
+    "slim": {"max_iter": 20},
+    "neumf": {"epochs": 1, "gmf_dim": 8, "mlp_dims": (16, 8)},
+    "seq": {"epochs": 1.0, "dim": 8, "ssm_negatives": 32, "batch_size": 64},
+    "youtube": {"epochs": 1.0, "dim": 8, "ssm_negatives": 32, "batch_size": 64},
+    "tr-youtube": {"epochs": 1.0, "dim": 8, "ssm_negatives": 32, "batch_size": 64},
+    "comirec-sa": {"epochs": 1.0, "dim": 8, "ssm_negatives": 32, "batch_size": 64},
+    "comirec-dr": {"epochs": 1.0, "dim": 8, "ssm_negatives": 32, "batch_size": 64},
 }
 
 

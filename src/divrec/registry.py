@@ -47,6 +47,13 @@ MODELS: dict[str, str] = {
     "ipw": "divrec.ranking.dcn:IPWRanker",  # CDM baseline IPW
     "cdm": "divrec.ranking.cdm:CDMRanker",  # CDM (Eq. 5-20)
     "graph": "divrec.retrieval.graphsage:GraphRetriever",  # WeChat GraphSAGE i2i (Eq. 1)
+    "slim": "divrec.retrieval.slim:SLIMRecommender",  # SLIM ElasticNet (Dacrema et al. 2021)
+    "neumf": "divrec.retrieval.neumf:NeuMFRecommender",  # NCF MLP+GMF (He et al. 2017)
+    "seq": "divrec.retrieval.sequential:SequentialRecommender",  # any encoder/loss below
+    "youtube": "divrec.retrieval.sequential:YouTubeDNN",  # Covington et al. 2016, SSM
+    "tr-youtube": "divrec.retrieval.sequential:TRYouTube",  # TotalRecall Sec. 4.2
+    "comirec-sa": "divrec.retrieval.sequential:ComiRecSA",  # Cen et al. 2020 self-attention
+    "comirec-dr": "divrec.retrieval.sequential:ComiRecDR",  # Cen et al. 2020 dynamic routing
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
@@ -72,6 +79,8 @@ DATASETS: dict[str, str] = {
     "amazon-grocery": "divrec.data.rechorus:load_grocery_rechorus",
     "yelp": "divrec.data.s3rec:load_s3rec_yelp",  # S3-Rec Yelp (implicit, chronological)
     "beauty": "divrec.data.s3rec:load_s3rec_beauty",  # S3-Rec Amazon Beauty
+    "sports": "divrec.data.s3rec:load_s3rec_sports",  # S3-Rec Amazon Sports
+    "toys": "divrec.data.s3rec:load_s3rec_toys",  # S3-Rec Amazon Toys
 }
 
 _TABLES = {"model": MODELS, "ranker": RANKERS, "re-ranker": RERANKERS, "dataset": DATASETS}

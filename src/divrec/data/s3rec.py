@@ -20,14 +20,32 @@ from divrec.data.interactions import DataError, Interactions
 
 S3REC_NAMES = ("Beauty", "Sports_and_Outdoors", "Toys_and_Games", "Yelp", "LastFM")
 
-__all__ = ["S3REC_NAMES", "load_s3rec", "load_s3rec_beauty", "load_s3rec_yelp"]
+#: short names → file stem in `s3rec/`
+S3REC_SETS = {
+    "beauty": "Beauty",
+    "sports": "Sports_and_Outdoors",
+    "toys": "Toys_and_Games",
+    "yelp": "Yelp",
+    "lastfm": "LastFM",
+}
+
+__all__ = [
+    "S3REC_NAMES",
+    "S3REC_SETS",
+    "load_s3rec",
+    "load_s3rec_beauty",
+    "load_s3rec_sports",
+    "load_s3rec_toys",
+    "load_s3rec_yelp",
+]
 
 
 def load_s3rec(name: str, home: Path | str | None = None, attributes: bool = True) -> Interactions:
     """One S3-Rec sequence set as an implicit, chronologically ordered log.
 
     Args:
-        name: one of `S3REC_NAMES`.
+        name: a file stem of `S3REC_NAMES` or a short name of `S3REC_SETS`
+            ("beauty", "sports", "toys", "yelp", "lastfm").
         home: the data home (`DIVREC_DATA_HOME` when None).
         attributes: attach `<name>_item2attributes.json` as multi-hot item categories.
 
@@ -35,8 +53,9 @@ def load_s3rec(name: str, home: Path | str | None = None, attributes: bool = Tru
         `Interactions` with values 1, `timestamps` = position in the user's sequence, and
         repeated (user, item) events kept (S3-Rec sequences may repeat an item).
     """
+    name = S3REC_SETS.get(name, name)
     if name not in S3REC_NAMES:
-        raise ValueError(f"unknown S3-Rec set {name!r}; known: {', '.join(S3REC_NAMES)}")
+        raise DataError(f"unknown S3-Rec set {name!r}; known: {', '.join(S3REC_SETS)}")
     path = find_file(f"s3rec/{name}.txt", home)
     users, items, pos = [], [], []
     with open(path, encoding="utf-8") as fh:
@@ -95,3 +114,13 @@ def load_s3rec_yelp(home: Path | str | None = None) -> Interactions:
 def load_s3rec_beauty(home: Path | str | None = None) -> Interactions:
     """S3-Rec Amazon Beauty (22,363 users, 12,101 items, 198,502 reviews)."""
     return load_s3rec("Beauty", home)
+
+
+def load_s3rec_sports(home: Path | str | None = None) -> Interactions:
+    """S3-Rec Amazon Sports and Outdoors."""
+    return load_s3rec("Sports_and_Outdoors", home)
+
+
+def load_s3rec_toys(home: Path | str | None = None) -> Interactions:
+    """S3-Rec Amazon Toys and Games."""
+    return load_s3rec("Toys_and_Games", home)

@@ -6,17 +6,16 @@ itself by import side effect.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from divrec.data.interactions import DataError, Interactions
 from divrec.data.movielens import load_movielens_1m, load_movielens_100k
-from divrec.data.s3rec import load_s3rec_beauty, load_s3rec_yelp
 from divrec.data.split import Split
 from divrec.metrics.reference import reference_item_vectors
 from divrec.params import parse_pairs
-from divrec.registry import MODELS, RERANKERS, create
+from divrec.registry import DATASETS as REGISTERED_DATASETS
+from divrec.registry import MODELS, RERANKERS, create, resolve
 from divrec.splitting.protocols import leave_last_one, ncf_split, random_holdout, temporal_split
 
 __all__ = [
@@ -34,12 +33,9 @@ __all__ = [
     "reference_item_vectors",
 ]
 
-DATASETS: dict[str, Callable[..., Interactions]] = {
-    "ml-100k": load_movielens_100k,
-    "ml-1m": load_movielens_1m,
-    "yelp": load_s3rec_yelp,
-    "beauty": load_s3rec_beauty,
-}
+#: named datasets (the registry's; loaders are imported when a name is used)
+DATASETS = REGISTERED_DATASETS
+
 
 PROTOCOLS = ("ncf", "leave-last-one", "temporal", "random")
 #: the evaluation protocol ("sampled" or "full") that goes with each split protocol
@@ -83,7 +79,9 @@ def load_dataset(
     if name in DATASETS:
         if name == "ml-1m":
             return load_movielens_1m(home, require_timestamps=require_timestamps)
-        return DATASETS[name](home)
+        if name == "ml-100k":
+            return load_movielens_100k(home)
+        return resolve("dataset", name)(home)
     path = Path(name)
     if not (path.suffix in (".csv", ".tsv", ".gz", ".parquet") or path.exists()):
         raise DataError(
