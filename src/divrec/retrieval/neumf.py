@@ -107,7 +107,9 @@ class NeuMFRecommender(Recommender):
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         n_users, n_items = matrix.shape
-        net = self._build(n_users, n_items)
+        with torch.random.fork_rng(devices=[]):  # the Linear layers' default init, seeded
+            torch.manual_seed(self.seed)
+            net = self._build(n_users, n_items)
         with torch.no_grad():
             for emb in (net.user_gmf, net.item_gmf, net.user_mlp, net.item_mlp):
                 emb.weight.normal_(0.0, self.init_std, generator=gen)

@@ -383,7 +383,9 @@ class SequentialRecommender(Recommender):
         p_neg_t = torch.from_numpy(p_neg)
         log_p_neg = torch.from_numpy(np.log(p_neg).astype(np.float32))
 
-        net = self._build(n_items)
+        with torch.random.fork_rng(devices=[]):  # default layer inits, seeded
+            torch.manual_seed(self.seed)
+            net = self._build(n_items)
         with torch.no_grad():
             net.item.weight.normal_(0.0, self.init_std, generator=gen)
             net.item.weight[n_items].zero_()
