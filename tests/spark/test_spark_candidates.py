@@ -8,7 +8,7 @@ import pytest
 from divrec.data.movielens import load_movielens_100k
 from divrec.evaluation.batch import factor_view, stream_u2i
 from divrec.pipeline import Pipeline
-from divrec.rerank import MMR, FastGreedyDPP
+from divrec.rerank import FastGreedyDPP
 from divrec.retrieval.baselines import ALSRecommender
 from divrec.retrieval.hi import HIRealtime
 from divrec.spark import candidates as sc
@@ -30,7 +30,7 @@ def _collect(df, n_users):
     return np.stack(frame["items"].to_numpy()), np.stack(frame["scores"].to_numpy())
 
 
-@pytest.mark.parametrize("reranker", [FastGreedyDPP(), MMR()], ids=["dpp", "mmr"])
+@pytest.mark.parametrize("reranker", [FastGreedyDPP()], ids=["dpp"])
 def test_u2i_rerank_equals_pipeline(spark, ml100k, reranker):
     split, model = ml100k
     pipe = Pipeline(model, reranker, n_candidates=100).use_fitted(split.train)
@@ -83,7 +83,7 @@ def test_u2i_hi_realtime_and_i2u(spark, data_home):
         np.testing.assert_array_equal(got.loc[item, "scores"], ref_scores[item, :n])
 
 
-@pytest.mark.parametrize("aggregation,scope", [("mean", "group"), ("max", "item"), ("sum", "item")])
+@pytest.mark.parametrize("aggregation,scope", [("mean", "group"), ("max", "item")])
 def test_group_potential_users_equals_two_tower(spark, ml100k, aggregation, scope):
     from divrec.retrieval.two_tower import TwoTowerRecommender
 

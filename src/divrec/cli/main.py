@@ -285,5 +285,9 @@ def _json_default(obj):
     return str(obj)
 
 
+from divrec.cli.spark import app as spark_app  # noqa: E402 - the sub-app imports _fail lazily
+
+app.add_typer(spark_app, name="spark")
+
 if __name__ == "__main__":  # pragma: no cover
     app()
