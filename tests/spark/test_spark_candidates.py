@@ -20,7 +20,7 @@ from divrec.splitting import leave_last_one
 def ml100k(data_home):
     data = load_movielens_100k(data_home)
     split = leave_last_one(data, validation=False)
-    model = ALSRecommender(factors=24, iterations=4, seed=0).fit(split.train)
+    model = ALSRecommender(factors=24, iterations=4, seed=0, threads=1).fit(split.train)
     return split, model
 
 

@@ -20,7 +20,7 @@ from divrec.splitting import random_holdout
 def lists(data_home):
     data = load_movielens_100k(data_home)
     split = random_holdout(data, 0.2, seed=0, per_user=True)
-    model = ALSRecommender(factors=16, iterations=3).fit(split.train)
+    model = ALSRecommender(factors=16, iterations=3, threads=1).fit(split.train)
     rec, _ = model.recommend(np.arange(data.n_users), 20)
     rec[::7, 15:] = -1  # padded lists
     rec[5] = -1  # an empty list
