@@ -148,7 +148,9 @@ def u2i(
 def als_recommend_for_all_users(model, k: int, seen: DataFrame | None = None) -> DataFrame:
     """Spark ALS's `recommendForAllUsers`, training items removed, as `U2I_SCHEMA`.
 
-    Fetches `k + max |seen(u)|` items per user so that `k` remain after the removal.
+    Fetches `k + max |seen(u)|` items per user so that `k` remain after the removal: with
+    heavy users that is large (ML-1M: 2,300 per user); `u2i` on `SparkALS.user_vectors()`
+    and `factor_view()` excludes seen items block by block instead.
 
     Args:
         model: a fitted `pyspark.ml.recommendation.ALSModel` (user/item columns `user`,
