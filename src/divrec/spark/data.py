@@ -189,7 +189,8 @@ def read_table(
     Args:
         spark: the session.
         path: a `.parquet` file or directory, or a delimited text file (`.csv`, `.tsv`,
-            `.gz` variants; `sep` overrides the separator).
+            `.gz` variants; `sep` overrides the separator); local or a Hadoop URL
+            (`hdfs://`, `s3a://`, ...).
         columns: which columns hold user, item, rating, timestamp and session.
         sep: field separator of text files.
         name: dataset name (default: the file name without extensions).
@@ -200,21 +201,23 @@ def read_table(
         DataError: missing file, missing column, no rows, non-numeric values.
         ValueError: `min_rating` without a rating column, or an unknown `dedupe`.
     """
-    path = Path(path)
+    location = str(path)
+    remote = "://" in location  # s3a://, hdfs://, gs://: Spark reads it, no local check
+    path = Path(location)
     if min_rating is not None and columns.rating is None:
         raise ValueError("min_rating needs a rating column (ColumnMap.rating is None)")
     if dedupe not in ("last", "sum", None):
         raise ValueError(f"dedupe must be 'last', 'sum' or None, got {dedupe!r}")
-    if not path.exists():
+    if not remote and not path.exists():
         raise DataError(f"{path}: no such file")
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or path.is_dir():
-        raw = spark.read.parquet(str(path))
+    suffixes = [x.lower() for x in path.suffixes]
+    if ".parquet" in suffixes or (not remote and path.is_dir()):
+        raw = spark.read.parquet(location)
         text = False
     else:
         if sep is None:
             sep = "\t" if ".tsv" in suffixes else ","
-        raw = spark.read.option("header", "true").option("sep", sep).csv(str(path))
+        raw = spark.read.option("header", "true").option("sep", sep).csv(location)
         text = True
     roles = {
         "user": columns.user,
