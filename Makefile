@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,serve,graph]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,serve,graph,spark]"
 	touch $@
 
 demo: $(VENV)/.installed

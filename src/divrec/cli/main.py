@@ -427,5 +427,9 @@ def _entry() -> None:  # pragma: no cover - console script
     sys.exit(main())
 
 
+from divrec.cli.spark import app as spark_app  # noqa: E402 - the sub-app imports _fail lazily
+
+app.add_typer(spark_app, name="spark")
+
 if __name__ == "__main__":  # pragma: no cover
     _entry()

@@ -26,6 +26,9 @@ randomized sketch) and is deterministic given its seeded start vector. When k is
 full rank (k ≥ min(shape) − 1, where ARPACK cannot run) or the matrix is tiny, LAPACK's
 dense `numpy.linalg.svd` is used instead. The factors are `left = U_k Σ_k` (rows × k) and
 `right = V_kᵀ` (k × cols); n × n products like C are never materialized.
+Every HI model also takes `solver="als"`: explicit ALS on the *non-zero* entries only with
+Spark's weighted-λ objective (`als_factors`, `regularization` = Spark's `regParam`), the
+paper's own solver, for comparison with `divrec.spark.train.SparkHI`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "N2PRecommender",
     "P2PRecommender",
     "load_model",
+    "als_factors",
     "mix_candidates",
     "truncated_factors",
 ]
@@ -82,6 +86,70 @@ def truncated_factors(matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.nda
         order = np.argsort(-s, kind="stable")
         u, s, vt = u[:, order], s[order], vt[order]
     return np.ascontiguousarray(u * s[None, :]), np.ascontiguousarray(vt)
+
+
+def als_factors(
+    matrix,
+    k: int,
+    seed: int = 0,
+    regularization: float = 0.01,
+    iterations: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Explicit ALS on the non-zero entries of `matrix`, Spark's weighted-λ objective.
+
+    The factorization the HI paper ran (Apache Spark ALS, `implicitPrefs=False`): with Ω the
+    stored non-zeros, minimize `Σ_(i,j)∈Ω (M_ij − a_i·b_j)² + λ (Σ_i n_i ‖a_i‖² +
+    Σ_j m_j ‖b_j‖²)`, `n_i` / `m_j` the non-zeros of row i / column j (ALS-WR, as
+    `org.apache.spark.ml.recommendation.ALS`). Zeros are *missing*, not targets (unlike the
+    SVD solver). Factors start as seeded Gaussian rows scaled to unit norm (as Spark); each
+    iteration solves the column factors, then the row factors, exactly (batched normal
+    equations: the Gram matrices are one sparse × dense product of the indicator of Ω with
+    the outer products `b_j b_jᵀ`). Rows / columns without non-zeros get zero factors.
+
+    Args:
+        matrix: `(r, c)` scipy sparse (or dense; its non-zeros are Ω).
+        k: rank.
+        seed: initialization seed.
+        regularization: λ (Spark's `regParam`).
+        iterations: ALS sweeps (Spark's `maxIter`).
+
+    Returns:
+        `(left (r, k) float64, right (k, c) float64)`, `M ≈ left @ right` on Ω.
+    """
+    if k < 1:
+        raise ValueError(f"factors must be >= 1, got {k}")
+    if regularization < 0 or iterations < 1:
+        raise ValueError("regularization must be >= 0 and iterations >= 1")
+    m = sp.csr_matrix(matrix, dtype=np.float64)
+    m.eliminate_zeros()
+    rng = np.random.default_rng(seed)
+
+    def init(n: int) -> np.ndarray:
+        f = rng.standard_normal((n, k))
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+    left, right = init(m.shape[0]), init(m.shape[1])
+    mt = m.T.tocsr()
+    for _ in range(int(iterations)):
+        right = _als_half(mt, left, regularization)
+        left = _als_half(m, right, regularization)
+    return left, np.ascontiguousarray(right.T)
+
+
+def _als_half(m: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
+    """Row factors `x_i = (Σ_j∈Ω_i o_j o_jᵀ + λ n_i I)⁻¹ Σ_j∈Ω_i M_ij o_j` of every row."""
+    n, k = m.shape[0], other.shape[1]
+    ind = m.copy()
+    ind.data[:] = 1.0
+    counts = np.diff(m.indptr).astype(np.float64)
+    outer = np.einsum("jk,jl->jkl", other, other).reshape(other.shape[0], k * k)
+    gram = np.asarray(ind @ outer).reshape(n, k, k)
+    gram += (reg * counts)[:, None, None] * np.eye(k)[None]
+    rhs = np.asarray(m @ other)
+    out = np.zeros((n, k))
+    has = counts > 0
+    out[has] = np.linalg.solve(gram[has], rhs[has][:, :, None])[:, :, 0]
+    return out
 
 
 def mix_candidates(
@@ -211,6 +279,15 @@ class _HIBase(Recommender):
 
     def _fit_factors(self, x: sp.csr_matrix, y: sp.csr_matrix) -> None:
         raise NotImplementedError
+
+    def _factorize(self, matrix) -> tuple[np.ndarray, np.ndarray]:
+        """`solver="svd"`: `truncated_factors`; `"als"`: `als_factors` (Spark's objective)."""
+        solver = getattr(self, "solver", "svd")
+        if solver == "svd":
+            return truncated_factors(matrix, self.factors, self.seed)
+        if solver == "als":
+            return als_factors(matrix, self.factors, self.seed, self.regularization)
+        raise ValueError(f"solver must be 'svd' or 'als', got {solver!r}")
 
     def score_rows(self, x, y, beta: float | None = None) -> np.ndarray:
         """Scores of every item for arbitrary (possibly real-valued) request rows.
@@ -358,6 +435,9 @@ class P2PRecommender(_HIBase):
         seed: ARPACK start-vector seed.
         encoding: FEEDE mode of `encode_feedback`: "threshold" (binary, default) or
             "rating6" (`x = r/6`, `y = 1 − x` on every rated cell; text under Eq. 6).
+        solver: "svd" (default: `truncated_factors`, zeros are targets) or "als" (explicit
+            ALS on the non-zeros, Spark's weighted-λ objective: `als_factors`).
+        regularization: λ of `solver="als"` (Spark's `regParam`); unused by "svd".
 
     Attributes:
         P_: `(n_items, k)` float64, `P = U Σ` of XᵀX (Eq. 3).
@@ -367,15 +447,23 @@ class P2PRecommender(_HIBase):
     _factor_names = ("P_", "Q_")
 
     def __init__(
-        self, factors: int = 10, threshold: float = 4.0, seed: int = 0, encoding="threshold"
+        self,
+        factors: int = 10,
+        threshold: float = 4.0,
+        seed: int = 0,
+        encoding="threshold",
+        solver: str = "svd",
+        regularization: float = 0.01,
     ):
         self.factors = factors
         self.threshold = threshold
         self.seed = seed
         self.encoding = encoding
+        self.solver = solver
+        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
-        self.P_, self.Q_ = truncated_factors((x.T @ x).tocsr(), self.factors, self.seed)
+        self.P_, self.Q_ = self._factorize((x.T @ x).tocsr())
 
     def _event_vectors(self, x, y, beta: float) -> np.ndarray:
         return np.asarray(x @ self.P_)
@@ -416,15 +504,23 @@ class N2PRecommender(_HIBase):
     _factor_names = ("R_", "S_")
 
     def __init__(
-        self, factors: int = 10, threshold: float = 4.0, seed: int = 0, encoding="threshold"
+        self,
+        factors: int = 10,
+        threshold: float = 4.0,
+        seed: int = 0,
+        encoding="threshold",
+        solver: str = "svd",
+        regularization: float = 0.01,
     ):
         self.factors = factors
         self.threshold = threshold
         self.seed = seed
         self.encoding = encoding
+        self.solver = solver
+        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
-        self.R_, self.S_ = truncated_factors((y.T @ x).tocsr(), self.factors, self.seed)
+        self.R_, self.S_ = self._factorize((y.T @ x).tocsr())
 
     def _event_vectors(self, x, y, beta: float) -> np.ndarray:
         return np.asarray(y @ self.R_)
@@ -455,6 +551,7 @@ class HIRecommender(_HIBase):
         threshold: positive-feedback threshold.
         depth: how many positions `score_all` mixes.
         seed: solver seed.
+        solver, regularization: the factorization (see `P2PRecommender`).
 
     Attributes:
         P_, Q_: p2p factors (Eq. 3). R_, S_: n2p factors (Eq. 7).
@@ -469,15 +566,19 @@ class HIRecommender(_HIBase):
         threshold: float = 4.0,
         depth: int = 100,
         seed: int = 0,
+        solver: str = "svd",
+        regularization: float = 0.01,
     ):
         self.factors = factors
         self.ratio = ratio
         self.threshold = threshold
         self.depth = depth
         self.seed = seed
+        self.solver = solver
+        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
-        self.P_, self.Q_ = truncated_factors((x.T @ x).tocsr(), self.factors, self.seed)
+        self.P_, self.Q_ = self._factorize((x.T @ x).tocsr())
         self.R_, self.S_ = truncated_factors((y.T @ x).tocsr(), self.factors, self.seed)
 
     def channel_scores(self, users) -> tuple[np.ndarray, np.ndarray]:
@@ -551,6 +652,7 @@ class HIRealtime(_HIBase):
             of H by its Frobenius norm, `H = [XᵀX/‖XᵀX‖_F ; YᵀX/‖YᵀX‖_F]`, so that the
             n2p block is not drowned by the larger p2p block in the rank-k SVD. Scores are
             then on the normalized scale.
+        solver, regularization: the factorization (see `P2PRecommender`).
 
     Attributes:
         A_: `(2 n_items, k)` float64, `A = U Σ` of H (Eq. 15).
@@ -567,6 +669,8 @@ class HIRealtime(_HIBase):
         seed=0,
         encoding: str = "threshold",
         block_norm: bool = False,
+        solver: str = "svd",
+        regularization: float = 0.01,
     ):
         self.factors = factors
         self.beta = beta
@@ -574,6 +678,8 @@ class HIRealtime(_HIBase):
         self.seed = seed
         self.encoding = encoding
         self.block_norm = block_norm
+        self.solver = solver
+        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
         xtx, ytx = (x.T @ x).tocsr(), (y.T @ x).tocsr()
@@ -581,7 +687,7 @@ class HIRealtime(_HIBase):
             xtx = xtx / max(sp.linalg.norm(xtx), 1e-300)
             ytx = ytx / max(sp.linalg.norm(ytx), 1e-300)
         h = sp.vstack([xtx, ytx]).tocsr()  # Eq. 14
-        self.A_, self.B_ = truncated_factors(h, self.factors, self.seed)
+        self.A_, self.B_ = self._factorize(h)
 
     def _event_vectors(self, x, y, beta: float) -> np.ndarray:
         n = self.n_items_

@@ -1,0 +1,306 @@
+"""`divrec spark train|recommend|evaluate`: the Spark path from the command line.
+
+Importing this module imports neither pyspark nor torch (commands import them when run).
+Every stage writes one log line on stderr (`[spark] <stage> … (seconds)`); Spark's own UI
+(`--ui`, default on, http://localhost:4040 for a local master) shows the progress of each job.
+
+Layout of a model directory written by `train`:
+    meta.json                     model name, parameters, universe size, the split
+    users.parquet, items.parquet  id maps (index, id)
+    train.parquet, test.parquet   the split (LOG_SCHEMA rows; test only with --protocol)
+    user_vectors.parquet          (user, vector)
+    item_vectors.parquet          (item, vector)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Train, recommend and evaluate on Apache Spark (needs the `spark` extra and Java 17+).",
+    no_args_is_help=True,
+)
+
+MODELS = ("ials", "p2p", "n2p", "hi-rt")
+PROTOCOLS = ("none", "temporal", "leave-last-one", "random")
+
+MasterOpt = Annotated[
+    str, typer.Option("--master", help="Spark master URL: local[*], spark://host:7077, yarn.")
+]
+UiOpt = Annotated[bool, typer.Option("--ui/--no-ui", help="Start the Spark web UI.")]
+PartOpt = Annotated[
+    int | None, typer.Option("--shuffle-partitions", help="spark.sql.shuffle.partitions.")
+]
+
+
+def _helpers():
+    from divrec.cli.main import _fail, _guard
+
+    return _fail, _guard
+
+
+class _Stages:
+    """Prints one line per finished stage on stderr."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self, stage: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        extra = f" {detail}" if detail else ""
+        typer.echo(f"[spark] {stage}{extra} ({now - self.t0:.1f}s)", err=True)
+        self.t0 = now
+
+
+def _session(master: str, ui: bool, partitions: int | None):
+    from divrec.spark.session import spark_session
+
+    return spark_session(master, "divrec", shuffle_partitions=partitions, ui=ui)
+
+
+def _read_log(spark, data: str, columns: str | None, min_rating: float | None, home):
+    from divrec.data.home import data_home
+    from divrec.evaluation.setup import DATASETS, TableSpec, load_dataset
+    from divrec.spark.data import from_interactions, read_table
+
+    if data in DATASETS:
+        return from_interactions(spark, load_dataset(data, data_home(home)))
+    from divrec.data.tabular import ColumnMap
+
+    spec = TableSpec.parse(columns, min_rating)
+    return read_table(spark, data, ColumnMap(**dict(spec.columns)), min_rating=min_rating)
+
+
+def _split(log, protocol: str, seed: int):
+    from divrec.spark import data as sd
+
+    if protocol == "none":
+        return log, None
+    if protocol == "temporal":
+        s = sd.temporal_split(log, 0.2)
+    elif protocol == "leave-last-one":
+        s = sd.leave_last_one(log, validation=False, min_interactions=2)
+    else:
+        s = sd.random_holdout(log, 0.2, seed=seed)
+    return s.train, s.test
+
+
+def _make_model(name: str, params: dict):
+    from divrec.params import coerce_params
+    from divrec.spark.train import SparkALS, SparkHI
+
+    if name not in MODELS:
+        raise ValueError(f"unknown Spark model {name!r}; known: {', '.join(MODELS)}")
+    if name == "ials":
+        return SparkALS(**coerce_params(SparkALS, params, f"model {name!r}"))
+    values = coerce_params(SparkHI, params, f"model {name!r}")
+    if "kind" in values:
+        raise ValueError("--param kind is set by the model name (p2p, n2p, hi-rt)")
+    return SparkHI(kind=name, **values)
+
+
+def _ids_frame(ids):
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame({"index": np.arange(len(ids), dtype=np.int64), "id": ids})
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option("--data", help="ml-100k, ml-1m or a CSV/TSV/Parquet path.")],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to create.")],
+    model: Annotated[str, typer.Option("--model", help="ials, p2p, n2p or hi-rt.")] = "ials",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Model hyperparameter name=value.")
+    ] = None,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="none, temporal, leave-last-one or random.")
+    ] = "none",
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="role=column pairs for a file.")
+    ] = None,
+    min_rating: Annotated[float | None, typer.Option("--min-rating")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    data_home: Annotated[Path | None, typer.Option("--data-home")] = None,
+    master: MasterOpt = "local[*]",
+    ui: UiOpt = True,
+    shuffle_partitions: PartOpt = None,
+) -> None:
+    """Reads a log, optionally splits it, trains a model on Spark and writes Parquet."""
+    _fail, _guard = _helpers()
+
+    def body():
+        from divrec.params import parse_pairs
+
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        estimator = _make_model(model, parse_pairs(param, "--param"))
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} exists and is not empty")
+        stage = _Stages()
+        spark = _session(master, ui, shuffle_partitions)
+        stage("session", f"master={master}")
+        log = _read_log(spark, data, columns, min_rating, data_home)
+        stage("read", f"{log.name}: {log.n_users} users, {log.n_items} items")
+        train_log, test_log = _split(log, protocol, seed)
+        train_log = train_log.with_df(train_log.df.cache())
+        stage("split", protocol)
+        estimator.fit(train_log)
+        stage("fit", model)
+        out.mkdir(parents=True, exist_ok=True)
+        spark.createDataFrame(_ids_frame(log.user_ids)).write.parquet(str(out / "users.parquet"))
+        spark.createDataFrame(_ids_frame(log.item_ids)).write.parquet(str(out / "items.parquet"))
+        train_log.df.write.parquet(str(out / "train.parquet"))
+        if test_log is not None:
+            test_log.df.write.parquet(str(out / "test.parquet"))
+        estimator.user_vectors().write.parquet(str(out / "user_vectors.parquet"))
+        import numpy as np
+        import pandas as pd
+
+        items = estimator.factor_view().item_vectors
+        frame = pd.DataFrame(
+            {"item": np.arange(items.shape[0], dtype=np.int64), "vector": list(items)}
+        )
+        spark.createDataFrame(frame).write.parquet(str(out / "item_vectors.parquet"))
+        meta = {
+            "model": model,
+            "params": {
+                k: v
+                for k, v in vars(estimator).items()
+                if not k.endswith("_") and not k.startswith("_")
+            },
+            "n_users": log.n_users,
+            "n_items": log.n_items,
+            "protocol": protocol,
+            "dataset": log.name,
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        stage("write", str(out))
+
+    _guard(body)
+
+
+def _load_items(spark, model_dir: Path):
+    import numpy as np
+
+    frame = spark.read.parquet(str(model_dir / "item_vectors.parquet")).toPandas()
+    frame = frame.sort_values("item")
+    return np.stack(frame["vector"].to_numpy())
+
+
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="A `divrec spark train` output.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet output of the lists.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="List length.")] = 10,
+    n_candidates: Annotated[int, typer.Option("--n-candidates", help="Retrieval depth.")] = 100,
+    reranker: Annotated[
+        str | None, typer.Option("--reranker", help="dpp, mmr, ssd, pdpp, ... (registry).")
+    ] = None,
+    rerank_param: Annotated[list[str] | None, typer.Option("--rerank-param")] = None,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen")] = True,
+    block: Annotated[int, typer.Option("--block", help="Users per matrix product.")] = 1024,
+    master: MasterOpt = "local[*]",
+    ui: UiOpt = True,
+    shuffle_partitions: PartOpt = None,
+) -> None:
+    """Batch u2i top-k for every user (+ a divrec re-ranker per partition), to Parquet."""
+    _fail, _guard = _helpers()
+
+    def body():
+        if not (model_dir / "meta.json").exists():
+            raise ValueError(f"{model_dir} is not a `divrec spark train` directory (no meta.json)")
+        if k < 1 or n_candidates < 1:
+            raise ValueError("--k and --n-candidates must be positive")
+        if out.exists():
+            raise ValueError(f"{out} exists")
+        rr = None
+        if reranker is not None:
+            from divrec.evaluation.setup import make_reranker, parse_params
+
+            rr = make_reranker(reranker, parse_params(rerank_param, "--rerank-param"))
+        stage = _Stages()
+        spark = _session(master, ui, shuffle_partitions)
+        stage("session", f"master={master}")
+        from divrec.evaluation.batch import FactorView
+        from divrec.spark.candidates import u2i
+        from divrec.spark.data import SparkLog, to_interactions
+
+        items = _load_items(spark, model_dir)
+        users = spark.read.parquet(str(model_dir / "user_vectors.parquet"))
+        train_df = spark.read.parquet(str(model_dir / "train.parquet"))
+        stage("load", f"{items.shape[0]} items")
+        if rr is not None:
+            import numpy as np
+
+            meta = json.loads((model_dir / "meta.json").read_text())
+
+            def ids(name: str):
+                frame = spark.read.parquet(str(model_dir / name)).toPandas()
+                return frame.sort_values("index")["id"].to_numpy()
+
+            log = SparkLog(train_df, ids("users.parquet"), ids("items.parquet"), meta["dataset"])
+            rr.fit(to_interactions(log), item_vectors=items.astype(np.float32))
+            stage("fit re-ranker", reranker)
+        seen = train_df if exclude_seen else None
+        lists = u2i(spark, users, FactorView(None, items), n_candidates, k=k, seen=seen,
+                    reranker=rr, block=block)  # fmt: skip
+        lists.write.parquet(str(out))
+        stage("u2i" + (f" + {reranker}" if rr else ""), str(out))
+
+    _guard(body)
+
+
+@app.command()
+def evaluate(
+    lists: Annotated[Path, typer.Option("--lists", help="Parquet lists (`recommend` output).")],
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Holds test.parquet.")],
+    k: Annotated[list[int] | None, typer.Option("--k", "-k", help="Cut-off(s).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here.")] = None,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", help="Between-user pairs.")] = 100_000,
+    master: MasterOpt = "local[*]",
+    ui: UiOpt = True,
+    shuffle_partitions: PartOpt = None,
+) -> None:
+    """Accuracy and beyond-accuracy metrics of Parquet lists, computed on Spark."""
+    _fail, _guard = _helpers()
+
+    def body():
+        ks = tuple(k or [10])
+        if not (model_dir / "test.parquet").exists():
+            raise ValueError(f"{model_dir} has no test.parquet (train with --protocol)")
+        stage = _Stages()
+        spark = _session(master, ui, shuffle_partitions)
+        stage("session", f"master={master}")
+        from divrec.spark.metrics import accuracy, beyond_accuracy
+
+        recs = spark.read.parquet(str(lists))
+        truth = spark.read.parquet(str(model_dir / "test.parquet"))
+        train_df = spark.read.parquet(str(model_dir / "train.parquet"))
+        meta = json.loads((model_dir / "meta.json").read_text())
+        result = {"accuracy": accuracy(recs, truth, ks)}
+        stage("accuracy", " ".join(f"hr@{c}={result['accuracy'][f'hr@{c}']:.4f}" for c in ks))
+        pop = train_df.select("user", "item").distinct().groupBy("item").count().toPandas()
+        import numpy as np
+
+        popularity = np.zeros(meta["n_items"], dtype=np.float64)
+        popularity[pop["item"].to_numpy()] = pop["count"].to_numpy()
+        result["beyond_accuracy"] = beyond_accuracy(
+            spark, recs, meta["n_items"], k=max(ks), item_vectors=_load_items(spark, model_dir),
+            item_popularity=popularity, n_users=meta["n_users"], max_pairs=max_pairs,
+        )  # fmt: skip
+        stage("beyond-accuracy")
+        text = json.dumps(result, indent=2)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+        sys.stdout.write(text + "\n")
+
+    _guard(body)
