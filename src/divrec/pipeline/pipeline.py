@@ -55,12 +55,16 @@ class Pipeline(Recommender):
         self.ranker = ranker
 
     @property
+    def _scorer(self) -> Recommender:
+        """The last scoring stage: the ranker, else the retriever."""
+        return self.ranker if self.ranker is not None else self.retriever
+
+    @property
     def has_scorer(self) -> bool:  # type: ignore[override]
         """A re-ranked list has no per-item score; without a re-ranker the last stage scores."""
         if self.reranker is not None:
             return False
-        last = self.ranker if self.ranker is not None else self.retriever
-        return bool(getattr(last, "has_scorer", True))
+        return bool(getattr(self._scorer, "has_scorer", True))
 
     @property
     def supports_history(self) -> bool:  # type: ignore[override]
@@ -119,10 +123,8 @@ class Pipeline(Recommender):
         self._check_fitted()
         k = check_list_length(k)
         n = max(self.n_candidates, k)
-        if candidates is not None:  # e.g. a sampled protocol: rank these, keep the top n
-            cand = self.retriever(query, candidates, n)
-        else:
-            cand = self.retriever(query, None, n)
+        # given candidates (e.g. a sampled protocol's) are ranked and cut to the top n
+        cand = self.retriever(query, candidates, n)
         if self.ranker is not None:
             cand = self.ranker(query, cand, None)
         if self.reranker is None:
@@ -130,13 +132,10 @@ class Pipeline(Recommender):
         return self.reranker(query, cand, k).head(k)
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
-        last = self.ranker if self.ranker is not None else self.retriever
-        return last.score_all(users)
+        return self._scorer.score_all(users)
 
     def _score_history(self, query: Query) -> np.ndarray:
-        last = self.ranker if self.ranker is not None else self.retriever
-        return last.score_query(query)
+        return self._scorer.score_query(query)
 
     def _score_items(self, query: Query, items: np.ndarray) -> np.ndarray:
-        last = self.ranker if self.ranker is not None else self.retriever
-        return last.score(query, items)
+        return self._scorer.score(query, items)

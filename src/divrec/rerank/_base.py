@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -57,7 +56,6 @@ RelevanceScaling = Literal["minmax", "raw"]
 _SCALINGS = ("minmax", "raw")
 
 __all__ = [
-    "BatchSimilarity",
     "Reranker",
     "Similarity",
     "category_similarity",
@@ -359,93 +357,6 @@ class Similarity:
             return self.matrix
         assert self.unit_vectors is not None
         return self.unit_vectors @ self.unit_vectors.T
-
-
-class BatchSimilarity:
-    """Batched counterpart of :class:`Similarity` for ``(B, N, d)`` / ``(B, N, N)`` inputs.
-
-    Inputs are prepared lazily, one chunk of requests at a time (:meth:`chunk`): values
-    at invalid positions are replaced by 0, valid ones must be finite, vectors are
-    L2-normalized. This keeps the working set of the batched greedy loops in cache.
-    """
-
-    def __init__(
-        self,
-        matrix: np.ndarray | None,
-        unit_vectors: np.ndarray | None,
-        valid: np.ndarray | None = None,
-        prepared: bool = True,
-    ) -> None:
-        self.matrix = matrix
-        self.unit_vectors = unit_vectors
-        self.valid = valid
-        self.prepared = prepared
-
-    @classmethod
-    def resolve(
-        cls,
-        shape: tuple[int, int],
-        valid: np.ndarray,
-        vectors: Any | None,
-        similarity: Any | None,
-        who: str,
-    ) -> BatchSimilarity:
-        """Build from exactly one of ``vectors`` ``(B, N, d)`` / ``similarity`` ``(B, N, N)``."""
-        b, n = shape
-        if vectors is not None and similarity is not None:
-            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
-        if vectors is not None:
-            v = np.asarray(vectors)
-            if v.ndim != 3 or v.shape[:2] != (b, n):
-                raise ValueError(f"vectors must have shape ({b}, {n}, d), got {v.shape}")
-            return cls(None, v, valid, prepared=False)
-        if similarity is not None:
-            s = np.asarray(similarity)
-            if s.shape != (b, n, n):
-                raise ValueError(f"similarity must have shape ({b}, {n}, {n}), got {s.shape}")
-            return cls(s, None, valid, prepared=False)
-        raise ValueError(f"{who} needs `vectors` (B, N, d) or `similarity` (B, N, N); got neither")
-
-    def chunk(self, sl: slice) -> BatchSimilarity:
-        """The prepared requests ``sl`` of the batch."""
-        if self.prepared:
-            if self.matrix is not None:
-                return BatchSimilarity(self.matrix[sl], None)
-            return BatchSimilarity(None, self.unit_vectors[sl])  # type: ignore[index]
-        valid = self.valid[sl]  # type: ignore[index]
-        if self.matrix is not None:
-            s = np.array(self.matrix[sl], dtype=np.float64)
-            if not valid.all():
-                s[~(valid[:, :, None] & valid[:, None, :])] = 0.0
-            if not np.all(np.isfinite(s)):
-                raise ValueError("similarity contains NaN or infinite values at valid positions")
-            return BatchSimilarity(s, None)
-        v = np.array(self.unit_vectors[sl], dtype=np.float64)  # type: ignore[index]
-        if not valid.all():
-            v[~valid] = 0.0
-        if not np.all(np.isfinite(v)):
-            raise ValueError("vectors contain NaN or infinite values at valid positions")
-        return BatchSimilarity(None, _normalize_rows(v))
-
-    def rows_for(self, sl: slice) -> Callable[[np.ndarray], np.ndarray]:
-        """``rows`` of the prepared chunk ``sl`` of the batch."""
-        return self.chunk(sl).rows
-
-    def rows(self, js: np.ndarray) -> np.ndarray:
-        """Row ``js[b]`` of every request of a prepared batch, ``(B, N)``."""
-        if self.matrix is not None:
-            return self.matrix[np.arange(js.shape[0]), js]
-        assert self.unit_vectors is not None
-        u = self.unit_vectors
-        vj = u[np.arange(js.shape[0]), js]  # (B, d)
-        return np.matmul(u, vj[:, :, None])[:, :, 0]
-
-    def diag(self) -> np.ndarray:
-        """Self-similarities ``(B, N)`` of a prepared batch."""
-        if self.matrix is not None:
-            return np.diagonal(self.matrix, axis1=1, axis2=2).copy()
-        assert self.unit_vectors is not None
-        return np.einsum("bnd,bnd->bn", self.unit_vectors, self.unit_vectors)
 
 
 # --------------------------------------------------------------------------- kernels

@@ -80,6 +80,11 @@ def entropy_theta(
     return np.where(total[..., 0] > 0, theta, default_theta)
 
 
+def _theta_rows(theta: Any, bsz: int) -> np.ndarray:
+    """A per-request ``theta`` (scalar or ``(B,)``) as a ``(B,)`` float64 array."""
+    return np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,)))
+
+
 class PersonalizedDPP(_GreedyDPPReranker):
     """Fast greedy DPP with a per-request trade-off ``θ_u`` (p-DPP / WeChat Eq. 7).
 
@@ -163,8 +168,7 @@ class PersonalizedDPP(_GreedyDPPReranker):
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
         theta = kwargs.get("theta")
         if theta is not None:
-            t = np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,))
-            return np.array(t)
+            return _theta_rows(theta, bsz)
         counts = kwargs.get("user_category_counts")
         if counts is not None:
             c = np.asarray(counts)
@@ -553,7 +557,7 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
         theta = kwargs.get("theta")
         if theta is not None:
-            return np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,)))
+            return _theta_rows(theta, bsz)
         users = kwargs.get("users")
         if users is None:
             raise ValueError("RealtimePersonalizedDPP.select_batch needs `users`")

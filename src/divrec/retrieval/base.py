@@ -153,9 +153,10 @@ class Recommender(Persistable):
         if ids.size and ids.max() >= self.n_items_:
             raise ValueError(f"candidate item index out of range [0, {self.n_items_})")
         valid = ids >= 0
-        scores = np.array(self._score_items(query, np.where(valid, ids, 0)), dtype=np.float64)
+        safe = np.where(valid, ids, 0)
+        scores = np.array(self._score_items(query, safe), dtype=np.float64)
         scores[~valid] = -np.inf
-        self._mask_excluded(query, scores, np.where(valid, ids, 0))
+        self._mask_excluded(query, scores, safe)
         n = ids.shape[1]
         kk = n if k is None else check_list_length(k)
         pos, top_scores = top_k(scores, min(kk, n)) if n else (ids[:, :0], scores[:, :0])
