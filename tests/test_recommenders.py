@@ -559,3 +559,44 @@ def test_get_params_and_repr():
     model = ItemKNNRecommender(neighbors=7, shrink=2.5)
     assert model.get_params() == {"neighbors": 7, "shrink": 2.5, "block": 2048}
     assert repr(model) == "ItemKNNRecommender(neighbors=7, shrink=2.5, block=2048)"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_als_fold_in_matches_dense_weighted_least_squares(seed):
+    """The batched fold-in solves, per request, the full weighted ridge problem
+    min_u Σ_i c_i (p_i − u·q_i)² + λ‖u‖² over all items (written out densely here)."""
+    from divrec.data.query import Query
+
+    log, _ = _planted_blocks(seed)
+    model = ALSRecommender(factors=3, iterations=3, seed=seed, threads=1).fit(log)
+    rng = np.random.default_rng(seed)
+    n = model.item_factors_.shape[0]
+    hists = [rng.choice(n, size=m, replace=False).tolist() for m in (5, 0, 1, 12, 3)]
+    vals = [rng.uniform(0.5, 4.0, size=len(h)).tolist() for h in hists]
+    width = max(len(h) for h in hists)
+    hist_arr = np.full((len(hists), width), -1, dtype=np.int64)
+    val_arr = np.zeros((len(hists), width), dtype=np.float32)
+    for b, (h, v) in enumerate(zip(hists, vals, strict=True)):
+        hist_arr[b, : len(h)], val_arr[b, : len(v)] = h, v
+    query = Query(np.full(len(hists), -1), history=hist_arr, history_values=val_arr)
+    got = model.fold_in(query)
+    q = model.item_factors_.astype(np.float64)
+    alpha, lam = model._foldin_alpha, model._foldin_reg
+
+    def dense(q):
+        out = np.zeros((len(hists), q.shape[1]))
+        for b, (h, v) in enumerate(zip(hists, vals, strict=True)):
+            if not h:
+                continue  # an empty history folds in to the zero vector
+            c = np.ones(n)
+            p = np.zeros(n)
+            c[h] = 1.0 + alpha * np.asarray(v)
+            p[h] = 1.0
+            a = q.T @ (c[:, None] * q) + lam * np.eye(q.shape[1])
+            out[b] = np.linalg.solve(a, q.T @ (c * p))
+        return out
+
+    np.testing.assert_allclose(got, dense(q), rtol=1e-4, atol=1e-5)
+    # the cached Gram matrix follows the item factors
+    model.item_factors_ = model.item_factors_ * 2.0
+    np.testing.assert_allclose(model.fold_in(query), dense(2.0 * q), rtol=1e-4, atol=1e-5)

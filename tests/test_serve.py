@@ -396,8 +396,13 @@ def test_health_metrics_and_reload(server):
     assert statuses and set(statuses) == {200}
     bad = HTTP.post(server.url + "/admin/reload", headers=KEY, json={"model_dir": "/nonexistent"})
     assert bad.status_code == 422 and "model_dir" in bad.json()["error"]
+    for path in ("/no-such-route-1", "/no-such-route-2/x"):
+        assert HTTP.get(server.url + path).status_code == 404
     text = HTTP.get(server.url + "/metrics").text
     assert 'divrec_requests_total{endpoint="/recommend",status="200"}' in text
+    # unknown paths share one label value: a client cannot grow the metrics at will
+    assert 'divrec_requests_total{endpoint="other",status="404"}' in text
+    assert "no-such-route" not in text
     assert "divrec_events_total" in text
     page = HTTP.get(server.url + "/")
     assert page.status_code == 200 and "diversity" in page.text

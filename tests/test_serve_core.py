@@ -122,12 +122,12 @@ def test_feedback_state_and_rebuild(bundle, tmp_path):
     ]
     svc.apply(events)
     st_ = svc.users["3"]
-    assert st_.positives == [bundle.item_index[liked]]
-    assert st_.negatives == [bundle.item_index[disliked]]
+    assert list(st_.positives) == [bundle.item_index[liked]]
+    assert list(st_.negatives) == [bundle.item_index[disliked]]
     after = svc.recommend([RecRequest("3", 10, 0.0, "none")])[0]
     assert liked not in _ids(after) and disliked not in _ids(after)
     svc.apply(events)  # a replay of the same seqs changes nothing
-    assert svc.users["3"].positives == [bundle.item_index[liked]]
+    assert list(svc.users["3"].positives) == [bundle.item_index[liked]]
     # rebuild from a log gives the same answer
     log = EventLog(tmp_path / "ev.sqlite")
     log.append(
@@ -149,9 +149,9 @@ def test_ratings_follow_the_like_threshold(bundle):
         ]
     )
     st_ = svc.users["9"]
-    assert st_.positives == [bundle.item_index["1"]] and st_.values == [5.0]
-    assert st_.negatives == [bundle.item_index["2"]]
-    assert st_.consumed == {bundle.item_index["1"], bundle.item_index["2"]}  # not "4"
+    assert list(st_.positives) == [bundle.item_index["1"]] and list(st_.values) == [5.0]
+    assert list(st_.negatives) == [bundle.item_index["2"]]
+    assert set(st_.consumed) == {bundle.item_index["1"], bundle.item_index["2"]}  # not "4"
 
 
 def test_writeback_excludes_served_items(bundle):

@@ -20,6 +20,7 @@ writer thread with group commit. One process (one uvicorn worker) holds the stat
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import math
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -46,6 +48,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from divrec.serve.events import Event, EventLog
 from divrec.serve.model_dir import ModelBundle
@@ -227,41 +230,69 @@ class _Metrics:
 class _LimitsMiddleware:
     """Body-size limit (413) and request metrics, as a plain ASGI middleware."""
 
-    def __init__(self, app, max_body: int, metrics: _Metrics) -> None:
+    def __init__(self, app, max_body: int, metrics: _Metrics, endpoints: frozenset[str]) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        # the metrics' endpoint label: the route's first path segment, "other" for paths no
+        # route has (a client must not be able to create label values at will)
+        self.endpoints = endpoints
+        # labelled children resolved once per (endpoint, status): `labels()` takes a lock and
+        # builds a key on every call
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def _observe(self, endpoint: str, code: int, seconds: float) -> None:
+        counter = self._counters.get((endpoint, code))
+        if counter is None:
+            counter = self.metrics.requests.labels(endpoint, str(code))
+            self._counters[(endpoint, code)] = counter
+        latency = self._latency.get(endpoint)
+        if latency is None:
+            latency = self._latency[endpoint] = self.metrics.latency.labels(endpoint)
+        counter.inc()
+        latency.observe(seconds)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "/")
         endpoint = "/" + path.strip("/").split("/")[0] if path != "/" else "/"
+        if endpoint not in self.endpoints:
+            endpoint = "other"
         start = time.perf_counter()
-        status = {"code": 500}
+        status = [500]
 
         async def send_wrap(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status[0] = message["status"]
             await send(message)
 
         length = None
+        chunked = False
         for k, v in scope.get("headers", ()):
             if k == b"content-length":
                 try:
                     length = int(v)
                 except ValueError:
                     length = -1
+            elif k == b"transfer-encoding":
+                chunked = True
         if length is not None and (length < 0 or length > self.max_body):
             await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
+        elif length is not None and not chunked:
+            # the declared length is within the limit and the server reads no more than it
+            await self.app(scope, receive, send_wrap)
+        elif not chunked and scope.get("method") in ("GET", "HEAD"):
+            await self.app(scope, receive, send_wrap)
         else:
-            seen = {"n": 0}
+            seen = [0]
 
             async def receive_wrap():
                 message = await receive()
                 if message["type"] == "http.request":
-                    seen["n"] += len(message.get("body", b""))
-                    if seen["n"] > self.max_body:
+                    seen[0] += len(message.get("body", b""))
+                    if seen[0] > self.max_body:
                         raise _TooLarge()
                 return message
 
@@ -269,8 +300,7 @@ class _LimitsMiddleware:
                 await self.app(scope, receive_wrap, send_wrap)
             except _TooLarge:
                 await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
-        self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        self._observe(endpoint, status[0], time.perf_counter() - start)
 
 
 class _TooLarge(Exception):
@@ -395,10 +425,24 @@ def _limit_threads(n: int):
     return limits
 
 
+def _freeze_heap() -> None:
+    """Moves every object alive now (the model, the replayed event state) out of the cyclic
+    garbage collector's reach (`gc.freeze`).
+
+    Without it every full collection walks the whole model: on ML-100K with iALS + DPP that
+    was 11 pauses of up to 130 ms in 7,700 requests, the p99 of the service. Called after
+    start-up and after each reload (after unfreezing, so the old model can be collected).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
     bundle = ModelBundle.load(model_dir)
     service = Service(bundle, config.settings)
     service.rebuild(log)
+    service.warm_up()
     return service
 
 
@@ -437,6 +481,7 @@ def create_app(config: AppConfig) -> FastAPI:
         state.limits = _limit_threads(config.compute_threads)
         state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
         state.batcher.start()
+        _freeze_heap()
         state.metrics.ready.set(1)
         try:
             yield
@@ -511,11 +556,13 @@ def create_app(config: AppConfig) -> FastAPI:
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(state.pool, fn, *args)
 
-    async def answer(req: RecRequest) -> JSONResponse:
+    async def answer(req: RecRequest) -> Response:
         try:
-            return JSONResponse(await state.batcher.submit(req))
+            res = await state.batcher.submit(req)
         except ValueError as err:
             raise ApiError(422, str(err).splitlines()[0]) from None
+        # orjson: the answer (~1.5 KB at n=10) serializes ~10x faster than with json.dumps
+        return Response(orjson.dumps(res), media_type="application/json")
 
     # ------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
@@ -554,14 +601,15 @@ def create_app(config: AppConfig) -> FastAPI:
             state.metrics.users.set(len(state.service.users))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/recommend/{user_id}", dependencies=[Depends(maybe_key)])
-    async def recommend(user_id: str, request: Request):
-        # query parameters parsed by hand: the hot path skips per-parameter validation
-        # models (same rules and messages as the other endpoints)
+    async def recommend(request: Request):
+        # the hot path is a plain Starlette route (added first, below): no FastAPI
+        # dependency solving per request; the API key is checked inline and the query
+        # parameters are parsed by hand (same rules and messages as the other endpoints)
+        await maybe_key(request)
         svc = service()
         q = request.query_params
         req = RecRequest(
-            user_id=_check_id(user_id, "user_id"),
+            user_id=_check_id(request.path_params["user_id"], "user_id"),
             n=check_n(_q_number(q, "n", 10, int)),
             diversity=_parse_diversity(q.get("diversity")),
             method=check_method(svc, q.get("method")),
@@ -734,6 +782,7 @@ def create_app(config: AppConfig) -> FastAPI:
                 new.rebuild(state.log)
                 state.service = new
             config.model_dir = target
+            _freeze_heap()
         return {
             "status": "reloaded",
             "model_dir": str(target),
@@ -741,5 +790,9 @@ def create_app(config: AppConfig) -> FastAPI:
             "events_applied": new.n_applied,
         }
 
-    app.add_middleware(_LimitsMiddleware, max_body=config.max_body, metrics=state.metrics)
+    app.router.routes.insert(0, Route("/recommend/{user_id}", recommend, methods=["GET"]))
+    endpoints = frozenset("/" + r.path.strip("/").split("/")[0] for r in app.router.routes)
+    app.add_middleware(
+        _LimitsMiddleware, max_body=config.max_body, metrics=state.metrics, endpoints=endpoints
+    )
     return app
