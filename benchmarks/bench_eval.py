@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def main(argv=None) -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=2_000)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eval.json"))
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     cfg = SyntheticConfig(
         n_users=args.users, n_items=args.items, n_topics=20, interactions_per_user=20, seed=0
@@ -57,13 +59,21 @@ def main(argv=None) -> None:
         vectors = reference_item_vectors(split.train, dim=32)
         config = EvalConfig(ks=(10,), n_bootstrap=1000)
         users = np.unique(split.test.users)
+        # the first evaluate() of a process also loads numba and the cached bootstrap kernel
+        # (~0.7 s, once per process): timed separately, on a 200-user evaluation
         start = time.perf_counter()
-        for s in range(0, users.size, config.batch_size):
-            model.recommend(users[s : s + config.batch_size], 10)
-        rec_s = time.perf_counter() - start
-        start = time.perf_counter()
-        result = evaluate(model, split, config, vectors, progress=False)
-        eval_s = time.perf_counter() - start
+        evaluate(model, split, replace(config, max_users=200), vectors, progress=False)
+        warm_s = time.perf_counter() - start
+        rec_runs, eval_runs = [], []
+        for _ in range(args.repeats):  # interleaved; the fastest of each is reported
+            start = time.perf_counter()
+            for s in range(0, users.size, config.batch_size):
+                model.recommend(users[s : s + config.batch_size], 10)
+            rec_runs.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            result = evaluate(model, split, config, vectors, progress=False)
+            eval_runs.append(time.perf_counter() - start)
+        rec_s, eval_s = min(rec_runs), min(eval_runs)
         start = time.perf_counter()
         _aggregate(result.per_user, config)
         shared_s = time.perf_counter() - start
@@ -76,11 +86,16 @@ def main(argv=None) -> None:
         "recommend_s": rec_s,
         "evaluate_s": eval_s,
         "evaluate_over_recommend": eval_s / rec_s,
+        "recommend_runs_s": rec_runs,
+        "evaluate_runs_s": eval_runs,
+        "first_evaluate_in_process_extra_s": warm_s,
         "bootstrap_shared_s": shared_s,
         "bootstrap_per_column_s": per_col_s,
         "bootstrap_speedup": per_col_s / shared_s,
         "goal": "evaluate <= 1.3x bare recommend at 100k users",
-        "note": "single-threaded BLAS; measured on a shared 2-core machine (ratios within one run)",
+        "note": "single-threaded BLAS; ratios within one run; evaluate_s is a process's "
+        "second evaluate() (the first also loads numba: first_evaluate_in_process_extra_s "
+        "is a whole 200-user evaluation including that start-up)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))

@@ -266,12 +266,20 @@ def _system(recs, split, config) -> dict[str, float]:
     n_items = split.train.n_items
     cats = split.train.item_categories
     out: dict[str, float] = {}
+    from divrec.metrics.diversity import entropy_of_counts, gini_of_counts
+
     for k in config.ks:
         r = recs[:, :k]
-        out[f"item_coverage@{k}"] = M.item_coverage(r, n_items)
-        out[f"distinct_items@{k}"] = float(M.distinct_items(r))
-        out[f"exposure_gini@{k}"] = M.exposure_gini(r, n_items)
-        out[f"exposure_entropy@{k}"] = M.exposure_entropy(r, n_items)
+        # one exposure count serves the four catalogue metrics (the public functions each
+        # recount; the values are the same)
+        counts = M.exposure_counts(r, n_items)
+        distinct = int(np.count_nonzero(counts))
+        out[f"item_coverage@{k}"] = distinct / n_items
+        out[f"distinct_items@{k}"] = float(distinct)
+        out[f"exposure_gini@{k}"] = gini_of_counts(counts)
+        out[f"exposure_entropy@{k}"] = (
+            entropy_of_counts(counts) if n_items >= 2 else M.exposure_entropy(r, n_items)
+        )
         out[f"between_user_diversity@{k}"] = M.between_user_diversity(
             r, n_items, max_pairs=config.between_user_pairs, seed=config.seed
         )
@@ -322,20 +330,14 @@ def _aggregate(table: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
 
 
 def _bootstrap_many(values: np.ndarray, n_bootstrap: int, alpha: float, rng):
-    """`bootstrap_ci` of every row of `values (M, U)` over one shared set of resamples."""
+    """`bootstrap_ci` of every row of `values (M, U)` over one shared set of resamples
+    (drawn by the compiled kernel of `divrec.evaluation._bootstrap`)."""
+    from divrec.evaluation._bootstrap import bootstrap_means
+
     m, u = values.shape
     if n_bootstrap <= 0 or u < 2:
         return [float("nan")] * m, [float("nan")] * m
-    means = np.empty((m, n_bootstrap))
-    chunk = max(1, 2_000_000 // u)
-    for start in range(0, n_bootstrap, chunk):
-        stop = min(start + chunk, n_bootstrap)
-        idx = rng.integers(0, u, size=(stop - start, u))
-        # counts per resample: the mean of a resample is (values @ counts) / U
-        rows = stop - start
-        offsets = (np.arange(rows, dtype=np.int64) * u)[:, None]
-        counts = np.bincount((idx + offsets).ravel(), minlength=rows * u).reshape(rows, u)
-        means[:, start:stop] = values @ counts.T.astype(np.float64) / u
+    means = bootstrap_means(values, n_bootstrap, rng)
     q = np.quantile(means, [alpha, 1 - alpha], axis=1)
     return [float(x) for x in q[0]], [float(x) for x in q[1]]
 

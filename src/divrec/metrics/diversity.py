@@ -336,7 +336,12 @@ def exposure_gini(recommended: np.ndarray, n_items: int) -> float:
     Returns:
         Gini in ``[0, 1)``; NaN if nothing is recommended.
     """
-    x = np.sort(exposure_counts(recommended, n_items)).astype(np.float64)
+    return gini_of_counts(exposure_counts(recommended, n_items))
+
+
+def gini_of_counts(counts: np.ndarray) -> float:
+    """`exposure_gini` from the `(n_items,)` exposure counts (NaN when all are 0)."""
+    x = np.sort(np.asarray(counts)).astype(np.float64)
     total = x.sum()
     if total == 0:
         return float("nan")
@@ -359,9 +364,16 @@ def exposure_entropy(recommended: np.ndarray, n_items: int, normalize: bool = Tr
     Returns:
         Entropy in nats (or normalized); NaN if nothing is recommended.
     """
-    x = exposure_counts(recommended, n_items).astype(np.float64)
+    counts = exposure_counts(recommended, n_items)
     if normalize and n_items < 2:
         raise ValueError("normalized exposure entropy needs n_items >= 2")
+    return entropy_of_counts(counts, normalize)
+
+
+def entropy_of_counts(counts: np.ndarray, normalize: bool = True) -> float:
+    """`exposure_entropy` from the `(n_items,)` exposure counts (NaN when all are 0)."""
+    x = np.asarray(counts).astype(np.float64)
+    n_items = x.size
     total = x.sum()
     if total == 0:
         return float("nan")
