@@ -49,7 +49,7 @@ def test_ivf_recall_curve_matches_real_searches():
     assert curve[:, -1].min() == 1.0  # every list probed: exact
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8", "hnsw"])
 def test_target_recall_is_met_on_held_out_queries(kind):
     target, k = 0.97, 50
     base = _clustered(6000, 16, 30, seed=2)
@@ -66,7 +66,7 @@ def test_target_recall_is_met_on_held_out_queries(kind):
     assert measured >= target - 0.02
     assert abs(measured - index.recall_) < 0.04
     # the tuning raised the setting above its untuned start
-    if kind == "ivf":
+    if kind != "hnsw":
         assert 1 < index.nprobe_ < 100
         index.nprobe_ -= max(1, index.nprobe_ // 4)
     else:
@@ -74,6 +74,20 @@ def test_target_recall_is_met_on_held_out_queries(kind):
         index.ef_search_ = k
     got, _ = index.search(fresh, k)
     assert recall_at_k(got, _numpy_topk(base, fresh, k)) < measured  # the tuned value matters
+
+
+def test_ivf_sq8_scores_are_exact_cosines_of_the_returned_items():
+    base = _clustered(4000, 16, 25, seed=8)
+    q = _clustered(30, 16, 25, seed=9)
+    index = AnnIndex("ivf-sq8", nlist=40, nprobe=40).fit(base)  # every list: codes only
+    ids, scores = index.search(q, 15)
+    exact = l2_normalize(q) @ l2_normalize(base).T
+    # the re-scoring uses the float vectors: returned scores are the exact cosines
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=1e-5)
+    # with every list probed, only the 8-bit pre-selection can lose a neighbour
+    assert recall_at_k(ids, _numpy_topk(base, q, 15)) >= 0.98
+    with pytest.raises(ValueError, match="refine_factor"):
+        AnnIndex("ivf-sq8", refine_factor=0.5)
 
 
 def test_auto_kind():

@@ -220,6 +220,31 @@ def test_cdm_fit_serving_and_round_trip(fitted, tmp_path):
         model.gamma = 0.2
 
 
+def test_full_ranking_scores_are_backbone_plus_student_on_the_top_candidates(fitted):
+    """score_all: backbone f on every item; the top `n_candidates` by f (the request's
+    context) get + γ · y_stu computed with exactly that context."""
+    from divrec.data.query import Query
+
+    _, _, model = fitted
+    users = np.arange(4)
+    old = model.n_candidates
+    model.n_candidates = 12
+    try:
+        got = model.score_all(users)
+        items = np.broadcast_to(np.arange(model.n_items_), (4, model.n_items_)).copy()
+        f = 1.0 / (1.0 + np.exp(-model.backbone_logits(Query(users=users), items)))
+        top = np.argsort(-f, axis=1, kind="stable")[:, :12]
+        _, y = model.request_scores(users, top)
+        want = f.astype(np.float32).copy()
+        np.put_along_axis(want, top, np.take_along_axis(want, top, 1) + model.gamma * y, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        rest = np.ones(f.shape, dtype=bool)
+        np.put_along_axis(rest, top, False, 1)
+        np.testing.assert_allclose(got[rest], f[rest], rtol=1e-5)  # no student term
+    finally:
+        model.n_candidates = old
+
+
 def test_context_is_the_request_candidate_set(fitted):
     _, req, model = fitted
     _, y_full = model.request_scores(req.users[:2], req.candidates[:2])

@@ -473,7 +473,9 @@ class DCNRanker(Recommender):
         from divrec.data.query import Query
 
         items = np.broadcast_to(np.arange(self.n_items_), (len(users), self.n_items_))
-        return self._score_items(Query(users=users), np.ascontiguousarray(items))
+        # the backbone itself, not `self._score_items` (a subclass's, e.g. CDM's, would treat
+        # the whole catalogue as one request's context)
+        return _sigmoid(self.backbone_logits(Query(users=users), np.ascontiguousarray(items)))
 
     @torch.no_grad()
     def embeddings(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -810,7 +810,7 @@ class TwoTowerRecommender(FactorRecommender):
 
         Args:
             side: "item" or "user".
-            kind: "flat" (exact), "hnsw", "ivf" or "auto".
+            kind: "flat" (exact), "hnsw", "ivf", "ivf-sq8" or "auto".
             **params: `AnnIndex` parameters (m, ef_construction, ef_search, threads, nlist,
                 nprobe, target_recall, ...); a recall target is tuned on the other side's
                 vectors (the queries this index will serve).

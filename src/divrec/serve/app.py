@@ -436,6 +436,10 @@ def _freeze_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    # a request allocates a few hundred short-lived containers: with the default young
+    # generation of 700 objects a collection ran every few requests (~30 µs per request in
+    # all); 10,000 cuts that by ~10x while a young collection stays well under a millisecond
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
