@@ -17,7 +17,7 @@ Default mode (``--out benchmarks/results/ann_scale.json``), issue #9 item 13:
   tuning sample (`AnnIndex.recall_`) and on 1,000 fresh evaluation queries against exact
   search, single-query p50 / p99 latency, build and tuning seconds, the chosen parameter,
   and which index ``kind="auto"`` picks by its rule (exact below 20k vectors or when the
-  tuned IVF scans more than `AUTO_MAX_SCAN` = 40% of the catalogue).
+  tuned IVF-SQ8 scans more than `AUTO_MAX_SCAN` = 40% of the catalogue).
 * **retrieve_items**: `TwoTowerRecommender.retrieve_items` (training items excluded) over
   plain `AnnIndex.search` of the same k, on a two-tower model trained briefly on ML-1M
   (ML-100K or synthetic as fallbacks): "before" = one search of k + the longest history
@@ -144,10 +144,10 @@ def scale(n: int, args) -> dict:
         print(f"N={n} {name}: {out[name]}")
     out["retrieve_ratio_ivf"] = _scale_exclusion(ivf, evalq, exact_ids, n, args)
     print(f"  retrieve/plain on the tuned IVF {out['retrieve_ratio_ivf']}")
-    if n < AUTO_EXACT_BELOW or ivf._ivf_scan_fraction() > AUTO_MAX_SCAN:
+    if n < AUTO_EXACT_BELOW or sq8._ivf_scan_fraction() > AUTO_MAX_SCAN:
         out["auto_choice"] = "flat"
     else:
-        out["auto_choice"] = f"ivf (nlist={ivf.nlist_}, nprobe={ivf.nprobe_})"
+        out["auto_choice"] = f"ivf-sq8 (nlist={sq8.nlist_}, nprobe={sq8.nprobe_})"
     out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
 

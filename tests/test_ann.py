@@ -95,7 +95,7 @@ def test_auto_kind():
     assert small.kind_ == "flat" and small.recall_ == 1.0
     base = _clustered(25_000, 8, 400, seed=4)
     index = AnnIndex("auto", target_recall=0.95, recall_k=10, tune_queries=400).fit(base)
-    assert index.kind_ == "ivf"
+    assert index.kind_ == "ivf-sq8"
     assert index.recall_ >= 0.95
     assert index._ivf_scan_fraction() <= AUTO_MAX_SCAN
     q = _clustered(200, 8, 400, seed=5)
