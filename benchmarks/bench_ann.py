@@ -110,25 +110,18 @@ def scale(n: int, args) -> dict:
         rows["hnsw_tuned"] = {"build_seconds": build, "ef_search": tuned.ef_search_}
     else:
         out["hnsw"] = f"skipped: single-core HNSW build above {args.hnsw_max} vectors"
-    t = time.perf_counter()
-    ivf = AnnIndex("ivf", target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
-    indexes["ivf_tuned"] = ivf
-    rows["ivf_tuned"] = {
-        "build_seconds": time.perf_counter() - t - ivf.tune_seconds_,
-        "nlist": ivf.nlist_,
-        "nprobe": ivf.nprobe_,
-        "scan_fraction": ivf._ivf_scan_fraction(),
-    }
-    t = time.perf_counter()
-    sq8 = AnnIndex("ivf-sq8", target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
-    indexes["ivf_sq8_tuned"] = sq8
-    rows["ivf_sq8_tuned"] = {
-        "build_seconds": time.perf_counter() - t - sq8.tune_seconds_,
-        "nlist": sq8.nlist_,
-        "nprobe": sq8.nprobe_,
-        "refine_factor": sq8.refine_factor,
-        "scan_fraction": sq8._ivf_scan_fraction(),
-    }
+    for name, kind in (("ivf_tuned", "ivf"), ("ivf_sq8_tuned", "ivf-sq8")):
+        t = time.perf_counter()
+        index = AnnIndex(kind, target_recall=args.target, recall_k=k).fit(base, queries=tuneq)
+        indexes[name] = index
+        rows[name] = {
+            "build_seconds": time.perf_counter() - t - index.tune_seconds_,
+            "nlist": index.nlist_,
+            "nprobe": index.nprobe_,
+            "scan_fraction": index._ivf_scan_fraction(),
+        }
+    ivf, sq8 = indexes["ivf_tuned"], indexes["ivf_sq8_tuned"]
+    rows["ivf_sq8_tuned"]["refine_factor"] = sq8.refine_factor
     out["latency_load_average_1min"] = os.getloadavg()[0]
     lat = _latencies(indexes, evalq[: args.latency_queries], k)
     for name, index in indexes.items():
