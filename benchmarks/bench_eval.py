@@ -7,8 +7,9 @@ measures, in one run, on synthetic data with `--users` users:
 * `recommend_s`: the bare `model.recommend(users, K)` over all test users (batches of 1024);
 * `evaluate_s`: `evaluate(model, split, EvalConfig(ks=(10,)))` (default metrics, 1,000
   bootstrap resamples, ILAD in a 32-d reference space);
-* `bootstrap_shared_s` vs `bootstrap_per_column_s`: the shared-resample aggregate against the
-  previous per-column resampling, on the same per-user table;
+* `bootstrap_shared_s` vs `bootstrap_per_column_s`: the shared-resample aggregate against
+  fresh resamples for each metric column (`bootstrap_ci` per column, the same compiled
+  resampling), on the same per-user table;
 * ratios of each.
 
 Usage: `python benchmarks/bench_eval.py --users 100000 --out benchmarks/results/eval.json`
@@ -32,7 +33,7 @@ from divrec.retrieval import ALSRecommender
 from divrec.splitting import random_holdout
 
 
-def _per_column(table, config):  # the previous aggregate: fresh indices per column
+def _per_column(table, config):  # fresh resamples for every column
     rng = np.random.default_rng(config.seed)
     alpha = (1 - config.confidence) / 2
     for col in table.columns:

@@ -277,9 +277,7 @@ def _system(recs, split, config) -> dict[str, float]:
         out[f"item_coverage@{k}"] = distinct / n_items
         out[f"distinct_items@{k}"] = float(distinct)
         out[f"exposure_gini@{k}"] = gini_of_counts(counts)
-        out[f"exposure_entropy@{k}"] = (
-            entropy_of_counts(counts) if n_items >= 2 else M.exposure_entropy(r, n_items)
-        )
+        out[f"exposure_entropy@{k}"] = entropy_of_counts(counts)
         out[f"between_user_diversity@{k}"] = M.between_user_diversity(
             r, n_items, max_pairs=config.between_user_pairs, seed=config.seed
         )
@@ -346,17 +344,12 @@ def bootstrap_ci(
     values: np.ndarray, n_bootstrap: int, alpha: float, rng: np.random.Generator
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean: the alpha and 1−alpha quantiles of the
-    means of `n_bootstrap` resamples (with replacement) of `values`."""
-    if n_bootstrap <= 0 or values.size < 2:
-        return float("nan"), float("nan")
-    means = np.empty(n_bootstrap)
-    chunk = max(1, 2_000_000 // values.size)
-    for start in range(0, n_bootstrap, chunk):
-        stop = min(start + chunk, n_bootstrap)
-        idx = rng.integers(0, values.size, size=(stop - start, values.size))
-        means[start:stop] = values[idx].mean(axis=1)
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
+    means of `n_bootstrap` resamples (with replacement) of `values` (the resampling of
+    `_bootstrap_many`, for one column)."""
+    lows, highs = _bootstrap_many(
+        np.asarray(values, dtype=np.float64)[None], n_bootstrap, alpha, rng
+    )
+    return lows[0], highs[0]
 
 
 def examples_to_reach(curve: list[tuple[int, float]], fraction: float = 0.95) -> int:

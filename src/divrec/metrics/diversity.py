@@ -364,16 +364,15 @@ def exposure_entropy(recommended: np.ndarray, n_items: int, normalize: bool = Tr
     Returns:
         Entropy in nats (or normalized); NaN if nothing is recommended.
     """
-    counts = exposure_counts(recommended, n_items)
-    if normalize and n_items < 2:
-        raise ValueError("normalized exposure entropy needs n_items >= 2")
-    return entropy_of_counts(counts, normalize)
+    return entropy_of_counts(exposure_counts(recommended, n_items), normalize)
 
 
 def entropy_of_counts(counts: np.ndarray, normalize: bool = True) -> float:
     """`exposure_entropy` from the `(n_items,)` exposure counts (NaN when all are 0)."""
     x = np.asarray(counts).astype(np.float64)
     n_items = x.size
+    if normalize and n_items < 2:
+        raise ValueError("normalized exposure entropy needs n_items >= 2")
     total = x.sum()
     if total == 0:
         return float("nan")

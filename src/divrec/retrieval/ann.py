@@ -198,7 +198,8 @@ class AnnIndex:
                 if kind == "ivf-sq8":
                     index = faiss.IndexRefineFlat(ivf)  # keeps the float vectors to re-score
                     index.k_factor = float(self.refine_factor)
-                    self._ivf = ivf  # the wrapper does not own a Python reference to it
+                # the IVF part (the wrapper does not own a Python reference to it)
+                self._ivf = ivf
                 index.add(vecs)
                 self.nlist_ = nlist
                 self.nprobe_ = min(self.nprobe, nlist)
@@ -277,7 +278,7 @@ class AnnIndex:
         list is among the `nprobe` lists nearest to the query: recall(nprobe) follows from
         the rank of each neighbour's list, without searching at every nprobe.
         """
-        quantizer = (self._ivf if self.kind_ == "ivf-sq8" else self.index_).quantizer
+        quantizer = self._ivf.quantizer
         _, order = quantizer.search(q, self.nlist_)  # lists by centroid score, per query
         rank = np.empty_like(order)
         rows = np.arange(order.shape[0])[:, None]
@@ -310,9 +311,7 @@ class AnnIndex:
         kk = min(k, self.n_)
         if self.kind_ == "hnsw":
             self.index_.hnsw.efSearch = max(self.ef_search_, kk)
-        elif self.kind_ == "ivf":
-            self.index_.nprobe = self.nprobe_
-        elif self.kind_ == "ivf-sq8":
+        elif self.kind_ in ("ivf", "ivf-sq8"):
             self._ivf.nprobe = self.nprobe_
         with faiss_threads(resolve_threads(self.threads, batch=q.shape[0])):
             scores, ids = self.index_.search(q, kk)

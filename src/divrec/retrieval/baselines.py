@@ -151,9 +151,9 @@ class FactorRecommender(Recommender):
         (QᵀQ + Q_hᵀ (C_h − I) Q_h + λ I) u = Q_hᵀ C_h 1 (exact, as implicit's
         `recalculate_user`). An empty history gives the zero vector.
         """
-        q, gram = self._foldin_gram()
+        gram = self._foldin_gram()
         x = query.history_matrix(self.n_items_)
-        out = np.zeros((len(query), q.shape[1]), dtype=np.float64)
+        out = np.zeros((len(query), gram.shape[0]), dtype=np.float64)
         # one small system per request: padding the batch to its longest history costs more
         # than the loop (histories are skewed). The history's rank-L update is summed in
         # float32 (the factors' own precision; half the time of float64), the system solved
@@ -168,19 +168,19 @@ class FactorRecommender(Recommender):
             conf = 1.0 + self._foldin_alpha * x.data[lo:hi]
             qh = self.item_factors_[x.indices[lo:hi]]
             a[j] = gram + (qh * (conf - 1.0)[:, None]).T @ qh
-            rhs[j, :, 0] = q[x.indices[lo:hi]].T @ conf.astype(np.float64)
+            rhs[j, :, 0] = qh.T.astype(np.float64) @ conf.astype(np.float64)
         out[rows] = np.linalg.solve(a, rhs)[..., 0]  # one LAPACK call for the batch
         return out.astype(np.float32)
 
-    def _foldin_gram(self) -> tuple[np.ndarray, np.ndarray]:
-        """Q in float64 and QᵀQ + λI, cached (not saved) until `item_factors_` or λ change."""
+    def _foldin_gram(self) -> np.ndarray:
+        """QᵀQ + λI in float64, cached (not saved) until `item_factors_` or λ change."""
         cache = getattr(self, "_gram_cache", None)
         reg = self._foldin_reg
         if cache is None or cache[0] is not self.item_factors_ or cache[1] != reg:
             q = self.item_factors_.astype(np.float64)
-            cache = (self.item_factors_, reg, q, q.T @ q + reg * np.eye(q.shape[1]))
+            cache = (self.item_factors_, reg, q.T @ q + reg * np.eye(q.shape[1]))
             self._gram_cache = cache
-        return cache[2], cache[3]
+        return cache[2]
 
     def item_vectors(self) -> np.ndarray:
         """`(n_items, d)` item embeddings (for diversity metrics and re-ranking)."""

@@ -280,10 +280,9 @@ class _LimitsMiddleware:
                 chunked = True
         if length is not None and (length < 0 or length > self.max_body):
             await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
-        elif length is not None and not chunked:
-            # the declared length is within the limit and the server reads no more than it
-            await self.app(scope, receive, send_wrap)
-        elif not chunked and scope.get("method") in ("GET", "HEAD"):
+        elif not chunked and (length is not None or scope.get("method") in ("GET", "HEAD")):
+            # a declared length within the limit (the server reads no more than it), or a
+            # GET/HEAD without a body: nothing to count
             await self.app(scope, receive, send_wrap)
         else:
             seen = [0]
