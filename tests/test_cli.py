@@ -267,3 +267,41 @@ def test_sigterm_during_benchmark_leaves_nothing(data_home, tmp_path):
         assert "interrupted" in err
         assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_benchmark_runs_a_ranking_stage_pipeline(data_home, tmp_path):
+    """A pipeline with a ranker and no re-ranker (CDM re-scoring iALS's candidates) is fitted
+    on the retriever and gives the numbers of the same Pipeline built and evaluated by hand."""
+    from divrec.evaluation.benchmark import (
+        BenchmarkConfig,
+        PipelineSpec,
+        _eval_config,
+        metric,
+        run_benchmark,
+    )
+    from divrec.evaluation.harness import evaluate
+    from divrec.evaluation.setup import make_model, make_split
+    from divrec.pipeline import Pipeline
+
+    cdm = {"dim": 4, "hidden": (8,), "max_epochs": 1, "cdm_epochs": 1, "n_candidates": 20}
+    spec = PipelineSpec("ials→cdm", "ials", None, n_candidates=20, ranker="cdm",
+                        ranker_params=cdm)  # fmt: skip
+    config = BenchmarkConfig(
+        dataset="ml-100k", protocol="leave-last-one", models=("ials",), ks=(10,),
+        n_bootstrap=20, max_users=60, pipelines=(spec,),
+    )  # fmt: skip
+    results = run_benchmark(config, tmp_path / "b", data_home, progress=False)
+    entry = results["pipelines"]["ials→cdm"]
+    assert entry["params"]["ranker"] == "cdm" and entry["params"]["reranker"] is None
+    split = make_split("ml-100k", "leave-last-one", data_home, seed=0)
+    ials = make_model("ials", None, seed=0).fit(split.train)
+    ranker = make_model("cdm", cdm, seed=0).fit(split.train, retriever=ials)
+    pipe = Pipeline(ials, None, 20, ranker=ranker).use_fitted(split.train)
+    by_hand = evaluate(pipe, split, _eval_config(config, "full"), None, False)
+    assert metric(entry, "full", "ndcg", 10)[0] == pytest.approx(by_hand.mean("ndcg", 10))
+    with pytest.raises(ValueError, match="needs a ranker or a re-ranker"):
+        BenchmarkConfig(models=("ials",), pipelines=(PipelineSpec("x", "ials", None),))
+    with pytest.raises(ValueError, match="unknown ranker"):
+        BenchmarkConfig(
+            models=("ials",), pipelines=(PipelineSpec("x", "ials", None, ranker="nope"),)
+        )

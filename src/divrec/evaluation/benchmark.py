@@ -38,16 +38,14 @@ from divrec.evaluation.setup import (
 )
 
 #: Models the benchmark runs by default: every registered model that fits ML-1M in well under
-#: a minute on 2 cores, plus TotalRecall and CDM with short schedules (TotalRecall 2 epochs,
-#: its Table 1 settings are in `reproductions/totalrecall_table1.py`; CDM 1 backbone epoch
-#: and 1 joint epoch on requests of 100 candidates, its Table 2 settings in
-#: `reproductions/cdm_tables.py`). CDM is a
-#: ranking stage trained on its pre-ranker's candidate lists (hard negatives), so on the NCF
-#: protocol's random negatives it ranks far below the retrievers (HR@10 ≈ 0.27). The other
-#: neural models run with `--all` or `--model NAME`.
-FAST_MODELS = ("random", "popularity", "itemknn", "ials", "bpr", "p2p", "hi", "hi-rt", "tr", "cdm")
+#: a minute on 2 cores, plus TotalRecall with a short schedule (2 epochs; its Table 1 settings
+#: are in `reproductions/totalrecall_table1.py`). The other neural models run with `--all` or
+#: `--model NAME`; CDM, a ranking stage, runs as the pipeline "ials→cdm" (see `_grid`).
+FAST_MODELS = ("random", "popularity", "itemknn", "ials", "bpr", "p2p", "hi", "hi-rt", "tr")
 
-#: Hyperparameters the benchmark gives a model unless the config overrides them.
+#: Hyperparameters the benchmark gives a model (or a pipeline's ranker) unless the config
+#: overrides them. CDM: 1 backbone epoch and 1 joint epoch on requests of 100 candidates (its
+#: Table 2 settings are in `reproductions/cdm_tables.py`).
 DEFAULT_PARAMS = {
     "tr": {"epochs": 2.0, "lr_schedule": "linear"},
     "cdm": {"max_epochs": 1, "cdm_epochs": 1, "n_candidates": 100},
@@ -56,22 +54,28 @@ DEFAULT_PARAMS = {
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """One re-ranked pipeline of the benchmark: a base model's top `n_candidates`, re-ranked.
+    """One pipeline of the benchmark: a base model's top `n_candidates`, re-scored by a
+    ranking stage and/or re-ranked.
 
     Attributes:
         label: the name in the report and the plot.
         retriever: a base model name (it must be among the benchmark's models; it is fitted
             once and shared by its pipelines).
-        reranker: a registered re-ranker name.
+        reranker: a registered re-ranker name, or None.
         params: re-ranker hyperparameters.
-        n_candidates: candidates handed to the re-ranker.
+        n_candidates: candidates handed to the ranking / re-ranking stages.
+        ranker: a registered model used as the ranking stage (fitted on the retriever's
+            candidates when it `needs_retriever`, e.g. CDM), or None.
+        ranker_params: the ranker's hyperparameters (over `DEFAULT_PARAMS`).
     """
 
     label: str
     retriever: str
-    reranker: str
+    reranker: str | None
     params: dict = field(default_factory=dict)
     n_candidates: int = 100
+    ranker: str | None = None
+    ranker_params: dict = field(default_factory=dict)
 
 
 def _grid() -> tuple[PipelineSpec, ...]:
@@ -90,6 +94,10 @@ def _grid() -> tuple[PipelineSpec, ...]:
                 PipelineSpec(f"{retriever}→ssd γ={gamma}", retriever, "ssd", {"gamma": gamma})
             )
         specs.append(PipelineSpec(f"{retriever}→p-dpp", retriever, "pdpp", {}))
+    # CDM is a ranking stage: it re-scores iALS's top 100 (full ranking) or the sampled
+    # candidates. Trained on its pre-ranker's candidate lists (hard negatives), it ranks the
+    # NCF protocol's random negatives far worse than the retrievers.
+    specs.append(PipelineSpec("ials→cdm", "ials", None, ranker="cdm"))
     return tuple(specs)
 
 
@@ -141,8 +149,12 @@ class BenchmarkConfig:
         if missing:
             raise ValueError(f"pipelines need the base model(s) {missing} in models")
         for p in self.pipelines:
-            if p.reranker not in RERANKERS:
+            if p.reranker is not None and p.reranker not in RERANKERS:
                 raise ValueError(f"pipeline {p.label!r}: unknown re-ranker {p.reranker!r}")
+            if p.ranker is not None and p.ranker not in MODELS:
+                raise ValueError(f"pipeline {p.label!r}: unknown ranker {p.ranker!r}")
+            if p.reranker is None and p.ranker is None:
+                raise ValueError(f"pipeline {p.label!r}: needs a ranker or a re-ranker")
 
 
 def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool = True) -> dict:
@@ -158,7 +170,10 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
         make_model(name, config.params.get(name, DEFAULT_PARAMS.get(name)), seed=config.seed)
         for name in config.models
     ]
-    rerankers = [make_reranker(p.reranker, p.params) for p in config.pipelines]
+    rerankers = [
+        None if p.reranker is None else make_reranker(p.reranker, p.params)
+        for p in config.pipelines
+    ]
     split = make_split(config.dataset, config.protocol, home, seed=config.seed, table=config.table)
     vectors = reference_item_vectors(split.train, seed=config.seed)
     eval_kind = EVAL_PROTOCOL[config.protocol]
@@ -191,7 +206,15 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
         for spec, reranker in zip(config.pipelines, rerankers, strict=True):
             bar.update(task, description=f"evaluating {spec.label}")
             start = time.perf_counter()
-            pipe = Pipeline(fitted[spec.retriever], reranker, spec.n_candidates)
+            ranker = None
+            if spec.ranker is not None:
+                params = {**DEFAULT_PARAMS.get(spec.ranker, {}), **spec.ranker_params}
+                ranker = make_model(spec.ranker, params, seed=config.seed)
+                if getattr(ranker, "needs_retriever", False):
+                    ranker.fit(split.train, retriever=fitted[spec.retriever])
+                else:
+                    ranker.fit(split.train)
+            pipe = Pipeline(fitted[spec.retriever], reranker, spec.n_candidates, ranker=ranker)
             pipe.use_fitted(split.train)
             entry = _evaluate_entry(pipe, split, config, vectors, eval_kind)
             entry.update(
@@ -364,7 +387,7 @@ def _ci(triple) -> str:
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
-_MARKERS = {"mmr": "s", "dpp": "D", "ssd": "^", "pdpp": "P"}
+_MARKERS = {"mmr": "s", "dpp": "D", "ssd": "^", "pdpp": "P", "cdm": "*"}
 
 
 def plot_accuracy_diversity(results: dict, path: Path) -> None:
@@ -399,7 +422,7 @@ def plot_accuracy_diversity(results: dict, path: Path) -> None:
             if np.isnan(acc) or np.isnan(d):
                 continue
             if e.get("kind") == "pipeline":
-                rr = e["params"]["reranker"]
+                rr = e["params"]["reranker"] or e["params"].get("ranker")
                 color = cmap(1 + retrievers.index(e["params"]["retriever"]))
                 marker = _MARKERS.get(rr, "o")
             else:
