@@ -310,3 +310,67 @@ def test_eps_threshold_hand_computed():
     r = np.array([0.1, 0.9, 0.5, 0.3])
     # theta = 0: pure determinant, then fill by relevance (item 1)
     assert FastGreedyDPP(0.0).select(r, 4, similarity=kernel).tolist() == [0, 2, 3, 1]
+
+
+# --------------------------------------------------------------------------- lazy kernel
+def _lazy_and_eager(v, r, valid, theta, k, eps):
+    from divrec.rerank.dpp import _run
+
+    bsz = v.shape[0]
+    weight = np.full(bsz, 2.0 * float(tradeoff_alpha(theta)))
+    args = (v, np.zeros((bsz, 0, 0)), False, valid, r, weight, np.ones(bsz, bool), k, eps, None)
+    work = np.zeros((bsz, 2), dtype=np.int64)
+    lazy = _run(*args, lazy=True, work=work)
+    eager = _run(*args, lazy=False)
+    return lazy, eager, work
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "k", "eps"),
+    [(300, 64, 10, 1e-10), (300, 8, 12, 1e-10), (500, 16, 15, 1e-6), (120, 32, 40, 1e-10)],
+)
+def test_lazy_kernel_picks_what_the_eager_update_picks(n, d, k, eps):
+    """Gram–Schmidt + lazy heap + sweeps vs Chen et al.'s eager Cholesky update."""
+    rng = np.random.default_rng(n * d + k)
+    bsz = 12
+    v = rng.normal(size=(bsz, n, d))
+    v[0, ::7] = 0.0  # zero vectors are never eligible
+    v[1] *= 1e-150  # tiny norms (squared norms near underflow)
+    r = rng.random((bsz, n))
+    r[2] = np.round(r[2] * 4) / 4  # tied relevance levels
+    valid = rng.random((bsz, n)) < 0.9
+    for theta in (0.0, 0.5, 0.9):
+        (out_l, cnt_l), (out_e, cnt_e), _ = _lazy_and_eager(v, r, valid, theta, k, eps)
+        np.testing.assert_array_equal(cnt_l, cnt_e)
+        np.testing.assert_array_equal(out_l, out_e)
+
+
+def test_lazy_kernel_skips_most_updates_for_short_lists_and_sweeps_near_exhaustion():
+    rng = np.random.default_rng(0)
+    n, d = 2000, 64
+    v = rng.normal(size=(4, n, d))
+    r = rng.random((4, n))
+    valid = np.ones((4, n), dtype=bool)
+    (out, _), (ref, _), work = _lazy_and_eager(v, r, valid, 0.5, 10, EPS)
+    np.testing.assert_array_equal(out, ref)
+    # the eager update computes N (k - 1) Cholesky entries; lazily far fewer are needed
+    assert np.all(work[:, 0] < 0.2 * n * 9) and np.all(work[:, 1] == 0)
+    # k near d: every candidate falls behind, the kernel switches to sweeps
+    (out, cnt), (ref, cnt_ref), work = _lazy_and_eager(v, r, valid, 0.5, 60, EPS)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(cnt, cnt_ref)
+    assert np.all(work[:, 1] > 0)
+
+
+def test_lazy_kernel_falls_back_for_overflowing_norms_and_rejects_non_finite():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(1, 40, 5))
+    v[0, 3] *= 1e160  # squared norm overflows: rescaled by the eager path
+    r = rng.random((1, 40))
+    valid = np.ones((1, 40), dtype=bool)
+    (out, _), (ref, _), work = _lazy_and_eager(v, r, valid, 0.5, 6, EPS)
+    np.testing.assert_array_equal(out, ref)
+    assert np.all(work == 0)  # not run lazily
+    v[0, 5, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        FastGreedyDPP(0.5).select(r[0], 6, vectors=v[0])

@@ -293,6 +293,8 @@ def dpp_greedy_batch(
     counts: np.ndarray,
     bad: np.ndarray,
     wt: np.ndarray,
+    lazy: bool,
+    work: np.ndarray,
 ) -> None:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
@@ -321,6 +323,11 @@ def dpp_greedy_batch(
         counts: ``(B,)`` int64 output, number of greedy picks per request.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (not run).
         wt: ``(d + max(1, min(k, window or k)), N)`` float64 work matrix (any content).
+        lazy: without a window, run :func:`_dpp_lazy_one` (same picks, less work) on
+            every request whose relevance term ``w (max r − min r)`` is below ``1e300``
+            (the others, and windows, run the eager update of every candidate).
+        work: ``(B, 2)`` int64 output of the lazy requests: Cholesky entries computed and
+            steps done by full sweeps (0 for eager requests).
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
@@ -348,6 +355,22 @@ def dpp_greedy_batch(
         kb = min(k, nvalid)
         if kb == 0:
             continue
+        if lazy and window == 0 and not use_matrix:
+            rtop = _NEG_INF
+            rlow = np.inf
+            for i in range(n):
+                if avail[i]:
+                    rtop = max(rtop, rel[b, i])
+                    rlow = min(rlow, rel[b, i])
+            span = weight[b] * (rtop - rlow)
+            if math.isfinite(span) and span < 1e300:
+                picks = _dpp_lazy_one(
+                    vectors[b], avail, rel[b], weight[b], rtop, kb, eps, out[b], work[b], wt[:d]
+                )
+                if picks != -2:  # -2: an overflowing norm, rescaled by the eager path
+                    counts[b] = max(picks, 0)
+                    bad[b] = picks == -1
+                    continue
         if use_matrix:
             for i in range(n):
                 d2[i] = matrix[b, i, i] if avail[i] else 0.0
@@ -559,3 +582,326 @@ def penalized_greedy_batch(
                         best = sc
                         jbest = i
             j = _resolve_tie(score, avail, best, jbest, first, coef * seen)
+
+
+# --------------------------------------------------------------------------- lazy DPP
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _dot_rows(a: np.ndarray, ia: int, b: np.ndarray, ib: int, n: int) -> float:
+    """``Σ_{f < n} a[ia, f] · b[ib, f]`` (vectorized: the sum is reassociated, always in the
+    same way for a given ``n``, so an item's roundings do not depend on its position)."""
+    s = 0.0
+    ra = a[ia]
+    rb = b[ib]
+    for f in range(n):
+        s += ra[f] * rb[f]
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(key: np.ndarray, item: np.ndarray, size: int, pos: int) -> None:
+    """Restore the max-heap order of ``key[:size]`` below ``pos``."""
+    kx = key[pos]
+    ix = item[pos]
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and key[c + 1] > key[c]:
+            c += 1
+        if not key[c] > kx:
+            break
+        key[pos] = key[c]
+        item[pos] = item[c]
+        pos = c
+    key[pos] = kx
+    item[pos] = ix
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(key: np.ndarray, item: np.ndarray, size: int, kx: float, ix: int) -> int:
+    """Push ``(kx, ix)`` on the max-heap ``key[:size]``; returns the new size."""
+    pos = size
+    while pos > 0:
+        p = (pos - 1) // 2
+        if not kx > key[p]:
+            break
+        key[pos] = key[p]
+        item[pos] = item[p]
+        pos = p
+    key[pos] = kx
+    item[pos] = ix
+    return size + 1
+
+
+@njit(cache=True, nogil=True)
+def _load_raw_transposed(vectors: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> None:
+    """``vt[:, i] = vectors[i]`` where ``keep``, 0 elsewhere (``vt``: ``(d, N)``)."""
+    n, d = vectors.shape
+    i0 = 0
+    while i0 + 8 <= n:  # blocked: 8 items = one cache line per feature row
+        for f in range(d):
+            dst = vt[f]
+            for ii in range(8):
+                dst[i0 + ii] = vectors[i0 + ii, f] if keep[i0 + ii] else 0.0
+        i0 += 8
+    for i in range(i0, n):
+        for f in range(d):
+            vt[f, i] = vectors[i, f] if keep[i] else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _project_out(
+    basis: np.ndarray, vectors: np.ndarray, i: int, lv: int, t: int, s: float, x: float, thr: float
+) -> tuple[float, int]:
+    """``x − Σ_{lv ≤ l < t} (s ⟨b_l, v_i⟩)²``, stopping once ``x ≤ thr``; returns ``(x, l)``."""
+    d = vectors.shape[1]
+    while lv < t and x > thr:
+        e = s * _dot_rows(basis, lv, vectors, i, d)
+        x -= e * e
+        lv += 1
+    return x, lv
+
+
+#: measured costs (this machine, d = 64) in units of one inner product ``⟨b_s, v_i⟩`` of a
+#: lazy step: a sweep step per live candidate, the one-off transposition per candidate
+SWEEP_COST = 0.6
+TRANSPOSE_COST = 2.0
+
+
+@njit(cache=True, nogil=True)
+def _dpp_lazy_one(
+    vectors: np.ndarray,
+    valid: np.ndarray,
+    rel: np.ndarray,
+    w: float,
+    rtop: float,
+    kb: int,
+    eps: float,
+    out: np.ndarray,
+    work: np.ndarray,
+    vt: np.ndarray,
+) -> int:
+    """Lazy greedy DPP MAP of one request on the cosine kernel of ``vectors``.
+
+    Picks the same items as the eager loop of :func:`dpp_greedy_batch` (Chen et al. 2018,
+    Alg. 1) up to rounding: at every step, the tolerance-aware argmax over the eligible
+    candidates of ``w (r_i − r_top) + log d_i²`` (``r_top``: the request's largest
+    relevance, ``d_i²`` the Schur complement of ``i`` given the selected items).
+
+    Schur complements by Gram–Schmidt: for the cosine kernel ``S = U Uᵀ`` (rows ``u_i =
+    v_i / ‖v_i‖``), ``d_i² = ‖u_i‖² − Σ_s ⟨b_s, u_i⟩²`` with ``b_s`` an orthonormal basis of
+    the selected vectors (``b_t`` = the normalized residual of the item picked at step
+    ``t``, orthogonalized twice, ``O(t d)``); ``⟨b_t, u_i⟩`` is exactly the Cholesky entry
+    ``e = (S_ji − ⟨c_j, c_i⟩) / d_j`` of WeChat Eq. 8, at ``O(d)`` per entry instead of
+    ``O(d + t)``, and nothing per candidate is stored but ``d_i²``.
+
+    Lazy evaluation (Minoux's accelerated greedy, applied to DPPs by Hemmi et al. 2022):
+    ``d_i²`` never increases as items are selected, so a score evaluated at an earlier step
+    bounds its current value from above. The candidates sit in a max-heap keyed by their
+    last evaluated score; at every step the top of the heap is brought up to date (the
+    missing ``⟨b_s, u_i⟩``) until no stale bound can reach the tie tolerance of the best
+    up-to-date score. The winner is the lowest position within ``TIE_RTOL · (|best| + 1)``
+    of the best among the up-to-date candidates: a function of the exact scores only,
+    whatever was evaluated when. When the kernel runs out of directions (``k`` near
+    ``d``) every candidate falls behind the best and a lazy step brings most of them up to
+    date anyway; once the recent lazy steps cost more than sweeps would over the steps left
+    (with the measured ``SWEEP_COST`` and ``TRANSPOSE_COST``) the request switches to
+    sweeps: every live candidate is brought up to date, the vectors
+    are transposed once into ``vt`` and every later step updates all live candidates by
+    one feature-major sweep (:func:`_accumulate`, ``O(N d)``), without the heap; the
+    logarithm is only taken where a candidate's last score can still reach the best.
+
+    Args:
+        vectors: ``(N, d)`` raw vectors.
+        valid: ``(N,)`` selectable positions.
+        rel: ``(N,)`` scaled relevance.
+        w: relevance weight ``2α ≥ 0``.
+        rtop: the largest relevance over the valid positions (score reference).
+        kb: number of items to pick (``≤`` number of valid positions).
+        eps: relative eligibility threshold (``d_i² > eps``: ``max S_ii = 1``).
+        out: ``(≥ kb,)`` int64 output.
+        work: ``(2,)`` int64 output: inner products ``⟨b_s, u_i⟩`` computed, steps done
+            by sweeps.
+        vt: ``(d, N)`` work matrix (any content).
+
+    Returns:
+        The number of items written to ``out``; ``-1`` when a valid vector holds a NaN or
+        an infinity, ``-2`` when a squared norm overflows (the caller then runs the eager
+        kernel, which rescales such vectors).
+    """
+    n, d = vectors.shape
+    inv = np.zeros(n)  # 1 / ‖v_i‖; 0: zero vector
+    d2 = np.zeros(n)
+    ub = np.empty(n)  # last evaluated score: an upper bound of the current one
+    level = np.zeros(n, dtype=np.int64)  # basis vectors accounted for in d2[i]
+    live = np.zeros(n, dtype=np.bool_)  # not selected, possibly still eligible
+    hkey = np.empty(n)
+    hitem = np.empty(n, dtype=np.int64)
+    vis = np.empty(n, dtype=np.int64)
+    vsc = np.empty(n)
+    basis = np.zeros((kb, d))
+    res = np.empty((1, d))
+    coef = np.empty(kb)
+    acc = np.empty(n)
+    work[0] = 0
+    work[1] = 0
+    anyv = False
+    for i in range(n):
+        if valid[i]:
+            ss = _dot_rows(vectors, i, vectors, i, d)
+            if not math.isfinite(ss):
+                for f in range(d):
+                    if not math.isfinite(vectors[i, f]):
+                        return -1
+                return -2
+            if ss > 0.0:
+                x = 1.0 / math.sqrt(ss)
+                inv[i] = x
+                d2[i] = ss * x * x
+                anyv = True
+    if not anyv:
+        return 0
+    thr = eps  # max_i S_ii = 1 for the cosine kernel of non-zero vectors
+    ub0 = 1e-9  # bounds log d_i^2 before the first evaluation (d_i^2 = 1 within ulps)
+    size = 0
+    for i in range(n):
+        if inv[i] > 0.0 and d2[i] > thr:
+            live[i] = True
+            ub[i] = w * (rel[i] - rtop) + ub0
+            hkey[size] = ub[i]
+            hitem[size] = i
+            size += 1
+    for p in range(size // 2 - 1, -1, -1):
+        _sift_down(hkey, hitem, size, p)
+    nlive = size
+    sweep = False
+    ema = 0.0
+    lead = -1  # sweeps: the live item with the best last score, evaluated first
+    picks = 0
+    for t in range(kb):
+        nvis = 0
+        best = _NEG_INF
+        done = 0
+        if sweep:  # every live item is at level t - 1: one sweep adds b_{t-1}
+            work[1] += 1
+            for i in range(n):
+                acc[i] = 0.0
+            _accumulate(acc, vt, basis[t - 1], d, n)
+            for i in range(n):  # vectorized; non-live entries are never read again
+                e = acc[i] * inv[i]
+                d2[i] -= e * e
+            done = nlive
+            for v in range(n + 1):  # the lead first (it sets the best), then in order
+                i = lead if v == 0 else v - 1
+                if not live[i] or (v > 0 and i == lead):
+                    continue
+                x = d2[i]
+                if not x > thr:
+                    live[i] = False
+                    nlive -= 1
+                    continue
+                if nvis > 0 and ub[i] < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
+                    abs(ub[i]) + 1.0
+                ):
+                    continue  # cannot reach the best: no logarithm (ub stays a bound)
+                sc = w * (rel[i] - rtop) + math.log(x)
+                ub[i] = sc
+                vis[nvis] = i
+                vsc[nvis] = sc
+                nvis += 1
+                best = max(best, sc)
+        while not sweep and size > 0:
+            # ---- the top of the heap, while its stale bound can reach the best
+            top = hkey[0]
+            if nvis > 0 and top < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
+                abs(top) + 1.0
+            ):
+                break
+            i = hitem[0]
+            size -= 1
+            if size > 0:
+                hkey[0] = hkey[size]
+                hitem[0] = hitem[size]
+                _sift_down(hkey, hitem, size, 0)
+            x, lv = _project_out(basis, vectors, i, level[i], t, inv[i], d2[i], thr)
+            done += lv - level[i]
+            d2[i] = x
+            level[i] = lv
+            if not x > thr:
+                live[i] = False  # never eligible again (d_i^2 does not increase)
+                nlive -= 1
+                continue
+            sc = w * (rel[i] - rtop) + math.log(x)
+            ub[i] = sc
+            vis[nvis] = i
+            vsc[nvis] = sc
+            nvis += 1
+            best = max(best, sc)
+        work[0] += done
+        if nvis == 0:
+            break  # nothing eligible: the kernel is exhausted
+        cut = best - TIE_RTOL * (abs(best) + 1.0)
+        j = n
+        for v in range(nvis):
+            if vsc[v] >= cut and vis[v] < j:
+                j = vis[v]
+        out[t] = j
+        picks += 1
+        live[j] = False
+        nlive -= 1
+        if t + 1 >= kb:
+            break
+        # ---- b_t: the residual of u_j against the basis, orthogonalized twice
+        # (classical Gram-Schmidt, twice: as accurate as modified Gram-Schmidt)
+        s = inv[j]
+        for f in range(d):
+            res[0, f] = vectors[j, f] * s
+        for _ in range(2):
+            for r_ in range(t):
+                coef[r_] = _dot_rows(basis, r_, res, 0, d)
+            for r_ in range(t):
+                h = coef[r_]
+                for f in range(d):
+                    res[0, f] -= h * basis[r_, f]
+        nr = math.sqrt(_dot_rows(res, 0, res, 0, d))
+        if nr > 0.0 and math.isfinite(nr):
+            for f in range(d):
+                basis[t, f] = res[0, f] / nr
+        if not sweep:
+            for v in range(nvis):
+                if vis[v] != j:
+                    size = _heap_push(hkey, hitem, size, vsc[v], vis[v])
+            ema = 0.5 * (ema + done)  # recent inner products per lazy step
+            left = kb - 1 - t  # steps still to come
+            if left > 0 and ema > SWEEP_COST * nlive:
+                lag = 0  # inner products a switch has to catch up on
+                for i in range(n):
+                    if live[i]:
+                        lag += t - level[i]
+                sweep = left * (ema - SWEEP_COST * nlive) > lag + TRANSPOSE_COST * nlive
+            if sweep:
+                # ---- switch to sweeps: every live item up to level t, V^T once
+                for i in range(n):
+                    if live[i]:
+                        x, lv = _project_out(basis, vectors, i, level[i], t, inv[i], d2[i], thr)
+                        work[0] += lv - level[i]
+                        d2[i] = x
+                        level[i] = lv
+                        if not x > thr:
+                            live[i] = False
+                            nlive -= 1
+                _load_raw_transposed(vectors, live, vt)
+        if sweep:
+            lead = -1
+            for v in range(nvis):
+                i = vis[v]
+                if i != j and live[i] and (lead < 0 or vsc[v] > ub[lead]):
+                    lead = i
+            if lead < 0:
+                for i in range(n):
+                    if live[i]:
+                        lead = i
+                        break
+            if lead < 0:
+                break  # no live candidate left
+    return picks
