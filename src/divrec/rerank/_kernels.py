@@ -47,18 +47,33 @@ _local = threading.local()
 
 
 def workspace(rows: int, n: int) -> np.ndarray:
-    """A reusable, uninitialized ``(rows, n)`` float64 work matrix for this thread.
+    """A reusable, uninitialized ``(rows, n')`` float64 work matrix for this thread.
 
-    The kernels write every entry they read. Reusing the buffer spares a fresh
-    (multi-megabyte at large ``N``) allocation per request; the largest buffer used so
-    far stays allocated (one per thread).
+    ``n' ≥ n`` is ``n`` rounded up to a multiple of 8 and the matrix starts on a 64-byte
+    boundary, so that every row starts on a cache line (the kernels sweep rows with SIMD
+    loads; a row that straddles cache lines costs up to a sixth more, at random, with
+    the allocator's state). Kernels use the first ``n`` columns and write every entry
+    they read. Reusing the buffer spares a fresh (multi-megabyte at large ``N``)
+    allocation and its page faults per request; the largest buffer used so far stays
+    allocated (one per thread).
     """
-    size = max(rows * n, 1)
+    stride = -(-n // 8) * 8
+    size = max(rows * stride, 1) + 8
     buf = getattr(_local, "buf", None)
     if buf is None or buf.size < size:
         buf = np.empty(size)
         _local.buf = buf
-    return buf[: rows * n].reshape(rows, n)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off : off + rows * stride].reshape(rows, stride)
+
+
+@njit(cache=True, nogil=True)
+def _aligned_rows(rows: int, n: int) -> np.ndarray:
+    """A zeroed ``(rows, n')`` matrix, ``n'`` = ``n`` rounded up to 8, 64-byte aligned rows."""
+    stride = (n + 7) // 8 * 8
+    buf = np.zeros(rows * stride + 8)
+    off = ((64 - buf.ctypes.data % 64) % 64) // 8
+    return buf[off : off + rows * stride].reshape((rows, stride))
 
 
 @njit(cache=True, nogil=True)
@@ -278,12 +293,60 @@ def _max_avail(avail: np.ndarray, d2: np.ndarray) -> float:
 
 
 @njit(cache=True, nogil=True)
+def _scaled_relevance(
+    r: np.ndarray, valid: np.ndarray, minmax: bool, out: np.ndarray
+) -> tuple[float, float]:
+    """Write the (min-max scaled) valid relevance into ``out`` (0 elsewhere).
+
+    Same arithmetic as :func:`divrec.rerank._base.scale_relevance`: ``(r − lo) / (hi −
+    lo)``, both sides halved when ``hi − lo`` overflows, all zeros for a constant request.
+    Returns the largest and smallest written value over the valid positions, or
+    ``(nan, nan)`` when a valid relevance is not finite (nothing written then).
+    """
+    n = r.shape[0]
+    lo = np.inf
+    hi = _NEG_INF
+    for i in range(n):
+        if valid[i]:
+            x = r[i]
+            if not math.isfinite(x):
+                return np.nan, np.nan
+            lo = min(lo, x)
+            hi = max(hi, x)
+    if not minmax:
+        for i in range(n):
+            out[i] = r[i] if valid[i] else 0.0
+        return hi, lo
+    span = hi - lo
+    if not span > 0.0:
+        for i in range(n):
+            out[i] = 0.0
+        return 0.0, 0.0
+    if math.isfinite(span):
+        for i in range(n):
+            out[i] = (r[i] - lo) / span if valid[i] else 0.0
+    else:
+        h_lo = lo / 2.0
+        h_span = hi / 2.0 - h_lo
+        for i in range(n):
+            out[i] = (r[i] / 2.0 - h_lo) / h_span if valid[i] else 0.0
+    top = _NEG_INF
+    low = np.inf
+    for i in range(n):
+        if valid[i]:
+            top = max(top, out[i])
+            low = min(low, out[i])
+    return top, low
+
+
+@njit(cache=True, nogil=True)
 def dpp_greedy_batch(
     vectors: np.ndarray,
     matrix: np.ndarray,
     use_matrix: bool,
     valid: np.ndarray,
     rel: np.ndarray,
+    minmax: bool,
     weight: np.ndarray,
     active: np.ndarray,
     k: int,
@@ -313,7 +376,8 @@ def dpp_greedy_batch(
         matrix: ``(B, N, N)`` kernels (row ``j`` = similarities of ``j``), or ``(B, 0, 0)``.
         use_matrix: read the kernel from ``matrix`` instead of ``vectors``.
         valid: ``(B, N)`` selectable positions.
-        rel: ``(B, N)`` relevance (scaled), finite at valid positions.
+        rel: ``(B, N)`` relevance as given (any value at invalid positions).
+        minmax: min-max scale each request's relevance (:func:`_scaled_relevance`).
         weight: ``(B,)`` finite ``w_b = 2 α_b ≥ 0`` (0: no relevance term).
         active: ``(B,)`` requests to run.
         k: list length.
@@ -321,7 +385,8 @@ def dpp_greedy_batch(
         window: sliding-window size (0: none).
         out: ``(B, k)`` int64 output, pre-filled with -1.
         counts: ``(B,)`` int64 output, number of greedy picks per request.
-        bad: ``(B,)`` bool output: request with a non-finite valid vector (not run).
+        bad: ``(B,)`` int8 output: 1 for a non-finite valid vector, 2 for a non-finite
+            valid relevance (the request is not run).
         wt: ``(d + max(1, min(k, window or k)), N)`` float64 work matrix (any content).
         lazy: without a window, run :func:`_dpp_lazy_one` (same picks, less work) on
             every request whose relevance term ``w (max r − min r)`` is below ``1e300``
@@ -333,16 +398,18 @@ def dpp_greedy_batch(
     d = 0 if use_matrix else vectors.shape[2]
     cap = k if window == 0 else min(window, k)
     cap = max(cap, 1)
-    q = np.zeros(d + cap)
-    acc = np.zeros(n)
-    d2 = np.zeros(n)
-    vis = np.zeros(n, dtype=np.int64)
-    vsc = np.zeros(n)
     avail = np.zeros(n, dtype=np.bool_)
-    win = np.zeros(cap, dtype=np.int64)
-    rot_a = np.zeros(n)
+    relb = np.zeros(n)
     st = np.zeros(3)
-    lg = np.zeros(n)
+    # the eager loop's work arrays, allocated when a request first needs them
+    q = np.zeros(0)
+    acc = np.zeros(0)
+    d2 = np.zeros(0)
+    vis = np.zeros(0, dtype=np.int64)
+    vsc = np.zeros(0)
+    win = np.zeros(0, dtype=np.int64)
+    rot_a = np.zeros(0)
+    lg = np.zeros(0)
     for b in range(bsz):
         counts[b] = 0
         if not active[b]:
@@ -355,33 +422,39 @@ def dpp_greedy_batch(
         kb = min(k, nvalid)
         if kb == 0:
             continue
+        rtop, rlow = _scaled_relevance(rel[b], avail, minmax, relb)
+        if not math.isfinite(rtop):
+            bad[b] = 2
+            continue
         if lazy and window == 0 and not use_matrix:
-            rtop = _NEG_INF
-            rlow = np.inf
-            for i in range(n):
-                if avail[i]:
-                    rtop = max(rtop, rel[b, i])
-                    rlow = min(rlow, rel[b, i])
             span = weight[b] * (rtop - rlow)
             if math.isfinite(span) and span < 1e300:
                 picks = _dpp_lazy_one(
-                    vectors[b], avail, rel[b], weight[b], rtop, kb, eps, out[b], work[b], wt[:d]
+                    vectors[b], avail, relb, weight[b], rtop, kb, eps, out[b], work[b], wt[:d]
                 )
                 if picks != -2:  # -2: an overflowing norm, rescaled by the eager path
                     counts[b] = max(picks, 0)
-                    bad[b] = picks == -1
+                    bad[b] = 1 if picks == -1 else 0
                     continue
+        if acc.shape[0] < n:
+            q = np.zeros(d + cap)
+            acc = np.zeros(n)
+            d2 = np.zeros(n)
+            vis = np.zeros(n, dtype=np.int64)
+            vsc = np.zeros(n)
+            win = np.zeros(cap, dtype=np.int64)
+            rot_a = np.zeros(n)
+            lg = np.zeros(n)
         if use_matrix:
             for i in range(n):
                 d2[i] = matrix[b, i, i] if avail[i] else 0.0
         elif not _load_transposed(vectors[b], avail, True, wt, d2, rot_a):
-            bad[b] = True
+            bad[b] = 1
         maxdiag = _max_avail(avail, d2)
         if bad[b] or not maxdiag > 0.0:
             continue
         thr = eps * maxdiag
         w = weight[b]
-        relb = rel[b]
         _dpp_stats(avail, d2, relb, thr, st)
         lmax0 = math.log(maxdiag)
         for i in range(n):
@@ -709,7 +782,8 @@ def _dpp_lazy_one(
     sweeps: every live candidate is brought up to date, the vectors
     are transposed once into ``vt`` and every later step updates all live candidates by
     one feature-major sweep (:func:`_accumulate`, ``O(N d)``), without the heap; the
-    logarithm is only taken where a candidate's last score can still reach the best.
+    logarithm is only taken where a candidate's last score, lowered by the bound
+    ``log(x / x_last) ≤ x / x_last − 1`` of its decrease since, can still reach the best.
 
     Args:
         vectors: ``(N, d)`` raw vectors.
@@ -730,19 +804,23 @@ def _dpp_lazy_one(
         kernel, which rescales such vectors).
     """
     n, d = vectors.shape
-    inv = np.zeros(n)  # 1 / ‖v_i‖; 0: zero vector
-    d2 = np.zeros(n)
-    ub = np.empty(n)  # last evaluated score: an upper bound of the current one
-    level = np.zeros(n, dtype=np.int64)  # basis vectors accounted for in d2[i]
+    fwork = _aligned_rows(7, n)  # one allocation for the per-candidate arrays
+    inv = fwork[0]  # 1 / ‖v_i‖; 0: zero vector
+    d2 = fwork[1]
+    ub = fwork[2]  # last evaluated score: an upper bound of the current one
+    hkey = fwork[3]
+    vsc = fwork[4]
+    acc = fwork[5]
+    lastx = fwork[6]  # d_i^2 when ub[i] was evaluated
+    iwork = np.zeros((3, n), dtype=np.int64)
+    level = iwork[0]  # basis vectors accounted for in d2[i]
+    hitem = iwork[1]
+    vis = iwork[2]
     live = np.zeros(n, dtype=np.bool_)  # not selected, possibly still eligible
-    hkey = np.empty(n)
-    hitem = np.empty(n, dtype=np.int64)
-    vis = np.empty(n, dtype=np.int64)
-    vsc = np.empty(n)
-    basis = np.zeros((kb, d))
-    res = np.empty((1, d))
+    small = np.zeros((kb + 1, d))
+    basis = small[:kb]
+    res = small[kb:]
     coef = np.empty(kb)
-    acc = np.empty(n)
     work[0] = 0
     work[1] = 0
     anyv = False
@@ -800,12 +878,16 @@ def _dpp_lazy_one(
                     live[i] = False
                     nlive -= 1
                     continue
-                if nvis > 0 and ub[i] < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
-                    abs(ub[i]) + 1.0
+                # log(x / lastx) <= x / lastx - 1 bounds the current score without a log
+                lx = lastx[i]  # 0: never evaluated
+                bound = ub[i] + (x / lx - 1.0) if lx > 0.0 else np.inf
+                if nvis > 0 and bound < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
+                    abs(bound) + 1.0
                 ):
-                    continue  # cannot reach the best: no logarithm (ub stays a bound)
+                    continue  # cannot reach the best (ub stays a bound)
                 sc = w * (rel[i] - rtop) + math.log(x)
                 ub[i] = sc
+                lastx[i] = x
                 vis[nvis] = i
                 vsc[nvis] = sc
                 nvis += 1
@@ -833,6 +915,7 @@ def _dpp_lazy_one(
                 continue
             sc = w * (rel[i] - rtop) + math.log(x)
             ub[i] = sc
+            lastx[i] = x
             vis[nvis] = i
             vsc[nvis] = sc
             nvis += 1

@@ -75,8 +75,6 @@ from ._base import (
     kernel_inputs,
     kernel_inputs_batch,
     relevance_order,
-    scale_relevance,
-    scale_relevance_batch,
 )
 
 __all__ = [
@@ -136,6 +134,7 @@ def _run(
     window: int | None,
     lazy: bool = True,
     work: np.ndarray | None = None,
+    minmax: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the compiled greedy (:func:`divrec.rerank._kernels.dpp_greedy_batch`).
 
@@ -144,7 +143,7 @@ def _run(
         matrix: ``(B, N, N)`` float64 kernels or ``(B, 0, 0)``.
         use_matrix: read the kernel from ``matrix``.
         valid: ``(B, N)`` selectable positions.
-        rel: ``(B, N)`` relevance (finite at valid positions).
+        rel: ``(B, N)`` relevance (checked finite at valid positions by the kernel).
         weight: ``(B,)`` ``2α`` per request (finite, ``≥ 0``).
         active: ``(B,)`` requests to run.
         k: list length.
@@ -154,6 +153,7 @@ def _run(
             update of every candidate at every step is kept for windows and for tests).
         work: optional ``(B, 2)`` int64 output (see the kernel): inner products computed
             and sweep steps of each lazily run request.
+        minmax: min-max scale each request's relevance in the kernel (else raw).
 
     Returns:
         ``out`` ``(B, k)`` int64 (-1 padded) and ``counts`` ``(B,)`` greedy picks.
@@ -163,7 +163,7 @@ def _run(
     bsz = valid.shape[0]
     out = np.full((bsz, k), -1, dtype=np.int64)
     counts = np.zeros(bsz, dtype=np.int64)
-    bad = np.zeros(bsz, dtype=np.bool_)
+    bad = np.zeros(bsz, dtype=np.int8)
     if bsz == 0 or k == 0 or valid.shape[1] == 0:
         return out, counts
     _kernels.dpp_greedy_batch(
@@ -172,6 +172,7 @@ def _run(
         bool(use_matrix),
         np.ascontiguousarray(valid, dtype=np.bool_),
         np.ascontiguousarray(rel, dtype=np.float64),
+        bool(minmax),
         np.ascontiguousarray(weight, dtype=np.float64),
         np.ascontiguousarray(active, dtype=np.bool_),
         int(k),
@@ -186,7 +187,8 @@ def _run(
     )
     if bad.any():
         where = "" if bsz == 1 else " at valid positions"
-        raise ValueError(f"vectors contain NaN or infinite values{where}")
+        what = "relevance contains" if (bad == 2).any() else "vectors contain"
+        raise ValueError(f"{what} NaN or infinite values{where}")
     return out, counts
 
 
@@ -339,26 +341,29 @@ class _GreedyDPPReranker(Reranker):
             ``fill`` is True, possibly fewer otherwise.
         """
         k = check_k(k)
-        r = check_relevance(relevance)
+        r = np.asarray(relevance, dtype=np.float64)
+        if r.ndim != 1:
+            raise ValueError(f"relevance must have shape (N,), got {r.shape}")
         theta = self._theta_for(kwargs)
         alpha = float(tradeoff_alpha(theta))
         if k == 0 or r.size == 0:
+            check_relevance(r)
             return np.zeros(0, dtype=np.int64)
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         if not np.isfinite(alpha):
-            return relevance_order(r)[:k]
-        rs = scale_relevance(r, self.relevance_scaling)
-        out, counts = _run(
+            return relevance_order(check_relevance(r))[:k]
+        out, counts = _run(  # the kernel checks and scales the relevance
             vecs,
             mat,
             use_matrix,
             np.ones((1, r.size), dtype=bool),
-            rs[None],
+            r[None],
             np.array([2.0 * alpha]),
             np.ones(1, dtype=bool),
             k,
             self.eps,
             self.window,
+            minmax=self.relevance_scaling == "minmax",
         )
         sel = out[0, : counts[0]]
         kk = min(k, r.size)
@@ -404,10 +409,12 @@ class _GreedyDPPReranker(Reranker):
         vecs, mat, use_matrix = kernel_inputs_batch(
             (bsz, n), m, vectors, similarity, type(self).__name__
         )
-        rs = scale_relevance_batch(r, m, self.relevance_scaling)
         finite = np.isfinite(alpha)
         weight = 2.0 * np.where(finite, alpha, 0.0)
-        out, counts = _run(vecs, mat, use_matrix, m, rs, weight, finite, k, self.eps, self.window)
+        out, counts = _run(
+            vecs, mat, use_matrix, m, r, weight, finite, k, self.eps, self.window,
+            minmax=self.relevance_scaling == "minmax",
+        )  # fmt: skip
         kb = np.minimum(k, m.sum(axis=1))
         # θ = 1 rows always fill (relevance order); others only when asked to.
         target = np.where(finite & (not self.fill), counts, kb)
