@@ -320,8 +320,8 @@ def _lazy_and_eager(v, r, valid, theta, k, eps):
     weight = np.full(bsz, 2.0 * float(tradeoff_alpha(theta)))
     args = (v, np.zeros((bsz, 0, 0)), False, valid, r, weight, np.ones(bsz, bool), k, eps, None)
     work = np.zeros((bsz, 2), dtype=np.int64)
-    lazy = _run(*args, lazy=True, work=work)
-    eager = _run(*args, lazy=False)
+    lazy = _run(*args, lazy=True, work=work)[:2]
+    eager = _run(*args, lazy=False)[:2]
     return lazy, eager, work
 
 
@@ -374,3 +374,29 @@ def test_lazy_kernel_falls_back_for_overflowing_norms_and_rejects_non_finite():
     v[0, 5, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         FastGreedyDPP(0.5).select(r[0], 6, vectors=v[0])
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 60),
+    d=st.integers(1, 12),
+    k=st.integers(1, 30),
+    theta=st.sampled_from([0.0, 0.3, 0.7, 0.95]),
+    eps=st.sampled_from([1e-10, 1e-4]),
+    levels=st.sampled_from([0, 3]),  # 0: continuous relevance, 3: tied levels
+    duplicates=st.booleans(),
+)
+def test_lazy_kernel_equals_eager_property(seed, n, d, k, theta, eps, levels, duplicates):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(2, n, d))
+    if duplicates and n > 2:
+        v[:, 1] = v[:, 0]  # identical candidates: the lower position first
+    r = rng.random((2, n))
+    if levels:
+        r = np.floor(r * levels) / levels
+    valid = np.ones((2, n), dtype=bool)
+    valid[1] = rng.random(n) < 0.7
+    (out_l, cnt_l), (out_e, cnt_e), _ = _lazy_and_eager(v, r, valid, theta, k, eps)
+    np.testing.assert_array_equal(cnt_l, cnt_e)
+    np.testing.assert_array_equal(out_l, out_e)

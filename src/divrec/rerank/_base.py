@@ -94,26 +94,33 @@ def check_relevance(relevance: Any) -> np.ndarray:
     return r
 
 
-def check_relevance_batch(relevance: Any, valid: Any | None) -> tuple[np.ndarray, np.ndarray]:
+def check_relevance_batch(
+    relevance: Any, valid: Any | None, copy: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate batched relevance ``(B, N)`` and the ``valid`` mask ``(B, N)``.
 
     Invalid (padding) positions may hold anything, NaN included; they are replaced by 0
-    in the returned copy. Valid positions must be finite.
+    in the returned copy (``copy=False``: the relevance is returned as given, padding
+    untouched, for callers that never read it). Valid positions must be finite.
     """
-    r = np.array(relevance, dtype=np.float64)  # copy: we overwrite padding below
+    r = np.array(relevance, dtype=np.float64, copy=copy or None)
     if r.ndim != 2:
         raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
+    bad = "relevance contains NaN or infinite values at valid positions"
     if valid is None:
-        m = np.ones(r.shape, dtype=bool)
-    else:
-        m = np.asarray(valid)
-        if m.shape != r.shape:
-            raise ValueError(f"valid must have shape {r.shape}, got {m.shape}")
-        if m.dtype != bool:
-            raise ValueError(f"valid must be a boolean mask, got dtype {m.dtype}")
-    if not np.all(np.isfinite(r[m])):
-        raise ValueError("relevance contains NaN or infinite values at valid positions")
-    r[~m] = 0.0
+        if not np.isfinite(r).all():
+            raise ValueError(bad)
+        return r, np.ones(r.shape, dtype=bool)
+    m = np.asarray(valid)
+    if m.shape != r.shape:
+        raise ValueError(f"valid must have shape {r.shape}, got {m.shape}")
+    if m.dtype != bool:
+        raise ValueError(f"valid must be a boolean mask, got dtype {m.dtype}")
+    fin = np.isfinite(r)
+    if not (fin | ~m).all():
+        raise ValueError(bad)
+    if copy:
+        np.copyto(r, 0.0, where=~m)
     return r, m
 
 
@@ -139,6 +146,16 @@ def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
     if not np.issubdtype(c.dtype, np.integer):
         raise ValueError(f"categories must be integers, got dtype {c.dtype}")
     return c.astype(np.int64, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def all_valid(n: int) -> np.ndarray:
+    """A shared ``(1, n)`` all-True mask (the ``valid`` of a single request).
+
+    Cached, because building it is a measurable part of a small request; the kernels
+    only read it (never hand it to a caller).
+    """
+    return np.ones((1, n), dtype=bool)
 
 
 # --------------------------------------------------------------------------- scaling

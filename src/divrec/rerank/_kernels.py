@@ -29,6 +29,12 @@ without reassociating any sum, so the roundings of a candidate never depend on i
 position). Per request and step this costs ``O(N (d + t))`` multiply-adds and a handful
 of ``O(N)`` passes; the logarithms of the DPP scores are only taken for candidates that
 can still win.
+
+Without a window, the DPP on item vectors runs the lazy kernel :func:`_dpp_lazy_one`
+instead (same picks, tested against the eager update): Gram–Schmidt Schur complements,
+``O(d)`` per entry, brought up to date only for the candidates whose stale score can
+still win (a max-heap), and feature-major sweeps once most candidates need updating
+anyway. For short lists it computes a few percent of the eager update's inner products.
 """
 
 from __future__ import annotations
@@ -63,17 +69,59 @@ def workspace(rows: int, n: int) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = np.empty(size)
         _local.buf = buf
-    off = (-buf.ctypes.data % 64) // 8
+        _local.off = (-buf.ctypes.data % 64) // 8
+    off = _local.off
     return buf[off : off + rows * stride].reshape(rows, stride)
 
 
+def scratch(nf: int, ni: int, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reusable float64, int64 and bool work arrays of at least these sizes (this thread).
+
+    The kernels carve their per-request arrays out of them (:func:`_carve`) instead of
+    allocating: a fresh allocation per request costs page faults whenever the allocator
+    has just given memory back to the system (after another method freed a large
+    block), which made the same call up to 30% slower depending on what ran before it.
+    """
+    bufs = getattr(_local, "scratch", None)
+    if bufs is None or bufs[0].size < nf or bufs[1].size < ni or bufs[2].size < nb:
+        old = bufs or (np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.bool_))
+        bufs = (
+            old[0] if old[0].size >= nf else np.empty(max(nf, 1)),
+            old[1] if old[1].size >= ni else np.empty(max(ni, 1), dtype=np.int64),
+            old[2] if old[2].size >= nb else np.empty(max(nb, 1), dtype=np.bool_),
+        )
+        _local.scratch = bufs
+    return bufs
+
+
+def _pad8(x: int) -> int:
+    return -(-x // 8) * 8
+
+
+def dpp_scratch_sizes(n: int, d: int, k: int, cap: int) -> tuple[int, int, int]:
+    """Sizes of the :func:`scratch` arrays :func:`dpp_greedy_batch` carves (see there)."""
+    nf = _pad8(n) * 13 + (k + 1) * _pad8(d) + _pad8(k) + _pad8(d + cap) + _pad8(3) + 64
+    return nf, 4 * n + cap, 2 * n
+
+
+def penalized_scratch_sizes(n: int, d: int) -> tuple[int, int, int]:
+    """Sizes of the :func:`scratch` arrays :func:`penalized_greedy_batch` carves."""
+    return 4 * _pad8(n) + _pad8(max(d, 1)) + 16, 0, n
+
+
 @njit(cache=True, nogil=True)
-def _aligned_rows(rows: int, n: int) -> np.ndarray:
-    """A zeroed ``(rows, n')`` matrix, ``n'`` = ``n`` rounded up to 8, 64-byte aligned rows."""
-    stride = (n + 7) // 8 * 8
-    buf = np.zeros(rows * stride + 8)
-    off = ((64 - buf.ctypes.data % 64) % 64) // 8
-    return buf[off : off + rows * stride].reshape((rows, stride))
+def _carve(buf: np.ndarray, pos: int, rows: int, cols: int) -> tuple[np.ndarray, int]:
+    """``(rows, cols')`` rows of ``buf`` from the first 64-byte boundary at or after ``pos``.
+
+    ``cols'`` is ``cols`` rounded up to a multiple of 8, so every row starts on a cache
+    line (rows swept with SIMD loads never straddle lines). Returns the view and the
+    position after it. Contents are whatever the buffer held.
+    """
+    stride = (cols + 7) // 8 * 8
+    addr = buf.ctypes.data + pos * 8
+    start = pos + ((64 - addr % 64) % 64) // 8
+    end = start + rows * stride
+    return buf[start:end].reshape((rows, stride)), end
 
 
 @njit(cache=True, nogil=True)
@@ -353,11 +401,12 @@ def dpp_greedy_batch(
     eps: float,
     window: int,
     out: np.ndarray,
-    counts: np.ndarray,
-    bad: np.ndarray,
+    stats: np.ndarray,
     wt: np.ndarray,
     lazy: bool,
-    work: np.ndarray,
+    fs: np.ndarray,
+    ints: np.ndarray,
+    bools: np.ndarray,
 ) -> None:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
@@ -383,43 +432,60 @@ def dpp_greedy_batch(
         k: list length.
         eps: relative eligibility threshold (``≥ 0``).
         window: sliding-window size (0: none).
-        out: ``(B, k)`` int64 output, pre-filled with -1.
-        counts: ``(B,)`` int64 output, number of greedy picks per request.
-        bad: ``(B,)`` int8 output: 1 for a non-finite valid vector, 2 for a non-finite
-            valid relevance (the request is not run).
-        wt: ``(d + max(1, min(k, window or k)), N)`` float64 work matrix (any content).
+        out: ``(B, k)`` int64 output (any content; -1 padded here).
+        stats: ``(B, 5)`` int64 output (any content): the number of greedy picks; 1 for
+            a non-finite valid vector, 2 for a non-finite valid relevance (the request is
+            not run), else 0; for the lazily run requests, the inner products computed
+            and the steps done by sweeps (0 for eager requests); ``min(k, valid count)``.
+        wt: ``(d + max(1, min(k, window or k)), N')`` float64 work matrix (any content,
+            ``N' ≥ N``).
         lazy: without a window, run :func:`_dpp_lazy_one` (same picks, less work) on
             every request whose relevance term ``w (max r − min r)`` is below ``1e300``
             (the others, and windows, run the eager update of every candidate).
-        work: ``(B, 2)`` int64 output of the lazy requests: Cholesky entries computed and
-            steps done by full sweeps (0 for eager requests).
+        fs, ints, bools: :func:`scratch` arrays of :func:`dpp_scratch_sizes` (any
+            content): every work array is carved out of them, nothing is allocated.
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
     cap = k if window == 0 else min(window, k)
     cap = max(cap, 1)
-    avail = np.zeros(n, dtype=np.bool_)
-    relb = np.zeros(n)
-    st = np.zeros(3)
-    # the eager loop's work arrays, allocated when a request first needs them
-    q = np.zeros(0)
-    acc = np.zeros(0)
-    d2 = np.zeros(0)
-    vis = np.zeros(0, dtype=np.int64)
-    vsc = np.zeros(0)
-    win = np.zeros(0, dtype=np.int64)
-    rot_a = np.zeros(0)
-    lg = np.zeros(0)
+    counts = stats[:, 0]
+    bad = stats[:, 1]
+    # ---- work arrays (layout: dpp_scratch_sizes)
+    rows, pos = _carve(fs, 0, 1, n)
+    relb = rows[0, :n]
+    lazyf, pos = _carve(fs, pos, 7, n)  # the lazy kernel's per-candidate rows
+    small, pos = _carve(fs, pos, k + 1, d)  # its basis (k rows) and residual
+    coefs, pos = _carve(fs, pos, 1, k)
+    fw, pos = _carve(fs, pos, 5, n)  # the eager loop's per-candidate rows
+    acc = fw[0, :n]
+    d2 = fw[1, :n]
+    vsc = fw[2, :n]
+    rot_a = fw[3, :n]
+    lg = fw[4, :n]
+    rows, pos = _carve(fs, pos, 1, d + cap)
+    q = rows[0, : d + cap]
+    rows, pos = _carve(fs, pos, 1, 3)
+    st = rows[0, :3]
+    lazyi = ints[: 3 * n].reshape((3, n))
+    vis = ints[3 * n : 4 * n]
+    win = ints[4 * n : 4 * n + cap]
+    avail = bools[:n]
+    live = bools[n : 2 * n]
     for b in range(bsz):
-        counts[b] = 0
-        if not active[b]:
-            continue
+        for c in range(5):
+            stats[b, c] = 0
+        for t in range(k):
+            out[b, t] = -1
         nvalid = 0
         for i in range(n):
             avail[i] = valid[b, i]
             if avail[i]:
                 nvalid += 1
         kb = min(k, nvalid)
+        stats[b, 4] = kb
+        if not active[b]:
+            continue
         if kb == 0:
             continue
         rtop, rlow = _scaled_relevance(rel[b], avail, minmax, relb)
@@ -430,21 +496,13 @@ def dpp_greedy_batch(
             span = weight[b] * (rtop - rlow)
             if math.isfinite(span) and span < 1e300:
                 picks = _dpp_lazy_one(
-                    vectors[b], avail, relb, weight[b], rtop, kb, eps, out[b], work[b], wt[:d]
-                )
+                    vectors[b], avail, relb, weight[b], rtop, kb, eps, out[b], stats[b, 2:],
+                    wt[:d], lazyf, lazyi, live, small, coefs[0],
+                )  # fmt: skip
                 if picks != -2:  # -2: an overflowing norm, rescaled by the eager path
                     counts[b] = max(picks, 0)
                     bad[b] = 1 if picks == -1 else 0
                     continue
-        if acc.shape[0] < n:
-            q = np.zeros(d + cap)
-            acc = np.zeros(n)
-            d2 = np.zeros(n)
-            vis = np.zeros(n, dtype=np.int64)
-            vsc = np.zeros(n)
-            win = np.zeros(cap, dtype=np.int64)
-            rot_a = np.zeros(n)
-            lg = np.zeros(n)
         if use_matrix:
             for i in range(n):
                 d2[i] = matrix[b, i, i] if avail[i] else 0.0
@@ -562,6 +620,8 @@ def penalized_greedy_batch(
     out: np.ndarray,
     bad: np.ndarray,
     ut: np.ndarray,
+    fs: np.ndarray,
+    bools: np.ndarray,
 ) -> None:
     """Greedy ``argmax_{i ∉ S} base_i − coef · agg_{j∈S} sim(i, j)`` for every request.
 
@@ -583,15 +643,18 @@ def penalized_greedy_batch(
         out: ``(B, k)`` int64 output, pre-filled with -1.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
         ut: ``(d, N)`` float64 work matrix (any content).
+        fs, bools: :func:`scratch` arrays of :func:`penalized_scratch_sizes` (any content).
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    q = np.zeros(max(d, 1))
-    sq = np.zeros(n)
-    sim = np.zeros(n)
-    acc = np.zeros(n)
-    score = np.zeros(n)
-    avail = np.zeros(n, dtype=np.bool_)
+    fw, pos = _carve(fs, 0, 4, n)  # rows swept with SIMD loads start on cache lines
+    sq = fw[0, :n]
+    sim = fw[1, :n]
+    acc = fw[2, :n]
+    score = fw[3, :n]
+    rows, pos = _carve(fs, pos, 1, max(d, 1))
+    q = rows[0]
+    avail = bools[:n]
     for b in range(bsz):
         nvalid = 0
         for i in range(n):
@@ -753,6 +816,11 @@ def _dpp_lazy_one(
     out: np.ndarray,
     work: np.ndarray,
     vt: np.ndarray,
+    fwork: np.ndarray,
+    iwork: np.ndarray,
+    live: np.ndarray,
+    small: np.ndarray,
+    coef: np.ndarray,
 ) -> int:
     """Lazy greedy DPP MAP of one request on the cosine kernel of ``vectors``.
 
@@ -796,7 +864,12 @@ def _dpp_lazy_one(
         out: ``(≥ kb,)`` int64 output.
         work: ``(2,)`` int64 output: inner products ``⟨b_s, u_i⟩`` computed, steps done
             by sweeps.
-        vt: ``(d, N)`` work matrix (any content).
+        vt: ``(d, ≥ N)`` work matrix (any content).
+        fwork: ``(7, ≥ N)`` float64 work rows (any content).
+        iwork: ``(3, ≥ N)`` int64 work rows (any content).
+        live: ``(≥ N,)`` bool work array (any content).
+        small: ``(≥ kb + 1, ≥ d)`` float64 work rows (any content).
+        coef: ``(≥ kb,)`` float64 work array (any content).
 
     Returns:
         The number of items written to ``out``; ``-1`` when a valid vector holds a NaN or
@@ -804,25 +877,27 @@ def _dpp_lazy_one(
         kernel, which rescales such vectors).
     """
     n, d = vectors.shape
-    fwork = _aligned_rows(7, n)  # one allocation for the per-candidate arrays
-    inv = fwork[0]  # 1 / ‖v_i‖; 0: zero vector
-    d2 = fwork[1]
-    ub = fwork[2]  # last evaluated score: an upper bound of the current one
-    hkey = fwork[3]
-    vsc = fwork[4]
-    acc = fwork[5]
-    lastx = fwork[6]  # d_i^2 when ub[i] was evaluated
-    iwork = np.zeros((3, n), dtype=np.int64)
-    level = iwork[0]  # basis vectors accounted for in d2[i]
-    hitem = iwork[1]
-    vis = iwork[2]
-    live = np.zeros(n, dtype=np.bool_)  # not selected, possibly still eligible
-    small = np.zeros((kb + 1, d))
-    basis = small[:kb]
-    res = small[kb:]
-    coef = np.empty(kb)
+    inv = fwork[0, :n]  # 1 / ‖v_i‖; 0: zero vector
+    d2 = fwork[1, :n]
+    ub = fwork[2, :n]  # last evaluated score: an upper bound of the current one
+    hkey = fwork[3, :n]
+    vsc = fwork[4, :n]
+    acc = fwork[5, :n]
+    lastx = fwork[6, :n]  # d_i^2 when ub[i] was evaluated
+    level = iwork[0, :n]  # basis vectors accounted for in d2[i]
+    hitem = iwork[1, :n]
+    vis = iwork[2, :n]
+    live = live[:n]  # not selected, possibly still eligible
+    basis = small[:kb]  # whole rows: contiguous (the dot products over d vectorize)
+    res = small[kb : kb + 1]
     work[0] = 0
     work[1] = 0
+    for i in range(n):
+        inv[i] = 0.0
+        d2[i] = 0.0
+        lastx[i] = 0.0
+        level[i] = 0
+        live[i] = False
     anyv = False
     for i in range(n):
         if valid[i]:
@@ -947,9 +1022,9 @@ def _dpp_lazy_one(
                 for f in range(d):
                     res[0, f] -= h * basis[r_, f]
         nr = math.sqrt(_dot_rows(res, 0, res, 0, d))
-        if nr > 0.0 and math.isfinite(nr):
-            for f in range(d):
-                basis[t, f] = res[0, f] / nr
+        ok = nr > 0.0 and math.isfinite(nr)
+        for f in range(d):
+            basis[t, f] = res[0, f] / nr if ok else 0.0
         if not sweep:
             for v in range(nvis):
                 if vis[v] != j:

@@ -60,12 +60,14 @@ the eager update (tested against it), at a fraction of its work for short lists.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ._base import (
     Reranker,
+    all_valid,
     as_positions,
     check_k,
     check_relevance,
@@ -100,9 +102,11 @@ def tradeoff_alpha(theta: float | np.ndarray) -> np.ndarray:
             raise ValueError(f"theta must be in [0, 1], got {theta}")
         return np.asarray(x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else np.inf)
     t = np.asarray(theta, dtype=np.float64)
-    if np.any(~np.isfinite(t)) or np.any(t < 0.0) or np.any(t > 1.0):
+    if not np.all((t >= 0.0) & (t <= 1.0)):  # NaN fails both comparisons
         raise ValueError(f"theta must be in [0, 1], got {theta}")
-    return np.where(t < 1.0, t / (2.0 * np.maximum(1.0 - t, 1e-300)), np.inf)
+    out = np.full(t.shape, np.inf)
+    np.divide(t, 2.0 * (1.0 - t), out=out, where=t < 1.0)
+    return out
 
 
 def _check_window(window: int | None) -> int | None:
@@ -156,16 +160,17 @@ def _run(
         minmax: min-max scale each request's relevance in the kernel (else raw).
 
     Returns:
-        ``out`` ``(B, k)`` int64 (-1 padded) and ``counts`` ``(B,)`` greedy picks.
+        ``out`` ``(B, k)`` int64 (-1 padded), ``counts`` ``(B,)`` greedy picks and
+        ``kb`` ``(B,)`` the list lengths ``min(k, number of valid positions)``.
     """
-    from . import _kernels
+    from . import _kernels  # numba is imported when a re-ranker first runs
 
     bsz = valid.shape[0]
-    out = np.full((bsz, k), -1, dtype=np.int64)
-    counts = np.zeros(bsz, dtype=np.int64)
-    bad = np.zeros(bsz, dtype=np.int8)
     if bsz == 0 or k == 0 or valid.shape[1] == 0:
-        return out, counts
+        z = np.zeros(bsz, dtype=np.int64)
+        return np.full((bsz, k), -1, dtype=np.int64), z, z
+    out = np.empty((bsz, k), dtype=np.int64)
+    stats = np.empty((bsz, 5), dtype=np.int64)
     _kernels.dpp_greedy_batch(
         vectors,
         matrix,
@@ -179,17 +184,21 @@ def _run(
         float(eps),
         0 if window is None else int(window),
         out,
-        counts,
-        bad,
+        stats,
         _kernels.workspace(vectors.shape[2] + _work_rows(k, window), valid.shape[1]),
         bool(lazy),
-        np.zeros((bsz, 2), dtype=np.int64) if work is None else work,
+        *_kernels.scratch(
+            *_kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))
+        ),
     )
-    if bad.any():
+    if work is not None:
+        work[...] = stats[:, 2:4]
+    bad = stats[:, 1]
+    if bad[0] if bsz == 1 else bad.any():
         where = "" if bsz == 1 else " at valid positions"
         what = "relevance contains" if (bad == 2).any() else "vectors contain"
         raise ValueError(f"{what} NaN or infinite values{where}")
-    return out, counts
+    return out, stats[:, 0], stats[:, 4]
 
 
 def _work_rows(k: int, window: int | None) -> int:
@@ -230,7 +239,7 @@ def fast_greedy_map(
     if not np.all(np.isfinite(mat)):
         raise ValueError("kernel contains NaN or infinite values")
     n = mat.shape[0]
-    out, counts = _run(
+    out, counts, _ = _run(
         np.zeros((1, n, 0)),
         mat[None],
         True,
@@ -274,7 +283,7 @@ def fast_greedy_map_batch(
         raise ValueError(f"valid must have shape ({bsz}, {n}), got {m.shape}")
     if not np.all(np.isfinite(mat[m[:, :, None] & m[:, None, :]])):
         raise ValueError("kernels contain NaN or infinite values at valid positions")
-    out, _ = _run(
+    out, _, _ = _run(
         np.zeros((bsz, n, 0)),
         mat,
         True,
@@ -350,16 +359,16 @@ class _GreedyDPPReranker(Reranker):
             check_relevance(r)
             return np.zeros(0, dtype=np.int64)
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
-        if not np.isfinite(alpha):
+        if not math.isfinite(alpha):
             return relevance_order(check_relevance(r))[:k]
-        out, counts = _run(  # the kernel checks and scales the relevance
+        out, counts, _ = _run(  # the kernel checks and scales the relevance
             vecs,
             mat,
             use_matrix,
-            np.ones((1, r.size), dtype=bool),
+            all_valid(r.size),
             r[None],
             np.array([2.0 * alpha]),
-            np.ones(1, dtype=bool),
+            all_valid(1)[0],
             k,
             self.eps,
             self.window,
@@ -403,23 +412,37 @@ class _GreedyDPPReranker(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
-        r, m = check_relevance_batch(relevance, valid)
+        r = np.asarray(relevance, dtype=np.float64)
+        if r.ndim != 2:
+            raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
         bsz, n = r.shape
-        alpha = tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
+        alpha = self._alphas_for(bsz, kwargs)
+        finite = np.isfinite(alpha)
+        everyone = bool(finite.all())
+        if valid is not None or not everyone:
+            # the kernel checks the relevance of the requests it runs (valid positions);
+            # θ = 1 requests are not run, and a mask needs its own checks
+            r, m = check_relevance_batch(r, valid, copy=False)
+        else:
+            m = np.ones((bsz, n), dtype=bool)
         vecs, mat, use_matrix = kernel_inputs_batch(
             (bsz, n), m, vectors, similarity, type(self).__name__
         )
-        finite = np.isfinite(alpha)
-        weight = 2.0 * np.where(finite, alpha, 0.0)
-        out, counts = _run(
+        weight = 2.0 * alpha if everyone else 2.0 * np.where(finite, alpha, 0.0)
+        out, counts, kb = _run(
             vecs, mat, use_matrix, m, r, weight, finite, k, self.eps, self.window,
             minmax=self.relevance_scaling == "minmax",
         )  # fmt: skip
-        kb = np.minimum(k, m.sum(axis=1))
-        # θ = 1 rows always fill (relevance order); others only when asked to.
-        target = np.where(finite & (not self.fill), counts, kb)
-        fill_by_relevance_batch(out, counts, r, m, target)
+        # θ = 1 rows always fill (relevance order); others only when asked to. No
+        # padding is read: the relevance fill masks it.
+        if not everyone or (self.fill and bool((counts < kb).any())):
+            target = np.where(finite & (not self.fill), counts, kb)
+            fill_by_relevance_batch(out, counts, r, m, target)
         return out
+
+    def _alphas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+        """``α`` per request ``(B,)`` (from :meth:`_thetas_for`)."""
+        return tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
 
 
 class FastGreedyDPP(_GreedyDPPReranker):
@@ -467,3 +490,6 @@ class FastGreedyDPP(_GreedyDPPReranker):
 
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
         return np.full(bsz, float(self.theta))
+
+    def _alphas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+        return np.full(bsz, float(tradeoff_alpha(float(self.theta))))

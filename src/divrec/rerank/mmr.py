@@ -199,6 +199,7 @@ def _compiled_penalized(
         out,
         bad,
         _kernels.workspace(vectors.shape[2], n),
+        *_kernels.scratch(*_kernels.penalized_scratch_sizes(n, vectors.shape[2]))[::2],
     )
     if bad.any():
         where = "" if bsz == 1 else " at valid positions"
@@ -289,7 +290,8 @@ class MMR(Reranker):
             valid: ``(B, N)`` bool mask of real candidates.
         """
         k = check_k(k)
-        r, m = check_relevance_batch(relevance, valid)
+        # no copy: padding is masked by the scaling and never read by the kernel
+        r, m = check_relevance_batch(relevance, valid, copy=False)
         vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "MMR")
         rs = scale_relevance_batch(r, m, self.relevance_scaling)
         lam = float(self.lambda_)
