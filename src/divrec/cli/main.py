@@ -386,6 +386,13 @@ def _json_default(obj):
     return str(obj)
 
 
+def _interrupted() -> None:
+    """Say so on the process's own stderr: a progress bar interrupted while it held a
+    redirected ``sys.stderr`` could otherwise swallow the line."""
+    stream = sys.__stderr__ or sys.stderr
+    print("divrec: interrupted", file=stream, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `divrec` entry point: usage errors are one line too, SIGTERM acts like Ctrl-C.
 
@@ -405,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False, prog_name="divrec")
         return int(code or 0)
     except KeyboardInterrupt:
-        typer.echo("divrec: interrupted", err=True)
+        _interrupted()
         return 130
     except Exception as err:
         if _is(err, "NoArgsIsHelpError"):
@@ -416,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(f"divrec: error: {' '.join(text.split())}", err=True)
             return 2
         if _is(err, "Abort"):
-            typer.echo("divrec: interrupted", err=True)
+            _interrupted()
             return 130
         raise
     finally:
