@@ -798,6 +798,16 @@ def _project_out(
     return x, lv
 
 
+@njit(cache=True, nogil=True)
+def _out_of_reach(bound: float, best: float) -> bool:
+    """Whether a score bounded by ``bound`` cannot come within the tie tolerance of ``best``.
+
+    The margin is twice the tolerance plus ``1e-12`` relative, which absorbs the rounding
+    of the bounds themselves.
+    """
+    return bound < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (abs(bound) + 1.0)
+
+
 #: measured costs (this machine, d = 64) in units of one inner product ``⟨b_s, v_i⟩`` of a
 #: lazy step: a sweep step per live candidate, the one-off transposition per candidate
 SWEEP_COST = 0.6
@@ -944,50 +954,39 @@ def _dpp_lazy_one(
                 e = acc[i] * inv[i]
                 d2[i] -= e * e
             done = nlive
-            for v in range(n + 1):  # the lead first (it sets the best), then in order
+        v = 0  # sweeps: the lead first (it sets the best), then every live item in order
+        while True:
+            # ---- next candidate
+            if sweep:
+                if v > n:
+                    break
                 i = lead if v == 0 else v - 1
-                if not live[i] or (v > 0 and i == lead):
+                v += 1
+                if not live[i] or (v > 1 and i == lead):
                     continue
                 x = d2[i]
-                if not x > thr:
-                    live[i] = False
-                    nlive -= 1
-                    continue
-                # log(x / lastx) <= x / lastx - 1 bounds the current score without a log
-                lx = lastx[i]  # 0: never evaluated
-                bound = ub[i] + (x / lx - 1.0) if lx > 0.0 else np.inf
-                if nvis > 0 and bound < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
-                    abs(bound) + 1.0
-                ):
-                    continue  # cannot reach the best (ub stays a bound)
-                sc = w * (rel[i] - rtop) + math.log(x)
-                ub[i] = sc
-                lastx[i] = x
-                vis[nvis] = i
-                vsc[nvis] = sc
-                nvis += 1
-                best = max(best, sc)
-        while not sweep and size > 0:
-            # ---- the top of the heap, while its stale bound can reach the best
-            top = hkey[0]
-            if nvis > 0 and top < best - 2.0 * TIE_RTOL * (abs(best) + 1.0) - 1e-12 * (
-                abs(top) + 1.0
-            ):
-                break
-            i = hitem[0]
-            size -= 1
-            if size > 0:
-                hkey[0] = hkey[size]
-                hitem[0] = hitem[size]
-                _sift_down(hkey, hitem, size, 0)
-            x, lv = _project_out(basis, vectors, i, level[i], t, inv[i], d2[i], thr)
-            done += lv - level[i]
-            d2[i] = x
-            level[i] = lv
+            else:  # the top of the heap, while its stale bound can reach the best
+                if size == 0 or (nvis > 0 and _out_of_reach(hkey[0], best)):
+                    break
+                i = hitem[0]
+                size -= 1
+                if size > 0:
+                    hkey[0] = hkey[size]
+                    hitem[0] = hitem[size]
+                    _sift_down(hkey, hitem, size, 0)
+                x, lv = _project_out(basis, vectors, i, level[i], t, inv[i], d2[i], thr)
+                done += lv - level[i]
+                d2[i] = x
+                level[i] = lv
             if not x > thr:
                 live[i] = False  # never eligible again (d_i^2 does not increase)
                 nlive -= 1
                 continue
+            if sweep and nvis > 0:
+                # log(x / lastx) <= x / lastx - 1 bounds the current score without a log
+                lx = lastx[i]  # 0: never evaluated
+                if lx > 0.0 and _out_of_reach(ub[i] + (x / lx - 1.0), best):
+                    continue  # (ub stays a bound)
             sc = w * (rel[i] - rtop) + math.log(x)
             ub[i] = sc
             lastx[i] = x
