@@ -387,8 +387,7 @@ def _json_default(obj):
 
 
 def _interrupted() -> None:
-    """Say so on the process's own stderr: a progress bar interrupted while it held a
-    redirected ``sys.stderr`` could otherwise swallow the line."""
+    """Say so on the process's own stderr (not a progress bar's redirected one)."""
     stream = sys.__stderr__ or sys.stderr
     print("divrec: interrupted", file=stream, flush=True)
 
@@ -409,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _term)
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="divrec")
-        return int(code or 0)
+        code = int(app(args=argv, standalone_mode=False, prog_name="divrec") or 0)
+        if code == 130:  # typer turns a KeyboardInterrupt inside a command into Exit(130)
+            _interrupted()
+        return code
     except KeyboardInterrupt:
         _interrupted()
         return 130
