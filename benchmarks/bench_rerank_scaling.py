@@ -69,16 +69,14 @@ def dpp_lazy_work(dpp, rel: np.ndarray, vec: np.ndarray, k: int) -> float:
     Runs the kernel behind ``dpp.select_batch`` (private ``divrec.rerank.dpp._run``) with
     its work counter: every inner product ``⟨b_s, v_i⟩`` is ``2 d`` flops.
     """
-    from divrec.rerank._base import scale_relevance_batch
     from divrec.rerank.dpp import _run, tradeoff_alpha
 
     bsz, n, d = vec.shape
-    valid = np.ones((bsz, n), dtype=bool)
-    rs = scale_relevance_batch(rel, valid, dpp.relevance_scaling)
     weight = np.full(bsz, 2.0 * float(tradeoff_alpha(dpp.theta)))
     work = np.zeros((bsz, 2), dtype=np.int64)
-    _run(vec, np.zeros((bsz, 0, 0)), False, valid, rs, weight, np.ones(bsz, bool), k,
-         dpp.eps, dpp.window, work=work)  # fmt: skip
+    _run(vec, np.zeros((bsz, 0, 0)), False, np.ones((bsz, n), dtype=bool), rel, weight,
+         np.ones(bsz, bool), k, dpp.eps, dpp.window, work=work,
+         minmax=dpp.relevance_scaling == "minmax")  # fmt: skip
     return float(2.0 * d * work[:, 0].mean() / dpp_flops(n, k, d))
 
 

@@ -125,6 +125,22 @@ def _carve(buf: np.ndarray, pos: int, rows: int, cols: int) -> tuple[np.ndarray,
 
 
 @njit(cache=True, nogil=True)
+def _load_raw_transposed(vectors: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> None:
+    """``vt[:, i] = vectors[i]`` where ``keep``, 0 elsewhere (``vt``: ``(d, N)``)."""
+    n, d = vectors.shape
+    i0 = 0
+    while i0 + 8 <= n:  # blocked: 8 items = one cache line per feature row
+        for f in range(d):
+            dst = vt[f]
+            for ii in range(8):
+                dst[i0 + ii] = vectors[i0 + ii, f] if keep[i0 + ii] else 0.0
+        i0 += 8
+    for i in range(i0, n):
+        for f in range(d):
+            vt[f, i] = vectors[i, f] if keep[i] else 0.0
+
+
+@njit(cache=True, nogil=True)
 def _load_transposed(
     vectors: np.ndarray,
     valid: np.ndarray,
@@ -142,20 +158,7 @@ def _load_transposed(
     infinity (without, the caller checks).
     """
     n, d = vectors.shape
-    i0 = 0
-    while i0 + 8 <= n:  # blocked transposition: 8 items = one cache line per feature row
-        for f in range(d):
-            dst = wt[f]
-            for ii in range(8):
-                dst[i0 + ii] = vectors[i0 + ii, f]
-        i0 += 8
-    for i in range(i0, n):
-        for f in range(d):
-            wt[f, i] = vectors[i, f]
-    for i in range(n):
-        if not valid[i]:
-            for f in range(d):
-                wt[f, i] = 0.0
+    _load_raw_transposed(vectors, valid, wt)
     for i in range(n):
         tmp[i] = 0.0
     for f in range(d):
@@ -496,7 +499,7 @@ def dpp_greedy_batch(
             span = weight[b] * (rtop - rlow)
             if math.isfinite(span) and span < 1e300:
                 picks = _dpp_lazy_one(
-                    vectors[b], avail, relb, weight[b], rtop, kb, eps, out[b], stats[b, 2:],
+                    vectors[b], avail, relb, weight[b], rtop, kb, eps, out[b], stats[b, 2:4],
                     wt[:d], lazyf, lazyi, live, small, coefs[0],
                 )  # fmt: skip
                 if picks != -2:  # -2: an overflowing norm, rescaled by the eager path
@@ -767,22 +770,6 @@ def _heap_push(key: np.ndarray, item: np.ndarray, size: int, kx: float, ix: int)
     key[pos] = kx
     item[pos] = ix
     return size + 1
-
-
-@njit(cache=True, nogil=True)
-def _load_raw_transposed(vectors: np.ndarray, keep: np.ndarray, vt: np.ndarray) -> None:
-    """``vt[:, i] = vectors[i]`` where ``keep``, 0 elsewhere (``vt``: ``(d, N)``)."""
-    n, d = vectors.shape
-    i0 = 0
-    while i0 + 8 <= n:  # blocked: 8 items = one cache line per feature row
-        for f in range(d):
-            dst = vt[f]
-            for ii in range(8):
-                dst[i0 + ii] = vectors[i0 + ii, f] if keep[i0 + ii] else 0.0
-        i0 += 8
-    for i in range(i0, n):
-        for f in range(d):
-            vt[f, i] = vectors[i, f] if keep[i] else 0.0
 
 
 @njit(cache=True, nogil=True)

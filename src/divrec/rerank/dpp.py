@@ -416,7 +416,7 @@ class _GreedyDPPReranker(Reranker):
         if r.ndim != 2:
             raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
         bsz, n = r.shape
-        alpha = self._alphas_for(bsz, kwargs)
+        alpha = tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
         finite = np.isfinite(alpha)
         everyone = bool(finite.all())
         if valid is not None or not everyone:
@@ -439,10 +439,6 @@ class _GreedyDPPReranker(Reranker):
             target = np.where(finite & (not self.fill), counts, kb)
             fill_by_relevance_batch(out, counts, r, m, target)
         return out
-
-    def _alphas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
-        """``α`` per request ``(B,)`` (from :meth:`_thetas_for`)."""
-        return tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
 
 
 class FastGreedyDPP(_GreedyDPPReranker):
@@ -490,6 +486,3 @@ class FastGreedyDPP(_GreedyDPPReranker):
 
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
         return np.full(bsz, float(self.theta))
-
-    def _alphas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
-        return np.full(bsz, float(tradeoff_alpha(float(self.theta))))
