@@ -52,35 +52,15 @@ _NEG_INF = -np.inf
 _local = threading.local()
 
 
-def workspace(rows: int, n: int) -> np.ndarray:
-    """A reusable, uninitialized ``(rows, n')`` float64 work matrix for this thread.
-
-    ``n' ≥ n`` is ``n`` rounded up to a multiple of 8 and the matrix starts on a 64-byte
-    boundary, so that every row starts on a cache line (the kernels sweep rows with SIMD
-    loads; a row that straddles cache lines costs up to a sixth more, at random, with
-    the allocator's state). Kernels use the first ``n`` columns and write every entry
-    they read. Reusing the buffer spares a fresh (multi-megabyte at large ``N``)
-    allocation and its page faults per request; the largest buffer used so far stays
-    allocated (one per thread).
-    """
-    stride = -(-n // 8) * 8
-    size = max(rows * stride, 1) + 8
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.size < size:
-        buf = np.empty(size)
-        _local.buf = buf
-        _local.off = (-buf.ctypes.data % 64) // 8
-    off = _local.off
-    return buf[off : off + rows * stride].reshape(rows, stride)
-
-
 def scratch(nf: int, ni: int, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reusable float64, int64 and bool work arrays of at least these sizes (this thread).
 
-    The kernels carve their per-request arrays out of them (:func:`_carve`) instead of
-    allocating: a fresh allocation per request costs page faults whenever the allocator
-    has just given memory back to the system (after another method freed a large
-    block), which made the same call up to 30% slower depending on what ran before it.
+    The kernels carve their work matrices and per-request arrays out of them
+    (:func:`_carve`) instead of allocating: a fresh (multi-megabyte at large ``N``)
+    allocation per request costs page faults whenever the allocator has just given
+    memory back to the system (after another method freed a large block), which made the
+    same call up to 30% slower depending on what ran before it. The largest buffers used
+    so far stay allocated (one set per thread).
     """
     bufs = getattr(_local, "scratch", None)
     if bufs is None or bufs[0].size < nf or bufs[1].size < ni or bufs[2].size < nb:
@@ -100,13 +80,13 @@ def _pad8(x: int) -> int:
 
 def dpp_scratch_sizes(n: int, d: int, k: int, cap: int) -> tuple[int, int, int]:
     """Sizes of the :func:`scratch` arrays :func:`dpp_greedy_batch` carves (see there)."""
-    nf = _pad8(n) * 13 + (k + 1) * _pad8(d) + _pad8(k) + _pad8(d + cap) + _pad8(3) + 64
-    return nf, 4 * n + cap, 2 * n
+    nf = _pad8(n) * (d + cap + 13) + (k + 1) * _pad8(d) + _pad8(k) + _pad8(d + cap) + _pad8(3)
+    return nf + 8 * 8, 4 * n + cap, 2 * n  # 8 carves, each up to 7 entries of alignment
 
 
 def penalized_scratch_sizes(n: int, d: int) -> tuple[int, int, int]:
     """Sizes of the :func:`scratch` arrays :func:`penalized_greedy_batch` carves."""
-    return 4 * _pad8(n) + _pad8(max(d, 1)) + 16, 0, n
+    return (d + 4) * _pad8(n) + _pad8(max(d, 1)) + 3 * 8, 0, n  # 3 carves
 
 
 @njit(cache=True, nogil=True)
@@ -405,7 +385,6 @@ def dpp_greedy_batch(
     window: int,
     out: np.ndarray,
     stats: np.ndarray,
-    wt: np.ndarray,
     lazy: bool,
     fs: np.ndarray,
     ints: np.ndarray,
@@ -440,8 +419,6 @@ def dpp_greedy_batch(
             a non-finite valid vector, 2 for a non-finite valid relevance (the request is
             not run), else 0; for the lazily run requests, the inner products computed
             and the steps done by sweeps (0 for eager requests); ``min(k, valid count)``.
-        wt: ``(d + max(1, min(k, window or k)), N')`` float64 work matrix (any content,
-            ``N' ≥ N``).
         lazy: without a window, run :func:`_dpp_lazy_one` (same picks, less work) on
             every request whose relevance term ``w (max r − min r)`` is below ``1e300``
             (the others, and windows, run the eager update of every candidate).
@@ -454,8 +431,9 @@ def dpp_greedy_batch(
     cap = max(cap, 1)
     counts = stats[:, 0]
     bad = stats[:, 1]
-    # ---- work arrays (layout: dpp_scratch_sizes)
-    rows, pos = _carve(fs, 0, 1, n)
+    # ---- work arrays (layout: dpp_scratch_sizes); the work matrix wt is feature-major
+    wt, pos = _carve(fs, 0, d + cap, n)
+    rows, pos = _carve(fs, pos, 1, n)
     relb = rows[0, :n]
     lazyf, pos = _carve(fs, pos, 7, n)  # the lazy kernel's per-candidate rows
     small, pos = _carve(fs, pos, k + 1, d)  # its basis (k rows) and residual
@@ -622,7 +600,6 @@ def penalized_greedy_batch(
     agg_mean: bool,
     out: np.ndarray,
     bad: np.ndarray,
-    ut: np.ndarray,
     fs: np.ndarray,
     bools: np.ndarray,
 ) -> None:
@@ -645,12 +622,12 @@ def penalized_greedy_batch(
         agg_mean: mean (True) or max (False) aggregation over the selected items.
         out: ``(B, k)`` int64 output, pre-filled with -1.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
-        ut: ``(d, N)`` float64 work matrix (any content).
         fs, bools: :func:`scratch` arrays of :func:`penalized_scratch_sizes` (any content).
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    fw, pos = _carve(fs, 0, 4, n)  # rows swept with SIMD loads start on cache lines
+    ut, pos = _carve(fs, 0, d, n)  # feature-major normalized vectors
+    fw, pos = _carve(fs, pos, 4, n)  # rows swept with SIMD loads start on cache lines
     sq = fw[0, :n]
     sim = fw[1, :n]
     acc = fw[2, :n]

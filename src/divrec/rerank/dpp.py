@@ -185,7 +185,6 @@ def _run(
         0 if window is None else int(window),
         out,
         stats,
-        _kernels.workspace(vectors.shape[2] + _work_rows(k, window), valid.shape[1]),
         bool(lazy),
         *_kernels.scratch(
             *_kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))

@@ -198,7 +198,6 @@ def _compiled_penalized(
         agg == "mean",
         out,
         bad,
-        _kernels.workspace(vectors.shape[2], n),
         *_kernels.scratch(*_kernels.penalized_scratch_sizes(n, vectors.shape[2]))[::2],
     )
     if bad.any():
