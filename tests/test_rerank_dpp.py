@@ -400,3 +400,34 @@ def test_lazy_kernel_equals_eager_property(seed, n, d, k, theta, eps, levels, du
     (out_l, cnt_l), (out_e, cnt_e), _ = _lazy_and_eager(v, r, valid, theta, k, eps)
     np.testing.assert_array_equal(cnt_l, cnt_e)
     np.testing.assert_array_equal(out_l, out_e)
+
+
+def test_kernel_summary_flags_match_its_stats():
+    """The kernel's return value summarizes ``stats`` (callers read no array when all is
+    well): bit 0 a non-finite vector, bit 1 a non-finite relevance, bit 2 a short list."""
+    from divrec.rerank import _kernels
+
+    rng = np.random.default_rng(7)
+    bsz, n, d, k = 6, 30, 10, 8  # d > k: a full-rank request is never short
+    for case in range(8):
+        v = rng.normal(size=(bsz, n, d))
+        r = rng.random((bsz, n))
+        valid = np.ones((bsz, n), dtype=bool)
+        if case & 1:
+            v[1, 2, 0] = np.inf
+        if case & 2:
+            r[3, 5] = np.nan
+        if case & 4:
+            valid[4, 3:] = False  # 3 valid: full list of 3 (not short)
+            v[5, :, 1:] = 0.0  # rank 1 with fill: the kernel is exhausted after one pick
+        out = np.empty((bsz, k), dtype=np.int64)
+        stats = np.empty((bsz, 5), dtype=np.int64)
+        summary = _kernels.dpp_greedy_batch(
+            v, np.zeros((bsz, 0, 0)), False, valid, r, True, np.ones(bsz), np.ones(bsz, bool),
+            k, EPS, 0, out, stats, True, *_kernels.scratch(*_kernels.dpp_scratch_sizes(n, d, k, k)),
+        )  # fmt: skip
+        bad, short = stats[:, 1], stats[:, 0] < stats[:, 4]
+        assert summary == (bad == 1).any() + 2 * (bad == 2).any() + 4 * short.any()
+        assert bool(summary & 1) == bool(case & 1) and bool(summary & 2) == bool(case & 2)
+        # short lists: the requests not run (bad) and, in case 4, the rank-1 request
+        assert short[5] == bool(case & 4) and not short[4] and not short[0]

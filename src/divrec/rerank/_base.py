@@ -148,14 +148,20 @@ def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
     return c.astype(np.int64, copy=False)
 
 
-@functools.lru_cache(maxsize=64)
-def all_valid(n: int) -> np.ndarray:
-    """A shared ``(1, n)`` all-True mask (the ``valid`` of a single request).
+def all_valid(n: int, b: int = 1) -> np.ndarray:
+    """A shared ``(b, n)`` all-True mask (the ``valid`` of ``b`` full requests).
 
-    Cached, because building it is a measurable part of a small request; the kernels
-    only read it (never hand it to a caller).
+    Cached up to a megabyte, because building it is a measurable part of a small request
+    and, right after a large batch has streamed through the caches, every numpy call a
+    request makes costs several microseconds more; the kernels only read it (never hand
+    it to a caller).
     """
-    return np.ones((1, n), dtype=bool)
+    return _all_valid(n, b) if n * b <= 1 << 20 else np.ones((b, n), dtype=bool)
+
+
+@functools.lru_cache(maxsize=64)
+def _all_valid(n: int, b: int) -> np.ndarray:
+    return np.ones((b, n), dtype=bool)
 
 
 # --------------------------------------------------------------------------- scaling

@@ -39,6 +39,7 @@ anyway. For short lists it computes a few percent of the eager update's inner pr
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -78,6 +79,7 @@ def _pad8(x: int) -> int:
     return -(-x // 8) * 8
 
 
+@functools.lru_cache(maxsize=256)
 def dpp_scratch_sizes(n: int, d: int, k: int, cap: int) -> tuple[int, int, int]:
     """Sizes of the :func:`scratch` arrays :func:`dpp_greedy_batch` carves (see there)."""
     nf = _pad8(n) * (d + cap + 13) + (k + 1) * _pad8(d) + _pad8(k) + _pad8(d + cap) + _pad8(3)
@@ -389,7 +391,7 @@ def dpp_greedy_batch(
     fs: np.ndarray,
     ints: np.ndarray,
     bools: np.ndarray,
-) -> None:
+) -> int:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
     Per request ``b`` and step, picks the tolerance-aware argmax over eligible items of
@@ -424,6 +426,11 @@ def dpp_greedy_batch(
             (the others, and windows, run the eager update of every candidate).
         fs, ints, bools: :func:`scratch` arrays of :func:`dpp_scratch_sizes` (any
             content): every work array is carved out of them, nothing is allocated.
+
+    Returns:
+        A summary of ``stats`` for the caller, so that it reads no array when all is
+        well: bit 0 set when some request had a non-finite vector, bit 1 a non-finite
+        relevance, bit 2 when some request has fewer picks than its list length.
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
@@ -576,6 +583,13 @@ def dpp_greedy_batch(
                     win[r_] = win[r_ + 1]
                 m -= 1
                 _dpp_stats(avail, d2, relb, thr, st)
+    summary = 0
+    for b in range(bsz):
+        if stats[b, 1] > 0:
+            summary |= 1 << (stats[b, 1] - 1)
+        if stats[b, 0] < stats[b, 4]:
+            summary |= 4
+    return summary
 
 
 # --------------------------------------------------------------------------- penalized

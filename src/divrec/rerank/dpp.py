@@ -60,6 +60,7 @@ the eager update (tested against it), at a fraction of its work for short lists.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -97,16 +98,27 @@ def tradeoff_alpha(theta: float | np.ndarray) -> np.ndarray:
         ``α`` with the shape of ``theta`` (float64).
     """
     if isinstance(theta, float | int) and not isinstance(theta, bool):
-        x = float(theta)  # scalar fast path (same IEEE arithmetic as the array path)
-        if not 0.0 <= x <= 1.0:
-            raise ValueError(f"theta must be in [0, 1], got {theta}")
-        return np.asarray(x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else np.inf)
+        return np.asarray(_scalar_alpha(theta))
     t = np.asarray(theta, dtype=np.float64)
     if not np.all((t >= 0.0) & (t <= 1.0)):  # NaN fails both comparisons
         raise ValueError(f"theta must be in [0, 1], got {theta}")
     out = np.full(t.shape, np.inf)
     np.divide(t, 2.0 * (1.0 - t), out=out, where=t < 1.0)
     return out
+
+
+def _scalar_alpha(theta: float) -> float:
+    """:func:`tradeoff_alpha` of one Python number (the same IEEE arithmetic)."""
+    x = float(theta)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"theta must be in [0, 1], got {theta}")
+    return x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else math.inf
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_row(n: int, value: float) -> np.ndarray:
+    """A shared ``(n,)`` array of ``value`` (read only by the kernels)."""
+    return np.full(n, value)
 
 
 def _check_window(window: int | None) -> int | None:
@@ -139,7 +151,7 @@ def _run(
     lazy: bool = True,
     work: np.ndarray | None = None,
     minmax: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Run the compiled greedy (:func:`divrec.rerank._kernels.dpp_greedy_batch`).
 
     Args:
@@ -160,18 +172,19 @@ def _run(
         minmax: min-max scale each request's relevance in the kernel (else raw).
 
     Returns:
-        ``out`` ``(B, k)`` int64 (-1 padded), ``counts`` ``(B,)`` greedy picks and
-        ``kb`` ``(B,)`` the list lengths ``min(k, number of valid positions)``.
+        ``out`` ``(B, k)`` int64 (-1 padded), ``counts`` ``(B,)`` greedy picks,
+        ``kb`` ``(B,)`` the list lengths ``min(k, number of valid positions)`` and
+        whether any request has ``counts < kb``.
     """
     from . import _kernels  # numba is imported when a re-ranker first runs
 
     bsz = valid.shape[0]
     if bsz == 0 or k == 0 or valid.shape[1] == 0:
         z = np.zeros(bsz, dtype=np.int64)
-        return np.full((bsz, k), -1, dtype=np.int64), z, z
+        return np.full((bsz, k), -1, dtype=np.int64), z, z, False
     out = np.empty((bsz, k), dtype=np.int64)
     stats = np.empty((bsz, 5), dtype=np.int64)
-    _kernels.dpp_greedy_batch(
+    summary = _kernels.dpp_greedy_batch(
         vectors,
         matrix,
         bool(use_matrix),
@@ -192,12 +205,11 @@ def _run(
     )
     if work is not None:
         work[...] = stats[:, 2:4]
-    bad = stats[:, 1]
-    if bad[0] if bsz == 1 else bad.any():
+    if summary & 3:
         where = "" if bsz == 1 else " at valid positions"
-        what = "relevance contains" if (bad == 2).any() else "vectors contain"
+        what = "relevance contains" if summary & 2 else "vectors contain"
         raise ValueError(f"{what} NaN or infinite values{where}")
-    return out, stats[:, 0], stats[:, 4]
+    return out, stats[:, 0], stats[:, 4], bool(summary & 4)
 
 
 def _work_rows(k: int, window: int | None) -> int:
@@ -238,7 +250,7 @@ def fast_greedy_map(
     if not np.all(np.isfinite(mat)):
         raise ValueError("kernel contains NaN or infinite values")
     n = mat.shape[0]
-    out, counts, _ = _run(
+    out, counts, _, _ = _run(
         np.zeros((1, n, 0)),
         mat[None],
         True,
@@ -282,7 +294,7 @@ def fast_greedy_map_batch(
         raise ValueError(f"valid must have shape ({bsz}, {n}), got {m.shape}")
     if not np.all(np.isfinite(mat[m[:, :, None] & m[:, None, :]])):
         raise ValueError("kernels contain NaN or infinite values at valid positions")
-    out, _, _ = _run(
+    out, _, _, _ = _run(
         np.zeros((bsz, n, 0)),
         mat,
         True,
@@ -321,7 +333,8 @@ class _GreedyDPPReranker(Reranker):
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         raise NotImplementedError
 
-    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
+    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> float | np.ndarray:
+        """θ of every request: one float for all, or a ``(B,)`` array."""
         raise NotImplementedError
 
     def select(
@@ -360,7 +373,7 @@ class _GreedyDPPReranker(Reranker):
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         if not math.isfinite(alpha):
             return relevance_order(check_relevance(r))[:k]
-        out, counts, _ = _run(  # the kernel checks and scales the relevance
+        out, counts, _, _ = _run(  # the kernel checks and scales the relevance
             vecs,
             mat,
             use_matrix,
@@ -415,26 +428,33 @@ class _GreedyDPPReranker(Reranker):
         if r.ndim != 2:
             raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
         bsz, n = r.shape
-        alpha = tradeoff_alpha(self._thetas_for(bsz, kwargs)).reshape(bsz)
-        finite = np.isfinite(alpha)
-        everyone = bool(finite.all())
+        theta = self._thetas_for(bsz, kwargs)
+        if isinstance(theta, float) and math.isfinite(a := _scalar_alpha(theta)):
+            # one θ < 1 for every request: cached arrays, no numpy arithmetic (right after
+            # a large batch has streamed through the caches, each numpy call costs
+            # microseconds: the array path below cost ~0.1 ms there)
+            weight, finite, everyone = _constant_row(bsz, 2.0 * a), all_valid(bsz)[0], True
+        else:
+            alpha = tradeoff_alpha(np.broadcast_to(theta, (bsz,)))
+            finite = np.isfinite(alpha)
+            everyone = bool(finite.all())
+            weight = 2.0 * np.where(finite, alpha, 0.0)
         if valid is not None or not everyone:
             # the kernel checks the relevance of the requests it runs (valid positions);
             # θ = 1 requests are not run, and a mask needs its own checks
             r, m = check_relevance_batch(r, valid, copy=False)
         else:
-            m = np.ones((bsz, n), dtype=bool)
+            m = all_valid(n, bsz)
         vecs, mat, use_matrix = kernel_inputs_batch(
             (bsz, n), m, vectors, similarity, type(self).__name__
         )
-        weight = 2.0 * alpha if everyone else 2.0 * np.where(finite, alpha, 0.0)
-        out, counts, kb = _run(
+        out, counts, kb, short = _run(
             vecs, mat, use_matrix, m, r, weight, finite, k, self.eps, self.window,
             minmax=self.relevance_scaling == "minmax",
         )  # fmt: skip
         # θ = 1 rows always fill (relevance order); others only when asked to. No
         # padding is read: the relevance fill masks it.
-        if not everyone or (self.fill and bool((counts < kb).any())):
+        if not everyone or (self.fill and short):
             target = np.where(finite & (not self.fill), counts, kb)
             fill_by_relevance_batch(out, counts, r, m, target)
         return out
@@ -483,5 +503,5 @@ class FastGreedyDPP(_GreedyDPPReranker):
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         return float(self.theta)
 
-    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
-        return np.full(bsz, float(self.theta))
+    def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> float:
+        return float(self.theta)

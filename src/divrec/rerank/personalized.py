@@ -175,7 +175,7 @@ class PersonalizedDPP(_GreedyDPPReranker):
             if c.ndim != 2 or c.shape[0] != bsz:
                 raise ValueError(f"user_category_counts must have shape ({bsz}, K), got {c.shape}")
             return entropy_theta(c, self.theta_low, self.theta_high, self.default_theta)
-        return np.full(bsz, float(self.default_theta))
+        return float(self.default_theta)
 
     def select(
         self,
