@@ -402,32 +402,52 @@ def test_lazy_kernel_equals_eager_property(seed, n, d, k, theta, eps, levels, du
     np.testing.assert_array_equal(out_l, out_e)
 
 
-def test_kernel_summary_flags_match_its_stats():
+def test_kernel_summary_flags_and_fill():
     """The kernel's return value summarizes ``stats`` (callers read no array when all is
-    well): bit 0 a non-finite vector, bit 1 a non-finite relevance, bit 2 a short list."""
+    well): bit 0 a non-finite vector, bit 1 a non-finite relevance, bit 2 a short row.
+    With ``fill``, short rows and rows not run are completed in relevance order (a stable
+    sort of −r over the positions not taken, as ``relevance_order``)."""
     from divrec.rerank import _kernels
 
     rng = np.random.default_rng(7)
     bsz, n, d, k = 6, 30, 10, 8  # d > k: a full-rank request is never short
-    for case in range(8):
+    for case in range(16):
         v = rng.normal(size=(bsz, n, d))
-        r = rng.random((bsz, n))
+        r = rng.integers(0, 4, size=(bsz, n)).astype(float)  # many ties
         valid = np.ones((bsz, n), dtype=bool)
+        active = np.ones(bsz, dtype=bool)
+        fill = bool(case & 8)
         if case & 1:
             v[1, 2, 0] = np.inf
         if case & 2:
             r[3, 5] = np.nan
         if case & 4:
             valid[4, 3:] = False  # 3 valid: full list of 3 (not short)
-            v[5, :, 1:] = 0.0  # rank 1 with fill: the kernel is exhausted after one pick
+            v[5, :, 1:] = 0.0  # rank 1: the kernel is exhausted after one pick
+            active[2] = False  # θ = 1: not run, the relevance order
         out = np.empty((bsz, k), dtype=np.int64)
         stats = np.empty((bsz, 5), dtype=np.int64)
         summary = _kernels.dpp_greedy_batch(
-            v, np.zeros((bsz, 0, 0)), False, valid, r, True, np.ones(bsz), np.ones(bsz, bool),
-            k, EPS, 0, out, stats, True, *_kernels.scratch(*_kernels.dpp_scratch_sizes(n, d, k, k)),
+            v, np.zeros((bsz, 0, 0)), False, valid, r, True, np.ones(bsz), active,
+            k, EPS, 0, out, stats, True, fill,
+            *_kernels.scratch(*_kernels.dpp_scratch_sizes(n, d, k, k)),
         )  # fmt: skip
-        bad, short = stats[:, 1], stats[:, 0] < stats[:, 4]
-        assert summary == (bad == 1).any() + 2 * (bad == 2).any() + 4 * short.any()
-        assert bool(summary & 1) == bool(case & 1) and bool(summary & 2) == bool(case & 2)
-        # short lists: the requests not run (bad) and, in case 4, the rank-1 request
-        assert short[5] == bool(case & 4) and not short[4] and not short[0]
+        bad, picks, kb = stats[:, 1], stats[:, 0], stats[:, 4]
+        length = (out >= 0).sum(axis=1)
+        assert bool(summary & 1) == bool(case & 1) == (bad == 1).any()
+        assert bool(summary & 2) == bool(case & 2) == (bad == 2).any()
+        assert bool(summary & 4) == (length < kb)[bad == 0].any()  # bad rows: an error
+        for b in range(bsz):
+            if bad[b]:
+                assert length[b] == 0
+                continue
+            head = out[b, : picks[b]]
+            ok = valid[b].copy()
+            ok[head] = False
+            rest = np.flatnonzero(ok)[np.argsort(-r[b, ok], kind="stable")]
+            want = head.tolist() + (
+                rest[: kb[b] - picks[b]].tolist() if fill or not active[b] else []
+            )
+            assert out[b, : length[b]].tolist() == want and np.all(out[b, length[b] :] == -1)
+        assert picks[5] == (1 if case & 4 else kb[5]) and picks[4] == kb[4]
+        assert picks[2] == (0 if case & 4 else kb[2])

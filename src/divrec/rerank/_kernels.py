@@ -388,6 +388,7 @@ def dpp_greedy_batch(
     out: np.ndarray,
     stats: np.ndarray,
     lazy: bool,
+    fill: bool,
     fs: np.ndarray,
     ints: np.ndarray,
     bools: np.ndarray,
@@ -424,13 +425,17 @@ def dpp_greedy_batch(
         lazy: without a window, run :func:`_dpp_lazy_one` (same picks, less work) on
             every request whose relevance term ``w (max r − min r)`` is below ``1e300``
             (the others, and windows, run the eager update of every candidate).
+        fill: complete a list the greedy left short (an exhausted kernel) to its length
+            by relevance order (:func:`_fill_by_relevance`). Requests not run
+            (``active`` False: θ = 1) always get the relevance order.
         fs, ints, bools: :func:`scratch` arrays of :func:`dpp_scratch_sizes` (any
             content): every work array is carved out of them, nothing is allocated.
 
     Returns:
-        A summary of ``stats`` for the caller, so that it reads no array when all is
-        well: bit 0 set when some request had a non-finite vector, bit 1 a non-finite
-        relevance, bit 2 when some request has fewer picks than its list length.
+        A summary for the caller, so that it reads no array when all is well: bit 0 set
+        when some request had a non-finite vector, bit 1 a non-finite relevance, bit 2
+        when the row of some other request is shorter than its list length (after the
+        fill).
     """
     bsz, n = valid.shape
     d = 0 if use_matrix else vectors.shape[2]
@@ -472,14 +477,14 @@ def dpp_greedy_batch(
                 nvalid += 1
         kb = min(k, nvalid)
         stats[b, 4] = kb
-        if not active[b]:
-            continue
         if kb == 0:
             continue
         rtop, rlow = _scaled_relevance(rel[b], avail, minmax, relb)
         if not math.isfinite(rtop):
             bad[b] = 2
             continue
+        if not active[b]:
+            continue  # the relevance order (the fill below)
         if lazy and window == 0 and not use_matrix:
             span = weight[b] * (rtop - rlow)
             if math.isfinite(span) and span < 1e300:
@@ -587,9 +592,89 @@ def dpp_greedy_batch(
     for b in range(bsz):
         if stats[b, 1] > 0:
             summary |= 1 << (stats[b, 1] - 1)
-        if stats[b, 0] < stats[b, 4]:
+            continue
+        got = counts[b]
+        if got < stats[b, 4] and (fill or not active[b]):
+            _fill_by_relevance(rel[b], valid[b], out[b], got, stats[b, 4], live, vis)
+            got = stats[b, 4]
+        if got < stats[b, 4]:
             summary |= 4
     return summary
+
+
+@njit(cache=True, nogil=True)
+def _fill_by_relevance(
+    r: np.ndarray,
+    valid: np.ndarray,
+    out: np.ndarray,
+    start: int,
+    stop: int,
+    taken: np.ndarray,
+    heap: np.ndarray,
+) -> None:
+    """``out[start:stop]`` = the best valid positions not in ``out[:start]``, in order.
+
+    Best is by decreasing ``r``, ties towards the lower position: the order of
+    :func:`divrec.rerank._base.relevance_order` (a stable sort of ``−r``). A bounded heap
+    whose root is the worst kept position: ``O(N log(stop − start))``.
+
+    Args:
+        r: ``(N,)`` relevance (finite at valid positions).
+        valid: ``(N,)`` selectable positions.
+        out: ``(k,)`` the list; ``out[:start]`` are taken positions.
+        start, stop: the slots to fill (``stop − start`` valid positions remain).
+        taken, heap: ``(N,)`` bool and ``(≥ stop − start,)`` int64 work arrays.
+    """
+    n = r.shape[0]
+    need = stop - start
+    for i in range(n):
+        taken[i] = False
+    for t in range(start):
+        taken[out[t]] = True
+    size = 0
+    for i in range(n):  # increasing positions: a later tie never beats a kept one
+        if not valid[i] or taken[i]:
+            continue
+        if size < need:  # sift up: parents are worse than their children
+            pos = size
+            size += 1
+            while pos > 0:
+                p = (pos - 1) // 2
+                if not _worse(r, i, heap[p]):
+                    break
+                heap[pos] = heap[p]
+                pos = p
+            heap[pos] = i
+        elif r[i] > r[heap[0]]:  # i beats the worst kept one (a tie does not)
+            _sift_worst(r, heap, size, i)
+    for t in range(stop - 1, start - 1, -1):  # pop the worst into the last free slot
+        out[t] = heap[0]
+        size -= 1
+        if size > 0:
+            _sift_worst(r, heap, size, heap[size])
+
+
+@njit(cache=True, nogil=True)
+def _worse(r: np.ndarray, i: int, j: int) -> bool:
+    """Whether position ``i`` comes after ``j`` in the relevance order."""
+    return r[i] < r[j] or (r[i] == r[j] and i > j)
+
+
+@njit(cache=True, nogil=True)
+def _sift_worst(r: np.ndarray, heap: np.ndarray, size: int, x: int) -> None:
+    """Put ``x`` at the root of ``heap[:size]`` (worst on top) and sift it down."""
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(r, heap[c + 1], heap[c]):
+            c += 1
+        if not _worse(r, heap[c], x):
+            break
+        heap[pos] = heap[c]
+        pos = c
+    heap[pos] = x
 
 
 # --------------------------------------------------------------------------- penalized

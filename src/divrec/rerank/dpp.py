@@ -74,7 +74,6 @@ from ._base import (
     check_relevance,
     check_relevance_batch,
     check_scaling,
-    fill_by_relevance_batch,
     kernel_inputs,
     kernel_inputs_batch,
     relevance_order,
@@ -151,6 +150,7 @@ def _run(
     lazy: bool = True,
     work: np.ndarray | None = None,
     minmax: bool = False,
+    fill: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Run the compiled greedy (:func:`divrec.rerank._kernels.dpp_greedy_batch`).
 
@@ -170,11 +170,13 @@ def _run(
         work: optional ``(B, 2)`` int64 output (see the kernel): inner products computed
             and sweep steps of each lazily run request.
         minmax: min-max scale each request's relevance in the kernel (else raw).
+        fill: complete short lists by relevance order in the kernel (requests not
+            ``active`` always get the relevance order).
 
     Returns:
         ``out`` ``(B, k)`` int64 (-1 padded), ``counts`` ``(B,)`` greedy picks,
         ``kb`` ``(B,)`` the list lengths ``min(k, number of valid positions)`` and
-        whether any request has ``counts < kb``.
+        whether any row of ``out`` is shorter than ``kb`` (after the fill).
     """
     from . import _kernels  # numba is imported when a re-ranker first runs
 
@@ -199,6 +201,7 @@ def _run(
         out,
         stats,
         bool(lazy),
+        bool(fill),
         *_kernels.scratch(
             *_kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))
         ),
@@ -373,7 +376,7 @@ class _GreedyDPPReranker(Reranker):
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         if not math.isfinite(alpha):
             return relevance_order(check_relevance(r))[:k]
-        out, counts, _, _ = _run(  # the kernel checks and scales the relevance
+        out, counts, kb, _ = _run(  # the kernel checks and scales the relevance
             vecs,
             mat,
             use_matrix,
@@ -385,15 +388,9 @@ class _GreedyDPPReranker(Reranker):
             self.eps,
             self.window,
             minmax=self.relevance_scaling == "minmax",
+            fill=self.fill,
         )
-        sel = out[0, : counts[0]]
-        kk = min(k, r.size)
-        if self.fill and sel.size < kk:
-            taken = np.zeros(r.size, dtype=bool)
-            taken[sel] = True
-            order = relevance_order(r)
-            sel = np.concatenate([sel, order[~taken[order]][: kk - sel.size]])
-        return as_positions(sel)
+        return as_positions(out[0, : kb[0] if self.fill else counts[0]])
 
     def select_batch(
         self,
@@ -433,31 +430,24 @@ class _GreedyDPPReranker(Reranker):
             # one θ < 1 for every request: cached arrays, no numpy arithmetic (right after
             # a large batch has streamed through the caches, each numpy call costs
             # microseconds: the array path below cost ~0.1 ms there)
-            weight, finite, everyone = _constant_row(bsz, 2.0 * a), all_valid(bsz)[0], True
+            weight, finite = _constant_row(bsz, 2.0 * a), all_valid(bsz)[0]
         else:
             alpha = tradeoff_alpha(np.broadcast_to(theta, (bsz,)))
             finite = np.isfinite(alpha)
-            everyone = bool(finite.all())
             weight = 2.0 * np.where(finite, alpha, 0.0)
-        if valid is not None or not everyone:
-            # the kernel checks the relevance of the requests it runs (valid positions);
-            # θ = 1 requests are not run, and a mask needs its own checks
+        if valid is not None:  # the mask's shape and dtype (the kernel checks relevance)
             r, m = check_relevance_batch(r, valid, copy=False)
         else:
             m = all_valid(n, bsz)
         vecs, mat, use_matrix = kernel_inputs_batch(
             (bsz, n), m, vectors, similarity, type(self).__name__
         )
-        out, counts, kb, short = _run(
+        # θ = 1 rows get the relevance order, others are completed by it when asked to
+        # (in the kernel, which reads no padding)
+        return _run(
             vecs, mat, use_matrix, m, r, weight, finite, k, self.eps, self.window,
-            minmax=self.relevance_scaling == "minmax",
-        )  # fmt: skip
-        # θ = 1 rows always fill (relevance order); others only when asked to. No
-        # padding is read: the relevance fill masks it.
-        if not everyone or (self.fill and short):
-            target = np.where(finite & (not self.fill), counts, kb)
-            fill_by_relevance_batch(out, counts, r, m, target)
-        return out
+            minmax=self.relevance_scaling == "minmax", fill=self.fill,
+        )[0]  # fmt: skip
 
 
 class FastGreedyDPP(_GreedyDPPReranker):
