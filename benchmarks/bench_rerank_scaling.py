@@ -12,7 +12,9 @@ of ``--repeats`` runs kept (the machine is shared: only ratios within a run mean
 
 * item 9: ``select_batch`` on the B requests vs a Python loop of ``select``, for
   :class:`~divrec.rerank.FastGreedyDPP` and :class:`~divrec.rerank.MMR`
-  (``loop_over_batch`` ≥ 1 means the batch is not slower);
+  (``loop_over_batch`` ≥ 1 means the batch is not slower), judged on the median of the
+  paired ratios (the two methods on the same group of requests in the same round; the
+  same loop timed twice gives the noise), with a bootstrap 95% interval;
 * item 10: the per-request fast DPP rate in GFLOP/s (``select`` on one request whose
   vectors were just gathered, as a service does; also with the inputs read from L3 or
   memory, from the loop timing), counting the multiply-adds of the
