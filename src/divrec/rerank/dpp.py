@@ -403,11 +403,12 @@ class _GreedyDPPReranker(Reranker):
         valid: np.ndarray | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Vectorized batch selection (numpy over the batch axis).
+        """Batch selection: one compiled loop over the requests.
 
-        One compiled loop over the requests (each request's greedy runs on a working set
-        of ``O(N (d + k))`` floats that stays in cache), bitwise identical to
-        :meth:`select` on the valid candidates of each request.
+        Each request's greedy runs on a working set of ``O(N (d + k))`` floats that stays
+        in cache, bitwise identical to :meth:`select` on the valid candidates of each
+        request; the relevance checks, scaling and fill happen in the same compiled call,
+        so the batch costs one call's Python overhead instead of one per request.
 
         Args:
             relevance: ``(B, N)`` ranking scores.
