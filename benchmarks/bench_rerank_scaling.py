@@ -189,6 +189,12 @@ def measure(dpp, mmr, rel: np.ndarray, vec: np.ndarray, k: int, n_pyv: int, repe
     best = {key: np.full((c, 2), np.inf) for key, c in count.items()}
     every = {key: np.full((repeats, c), np.nan) for key, c in count.items()}  # CPU seconds
     best["matmul_1_thread"] = np.full((1, 2), np.inf)
+    # the issue's own measurement: one select_batch on all B requests vs a loop over them
+    whole = {
+        "dpp_loop_all": lambda: loop(dpp, slice(0, bsz)),
+        "dpp_batch_all": lambda: dpp.select_batch(rel, k, vectors=vec),
+    }
+    every_whole = {key: np.full((repeats, 1), np.nan) for key in whole}
     order = np.random.default_rng(1)
     keys = list(units)
     # one BLAS thread: divrec's kernels are single-threaded, and CPU time is then the
@@ -206,6 +212,9 @@ def measure(dpp, mmr, rel: np.ndarray, vec: np.ndarray, k: int, n_pyv: int, repe
                         cw = _cpu_wall(run)
                         best[key][u] = np.minimum(best[key][u], cw)
                         every[key][rep, u] = cw[0]
+            for key in order.permutation(list(whole)):
+                whole[key]()  # untimed, as for the groups
+                every_whole[key][rep, 0] = _cpu_wall(whole[key])[0]
             best["matmul_1_thread"][0] = np.minimum(
                 best["matmul_1_thread"][0], _cpu_wall(lambda: ma @ mb)
             )
@@ -218,6 +227,9 @@ def measure(dpp, mmr, rel: np.ndarray, vec: np.ndarray, k: int, n_pyv: int, repe
             ("mmr_loop_over_batch", "mmr_loop", "mmr_batch"),
         )
     }
+    out["paired"]["dpp_loop_over_batch_all_B_in_one_call"] = paired_ratio(
+        every_whole["dpp_loop_all"], every_whole["dpp_batch_all"]
+    )
     with all_cores():
         if pyversity is not None:  # as a user runs it: default BLAS threads (wall clock)
             tb = np.full(n_pyv, np.inf)
@@ -433,6 +445,9 @@ def main() -> None:
             )
             for m in ("dpp", "mmr")
         },
+        "min_dpp_loop_over_batch_all_B_in_one_call": min(
+            p["dpp_loop_over_batch_all_B_in_one_call"]["median"] for p in pair
+        ),
         "cells": len(pair),
         "same_loop_twice_range": [
             min(p["dpp_loop_over_same_loop"]["median"] for p in pair),
@@ -471,7 +486,10 @@ def main() -> None:
                 "(time.perf_counter), garbage collector paused, methods interleaved, "
                 "fastest of `repeats` per unit, summed over the units; paired_cpu: the "
                 "median over rounds and units of the CPU-time ratio of two methods' runs of "
-                "the same unit in the same round, with a bootstrap 95% interval. The process "
+                "the same unit in the same round, with a bootstrap 95% interval "
+                "(dpp_loop_over_batch_all_B_in_one_call: one select_batch on all B requests "
+                "against the loop over all of them, once per round, as issue #9 measured "
+                "it). The process "
                 "is pinned to one core (machine.pinned_to_core). Everything but the "
                 "all-threads matmul runs under threadpool_limits(1), so that CPU time is "
                 "the work of one core for pyversity (BLAS) and the matmul reference too, "
