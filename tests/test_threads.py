@@ -179,3 +179,64 @@ def test_configure_threads_applies_the_budget_process_wide(monkeypatch):
         assert set(_pools()) == {2}
     assert _pools() == before
     faiss.omp_set_num_threads(2)
+
+
+def test_run_rows_splits_batches_over_the_policy_threads():
+    import threading
+
+    from divrec.rerank._base import run_rows
+
+    def recorder(seen):
+        def work(a, b):
+            seen.append((a, b, threading.get_ident()))
+            return 1 << len(seen)
+
+        return work
+
+    policy.set_threads(3)
+    seen = []
+    bsz = policy.SMALL_BATCH + 7
+    assert run_rows(bsz, recorder(seen)) == 2 | 4 | 8  # OR of the three ranges' flags
+    ranges = sorted((a, b) for a, b, _ in seen)
+    assert ranges[0][0] == 0 and ranges[-1][1] == bsz and len(ranges) == 3
+    assert all(x[1] == y[0] for x, y in zip(ranges, ranges[1:], strict=False))  # contiguous
+    assert threading.get_ident() not in {t for _, _, t in seen}  # ran on the pool
+    seen.clear()  # a small batch (one request's worth of calls) stays on the caller
+    run_rows(policy.SMALL_BATCH - 1, recorder(seen))
+    assert seen == [(0, policy.SMALL_BATCH - 1, threading.get_ident())]
+    policy.set_threads(1)
+    seen.clear()
+    run_rows(1000, recorder(seen))
+    assert seen == [(0, 1000, threading.get_ident())]
+
+
+def test_rerank_batches_are_identical_on_two_threads():
+    from divrec.rerank import MMR, SSD, FastGreedyDPP, InterestAwareMMR, PersonalizedDPP
+
+    rng = np.random.default_rng(3)
+    bsz, n, d, k = policy.SMALL_BATCH + 9, 40, 6, 12  # k > d: some lists are filled
+    r = rng.normal(size=(bsz, n))
+    v = rng.normal(size=(bsz, n, d))
+    valid = rng.random((bsz, n)) < 0.8
+    user = rng.normal(size=(bsz, d))
+    cases = [
+        (FastGreedyDPP(0.6), {"vectors": v, "valid": valid}),
+        (FastGreedyDPP(0.6, window=3), {"vectors": v}),
+        (FastGreedyDPP(0.3), {"similarity": np.einsum("bnd,bmd->bnm", v, v)}),
+        (PersonalizedDPP(), {"vectors": v, "theta": np.linspace(0.0, 1.0, bsz)}),
+        (MMR(0.5), {"vectors": v, "valid": valid}),
+        (InterestAwareMMR(0.2), {"vectors": v, "user": user}),
+        (SSD(1.0), {"vectors": v}),
+    ]
+    for reranker, kw in cases:
+        policy.set_threads(1)
+        one = reranker.select_batch(r, k, **kw)
+        policy.set_threads(2)
+        two = reranker.select_batch(r, k, **kw)
+        np.testing.assert_array_equal(one, two, err_msg=type(reranker).__name__)
+    bad = v.copy()
+    bad[-1, 0, 0] = np.nan  # in the second thread's range
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        FastGreedyDPP(0.5).select_batch(r, k, vectors=bad)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        MMR(0.5).select_batch(r, k, vectors=bad)

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -162,6 +164,48 @@ def all_valid(n: int, b: int = 1) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _all_valid(n: int, b: int) -> np.ndarray:
     return np.ones((b, n), dtype=bool)
+
+
+# --------------------------------------------------------------------------- threads
+_pools: dict[int, Any] = {}  # ThreadPoolExecutor by size, made on first use, kept
+_pools_lock = threading.Lock()
+
+
+def run_rows(bsz: int, work: Callable[[int, int], int]) -> int:
+    """Run ``work(start, stop)`` over ``[0, bsz)`` in contiguous row ranges; OR of results.
+
+    The compiled kernels release the GIL and carve their work arrays from per-thread
+    buffers, so the ranges of a batch can run on several threads. How many is the
+    :mod:`divrec.threads` policy for batch work: ``resolve_threads(batch=bsz)``, i.e. 1
+    below :data:`~divrec.threads.SMALL_BATCH` requests (one call per request range costs
+    more than it saves there) and else the process budget (``DIVREC_THREADS``, default
+    1: nothing is threaded unless asked for). Results do not depend on the thread count:
+    every request is computed by the same code, independently of the others.
+
+    Args:
+        bsz: number of rows (requests).
+        work: ``work(start, stop) -> int`` runs rows ``start..stop-1``; returns flags.
+
+    Returns:
+        The bitwise OR of the ``work`` results.
+    """
+    from divrec.threads import SMALL_BATCH, resolve_threads
+
+    n = 1 if bsz < SMALL_BATCH else min(resolve_threads(None, batch=bsz), bsz)
+    if n <= 1:
+        return work(0, bsz)
+    with _pools_lock:
+        pool = _pools.get(n)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="divrec-rerank")
+    cuts = [bsz * i // n for i in range(n + 1)]
+    jobs = [pool.submit(work, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    flags = 0
+    for job in jobs:
+        flags |= job.result()
+    return flags
 
 
 # --------------------------------------------------------------------------- scaling

@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from divrec.threads import SMALL_BATCH
+
 from ._base import (
     Reranker,
     all_valid,
@@ -77,6 +79,7 @@ from ._base import (
     kernel_inputs,
     kernel_inputs_batch,
     relevance_order,
+    run_rows,
 )
 
 __all__ = [
@@ -186,26 +189,21 @@ def _run(
         return np.full((bsz, k), -1, dtype=np.int64), z, z, False
     out = np.empty((bsz, k), dtype=np.int64)
     stats = np.empty((bsz, 5), dtype=np.int64)
-    summary = _kernels.dpp_greedy_batch(
-        vectors,
-        matrix,
-        bool(use_matrix),
-        np.ascontiguousarray(valid, dtype=np.bool_),
-        np.ascontiguousarray(rel, dtype=np.float64),
-        bool(minmax),
-        np.ascontiguousarray(weight, dtype=np.float64),
-        np.ascontiguousarray(active, dtype=np.bool_),
-        int(k),
-        float(eps),
-        0 if window is None else int(window),
-        out,
-        stats,
-        bool(lazy),
-        bool(fill),
-        *_kernels.scratch(
-            *_kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))
-        ),
-    )
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    rel = np.ascontiguousarray(rel, dtype=np.float64)
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    active = np.ascontiguousarray(active, dtype=np.bool_)
+    sizes = _kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))
+    wsize = 0 if window is None else int(window)
+
+    def rows(a: int, b: int) -> int:  # requests a..b-1, with this thread's work buffers
+        return _kernels.dpp_greedy_batch(
+            vectors[a:b], matrix[a:b], bool(use_matrix), valid[a:b], rel[a:b], bool(minmax),
+            weight[a:b], active[a:b], int(k), float(eps), wsize, out[a:b], stats[a:b],
+            bool(lazy), bool(fill), *_kernels.scratch(*sizes),
+        )  # fmt: skip
+
+    summary = rows(0, bsz) if bsz < SMALL_BATCH else run_rows(bsz, rows)
     if work is not None:
         work[...] = stats[:, 2:4]
     if summary & 3:

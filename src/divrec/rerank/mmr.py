@@ -32,6 +32,7 @@ from ._base import (
     check_scaling,
     kernel_inputs,
     kernel_inputs_batch,
+    run_rows,
     scale_relevance,
     scale_relevance_batch,
     tie_argmax,
@@ -186,20 +187,20 @@ def _compiled_penalized(
     bad = np.zeros(bsz, dtype=np.bool_)
     if bsz == 0 or n == 0 or k == 0:
         return out
-    _kernels.penalized_greedy_batch(
-        vectors,
-        matrix,
-        int(mode),
-        np.ascontiguousarray(valid, dtype=np.bool_),
-        np.ascontiguousarray(base, dtype=np.float64),
-        np.ascontiguousarray(first_key, dtype=np.float64),
-        int(k),
-        float(coef),
-        agg == "mean",
-        out,
-        bad,
-        *_kernels.scratch(*_kernels.penalized_scratch_sizes(n, vectors.shape[2]))[::2],
-    )
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    base = np.ascontiguousarray(base, dtype=np.float64)
+    first_key = np.ascontiguousarray(first_key, dtype=np.float64)
+    sizes = _kernels.penalized_scratch_sizes(n, vectors.shape[2])
+
+    def rows(a: int, b: int) -> int:  # requests a..b-1, with this thread's work buffers
+        _kernels.penalized_greedy_batch(
+            vectors[a:b], matrix[a:b], int(mode), valid[a:b], base[a:b], first_key[a:b],
+            int(k), float(coef), agg == "mean", out[a:b], bad[a:b],
+            *_kernels.scratch(*sizes)[::2],
+        )  # fmt: skip
+        return 0
+
+    run_rows(bsz, rows)
     if bad.any():
         where = "" if bsz == 1 else " at valid positions"
         raise ValueError(f"vectors contain NaN or infinite values{where}")
