@@ -10,7 +10,9 @@ and stopped here, competing for a core):
   MovieLens-100K (or a synthetic matrix of the same shape with ``--synthetic``);
 * ``exact_1q`` / ``hnsw_1q``: single-query top-100 searches (faiss IndexFlatIP /
   IndexHNSWFlat) over Gaussian 64-d vectors, p50 / p99 / mean per query;
-* ``exact_batch``: one batch of 1,000 queries (batch work, where threads can pay off).
+* ``exact_batch``: one batch of 1,000 queries (batch work, where threads can pay off);
+* ``dpp_batch`` / ``mmr_batch``: `FastGreedyDPP` / `MMR` ``select_batch`` on 256 requests
+  of N = 2,000 candidates, k = 50, d = 64 (batch work; the budget set by `set_threads`).
 
 Conditions and thread counts are interleaved over `--rounds` rounds and the median is kept.
 Only ratios within this run are meaningful (the machine is shared with other jobs; the
@@ -34,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from divrec.rerank import MMR, FastGreedyDPP
 from divrec.retrieval.ann import AnnIndex
 from divrec.retrieval.two_tower import TwoTowerRecommender
-from divrec.threads import available_cores, limit_threads
+from divrec.threads import available_cores, limit_threads, set_threads
 
 THREADS = (1, 2)
 
@@ -116,6 +119,11 @@ def main(argv=None) -> int:
         approx[n] = AnnIndex("hnsw", ef_search=128, threads=n)
         approx[n].__dict__.update({a: getattr(hnsw, a) for a in hnsw.__dict__ if a.endswith("_")})
     single, batch = queries[: args.queries], queries[args.queries :]
+    rr_rel = rng.random((256, 2000))
+    rr_vec = rng.normal(size=(256, 2000, d))
+    rerankers = {"dpp_batch": FastGreedyDPP(0.5), "mmr_batch": MMR(0.5)}
+    for m in rerankers.values():  # compiled kernels loaded before timing
+        m.select_batch(rr_rel[:8], 50, vectors=rr_vec[:8])
     with limit_threads(1):  # warm-up: first-call costs (allocator, torch init) not timed
         TwoTowerRecommender(dim=64, batch_size=512, epochs=0.1, threads=1).fit(matrix)
 
@@ -138,6 +146,14 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     exact[n].search(batch, k)
                     res.setdefault("exact_batch_seconds", []).append(time.perf_counter() - t)
+                    set_threads(n)
+                    try:
+                        for name, m in rerankers.items():
+                            t = time.perf_counter()
+                            m.select_batch(rr_rel, 50, vectors=rr_vec)
+                            res.setdefault(f"{name}_seconds", []).append(time.perf_counter() - t)
+                    finally:
+                        set_threads(None)
                     print(f"round {r} {cond} threads={n}: " + ", ".join(
                         f"{key}={vals[-1]:.4g}" for key, vals in res.items()))  # fmt: skip
 
@@ -174,6 +190,7 @@ def main(argv=None) -> int:
             "single_queries": args.queries,
             "batch_queries": int(batch.shape[0]),
         },
+        "rerank": {"B": 256, "N": 2000, "k": 50, "d": 64, "dpp": "theta=0.5", "mmr": "lambda=0.5"},
         "rounds": args.rounds,
         "load_average_1min": load,
         "median": {c: {f"threads={n}": v for n, v in med[c].items()} for c in med},

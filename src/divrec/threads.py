@@ -6,14 +6,17 @@ training with 2 torch threads run 77x slower than with 1 under load, and single-
 search with faiss's default (all cores) up to 320x slower, while on a quiet machine 2
 threads were only 1.4x faster for training. `benchmarks/bench_threads.py`
 (`benchmarks/results/threads.json`, one busy-loop core added): 2 threads made ML-100K
-two-tower training 2.0x slower and exact single-query p99 6x slower (mean 2.9x); without
-the busy core 2 threads gained nothing on training (1.02x) and halved only the time of a
-1,000-query batch search. So divrec never oversubscribes by default.
+two-tower training 2.5x slower and exact single-query p99 4.7x slower (mean 2.5x); without
+the busy core 2 threads made training 1.25x faster and halved the time of a 1,000-query
+batch search and of re-ranking 256 requests (DPP, MMR; with the busy core 2 threads still
+took 0.8x the time there: each thread runs its own range of requests, with no barrier).
+So divrec never oversubscribes by default.
 
 The policy:
 
 * **Budget.** `thread_budget()` is the number of threads divrec may use for *batch* work
-  (training, ALS / BPR, batch index search and index builds). It is, first found:
+  (training, ALS / BPR, batch index search and index builds, re-ranking a batch of at
+  least `SMALL_BATCH` requests with the compiled DPP / MMR kernels). It is, first found:
   the value given to `set_threads(n)` (e.g. by a CLI ``--threads`` option), the
   ``DIVREC_THREADS`` environment variable, and otherwise **1**. ``0`` or ``"auto"`` means
   every core this process may run on (`available_cores`).
