@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from divrec.persist import Persistable
+from divrec.threads import SMALL_BATCH, resolve_threads
 
 RelevanceScaling = Literal["minmax", "raw"]
 _SCALINGS = ("minmax", "raw")
@@ -189,9 +190,9 @@ def run_rows(bsz: int, work: Callable[[int, int], int]) -> int:
     Returns:
         The bitwise OR of the ``work`` results.
     """
-    from divrec.threads import SMALL_BATCH, resolve_threads
-
-    n = 1 if bsz < SMALL_BATCH else min(resolve_threads(None, batch=bsz), bsz)
+    if bsz < SMALL_BATCH:  # before anything else: small batches are the hot path
+        return work(0, bsz)
+    n = min(resolve_threads(None, batch=bsz), bsz)
     if n <= 1:
         return work(0, bsz)
     with _pools_lock:

@@ -66,8 +66,6 @@ from typing import Any
 
 import numpy as np
 
-from divrec.threads import SMALL_BATCH
-
 from ._base import (
     Reranker,
     all_valid,
@@ -203,7 +201,7 @@ def _run(
             bool(lazy), bool(fill), *_kernels.scratch(*sizes),
         )  # fmt: skip
 
-    summary = rows(0, bsz) if bsz < SMALL_BATCH else run_rows(bsz, rows)
+    summary = run_rows(bsz, rows)
     if work is not None:
         work[...] = stats[:, 2:4]
     if summary & 3:
