@@ -34,8 +34,9 @@ def _options(
         str | None,
         typer.Option(
             "--threads",
-            help="Threads for batch work (training, batch search): a number, or auto for every "
-            "core. Default: $DIVREC_THREADS, else 1 (never oversubscribes a busy machine).",
+            help="Threads for batch work (training, batch search, batch re-ranking): a number, "
+            "or auto for every core. Default: $DIVREC_THREADS, else 1 (never oversubscribes "
+            "a busy machine).",
         ),
     ] = None,
 ) -> None:
