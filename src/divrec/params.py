@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import collections.abc
+import dataclasses
 import inspect
 import math
 import types
@@ -32,7 +33,24 @@ def parse_pairs(pairs: list[str] | None, option: str = "--param") -> dict[str, s
 
 
 def signature_types(cls: type) -> dict[str, tuple[Any, Any]]:
-    """Constructor parameters of `cls` → (declared type or None, default or `inspect._empty`)."""
+    """Hyperparameters of `cls` → (declared type or None, default or `inspect._empty`).
+
+    A stage with a typed `Config` (`divrec.stage`) is read from its config's fields; any
+    other class from its constructor's signature.
+    """
+    config = getattr(cls, "Config", None)
+    if isinstance(config, type) and dataclasses.is_dataclass(config):
+        hints = typing.get_type_hints(config)
+        out = {}
+        for f in dataclasses.fields(config):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = inspect.Parameter.empty
+            out[f.name] = (hints.get(f.name), default)
+        return out
     sig = inspect.signature(cls.__init__)
     try:
         hints = typing.get_type_hints(cls.__init__)

@@ -10,20 +10,36 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dataclasses import dataclass, field
+
 from divrec.params import ParamError, coerce_params, signature_types
 
 __all__ = [
     "DATASETS",
     "MODELS",
+    "Preset",
     "RERANKERS",
     "RANKERS",
     "create",
     "names",
+    "preset_params",
     "resolve",
 ]
 
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered variant: a class (as `"module:Class"`) with config overrides.
+
+    Variants that differ only in default hyperparameters are presets, not subclasses; a
+    fitted preset saves as its class with its full config, so it loads without the registry.
+    """
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
 #: retrieval models (all are also rankers: they score any candidate list)
-MODELS: dict[str, str] = {
+MODELS: dict[str, str | Preset] = {
     "random": "divrec.retrieval.baselines:RandomRecommender",
     "popularity": "divrec.retrieval.baselines:PopularityRecommender",
     "itemknn": "divrec.retrieval.baselines:ItemKNNRecommender",
@@ -57,10 +73,10 @@ MODELS: dict[str, str] = {
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
-RANKERS: dict[str, str] = dict(MODELS)
+RANKERS: dict[str, str | Preset] = dict(MODELS)
 
 #: re-rankers (select k of a request's candidates)
-RERANKERS: dict[str, str] = {
+RERANKERS: dict[str, str | Preset] = {
     "mmr": "divrec.rerank.mmr:MMR",
     "ia-mmr": "divrec.rerank.mmr:InterestAwareMMR",
     "dpp": "divrec.rerank.dpp:FastGreedyDPP",
@@ -91,13 +107,23 @@ def names(kind: str) -> list[str]:
     return list(_TABLES[kind])
 
 
-def resolve(kind: str, name: str) -> Any:
-    """The class (or loader function) registered as `name`; unknown names are one line."""
+def _entry(kind: str, name: str) -> Preset:
     table = _TABLES[kind]
     if name not in table:
         raise ParamError(f"unknown {kind} {name!r}; known: {', '.join(table)}")
-    module, _, attr = table[name].partition(":")
+    entry = table[name]
+    return entry if isinstance(entry, Preset) else Preset(entry)
+
+
+def resolve(kind: str, name: str) -> Any:
+    """The class (or loader function) registered as `name`; unknown names are one line."""
+    module, _, attr = _entry(kind, name).target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def preset_params(kind: str, name: str) -> dict[str, Any]:
+    """The config overrides of a preset (`{}` for a plain class entry)."""
+    return dict(_entry(kind, name).params)
 
 
 def create(
@@ -121,7 +147,8 @@ def create(
             constructor rejects (its message, on one line).
     """
     cls = resolve(kind, name)
-    values = coerce_params(cls, dict(params or {}), f"{kind} {name!r}", option)
+    raw = {**preset_params(kind, name), **dict(params or {})}
+    values = coerce_params(cls, raw, f"{kind} {name!r}", option)
     if seed is not None and "seed" not in values and "seed" in signature_types(cls):
         values["seed"] = seed
     try:

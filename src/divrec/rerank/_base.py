@@ -53,6 +53,8 @@ from typing import Any, Literal
 import numpy as np
 
 from divrec.persist import Persistable
+from divrec.stage import Configured, NotFittedError, StageConfig
+from divrec.stage import check_k as _check_count
 from divrec.threads import SMALL_BATCH, resolve_threads
 
 RelevanceScaling = Literal["minmax", "raw"]
@@ -79,12 +81,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- validation
 def check_k(k: int) -> int:
-    """Validate the list length ``k`` (a non-negative integer)."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    return int(k)
+    """Validate the list length ``k`` (a non-negative integer; `divrec.stage.check_k`)."""
+    return _check_count(k, "k", 0)
 
 
 def check_relevance(relevance: Any) -> np.ndarray:
@@ -496,7 +494,7 @@ def _knob_ratio(d: float) -> float:
     return d / (1.0 - d)
 
 
-class Reranker(Persistable):
+class Reranker(Configured, Persistable):
     """Base class: hyperparameter access, the pipeline-stage call and a per-request-loop
     ``select_batch``.
 
@@ -523,10 +521,6 @@ class Reranker(Persistable):
     _stage_inputs: tuple[str, ...] = ("vectors", "categories")
     #: ``Query.extras`` keys this re-ranker accepts (per request, leading batch axis)
     _query_extras: tuple[str, ...] = ()
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor hyperparameters, scikit-learn style."""
-        return {name: getattr(self, name) for name in _param_names(type(self))}
 
     # ------------------------------------------------------------------ stage
     def diversity_params(self, diversity: float) -> dict[str, Any]:
@@ -603,7 +597,7 @@ class Reranker(Persistable):
         from divrec.data.query import Candidates
 
         if not hasattr(self, "item_vectors_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
         k = check_k(k)
         ids = candidates.ids
         if len(candidates) != len(query):
@@ -659,10 +653,6 @@ class Reranker(Persistable):
             }
             out[rows] = clone.select_batch(relevance[rows], k, valid=valid[rows], **sub)
         return out
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     def select(
         self,

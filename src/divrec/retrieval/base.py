@@ -15,13 +15,12 @@ import scipy.sparse as sp
 from divrec.data.interactions import Interactions, as_csr
 from divrec.data.query import Candidates, Query, check_user_array
 from divrec.persist import Persistable
+from divrec.stage import Configured, NotFittedError, StageConfig, check_k
+
+__all__ = ["NotFittedError", "Recommender", "StageConfig", "check_list_length", "top_k"]
 
 
-class NotFittedError(RuntimeError):
-    """A model was used before `fit`."""
-
-
-class Recommender(Persistable):
+class Recommender(Configured, Persistable):
     """Base class: subclasses implement `_fit` and `_score_all` (or `score`).
 
     A recommender is a pipeline stage: `model(query, candidates=None, k)` retrieves the top
@@ -229,25 +228,11 @@ class Recommender(Persistable):
             raise ValueError(f"user index out of range [0, {self.n_users_})")
         return users
 
-    def get_params(self) -> dict:
-        """Constructor hyperparameters (scikit-learn style)."""
-        import inspect
-
-        names = inspect.signature(type(self).__init__).parameters
-        return {n: getattr(self, n) for n in names if n != "self" and hasattr(self, n)}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
 
 def check_list_length(k) -> int:
-    """Validates a list length: a positive int (bools and floats are rejected)."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    return int(k)
+    """Validates a list length: a positive int (`divrec.stage.check_k`)."""
+    return check_k(k, "k", 1)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

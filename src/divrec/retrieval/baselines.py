@@ -6,9 +6,23 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from dataclasses import dataclass
+
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
+from divrec.stage import StageConfig, param
 from divrec.threads import resolve_threads
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomConfig(StageConfig):
+    """`RandomRecommender` hyperparameters.
+
+    Attributes:
+        seed: the hash key of the random scores.
+    """
+
+    seed: int = 0
 
 
 class RandomRecommender(Recommender):
@@ -18,10 +32,8 @@ class RandomRecommender(Recommender):
     calls and any batching give the same ranking without storing a score table.
     """
 
+    Config = RandomConfig
     supports_history = True
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         pass
@@ -67,6 +79,21 @@ class PopularityRecommender(Recommender):
         return np.broadcast_to(self.popularity_, (users.shape[0], self.n_items_))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ItemKNNConfig(StageConfig):
+    """`ItemKNNRecommender` hyperparameters.
+
+    Attributes:
+        neighbors: similar items kept per item.
+        shrink: added to the cosine's denominator (damps pairs seen by few users).
+        block: items per block of the similarity computation (memory, not results).
+    """
+
+    neighbors: int = param(100, ge=1)
+    shrink: float = param(0.0, ge=0.0)
+    block: int = param(2048, ge=1)
+
+
 class ItemKNNRecommender(Recommender):
     """Item-based k-nearest-neighbour CF with cosine similarity (Sarwar et al. 2001).
 
@@ -77,14 +104,9 @@ class ItemKNNRecommender(Recommender):
         similarity_: `(n_items, n_items)` sparse CSR; row i holds i's kept neighbours.
     """
 
-    def __init__(self, neighbors: int = 100, shrink: float = 0.0, block: int = 2048):
-        self.neighbors = neighbors
-        self.shrink = shrink
-        self.block = block
+    Config = ItemKNNConfig
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        if self.neighbors <= 0:
-            raise ValueError(f"neighbors must be positive, got {self.neighbors}")
         item_users = matrix.T.tocsr()
         norms = np.sqrt(np.asarray(item_users.sum(axis=1)).ravel())
         n = item_users.shape[0]
