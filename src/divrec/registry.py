@@ -8,9 +8,8 @@ by import side effect (RecTools' `model_from_config` resolves class paths the sa
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
 from dataclasses import dataclass, field
+from typing import Any
 
 from divrec.params import ParamError, coerce_params, signature_types
 
@@ -37,6 +36,7 @@ class Preset:
 
     target: str
     params: dict[str, Any] = field(default_factory=dict)
+
 
 #: retrieval models (all are also rankers: they score any candidate list)
 MODELS: dict[str, str | Preset] = {

@@ -153,7 +153,9 @@ class StageConfig:
         known = {f.name for f in fields(self)}
         bad = sorted(set(changes) - known)
         if bad:
-            raise ParamError(f"{type(self).__name__} has no parameter(s) {bad}; it takes {sorted(known)}")
+            raise ParamError(
+                f"{type(self).__name__} has no parameter(s) {bad}; it takes {sorted(known)}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

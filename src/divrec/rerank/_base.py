@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from divrec.persist import Persistable
-from divrec.stage import Configured, NotFittedError, StageConfig
+from divrec.stage import Configured, NotFittedError
 from divrec.stage import check_k as _check_count
 from divrec.threads import SMALL_BATCH, resolve_threads
 

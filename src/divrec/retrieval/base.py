@@ -229,7 +229,6 @@ class Recommender(Configured, Persistable):
         return users
 
 
-
 def check_list_length(k) -> int:
     """Validates a list length: a positive int (`divrec.stage.check_k`)."""
     return check_k(k, "k", 1)

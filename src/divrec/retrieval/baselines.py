@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
-
-from dataclasses import dataclass
 
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
