@@ -1,0 +1,87 @@
+"""The training harness: scoped torch state, early stopping bookkeeping, validation split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from divrec.nn import TrainingConfig, TrainLoop, holdout_split, training_scope
+from divrec.stage import ParamError
+
+
+def test_training_scope_restores_threads_and_rng():
+    old_threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)  # what the global generator gives next from this state
+    torch.manual_seed(123)
+    with training_scope(seed=7, threads=2):
+        assert torch.get_num_threads() == 2
+        inside = torch.rand(3)
+    assert torch.get_num_threads() == old_threads
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(3), inside)  # the scope seeded with `seed`
+
+
+def test_training_scope_restores_on_error():
+    old = torch.get_num_threads()
+    state = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="boom"), training_scope(seed=1, threads=2):
+        torch.rand(5)
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == old
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_cuda_without_gpu_is_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="no CUDA GPU"), training_scope(0, 1, "cuda"):
+        pass
+
+
+def test_early_stopping_keeps_best_epoch():
+    net = torch.nn.Linear(2, 1)
+    losses = [1.0, 0.5, 0.7, 0.6, 0.8]
+    weights = []
+    with TrainLoop("t", total_steps=5, patience=2) as loop:
+        for epoch, v in enumerate(losses):
+            with torch.no_grad():
+                net.weight.fill_(float(epoch))
+            weights.append(epoch)
+            loop.record(1.0)
+            if loop.end_epoch(net, valid_loss=v):
+                break
+        loop.restore_best(net)
+    # best is epoch 1 (0.5); epochs 2 and 3 do not improve: stop after epoch 3
+    assert loop.best_epoch == 1 and loop.stopped_early
+    assert loop.valid_loss == [1.0, 0.5, 0.7, 0.6]
+    assert float(net.weight.detach()[0, 0]) == 1.0
+
+
+def test_train_loss_is_weighted_mean():
+    with TrainLoop("t", total_steps=2) as loop:
+        loop.record(1.0, weight=1)
+        loop.record(4.0, weight=3)
+        assert not loop.end_epoch()
+    assert loop.train_loss == [pytest.approx(13 / 4)]
+
+
+def test_holdout_split_is_a_seeded_partition():
+    tr, va = holdout_split(100, 0.1, seed=3)
+    assert va.size == 10 and tr.size == 90
+    assert np.array_equal(np.sort(np.r_[tr, va]), np.arange(100))
+    tr2, va2 = holdout_split(100, 0.1, seed=3)
+    assert np.array_equal(va, va2)
+    tr0, va0 = holdout_split(100, 0.0, seed=3)
+    assert va0.size == 0 and tr0.size == 100
+
+
+def test_training_config_validates_on_construction():
+    with pytest.raises(ParamError, match="device"):
+        TrainingConfig(device="tpu")
+    with pytest.raises(ParamError, match="valid_fraction"):
+        TrainingConfig(valid_fraction=1.5)
+    with pytest.raises(ParamError, match="patience"):
+        TrainingConfig(patience=0)
