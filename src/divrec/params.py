@@ -39,7 +39,8 @@ def signature_types(cls: type) -> dict[str, tuple[Any, Any]]:
     other class from its constructor's signature.
     """
     config = getattr(cls, "Config", None)
-    if isinstance(config, type) and dataclasses.is_dataclass(config):
+    own_init = getattr(cls.__init__, "__qualname__", "") != "Configured.__init__"
+    if isinstance(config, type) and dataclasses.is_dataclass(config) and not own_init:
         hints = typing.get_type_hints(config)
         out = {}
         for f in dataclasses.fields(config):

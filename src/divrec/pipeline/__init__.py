@@ -6,5 +6,6 @@ re-exported here.
 
 from divrec.data.query import Candidates, Query
 from divrec.pipeline.pipeline import Pipeline
+from divrec.pipeline.spec import PipelineSpec, SpecError, StageSpec
 
-__all__ = ["Candidates", "Pipeline", "Query"]
+__all__ = ["Candidates", "Pipeline", "PipelineSpec", "Query", "SpecError", "StageSpec"]
