@@ -152,6 +152,22 @@ def test_cf_rt_ignores_negatives():
     )
 
 
+@pytest.mark.parametrize(
+    ("cls", "params", "field"),
+    [
+        (P2PRecommender, {"factors": 0}, "factors"),
+        (N2PRecommender, {"encoding": "binary"}, "encoding"),
+        (HIRecommender, {"ratio": 1.5}, "ratio"),
+        (HIRecommender, {"depth": 0}, "depth"),
+        (HIRealtime, {"solver": "nope"}, "solver"),
+        (HIRealtime, {"regularization": -1.0}, "regularization"),
+    ],
+)
+def test_bad_hyperparameters_fail_at_construction(cls, params, field):
+    with pytest.raises(ValueError, match=field):
+        cls(**params)
+
+
 def test_event_indices_are_checked(toy):
     model = HIRealtime(factors=3).fit(toy)
     with pytest.raises(ValueError):

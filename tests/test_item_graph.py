@@ -5,11 +5,14 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import divrec
 from divrec.data.interactions import Interactions
-from divrec.retrieval.graph import ItemGraph, prune_top_neighbors, session_ids
+from divrec.retrieval.graph import ItemGraph, ItemGraphConfig, prune_top_neighbors, session_ids
+from divrec.stage import NotFittedError
 
 
 def brute_force(users, items, times, values, n_items, gap, window, min_value):
@@ -144,3 +147,36 @@ def test_prune_keeps_heaviest_neighbours():
         keep[i, nz[:2]] = True
     keep = keep | keep.T
     np.testing.assert_array_equal(p, np.where(keep, w, 0))
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"session_gap": -1.0}, "session_gap"),
+        ({"session_gap": float("inf")}, "session_gap"),
+        ({"window": 0}, "window"),
+        ({"window": True}, "window"),
+        ({"window": 2.5}, "window"),
+    ],
+)
+def test_bad_hyperparameters_fail_at_construction(params, field):
+    with pytest.raises(ValueError, match=field):
+        ItemGraph(**params)
+
+
+def test_config_params_and_save_load(tmp_path):
+    g = ItemGraph(session_gap=None, window=2)
+    assert g.get_params() == {"session_gap": None, "window": 2, "min_value": None}
+    assert ItemGraph(ItemGraphConfig(window=2), session_gap=None).get_params() == g.get_params()
+    with pytest.raises(AttributeError, match="window"):
+        g.window = 3
+    with pytest.raises(NotFittedError):
+        g.add_edges([0], [1])
+    g.fit(
+        Interactions(
+            users=[0, 0, 0], items=[0, 1, 2], values=[1, 1, 1], user_ids=[0], item_ids=[0, 1, 2]
+        )
+    )
+    back = divrec.load(g.save(tmp_path / "graph.npz"))
+    assert back.get_params() == g.get_params()
+    np.testing.assert_array_equal(back.adjacency_.toarray(), g.adjacency_.toarray())

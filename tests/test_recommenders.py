@@ -470,7 +470,7 @@ def test_itemknn_matches_brute_force_cosine_with_pruning(seed, neighbors, shrink
 
 def test_itemknn_rejects_nonpositive_neighbors():
     with pytest.raises(ValueError, match="neighbors"):
-        ItemKNNRecommender(neighbors=0).fit(interactions(KNN_PAIRS, 5, 4))
+        ItemKNNRecommender(neighbors=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,6 +553,31 @@ def test_factor_models_shapes_and_determinism(make, d):
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
     c = make(1).fit(log)
     assert not np.array_equal(a.item_factors_, c.item_factors_)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: ALSRecommender(factors=0), "factors"),
+        (lambda: ALSRecommender(regularization=-0.1), "regularization"),
+        (lambda: ALSRecommender(threads=-1), "threads"),
+        (lambda: BPRRecommender(learning_rate=0.0), "learning_rate"),
+        (lambda: BPRRecommender(iterations=0), "iterations"),
+        (lambda: BPRRecommender(factors="8"), "factors"),
+    ],
+)
+def test_factor_models_reject_bad_values_at_construction(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_factor_model_hyperparameters_are_read_only_config():
+    model = ALSRecommender(factors=8, threads=1)
+    assert model.factors == model.config.factors == 8
+    assert BPRRecommender().threads == 1 and ALSRecommender().threads is None
+    with pytest.raises(AttributeError, match="factors"):
+        model.factors = 3
+    assert model.with_params(factors=4).get_params() == {**model.get_params(), "factors": 4}
 
 
 def test_get_params_and_repr():

@@ -63,7 +63,30 @@ def test_slim_time_budget_stops_early_and_errors():
     m = SLIMRecommender(time_budget=1e-9).fit(x)
     assert m.n_fitted_ < x.shape[1]
     with pytest.raises(ValueError, match="l1_ratio"):
-        SLIMRecommender(l1_ratio=1.5).fit(x)
+        SLIMRecommender(l1_ratio=1.5)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: SLIMRecommender(alpha=0.0), "alpha"),
+        (lambda: SLIMRecommender(top_k=0), "top_k"),
+        (lambda: SLIMRecommender(time_budget=0.0), "time_budget"),
+        (lambda: NeuMFRecommender(mlp_dims=(1, 4)), "mlp_dims"),
+        (lambda: NeuMFRecommender(mlp_dims=()), "mlp_dims"),
+        (lambda: NeuMFRecommender(mlp_dims=(8, 0)), "mlp_dims"),
+        (lambda: NeuMFRecommender(negatives=-1), "negatives"),
+        (lambda: NeuMFRecommender(lr=0.0), "lr"),
+    ],
+)
+def test_bad_hyperparameters_fail_at_construction(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_neumf_mlp_dims_from_a_list_or_the_cli_is_a_tuple():
+    assert NeuMFRecommender(mlp_dims=[8, 4]).mlp_dims == (8, 4)
+    assert create("model", "neumf", {"mlp_dims": "16,8"}).mlp_dims == (16, 8)
 
 
 def test_slim_save_load_round_trip(tmp_path):

@@ -213,31 +213,37 @@ class FactorRecommender(Recommender):
         return self.user_factors_
 
 
+@dataclass(frozen=True, kw_only=True)
+class ALSConfig(StageConfig):
+    """`ALSRecommender` hyperparameters (implicit's `AlternatingLeastSquares`).
+
+    Attributes:
+        factors: latent dimension d.
+        regularization: L2 weight λ of the least-squares objective (also the fold-in ridge).
+        alpha: confidence weight α, c_ui = 1 + α r_ui (Hu et al. 2008).
+        iterations: ALS sweeps.
+        seed: implicit's `random_state` (factor initialization).
+        threads: implicit's threads; None takes the `divrec.threads` policy
+            (``DIVREC_THREADS`` or 1), 0 means every available core.
+    """
+
+    factors: int = param(64, ge=1)
+    regularization: float = param(0.1, ge=0.0)
+    alpha: float = param(5.0, ge=0.0)
+    iterations: int = param(15, ge=1)
+    seed: int = 0
+    threads: int | None = param(None, ge=0)
+
+
 class ALSRecommender(FactorRecommender):
     """Implicit-feedback matrix factorization (iALS, Hu, Koren & Volinsky 2008) via `implicit`.
 
     Confidence c_ui = 1 + alpha · r_ui on the binary (or value) matrix; weighted least squares
     with L2 regularization, solved by `implicit.cpu.als.AlternatingLeastSquares` (conjugate
     gradient). BLAS is held to one thread while implicit runs its own threads.
-    ``threads=None`` takes the `divrec.threads` policy (``DIVREC_THREADS`` or 1); 0 means every
-    available core.
     """
 
-    def __init__(
-        self,
-        factors: int = 64,
-        regularization: float = 0.1,
-        alpha: float = 5.0,
-        iterations: int = 15,
-        seed: int = 0,
-        threads: int | None = None,
-    ):
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.seed = seed
-        self.threads = threads
+    Config = ALSConfig
 
     @property
     def _foldin_alpha(self) -> float:  # type: ignore[override]
@@ -265,29 +271,36 @@ class ALSRecommender(FactorRecommender):
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BPRConfig(StageConfig):
+    """`BPRRecommender` hyperparameters (implicit's `BayesianPersonalizedRanking`).
+
+    Attributes:
+        factors: latent dimension d (implicit appends an item-bias column: d + 1 learned).
+        learning_rate: SGD step size.
+        regularization: L2 weight of the factors.
+        iterations: SGD epochs over the training pairs.
+        seed: implicit's `random_state` (initialization and sampling).
+        threads: implicit's threads; the default of 1 keeps the seed meaningful (see the
+            class), None takes the `divrec.threads` policy, 0 means every available core.
+    """
+
+    factors: int = param(64, ge=1)
+    learning_rate: float = param(0.05, gt=0.0)
+    regularization: float = param(0.01, ge=0.0)
+    iterations: int = param(100, ge=1)
+    seed: int = 0
+    threads: int | None = param(1, ge=0)
+
+
 class BPRRecommender(FactorRecommender):
     """Bayesian personalized ranking MF (Rendle et al. 2009) via `implicit`.
 
     implicit's BPR updates factors lock-free from several threads (Hogwild), which makes a
-    multi-threaded fit irreproducible; the default of one thread keeps the seed meaningful
-    (``threads=None`` would take the `divrec.threads` policy instead).
+    multi-threaded fit irreproducible; the default of one thread keeps the seed meaningful.
     """
 
-    def __init__(
-        self,
-        factors: int = 64,
-        learning_rate: float = 0.05,
-        regularization: float = 0.01,
-        iterations: int = 100,
-        seed: int = 0,
-        threads: int = 1,
-    ):
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.seed = seed
-        self.threads = threads
+    Config = BPRConfig
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking

@@ -15,14 +15,16 @@ Everything is vectorized with numpy / scipy.sparse; :meth:`ItemGraph.add_edges` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from divrec.data.interactions import Interactions
 from divrec.persist import Persistable
+from divrec.stage import Configured, NotFittedError, StageConfig, param
 
-__all__ = ["ItemGraph", "cooccurrence_matrix", "session_ids"]
+__all__ = ["ItemGraph", "ItemGraphConfig", "cooccurrence_matrix", "session_ids"]
 
 
 def session_ids(
@@ -118,14 +120,28 @@ def _symmetric(
     return m
 
 
-class ItemGraph(Persistable):
+@dataclass(frozen=True, kw_only=True)
+class ItemGraphConfig(StageConfig):
+    """`ItemGraph` hyperparameters (how sessions and co-occurrences are cut).
+
+    Attributes:
+        session_gap: seconds of inactivity that end a session, finite and >= 0 (None: a
+            user's whole sequence is one session; also used when the log has no timestamps).
+        window: co-occurrence window within a session, >= 1 (None: all pairs of the
+            session).
+        min_value: only events with value ≥ `min_value` are positives (None: all events).
+    """
+
+    session_gap: float | None = param(3600.0, ge=0.0)
+    window: int | None = param(5, ge=1)
+    min_value: float | None = None
+
+
+class ItemGraph(Configured, Persistable):
     """The item co-occurrence graph of the WeChat paper (Sec. 3.1).
 
-    Args:
-        session_gap: seconds of inactivity that end a session (None: a user's whole
-            sequence is one session; also used when the log has no timestamps).
-        window: co-occurrence window within a session (None: all pairs of the session).
-        min_value: only events with value ≥ `min_value` are positives (None: all events).
+    A component of `divrec.retrieval.graphsage.GraphRetriever`, not a recommender: built
+    with `ItemGraph(session_gap=..., window=..., min_value=...)` (or an `ItemGraphConfig`).
 
     Attributes:
         adjacency_: `(n_items, n_items)` float32 symmetric CSR co-occurrence counts, zero
@@ -133,21 +149,7 @@ class ItemGraph(Persistable):
         n_items_: number of nodes.
     """
 
-    def __init__(
-        self,
-        session_gap: float | None = 3600.0,
-        window: int | None = 5,
-        min_value: float | None = None,
-    ) -> None:
-        if session_gap is not None and not (np.isfinite(session_gap) and session_gap >= 0):
-            raise ValueError(f"session_gap must be None or >= 0, got {session_gap}")
-        if window is not None and (
-            isinstance(window, bool) or not isinstance(window, int) or window < 1
-        ):
-            raise ValueError(f"window must be None or an int >= 1, got {window!r}")
-        self.session_gap = session_gap
-        self.window = window
-        self.min_value = min_value
+    Config = ItemGraphConfig
 
     def fit(self, data: Interactions) -> ItemGraph:
         """Builds the graph from the positives of `data`; returns self."""
@@ -158,7 +160,7 @@ class ItemGraph(Persistable):
 
     def _check(self) -> None:
         if not hasattr(self, "adjacency_"):
-            raise RuntimeError("ItemGraph is not fitted; call fit first")
+            raise NotFittedError("ItemGraph is not fitted; call fit first")
 
     def add_interactions(self, data: Interactions) -> ItemGraph:
         """Adds the sessions of another log over the same (or a prefix of the) item universe."""

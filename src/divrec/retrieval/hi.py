@@ -33,7 +33,9 @@ paper's own solver, for comparison with `divrec.spark.train.SparkHI`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,11 +44,17 @@ from scipy.sparse.linalg import svds
 from divrec.data.feedback import encode_events_batch, encode_feedback
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender, top_k
+from divrec.stage import StageConfig, param
 
 __all__ = [
+    "HIConfig",
+    "HIFactorConfig",
     "HIRealtime",
+    "HIRealtimeConfig",
     "HIRecommender",
+    "N2PConfig",
     "N2PRecommender",
+    "P2PConfig",
     "P2PRecommender",
     "load_model",
     "als_factors",
@@ -242,6 +250,27 @@ def _advance(order: np.ndarray, ptr: np.ndarray, taken: np.ndarray) -> None:
 # ---------------------------------------------------------------------- models
 
 
+@dataclass(frozen=True, kw_only=True)
+class HIFactorConfig(StageConfig):
+    """Hyperparameters shared by every HI model (the factorization and the FEEDE threshold).
+
+    Attributes:
+        factors: rank k of the factorization (XᵀX ≈ PQ, Eq. 3; YᵀX ≈ RS, Eq. 7;
+            H ≈ AB, Eq. 15); the paper: k = 10.
+        threshold: rating ≥ threshold is positive feedback (X), else negative (Y).
+        seed: solver seed (ARPACK's start vector for "svd", the initial factors for "als").
+        solver: "svd" (`truncated_factors`, zeros are targets) or "als" (explicit ALS on the
+            non-zeros, Spark's weighted-λ objective: `als_factors`).
+        regularization: λ of `solver="als"` (Spark's `regParam`); unused by "svd".
+    """
+
+    factors: int = param(10, ge=1)
+    threshold: float = 4.0
+    seed: int = 0
+    solver: Literal["svd", "als"] = "svd"
+    regularization: float = param(0.01, ge=0.0)
+
+
 class _HIBase(Recommender):
     """Shared FEEDE fitting, realtime request API and npz save/load.
 
@@ -259,8 +288,6 @@ class _HIBase(Recommender):
     _default_beta = 0.0
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        if self.factors < 1:
-            raise ValueError(f"factors must be >= 1, got {self.factors}")
         if data is None:
             coo = matrix.tocoo()
             data = Interactions(
@@ -282,12 +309,9 @@ class _HIBase(Recommender):
 
     def _factorize(self, matrix) -> tuple[np.ndarray, np.ndarray]:
         """`solver="svd"`: `truncated_factors`; `"als"`: `als_factors` (Spark's objective)."""
-        solver = getattr(self, "solver", "svd")
-        if solver == "svd":
-            return truncated_factors(matrix, self.factors, self.seed)
-        if solver == "als":
+        if self.solver == "als":
             return als_factors(matrix, self.factors, self.seed, self.regularization)
-        raise ValueError(f"solver must be 'svd' or 'als', got {solver!r}")
+        return truncated_factors(matrix, self.factors, self.seed)
 
     def score_rows(self, x, y, beta: float | None = None) -> np.ndarray:
         """Scores of every item for arbitrary (possibly real-valued) request rows.
@@ -426,41 +450,28 @@ def _unique_items(items, n_items: int, what: str) -> np.ndarray:
     return idx
 
 
-class P2PRecommender(_HIBase):
-    """p2p CF by MF of XᵀX (Eq. 3–5): CF-MF as a batch model, CF-RT on realtime requests.
+@dataclass(frozen=True, kw_only=True)
+class P2PConfig(HIFactorConfig):
+    """`P2PRecommender` hyperparameters: `HIFactorConfig` and the FEEDE encoding.
 
-    Args:
-        factors: rank k of XᵀX ≈ PQ (the paper: k = 10).
-        threshold: rating ≥ threshold is positive feedback (X), else negative (Y).
-        seed: ARPACK start-vector seed.
+    Attributes:
         encoding: FEEDE mode of `encode_feedback`: "threshold" (binary, default) or
             "rating6" (`x = r/6`, `y = 1 − x` on every rated cell; text under Eq. 6).
-        solver: "svd" (default: `truncated_factors`, zeros are targets) or "als" (explicit
-            ALS on the non-zeros, Spark's weighted-λ objective: `als_factors`).
-        regularization: λ of `solver="als"` (Spark's `regParam`); unused by "svd".
+    """
+
+    encoding: Literal["threshold", "rating6"] = "threshold"
+
+
+class P2PRecommender(_HIBase):
+    """p2p CF by MF of XᵀX (Eq. 3–5): CF-MF as a batch model, CF-RT on realtime requests.
 
     Attributes:
         P_: `(n_items, k)` float64, `P = U Σ` of XᵀX (Eq. 3).
         Q_: `(k, n_items)` float64, `Q = Vᵀ`; C = PQ (Eq. 4) is never materialized.
     """
 
+    Config = P2PConfig
     _factor_names = ("P_", "Q_")
-
-    def __init__(
-        self,
-        factors: int = 10,
-        threshold: float = 4.0,
-        seed: int = 0,
-        encoding="threshold",
-        solver: str = "svd",
-        regularization: float = 0.01,
-    ):
-        self.factors = factors
-        self.threshold = threshold
-        self.seed = seed
-        self.encoding = encoding
-        self.solver = solver
-        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
         self.P_, self.Q_ = self._factorize((x.T @ x).tocsr())
@@ -493,6 +504,11 @@ class P2PRecommender(_HIBase):
         return self.P_ * inv[:, None], self.Q_ * inv[None, :]
 
 
+@dataclass(frozen=True, kw_only=True)
+class N2PConfig(P2PConfig):
+    """`N2PRecommender` hyperparameters: those of `P2PConfig` (rank k of YᵀX ≈ RS, Eq. 7)."""
+
+
 class N2PRecommender(_HIBase):
     """n2p inference by MF of YᵀX (Eq. 7–9): scores YD with D = RS.
 
@@ -501,23 +517,8 @@ class N2PRecommender(_HIBase):
         S_: `(k, n_items)` float64, `S = Vᵀ`; D = RS (Eq. 8).
     """
 
+    Config = N2PConfig
     _factor_names = ("R_", "S_")
-
-    def __init__(
-        self,
-        factors: int = 10,
-        threshold: float = 4.0,
-        seed: int = 0,
-        encoding="threshold",
-        solver: str = "svd",
-        regularization: float = 0.01,
-    ):
-        self.factors = factors
-        self.threshold = threshold
-        self.seed = seed
-        self.encoding = encoding
-        self.solver = solver
-        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
         self.R_, self.S_ = self._factorize((y.T @ x).tocsr())
@@ -536,6 +537,20 @@ class N2PRecommender(_HIBase):
         return super().score_events(pos_items, neg_items, 1.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class HIConfig(HIFactorConfig):
+    """`HIRecommender` hyperparameters: `HIFactorConfig` (rank k of both factorizations) and
+    the candidate mixing.
+
+    Attributes:
+        ratio: p2p share of the candidates, in [0, 1] (0.67 = the paper's p2p:n2p = 67:33).
+        depth: how many positions `score_all` mixes.
+    """
+
+    ratio: float = param(0.67, ge=0.0, le=1.0)
+    depth: int = param(100, ge=1)
+
+
 class HIRecommender(_HIBase):
     """HI candidate generation: p2p (Eq. 3–5) and n2p (Eq. 7–9) lists mixed at `ratio`.
 
@@ -544,38 +559,14 @@ class HIRecommender(_HIBase):
     excluded. `score_all` encodes that mixed order as a score (0, −1, −2, … for the first
     `depth` mixed positions, then the p2p order below), so any k ≤ `depth` gives the mix;
     with `exclude_seen=False` or explicit `candidates` the ratio is not guaranteed.
-
-    Args:
-        factors: rank k of both factorizations.
-        ratio: p2p share of the candidates.
-        threshold: positive-feedback threshold.
-        depth: how many positions `score_all` mixes.
-        seed: solver seed.
-        solver, regularization: the factorization (see `P2PRecommender`).
+    `solver` applies to the p2p factorization; the n2p factors are always the truncated SVD.
 
     Attributes:
         P_, Q_: p2p factors (Eq. 3). R_, S_: n2p factors (Eq. 7).
     """
 
+    Config = HIConfig
     _factor_names = ("P_", "Q_", "R_", "S_")
-
-    def __init__(
-        self,
-        factors: int = 10,
-        ratio: float = 0.67,
-        threshold: float = 4.0,
-        depth: int = 100,
-        seed: int = 0,
-        solver: str = "svd",
-        regularization: float = 0.01,
-    ):
-        self.factors = factors
-        self.ratio = ratio
-        self.threshold = threshold
-        self.depth = depth
-        self.seed = seed
-        self.solver = solver
-        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
         self.P_, self.Q_ = self._factorize((x.T @ x).tocsr())
@@ -635,6 +626,22 @@ class HIRecommender(_HIBase):
         raise NotImplementedError("HIRecommender mixes two lists; use recommend_events_batch")
 
 
+@dataclass(frozen=True, kw_only=True)
+class HIRealtimeConfig(P2PConfig):
+    """`HIRealtime` hyperparameters: `P2PConfig` (k is the rank of H ≈ AB, Eq. 15) and:
+
+    Attributes:
+        beta: weight β of the negative part in Eq. 17.
+        block_norm: an option *not stated in the paper* (off by default): divide each block
+            of H by its Frobenius norm, `H = [XᵀX/‖XᵀX‖_F ; YᵀX/‖YᵀX‖_F]`, so that the
+            n2p block is not drowned by the larger p2p block in the rank-k SVD. Scores are
+            then on the normalized scale.
+    """
+
+    beta: float = 1.0
+    block_norm: bool = False
+
+
 class HIRealtime(_HIBase):
     """HI-RT (Eq. 14–17): H = [XᵀX; YᵀX] ≈ AB, request scores [x, βy] AB.
 
@@ -642,44 +649,13 @@ class HIRealtime(_HIBase):
     scores `(x A1 + β y A2) B`, O(|events|·k + k·n) per request. `score_all(users)` is the
     same formula on the training rows X_[u], Y_[u] (the matrix form of Eq. 17).
 
-    Args:
-        factors: rank k of H ≈ AB.
-        beta: weight β of the negative part in Eq. 17.
-        threshold: positive-feedback threshold.
-        seed: solver seed.
-        encoding: FEEDE mode, "threshold" (default) or "rating6" (see `P2PRecommender`).
-        block_norm: an option *not stated in the paper* (off by default): divide each block
-            of H by its Frobenius norm, `H = [XᵀX/‖XᵀX‖_F ; YᵀX/‖YᵀX‖_F]`, so that the
-            n2p block is not drowned by the larger p2p block in the rank-k SVD. Scores are
-            then on the normalized scale.
-        solver, regularization: the factorization (see `P2PRecommender`).
-
     Attributes:
         A_: `(2 n_items, k)` float64, `A = U Σ` of H (Eq. 15).
         B_: `(k, n_items)` float64, `B = Vᵀ`.
     """
 
+    Config = HIRealtimeConfig
     _factor_names = ("A_", "B_")
-
-    def __init__(
-        self,
-        factors: int = 10,
-        beta: float = 1.0,
-        threshold: float = 4.0,
-        seed=0,
-        encoding: str = "threshold",
-        block_norm: bool = False,
-        solver: str = "svd",
-        regularization: float = 0.01,
-    ):
-        self.factors = factors
-        self.beta = beta
-        self.threshold = threshold
-        self.seed = seed
-        self.encoding = encoding
-        self.block_norm = block_norm
-        self.solver = solver
-        self.regularization = regularization
 
     def _fit_factors(self, x, y) -> None:
         xtx, ytx = (x.T @ x).tocsr(), (y.T @ x).tocsr()

@@ -10,6 +10,7 @@ positive (re-drawn every epoch), Adam. Trained from scratch (no GMF/MLP pre-trai
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,9 @@ import torch
 
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
+from divrec.stage import StageConfig, param
+
+__all__ = ["NeuMFConfig", "NeuMFRecommender"]
 
 
 class _NeuMF(torch.nn.Module):
@@ -42,13 +46,15 @@ class _NeuMF(torch.nn.Module):
         return self.out(torch.cat([g, m], dim=-1)).squeeze(-1)
 
 
-class NeuMFRecommender(Recommender):
-    """NeuMF (GMF + MLP), He et al. 2017 Eq. 11-12, log loss with sampled negatives (Eq. 7).
+@dataclass(frozen=True, kw_only=True)
+class NeuMFConfig(StageConfig):
+    """`NeuMFRecommender` hyperparameters.
 
-    Args:
+    Attributes:
         gmf_dim: GMF embedding size (predictive factors of the GMF branch).
-        mlp_dims: MLP widths: the first is the concatenated [user; item] embedding size,
-            the rest are the ReLU layers (NCF's tower, e.g. (64, 32, 16, 8)).
+        mlp_dims: MLP widths: the first is the concatenated [user; item] embedding size
+            (>= 2; each side gets half of it, rounded down), the rest are the ReLU layers
+            (NCF's tower, e.g. (64, 32, 16, 8)).
         negatives: uniformly sampled negative items per positive, per epoch.
         epochs: passes over the positives.
         batch_size: (positive + negative) pairs per step.
@@ -58,6 +64,32 @@ class NeuMFRecommender(Recommender):
         seed: seed of the initialization and the sampling.
         threads: torch threads.
         progress: show a progress bar.
+    """
+
+    gmf_dim: int = param(32, ge=1)
+    mlp_dims: tuple[int, ...] = param((64, 32, 16), ge=1)
+    negatives: int = param(4, ge=0)
+    epochs: int = param(10, ge=1)
+    batch_size: int = param(2048, ge=1)
+    lr: float = param(0.001, gt=0.0)
+    weight_decay: float = param(0.0, ge=0.0)
+    init_std: float = param(0.01, ge=0.0)
+    seed: int = 0
+    threads: int = param(1, ge=1)
+    progress: bool = False
+
+    def validate(self) -> None:
+        if not self.mlp_dims:
+            raise ValueError("mlp_dims must list at least one width")
+        if self.mlp_dims[0] < 2:
+            raise ValueError(
+                f"mlp_dims[0] (the [user; item] embedding size) must be >= 2, got "
+                f"{self.mlp_dims[0]}"
+            )
+
+
+class NeuMFRecommender(Recommender):
+    """NeuMF (GMF + MLP), He et al. 2017 Eq. 11-12, log loss with sampled negatives (Eq. 7).
 
     Attributes:
         net_: the trained `_NeuMF` module.
@@ -65,44 +97,14 @@ class NeuMFRecommender(Recommender):
         examples_seen_: (positive + negative) pairs consumed.
     """
 
-    def __init__(
-        self,
-        gmf_dim: int = 32,
-        mlp_dims: tuple[int, ...] = (64, 32, 16),
-        negatives: int = 4,
-        epochs: int = 10,
-        batch_size: int = 2048,
-        lr: float = 0.001,
-        weight_decay: float = 0.0,
-        init_std: float = 0.01,
-        seed: int = 0,
-        threads: int = 1,
-        progress: bool = False,
-    ):
-        self.gmf_dim = gmf_dim
-        self.mlp_dims = mlp_dims
-        self.negatives = negatives
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.init_std = init_std
-        self.seed = seed
-        self.threads = threads
-        self.progress = progress
+    Config = NeuMFConfig
 
     def _build(self, n_users: int, n_items: int) -> _NeuMF:
-        return _NeuMF(n_users, n_items, self.gmf_dim, tuple(int(d) for d in self.mlp_dims))
+        return _NeuMF(n_users, n_items, self.gmf_dim, self.mlp_dims)
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         from rich.progress import Progress
 
-        if self.gmf_dim <= 0 or not self.mlp_dims or min(self.mlp_dims) <= 0:
-            raise ValueError("gmf_dim and every mlp_dims entry must be positive")
-        if self.mlp_dims[0] < 2:
-            raise ValueError("mlp_dims[0] (the [user; item] embedding size) must be >= 2")
-        if self.negatives < 0 or self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError("negatives >= 0; epochs, batch_size and lr must be positive")
         torch.set_num_threads(self.threads)
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)

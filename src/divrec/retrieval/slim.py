@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from divrec.data.interactions import Interactions
 from divrec.retrieval.base import Recommender
+from divrec.stage import StageConfig, param
+
+__all__ = ["SLIMConfig", "SLIMRecommender"]
 
 
-class SLIMRecommender(Recommender):
-    """SLIM ElasticNet (Ning & Karypis 2011; Dacrema et al. 2021's configuration).
+@dataclass(frozen=True, kw_only=True)
+class SLIMConfig(StageConfig):
+    """`SLIMRecommender` hyperparameters (scikit-learn's `ElasticNet` objective above).
 
-    Args:
-        alpha: ElasticNet α (overall regularization strength).
+    Attributes:
+        alpha: ElasticNet α (overall regularization strength), > 0.
         l1_ratio: ElasticNet ρ (share of the L1 penalty), in [0, 1].
         top_k: weights kept per item column (the largest).
         max_iter: coordinate-descent epochs per item.
@@ -37,6 +42,20 @@ class SLIMRecommender(Recommender):
             stay zero and `n_fitted_` says how many were); None: no limit.
         seed: seed of the random coordinate selection.
         progress: show a progress bar.
+    """
+
+    alpha: float = param(1e-3, gt=0.0)
+    l1_ratio: float = param(0.1, ge=0.0, le=1.0)
+    top_k: int = param(100, ge=1)
+    max_iter: int = param(100, ge=1)
+    tol: float = param(1e-4, ge=0.0)
+    time_budget: float | None = param(None, gt=0.0)
+    seed: int = 0
+    progress: bool = False
+
+
+class SLIMRecommender(Recommender):
+    """SLIM ElasticNet (Ning & Karypis 2011; Dacrema et al. 2021's configuration).
 
     Attributes:
         weights_: `(n_items, n_items)` CSR item-item weights W (column j: item j's model).
@@ -44,41 +63,14 @@ class SLIMRecommender(Recommender):
         n_fitted_: items whose regression ran (all of them unless the budget ran out).
     """
 
+    Config = SLIMConfig
     supports_history = True
-
-    def __init__(
-        self,
-        alpha: float = 1e-3,
-        l1_ratio: float = 0.1,
-        top_k: int = 100,
-        max_iter: int = 100,
-        tol: float = 1e-4,
-        time_budget: float | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ):
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.top_k = top_k
-        self.max_iter = max_iter
-        self.tol = tol
-        self.time_budget = time_budget
-        self.seed = seed
-        self.progress = progress
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         from rich.progress import Progress
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import ElasticNet
 
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.l1_ratio <= 1.0:
-            raise ValueError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
-        if self.top_k <= 0 or self.max_iter <= 0:
-            raise ValueError("top_k and max_iter must be positive")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"time_budget must be positive, got {self.time_budget}")
         x = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
         x.sort_indices()
         n_items = x.shape[1]
