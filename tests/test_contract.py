@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  (imported first, so the global-state check sees torch's state)
 
 import divrec
 from divrec.data import SyntheticConfig, make_synthetic
@@ -19,6 +20,11 @@ from divrec.evaluation import EvalConfig, evaluate
 from divrec.pipeline import Pipeline
 from divrec.registry import MODELS, RERANKERS, create
 from divrec.splitting import leave_last_one, ncf_split, random_holdout, temporal_split
+from divrec.testing import (
+    check_config_round_trip,
+    check_declared_once,
+    check_fit_keeps_global_state,
+)
 
 #: small settings for the models that train for minutes at their defaults
 FAST = {
@@ -85,8 +91,10 @@ def test_model_contract(name, data, fitted, tmp_path):
     # padding: asking for more than the catalogue pads with -1 / -inf
     big_ids, big_scores = model.recommend(users[:1], k=data.n_items + 5)
     assert (big_ids[0, -5:] == -1).all() and np.isneginf(big_scores[0, -5:]).all()
-    # determinism with a seed
-    again = create("model", name, FAST.get(name), seed=0).fit(data)
+    # determinism with a seed; a fit leaves torch's threads and the global RNGs untouched
+    again = check_fit_keeps_global_state(
+        lambda: create("model", name, FAST.get(name), seed=0), data
+    )
     assert np.array_equal(again.recommend(users, k=5)[0], ids)
     # save / load round trip
     path = model.save(tmp_path / name)
@@ -158,6 +166,22 @@ PROTOCOLS = {
     "temporal": lambda d: temporal_split(d, test_fraction=0.2),
     "random": lambda d: random_holdout(d, test_fraction=0.2, seed=0),
 }
+
+
+@pytest.mark.parametrize(
+    "kind, name", [("model", n) for n in MODELS] + [("re-ranker", n) for n in RERANKERS]
+)
+def test_config_declared_once_and_round_trips(kind, name):
+    params = FAST.get(name) if kind == "model" else STRONG.get(name)
+    stage = create(kind, name, params, seed=0)
+    check_declared_once(type(stage))
+    check_config_round_trip(stage)
+    check_config_round_trip(create(kind, name))  # the defaults too
+
+
+@pytest.mark.parametrize("name", list(RERANKERS))
+def test_reranker_fit_keeps_global_state(name, data):
+    check_fit_keeps_global_state(lambda: create("re-ranker", name), data)
 
 
 def test_every_reranker_has_a_strong_setting():

@@ -191,7 +191,21 @@ def load(path: str | Path):
         raise ValueError(f"{path}: corrupted model file ({type(err).__name__}: {err})") from None
 
 
+#: Classes that became registry presets ("declare each stage once"): a file saved under the
+#: old class loads as the preset's class with the values the old subclass fixed (the file's
+#: own parameters win where it stored them).
+RENAMED_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
 def _resolve_class(path: str) -> type:
+    return _resolve_saved_class(path)[0]
+
+
+def _resolve_saved_class(path: str) -> tuple[type, dict[str, Any]]:
+    """The class a file names, and the parameters a renamed class implies."""
+    fixed: dict[str, Any] = {}
+    if path in RENAMED_CLASSES:
+        path, fixed = RENAMED_CLASSES[path]
     module, _, name = path.partition(":")
     if not (module == "divrec" or module.startswith("divrec.")) or not name:
         raise ValueError(f"refusing to load class {path!r}: not a divrec class")
@@ -201,7 +215,7 @@ def _resolve_class(path: str) -> type:
         raise ValueError(f"unknown class {path!r} (saved by another divrec version?)") from None
     if not isinstance(cls, type) or not issubclass(cls, Persistable):
         raise ValueError(f"refusing to load class {path!r}: not a divrec persistable class")
-    return cls
+    return cls, dict(fixed)
 
 
 def _decode_value(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -221,9 +235,15 @@ def _decode_value(value: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def _decode_object(meta: dict, arrays: dict[str, np.ndarray]):
-    cls = _resolve_class(meta["class"])
-    params = {k: _decode_value(v, arrays) for k, v in meta["params"].items()}
-    obj = cls(**params)
+    cls, fixed = _resolve_saved_class(meta["class"])
+    params = {**fixed, **{k: _decode_value(v, arrays) for k, v in meta["params"].items()}}
+    try:
+        obj = cls(**params)
+    except (TypeError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"cannot rebuild {meta['class']} from its saved parameters: {msg}"
+        ) from None
     modules = {}
     for name, value in meta["fitted"].items():
         if isinstance(value, dict) and "__module__" in value:
