@@ -114,3 +114,17 @@ def test_real_loaders(data_home):
     # users.dat: 1::F::1::10::48067 and 2::M::56::16::70072; unknown users get zeros
     feats = ml1m_user_features(np.array([1, 2, 10**6]), data_home)
     np.testing.assert_array_equal(feats, [[1, 1, 11], [2, 7, 17], [0, 0, 0]])
+
+
+def test_requests_are_a_query_and_candidates():
+    data = _tiny()
+    req = candidate_requests(data, 5, 9, PopularityRecommender(), n_candidates=3)
+    assert req.query().users.tolist() == req.users.tolist()
+    cand = req.as_candidates()
+    assert np.array_equal(cand.ids, req.candidates)
+    valid = req.candidates >= 0
+    if req.prescores is not None:
+        np.testing.assert_array_equal(cand.scores[valid], req.prescores[valid])
+    # scores decrease along each list, so ranking the candidates keeps the pre-ranker order
+    s = np.where(valid, cand.scores, np.nan)
+    assert all((np.diff(row[~np.isnan(row)]) <= 0).all() for row in s)

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from divrec.data.interactions import Interactions
+from divrec.data.query import Candidates, Query
 from divrec.splitting._util import check_data, check_int
 
 __all__ = [
@@ -43,7 +44,11 @@ __all__ = [
 
 @dataclass
 class CandidateRequests:
-    """Requests with their candidate lists and labels.
+    """Labeled training requests: a `Query` and its `Candidates`, plus labels.
+
+    This is not a third request type: a ranking model's *training* data is the pipeline's
+    own request pair (`query()`: the users, seen items excluded; `candidates()`: the
+    pre-ranker's lists and scores) with what the user did with each candidate.
 
     Attributes:
         users: `(R,)` internal user index of each request.
@@ -73,6 +78,20 @@ class CandidateRequests:
     def valid(self) -> np.ndarray:
         """`(R, N)` bool mask of real candidates."""
         return self.candidates >= 0
+
+    def query(self) -> Query:
+        """The requests as the pipeline's `Query` (`(R,)` users)."""
+        return Query(users=self.users)
+
+    def as_candidates(self) -> Candidates:
+        """The candidate lists as the pipeline's `Candidates` (pre-ranker scores; where none
+        were kept, decreasing scores in list order)."""
+        if self.prescores is not None:
+            scores = np.where(self.valid, self.prescores, -np.inf)
+        else:
+            n = self.candidates.shape[1]
+            scores = np.where(self.valid, -np.arange(n, dtype=np.float32)[None, :], -np.inf)
+        return Candidates(self.candidates, scores)
 
     def take(self, rows: np.ndarray) -> CandidateRequests:
         """The requests `rows` (same history matrix)."""
