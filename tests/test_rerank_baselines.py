@@ -37,11 +37,18 @@ def test_category_cap_hand_computed():
     cats = np.array([0, 0, 0, 1, 1, 2])
     # cap 1: walk 0 (cat 0), skip 1, skip 2, take 3 (cat 1), skip 4, take 5 (cat 2);
     # 3 < k = 4 → fill with the first skipped item, 1
-    assert CategoryCap(1).select(r, 4, categories=cats).tolist() == [0, 3, 5, 1]
+    assert CategoryCap(max_per_category=1).select(r, 4, categories=cats).tolist() == [0, 3, 5, 1]
     # cap 2: 0, 1, skip 2, 3, 4 → k = 4 reached
-    assert CategoryCap(2).select(r, 4, categories=cats).tolist() == [0, 1, 3, 4]
+    assert CategoryCap(max_per_category=2).select(r, 4, categories=cats).tolist() == [0, 1, 3, 4]
     # k = N: everything, capped items last in relevance order
-    assert CategoryCap(1).select(r, 6, categories=cats).tolist() == [0, 3, 5, 1, 2, 4]
+    assert CategoryCap(max_per_category=1).select(r, 6, categories=cats).tolist() == [
+        0,
+        3,
+        5,
+        1,
+        2,
+        4,
+    ]
     with pytest.raises(ValueError, match="categories"):
         CategoryCap().select(r, 2)
 
@@ -50,7 +57,7 @@ def test_category_cap_batch():
     r = np.array([[6.0, 5.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0]])
     cats = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
     valid = np.array([[True, True, True, True], [True, True, True, False]])
-    out = CategoryCap(1).select_batch(r, 3, categories=cats, valid=valid)
+    out = CategoryCap(max_per_category=1).select_batch(r, 3, categories=cats, valid=valid)
     assert out.tolist() == [[0, 2, 1], [2, 1, 0]]
 
 
@@ -59,8 +66,8 @@ def test_cfda_hand_computed():
     # φ = 0.6, score = rel + 0.6·mean_{j∈S}(1 − sim)
     # step 2: i=1: 0.9 + 0.6·0.1 = 0.96; i=2: 0.5 + 0.6·0.9 = 1.04; i=3: 0 + 0.6·0.8 = 0.48
     # step 3: i=1: 0.9 + 0.6·(1 − (0.9 + 0.2)/2) = 1.17; i=3: 0.6·(1 − (0.2 + 0.3)/2) = 0.45
-    assert CFDA(0.6).select(REL, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
-    assert CFDA(0.0).select(REL, 4, similarity=SIM).tolist() == [0, 1, 2, 3]
+    assert CFDA(phi=0.6).select(REL, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
+    assert CFDA(phi=0.0).select(REL, 4, similarity=SIM).tolist() == [0, 1, 2, 3]
 
 
 def test_cfda_uses_mean_not_max():
@@ -77,8 +84,8 @@ def test_cfda_uses_mean_not_max():
     r = np.array([1.0, 0.95, 0.9, 0.5, 0.5])
     # after {0, 1, 2}: mean dissimilarity of 3 = (1 + 0.05 + 1)/3 = 0.6833, of 4 = 0.5 → 3
     # (a max-similarity rule would prefer 4: max sim 0.5 < 0.95)
-    assert CFDA(1.0).select(r, 4, similarity=s).tolist()[3] == 3
-    assert MMR(0.5, relevance_scaling="raw").select(r, 4, similarity=s).tolist()[3] == 4
+    assert CFDA(phi=1.0).select(r, 4, similarity=s).tolist()[3] == 3
+    assert MMR(lambda_=0.5, relevance_scaling="raw").select(r, 4, similarity=s).tolist()[3] == 4
 
 
 # --------------------------------------------------------------------------- CF-DM
@@ -97,12 +104,12 @@ def test_cfdm_hand_computed():
     r = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
     # k=2, n_factor=2: pool = top 4 = {0,1,2,3}; seed 0; 1 − sim to 0: 0.1, 0.5, 0.9 → 3
     # (item 4, the most dissimilar (2.0), is outside the pool)
-    assert CFDM(2).select(r, 2, similarity=CFDM_SIM).tolist() == [0, 3]
+    assert CFDM(n_factor=2).select(r, 2, similarity=CFDM_SIM).tolist() == [0, 3]
     # k=3, n_factor=1.5: pool = ⌈4.5⌉ = 5 items; seed 0; → 4 (1 − (−1) = 2);
     # then Σ over {0, 4}: 1: 0.1 + 1 = 1.1; 2: 0.5 + 1 = 1.5; 3: 0.9 + 1 = 1.9 → 3
-    assert CFDM(1.5).select(r, 3, similarity=CFDM_SIM).tolist() == [0, 4, 3]
+    assert CFDM(n_factor=1.5).select(r, 3, similarity=CFDM_SIM).tolist() == [0, 4, 3]
     # k=3, n_factor=1: pool {0, 1, 2}: 0; 1 − sim: 1: 0.1, 2: 0.5 → 2; then 1
-    assert CFDM(1).select(r, 3, similarity=CFDM_SIM).tolist() == [0, 2, 1]
+    assert CFDM(n_factor=1).select(r, 3, similarity=CFDM_SIM).tolist() == [0, 2, 1]
 
 
 def _total_diversity(sim: np.ndarray, sel: np.ndarray) -> float:
@@ -116,7 +123,7 @@ def test_cfdm_beats_top_k_on_total_diversity():
         v = rng.normal(size=(60, 6))
         r = rng.random(60)
         s = cosine_similarity(v)
-        sel = CFDM(5).select(r, 10, vectors=v)
+        sel = CFDM(n_factor=5).select(r, 10, vectors=v)
         top = np.argsort(-r, kind="stable")[:10]
         assert _total_diversity(s, sel) >= _total_diversity(s, top) - 1e-12
         assert set(sel.tolist()) <= set(np.argsort(-r, kind="stable")[:50].tolist())
@@ -127,28 +134,30 @@ def test_hybrid_utility_hand_computed():
     r = np.array([1.0, 0.5, 0.0])
     nov = np.array([0.0, 1.0, 0.2])
     # base = rel + nov = [1.0, 1.5, 0.2] → [1, 0, 2]
-    assert HybridUtility((1.0, 0.0, 1.0)).select(r, 3, novelty=nov).tolist() == [1, 0, 2]
+    assert HybridUtility(weights=(1.0, 0.0, 1.0)).select(r, 3, novelty=nov).tolist() == [1, 0, 2]
     # popularity [0.5, 0.25, 0.125] → −log2 = [1, 2, 3] → min-max [0, 0.5, 1];
     # rel [1, 0.6, 0] → base [1.0, 1.1, 1.0] → [1, 0, 2]
     pop = np.array([0.5, 0.25, 0.125])
     w = {"relevance": 1.0, "novelty": 1.0}
-    assert HybridUtility(w).select(np.array([1.0, 0.6, 0.0]), 3, popularity=pop).tolist() == [
+    assert HybridUtility(weights=w).select(
+        np.array([1.0, 0.6, 0.0]), 3, popularity=pop
+    ).tolist() == [
         1,
         0,
         2,
     ]
     with pytest.raises(ValueError, match="novelty"):
-        HybridUtility((1.0, 0.0, 1.0)).select(r, 2)
+        HybridUtility(weights=(1.0, 0.0, 1.0)).select(r, 2)
     with pytest.raises(ValueError):
-        HybridUtility((1.0, 2.0))
+        HybridUtility(weights=(1.0, 2.0))
 
 
 def test_hybrid_with_diversity_equals_cfda():
     rng = np.random.default_rng(1)
     r = rng.random((10, 30))
     v = rng.normal(size=(10, 30, 5))
-    a = HybridUtility((1.0, 0.7, 0.0)).select_batch(r, 8, vectors=v)
-    b = CFDA(0.7).select_batch(r, 8, vectors=v)
+    a = HybridUtility(weights=(1.0, 0.7, 0.0)).select_batch(r, 8, vectors=v)
+    b = CFDA(phi=0.7).select_batch(r, 8, vectors=v)
     assert a.tolist() == b.tolist()
 
 
@@ -176,31 +185,31 @@ def test_cfda_and_hybrid_match_naive_reference(seed, phi):
     def cfda(i, sel):
         return rs[i] + phi * np.mean([1 - s[i, j] for j in sel])
 
-    assert CFDA(phi).select(r, k, similarity=s).tolist() == reference_greedy(r, s, k, cfda)
+    assert CFDA(phi=phi).select(r, k, similarity=s).tolist() == reference_greedy(r, s, k, cfda)
 
     def hyb(i, sel):
         return 0.5 * rs[i] + phi * np.mean([1 - s[i, j] for j in sel]) + 0.3 * ns[i]
 
     first = 0.5 * rs + 0.3 * ns
     expected = reference_greedy(first, s, k, hyb)
-    got = HybridUtility((0.5, phi, 0.3)).select(r, k, similarity=s, novelty=nov)
+    got = HybridUtility(weights=(0.5, phi, 0.3)).select(r, k, similarity=s, novelty=nov)
     assert got.tolist() == expected
 
 
 # --------------------------------------------------------------------------- contract
 def _methods():
     return [
-        ("mmr", MMR(0.5), {}),
-        ("ia-mmr", InterestAwareMMR(0.3), {"user": True}),
-        ("dpp", FastGreedyDPP(0.5), {}),
-        ("dpp-window", FastGreedyDPP(0.3, window=3), {}),
+        ("mmr", MMR(lambda_=0.5), {}),
+        ("ia-mmr", InterestAwareMMR(lambda_=0.3), {"user": True}),
+        ("dpp", FastGreedyDPP(theta=0.5), {}),
+        ("dpp-window", FastGreedyDPP(theta=0.3, window=3), {}),
         ("p-dpp", PersonalizedDPP(), {"user_category_counts": True}),
-        ("ssd", SSD(0.5), {}),
-        ("ssd-window", SSD(1.0, window=3), {}),
-        ("cap", CategoryCap(2), {}),
-        ("cfda", CFDA(0.5), {}),
-        ("cfdm", CFDM(3), {}),
-        ("hybrid", HybridUtility((1.0, 0.5, 0.2)), {"novelty": True}),
+        ("ssd", SSD(gamma=0.5), {}),
+        ("ssd-window", SSD(gamma=1.0, window=3), {}),
+        ("cap", CategoryCap(max_per_category=2), {}),
+        ("cfda", CFDA(phi=0.5), {}),
+        ("cfdm", CFDM(n_factor=3), {}),
+        ("hybrid", HybridUtility(weights=(1.0, 0.5, 0.2)), {"novelty": True}),
     ]
 
 

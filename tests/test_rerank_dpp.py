@@ -291,10 +291,10 @@ def test_eps_is_relative_to_the_kernel_scale(scale):
     v = rng.normal(size=(30, 8))  # rank 8: the kernel is exhausted after 8 picks
     s = cosine_similarity(v)
     r = rng.random(30)
-    ref = FastGreedyDPP(0.0, fill=False).select(r, 12, similarity=s)
+    ref = FastGreedyDPP(theta=0.0, fill=False).select(r, 12, similarity=s)
     assert len(ref) == 8  # stops at the rank, not earlier (relevance order would be wrong)
     assert ref.tolist() != np.argsort(-r, kind="stable")[:8].tolist()
-    got = FastGreedyDPP(0.0, fill=False).select(r, 12, similarity=s * scale)
+    got = FastGreedyDPP(theta=0.0, fill=False).select(r, 12, similarity=s * scale)
     assert got.tolist() == ref.tolist()
     kernel = random_kernel(7, 12, 4, jitter=0.0)  # rank 4
     assert fast_greedy_map(kernel * scale, 10).tolist() == fast_greedy_map(kernel, 10).tolist()
@@ -309,7 +309,7 @@ def test_eps_threshold_hand_computed():
     assert fast_greedy_map(kernel, 4, eps=0.2).tolist() == [0, 2]
     r = np.array([0.1, 0.9, 0.5, 0.3])
     # theta = 0: pure determinant, then fill by relevance (item 1)
-    assert FastGreedyDPP(0.0).select(r, 4, similarity=kernel).tolist() == [0, 2, 3, 1]
+    assert FastGreedyDPP(theta=0.0).select(r, 4, similarity=kernel).tolist() == [0, 2, 3, 1]
 
 
 # --------------------------------------------------------------------------- lazy kernel
@@ -373,7 +373,7 @@ def test_lazy_kernel_falls_back_for_overflowing_norms_and_rejects_non_finite():
     assert np.all(work == 0)  # not run lazily
     v[0, 5, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
-        FastGreedyDPP(0.5).select(r[0], 6, vectors=v[0])
+        FastGreedyDPP(theta=0.5).select(r[0], 6, vectors=v[0])
 
 
 @SETTINGS

@@ -28,20 +28,25 @@ def test_mmr_hand_computed():
     # step 2: i=1: 0.45 − 0.5·0.9 = 0.00; i=2: 0.25 − 0.5·0.1 = 0.20; i=3: 0 − 0.5·0.2 = −0.10 → 2
     # step 3: i=1: 0.45 − 0.5·max(0.9, 0.2) = 0.00; i=3: 0 − 0.5·max(0.2, 0.3) = −0.15 → 1
     # step 4: 3
-    assert MMR(0.5).select(REL, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
+    assert MMR(lambda_=0.5).select(REL, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
     # λ = 0.9: step 2: i=1: 0.81 − 0.09 = 0.72; i=2: 0.45 − 0.01 = 0.44 → 1 (relevance wins)
-    assert MMR(0.9).select(REL, 2, similarity=SIM).tolist() == [0, 1]
+    assert MMR(lambda_=0.9).select(REL, 2, similarity=SIM).tolist() == [0, 1]
     # λ = 0: step 2: argmin max-sim: i=1: −0.9, i=2: −0.1, i=3: −0.2 → 2;
     # step 3: i=1: −max(0.9, 0.2) = −0.9, i=3: −max(0.2, 0.3) = −0.3 → 3
-    assert MMR(0.0).select(REL, 3, similarity=SIM).tolist() == [0, 2, 3]
+    assert MMR(lambda_=0.0).select(REL, 3, similarity=SIM).tolist() == [0, 2, 3]
 
 
 def test_mmr_raw_scaling_differs_from_minmax():
     r = REL * 10 + 5  # raw scores 15, 14, 10, 5
     # min-max: identical to the hand example
-    assert MMR(0.5).select(r, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
+    assert MMR(lambda_=0.5).select(r, 4, similarity=SIM).tolist() == [0, 2, 1, 3]
     # raw: relevance dominates a similarity penalty in [0, 1]
-    assert MMR(0.5, relevance_scaling="raw").select(r, 4, similarity=SIM).tolist() == [0, 1, 2, 3]
+    assert MMR(lambda_=0.5, relevance_scaling="raw").select(r, 4, similarity=SIM).tolist() == [
+        0,
+        1,
+        2,
+        3,
+    ]
 
 
 @settings(max_examples=40, deadline=None)
@@ -51,8 +56,8 @@ def test_mmr_lambda_one_is_relevance_order(seed, n, k):
     r = rng.random(n)
     v = rng.normal(size=(n, 5))
     expected = np.argsort(-r, kind="stable")[:k].tolist()
-    assert MMR(1.0).select(r, k, vectors=v).tolist() == expected
-    out = MMR(1.0).select_batch(r[None], k, vectors=v[None])[0]
+    assert MMR(lambda_=1.0).select(r, k, vectors=v).tolist() == expected
+    out = MMR(lambda_=1.0).select_batch(r[None], k, vectors=v[None])[0]
     assert out[: len(expected)].tolist() == expected
 
 
@@ -66,7 +71,7 @@ def test_mmr_batch_equals_loop(lam):
     valid[2] = False
     valid[3, 5:] = False
     r[~valid] = np.nan
-    mmr = MMR(lam)
+    mmr = MMR(lambda_=lam)
     for kwargs_b, kwargs_1 in (
         ({"vectors": v}, lambda b, idx: {"vectors": v[b, idx]}),
         (
@@ -108,7 +113,7 @@ def test_interest_aware_mmr_hand_computed():
     assert iamr.select(r, 4, vectors=e, user=u).tolist() == [0, 2, 1, 3]
     # with λ = 0 it is the relevance order; the user vector matters: u = (0, 1) makes
     # items 1 and 3 similar (dot 15) and 0, 2 orthogonal to everything (σ(0) = 0.5)
-    assert InterestAwareMMR(0.0).select(r, 4, vectors=e, user=u).tolist() == [0, 1, 2, 3]
+    assert InterestAwareMMR(lambda_=0.0).select(r, 4, vectors=e, user=u).tolist() == [0, 1, 2, 3]
     # u = (0, 1): e_u = [0, 5, 0, 3]; step 2: i=1: 0.8 + 0.5·0.5 = 1.05; i=2: 0.6 + 0.25;
     # → 1; step 3: i=2: 0.6 + 0.5·(1 − max(σ(0), σ(0))) = 0.85; i=3: 0.55 + 0.5·(1 − σ(15)) ≈ 0.55
     assert iamr.select(r, 3, vectors=e, user=np.array([0.0, 1.0])).tolist() == [0, 1, 2]
@@ -121,7 +126,7 @@ def test_interest_aware_mmr_batch_equals_loop():
     e = rng.normal(size=(bsz, n, d))
     u = rng.normal(size=(bsz, d))
     valid = rng.random((bsz, n)) < 0.8
-    model = InterestAwareMMR(0.2)
+    model = InterestAwareMMR(lambda_=0.2)
     out = model.select_batch(r, k, vectors=e, user=u, valid=valid)
     for b in range(bsz):
         idx = np.flatnonzero(valid[b])
@@ -146,7 +151,7 @@ def test_compiled_kernel_equals_numpy_penalized_greedy(agg, source):
     r = rng.random((bsz, n))
     v = rng.normal(size=(bsz, n, d))
     valid = rng.random((bsz, n)) < 0.8
-    model = MMR(0.4) if agg == "max" else CFDA(0.6)
+    model = MMR(lambda_=0.4) if agg == "max" else CFDA(phi=0.6)
     sims = np.stack([cosine_similarity(v[b]) for b in range(bsz)])
     kw = {"vectors": v} if source == "vectors" else {"similarity": sims}
     out = model.select_batch(r, k, valid=valid, **kw)

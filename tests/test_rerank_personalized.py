@@ -115,13 +115,14 @@ def test_personalized_dpp_uses_request_theta():
     p = PersonalizedDPP(theta_low=0.2, theta_high=0.8)
     counts = np.array([2, 2, 0, 0])  # θ = 0.8 − 0.6·0.5 = 0.5
     assert p.select(r, 10, vectors=v, user_category_counts=counts).tolist() == (
-        FastGreedyDPP(0.5).select(r, 10, vectors=v).tolist()
+        FastGreedyDPP(theta=0.5).select(r, 10, vectors=v).tolist()
     )
     assert p.select(r, 10, vectors=v, theta=0.9).tolist() == (
-        FastGreedyDPP(0.9).select(r, 10, vectors=v).tolist()
+        FastGreedyDPP(theta=0.9).select(r, 10, vectors=v).tolist()
     )
     assert (
-        p.select(r, 10, vectors=v).tolist() == FastGreedyDPP(0.5).select(r, 10, vectors=v).tolist()
+        p.select(r, 10, vectors=v).tolist()
+        == FastGreedyDPP(theta=0.5).select(r, 10, vectors=v).tolist()
     )
     # the personalization matters: a focused user keeps more of the relevance order
     focused = p.select(r, 10, vectors=v, user_category_counts=[9, 0, 0, 0])
@@ -145,7 +146,7 @@ def test_personalized_dpp_batch_equals_loop():
     out_c = p.select_batch(r, k, vectors=v, valid=valid, user_category_counts=counts)
     for b in range(bsz):
         idx = np.flatnonzero(valid[b])
-        ref = idx[FastGreedyDPP(theta[b], window=4).select(r[b, idx], k, vectors=v[b, idx])]
+        ref = idx[FastGreedyDPP(theta=theta[b], window=4).select(r[b, idx], k, vectors=v[b, idx])]
         assert out[b, : len(ref)].tolist() == ref.tolist()
         ref_c = idx[p.select(r[b, idx], k, vectors=v[b, idx], user_category_counts=counts[b])]
         assert out_c[b, : len(ref_c)].tolist() == ref_c.tolist()
@@ -154,14 +155,14 @@ def test_personalized_dpp_batch_equals_loop():
 def test_realtime_dpp_uses_tracker_theta():
     t = make_tracker()
     r, v = _request(2)
-    dpp = RealtimePersonalizedDPP(t)
+    dpp = RealtimePersonalizedDPP(tracker=t)
     for user in ["A", "B", "C", "D"]:
-        expected = FastGreedyDPP(t.theta(user, now=9.0)).select(r, 12, vectors=v)
+        expected = FastGreedyDPP(theta=t.theta(user, now=9.0)).select(r, 12, vectors=v)
         assert dpp.select(r, 12, vectors=v, user=user, now=9.0).tolist() == expected.tolist()
     users = ["A", "C", "D"]
     out = dpp.select_batch(np.stack([r] * 3), 12, vectors=np.stack([v] * 3), users=users)
     for b, user in enumerate(users):
-        expected = FastGreedyDPP(t.theta(user)).select(r, 12, vectors=v)
+        expected = FastGreedyDPP(theta=t.theta(user)).select(r, 12, vectors=v)
         assert out[b].tolist() == expected.tolist()
     with pytest.raises(ValueError, match="users"):
         dpp.select_batch(r[None], 3, vectors=v[None])

@@ -90,22 +90,26 @@ class Case:
 
 
 CASES = [
-    Case("MMR", lambda: MMR(0.5)),
-    Case("MMR-raw", lambda: MMR(0.7, relevance_scaling="raw")),
-    Case("InterestAwareMMR", lambda: InterestAwareMMR(0.1)),
-    Case("FastGreedyDPP", lambda: FastGreedyDPP(0.5)),
-    Case("FastGreedyDPP-raw", lambda: FastGreedyDPP(0.999999, relevance_scaling="raw")),
-    Case("FastGreedyDPP-window", lambda: FastGreedyDPP(0.7, window=3, relevance_scaling="raw")),
+    Case("MMR", lambda: MMR(lambda_=0.5)),
+    Case("MMR-raw", lambda: MMR(lambda_=0.7, relevance_scaling="raw")),
+    Case("InterestAwareMMR", lambda: InterestAwareMMR(lambda_=0.1)),
+    Case("FastGreedyDPP", lambda: FastGreedyDPP(theta=0.5)),
+    Case("FastGreedyDPP-raw", lambda: FastGreedyDPP(theta=0.999999, relevance_scaling="raw")),
+    Case(
+        "FastGreedyDPP-window", lambda: FastGreedyDPP(theta=0.7, window=3, relevance_scaling="raw")
+    ),
     Case("PersonalizedDPP", lambda: PersonalizedDPP(relevance_scaling="raw")),
-    Case("RealtimePersonalizedDPP", lambda: RealtimePersonalizedDPP(_tracker())),
-    Case("SSD", lambda: SSD(1.0)),
-    Case("SSD-raw-window", lambda: SSD(0.5, window=3, relevance_scaling="raw")),
-    Case("CategoryCap", lambda: CategoryCap(1), needs="categories"),
-    Case("CFDA", lambda: CFDA(0.5)),
-    Case("CFDA-raw", lambda: CFDA(0.5, relevance_scaling="raw")),
-    Case("CFDM", lambda: CFDM(2)),
-    Case("HybridUtility", lambda: HybridUtility((1.0, 0.5, 0.2))),
-    Case("HybridUtility-raw", lambda: HybridUtility((1.0, 0.5, 0.0), relevance_scaling="raw")),
+    Case("RealtimePersonalizedDPP", lambda: RealtimePersonalizedDPP(tracker=_tracker())),
+    Case("SSD", lambda: SSD(gamma=1.0)),
+    Case("SSD-raw-window", lambda: SSD(gamma=0.5, window=3, relevance_scaling="raw")),
+    Case("CategoryCap", lambda: CategoryCap(max_per_category=1), needs="categories"),
+    Case("CFDA", lambda: CFDA(phi=0.5)),
+    Case("CFDA-raw", lambda: CFDA(phi=0.5, relevance_scaling="raw")),
+    Case("CFDM", lambda: CFDM(n_factor=2)),
+    Case("HybridUtility", lambda: HybridUtility(weights=(1.0, 0.5, 0.2))),
+    Case(
+        "HybridUtility-raw", lambda: HybridUtility(weights=(1.0, 0.5, 0.0), relevance_scaling="raw")
+    ),
 ]
 IDS = [c.name for c in CASES]
 
@@ -165,18 +169,18 @@ def test_extreme_relevance_no_duplicates_and_batch_equals_select(case, data, k, 
 
 def test_issue_example_full_minus_1e308_has_no_duplicate():
     v = np.random.default_rng(0).normal(size=(12, 4))
-    dpp = FastGreedyDPP(0.999999, relevance_scaling="raw")
+    dpp = FastGreedyDPP(theta=0.999999, relevance_scaling="raw")
     sel = dpp.select(np.full(12, -1e308), 5, vectors=v)
     assert len(set(sel.tolist())) == 5
     # all relevances tied: the pure diversity greedy on S, which is what θ → 0 gives
-    assert sel.tolist() == FastGreedyDPP(0.0).select(np.zeros(12), 5, vectors=v).tolist()
+    assert sel.tolist() == FastGreedyDPP(theta=0.0).select(np.zeros(12), 5, vectors=v).tolist()
 
 
 def test_minmax_scaling_survives_overflowing_span():
     # hi - lo overflows: the scaled relevance must still be (r - lo) / (hi - lo)
     r = np.array([-1e308, 1e308, 0.0, 5e307])
     v = np.eye(4)  # orthogonal: the DPP / MMR order is the relevance order
-    for model in (FastGreedyDPP(0.5), MMR(0.5), SSD(1.0), CFDA(0.5)):
+    for model in (FastGreedyDPP(theta=0.5), MMR(lambda_=0.5), SSD(gamma=1.0), CFDA(phi=0.5)):
         assert model.select(r, 4, vectors=v).tolist() == [1, 3, 2, 0], type(model).__name__
         assert model.select_batch(r[None], 4, vectors=v[None])[0].tolist() == [1, 3, 2, 0]
 
@@ -216,7 +220,7 @@ def test_exact_ties_go_to_the_lower_position(case, levels, k, seed):
 def test_dpp_tied_diagonal_first_pick_is_lowest_position(theta):
     """The issue's reproduction: tied top relevance, normalized diagonal 1 ± rounding."""
     rng = np.random.default_rng(0)
-    dpp = FastGreedyDPP(theta)
+    dpp = FastGreedyDPP(theta=theta)
     for _ in range(200):
         n = 20
         r = np.round(rng.random(n), 1)

@@ -32,12 +32,12 @@ def test_ssd_hand_computed_window():
     r = np.array([1.0, 0.9, 0.95, 0.0])
     # no window: 0; then w.r.t. e1: 1: 0.9 + 1, 2: 0.95 + 0, 3: 0 + 1 → 1;
     # w.r.t. span{e1, e2}: 2: 0.95 + 0, 3: 0 + 1 → 3; then 2
-    assert SSD(1.0).select(r, 4, vectors=v).tolist() == [0, 1, 3, 2]
+    assert SSD(gamma=1.0).select(r, 4, vectors=v).tolist() == [0, 1, 3, 2]
     # window 2 (every 2 consecutive items): step 3 only sees item 1 (e2):
     # 2: 0.95 + 1 = 1.95, 3: 0 + 1 = 1 → 2 (its duplicate 0 has left the window); then 3
-    assert SSD(1.0, window=2).select(r, 4, vectors=v).tolist() == [0, 1, 2, 3]
+    assert SSD(gamma=1.0, window=2).select(r, 4, vectors=v).tolist() == [0, 1, 2, 3]
     # window 1: nothing is compared, pure r + γ‖v‖ = relevance order
-    assert SSD(1.0, window=1).select(r, 4, vectors=v).tolist() == [0, 2, 1, 3]
+    assert SSD(gamma=1.0, window=1).select(r, 4, vectors=v).tolist() == [0, 2, 1, 3]
 
 
 def reference_ssd(r, v, k, gamma, window):
@@ -82,7 +82,7 @@ def test_ssd_matches_least_squares_reference(seed, n, d, k, gamma, window):
     v = rng.normal(size=(n, d))
     expected, gap = reference_ssd(r, v, k, gamma, window)
     assume(gap > 1e-7)
-    assert SSD(gamma, window=window).select(r, k, vectors=v).tolist() == expected
+    assert SSD(gamma=gamma, window=window).select(r, k, vectors=v).tolist() == expected
 
 
 def test_gram_schmidt_drops_dependent_vectors():
@@ -96,7 +96,7 @@ def test_ssd_rank_deficient_and_validation():
     v = rng.normal(size=(30, 3))
     v[5] = 0.0  # zero vector: residual 0, no NaN
     r = rng.random(30)
-    out = SSD(2.0, window=4).select(r, 30, vectors=v)
+    out = SSD(gamma=2.0, window=4).select(r, 30, vectors=v)
     assert sorted(out.tolist()) == list(range(30))
     with pytest.raises(ValueError, match="vectors"):
         SSD().select(r, 3, similarity=np.eye(30))

@@ -2,7 +2,10 @@
 
 Every re-ranker in :mod:`divrec.rerank` follows one contract:
 
-* the constructor only stores (and validates) hyperparameters, as in scikit-learn;
+* the hyperparameters are declared once, as a frozen typed config (``XConfig``, a
+  :class:`~divrec.stage.StageConfig` whose ``Attributes:`` section documents them) that
+  validates itself on construction; the class sets ``Config = XConfig`` and reads them
+  as read-only attributes (``MMR(lambda_=0.3).lambda_``), keyword-only;
 * ``select(relevance, k, *, vectors=None, similarity=None, categories=None, **extra)``
   returns the selected *positions* (indices into the candidate list) in selection order,
   as a ``(k',)`` int64 array without duplicates, ``k' = min(k, N)`` unless a method
@@ -45,7 +48,7 @@ win over a finite one, and when none is finite the lowest available position is 
 from __future__ import annotations
 
 import functools
-import inspect
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -57,8 +60,8 @@ from divrec.stage import Configured, NotFittedError
 from divrec.stage import check_k as _check_count
 from divrec.threads import SMALL_BATCH, resolve_threads
 
+#: the type of every ``relevance_scaling`` hyperparameter (see the module docstring)
 RelevanceScaling = Literal["minmax", "raw"]
-_SCALINGS = ("minmax", "raw")
 
 __all__ = [
     "Reranker",
@@ -123,18 +126,6 @@ def check_relevance_batch(
     if copy:
         np.copyto(r, 0.0, where=~m)
     return r, m
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """Validate a string hyperparameter against its allowed values."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def check_scaling(value: str) -> str:
-    """Validate ``relevance_scaling``."""
-    return check_choice("relevance_scaling", value, _SCALINGS)
 
 
 def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
@@ -487,11 +478,47 @@ def kernel_inputs_batch(
     raise ValueError(f"{who} needs `vectors` (B, N, d) or `similarity` (B, N, N); got neither")
 
 
-# --------------------------------------------------------------------------- base class
-def _knob_ratio(d: float) -> float:
-    """``d / (1 − d)`` for an unbounded trade-off weight (0 → 0, ½ → 1, 1 → 1e6)."""
-    d = min(float(d), 1.0 - 1e-6)
+# --------------------------------------------------------------------------- the knob
+def knob_ratio(diversity: Any) -> np.ndarray:
+    """``d / (1 − d)`` for an unbounded trade-off weight (0 → 0, ½ → 1, 1 → 1e6).
+
+    Elementwise over an array of knob values (the arithmetic of one Python float each,
+    ``d`` capped at ``1 − 1e-6``).
+    """
+    d = np.minimum(np.asarray(diversity, dtype=np.float64), 1.0 - 1e-6)
     return d / (1.0 - d)
+
+
+@functools.lru_cache(maxsize=64)
+def constant_row(n: int, value: float) -> np.ndarray:
+    """A shared ``(n,)`` array of ``value`` (read only by the kernels)."""
+    return np.full(n, value)
+
+
+def row_param(value: Any, bsz: int, name: str, upper: float = math.inf) -> np.ndarray:
+    """A per-request hyperparameter (the diversity knob's) as a ``(B,)`` float64 array.
+
+    Args:
+        value: a number or a ``(B,)`` array.
+        bsz: number of requests ``B``.
+        name: the parameter's name, for errors.
+        upper: largest allowed value (the lower bound is 0); ``inf``: any finite value.
+
+    Raises:
+        ValueError: a wrong shape, or a value outside ``[0, upper]`` (NaN, infinite).
+    """
+    v = np.asarray(value, dtype=np.float64)
+    if v.shape != (bsz,):
+        if v.ndim != 0:
+            raise ValueError(f"{name} must be a number or have shape ({bsz},), got {v.shape}")
+        v = np.full(bsz, float(v))
+    if not np.all((v >= 0.0) & (v <= upper) & np.isfinite(v)):  # NaN fails
+        bound = "a finite number >= 0" if upper == math.inf else f"in [0, {upper:g}]"
+        raise ValueError(f"{name} must be {bound} for every request")
+    return v
+
+
+# --------------------------------------------------------------------------- base class
 
 
 class Reranker(Configured, Persistable):
@@ -506,10 +533,16 @@ class Reranker(Configured, Persistable):
     :meth:`diversity_params`) and the method-specific ``Query.extras`` it declares in
     ``_query_extras``. An extra it does not know is a ``ValueError``.
 
-    Subclasses implement :meth:`select`; methods with a vectorized batch path override
-    :meth:`select_batch`. Keyword arguments listed in ``_per_request_kwargs`` are sliced
-    along the batch axis (and, when their second axis has length ``N``, along the
-    candidate axis too) by the default loop.
+    The knob reaches ``select_batch`` as one per-request array of the class's trade-off
+    parameter (``lambda_``, ``theta``, ``gamma``, ``phi``: the keyword of that name
+    overrides the config row by row), so a batch mixing knob values is one call, as fast
+    as a batch with one value, and every row equals the re-ranker constructed with that
+    row's parameter.
+
+    Subclasses declare ``Config`` and implement :meth:`select`; methods with a vectorized
+    batch path override :meth:`select_batch`. Keyword arguments listed in
+    ``_per_request_kwargs`` are sliced along the batch axis (and, when their second axis
+    has length ``N``, along the candidate axis too) by the default loop.
     """
 
     #: extra keyword arguments that carry one entry per request in ``select_batch``
@@ -523,11 +556,21 @@ class Reranker(Configured, Persistable):
     _query_extras: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ stage
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
-        """Constructor parameters that realize the knob ``diversity`` ∈ (0, 1].
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-request ``select_batch`` keyword that realizes the knob.
 
-        ``diversity = 0`` is always the relevance order (no re-ranking). Classes without a
-        single trade-off parameter raise ``ValueError``.
+        Args:
+            diversity: ``(B,)`` knob values in ``(0, 1]`` (``diversity = 0`` is always
+                the relevance order, without re-ranking: :meth:`__call__` never passes
+                it here).
+
+        Returns:
+            ``{name: (B,) array}``: the trade-off parameter of every request, computed
+            elementwise with the arithmetic of one float (so that a row equals the
+            re-ranker constructed with that row's value).
+
+        Raises:
+            ValueError: the class has no single trade-off parameter.
         """
         raise ValueError(
             f"{type(self).__name__} has no diversity knob (Query.diversity); use one of MMR, "
@@ -634,24 +677,32 @@ class Reranker(Configured, Persistable):
         return Candidates(out_ids, np.where(picked, scores, -np.inf))
 
     def _select_with_knob(self, diversity, relevance, k, valid, kw) -> np.ndarray:
-        """``select_batch`` per group of requests sharing one knob value."""
+        """One ``select_batch`` with the knob as per-request parameters.
+
+        Rows with ``diversity = 0`` get the candidates' order by score (stable, invalid
+        positions last), the others the trade-off parameters of :meth:`diversity_params`;
+        a ``Query.extras`` value of the same name (``theta``) takes precedence.
+        """
+        d = np.asarray(diversity, dtype=np.float64)
+        zero = d <= 0.0
+        if not zero.any():  # no row to set aside: no copy of the inputs
+            params = self.diversity_params(d)
+            return self.select_batch(relevance, k, valid=valid, **{**params, **kw})
         out = np.full((relevance.shape[0], k), -1, dtype=np.int64)
-        for d in np.unique(diversity):
-            rows = np.flatnonzero(diversity == d)
-            if d <= 0.0:  # relevance only: the candidates' order by score
-                key = np.where(valid[rows], -relevance[rows], np.inf)
-                order = np.argsort(key, axis=1, kind="stable")[:, :k]
-                got = np.take_along_axis(valid[rows], order, axis=1)
-                sel = np.where(got, order, -1)
-                out[rows, : sel.shape[1]] = sel
-                continue
-            params = {**self.get_params(), **self.diversity_params(float(d))}
-            clone = type(self)(**params)
-            sub = {
-                key: (val if key == "now" or val is None else _take_rows(val, rows))
-                for key, val in kw.items()
-            }
-            out[rows] = clone.select_batch(relevance[rows], k, valid=valid[rows], **sub)
+        rows = np.flatnonzero(zero)
+        key = np.where(valid[rows], -relevance[rows], np.inf)
+        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+        got = np.take_along_axis(valid[rows], order, axis=1)
+        out[rows, : order.shape[1]] = np.where(got, order, -1)
+        if zero.all():
+            return out
+        rows = np.flatnonzero(~zero)
+        sub = {
+            key: (val if key == "now" or val is None else _take_rows(val, rows))
+            for key, val in kw.items()
+        }
+        params = self.diversity_params(d[rows])
+        out[rows] = self.select_batch(relevance[rows], k, valid=valid[rows], **{**params, **sub})
         return out
 
     def select(
@@ -726,13 +777,6 @@ class Reranker(Configured, Persistable):
             sel = self.select(r[b, idx], k, **kw)
             out[b, : sel.shape[0]] = idx[sel]
         return out
-
-
-@functools.cache
-def _param_names(cls: type) -> tuple[str, ...]:
-    """Constructor parameter names of a class (cached: `inspect.signature` is slow, and the
-    knob path of every request asks for them)."""
-    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
 
 def _take_rows(value: Any, rows: np.ndarray) -> Any:

@@ -695,17 +695,17 @@ def penalized_greedy_batch(
     base: np.ndarray,
     first_key: np.ndarray,
     k: int,
-    coef: float,
+    coef: np.ndarray,
     agg_mean: bool,
     out: np.ndarray,
     bad: np.ndarray,
     fs: np.ndarray,
     bools: np.ndarray,
 ) -> None:
-    """Greedy ``argmax_{i ∉ S} base_i − coef · agg_{j∈S} sim(i, j)`` for every request.
+    """Greedy ``argmax_{i ∉ S} base_i − coef_b · agg_{j∈S} sim(i, j)`` for every request.
 
     The first pick is the exact argmax of ``first_key`` (lowest position on ties); later
-    picks use the tolerance-aware argmax with ``scale = coef · max |sim|`` seen so far.
+    picks use the tolerance-aware argmax with ``scale = coef_b · max |sim|`` seen so far.
     Similarity rows are one sweep over the feature-major vectors (:func:`_accumulate`).
 
     Args:
@@ -717,7 +717,7 @@ def penalized_greedy_batch(
         base: ``(B, N)`` static scores.
         first_key: ``(B, N)`` first-pick scores.
         k: list length.
-        coef: penalty weight.
+        coef: ``(B,)`` penalty weight of every request (the diversity knob per request).
         agg_mean: mean (True) or max (False) aggregation over the selected items.
         out: ``(B, k)`` int64 output, pre-filled with -1.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
@@ -749,6 +749,7 @@ def penalized_greedy_batch(
             acc[i] = 0.0 if agg_mean else _NEG_INF
         if bad[b]:
             continue
+        c = coef[b]
         j = -1
         bestk = _NEG_INF
         for i in range(n):
@@ -788,7 +789,7 @@ def penalized_greedy_batch(
                     if s > acc[i]:
                         acc[i] = s
                     pen = acc[i]
-                sc = base[b, i] - coef * pen if coef != 0.0 else base[b, i]
+                sc = base[b, i] - c * pen if c != 0.0 else base[b, i]
                 score[i] = sc
                 if avail[i]:
                     if first < 0:
@@ -796,7 +797,7 @@ def penalized_greedy_batch(
                     if sc > best:
                         best = sc
                         jbest = i
-            j = _resolve_tie(score, avail, best, jbest, first, coef * seen)
+            j = _resolve_tie(score, avail, best, jbest, first, c * seen)
 
 
 # --------------------------------------------------------------------------- lazy DPP

@@ -17,12 +17,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from divrec.stage import StageConfig, param
+
 from ._base import (
+    RelevanceScaling,
     Reranker,
     Similarity,
     as_positions,
@@ -30,18 +34,39 @@ from ._base import (
     check_k,
     check_relevance,
     check_relevance_batch,
-    check_scaling,
     fill_by_relevance_batch,
     kernel_inputs,
     kernel_inputs_batch,
+    knob_ratio,
     relevance_order,
+    row_param,
     scale_relevance,
     scale_relevance_batch,
     tie_argmax,
 )
 from .mmr import _compiled_penalized
 
-__all__ = ["CFDA", "CFDM", "CategoryCap", "HybridUtility"]
+__all__ = [
+    "CFDA",
+    "CFDAConfig",
+    "CFDM",
+    "CFDMConfig",
+    "CategoryCap",
+    "CategoryCapConfig",
+    "HybridUtility",
+    "HybridUtilityConfig",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoryCapConfig(StageConfig):
+    """`CategoryCap` hyperparameters.
+
+    Attributes:
+        max_per_category: cap ``≥ 1`` on the selected items per category.
+    """
+
+    max_per_category: int = param(1, ge=1)
 
 
 class CategoryCap(Reranker):
@@ -49,22 +74,11 @@ class CategoryCap(Reranker):
 
     Walk the candidates in relevance order and skip an item whose category already has
     ``max_per_category`` selected items; if fewer than ``k`` items pass, complete the list
-    with the skipped items in relevance order.
-
-    Args:
-        max_per_category: cap ``≥ 1`` per category.
+    with the skipped items in relevance order. Hyperparameters: :class:`CategoryCapConfig`.
     """
 
+    Config = CategoryCapConfig
     _stage_inputs = ("categories",)
-
-    def __init__(self, max_per_category: int = 1) -> None:
-        if (
-            isinstance(max_per_category, bool)
-            or not isinstance(max_per_category, int | np.integer)
-            or max_per_category < 1
-        ):
-            raise ValueError(f"max_per_category must be an int >= 1, got {max_per_category!r}")
-        self.max_per_category = max_per_category
 
     def select(
         self,
@@ -92,6 +106,7 @@ class CategoryCap(Reranker):
         r = check_relevance(relevance)
         cats = check_categories(categories, r.size, "CategoryCap")
         kk = min(k, r.size)
+        cap = self.max_per_category
         counts: dict[int, int] = {}
         out: list[int] = []
         skipped: list[int] = []
@@ -99,7 +114,7 @@ class CategoryCap(Reranker):
             if len(out) == kk:
                 break
             c = int(cats[i])
-            if counts.get(c, 0) < self.max_per_category:
+            if counts.get(c, 0) < cap:
                 counts[c] = counts.get(c, 0) + 1
                 out.append(int(i))
             else:
@@ -108,32 +123,34 @@ class CategoryCap(Reranker):
         return as_positions(out)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CFDAConfig(StageConfig):
+    """`CFDA` hyperparameters.
+
+    Attributes:
+        phi: diversity weight ``φ ≥ 0`` (``φ = 0`` is the relevance order).
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    """
+
+    phi: float = param(0.5, ge=0.0)
+    relevance_scaling: RelevanceScaling = "minmax"
+
+
 class CFDA(Reranker):
     """CF-DA diversity-aware re-ranking (HI paper, Experiments): ``Relevance + φ·Diversity``.
 
     Greedy: the first item is the most relevant; then
     ``argmax_{i ∉ S} rel_i + φ · mean_{j ∈ S} (1 − sim(i, j))``. Similarity: cosine of
     ``vectors`` or the given ``similarity`` (the HI paper uses the inferred p2p item–item
-    similarity).
-
-    Args:
-        phi: diversity weight ``φ ≥ 0`` (``φ = 0`` is the relevance order).
-        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    similarity). Hyperparameters: :class:`CFDAConfig`.
     """
 
+    Config = CFDAConfig
     _stage_inputs = ("vectors",)
 
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as φ: ``φ = d / (1 − d)`` (φ = 0: relevance order)."""
-        from divrec.rerank._base import _knob_ratio
-
-        return {"phi": _knob_ratio(diversity)}
-
-    def __init__(self, phi: float = 0.5, relevance_scaling: str = "minmax") -> None:
-        if not (np.isfinite(phi) and phi >= 0):
-            raise ValueError(f"phi must be a finite number >= 0, got {phi}")
-        self.phi = phi
-        self.relevance_scaling = check_scaling(relevance_scaling)
+        return {"phi": knob_ratio(diversity)}
 
     def select(
         self,
@@ -162,10 +179,11 @@ class CFDA(Reranker):
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "CFDA")
-        rs = scale_relevance(r, self.relevance_scaling)
+        cfg = self.config
+        rs = scale_relevance(r, cfg.relevance_scaling)
         ones = np.ones((1, r.size), dtype=bool)
         out = _compiled_penalized(
-            vecs, mat, int(use_matrix), ones, rs[None], r[None], k, float(self.phi), "mean"
+            vecs, mat, int(use_matrix), ones, rs[None], r[None], k, float(cfg.phi), "mean"
         )
         return as_positions(out[0, : min(k, r.size)])
 
@@ -178,14 +196,39 @@ class CFDA(Reranker):
         similarity: np.ndarray | None = None,
         categories: np.ndarray | None = None,
         valid: np.ndarray | None = None,
+        phi: np.ndarray | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Vectorized batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (-1 padded)."""
+        """Vectorized batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (-1 padded).
+
+        Args:
+            relevance: ``(B, N)`` relevance.
+            k: list length.
+            vectors: ``(B, N, d)`` item vectors, or None.
+            similarity: ``(B, N, N)`` similarities, or None.
+            categories: ignored.
+            valid: ``(B, N)`` bool mask of real candidates.
+            phi: ``(B,)`` per-request φ ``≥ 0`` (the diversity knob), or None: the
+                config's for every request.
+        """
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
         vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "CFDA")
-        rs = scale_relevance_batch(r, m, self.relevance_scaling)
-        return _compiled_penalized(vecs, mat, int(use_matrix), m, rs, r, k, float(self.phi), "mean")
+        cfg = self.config
+        rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
+        coef = float(cfg.phi) if phi is None else row_param(phi, r.shape[0], "phi")
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, rs, r, k, coef, "mean")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CFDMConfig(StageConfig):
+    """`CFDM` hyperparameters.
+
+    Attributes:
+        n_factor: pool size factor ``≥ 1`` (``n′ = ⌈n_factor · k⌉``; the paper: 5).
+    """
+
+    n_factor: float = param(5.0, ge=1.0)
 
 
 class CFDM(Reranker):
@@ -198,17 +241,11 @@ class CFDM(Reranker):
     relevant item, then repeatedly add the pool item with the largest summed
     dissimilarity to the items already selected; ties go to the more relevant item.
     Relevance only defines the pool, the seed and tie-breaks, as in the paper's baseline.
-
-    Args:
-        n_factor: pool size factor ``≥ 1`` (``n′ = ⌈n_factor · k⌉``).
+    Hyperparameters: :class:`CFDMConfig`.
     """
 
+    Config = CFDMConfig
     _stage_inputs = ("vectors",)
-
-    def __init__(self, n_factor: float = 5) -> None:
-        if not (np.isfinite(n_factor) and n_factor >= 1):
-            raise ValueError(f"n_factor must be a finite number >= 1, got {n_factor}")
-        self.n_factor = n_factor
 
     def select(
         self,
@@ -257,6 +294,40 @@ class CFDM(Reranker):
 _WEIGHT_KEYS = ("relevance", "diversity", "novelty")
 
 
+@dataclass(frozen=True, kw_only=True)
+class HybridUtilityConfig(StageConfig):
+    """`HybridUtility` hyperparameters.
+
+    Attributes:
+        weights: ``(w_rel, w_div, w_nov)`` or a mapping with keys ``"relevance"``,
+            ``"diversity"``, ``"novelty"`` (missing keys are 0); finite.
+        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    """
+
+    weights: tuple[float, ...] | Mapping[str, float] = (1.0, 0.5, 0.0)
+    relevance_scaling: RelevanceScaling = "minmax"
+
+    def validate(self) -> None:
+        """The weights: three entries (or known keys), all finite."""
+        self.triple()
+
+    def triple(self) -> tuple[float, float, float]:
+        """``(w_rel, w_div, w_nov)``."""
+        w = self.weights
+        if isinstance(w, Mapping):
+            unknown = set(w) - set(_WEIGHT_KEYS)
+            if unknown:
+                raise ValueError(f"unknown weight keys {sorted(unknown)}; use {_WEIGHT_KEYS}")
+            vals = tuple(float(w.get(key, 0.0)) for key in _WEIGHT_KEYS)
+        else:
+            vals = tuple(float(x) for x in w)
+            if len(vals) != 3:
+                raise ValueError(f"weights must have 3 entries (rel, div, nov), got {len(vals)}")
+        if not all(np.isfinite(vals)):
+            raise ValueError(f"weights must be finite, got {vals}")
+        return vals  # type: ignore[return-value]
+
+
 class HybridUtility(Reranker):
     """HOM-LIN-style linear hybrid utility of relevance, diversity and novelty.
 
@@ -273,40 +344,12 @@ class HybridUtility(Reranker):
     ``relevance_scaling="minmax"`` both relevance and novelty are min-max scaled per
     request so that the weights are comparable. The diversity term is 0 for the first
     pick; similarity is the cosine of ``vectors`` or the given ``similarity`` (only
-    needed when ``w_div ≠ 0``).
-
-    Args:
-        weights: ``(w_rel, w_div, w_nov)`` or a mapping with keys ``"relevance"``,
-            ``"diversity"``, ``"novelty"`` (missing keys are 0).
-        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
+    needed when ``w_div ≠ 0``). Hyperparameters: :class:`HybridUtilityConfig`.
     """
 
+    Config = HybridUtilityConfig
     _stage_inputs = ("vectors", "popularity")
     _query_extras = ("novelty",)
-
-    def __init__(
-        self,
-        weights: Sequence[float] | Mapping[str, float] = (1.0, 0.5, 0.0),
-        relevance_scaling: str = "minmax",
-    ) -> None:
-        self.weights = weights
-        self.relevance_scaling = check_scaling(relevance_scaling)
-        self._weights()  # validate
-
-    def _weights(self) -> tuple[float, float, float]:
-        w = self.weights
-        if isinstance(w, Mapping):
-            unknown = set(w) - set(_WEIGHT_KEYS)
-            if unknown:
-                raise ValueError(f"unknown weight keys {sorted(unknown)}; use {_WEIGHT_KEYS}")
-            vals = tuple(float(w.get(key, 0.0)) for key in _WEIGHT_KEYS)
-        else:
-            vals = tuple(float(x) for x in w)
-            if len(vals) != 3:
-                raise ValueError(f"weights must have 3 entries (rel, div, nov), got {len(vals)}")
-        if not all(np.isfinite(vals)):
-            raise ValueError(f"weights must be finite, got {vals}")
-        return vals  # type: ignore[return-value]
 
     @staticmethod
     def _novelty(novelty: Any, popularity: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -351,13 +394,14 @@ class HybridUtility(Reranker):
         """
         k = check_k(k)
         r = check_relevance(relevance)
-        w_rel, w_div, w_nov = self._weights()
-        base = w_rel * scale_relevance(r, self.relevance_scaling)
+        cfg = self.config
+        w_rel, w_div, w_nov = cfg.triple()
+        base = w_rel * scale_relevance(r, cfg.relevance_scaling)
         if w_nov != 0.0:
             nov = self._novelty(novelty, popularity, r.shape)
             if not np.all(np.isfinite(nov)):
                 raise ValueError("novelty contains NaN or infinite values")
-            base = base + w_nov * scale_relevance(nov, self.relevance_scaling)
+            base = base + w_nov * scale_relevance(nov, cfg.relevance_scaling)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         if w_div == 0.0:
@@ -399,13 +443,14 @@ class HybridUtility(Reranker):
         """
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
-        w_rel, w_div, w_nov = self._weights()
-        base = w_rel * scale_relevance_batch(r, m, self.relevance_scaling)
+        cfg = self.config
+        w_rel, w_div, w_nov = cfg.triple()
+        base = w_rel * scale_relevance_batch(r, m, cfg.relevance_scaling)
         if w_nov != 0.0:
             nov = np.where(m, self._novelty(novelty, popularity, r.shape), 0.0)
             if not np.all(np.isfinite(nov)):
                 raise ValueError("novelty contains NaN or infinite values at valid positions")
-            base = base + w_nov * scale_relevance_batch(nov, m, self.relevance_scaling)
+            base = base + w_nov * scale_relevance_batch(nov, m, cfg.relevance_scaling)
         if w_div == 0.0:
             # the static order, exactly as `select` (stable sort on the same numbers)
             out = np.full((r.shape[0], k), -1, dtype=np.int64)

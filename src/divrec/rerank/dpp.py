@@ -60,20 +60,23 @@ the eager update (tested against it), at a fraction of its work for short lists.
 
 from __future__ import annotations
 
-import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from divrec.stage import StageConfig, param
+
 from ._base import (
+    RelevanceScaling,
     Reranker,
     all_valid,
     as_positions,
     check_k,
     check_relevance,
     check_relevance_batch,
-    check_scaling,
+    constant_row,
     kernel_inputs,
     kernel_inputs_batch,
     relevance_order,
@@ -82,6 +85,8 @@ from ._base import (
 
 __all__ = [
     "FastGreedyDPP",
+    "FastGreedyDPPConfig",
+    "GreedyDPPConfig",
     "fast_greedy_map",
     "fast_greedy_map_batch",
     "tradeoff_alpha",
@@ -115,10 +120,9 @@ def _scalar_alpha(theta: float) -> float:
     return x / (2.0 * max(1.0 - x, 1e-300)) if x < 1.0 else math.inf
 
 
-@functools.lru_cache(maxsize=64)
-def _constant_row(n: int, value: float) -> np.ndarray:
-    """A shared ``(n,)`` array of ``value`` (read only by the kernels)."""
-    return np.full(n, value)
+def _theta_rows(theta: Any, bsz: int) -> np.ndarray:
+    """A per-request ``theta`` (scalar or ``(B,)``) as a ``(B,)`` float64 array."""
+    return np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,)))
 
 
 def _check_window(window: int | None) -> int | None:
@@ -309,25 +313,39 @@ def fast_greedy_map_batch(
 
 
 # --------------------------------------------------------------------------- re-ranker
+@dataclass(frozen=True, kw_only=True)
+class GreedyDPPConfig(StageConfig):
+    """The hyperparameters every DPP re-ranker shares (fast greedy MAP, Chen et al. 2018).
+
+    Attributes:
+        window: sliding-window size ``w ≥ 1`` (``None``: the whole list; Chen et al.'s
+            Algorithm 2, see the module docstring).
+        eps: relative eligibility threshold ``≥ 0``: an item stays eligible while its
+            Schur complement ``d_i²(S) > eps · max_i S_ii``.
+        relevance_scaling: ``"minmax"`` (default: ``r ∈ [0, 1]`` per request, so that θ
+            has the same meaning for every request; the WeChat paper feeds ranking
+            scores, which are probabilities) or ``"raw"``.
+        fill: when the kernel is exhausted before ``min(k, N)`` items, complete the list
+            by relevance order (True, default) or return fewer items (False).
+    """
+
+    window: int | None = param(None, ge=1)
+    eps: float = param(1e-10, ge=0.0)
+    relevance_scaling: RelevanceScaling = "minmax"
+    fill: bool = True
+
+
 class _GreedyDPPReranker(Reranker):
     """Shared select / select_batch of the DPP re-rankers; subclasses choose θ.
 
-    Subclasses set ``window``, ``eps``, ``relevance_scaling`` and ``fill`` and implement
-    :meth:`_theta_for` / :meth:`_thetas_for`.
+    Subclasses declare a config derived from :class:`GreedyDPPConfig` and implement
+    :meth:`_theta_for` / :meth:`_thetas_for`. An explicit per-request ``theta`` keyword
+    (the diversity knob) overrides their choice.
     """
 
-    window: int | None
-    eps: float
-    relevance_scaling: str
-    fill: bool
-
-    def _set_common(
-        self, window: int | None, eps: float, relevance_scaling: str, fill: bool
-    ) -> None:
-        self.window = _check_window(window)
-        self.eps = _check_eps(eps)
-        self.relevance_scaling = check_scaling(relevance_scaling)
-        self.fill = bool(fill)
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
+        """The knob as the paper's θ: ``θ = 1 − diversity`` (θ = 1 is the relevance order)."""
+        return {"theta": 1.0 - np.asarray(diversity, dtype=np.float64)}
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         raise NotImplementedError
@@ -355,6 +373,8 @@ class _GreedyDPPReranker(Reranker):
             similarity: ``(N, N)`` similarity ``S``, or None.
             categories: ignored (use :func:`~divrec.rerank.category_similarity` to build a
                 category kernel).
+            **kwargs: ``theta``: this request's θ (the diversity knob; overrides the
+                re-ranker's), and the subclass's per-request inputs.
 
         Returns:
             ``(k',)`` int64 positions in selection order; ``k' = min(k, N)`` when
@@ -364,7 +384,8 @@ class _GreedyDPPReranker(Reranker):
         r = np.asarray(relevance, dtype=np.float64)
         if r.ndim != 1:
             raise ValueError(f"relevance must have shape (N,), got {r.shape}")
-        theta = self._theta_for(kwargs)
+        theta = kwargs.get("theta")
+        theta = self._theta_for(kwargs) if theta is None else float(theta)
         alpha = float(tradeoff_alpha(theta))
         if k == 0 or r.size == 0:
             check_relevance(r)
@@ -372,6 +393,7 @@ class _GreedyDPPReranker(Reranker):
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         if not math.isfinite(alpha):
             return relevance_order(check_relevance(r))[:k]
+        cfg = self.config
         out, counts, kb, _ = _run(  # the kernel checks and scales the relevance
             vecs,
             mat,
@@ -381,12 +403,12 @@ class _GreedyDPPReranker(Reranker):
             np.array([2.0 * alpha]),
             all_valid(1)[0],
             k,
-            self.eps,
-            self.window,
-            minmax=self.relevance_scaling == "minmax",
-            fill=self.fill,
+            cfg.eps,
+            cfg.window,
+            minmax=cfg.relevance_scaling == "minmax",
+            fill=cfg.fill,
         )
-        return as_positions(out[0, : kb[0] if self.fill else counts[0]])
+        return as_positions(out[0, : kb[0] if cfg.fill else counts[0]])
 
     def select_batch(
         self,
@@ -413,6 +435,8 @@ class _GreedyDPPReranker(Reranker):
             similarity: ``(B, N, N)`` similarities, or None.
             categories: ignored.
             valid: ``(B, N)`` bool mask of real candidates.
+            **kwargs: ``theta``: ``(B,)`` per-request θ (the diversity knob; overrides the
+                re-ranker's), and the subclass's per-request inputs.
 
         Returns:
             ``(B, k)`` int64 positions, ``-1`` padded.
@@ -422,12 +446,13 @@ class _GreedyDPPReranker(Reranker):
         if r.ndim != 2:
             raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
         bsz, n = r.shape
-        theta = self._thetas_for(bsz, kwargs)
+        theta = kwargs.get("theta")
+        theta = self._thetas_for(bsz, kwargs) if theta is None else _theta_rows(theta, bsz)
         if isinstance(theta, float) and math.isfinite(a := _scalar_alpha(theta)):
             # one θ < 1 for every request: cached arrays, no numpy arithmetic (right after
             # a large batch has streamed through the caches, each numpy call costs
             # microseconds: the array path below cost ~0.1 ms there)
-            weight, finite = _constant_row(bsz, 2.0 * a), all_valid(bsz)[0]
+            weight, finite = constant_row(bsz, 2.0 * a), all_valid(bsz)[0]
         else:
             alpha = tradeoff_alpha(np.broadcast_to(theta, (bsz,)))
             finite = np.isfinite(alpha)
@@ -441,10 +466,23 @@ class _GreedyDPPReranker(Reranker):
         )
         # θ = 1 rows get the relevance order, others are completed by it when asked to
         # (in the kernel, which reads no padding)
+        cfg = self.config
         return _run(
-            vecs, mat, use_matrix, m, r, weight, finite, k, self.eps, self.window,
-            minmax=self.relevance_scaling == "minmax", fill=self.fill,
+            vecs, mat, use_matrix, m, r, weight, finite, k, cfg.eps, cfg.window,
+            minmax=cfg.relevance_scaling == "minmax", fill=cfg.fill,
         )[0]  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastGreedyDPPConfig(GreedyDPPConfig):
+    """`FastGreedyDPP` hyperparameters (and those of :class:`GreedyDPPConfig`).
+
+    Attributes:
+        theta: trade-off ``θ ∈ [0, 1]``; larger is more relevance, ``θ = 1`` is the
+            relevance order, ``θ = 0`` maximizes ``det S_Y`` only.
+    """
+
+    theta: float = param(0.5, ge=0.0, le=1.0)
 
 
 class FastGreedyDPP(_GreedyDPPReranker):
@@ -455,37 +493,11 @@ class FastGreedyDPP(_GreedyDPPReranker):
     window (their Algorithm 2). ``S`` is the cosine of ``vectors`` or the given
     ``similarity``; ``r`` is the relevance after ``relevance_scaling``. See the module
     docstring for the log-space evaluation, the window convention and degenerate kernels.
-
-    Args:
-        theta: trade-off ``θ ∈ [0, 1]``; larger is more relevance, ``θ = 1`` is the
-            relevance order, ``θ = 0`` maximizes ``det S_Y`` only.
-        window: sliding-window size ``w`` (``None``: whole list).
-        eps: relative eligibility threshold: an item stays eligible while its Schur
-            complement ``d_i²(S) > eps · max_i S_ii``.
-        relevance_scaling: ``"minmax"`` (default: ``r ∈ [0, 1]`` per request, so that θ
-            has the same meaning for every request; the WeChat paper feeds ranking scores,
-            which are probabilities) or ``"raw"``.
-        fill: when the kernel is exhausted before ``min(k, N)`` items, complete the list by
-            relevance order (True, default) or return fewer items (False).
+    Hyperparameters: :class:`FastGreedyDPPConfig`.
     """
 
+    Config = FastGreedyDPPConfig
     _stage_inputs = ("vectors",)
-
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
-        """The knob as the paper's θ: ``θ = 1 − diversity`` (θ = 1 is the relevance order)."""
-        return {"theta": 1.0 - float(diversity)}
-
-    def __init__(
-        self,
-        theta: float = 0.5,
-        window: int | None = None,
-        eps: float = 1e-10,
-        relevance_scaling: str = "minmax",
-        fill: bool = True,
-    ) -> None:
-        tradeoff_alpha(theta)  # validates
-        self.theta = theta
-        self._set_common(window, eps, relevance_scaling, fill)
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         return float(self.theta)

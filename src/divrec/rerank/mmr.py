@@ -18,20 +18,26 @@ the relevance; later picks: tolerance-aware argmax, lowest position among the ti
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from divrec.stage import StageConfig, param
+
 from ._base import (
+    RelevanceScaling,
     Reranker,
     as_positions,
     batch_chunks,
     check_k,
     check_relevance,
     check_relevance_batch,
-    check_scaling,
+    constant_row,
     kernel_inputs,
     kernel_inputs_batch,
+    knob_ratio,
+    row_param,
     run_rows,
     scale_relevance,
     scale_relevance_batch,
@@ -41,7 +47,14 @@ from ._base import (
 
 Aggregate = Literal["max", "mean"]
 
-__all__ = ["MMR", "InterestAwareMMR", "penalized_greedy", "penalized_greedy_batch"]
+__all__ = [
+    "MMR",
+    "InterestAwareMMR",
+    "InterestAwareMMRConfig",
+    "MMRConfig",
+    "penalized_greedy",
+    "penalized_greedy_batch",
+]
 
 
 def penalized_greedy(
@@ -171,14 +184,15 @@ def _compiled_penalized(
     base: np.ndarray,
     first_key: np.ndarray,
     k: int,
-    coef: float,
+    coef: float | np.ndarray,
     agg: Aggregate,
 ) -> np.ndarray:
     """Penalized greedy by the compiled kernel (one loop over the requests).
 
     Same recursion and tie rule as :func:`penalized_greedy`; ``mode`` 0: cosine of
     ``vectors`` ``(B, N, d)``; 1: rows of ``matrix`` ``(B, N, N)``; 2: ``sigmoid`` of the
-    raw dot products of ``vectors`` (CDM Eq. 3). Returns ``(B, k)`` int64, -1 padded.
+    raw dot products of ``vectors`` (CDM Eq. 3). ``coef``: one penalty weight (a Python
+    float) or one per request ``(B,)``. Returns ``(B, k)`` int64, -1 padded.
     """
     from . import _kernels
 
@@ -190,12 +204,16 @@ def _compiled_penalized(
     valid = np.ascontiguousarray(valid, dtype=np.bool_)
     base = np.ascontiguousarray(base, dtype=np.float64)
     first_key = np.ascontiguousarray(first_key, dtype=np.float64)
+    if isinstance(coef, float):
+        coef = constant_row(bsz, coef)  # cached: no numpy call on the hot path
+    else:
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
     sizes = _kernels.penalized_scratch_sizes(n, vectors.shape[2])
 
     def rows(a: int, b: int) -> int:  # requests a..b-1, with this thread's work buffers
         _kernels.penalized_greedy_batch(
             vectors[a:b], matrix[a:b], int(mode), valid[a:b], base[a:b], first_key[a:b],
-            int(k), float(coef), agg == "mean", out[a:b], bad[a:b],
+            int(k), coef[a:b], agg == "mean", out[a:b], bad[a:b],
             *_kernels.scratch(*sizes)[::2],
         )  # fmt: skip
         return 0
@@ -207,6 +225,21 @@ def _compiled_penalized(
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class MMRConfig(StageConfig):
+    """`MMR` hyperparameters.
+
+    Attributes:
+        lambda_: trade-off ``λ ∈ [0, 1]``; larger means more relevance (``λ = 1``: the
+            relevance order).
+        relevance_scaling: ``"minmax"`` (default; relevance mapped to ``[0, 1]`` per
+            request so that it is commensurable with cosine similarities) or ``"raw"``.
+    """
+
+    lambda_: float = param(0.5, ge=0.0, le=1.0)
+    relevance_scaling: RelevanceScaling = "minmax"
+
+
 class MMR(Reranker):
     """Maximal Marginal Relevance (Carbonell & Goldstein, SIGIR 1998).
 
@@ -214,24 +247,15 @@ class MMR(Reranker):
     first item is the most relevant one (the max over an empty ``S`` is undefined; this
     also makes ``λ = 0`` well defined). ``λ = 1`` reproduces the relevance order.
     Similarity: cosine of ``vectors`` ``(N, d)`` or the given ``similarity`` ``(N, N)``.
-
-    Args:
-        lambda_: trade-off ``λ ∈ [0, 1]``; larger means more relevance.
-        relevance_scaling: ``"minmax"`` (default; relevance mapped to ``[0, 1]`` per
-            request so that it is commensurable with cosine similarities) or ``"raw"``.
+    Hyperparameters: :class:`MMRConfig`.
     """
 
+    Config = MMRConfig
     _stage_inputs = ("vectors",)
 
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as MMR's λ: ``λ = 1 − diversity`` (λ = 1 is the relevance order)."""
-        return {"lambda_": 1.0 - float(diversity)}
-
-    def __init__(self, lambda_: float = 0.5, relevance_scaling: str = "minmax") -> None:
-        if not 0.0 <= float(lambda_) <= 1.0:
-            raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
-        self.lambda_ = lambda_
-        self.relevance_scaling = check_scaling(relevance_scaling)
+        return {"lambda_": 1.0 - np.asarray(diversity, dtype=np.float64)}
 
     def select(
         self,
@@ -260,8 +284,9 @@ class MMR(Reranker):
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "MMR")
-        rs = scale_relevance(r, self.relevance_scaling)
-        lam = float(self.lambda_)
+        cfg = self.config
+        rs = scale_relevance(r, cfg.relevance_scaling)
+        lam = float(cfg.lambda_)
         ones = np.ones((1, r.size), dtype=bool)
         out = _compiled_penalized(
             vecs, mat, int(use_matrix), ones, lam * rs[None], r[None], k, 1.0 - lam, "max"
@@ -277,6 +302,7 @@ class MMR(Reranker):
         similarity: np.ndarray | None = None,
         categories: np.ndarray | None = None,
         valid: np.ndarray | None = None,
+        lambda_: np.ndarray | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Vectorized batch selection; ``(B, N)`` relevance, returns ``(B, k)`` (-1 padded).
@@ -288,14 +314,36 @@ class MMR(Reranker):
             similarity: ``(B, N, N)`` similarities, or None.
             categories: ignored.
             valid: ``(B, N)`` bool mask of real candidates.
+            lambda_: ``(B,)`` per-request λ in ``[0, 1]`` (the diversity knob), or None:
+                the config's for every request.
         """
         k = check_k(k)
         # no copy: padding is masked by the scaling and never read by the kernel
         r, m = check_relevance_batch(relevance, valid, copy=False)
         vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "MMR")
-        rs = scale_relevance_batch(r, m, self.relevance_scaling)
-        lam = float(self.lambda_)
-        return _compiled_penalized(vecs, mat, int(use_matrix), m, lam * rs, r, k, 1.0 - lam, "max")
+        cfg = self.config
+        rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
+        if lambda_ is None:
+            lam = float(cfg.lambda_)
+            base, coef = lam * rs, 1.0 - lam
+        else:  # per request: the same arithmetic, row by row
+            lam = row_param(lambda_, r.shape[0], "lambda_", 1.0)
+            base, coef = lam[:, None] * rs, 1.0 - lam
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, base, r, k, coef, "max")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterestAwareMMRConfig(StageConfig):
+    """`InterestAwareMMR` hyperparameters.
+
+    Attributes:
+        lambda_: diversity weight ``λ ≥ 0`` (``λ = 0``: the relevance order).
+        relevance_scaling: ``"raw"`` (default, as in CDM where ``f(u, i)`` is a predicted
+            probability) or ``"minmax"``.
+    """
+
+    lambda_: float = param(0.1, ge=0.0)
+    relevance_scaling: RelevanceScaling = "raw"
 
 
 class InterestAwareMMR(Reranker):
@@ -310,23 +358,18 @@ class InterestAwareMMR(Reranker):
     and ``σ`` the logistic function. Note that, unlike classic :class:`MMR`, ``λ`` only
     weighs the diversity term (the paper searches ``λ ∈ {0, …, 0.25}``); ``λ = 0`` is the
     relevance order. Only item embeddings make sense here: a plain ``similarity`` matrix
-    cannot be re-weighted by the user vector and is rejected.
-
-    Args:
-        lambda_: diversity weight ``λ ≥ 0``.
-        relevance_scaling: ``"raw"`` (default, as in CDM where ``f(u, i)`` is a predicted
-            probability) or ``"minmax"``.
+    cannot be re-weighted by the user vector and is rejected. Hyperparameters:
+    :class:`InterestAwareMMRConfig`.
     """
 
+    Config = InterestAwareMMRConfig
     _per_request_kwargs = ("user",)
 
     _stage_inputs = ("vectors",)
 
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as the penalty weight: ``λ = d / (1 − d)`` (λ = 0: relevance order)."""
-        from divrec.rerank._base import _knob_ratio
-
-        return {"lambda_": _knob_ratio(diversity)}
+        return {"lambda_": knob_ratio(diversity)}
 
     def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
         """``user``: the fitted user vector, or for a fresh history the mean of its items'
@@ -342,12 +385,6 @@ class InterestAwareMMR(Reranker):
                 "reference SVD space"
             )
         return {"user": self.user_vectors_[query.users]}
-
-    def __init__(self, lambda_: float = 0.1, relevance_scaling: str = "raw") -> None:
-        if float(lambda_) < 0.0:
-            raise ValueError(f"lambda_ must be >= 0, got {lambda_}")
-        self.lambda_ = lambda_
-        self.relevance_scaling = check_scaling(relevance_scaling)
 
     @staticmethod
     def _check_inputs(vectors: Any, similarity: Any, user: Any) -> None:
@@ -396,10 +433,11 @@ class InterestAwareMMR(Reranker):
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         eu = np.ascontiguousarray(e * u)
-        rs = scale_relevance(r, self.relevance_scaling)
+        cfg = self.config
+        rs = scale_relevance(r, cfg.relevance_scaling)
         ones = np.ones((1, r.size), dtype=bool)
         out = _compiled_penalized(
-            eu[None], np.zeros((1, 0, 0)), 2, ones, rs[None], r[None], k, float(self.lambda_), "max"
+            eu[None], np.zeros((1, 0, 0)), 2, ones, rs[None], r[None], k, float(cfg.lambda_), "max"
         )
         return as_positions(out[0, : min(k, r.size)])
 
@@ -413,6 +451,7 @@ class InterestAwareMMR(Reranker):
         categories: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         user: np.ndarray | None = None,
+        lambda_: np.ndarray | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Vectorized batch selection.
@@ -425,6 +464,8 @@ class InterestAwareMMR(Reranker):
             categories: ignored.
             valid: ``(B, N)`` bool mask of real candidates.
             user: ``(B, d)`` user-interest vectors (required).
+            lambda_: ``(B,)`` per-request λ ``≥ 0`` (the diversity knob), or None: the
+                config's for every request.
 
         Returns:
             ``(B, k)`` int64 positions, ``-1`` padded.
@@ -443,7 +484,7 @@ class InterestAwareMMR(Reranker):
         if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
             raise ValueError("vectors or user contain NaN or infinite values")
         eu = np.ascontiguousarray(e * u[:, None, :])
-        rs = scale_relevance_batch(r, m, self.relevance_scaling)
-        return _compiled_penalized(
-            eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, float(self.lambda_), "max"
-        )
+        cfg = self.config
+        rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
+        coef = float(cfg.lambda_) if lambda_ is None else row_param(lambda_, bsz, "lambda_")
+        return _compiled_penalized(eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, coef, "max")

@@ -28,18 +28,22 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from divrec.persist import Persistable
+from divrec.stage import param
 
 from ._base import sigmoid
-from .dpp import _GreedyDPPReranker, tradeoff_alpha
+from .dpp import GreedyDPPConfig, _GreedyDPPReranker, tradeoff_alpha
 
 __all__ = [
     "PersonalizedDPP",
+    "PersonalizedDPPConfig",
     "RealtimePersonalizedDPP",
+    "RealtimePersonalizedDPPConfig",
     "RealtimePropensityTracker",
     "entropy_theta",
 ]
@@ -80,57 +84,42 @@ def entropy_theta(
     return np.where(total[..., 0] > 0, theta, default_theta)
 
 
-def _theta_rows(theta: Any, bsz: int) -> np.ndarray:
-    """A per-request ``theta`` (scalar or ``(B,)``) as a ``(B,)`` float64 array."""
-    return np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (bsz,)))
+@dataclass(frozen=True, kw_only=True)
+class PersonalizedDPPConfig(GreedyDPPConfig):
+    """`PersonalizedDPP` hyperparameters (and those of :class:`GreedyDPPConfig`).
+
+    Attributes:
+        theta_low: p-DPP θ of a maximal-entropy user, in ``[0, 1)``.
+        theta_high: p-DPP θ of a zero-entropy user, in ``[theta_low, 1)``.
+        default_theta: θ in ``[0, 1]`` when neither ``theta`` nor
+            ``user_category_counts`` is given.
+    """
+
+    theta_low: float = param(0.3, ge=0.0, lt=1.0)
+    theta_high: float = param(0.9, ge=0.0, lt=1.0)
+    default_theta: float = param(0.5, ge=0.0, le=1.0)
+
+    def validate(self) -> None:
+        """``theta_low <= theta_high``."""
+        if self.theta_low > self.theta_high:
+            raise ValueError(
+                f"theta_low ({self.theta_low}) must be <= theta_high ({self.theta_high})"
+            )
 
 
 class PersonalizedDPP(_GreedyDPPReranker):
     """Fast greedy DPP with a per-request trade-off ``θ_u`` (p-DPP / WeChat Eq. 7).
 
     Per request, the trade-off is, in this order of precedence: the ``theta`` keyword
-    (e.g. from :meth:`RealtimePropensityTracker.theta`), the p-DPP entropy trade-off of
-    ``user_category_counts`` (:func:`entropy_theta`), or ``default_theta``. Everything
-    else is :class:`~divrec.rerank.dpp.FastGreedyDPP`.
-
-    Args:
-        theta_low: p-DPP θ of a maximal-entropy user.
-        theta_high: p-DPP θ of a zero-entropy user.
-        default_theta: θ when neither ``theta`` nor ``user_category_counts`` is given.
-        window: sliding-window size (None: whole list).
-        eps: relative eligibility threshold on the Schur complements (see FastGreedyDPP).
-        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
-        fill: complete exhausted kernels by relevance order.
+    (e.g. from :meth:`RealtimePropensityTracker.theta`, or the diversity knob), the p-DPP
+    entropy trade-off of ``user_category_counts`` (:func:`entropy_theta`), or
+    ``default_theta``. Everything else is :class:`~divrec.rerank.dpp.FastGreedyDPP`.
+    Hyperparameters: :class:`PersonalizedDPPConfig`.
     """
 
-    def __init__(
-        self,
-        theta_low: float = 0.3,
-        theta_high: float = 0.9,
-        default_theta: float = 0.5,
-        window: int | None = None,
-        eps: float = 1e-10,
-        relevance_scaling: str = "minmax",
-        fill: bool = True,
-    ) -> None:
-        for name, value in (("theta_low", theta_low), ("theta_high", theta_high)):
-            tradeoff_alpha(value)
-            if value >= 1.0:
-                raise ValueError(f"{name} must be < 1, got {value}")
-        if theta_low > theta_high:
-            raise ValueError(f"theta_low ({theta_low}) must be <= theta_high ({theta_high})")
-        tradeoff_alpha(default_theta)
-        self.theta_low = theta_low
-        self.theta_high = theta_high
-        self.default_theta = default_theta
-        self._set_common(window, eps, relevance_scaling, fill)
-
+    Config = PersonalizedDPPConfig
     _stage_inputs = ("vectors",)
     _query_extras = ("theta", "user_category_counts")
-
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
-        """The knob overrides θ_u: ``θ = 1 − diversity`` (passed per request as ``theta``)."""
-        return {}
 
     def _fit_stage(self, train) -> None:
         """``user_category_counts_`` `(n_users, C)`: training interactions per category."""
@@ -144,8 +133,6 @@ class PersonalizedDPP(_GreedyDPPReranker):
 
     def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if query.diversity is not None:
-            out["theta"] = 1.0 - query.diversity
         if self.user_category_counts_ is None or "user_category_counts" in query.extras:
             return out
         if query.history is not None:
@@ -157,18 +144,12 @@ class PersonalizedDPP(_GreedyDPPReranker):
         return out
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
-        theta = kwargs.get("theta")
-        if theta is not None:
-            return float(theta)
         counts = kwargs.get("user_category_counts")
         if counts is not None:
             return float(entropy_theta(counts, self.theta_low, self.theta_high, self.default_theta))
         return float(self.default_theta)
 
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
-        theta = kwargs.get("theta")
-        if theta is not None:
-            return _theta_rows(theta, bsz)
         counts = kwargs.get("user_category_counts")
         if counts is not None:
             c = np.asarray(counts)
@@ -469,47 +450,37 @@ class RealtimePropensityTracker(Persistable):
         return np.asarray(out, dtype=np.float64)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RealtimePersonalizedDPPConfig(GreedyDPPConfig):
+    """`RealtimePersonalizedDPP` hyperparameters (and those of :class:`GreedyDPPConfig`).
+
+    Attributes:
+        tracker: the propensity tracker (shared, mutable state the caller keeps feeding),
+            or None: `fit` builds one from the training positives.
+        propensity_window: window length ``> 0`` of a tracker built by `fit`, in the unit
+            of the timestamps (default 30 days in seconds).
+        default_theta: θ in ``[0, 1]`` of a user with fewer than 2 positives in the
+            window of a tracker built by `fit`.
+    """
+
+    tracker: RealtimePropensityTracker | None = None
+    propensity_window: float = param(30 * 86400.0, gt=0.0)
+    default_theta: float = param(0.5, ge=0.0, le=1.0)
+
+
 class RealtimePersonalizedDPP(_GreedyDPPReranker):
     """Fast greedy DPP whose θ comes from a :class:`RealtimePropensityTracker`.
 
     The WeChat re-ranker (Sec. 3.3, Eq. 7 and Algorithm 1): for a request of user ``u``
     at time ``now``, ``θ_u = tracker.theta(u, now)`` and the kernel is
     ``Diag(exp(α_u r)) S Diag(exp(α_u r))``. The tracker is shared, mutable state that
-    the caller keeps feeding; this object only reads it.
-
-    Args:
-        tracker: the propensity tracker.
-        window: DPP sliding-window size (None: whole list).
-        eps: relative eligibility threshold on the Schur complements (see FastGreedyDPP).
-        relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
-        fill: complete exhausted kernels by relevance order.
+    the caller keeps feeding; this object only reads it. The diversity knob (a ``theta``
+    keyword) overrides the tracker's θ_u. Hyperparameters:
+    :class:`RealtimePersonalizedDPPConfig`.
     """
 
-    def __init__(
-        self,
-        tracker: RealtimePropensityTracker | None = None,
-        window: int | None = None,
-        eps: float = 1e-10,
-        relevance_scaling: str = "minmax",
-        fill: bool = True,
-        propensity_window: float = 30 * 86400.0,
-        default_theta: float = 0.5,
-    ) -> None:
-        if tracker is not None and not isinstance(tracker, RealtimePropensityTracker):
-            raise TypeError("tracker must be a RealtimePropensityTracker")
-        if not (np.isfinite(propensity_window) and propensity_window > 0):
-            raise ValueError(f"propensity_window must be positive, got {propensity_window}")
-        tradeoff_alpha(default_theta)
-        self.tracker = tracker
-        self.propensity_window = propensity_window
-        self.default_theta = default_theta
-        self._set_common(window, eps, relevance_scaling, fill)
-
+    Config = RealtimePersonalizedDPPConfig
     _stage_inputs = ("vectors",)
-
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
-        """The knob overrides the tracker's θ_u: ``θ = 1 − diversity``."""
-        return {}
 
     @property
     def active_tracker(self) -> RealtimePropensityTracker:
@@ -544,20 +515,12 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
         self.tracker_ = tracker
 
     def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
-        out: dict[str, Any] = {"users": query.users.tolist(), "now": query.now}
-        if query.diversity is not None:
-            out["theta"] = 1.0 - query.diversity
-        return out
+        return {"users": query.users.tolist(), "now": query.now}
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
-        if kwargs.get("theta") is not None:
-            return float(kwargs["theta"])
         return self.active_tracker.theta(kwargs.get("user"), kwargs.get("now"))
 
     def _thetas_for(self, bsz: int, kwargs: dict[str, Any]) -> np.ndarray:
-        theta = kwargs.get("theta")
-        if theta is not None:
-            return _theta_rows(theta, bsz)
         users = kwargs.get("users")
         if users is None:
             raise ValueError("RealtimePersonalizedDPP.select_batch needs `users`")
@@ -575,6 +538,7 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
         categories: np.ndarray | None = None,
         user: Hashable = None,
         now: float | None = None,
+        theta: float | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Select for ``user`` at time ``now`` (default: tracker clock).
@@ -587,12 +551,13 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
             categories: ignored.
             user: the user id known to the tracker.
             now: request time.
+            theta: this request's θ overriding the tracker's (the diversity knob), or None.
 
         Returns:
             ``(k',)`` int64 positions in selection order.
         """
         return super().select(
-            relevance, k, vectors=vectors, similarity=similarity, user=user, now=now
+            relevance, k, vectors=vectors, similarity=similarity, user=user, now=now, theta=theta
         )
 
     def select_batch(
@@ -620,6 +585,8 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
             valid: ``(B, N)`` bool mask of real candidates.
             users: ``B`` user ids.
             now: request time shared by the batch.
+            theta: ``(B,)`` per-request θ overriding the tracker's (the diversity knob),
+                or None.
 
         Returns:
             ``(B, k)`` int64 positions, ``-1`` padded.

@@ -25,22 +25,27 @@ lower position: the tolerance-aware argmax of :mod:`divrec.rerank._base` with
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from divrec.stage import StageConfig, param
+
 from ._base import (
+    RelevanceScaling,
     Reranker,
     _normalize_rows,
     as_positions,
     check_k,
     check_relevance,
-    check_scaling,
+    knob_ratio,
     scale_relevance,
     tie_argmax,
 )
 
-__all__ = ["SSD", "gram_schmidt"]
+__all__ = ["SSD", "SSDConfig", "gram_schmidt"]
 
 
 def gram_schmidt(vectors: np.ndarray, tol: float = 1e-10) -> np.ndarray:
@@ -61,43 +66,40 @@ def gram_schmidt(vectors: np.ndarray, tol: float = 1e-10) -> np.ndarray:
     return np.asarray(basis, dtype=np.float64).reshape(len(basis), d)
 
 
-class SSD(Reranker):
-    """Sliding Spectrum Decomposition re-ranking (Huang et al., KDD 2021).
+@dataclass(frozen=True, kw_only=True)
+class SSDConfig(StageConfig):
+    """`SSD` hyperparameters.
 
-    See the module docstring for the objective and the window convention.
-
-    Args:
+    Attributes:
         gamma: diversity weight ``γ ≥ 0`` (``γ = 0`` is the relevance order).
         window: window size ``w ≥ 1`` (None: all selected items).
         relevance_scaling: ``"minmax"`` (default) or ``"raw"``.
         normalize: L2-normalize the item vectors first (default True).
     """
 
+    gamma: float = param(1.0, ge=0.0)
+    window: int | None = param(None, ge=1)
+    relevance_scaling: RelevanceScaling = "minmax"
+    normalize: bool = True
+
+
+class SSD(Reranker):
+    """Sliding Spectrum Decomposition re-ranking (Huang et al., KDD 2021).
+
+    See the module docstring for the objective and the window convention.
+    Hyperparameters: :class:`SSDConfig`.
+
+    SSD has no compiled batch kernel: ``select_batch`` is the loop of :meth:`select`, and
+    the diversity knob reaches it as a per-request ``gamma`` (sliced by the loop).
+    """
+
+    Config = SSDConfig
     _stage_inputs = ("vectors",)
+    _per_request_kwargs = ("gamma",)
 
-    def diversity_params(self, diversity: float) -> dict[str, Any]:
+    def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as SSD's γ: ``γ = d / (1 − d)`` (γ = 0: relevance order; d = ½: γ = 1)."""
-        from divrec.rerank._base import _knob_ratio
-
-        return {"gamma": _knob_ratio(diversity)}
-
-    def __init__(
-        self,
-        gamma: float = 1.0,
-        window: int | None = None,
-        relevance_scaling: str = "minmax",
-        normalize: bool = True,
-    ) -> None:
-        if not (np.isfinite(gamma) and gamma >= 0):
-            raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-        if window is not None and (
-            isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1
-        ):
-            raise ValueError(f"window must be None or an int >= 1, got {window!r}")
-        self.gamma = gamma
-        self.window = window
-        self.relevance_scaling = check_scaling(relevance_scaling)
-        self.normalize = bool(normalize)
+        return {"gamma": knob_ratio(diversity)}
 
     def select(
         self,
@@ -107,6 +109,7 @@ class SSD(Reranker):
         vectors: np.ndarray | None = None,
         similarity: np.ndarray | None = None,
         categories: np.ndarray | None = None,
+        gamma: float | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Select ``min(k, N)`` positions.
@@ -117,6 +120,7 @@ class SSD(Reranker):
             vectors: ``(N, d)`` item vectors (required: SSD works on the vectors).
             similarity: must be None.
             categories: ignored.
+            gamma: this request's ``γ ≥ 0`` (the diversity knob), or None: the config's.
 
         Returns:
             ``(min(k, N),)`` int64 positions in selection order.
@@ -136,11 +140,17 @@ class SSD(Reranker):
         kk = min(k, n)
         if kk == 0:
             return np.zeros(0, dtype=np.int64)
-        if self.normalize:
+        cfg = self.config
+        if gamma is None:
+            gamma = float(cfg.gamma)
+        else:
+            gamma = float(gamma)
+            if not (math.isfinite(gamma) and gamma >= 0.0):
+                raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+        if cfg.normalize:
             v = _normalize_rows(v)
-        rs = scale_relevance(r, self.relevance_scaling)
-        gamma = float(self.gamma)
-        w = self.window
+        rs = scale_relevance(r, cfg.relevance_scaling)
+        w = cfg.window
         resid = v.copy()  # residuals w.r.t. the current window's span
         avail = np.ones(n, dtype=bool)
         out: list[int] = []
