@@ -27,7 +27,9 @@ from divrec.retrieval.base import top_k
 from divrec.retrieval.hi import HIRealtime, P2PRecommender
 from divrec.splitting import temporal_split
 from divrec.splitting.events import build_requests
-from reproductions.hi_test_rt import LIST_LEN, _masked
+from divrec.splitting.request_masks import mask_request_items
+
+LIST_LEN = 10  # top-10 lists, as in `reproductions.hi_test_rt`
 
 
 def load(dataset: str, home):
@@ -47,12 +49,12 @@ def run(dataset: str, home, threshold: float, regularization: float, context: fl
     for solver in ("svd", "als"):
         t0 = time.perf_counter()
         kw = {"solver": solver, "regularization": regularization}
-        cf = P2PRecommender(10, threshold, 0, **kw).fit(train)
-        hi = HIRealtime(10, 1.0, threshold, 0, **kw).fit(train)
+        cf = P2PRecommender(factors=10, threshold=threshold, seed=0, **kw).fit(train)
+        hi = HIRealtime(factors=10, beta=1.0, threshold=threshold, seed=0, **kw).fit(train)
         cf_scores = cf.score_events_batch(req.pos, req.neg)
         hi_scores = hi.score_events_batch(req.pos, req.neg)
-        cf_top = top_k(_masked(cf_scores, req), LIST_LEN)[0]
-        hi_top = top_k(_masked(hi_scores, req), LIST_LEN)[0]
+        cf_top = top_k(mask_request_items(cf_scores, req), LIST_LEN)[0]
+        hi_top = top_k(mask_request_items(hi_scores, req), LIST_LEN)[0]
         shared = [
             np.intersect1d(a[a >= 0], b[b >= 0]).size for a, b in zip(cf_top, hi_top, strict=True)
         ]

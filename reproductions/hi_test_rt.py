@@ -58,6 +58,7 @@ from divrec.retrieval.base import top_k
 from divrec.retrieval.hi import HIRealtime, P2PRecommender
 from divrec.splitting import temporal_split
 from divrec.splitting.events import Requests, build_requests, request_rows
+from divrec.splitting.request_masks import mask_request_items
 
 #: the paper's Table 2 (Test-RT, full ML-1M)
 PAPER_TABLE2 = {
@@ -73,14 +74,6 @@ K_GRID = (5, 10, 20, 40)
 BETA_GRID = (0.25, 0.5, 1.0, 2.0)
 LIST_LEN = 10
 POOL = 50  # n' = 5n for CF-DM
-
-
-def _masked(scores: np.ndarray, req: Requests) -> np.ndarray:
-    out = scores.astype(np.float64).copy()
-    for b, (p, q) in enumerate(zip(req.pos, req.neg, strict=True)):
-        out[b, p] = -np.inf
-        out[b, q] = -np.inf
-    return out
 
 
 def _rerank(reranker, masked: np.ndarray, sim_pq) -> np.ndarray:
@@ -123,12 +116,12 @@ def evaluate(
     sim = cf.normalized_similarity()
     cf_scores = cf.score_events_batch(req.pos, req.neg)
     hi_scores = hi.score_events_batch(req.pos, req.neg)
-    cf_masked = _masked(cf_scores, req)
+    cf_masked = mask_request_items(cf_scores, req)
     lists = {
         "CF-RT": top_k(cf_masked, LIST_LEN)[0],
         "CF-DA": _rerank(CFDA(phi=0.5), cf_masked, sim),
         "CF-DM": _rerank(CFDM(n_factor=POOL / LIST_LEN), cf_masked, sim),
-        "HI-RT": top_k(_masked(hi_scores, req), LIST_LEN)[0],
+        "HI-RT": top_k(mask_request_items(hi_scores, req), LIST_LEN)[0],
     }
     rel_cf = relevance_metrics(cf_scores, req)
     rel = {"CF-RT": rel_cf, "CF-DA": rel_cf, "CF-DM": rel_cf,
@@ -243,7 +236,8 @@ SWEEP_RANKS = (10, 40)
 
 def _point(scores: np.ndarray, req: Requests, sim) -> dict[str, float]:
     rel = relevance_metrics(scores, req)
-    summ = hi_diversity_summary(hi_diversity(top_k(_masked(scores, req), LIST_LEN)[0], sim))
+    top = top_k(mask_request_items(scores, req), LIST_LEN)[0]
+    summ = hi_diversity_summary(hi_diversity(top, sim))
     return {**rel, "diversity_median": summ["median"], "diversity_p25": summ["p25"]}
 
 
@@ -271,13 +265,13 @@ def channel_diagnostics(
 
     n = x.shape[1]
     pop = np.bincount(train.items, minlength=n).astype(np.float64)
-    cf = P2PRecommender(10, threshold, seed, encoding=encoding).fit(train)
-    n2p = N2PRecommender(10, threshold, seed, encoding=encoding).fit(train)
+    cf = P2PRecommender(factors=10, threshold=threshold, seed=seed, encoding=encoding).fit(train)
+    n2p = N2PRecommender(factors=10, threshold=threshold, seed=seed, encoding=encoding).fit(train)
     s_cf, s_n2p = cf.score_rows(x, y), n2p.score_rows(x, y)
     s_pop = np.broadcast_to(pop.astype(np.float32), s_cf.shape)
     s_rnd = np.random.default_rng(seed).random(s_cf.shape)
     lists = {
-        name: top_k(_masked(sc, req), LIST_LEN)[0]
+        name: top_k(mask_request_items(sc, req), LIST_LEN)[0]
         for name, sc in (("CF-RT", s_cf), ("n2p", s_n2p), ("popularity", s_pop),
                          ("random", s_rnd))
     }  # fmt: skip
@@ -339,7 +333,9 @@ def run_sweep(
     points, reference, energy, diagnostics = [], [], [], {}
     for enc in encodings:
         x, y = request_rows(req, n, enc, threshold)
-        yard = P2PRecommender(10, threshold, seed, encoding=enc).fit(split.train)
+        yard = P2PRecommender(factors=10, threshold=threshold, seed=seed, encoding=enc).fit(
+            split.train
+        )
         sim = yard.normalized_similarity()
         diagnostics[enc] = channel_diagnostics(split.train, req, x, y, sim, enc, threshold, seed)
         xx, yy = yard.X_, yard.Y_
@@ -348,17 +344,21 @@ def run_sweep(
             "ytx_fro": float(sp.linalg.norm(yy.T @ xx)),
         }
         for k in ranks:
-            cf = P2PRecommender(k, threshold, seed, encoding=enc).fit(split.train)
+            cf = P2PRecommender(factors=k, threshold=threshold, seed=seed, encoding=enc).fit(
+                split.train
+            )
             cf_scores = cf.score_rows(x, y)
             ref = _point(cf_scores, req, sim)
-            dm = _rerank(CFDM(n_factor=POOL / LIST_LEN), _masked(cf_scores, req), sim)
+            dm = _rerank(CFDM(n_factor=POOL / LIST_LEN), mask_request_items(cf_scores, req), sim)
             dm_summ = hi_diversity_summary(hi_diversity(dm, sim))
             reference.append({"encoding": enc, "k": k, "CF-RT": ref,
                               "CF-DM": {**{m: ref[m] for m in ref if "div" not in m},
                                         "diversity_median": dm_summ["median"],
                                         "diversity_p25": dm_summ["p25"]}})  # fmt: skip
             for bn in block_norms:
-                hi = HIRealtime(k, 1.0, threshold, seed, encoding=enc, block_norm=bn)
+                hi = HIRealtime(
+                    factors=k, beta=1.0, threshold=threshold, seed=seed, encoding=enc, block_norm=bn
+                )
                 hi.fit(split.train)
                 a1, a2 = hi.A_[:n], hi.A_[n:]
                 energy.append({"encoding": enc, "k": k, "block_norm": bn, **norms,

@@ -49,38 +49,6 @@ from divrec.rerank.dpp import FastGreedyDPP
 from divrec.splitting.negatives import sample_negatives
 from divrec.splitting.windows import window_split
 
-PAPER_T2 = {  # PURS Table 2: (AUC, HR@10, Unexp, Coverage)
-    "Yelp": {
-        "PURS": (0.6723, 0.6761, 0.2401, 0.7585), "DIN": (0.6694, 0.6702, 0.0391, 0.6934),
-        "DeepFM": (0.6396, 0.6682, 0.0412, 0.6044), "Wide&Deep": (0.6698, 0.6693, 0.0392, 0.7580),
-        "PNN": (0.6664, 0.6692, 0.0391, 0.7548), "HOM-LIN": (0.6287, 0.6490, 0.1433, 0.5572),
-        "Auralist": (0.6428, 0.6104, 0.1434, 0.5442), "SPR": (0.6364, 0.6492, 0.1438, 0.5849),
-        "DPP": (0.5940, 0.6414, 0.1330, 0.5072),
-    },
-    "MovieLens": {
-        "PURS": (0.8090, 0.6778, 0.2719, 0.3732), "DIN": (0.7021, 0.6485, 0.0887, 0.2435),
-        "DeepFM": (0.7056, 0.6169, 0.1275, 0.3098), "Wide&Deep": (0.7940, 0.6333, 0.0944, 0.3432),
-        "PNN": (0.7140, 0.6382, 0.1318, 0.3665), "HOM-LIN": (0.7177, 0.5894, 0.1116, 0.1525),
-        "Auralist": (0.6988, 0.5710, 0.1010, 0.1333), "SPR": (0.7059, 0.6122, 0.1396, 0.1728),
-        "DPP": (0.7062, 0.5984, 0.1602, 0.1908),
-    },
-}  # fmt: skip
-PAPER_T3 = {
-    "Yelp": {
-        "PURS-Variation 1": (0.6682, 0.6602, 0.1298, 0.7292),
-        "PURS-Variation 2": (0.6692, 0.6630, 0.0412, 0.7580),
-        "PURS-Variation 3": (0.6508, 0.6692, 0.0391, 0.7583),
-        "PURS-Variation 4": (0.6702, 0.6702, 0.0391, 0.6934),
-        "PURS-Variation 5": (0.6701, 0.6700, 0.0395, 0.7580),
-    },
-    "MovieLens": {
-        "PURS-Variation 1": (0.7757, 0.6419, 0.1812, 0.3350),
-        "PURS-Variation 2": (0.8041, 0.6585, 0.2471, 0.3580),
-        "PURS-Variation 3": (0.7666, 0.6460, 0.0888, 0.2792),
-        "PURS-Variation 4": (0.7586, 0.6331, 0.0887, 0.2435),
-        "PURS-Variation 5": (0.7715, 0.6596, 0.1727, 0.3561),
-    },
-}
 CTR = {"DIN": DIN, "DeepFM": DeepFM, "Wide&Deep": WideDeep, "PNN": PNN}
 METRICS = ("AUC", "HR@10", "Unexp", "Coverage", "CTR-AUC", "HR-authors")
 

@@ -39,11 +39,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from divrec.metrics.diversity import (
-    distinct_categories,
-    distinct_items,
-    exposure_gini,
-)
 from divrec.metrics.groups import (
     genre_popularity_groups,
     group_metrics,
@@ -51,6 +46,7 @@ from divrec.metrics.groups import (
     item_user_truth,
     single_item_metrics,
 )
+from divrec.metrics.pums import GROUP_AGGREGATIONS, u2i_diversity
 from divrec.retrieval.two_tower import (
     MFbRecommender,
     TwoTowerRecommender,
@@ -104,7 +100,6 @@ MODEL_SPECS = {
     "tr_i2u": (TwoTowerRecommender, {"loss": "i2u", "batch_size": 512, "tau": 0.125}),
     "tr_bi": (TwoTowerRecommender, {"loss": "bi", "batch_size": 512, "tau": 0.125}),
 }
-AGGREGATIONS = ("mean", "max", "sum")
 NOTES = (
     "Data: all 1,000,209 ML-1M ratings from the shared no-timestamp file (the random PUMS "
     "split needs no timestamps), binarized. The 20 movies whose MovieID is ambiguous in that "
@@ -142,44 +137,6 @@ NOTES = (
 SCOPES = ("group", "item")
 
 
-# --------------------------------------------------------------------------- split
-
-
-# --------------------------------------------------------------------------- Table 3
-
-
-# --------------------------------------------------------------------------- Table 5
-
-
-# --------------------------------------------------------------------------- diversity
-def u2i_diversity(
-    model: TwoTowerRecommender, item_categories: sp.spmatrix, k: int = 50, chunk: int = 1024
-) -> dict:
-    """Distinct items@k and distinct genres@k over all users' top-k u2i lists (App. A.6.2),
-    plus the Gini coefficient of item exposure in those lists (0 = every item equally often).
-
-    Args:
-        model: fitted model; lists exclude each user's training items (exact scoring).
-        item_categories: `(n_items, G)` multi-hot genres.
-        k: list length.
-        chunk: users scored at once.
-
-    Returns:
-        {"distinct_items", "distinct_genres", "exposure_gini", "k"}.
-    """
-    lists = [
-        model.recommend(np.arange(s, min(s + chunk, model.n_users_)), k)[0]
-        for s in range(0, model.n_users_, chunk)
-    ]
-    rec = np.vstack(lists)
-    return {
-        "distinct_items": distinct_items(rec),
-        "distinct_genres": distinct_categories(rec, item_categories),
-        "exposure_gini": exposure_gini(rec, model.n_items_),
-        "k": k,
-    }
-
-
 # --------------------------------------------------------------------------- driver
 def evaluate_model(
     model: TwoTowerRecommender,
@@ -208,7 +165,7 @@ def evaluate_model(
         for suffix, n_cand in (("", candidates_per_item), ("_all_users", None)):
             table5[f"table5_{scope}{suffix}"] = {
                 agg: group_metrics(model, groups, scope_truths, agg, k, n_cand, scope)
-                for agg in AGGREGATIONS
+                for agg in GROUP_AGGREGATIONS
             }
     diversity = u2i_diversity(model, item_categories, k=50)
     return {
@@ -393,7 +350,7 @@ def markdown(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for key, r in ms.items():
-            for agg in AGGREGATIONS:
+            for agg in GROUP_AGGREGATIONS:
                 t = r[field][agg]
                 pp, pr, pu = PAPER_TABLE5.get((key, agg), (None, None, None))
                 lines.append(

@@ -14,15 +14,9 @@ from divrec.metrics.groups import (
     item_user_truth,
     single_item_metrics,
 )
+from divrec.metrics.pums import GROUP_AGGREGATIONS, u2i_diversity
 from divrec.retrieval.two_tower import TwoTowerRecommender
 from divrec.splitting.pums import holdout_count, pums_split
-from reproductions.totalrecall_pums import (
-    AGGREGATIONS,
-    MODEL_SPECS,
-    PAPER_TABLE3,
-    markdown,
-    u2i_diversity,
-)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +172,12 @@ def test_u2i_diversity_by_hand():
     cats = sp.csr_matrix(([1, 1, 1, 1, 1], ([0, 1, 2, 3, 5], [0, 0, 1, 3, 2])), shape=(6, 4))
     r = u2i_diversity(_FixedLists(u2i_lists=lists, n_items=6), cats, k=3, chunk=2)
     assert r["distinct_items"] == 4 and r["distinct_genres"] == 3  # genres 0, 1, 3
-    assert 0 < r["exposure_gini"] < 1
+    # exposure counts 2, 2, 2, 2, 0, 0 → sorted 0, 0, 2, 2, 2, 2; coefficients 2i - 7:
+    # G = (-1 + 1 + 3 + 5) * 2 / (6 * 8) = 1/3
+    assert np.isclose(r["exposure_gini"], 1 / 3) and r["k"] == 3
+    # k = 1: items 0, 2, 0 → 2 distinct items, genres 0, 1
+    r1 = u2i_diversity(_FixedLists(u2i_lists=lists, n_items=6), cats, k=1, chunk=1)
+    assert r1["distinct_items"] == 2 and r1["distinct_genres"] == 2
 
 
 # --------------------------------------------------------------------------- on a trained model
@@ -224,7 +223,7 @@ def test_group_metrics_on_trained_model(synth, trained):
     held = split.valid + split.test
     for scope in ("group", "item"):
         truths = [group_truth(split.train, held, g["items"], scope) for g in groups]
-        for agg in AGGREGATIONS:
+        for agg in GROUP_AGGREGATIONS:
             r = group_metrics(model, groups, truths, agg, 10, 30, seen_scope=scope)
             assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
             assert r["n_groups"] == sum(t.size > 0 for t in truths)
@@ -234,35 +233,3 @@ def test_group_metrics_on_trained_model(synth, trained):
     p[np.asarray(split.train[:, g].sum(axis=1)).ravel() > 0] = -np.inf
     ids, _ = model.potential_users_of_group(g, k=10, aggregation="mean")
     assert set(ids.tolist()) == set(np.argsort(-p, kind="stable")[:10].tolist())
-
-
-def test_markdown_lists_every_model_with_paper_numbers():
-    res = {"precision": 0.05, "recall": 0.1, "distinct_users": 42, "n_items": 3, "n_groups": 53}
-    model = {
-        "table3": res,
-        "batch_path": res,
-        **{
-            f"table5_{scope}{suffix}": dict.fromkeys(AGGREGATIONS, res)
-            for scope in ("group", "item")
-            for suffix in ("", "_all_users")
-        },
-        "diversity": {"distinct_items": 7, "distinct_genres": 3, "exposure_gini": 0.5},
-        "train_seconds": 1.0,
-        "eval_seconds": 2.0,
-    }
-    stats = {"records": 1, "movies": 1, "users": 1}
-    results = {
-        "settings": {
-            "dim": 8,
-            "seed": 0,
-            "mfb_epochs": 1,
-            "tr_epochs": 1,
-            "candidates_per_item": 5,
-        },
-        "data": {"split": dict.fromkeys(("train", "valid", "test"), stats), "groups": [{}] * 54},
-        "models": dict.fromkeys(MODEL_SPECS, model),
-    }
-    md = markdown(results)
-    assert md.count("| 5.00 | 10.00 | 42 |") == 7 + 7 + 4 * 21  # T3, batch path, 4×T5
-    assert "| 4.58 | 13.82 | 2202 |" in md and "| 20.56 | 7.58 | 258 |" in md
-    assert len(PAPER_TABLE3) == len(MODEL_SPECS)
