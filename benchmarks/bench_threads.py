@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     single, batch = queries[: args.queries], queries[args.queries :]
     rr_rel = rng.random((256, 2000))
     rr_vec = rng.normal(size=(256, 2000, d))
-    rerankers = {"dpp_batch": FastGreedyDPP(0.5), "mmr_batch": MMR(0.5)}
+    rerankers = {"dpp_batch": FastGreedyDPP(theta=0.5), "mmr_batch": MMR(lambda_=0.5)}
     for m in rerankers.values():  # compiled kernels loaded before timing
         m.select_batch(rr_rel[:8], 50, vectors=rr_vec[:8])
     with limit_threads(1):  # warm-up: first-call costs (allocator, torch init) not timed

@@ -103,9 +103,11 @@ def run_compare(
     users = np.unique(ev_u)
     row = np.searchsorted(users, ev_u)
 
-    cf = P2PRecommender(factors, THRESHOLD, seed).fit(train)
+    cf = P2PRecommender(factors=factors, threshold=THRESHOLD, seed=seed).fit(train)
     sim = cf.normalized_similarity()
-    hi = HIRecommender(factors, 0.67, THRESHOLD, CANDIDATES, seed).fit(train)
+    hi = HIRecommender(
+        factors=factors, ratio=0.67, threshold=THRESHOLD, depth=CANDIDATES, seed=seed
+    ).fit(train)
     params = {"factors": factors, "threshold": THRESHOLD, "seed": seed, "progress": progress,
               **(nn_params or {})}  # fmt: skip
     seconds = {}

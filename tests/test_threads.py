@@ -220,13 +220,13 @@ def test_rerank_batches_are_identical_on_two_threads():
     valid = rng.random((bsz, n)) < 0.8
     user = rng.normal(size=(bsz, d))
     cases = [
-        (FastGreedyDPP(0.6), {"vectors": v, "valid": valid}),
-        (FastGreedyDPP(0.6, window=3), {"vectors": v}),
-        (FastGreedyDPP(0.3), {"similarity": np.einsum("bnd,bmd->bnm", v, v)}),
+        (FastGreedyDPP(theta=0.6), {"vectors": v, "valid": valid}),
+        (FastGreedyDPP(theta=0.6, window=3), {"vectors": v}),
+        (FastGreedyDPP(theta=0.3), {"similarity": np.einsum("bnd,bmd->bnm", v, v)}),
         (PersonalizedDPP(), {"vectors": v, "theta": np.linspace(0.0, 1.0, bsz)}),
-        (MMR(0.5), {"vectors": v, "valid": valid}),
-        (InterestAwareMMR(0.2), {"vectors": v, "user": user}),
-        (SSD(1.0), {"vectors": v}),
+        (MMR(lambda_=0.5), {"vectors": v, "valid": valid}),
+        (InterestAwareMMR(lambda_=0.2), {"vectors": v, "user": user}),
+        (SSD(gamma=1.0), {"vectors": v}),
     ]
     for reranker, kw in cases:
         policy.set_threads(1)
@@ -237,6 +237,6 @@ def test_rerank_batches_are_identical_on_two_threads():
     bad = v.copy()
     bad[-1, 0, 0] = np.nan  # in the second thread's range
     with pytest.raises(ValueError, match="NaN or infinite"):
-        FastGreedyDPP(0.5).select_batch(r, k, vectors=bad)
+        FastGreedyDPP(theta=0.5).select_batch(r, k, vectors=bad)
     with pytest.raises(ValueError, match="NaN or infinite"):
-        MMR(0.5).select_batch(r, k, vectors=bad)
+        MMR(lambda_=0.5).select_batch(r, k, vectors=bad)
