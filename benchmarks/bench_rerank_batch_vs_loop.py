@@ -47,7 +47,10 @@ def main() -> None:
         for n, k, bsz in WORKLOADS:
             rel = rng.random((bsz, n))
             vec = rng.normal(size=(bsz, n, 64))
-            for name, model in (("FastGreedyDPP", FastGreedyDPP(theta=0.5)), ("MMR", MMR(lambda_=0.5))):
+            for name, model in (
+                ("FastGreedyDPP", FastGreedyDPP(theta=0.5)),
+                ("MMR", MMR(lambda_=0.5)),
+            ):
                 model.select(rel[0], k, vectors=vec[0])  # warm-up / compilation
                 model.select_batch(rel[:2], k, vectors=vec[:2])
                 loop = np.full(bsz, np.inf)
