@@ -85,3 +85,12 @@ def test_training_config_validates_on_construction():
         TrainingConfig(valid_fraction=1.5)
     with pytest.raises(ParamError, match="patience"):
         TrainingConfig(patience=0)
+
+
+def test_an_option_a_model_does_not_implement_is_an_error():
+    from divrec.retrieval.neumf import NeuMFRecommender
+
+    with pytest.raises(ParamError, match="no early stopping"):
+        NeuMFRecommender(patience=2)
+    with pytest.raises(ParamError, match="CPU only"):
+        NeuMFRecommender(device="cuda")

@@ -28,6 +28,7 @@ __all__ = [
     "holdout_split",
     "make_optimizer",
     "resolve_device",
+    "supports",
     "training_scope",
 ]
 
@@ -62,6 +63,26 @@ class TrainingConfig(StageConfig):
             raise ValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
             )
+
+
+def supports(
+    config: TrainingConfig, who: str, early_stopping: bool = False, cuda: bool = False
+) -> None:
+    """Rejects training options a model does not implement (call it from `validate`).
+
+    An option a model would ignore is an error, never silently dropped: a model without
+    early stopping rejects `patience` / `valid_fraction`, a CPU-only model any `device` but
+    "cpu".
+
+    Raises:
+        ValueError: naming the option.
+    """
+    if not early_stopping and (config.patience is not None or config.valid_fraction > 0):
+        raise ValueError(f"{who} has no early stopping: leave patience and valid_fraction unset")
+    if not cuda and config.device != "cpu":
+        raise ValueError(
+            f"{who} trains on the CPU only: device must be 'cpu', got {config.device!r}"
+        )
 
 
 def resolve_device(device: str) -> Any:
@@ -195,13 +216,28 @@ class TrainLoop:
         if self._bar is not None:
             self._task = self._bar.add_task(name, total=int(total_steps))
 
-    def step(self, opt: Any, loss: Any, weight: float = 1.0, set_to_none: bool = True) -> float:
-        """One optimizer step on `loss`; returns the loss value (accumulated per epoch)."""
+    def step(
+        self,
+        opt: Any,
+        loss: Any,
+        weight: float = 1.0,
+        advance: int = 1,
+        set_to_none: bool = True,
+    ) -> float:
+        """One optimizer step on `loss`; returns the loss value (accumulated per epoch).
+
+        Args:
+            opt: the optimizer.
+            loss: the scalar loss tensor of the batch.
+            weight: the batch's weight in the epoch's mean loss (e.g. its size).
+            advance: progress-bar units this step covers.
+            set_to_none: passed to `zero_grad`.
+        """
         opt.zero_grad(set_to_none=set_to_none)
         loss.backward()
         opt.step()
         value = float(loss.detach())
-        self.record(value, weight)
+        self.record(value, weight, advance)
         return value
 
     def record(self, value: float, weight: float = 1.0, advance: int = 1) -> None:

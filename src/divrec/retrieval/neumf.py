@@ -17,8 +17,9 @@ import scipy.sparse as sp
 import torch
 
 from divrec.data.interactions import Interactions
+from divrec.nn.train import TrainingConfig, TrainLoop, supports, training_scope
 from divrec.retrieval.base import Recommender
-from divrec.stage import StageConfig, param
+from divrec.stage import param
 
 __all__ = ["NeuMFConfig", "NeuMFRecommender"]
 
@@ -47,7 +48,7 @@ class _NeuMF(torch.nn.Module):
 
 
 @dataclass(frozen=True, kw_only=True)
-class NeuMFConfig(StageConfig):
+class NeuMFConfig(TrainingConfig):
     """`NeuMFRecommender` hyperparameters.
 
     Attributes:
@@ -61,9 +62,11 @@ class NeuMFConfig(StageConfig):
         lr: Adam learning rate.
         weight_decay: Adam L2 weight decay.
         init_std: standard deviation of the normal embedding initialization.
-        seed: seed of the initialization and the sampling.
-        threads: torch threads.
-        progress: show a progress bar.
+        threads: torch threads during the fit (default 1; see `TrainingConfig`).
+
+    The shared training options (seed, device, progress, early stopping) are
+    `divrec.nn.TrainingConfig`'s; NeuMF trains on the CPU for every epoch (no early
+    stopping).
     """
 
     gmf_dim: int = param(32, ge=1)
@@ -74,11 +77,11 @@ class NeuMFConfig(StageConfig):
     lr: float = param(0.001, gt=0.0)
     weight_decay: float = param(0.0, ge=0.0)
     init_std: float = param(0.01, ge=0.0)
-    seed: int = 0
-    threads: int = param(1, ge=1)
-    progress: bool = False
+    threads: int | None = param(1, ge=0)
 
     def validate(self) -> None:
+        super().validate()
+        supports(self, "NeuMFRecommender")
         if not self.mlp_dims:
             raise ValueError("mlp_dims must list at least one width")
         if self.mlp_dims[0] < 2:
@@ -103,15 +106,14 @@ class NeuMFRecommender(Recommender):
         return _NeuMF(n_users, n_items, self.gmf_dim, self.mlp_dims)
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        from rich.progress import Progress
+        with training_scope(self.seed, self.threads, self.device):
+            self._train(matrix)
 
-        torch.set_num_threads(self.threads)
+    def _train(self, matrix: sp.csr_matrix) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         n_users, n_items = matrix.shape
-        with torch.random.fork_rng(devices=[]):  # the Linear layers' default init, seeded
-            torch.manual_seed(self.seed)
-            net = self._build(n_users, n_items)
+        net = self._build(n_users, n_items)  # the Linear layers' default init, seeded
         with torch.no_grad():
             for emb in (net.user_gmf, net.item_gmf, net.user_mlp, net.item_mlp):
                 emb.weight.normal_(0.0, self.init_std, generator=gen)
@@ -122,8 +124,7 @@ class NeuMFRecommender(Recommender):
         per_epoch = n_pos * (1 + self.negatives)
         t0 = time.perf_counter()
         seen = 0
-        with Progress(disable=not self.progress, transient=True) as bar:
-            task = bar.add_task("NeuMF", total=self.epochs * per_epoch)
+        with TrainLoop("NeuMF", self.epochs * per_epoch, self.progress) as loop:
             for _ in range(self.epochs):
                 neg_u = np.repeat(pu, self.negatives)
                 neg_i = rng.integers(0, n_items, neg_u.size)  # NCF: uniform negatives
@@ -140,11 +141,10 @@ class NeuMFRecommender(Recommender):
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(
                         logits, labels_t[sl]
                     )
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+                    loop.step(opt, loss, weight=logits.shape[0], advance=logits.shape[0])
                     seen += logits.shape[0]
-                    bar.advance(task, logits.shape[0])
+                loop.end_epoch()
+        self.train_loss_ = list(loop.train_loss)
         self.train_seconds_ = time.perf_counter() - t0
         self.examples_seen_ = int(seen)
         net.eval()
