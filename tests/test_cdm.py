@@ -212,12 +212,13 @@ def test_cdm_fit_serving_and_round_trip(fitted, tmp_path):
     )
     ids, _ = loaded.recommend(np.arange(3), k=4)
     assert ids.shape == (3, 4)
-    # γ = 0 is the backbone's order
-    model.gamma = 0.0
+    # γ = 0 is the backbone's order (γ is a serving weight: swap the fitted model's config)
+    config = model.config
+    model.config = config.with_params(gamma=0.0)
     try:
         np.testing.assert_allclose(model.score(req.users, req.candidates), f, rtol=1e-6)
     finally:
-        model.gamma = 0.2
+        model.config = config
 
 
 def test_full_ranking_scores_are_backbone_plus_student_on_the_top_candidates(fitted):
@@ -227,8 +228,8 @@ def test_full_ranking_scores_are_backbone_plus_student_on_the_top_candidates(fit
 
     _, _, model = fitted
     users = np.arange(4)
-    old = model.n_candidates
-    model.n_candidates = 12
+    config = model.config
+    model.config = config.with_params(n_candidates=12)
     try:
         got = model.score_all(users)
         items = np.broadcast_to(np.arange(model.n_items_), (4, model.n_items_)).copy()
@@ -242,7 +243,7 @@ def test_full_ranking_scores_are_backbone_plus_student_on_the_top_candidates(fit
         np.put_along_axis(rest, top, False, 1)
         np.testing.assert_allclose(got[rest], f[rest], rtol=1e-5)  # no student term
     finally:
-        model.n_candidates = old
+        model.config = config
 
 
 def test_context_is_the_request_candidate_set(fitted):

@@ -9,7 +9,7 @@ import torch
 
 import divrec
 from divrec.data.synthetic import SyntheticConfig, make_synthetic
-from divrec.ranking.dcn import DCNNet, DCNRanker, IPWRanker, category_table, history_table
+from divrec.ranking.dcn import DCNNet, DCNRanker, category_table, history_table
 from divrec.splitting.candidate_requests import CandidateRequests
 
 
@@ -130,7 +130,7 @@ def test_ipw_weights_by_hand():
         targets=sp.csr_matrix(np.array([[0, 0, 1, 1]], dtype=np.float32)),
         history=hist,
     )
-    m = IPWRanker()
+    m = DCNRanker(weighting="ipw")  # the `ipw` preset
     m._item_primary = np.array([0, 0, 1, -1])
     w = m._weights(req, np.array([0]))
     # classes ("none", c0, c1), counts (0, 2, 0), add-one: p = (1/5, 3/5, 1/5)
@@ -147,3 +147,75 @@ def test_bad_input():
     data = make_synthetic(SyntheticConfig(n_users=30, n_items=20, n_topics=2, seed=0)).interactions
     with pytest.raises(ValueError, match="user_features"):
         DCNRanker(max_epochs=1).fit(data, user_features=np.zeros((3, 2), dtype=np.int64))
+
+
+def test_config_declared_once_and_ipw_preset():
+    from divrec.registry import create
+    from divrec.stage import ParamError
+
+    m = DCNRanker(dim=8, hidden=[16])
+    assert m.config.hidden == (16,) and m.get_params()["weighting"] == "none"
+    with pytest.raises(AttributeError):
+        m.dim = 4  # type: ignore[misc]
+    with pytest.raises(ParamError, match="batch_requests"):
+        DCNRanker(batch_requests=0)
+    with pytest.raises(ParamError, match="val_frac"):
+        DCNRanker(valid_fraction=0.2)  # DCN's own split is `val_frac`
+    with pytest.raises(ParamError, match="device"):
+        DCNRanker(device="cuda")
+    with pytest.raises(TypeError):
+        DCNRanker(16)  # type: ignore[misc]  # keyword-only
+    ipw = create("model", "ipw", {"dim": "4"})
+    assert type(ipw) is DCNRanker and ipw.weighting == "ipw" and ipw.dim == 4
+    assert ipw.get_params() == DCNRanker(dim=4, weighting="ipw").get_params()
+
+
+def test_fit_restores_torch_threads_and_rng():
+    import torch
+
+    data = make_synthetic(SyntheticConfig(n_users=30, n_items=20, n_topics=2, seed=0)).interactions
+    threads = torch.get_num_threads()
+    state = torch.get_rng_state()
+    model = DCNRanker(dim=4, hidden=(8,), max_epochs=2, threads=2, seed=3).fit(data)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(model.train_losses_) == 2 and model.best_epoch_ in (0, 1)
+
+
+def test_early_stopping_counts_dcn_patience():
+    """`patience=p` tolerates p epochs without improvement and stops at the next one."""
+    data, req, _ = topic_requests()
+    kw = dict(dim=4, hidden=(8,), lr=0.2, batch_requests=2, max_epochs=12, seed=0)
+    model = DCNRanker(**kw, patience=0).fit(data, requests=req)
+    losses = model.val_losses_
+    best = int(np.argmin(losses))
+    assert model.best_epoch_ == best
+    assert len(losses) == best + 2 < 12  # stopped one epoch after the best
+    unlimited = DCNRanker(**kw, patience=None).fit(data, requests=req)
+    assert len(unlimited.val_losses_) == 12
+    np.testing.assert_array_equal(unlimited.val_losses_[: len(losses)], losses)
+
+
+RANKING_FAST = {
+    "dcn": {"max_epochs": 2, "hidden": (8,), "dim": 4},
+    "ipw": {"max_epochs": 2, "hidden": (8,), "dim": 4},
+    "cdm": {"max_epochs": 1, "hidden": (8,), "dim": 4, "cdm_epochs": 1},
+    "purs": {"epochs": 1, "dim": 4},
+    "din": {"epochs": 1, "dim": 4},
+    "deepfm": {"epochs": 1, "dim": 4},
+    "wide-deep": {"epochs": 1, "dim": 4},
+    "pnn": {"epochs": 1, "dim": 4},
+    "spr": {"epochs": 1, "factors": 4},
+    "hi-nn": {"epochs1": 1, "epochs2": 1, "factors": 3, "hidden": (4,)},
+    "cf-nn": {"epochs1": 1, "epochs2": 1, "factors": 3, "hidden": (4,)},
+}
+
+
+@pytest.mark.parametrize("name", list(RANKING_FAST))
+def test_every_ranking_model_fit_keeps_global_state(name):
+    """Every fit of `divrec.ranking` runs inside `training_scope` (threads and RNG kept)."""
+    from divrec.registry import create
+    from divrec.testing import check_fit_keeps_global_state
+
+    data = make_synthetic(SyntheticConfig(n_users=30, n_items=20, n_topics=2, seed=0)).interactions
+    check_fit_keeps_global_state(lambda: create("model", name, RANKING_FAST[name]), data)

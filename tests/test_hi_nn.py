@@ -9,7 +9,7 @@ import torch
 
 from divrec.data import make_synthetic
 from divrec.data.synthetic import SyntheticConfig
-from divrec.ranking.hi_nn import CFNNRecommender, HINet, HINNRecommender
+from divrec.ranking.hi_nn import HINet, HINNRecommender
 
 FAST = {"factors": 4, "epochs1": 4, "epochs2": 3, "batch_size": 128, "threads": 1}
 
@@ -27,7 +27,7 @@ def hinn(data):
 
 @pytest.fixture(scope="module")
 def cfnn(data):
-    return CFNNRecommender(**FAST).fit(data)
+    return HINNRecommender(**FAST, p2p_only=True).fit(data)  # the `cf-nn` preset
 
 
 def _net(p2p_only=False, m=5, n=7, k=3, seed=0) -> HINet:
@@ -157,3 +157,20 @@ def test_save_load_round_trip(which, request, tmp_path):
     assert loaded.get_params() == model.get_params()
     ids, _ = loaded.recommend(users[:3], k=5)
     assert ids.shape == (3, 5)
+
+
+def test_cf_nn_preset_and_config(data):
+    from divrec.registry import create
+    from divrec.stage import ParamError
+
+    m = create("model", "cf-nn", {"factors": "3"})
+    assert type(m) is HINNRecommender and m.p2p_only and m.factors == 3
+    with pytest.raises(ParamError, match="init"):
+        HINNRecommender(init="svd")
+    with pytest.raises(ParamError, match="patience"):
+        HINNRecommender(patience=2)  # no validation split
+    with pytest.raises(AttributeError):
+        m.p2p_only = False  # type: ignore[misc]
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    HINNRecommender(**{**FAST, "threads": 2, "epochs1": 1, "epochs2": 1}).fit(data)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)

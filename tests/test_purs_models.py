@@ -227,3 +227,50 @@ def test_spr_popularity_weighting_lowers_popular_scores():
         return (s > s[:, [0]]).sum(1).mean()
 
     assert rank0(spr) > rank0(plain)
+
+
+def test_configs_validate_on_construction():
+    from divrec.stage import ParamError
+
+    with pytest.raises(ParamError, match="short_window"):
+        PURS(history=2, short_window=3)
+    with pytest.raises(ParamError, match="activation"):
+        PURS(activation="relu")
+    with pytest.raises(ParamError, match="optimizer"):
+        DIN(optimizer="rmsprop")
+    with pytest.raises(ParamError, match="dropout"):
+        DIN(dropout=1.0)
+    with pytest.raises(ParamError, match="alpha"):
+        SPR(alpha=-1.0)
+    with pytest.raises(ParamError, match="patience"):
+        SPR(patience=1)
+    m = PURS(dim=8)
+    assert m.dim == 8 and m.config.threads == 1
+    with pytest.raises(AttributeError):
+        m.epochs = 5  # type: ignore[misc]
+
+
+def test_fit_restores_torch_state_and_early_stops_on_valid_windows():
+    import torch
+
+    data = _log(2)
+    w = labeled_windows(data, history=4, n_negatives=1, seed=0)
+    tr, va = w.take(np.arange(len(w) - 80)), w.take(np.arange(len(w) - 80, len(w)))
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    kw = dict(history=4, dim=4, hidden=(4,), epochs=8, lr=0.3, seed=0)
+    plain = DIN(**kw).fit_windows(tr, data, valid=va)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)
+    assert len(plain.valid_loss_) == 8 and plain.best_epoch_ is None
+    stopped = DIN(**kw, patience=1).fit_windows(tr, data, valid=va)
+    # same run up to the stop (one epoch without improvement); the best weights are kept
+    assert len(stopped.valid_loss_) == 2 and stopped.best_epoch_ == 0
+    np.testing.assert_array_equal(stopped.valid_loss_, plain.valid_loss_[:2])
+    p = stopped.predict_windows(va)
+    y = va.label
+    ll = -(y * np.log(p + 1e-7) + (1 - y) * np.log(1 - p + 1e-7)).mean()
+    assert ll == pytest.approx(min(stopped.valid_loss_), rel=1e-6)
+    with pytest.raises(ValueError, match="patience"):
+        DIN(**kw, patience=1).fit_windows(tr, data)
+    # valid_fraction carves validation windows out of the log's windows in `fit`
+    carved = DIN(**kw, valid_fraction=0.2).fit(data)
+    assert len(carved.valid_loss_) == 8

@@ -50,7 +50,7 @@ MODELS: dict[str, str | Preset] = {
     "hi": "divrec.retrieval.hi:HIRecommender",  # HI candidate mixing p2p:n2p (Eq. 3-9)
     "hi-rt": "divrec.retrieval.hi:HIRealtime",  # HI-RT (Eq. 14-17)
     "hi-nn": "divrec.ranking.hi_nn:HINNRecommender",  # HI-NN (Fig. 2, Eq. 10-13)
-    "cf-nn": "divrec.ranking.hi_nn:CFNNRecommender",  # CF-NN: HI-NN's p2p parts only
+    "cf-nn": Preset("divrec.ranking.hi_nn:HINNRecommender", {"p2p_only": True}),  # CF-NN
     "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
     "purs": "divrec.ranking.purs:PURS",  # PURS (Eq. 1-12), a sequence ranking model
@@ -60,7 +60,7 @@ MODELS: dict[str, str | Preset] = {
     "pnn": "divrec.ranking.ctr:PNN",
     "spr": "divrec.ranking.spr:SPR",
     "dcn": "divrec.ranking.dcn:DCNRanker",  # DCN-v2 (CDM backbone)
-    "ipw": "divrec.ranking.dcn:IPWRanker",  # CDM baseline IPW
+    "ipw": Preset("divrec.ranking.dcn:DCNRanker", {"weighting": "ipw"}),  # CDM baseline IPW
     "cdm": "divrec.ranking.cdm:CDMRanker",  # CDM (Eq. 5-20)
     "graph": "divrec.retrieval.graphsage:GraphRetriever",  # WeChat GraphSAGE i2i (Eq. 1)
     "slim": "divrec.retrieval.slim:SLIMRecommender",  # SLIM ElasticNet (Dacrema et al. 2021)

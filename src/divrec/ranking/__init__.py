@@ -1,7 +1,15 @@
 """Ranking-stage models."""
 
-from divrec.ranking.cdm import CDMRanker
-from divrec.ranking.dcn import DCNRanker, IPWRanker
-from divrec.ranking.hi_nn import CFNNRecommender, HINet, HINNRecommender
+from divrec.ranking.cdm import CDMConfig, CDMRanker
+from divrec.ranking.dcn import DCNConfig, DCNRanker
+from divrec.ranking.hi_nn import HINet, HINNConfig, HINNRecommender
 
-__all__ = ["CDMRanker", "CFNNRecommender", "DCNRanker", "HINNRecommender", "HINet", "IPWRanker"]
+__all__ = [
+    "CDMConfig",
+    "CDMRanker",
+    "DCNConfig",
+    "DCNRanker",
+    "HINNConfig",
+    "HINNRecommender",
+    "HINet",
+]

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -50,10 +51,21 @@ import torch
 from torch import nn
 
 from divrec.data.interactions import Interactions
-from divrec.ranking.dcn import DCNRanker, _batches, _primary, _sigmoid, _slices, history_table
+from divrec.nn.train import TrainLoop, make_optimizer
+from divrec.ranking.dcn import (
+    DCNConfig,
+    DCNRanker,
+    batches,
+    history_table,
+    primary_category,
+    sigmoid,
+    slices,
+)
 from divrec.splitting.candidate_requests import CandidateRequests, self_requests
+from divrec.stage import param
 
 __all__ = [
+    "CDMConfig",
     "CDMRanker",
     "CDMStudent",
     "cdm_loss",
@@ -288,99 +300,71 @@ def teacher_labels(
     return out
 
 
-class CDMRanker(DCNRanker):
-    """CDM as a ranking stage trained on the retriever's candidate lists.
+@dataclass(frozen=True, kw_only=True)
+class CDMConfig(DCNConfig):
+    """`CDMRanker` hyperparameters: the backbone's (`DCNConfig`, Sec. 4.1.4) and CDM's own.
 
-    Args:
-        (backbone) dim … progress: as :class:`~divrec.ranking.dcn.DCNRanker`.
+    The `DCNConfig` fields configure the backbone and its pre-training (`max_epochs`,
+    `patience` on the `val_frac` validation requests); the joint phase reuses `lr`,
+    `weight_decay`, `batch_requests`, the validation requests and `weighting` (IPW on the
+    BCE term).
+
+    Attributes:
         teacher_k: K of the teacher's MMR list (Eq. 16).
         teacher_lambda: λ of the interest-aware MMR teacher (Eq. 2).
         teacher_normalize: unit-normalize `e_i ⊙ u` for the teacher (see
             :func:`teacher_inputs`).
         n_context: k, context items sampled on each side (Eq. 7–10).
-        context: "cce" or "plain" (−CCE ablation).
+        context: "cce" (Contrastive Context Encoder) or "plain" (−CCE ablation).
         context_size: 0 = every candidate is context; m > 0 = only the top-m candidates by
             backbone score (restricted context).
-        beta1: weight of the distillation loss (Eq. 20).
-        beta2: weight of the InfoNCE loss (0: −InfoNCE ablation).
+        beta1: weight β1 of the distillation loss (Eq. 20).
+        beta2: weight β2 of the InfoNCE loss (Eq. 20; 0: −InfoNCE ablation).
         nce_temperature: t of Eq. 14.
-        tau_start, tau_end: relaxed top-k temperature, annealed exponentially per step.
+        tau_start: relaxed top-k temperature τ (Eq. 8) at the first joint step, annealed
+            exponentially per step to `tau_end` at the last.
+        tau_end: τ at the last joint step (`0 < tau_end <= tau_start`).
         gamma: serving weight γ of `f(u, i) + γ · y_stu`.
-        cdm_epochs: joint training epochs after the backbone pre-training.
-        n_candidates: N of the requests carved out of `train` when none are given.
+        cdm_epochs: joint training epochs after the backbone pre-training (the best epoch
+            on the validation requests' noise-free loss Eq. 18–20 is kept).
+        n_candidates: N of the requests carved out of `train` when none are given, and the
+            context size of `score_all`.
+    """
+
+    teacher_k: int = param(10, ge=1)
+    teacher_lambda: float = param(0.25, ge=0.0)
+    teacher_normalize: bool = True
+    n_context: int = param(10, ge=1)
+    context: Literal["cce", "plain"] = "cce"
+    context_size: int = param(0, ge=0)
+    beta1: float = param(1.0, ge=0.0)
+    beta2: float = param(0.1, ge=0.0)
+    nce_temperature: float = param(0.5, gt=0.0)
+    tau_start: float = param(1.0, gt=0.0)
+    tau_end: float = param(0.1, gt=0.0)
+    gamma: float = 0.1
+    cdm_epochs: int = param(3, ge=0)
+    n_candidates: int = param(200, ge=1)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tau_end > self.tau_start:
+            raise ValueError(f"tau_end={self.tau_end!r} must be <= tau_start={self.tau_start!r}")
+
+
+class CDMRanker(DCNRanker):
+    """CDM as a ranking stage trained on the retriever's candidate lists.
+
+    Hyperparameters: `CDMConfig` (the backbone's `DCNConfig` fields and CDM's own).
 
     Attributes:
         net_: the backbone `DCNNet`; student_: the `CDMStudent`.
         teacher_rate_: share of candidates the teacher selected.
+        joint_val_losses_: validation loss (Eq. 18–20, no noise) per joint epoch.
     """
 
+    Config = CDMConfig
     needs_retriever = True
-
-    def __init__(
-        self,
-        dim: int = 16,
-        n_cross: int = 2,
-        cross_rank: int = 0,
-        hidden: tuple[int, ...] = (128, 64, 32),
-        dropout: float = 0.25,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        batch_requests: int = 8,
-        max_epochs: int = 20,
-        patience: int = 2,
-        val_frac: float = 0.1,
-        use_history: bool = True,
-        history_len: int = 100,
-        weighting: Literal["none", "ipw"] = "none",
-        ipw_clip: float = 10.0,
-        seed: int = 0,
-        threads: int = 1,
-        progress: bool = False,
-        teacher_k: int = 10,
-        teacher_lambda: float = 0.25,
-        teacher_normalize: bool = True,
-        n_context: int = 10,
-        context: Literal["cce", "plain"] = "cce",
-        context_size: int = 0,
-        beta1: float = 1.0,
-        beta2: float = 0.1,
-        nce_temperature: float = 0.5,
-        tau_start: float = 1.0,
-        tau_end: float = 0.1,
-        gamma: float = 0.1,
-        cdm_epochs: int = 3,
-        n_candidates: int = 200,
-    ) -> None:
-        super().__init__(
-            dim, n_cross, cross_rank, hidden, dropout, lr, weight_decay, batch_requests,
-            max_epochs, patience, val_frac, use_history, history_len, weighting, ipw_clip,
-            seed, threads, progress,
-        )  # fmt: skip
-        if context not in ("cce", "plain"):
-            raise ValueError(f"context must be 'cce' or 'plain', got {context!r}")
-        for name, val in (("teacher_k", teacher_k), ("n_context", n_context)):
-            if int(val) < 1:
-                raise ValueError(f"{name} must be >= 1, got {val}")
-        if int(context_size) < 0 or int(cdm_epochs) < 0:
-            raise ValueError("context_size and cdm_epochs must be >= 0")
-        if min(float(beta1), float(beta2), float(teacher_lambda)) < 0:
-            raise ValueError("beta1, beta2 and teacher_lambda must be >= 0")
-        if not 0 < float(tau_end) <= float(tau_start) or float(nce_temperature) <= 0:
-            raise ValueError("need 0 < tau_end <= tau_start and nce_temperature > 0")
-        self.teacher_k = teacher_k
-        self.teacher_lambda = teacher_lambda
-        self.teacher_normalize = teacher_normalize
-        self.n_context = n_context
-        self.context = context
-        self.context_size = context_size
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.nce_temperature = nce_temperature
-        self.tau_start = tau_start
-        self.tau_end = tau_end
-        self.gamma = gamma
-        self.cdm_epochs = cdm_epochs
-        self.n_candidates = n_candidates
 
     # ------------------------------------------------------------------ fitting
     def fit(  # type: ignore[override]
@@ -413,9 +397,7 @@ class CDMRanker(DCNRanker):
             user_features = backbone.user_features_
         self._backbone = backbone
         if requests is None:
-            pre = None
-            if retriever is not None:
-                pre = type(retriever)(**retriever.get_params())
+            pre = None if retriever is None else _unfitted_copy(retriever)
             requests = self_requests(
                 train, pre_ranker=pre, n_candidates=int(self.n_candidates), seed=self.seed
             )
@@ -424,21 +406,22 @@ class CDMRanker(DCNRanker):
         finally:
             del self._backbone
 
-    def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+    def _fit_scoped(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         bb = self._backbone
         if bb is None:
-            super()._fit(matrix, data)  # backbone with early stopping
+            super()._fit_scoped(matrix, data)  # backbone with early stopping
         else:
-            torch.set_num_threads(max(1, int(self.threads)))
-            torch.manual_seed(self.seed)
             if (bb.n_users_, bb.n_items_) != (self.n_users_, self.n_items_):
                 raise ValueError("backbone was fitted on another user/item universe")
             self._check_requests(self._requests)
             self.user_features_ = self._check_user_features(self._user_features)
             self.history_ = matrix
             self.net_ = copy.deepcopy(bb.net_)
-            self._item_primary = _primary(data.item_categories if data else None, self.n_items_)
+            self._item_primary = primary_category(
+                data.item_categories if data else None, self.n_items_
+            )
             self.val_losses_, self.best_epoch_ = list(bb.val_losses_), bb.best_epoch_
+            self.train_losses_ = list(getattr(bb, "train_losses_", []))
         req = self._requests
         self.student_ = CDMStudent(self._item_dim(), int(self.dim), self.context)
         y_tea = self._teacher(req)
@@ -452,14 +435,14 @@ class CDMRanker(DCNRanker):
     def _teacher(self, req: CandidateRequests) -> np.ndarray:
         self.net_.eval()
         out = np.zeros(req.labels.shape, dtype=np.float32)
-        for rows in _batches(np.arange(len(req)), 256):
+        for rows in batches(np.arange(len(req)), 256):
             logits = self._logits(req, rows).numpy()
             inp = self._batch_inputs(req.users[rows], req.history)
             u = self._interest(inp).numpy()
             e = self.net_.item_emb(torch.as_tensor(np.maximum(req.candidates[rows], 0))).numpy()
             e, u = teacher_inputs(e, u, bool(self.teacher_normalize))
             out[rows] = teacher_labels(
-                _sigmoid(logits).astype(np.float64), e, u, req.valid[rows],
+                sigmoid(logits).astype(np.float64), e, u, req.valid[rows],
                 int(self.teacher_k), float(self.teacher_lambda),
             )  # fmt: skip
         return out
@@ -502,24 +485,24 @@ class CDMRanker(DCNRanker):
         return inp, items, torch.as_tensor(req.valid[rows])
 
     def _train_joint(self, req: CandidateRequests, y_tea: np.ndarray) -> None:
-        from rich.progress import Progress
-
         rng = np.random.default_rng(self.seed + 1)
         gen = torch.Generator().manual_seed(int(self.seed) + 1)
         tr, va = self._split_rows(len(req), np.random.default_rng(self.seed))
         params = list(self.net_.parameters()) + list(self.student_.parameters())
-        opt = torch.optim.Adam(params, lr=float(self.lr), weight_decay=float(self.weight_decay))
-        n_steps = max(1, int(self.cdm_epochs) * math.ceil(len(tr) / int(self.batch_requests)))
+        opt = make_optimizer(
+            params, "adam", lr=float(self.lr), weight_decay=float(self.weight_decay)
+        )
+        size = int(self.batch_requests)
+        n_steps = max(1, int(self.cdm_epochs) * math.ceil(len(tr) / size))
         ratio = float(self.tau_end) / float(self.tau_start)
         step = 0
-        best, best_state = np.inf, None
-        self.joint_val_losses_: list[float] = []
-        with Progress(disable=not self.progress, transient=True) as bar:
-            task = bar.add_task("CDM", total=int(self.cdm_epochs))
+        # the best joint epoch (no early stopping) keeps both modules' weights
+        both = nn.ModuleDict({"net": self.net_, "student": self.student_})
+        with TrainLoop("CDM", n_steps, self.progress) as loop:
             for _ in range(int(self.cdm_epochs)):
                 self.net_.train()
                 self.student_.train()
-                for rows in _batches(rng.permutation(tr), int(self.batch_requests)):
+                for rows in batches(rng.permutation(tr), size):
                     tau = float(self.tau_start) * ratio ** (step / max(1, n_steps - 1))
                     inp, items, valid = self._req_tensors(req, rows)
                     f_logit, stu, info = self._forward(inp, items, valid, tau, gen)
@@ -529,23 +512,12 @@ class CDMRanker(DCNRanker):
                         torch.as_tensor(y_tea[rows]), info, valid, float(self.beta1),
                         float(self.beta2), w,
                     )  # fmt: skip
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+                    loop.step(opt, loss, weight=len(rows))
                     step += 1
-                bar.advance(task)
-                if va.size:
-                    val = self._joint_val(req, y_tea, va)
-                    self.joint_val_losses_.append(val)
-                    if val < best:
-                        best = val
-                        best_state = (
-                            {k: v.clone() for k, v in self.net_.state_dict().items()},
-                            {k: v.clone() for k, v in self.student_.state_dict().items()},
-                        )
-        if best_state is not None:
-            self.net_.load_state_dict(best_state[0])
-            self.student_.load_state_dict(best_state[1])
+                loop.end_epoch(both, self._joint_val(req, y_tea, va) if va.size else None)
+            loop.restore_best(both)
+        self.joint_val_losses_ = loop.valid_loss
+        self.joint_train_losses_ = loop.train_loss
         self.net_.eval()
         self.student_.eval()
 
@@ -554,7 +526,7 @@ class CDMRanker(DCNRanker):
         self.net_.eval()
         self.student_.eval()
         total, n = 0.0, 0.0
-        for b in _batches(rows, 64):
+        for b in batches(rows, 64):
             inp, items, valid = self._req_tensors(req, b)
             f_logit, stu, info = self._forward(inp, items, valid, None, None)
             v = float(valid.sum())
@@ -592,7 +564,7 @@ class CDMRanker(DCNRanker):
         hist_rows = users if hist_rows is None else hist_rows
         f = np.zeros(candidates.shape, dtype=np.float32)
         y = np.zeros(candidates.shape, dtype=np.float32)
-        for sl in _slices(len(users), 16):
+        for sl in slices(len(users), 16):
             inp = self._batch_inputs(np.maximum(users[sl], 0), history)
             if self.use_history:
                 inp["hist"] = torch.as_tensor(
@@ -634,5 +606,13 @@ class CDMRanker(DCNRanker):
         return super()._rebuild_module(name, state)
 
     def _after_load(self) -> None:
-        self.net_.eval()
-        self.student_.eval()
+        if hasattr(self, "student_"):  # a saved unfitted stage has no modules
+            self.net_.eval()
+            self.student_.eval()
+
+
+def _unfitted_copy(stage: Any) -> Any:
+    """A new, unfitted stage with `stage`'s hyperparameters."""
+    if getattr(stage, "config", None) is not None:
+        return stage.with_params()
+    return type(stage)(**stage.get_params())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -35,19 +36,31 @@ from torch import nn
 
 from divrec.data.interactions import Interactions
 from divrec.data.query import Query
+from divrec.nn.layers import MLP, expand_rows, local_activation
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    holdout_split,
+    make_optimizer,
+    training_scope,
+)
+from divrec.ranking._checks import cpu_only
 from divrec.retrieval.base import Recommender
 from divrec.splitting.sequences import user_sequences
 from divrec.splitting.windows import LabeledWindows, labeled_windows
+from divrec.stage import param
 
 __all__ = [
     "DIN",
     "DINNet",
     "DeepFM",
     "DeepFMNet",
+    "IdEmbeddingNet",
     "MLP",
     "PNN",
     "PNNNet",
     "SequenceCTR",
+    "SequenceCTRConfig",
     "WideDeep",
     "WideDeepNet",
     "right_align",
@@ -71,27 +84,9 @@ def right_align(history: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-class MLP(nn.Module):
-    """Dense layers with ReLU (and dropout with drop probability `dropout`), then a linear
-    output layer of width `out`."""
-
-    def __init__(self, n_in: int, hidden: tuple[int, ...], out: int = 1, dropout: float = 0.0):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(n_in, h), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            n_in = h
-        layers.append(nn.Linear(n_in, out))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class _Base(nn.Module):
-    """User/item embeddings with a zero padding row (index n: user −1 / item −1)."""
+class IdEmbeddingNet(nn.Module):
+    """Base of the window networks: user/item embeddings with a zero padding row (index n:
+    user −1 / item −1), id mapping and masked history mean."""
 
     def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1):
         super().__init__()
@@ -114,12 +109,7 @@ class _Base(nn.Module):
         return (h_emb * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
 
 
-def _expand(x: torch.Tensor, c: int) -> torch.Tensor:
-    """`(B, F)` → `(B, C, F)`."""
-    return x[:, None, :].expand(-1, c, -1)
-
-
-class DINNet(_Base):
+class DINNet(IdEmbeddingNet):
     """DIN: local activation unit over the history, sum pooling, MLP (Zhou et al. 2018)."""
 
     def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), att_hidden=(36,), dropout=0.0):
@@ -132,30 +122,10 @@ class DINNet(_Base):
         eu, eh, ei = self.user_emb(u), self.item_emb(h), self.item_emb(i)  # (B,d) (B,L,d) (B,C,d)
         pooled = local_activation(self.att, eh, mask, ei)  # (B, C, d)
         c = ei.shape[1]
-        return self.mlp(torch.cat([_expand(eu, c), pooled, ei], -1))[..., 0]
+        return self.mlp(torch.cat([expand_rows(eu, c), pooled, ei], -1))[..., 0]
 
 
-def local_activation(att: nn.Module, eh, mask, ei) -> torch.Tensor:
-    """DIN local activation: `Σ_j a(h_j, e) h_j` with `a = att([h, e, h − e, h ⊙ e])`.
-
-    Args:
-        att: the unit (`4d → 1`).
-        eh: `(B, L, d)` history embeddings; mask `(B, L)` real entries.
-        ei: `(B, C, d)` candidate embeddings.
-
-    Returns:
-        `(B, C, d)` pooled history per candidate (no softmax: DIN keeps the intensity).
-    """
-    b, n, d = eh.shape
-    c = ei.shape[1]
-    hh = eh[:, None, :, :].expand(b, c, n, d)
-    ee = ei[:, :, None, :].expand(b, c, n, d)
-    w = att(torch.cat([hh, ee, hh - ee, hh * ee], -1))[..., 0]  # (B, C, L)
-    w = w * mask[:, None, :].to(w.dtype)
-    return torch.einsum("bcl,bld->bcd", w, eh)
-
-
-class DeepFMNet(_Base):
+class DeepFMNet(IdEmbeddingNet):
     """DeepFM on the fields (user, item, mean history), shared embeddings (Guo et al. 2017)."""
 
     def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
@@ -170,8 +140,8 @@ class DeepFMNet(_Base):
     def forward(self, user, history, items):
         u, h, i, mask = self._ids(user, history, items)
         c = i.shape[1]
-        vu, vi = _expand(self.user_emb(u), c), self.item_emb(i)
-        vh = _expand(self._hist_mean(self.item_emb(h), mask), c)
+        vu, vi = expand_rows(self.user_emb(u), c), self.item_emb(i)
+        vh = expand_rows(self._hist_mean(self.item_emb(h), mask), c)
         wh = self._hist_mean(self.w_item(h), mask)  # (B, 1)
         first = self.bias + self.w_user(u) + wh + self.w_item(i)[..., 0]  # (B, C)
         fields = torch.stack([vu, vi, vh], 2)  # (B, C, 3, d)
@@ -180,7 +150,7 @@ class DeepFMNet(_Base):
         return first + second + deep
 
 
-class WideDeepNet(_Base):
+class WideDeepNet(IdEmbeddingNet):
     """Wide & Deep: linear over one-hot user/item + multi-hot history, and a deep MLP."""
 
     def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
@@ -202,12 +172,12 @@ class WideDeepNet(_Base):
             + self._hist_mean(self.w_hist(h), mask)
             + self.w_item(i)[..., 0]
         )
-        eh = _expand(self._hist_mean(self.item_emb(h), mask), c)
-        deep = self.mlp(torch.cat([_expand(self.user_emb(u), c), self.item_emb(i), eh], -1))
+        eh = expand_rows(self._hist_mean(self.item_emb(h), mask), c)
+        deep = self.mlp(torch.cat([expand_rows(self.user_emb(u), c), self.item_emb(i), eh], -1))
         return wide + deep[..., 0]
 
 
-class PNNNet(_Base):
+class PNNNet(IdEmbeddingNet):
     """Inner-product PNN: MLP over `[fields, <f_a, f_b> for a < b]` (Qu et al. 2016)."""
 
     def __init__(self, n_users, n_items, dim=32, hidden=(80, 40), dropout=0.0):
@@ -218,12 +188,62 @@ class PNNNet(_Base):
         u, h, i, mask = self._ids(user, history, items)
         c = i.shape[1]
         f = [
-            _expand(self.user_emb(u), c),
+            expand_rows(self.user_emb(u), c),
             self.item_emb(i),
-            _expand(self._hist_mean(self.item_emb(h), mask), c),
+            expand_rows(self._hist_mean(self.item_emb(h), mask), c),
         ]
         prods = [(f[a] * f[b]).sum(-1, keepdim=True) for a, b in ((0, 1), (0, 2), (1, 2))]
         return self.mlp(torch.cat(f + prods, -1))[..., 0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequenceCTRConfig(TrainingConfig):
+    """Hyperparameters of the window CTR models (`DIN`, `DeepFM`, `WideDeep`, `PNN`; PURS
+    Sec. 5.2) and the base of `PURSConfig`.
+
+    Attributes:
+        history: `L`, the number of recent items read per request (PURS: 10).
+        dim: embedding size (PURS: 32).
+        hidden: MLP widths (PURS: (80, 40)).
+        epochs: training epochs (passes over the windows).
+        batch_size: windows per optimizer step.
+        lr: learning rate.
+        optimizer: "adam" or "sgd" (the PURS code: SGD, lr 1, decay).
+        lr_decay: multiply the learning rate by this after every epoch.
+        weight_decay: L2 on all parameters.
+        dropout: drop probability of the MLP hidden units in training (not at test time).
+        n_negatives: sampled unobserved items per training event when fitting on a log.
+        threshold: `label = value >= threshold` when fitting on a log (None: implicit).
+        seed: seeds torch (inside `training_scope`), the negative sampling and the batch
+            order.
+        threads: torch threads during the fit (default 1; None: the `divrec.threads` policy;
+            0: every core).
+        device: "cpu" only.
+        patience: early stopping on the validation loss (log loss of the validation
+            windows: `fit_windows(valid=...)`, or `valid_fraction` of the windows cut by
+            `fit`): stop after `patience` epochs without improvement and keep the best
+            epoch's weights. None: every epoch, the last weights kept.
+        valid_fraction: share of the windows cut by `fit` held out as validation windows
+            (`divrec.nn.holdout_split`; 0: none; not used by `fit_windows`).
+    """
+
+    history: int = param(10, ge=1)
+    dim: int = param(32, ge=1)
+    hidden: tuple[int, ...] = param((80, 40), ge=1)
+    epochs: int = param(3, ge=1)
+    batch_size: int = param(256, ge=1)
+    lr: float = param(1e-3, gt=0.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr_decay: float = param(1.0, gt=0.0)
+    weight_decay: float = param(0.0, ge=0.0)
+    dropout: float = param(0.1, ge=0.0, lt=1.0)
+    n_negatives: int = param(1, ge=0)
+    threshold: float | None = None
+    threads: int | None = param(1, ge=0)
+
+    def validate(self) -> None:
+        super().validate()
+        cpu_only(self)
 
 
 class SequenceCTR(Recommender):
@@ -231,56 +251,20 @@ class SequenceCTR(Recommender):
 
     Subclasses implement `_build_net()`. `fit(train)` cuts labeled windows from the log
     (`labeled_windows(train, history, n_negatives, threshold)`); `fit_windows` trains on
-    given windows (the reproduction shares one split among models).
+    given windows (the reproduction shares one split among models). Hyperparameters:
+    `SequenceCTRConfig`.
 
-    Args (common):
-        history: `L`, the number of recent items read per request (PURS: 10).
-        dim: embedding size (PURS: 32).
-        hidden: MLP widths (PURS: (80, 40)).
-        epochs, batch_size, lr: training (Adam by default).
-        optimizer: "adam" or "sgd" (the PURS code: SGD, lr 1, decay).
-        lr_decay: multiply the learning rate by this after every epoch.
-        weight_decay: L2 on all parameters.
-        dropout: drop probability of the MLP hidden units in training (not at test time).
-        n_negatives: sampled unobserved items per training event when fitting on a log.
-        threshold: `label = value >= threshold` when fitting on a log (None: implicit).
-        seed: torch and sampling seed.
-        progress: show a progress bar.
+    Attributes:
+        net_: the trained network.
+        user_history_: `(n_users, history)` each user's last training items (−1 padded).
+        train_loss_: mean training loss per epoch.
+        valid_loss_: validation log loss per epoch (when there are validation windows).
+        train_seconds_: CPU seconds of each epoch's optimizer steps.
+        best_epoch_: the epoch whose weights are kept with `patience` (else None).
     """
 
+    Config = SequenceCTRConfig
     supports_history = True
-
-    def __init__(
-        self,
-        history: int = 10,
-        dim: int = 32,
-        hidden: tuple[int, ...] = (80, 40),
-        epochs: int = 3,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        optimizer: Literal["adam", "sgd"] = "adam",
-        lr_decay: float = 1.0,
-        weight_decay: float = 0.0,
-        dropout: float = 0.1,
-        n_negatives: int = 1,
-        threshold: float | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        self.history = history
-        self.dim = dim
-        self.hidden = hidden
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.lr_decay = lr_decay
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.n_negatives = n_negatives
-        self.threshold = threshold
-        self.seed = seed
-        self.progress = progress
 
     # ------------------------------------------------------------------ building
     def _build_net(self) -> nn.Module:
@@ -291,18 +275,6 @@ class SequenceCTR(Recommender):
             return super()._rebuild_module(name, state)
         return self._build_net()
 
-    def _check_params(self) -> None:
-        for name in ("history", "dim", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
     # ------------------------------------------------------------------ fitting
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
         if data is None:
@@ -310,7 +282,11 @@ class SequenceCTR(Recommender):
         windows = labeled_windows(
             data, self.history, self.n_negatives, self.threshold, seed=self.seed
         )
-        self._train(windows, data)
+        valid = None
+        if self.valid_fraction > 0:
+            tr, va = holdout_split(len(windows), self.valid_fraction, self.seed)
+            windows, valid = windows.take(tr), windows.take(va)
+        self._train(windows, data, valid)
 
     def fit_windows(
         self,
@@ -325,7 +301,8 @@ class SequenceCTR(Recommender):
             windows: training examples (history width must be `history`).
             train_log: the training events (the seen items and the per-user recent
                 sequences used when a request carries no history).
-            valid: optional examples whose loss is recorded per epoch.
+            valid: optional examples whose loss is recorded per epoch (and drives early
+                stopping with `patience`).
             epoch_callback: called as `callback(epoch, self)` after every epoch (in eval
                 mode), e.g. to trace metrics over epochs (PURS Fig. 5).
         """
@@ -339,11 +316,16 @@ class SequenceCTR(Recommender):
         return self
 
     def _train(self, windows, data, valid=None, epoch_callback=None) -> None:
-        from rich.progress import Progress
+        has_valid = valid is not None and len(valid) > 0
+        if self.patience is not None and not has_valid:
+            raise ValueError(
+                f"{type(self).__name__}: patience needs validation windows (valid_fraction > 0, "
+                "or fit_windows(valid=...))"
+            )
+        with training_scope(self.seed, self.threads, self.device):
+            self._train_scoped(windows, data, valid if has_valid else None, epoch_callback)
 
-        self._check_params()
-        torch.set_num_threads(1)
-        torch.manual_seed(self.seed)
+    def _train_scoped(self, windows, data, valid, epoch_callback) -> None:
         rng = np.random.default_rng(self.seed)
         seqs = user_sequences(data, self.history, min_len=1)
         hist = np.full((data.n_users, self.history), -1, dtype=np.int64)
@@ -351,10 +333,7 @@ class SequenceCTR(Recommender):
         self.user_history_ = hist
         self.net_ = self._build_net()
         params = [p for p in self.net_.parameters() if p.requires_grad]
-        if self.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = make_optimizer(params, self.optimizer, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
         loss_fn = nn.BCEWithLogitsLoss()
         t_user = torch.from_numpy(windows.user)
@@ -363,37 +342,42 @@ class SequenceCTR(Recommender):
         t_label = torch.from_numpy(windows.label.astype(np.float32))
         n = len(windows)
         n_batches = (n + self.batch_size - 1) // self.batch_size
-        self.train_loss_: list[float] = []
-        self.valid_loss_: list[float] = []
         self.train_seconds_: list[float] = []
-        with Progress(disable=not self.progress, transient=True) as bar:
-            task = bar.add_task(type(self).__name__, total=self.epochs * n_batches)
+        with TrainLoop(
+            type(self).__name__, self.epochs * n_batches, self.progress, self.patience
+        ) as loop:
             for epoch in range(self.epochs):
                 self.net_.train()
                 perm = torch.from_numpy(rng.permutation(n))
-                total, t0 = 0.0, time.process_time()
+                t0 = time.process_time()
                 for s in range(0, n, self.batch_size):
                     idx = perm[s : s + self.batch_size]
                     logits = self.net_(t_user[idx], t_hist[idx], t_item[idx][:, None])[:, 0]
                     loss = loss_fn(logits, t_label[idx]) + self._extra_loss()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * idx.shape[0]
-                    bar.advance(task)
+                    loop.step(opt, loss, weight=idx.shape[0])
                 sched.step()
-                self.train_seconds_.append(time.process_time() - t0)  # CPU s
-                self.train_loss_.append(total / max(n, 1))
+                # the optimizer steps only (validation and callbacks excluded), CPU s
+                self.train_seconds_.append(time.process_time() - t0)
                 self.net_.eval()
-                if valid is not None and len(valid):
-                    p = self.predict_windows(valid)
-                    y = valid.label
-                    eps = 1e-7
-                    ll = -(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)).mean()
-                    self.valid_loss_.append(float(ll))
+                keep = self.net_ if self.patience is not None else None  # best weights
+                stop = loop.end_epoch(keep, None if valid is None else self._log_loss(valid))
                 if epoch_callback is not None:
                     epoch_callback(epoch, self)
+                if stop:
+                    break
+            if self.patience is not None:
+                loop.restore_best(self.net_)
+        self.train_loss_ = loop.train_loss
+        self.valid_loss_ = loop.valid_loss
+        self.best_epoch_ = loop.best_epoch if self.patience is not None else None
         self.net_.eval()
+
+    def _log_loss(self, windows: LabeledWindows) -> float:
+        """Mean log loss of the predicted click probabilities of `windows`."""
+        p = self.predict_windows(windows)
+        y = windows.label
+        eps = 1e-7
+        return float(-(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)).mean())
 
     def _extra_loss(self) -> torch.Tensor | float:
         return 0.0

@@ -14,14 +14,15 @@ Cross network (DCN-v2 Eq. 1): `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`, with ful
 `cross_rank = r`). Stacked structure: the cross output feeds a ReLU MLP (three hidden layers
 by default, dropout 0.25, paper Sec. 4.1.4) and a linear logit; `f(u, i) = σ(logit)`.
 
-Training: binary cross-entropy (CDM Eq. 19) over request candidates with labels (a
-:class:`~divrec.splitting.candidate_requests.CandidateRequests`), Adam, early stopping with
-`patience` on the BCE of a held-out share of the requests (`val_frac`), the best epoch's
-weights restored. `fit(train)` without requests carves requests out of `train`
+Training (hyperparameters: `DCNConfig`): binary cross-entropy (CDM Eq. 19) over request
+candidates with labels (a :class:`~divrec.splitting.candidate_requests.CandidateRequests`),
+Adam, early stopping with `patience` on the BCE of a held-out share of the requests
+(`val_frac`), the best epoch's weights restored (`divrec.nn.TrainLoop`, inside
+`divrec.nn.training_scope`). `fit(train)` without requests carves requests out of `train`
 (:func:`~divrec.splitting.candidate_requests.self_requests`: each user's last 20% as targets,
 4 random negatives per target).
 
-IPW baseline (CDM Sec. 4.1.3, `weighting="ipw"`, registered as `ipw`): each positive example
+IPW baseline (CDM Sec. 4.1.3, `weighting="ipw"`, the registry preset `ipw`): each positive example
 is weighted by `1 / p(c_i | u)`, the smoothed share of item i's primary category in the
 request's history (add-one smoothing), clipped at `ipw_clip` and normalized to mean 1 over the
 positives; negatives keep weight 1.
@@ -29,6 +30,7 @@ positives; negatives keep weight 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -37,10 +39,23 @@ import torch
 from torch import nn
 
 from divrec.data.interactions import Interactions
+from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
+from divrec.ranking._checks import cpu_only
 from divrec.retrieval.base import Recommender
 from divrec.splitting.candidate_requests import CandidateRequests, self_requests
+from divrec.stage import param
 
-__all__ = ["DCNNet", "DCNRanker", "IPWRanker", "category_table", "history_table"]
+__all__ = [
+    "DCNConfig",
+    "DCNNet",
+    "DCNRanker",
+    "batches",
+    "category_table",
+    "history_table",
+    "primary_category",
+    "sigmoid",
+    "slices",
+]
 
 
 class DCNNet(nn.Module):
@@ -191,86 +206,86 @@ def history_table(history: sp.csr_matrix, users: np.ndarray, length: int) -> np.
     return out
 
 
-class DCNRanker(Recommender):
-    """DCN-v2 backbone as a ranking stage (scores a request's candidates).
+@dataclass(frozen=True, kw_only=True)
+class DCNConfig(TrainingConfig):
+    """`DCNRanker` hyperparameters (DCN-v2, Wang et al. 2021; CDM Sec. 4.1.3–4.1.4).
 
-    Args:
-        dim: embedding dimension.
-        n_cross: cross layers.
-        cross_rank: 0 full-rank cross matrices, r > 0 low-rank `U Vᵀ` of rank r.
-        hidden: MLP hidden widths (three ReLU layers by default).
-        dropout: dropout rate (paper: 0.25).
+    The IPW baseline of CDM (Sec. 4.1.3) is this config with `weighting="ipw"` (registry
+    preset `ipw`).
+
+    Attributes:
+        dim: embedding dimension d of every field.
+        n_cross: cross layers (DCN-v2 Eq. 1).
+        cross_rank: 0 full-rank cross matrices `W_l`, r > 0 low-rank `U_l V_lᵀ` of rank r.
+        hidden: MLP hidden widths (three ReLU layers by default, CDM Sec. 4.1.4).
+        dropout: dropout after each hidden layer (paper: 0.25).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         batch_requests: requests per optimizer step (each with its N candidates).
         max_epochs: epoch limit.
-        patience: early stopping patience (epochs without validation improvement).
-        val_frac: share of the training requests held out for early stopping.
+        patience: early stopping: epochs without a validation BCE improvement (by more than
+            1e-6) that are tolerated; training stops at the next one (so DCN stops after
+            `patience + 1` such epochs, one more than `TrainingConfig.patience` counts) and
+            the best epoch's weights are restored. None: train `max_epochs` epochs, the best
+            epoch's weights still restored.
+        val_frac: share of the training requests held out for early stopping (a seeded
+            permutation of the requests; none with fewer than 10 requests). 0: no validation,
+            every epoch trained and the last weights kept.
         use_history: include the mean history-embedding field.
         history_len: history items used per request (0 = all).
-        weighting: "none" or "ipw" (inverse category propensity on positives).
+        weighting: "none", or "ipw" (CDM's IPW baseline): each positive is weighted by
+            `1 / p(c_i | u)`, clipped at `ipw_clip`, normalized to mean 1 over the positives.
         ipw_clip: largest IPW weight before normalization.
-        seed: RNG seed (torch and numpy).
-        threads: torch threads.
-        progress: show a progress bar.
+        seed: seeds torch (inside `training_scope`), the request split and the batch order.
+        threads: torch threads during the fit (default 1; None: the `divrec.threads` policy;
+            0: every core).
+        device: "cpu" only.
+        valid_fraction: not used (the validation split is `val_frac` of the requests); must
+            stay 0.
+    """
+
+    dim: int = param(16, ge=1)
+    n_cross: int = param(2, ge=0)
+    cross_rank: int = param(0, ge=0)
+    hidden: tuple[int, ...] = param((128, 64, 32), ge=1)
+    dropout: float = param(0.25, ge=0.0, lt=1.0)
+    lr: float = param(3e-3, gt=0.0)
+    weight_decay: float = param(0.0, ge=0.0)
+    batch_requests: int = param(8, ge=1)
+    max_epochs: int = param(20, ge=1)
+    patience: int | None = param(2, ge=0)
+    val_frac: float = param(0.1, ge=0.0, lt=1.0)
+    use_history: bool = True
+    history_len: int = param(100, ge=0)
+    weighting: Literal["none", "ipw"] = "none"
+    ipw_clip: float = param(10.0, gt=0.0)
+    threads: int | None = param(1, ge=0)
+
+    def validate(self) -> None:
+        super().validate()
+        cpu_only(self)
+        if self.valid_fraction:
+            raise ValueError(
+                f"valid_fraction={self.valid_fraction!r}: DCN holds out `val_frac` of its "
+                "requests; set val_frac instead"
+            )
+
+
+class DCNRanker(Recommender):
+    """DCN-v2 backbone as a ranking stage (scores a request's candidates).
+
+    Hyperparameters: `DCNConfig`.
 
     Attributes:
         net_: the fitted `DCNNet`.
         user_features_: `(n_users, F)` int64 user side features, or None.
         history_: `(n_users, n_items)` CSR used as the serving history (the fit matrix).
-        best_epoch_, val_losses_: early stopping record.
+        best_epoch_, val_losses_: early stopping record (`best_epoch_` is the last epoch
+            when there is no validation split).
+        train_losses_: mean training loss per epoch.
     """
 
-    def __init__(
-        self,
-        dim: int = 16,
-        n_cross: int = 2,
-        cross_rank: int = 0,
-        hidden: tuple[int, ...] = (128, 64, 32),
-        dropout: float = 0.25,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        batch_requests: int = 8,
-        max_epochs: int = 20,
-        patience: int = 2,
-        val_frac: float = 0.1,
-        use_history: bool = True,
-        history_len: int = 100,
-        weighting: Literal["none", "ipw"] = "none",
-        ipw_clip: float = 10.0,
-        seed: int = 0,
-        threads: int = 1,
-        progress: bool = False,
-    ) -> None:
-        for name, val in (("dim", dim), ("batch_requests", batch_requests)):
-            if int(val) < 1:
-                raise ValueError(f"{name} must be >= 1, got {val}")
-        if int(n_cross) < 0 or int(cross_rank) < 0 or int(max_epochs) < 1:
-            raise ValueError("n_cross, cross_rank must be >= 0 and max_epochs >= 1")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if not 0.0 <= float(val_frac) < 1.0:
-            raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
-        if weighting not in ("none", "ipw"):
-            raise ValueError(f"weighting must be 'none' or 'ipw', got {weighting!r}")
-        self.dim = dim
-        self.n_cross = n_cross
-        self.cross_rank = cross_rank
-        self.hidden = tuple(hidden)
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_requests = batch_requests
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.val_frac = val_frac
-        self.use_history = use_history
-        self.history_len = history_len
-        self.weighting = weighting
-        self.ipw_clip = ipw_clip
-        self.seed = seed
-        self.threads = threads
-        self.progress = progress
+    Config = DCNConfig
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -296,8 +311,11 @@ class DCNRanker(Recommender):
             del self._requests, self._user_features
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        torch.set_num_threads(max(1, int(self.threads)))
-        torch.manual_seed(self.seed)
+        with training_scope(self.seed, self.threads, self.device):
+            self._fit_scoped(matrix, data)
+
+    def _fit_scoped(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
+        """The fit, inside `training_scope` (torch seeded, threads set)."""
         req = self._requests
         if req is None:
             req = self_requests(data if data is not None else matrix, seed=self.seed)
@@ -306,7 +324,7 @@ class DCNRanker(Recommender):
         cats = data.item_categories if data is not None else None
         self.history_ = matrix
         self.net_ = self._build_net(category_table(cats, self.n_items_), self._n_cats(cats))
-        self._item_primary = _primary(cats, self.n_items_)
+        self._item_primary = primary_category(cats, self.n_items_)
         self._train(req)
 
     def _n_cats(self, cats) -> int:
@@ -379,41 +397,28 @@ class DCNRanker(Recommender):
         return perm[n_val:], perm[:n_val]
 
     def _train(self, req: CandidateRequests) -> None:
-        from rich.progress import Progress
-
         rng = np.random.default_rng(self.seed)
         tr, va = self._split_rows(len(req), rng)
-        opt = torch.optim.Adam(
-            self.net_.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay)
+        opt = make_optimizer(
+            self.net_.parameters(), "adam", lr=float(self.lr), weight_decay=float(self.weight_decay)
         )
-        best, best_state, bad = np.inf, None, 0
-        self.val_losses_: list[float] = []
-        self.best_epoch_ = 0
-        with Progress(disable=not self.progress, transient=True) as bar:
-            task = bar.add_task(type(self).__name__, total=int(self.max_epochs))
-            for epoch in range(int(self.max_epochs)):
+        size = int(self.batch_requests)
+        epochs = int(self.max_epochs)
+        # DCN tolerates `patience` epochs without improvement; TrainLoop stops at its count
+        patience = None if self.patience is None else int(self.patience) + 1
+        with TrainLoop(
+            type(self).__name__, epochs * -(-len(tr) // size), self.progress, patience, 1e-6
+        ) as loop:
+            for epoch in range(epochs):
                 self.net_.train()
-                for rows in _batches(rng.permutation(tr), int(self.batch_requests)):
-                    loss = self._loss(req, rows, epoch)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                bar.advance(task)
-                if va.size == 0:
-                    best_state = None
-                    self.best_epoch_ = epoch
-                    continue
-                val = self._val_loss(req, va)
-                self.val_losses_.append(val)
-                if val < best - 1e-6:
-                    best, bad, self.best_epoch_ = val, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
-                else:
-                    bad += 1
-                    if bad > int(self.patience):
-                        break
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
+                for rows in batches(rng.permutation(tr), size):
+                    loop.step(opt, self._loss(req, rows, epoch), weight=len(rows))
+                if loop.end_epoch(self.net_, self._val_loss(req, va) if va.size else None):
+                    break
+            loop.restore_best(self.net_)
+        self.val_losses_ = loop.valid_loss
+        self.train_losses_ = loop.train_loss
+        self.best_epoch_ = epoch if loop.best_epoch is None else loop.best_epoch
         self.net_.eval()
 
     def _logits(self, req: CandidateRequests, rows: np.ndarray) -> torch.Tensor:
@@ -434,7 +439,7 @@ class DCNRanker(Recommender):
     def _val_loss(self, req: CandidateRequests, rows: np.ndarray) -> float:
         self.net_.eval()
         total, n = 0.0, 0.0
-        for b in _batches(rows, 256):
+        for b in batches(rows, 256):
             logits = self._logits(req, b)
             valid = torch.as_tensor(req.valid[b]).float()
             y = torch.as_tensor(req.labels[b])
@@ -456,7 +461,7 @@ class DCNRanker(Recommender):
         hist_rows, history = self._serving_history(query)
         users = np.maximum(query.users, 0)
         out = np.empty(items.shape, dtype=np.float32)
-        for sl in _slices(len(query), max(1, 200_000 // max(items.shape[1], 1))):
+        for sl in slices(len(query), max(1, 200_000 // max(items.shape[1], 1))):
             inp = self._batch_inputs(users[sl], history)
             if self.use_history:
                 inp["hist"] = torch.as_tensor(
@@ -467,7 +472,7 @@ class DCNRanker(Recommender):
 
     def _score_items(self, query, items: np.ndarray) -> np.ndarray:
         """`f(u, i) = σ(logit)` of the candidates `(B, C)`."""
-        return _sigmoid(self.backbone_logits(query, items))
+        return sigmoid(self.backbone_logits(query, items))
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         from divrec.data.query import Query
@@ -475,7 +480,7 @@ class DCNRanker(Recommender):
         items = np.broadcast_to(np.arange(self.n_items_), (len(users), self.n_items_))
         # the backbone itself, not `self._score_items` (a subclass's, e.g. CDM's, would treat
         # the whole catalogue as one request's context)
-        return _sigmoid(self.backbone_logits(Query(users=users), np.ascontiguousarray(items)))
+        return sigmoid(self.backbone_logits(Query(users=users), np.ascontiguousarray(items)))
 
     @torch.no_grad()
     def embeddings(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -512,41 +517,12 @@ class DCNRanker(Recommender):
         return self._build_net(item_cats, int(np.asarray(state["cat_emb.weight"]).shape[0]))
 
     def _after_load(self) -> None:
-        self.net_.eval()
+        if hasattr(self, "net_"):  # a saved unfitted stage has no modules
+            self.net_.eval()
 
 
-class IPWRanker(DCNRanker):
-    """DCN trained with inverse category-propensity weights (CDM baseline IPW, Sec. 4.1.3)."""
-
-    def __init__(
-        self,
-        dim: int = 16,
-        n_cross: int = 2,
-        cross_rank: int = 0,
-        hidden: tuple[int, ...] = (128, 64, 32),
-        dropout: float = 0.25,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        batch_requests: int = 8,
-        max_epochs: int = 20,
-        patience: int = 2,
-        val_frac: float = 0.1,
-        use_history: bool = True,
-        history_len: int = 100,
-        weighting: Literal["none", "ipw"] = "ipw",
-        ipw_clip: float = 10.0,
-        seed: int = 0,
-        threads: int = 1,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(
-            dim, n_cross, cross_rank, hidden, dropout, lr, weight_decay, batch_requests,
-            max_epochs, patience, val_frac, use_history, history_len, weighting, ipw_clip,
-            seed, threads, progress,
-        )  # fmt: skip
-
-
-def _primary(cats, n_items: int) -> np.ndarray:
+def primary_category(cats: sp.spmatrix | None, n_items: int) -> np.ndarray:
+    """`(n_items,)` int64 first category of each item (−1: none, or no categories)."""
     out = np.full(n_items, -1, dtype=np.int64)
     if cats is None:
         return out
@@ -556,13 +532,16 @@ def _primary(cats, n_items: int) -> np.ndarray:
     return out
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function of a numpy array, float32 (inputs clipped to ±60)."""
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
 
-def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+def batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """`rows` cut into consecutive chunks of `size` (the last one shorter)."""
     return [rows[s : s + size] for s in range(0, len(rows), size)]
 
 
-def _slices(n: int, size: int) -> list[slice]:
+def slices(n: int, size: int) -> list[slice]:
+    """`range(n)` as consecutive slices of `size` (the last one shorter)."""
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]

@@ -37,8 +37,8 @@ Training (two consecutive phases, as in the paper):
 2. g is trained on the same cells with target x_ij. The paper does not name g's loss; since
    its output is the probability `p̂(x̃_ij)` we use binary cross-entropy on g's logit.
 
-CF-NN (`p2p_only=True`): only `+fU`, `+fV`, `+L` (and g on the p2p features); the n2p inputs
-are never read.
+CF-NN (`p2p_only=True`, the registry preset `cf-nn`): only `+fU`, `+fV`, `+L` (and g on the
+p2p features); the n2p inputs are never read.
 
 Cold start (Eq. 11–13): for a user without an established profile, `+U_i ≈ (X P)_{i,:}`,
 `−U_i ≈ (Y R)_{i,:}` and `W_j ≈ S_{:,j} Q_{:,j}ᵀ`, with P, Q, R, S the (scaled) rank-k
@@ -55,6 +55,8 @@ the cold-start formulas above use these stored factors literally.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,11 +64,13 @@ import torch
 
 from divrec.data.feedback import encode_feedback
 from divrec.data.interactions import Interactions
+from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
+from divrec.ranking._checks import cpu_only, no_validation
 from divrec.retrieval.base import Recommender
 from divrec.retrieval.hi import truncated_factors
-from divrec.threads import resolve_threads
+from divrec.stage import param
 
-__all__ = ["CFNNRecommender", "HINNRecommender", "HINet", "SparseRows"]
+__all__ = ["HINNConfig", "HINNRecommender", "HINet", "SparseRows"]
 
 
 class HINet(torch.nn.Module):
@@ -183,12 +187,16 @@ def _mm(a, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
-class HINNRecommender(Recommender):
-    """HI-NN ranking model (Figure 2, Eq. 10–13); CF-NN with `p2p_only=True`.
+@dataclass(frozen=True, kw_only=True)
+class HINNConfig(TrainingConfig):
+    """`HINNRecommender` hyperparameters (HI paper, Figure 2, Eq. 10–13).
 
-    Args:
+    CF-NN is this config with `p2p_only=True` (registry preset `cf-nn`).
+
+    Attributes:
         factors: latent dimension k (the paper: 10).
-        p2p_only: CF-NN: only the p2p sub-networks, `+L` and g.
+        p2p_only: CF-NN: only the p2p sub-networks `+fU`, `+fV`, the loss `+L` and g (on
+            the p2p features); the n2p inputs are never read.
         threshold: rating ≥ threshold is positive (FEEDE "threshold" encoding).
         encoding: "threshold" or "rating6" (x = r/6, y = 1 − x; targets are then r/6).
         alpha: weight α of the n2p loss `−L` (Eq. 10).
@@ -198,15 +206,44 @@ class HINNRecommender(Recommender):
         epochs1: phase-1 epochs (sub-networks).
         epochs2: phase-2 epochs (g).
         batch_size: observed cells per step.
-        lr1: Adam learning rate of phase 1.
+        lr1: Adam learning rate of phase 1 (scaled per tensor, see `_init_net`).
         lr2: Adam learning rate of phase 2.
         init: "mf" (start the sub-networks at the Eq. 3/7 truncated SVD) or "random".
         user_norm: "mean" (default; not in the paper) divides each user input row (X_i and
             Y_i separately) by its number of nonzeros; "none" feeds the raw rows.
-        seed: seeds torch and the shuffling.
+        seed: seeds torch (inside `training_scope`), the MF factors and the shuffling.
         threads: torch intra-op threads during training (None: `divrec.threads` policy,
             i.e. ``DIVREC_THREADS`` or 1; 0: every available core).
-        progress: show a rich progress bar.
+        device: "cpu" only (the sparse inputs are scipy matrices).
+        patience, valid_fraction: not supported (no validation split); must stay unset.
+    """
+
+    factors: int = param(10, ge=1)
+    p2p_only: bool = False
+    threshold: float = 3.0
+    encoding: Literal["threshold", "rating6"] = "threshold"
+    alpha: float = param(1.0, ge=0.0)
+    gamma: float = param(1.0, ge=0.0)
+    lam: float = param(1e-4, ge=0.0)
+    hidden: tuple[int, ...] = param((32,), ge=1)
+    epochs1: int = param(20, ge=0)
+    epochs2: int = param(10, ge=0)
+    batch_size: int = param(32768, ge=1)
+    lr1: float = param(0.05, gt=0.0)
+    lr2: float = param(0.02, gt=0.0)
+    init: Literal["mf", "random"] = "mf"
+    user_norm: Literal["mean", "none"] = "mean"
+
+    def validate(self) -> None:
+        super().validate()
+        cpu_only(self)
+        no_validation(self)
+
+
+class HINNRecommender(Recommender):
+    """HI-NN ranking model (Figure 2, Eq. 10–13); CF-NN with `p2p_only=True`.
+
+    Hyperparameters: `HINNConfig`.
 
     Attributes:
         net_: the trained `HINet`.
@@ -217,56 +254,13 @@ class HINNRecommender(Recommender):
         train_seconds_: wall time of `fit`.
     """
 
+    Config = HINNConfig
     uses_values = True
     supports_history = True
     _transient = ("item_latents_", "user_latents_")
 
-    def __init__(
-        self,
-        factors: int = 10,
-        p2p_only: bool = False,
-        threshold: float = 3.0,
-        encoding: str = "threshold",
-        alpha: float = 1.0,
-        gamma: float = 1.0,
-        lam: float = 1e-4,
-        hidden: tuple[int, ...] = (32,),
-        epochs1: int = 20,
-        epochs2: int = 10,
-        batch_size: int = 32768,
-        lr1: float = 0.05,
-        lr2: float = 0.02,
-        init: str = "mf",
-        user_norm: str = "mean",
-        seed: int = 0,
-        threads: int | None = None,
-        progress: bool = False,
-    ):
-        self.factors = factors
-        self.p2p_only = p2p_only
-        self.threshold = threshold
-        self.encoding = encoding
-        self.alpha = alpha
-        self.gamma = gamma
-        self.lam = lam
-        self.hidden = hidden
-        self.epochs1 = epochs1
-        self.epochs2 = epochs2
-        self.batch_size = batch_size
-        self.lr1 = lr1
-        self.lr2 = lr2
-        self.init = init
-        self.user_norm = user_norm
-        self.seed = seed
-        self.threads = threads
-        self.progress = progress
-
     # ------------------------------------------------------------------ training
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        if self.init not in ("mf", "random"):
-            raise ValueError(f"init must be 'mf' or 'random', got {self.init!r}")
-        if self.user_norm not in ("mean", "none"):
-            raise ValueError(f"user_norm must be 'mean' or 'none', got {self.user_norm!r}")
         if data is None:
             coo = matrix.tocoo()
             data = Interactions(coo.row, coo.col, coo.data, np.arange(matrix.shape[0]),
@@ -277,61 +271,50 @@ class HINNRecommender(Recommender):
         users, items = obs.row.astype(np.int64), obs.col.astype(np.int64)
         target = np.asarray(fb.X[users, items]).ravel().astype(np.float32)
         start = time.perf_counter()
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(resolve_threads(self.threads))
-        try:
-            torch.manual_seed(self.seed)
-            rng = np.random.default_rng(self.seed)
-            self._prepare_inputs()
-            self._mf_factors(users, items, target)
-            m, n = fb.shape
-            self.net_ = HINet(m, n, self.factors, tuple(self.hidden), self.p2p_only)
-            self._init_net(torch.Generator().manual_seed(self.seed))
-            u_t, i_t, t_t = (torch.from_numpy(a) for a in (users, items, target))
-            self.history_ = {"phase1": [], "phase2": []}
-            from rich.progress import Progress
-
-            steps = -(-users.size // self.batch_size)
-            with Progress(disable=not self.progress, transient=True) as bar:
-                task = bar.add_task("HI-NN phase 1", total=self.epochs1 * steps)
-                opt = torch.optim.Adam(self._param_groups())
-                for _ in range(self.epochs1):
-                    tot = 0.0
-                    for idx in np.array_split(rng.permutation(users.size), steps):
-                        loss = self._phase1_loss(users[idx], items[idx], t_t[idx])
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        tot += float(loss.detach()) * idx.size
-                        bar.advance(task)
-                    self.history_["phase1"].append(tot / users.size)
-                for p in self.net_.embeddings():  # phase 1 done: fixed
-                    p.requires_grad_(False)
-                self._cache()
-                pu, nu = self.user_latents_
-                pv, nv, w = self.item_latents_
-                task2 = bar.add_task("HI-NN phase 2 (g)", total=self.epochs2 * steps)
-                opt2 = torch.optim.Adam(self.net_.g.parameters(), lr=self.lr2)
-                bce = torch.nn.BCEWithLogitsLoss()
-                for _ in range(self.epochs2):
-                    tot = 0.0
-                    for idx in np.array_split(rng.permutation(users.size), steps):
-                        bu, bi = u_t[idx], i_t[idx]
-                        feats = self.net_.features(
-                            pu[bu], None if nu is None else nu[bu], pv[bi],
-                            None if nv is None else nv[bi], None if w is None else w[bi],
-                        )  # fmt: skip
-                        loss = bce(self.net_.head(feats), t_t[idx])
-                        opt2.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt2.step()
-                        tot += float(loss.detach()) * idx.size
-                        bar.advance(task2)
-                    self.history_["phase2"].append(tot / users.size)
-            self._cache()
-        finally:
-            torch.set_num_threads(old_threads)
+        with training_scope(self.seed, self.threads, self.device):
+            self._train(fb.shape, users, items, target)
         self.train_seconds_ = time.perf_counter() - start
+
+    def _train(self, shape, users, items, target) -> None:
+        """Phase 1 (sub-networks, Eq. 10) then phase 2 (g), inside `training_scope`."""
+        rng = np.random.default_rng(self.seed)
+        self._prepare_inputs()
+        self._mf_factors(users, items, target)
+        m, n = shape
+        self.net_ = HINet(m, n, self.factors, tuple(self.hidden), self.p2p_only)
+        self._init_net(torch.Generator().manual_seed(self.seed))
+        u_t, i_t, t_t = (torch.from_numpy(a) for a in (users, items, target))
+        steps = -(-users.size // self.batch_size)
+        total = (self.epochs1 + self.epochs2) * steps
+        with TrainLoop("HI-NN phase 1", total, self.progress) as loop:
+            opt = make_optimizer(self._param_groups())
+            for _ in range(self.epochs1):
+                for idx in np.array_split(rng.permutation(users.size), steps):
+                    loss = self._phase1_loss(users[idx], items[idx], t_t[idx])
+                    loop.step(opt, loss, weight=idx.size)
+                loop.end_epoch()
+            for p in self.net_.embeddings():  # phase 1 done: fixed
+                p.requires_grad_(False)
+            self._cache()
+            pu, nu = self.user_latents_
+            pv, nv, w = self.item_latents_
+            loop.add_task("HI-NN phase 2 (g)", self.epochs2 * steps)
+            opt2 = make_optimizer(self.net_.g.parameters(), lr=self.lr2)
+            bce = torch.nn.BCEWithLogitsLoss()
+            for _ in range(self.epochs2):
+                for idx in np.array_split(rng.permutation(users.size), steps):
+                    bu, bi = u_t[idx], i_t[idx]
+                    feats = self.net_.features(
+                        pu[bu], None if nu is None else nu[bu], pv[bi],
+                        None if nv is None else nv[bi], None if w is None else w[bi],
+                    )  # fmt: skip
+                    loop.step(opt2, bce(self.net_.head(feats), t_t[idx]), weight=idx.size)
+                loop.end_epoch()
+        self.history_ = {
+            "phase1": loop.train_loss[: self.epochs1],
+            "phase2": loop.train_loss[self.epochs1 :],
+        }
+        self._cache()
 
     def _mf_factors(self, users, items, target) -> None:
         """Scaled rank-k factors of XᵀX (Eq. 3) and YᵀX (Eq. 7), and the item-map inits."""
@@ -536,6 +519,8 @@ class HINNRecommender(Recommender):
         return HINet(self.n_users_, self.n_items_, self.factors, tuple(self.hidden), self.p2p_only)
 
     def _after_load(self) -> None:
+        if not hasattr(self, "net_"):  # a saved unfitted stage
+            return
         for p in self.net_.embeddings():
             p.requires_grad_(False)
         self._prepare_inputs()
@@ -570,52 +555,3 @@ def _column_map(rows: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.
     norms2 = (left**2).sum(axis=0)
     inv = np.where(norms2 > 1e-30, 1.0 / np.maximum(norms2, 1e-30), 0.0)
     return np.asarray(rows @ left) * inv[None, :]
-
-
-class CFNNRecommender(HINNRecommender):
-    """CF-NN: `HINNRecommender` with only the p2p parts (`+fU`, `+fV`, `+L`, g).
-
-    Same arguments as `HINNRecommender`; `p2p_only` defaults to True.
-    """
-
-    def __init__(
-        self,
-        factors: int = 10,
-        p2p_only: bool = True,
-        threshold: float = 3.0,
-        encoding: str = "threshold",
-        alpha: float = 1.0,
-        gamma: float = 1.0,
-        lam: float = 1e-4,
-        hidden: tuple[int, ...] = (32,),
-        epochs1: int = 20,
-        epochs2: int = 10,
-        batch_size: int = 32768,
-        lr1: float = 0.05,
-        lr2: float = 0.02,
-        init: str = "mf",
-        user_norm: str = "mean",
-        seed: int = 0,
-        threads: int | None = None,
-        progress: bool = False,
-    ):
-        super().__init__(
-            factors=factors,
-            p2p_only=p2p_only,
-            threshold=threshold,
-            encoding=encoding,
-            alpha=alpha,
-            gamma=gamma,
-            lam=lam,
-            hidden=hidden,
-            epochs1=epochs1,
-            epochs2=epochs2,
-            batch_size=batch_size,
-            lr1=lr1,
-            lr2=lr2,
-            init=init,
-            user_norm=user_norm,
-            seed=seed,
-            threads=threads,
-            progress=progress,
-        )

@@ -17,7 +17,7 @@ For a request (user `u`, recent history `h_1..h_L`, oldest first) and a candidat
 * logit = `b_u + b_i + MLP + factor · f(unexp)`, `f(x) = x·e^(−x)`, trained with binary
   cross-entropy.
 
-Ablations (Sec. 6.2) are constructor parameters: Variation 1 `activation="gaussian"`,
+Ablations (Sec. 6.2) are hyperparameters (`PURSConfig`): Variation 1 `activation="gaussian"`,
 Variation 2 `activation="identity"`, Variation 3 `use_factor=False` (the factor is the
 constant 1), Variation 4 `use_unexpectedness=False` (no unexpectedness term at all),
 Variation 5 `clusters="single"` (one closure: the mean of the history, Li & Tuzhilin 2019).
@@ -25,18 +25,21 @@ Variation 5 `clusters="single"` (one closure: the mean of the history, Li & Tuzh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from divrec.ranking.ctr import MLP, SequenceCTR, _Base, _expand, local_activation, right_align
+from divrec.nn.layers import MLP, expand_rows, local_activation
+from divrec.ranking.ctr import IdEmbeddingNet, SequenceCTR, SequenceCTRConfig, right_align
 from divrec.ranking.unexpected import activation, interest_clusters, unexpectedness
+from divrec.stage import param
 
-__all__ = ["PURS", "PURSNet", "VARIATIONS"]
+__all__ = ["PURS", "PURSConfig", "PURSNet", "VARIATIONS"]
 
-#: PURS Table 3 rows → constructor overrides
+#: PURS Table 3 rows → hyperparameter overrides
 VARIATIONS: dict[str, dict] = {
     "PURS": {},
     "PURS-Variation 1": {"activation": "gaussian"},
@@ -47,7 +50,7 @@ VARIATIONS: dict[str, dict] = {
 }
 
 
-class PURSNet(_Base):
+class PURSNet(IdEmbeddingNet):
     """The PURS network; `forward(user (B,), history (B, L), items (B, C)) -> (B, C)`.
 
     Args:
@@ -125,7 +128,7 @@ class PURSNet(_Base):
         eu, eh, ei = self.user_emb(u), self.item_emb(h), self.item_emb(i)
         c = ei.shape[1]
         s = self.history_state(eh, mask)
-        ctr = self.mlp(torch.cat([_expand(s, c), ei, _expand(eu, c)], -1))[..., 0]
+        ctr = self.mlp(torch.cat([expand_rows(s, c), ei, expand_rows(eu, c)], -1))[..., 0]
         logit = self.user_bias(u) + self.item_bias(i)[..., 0] + ctr
         parts = {"ctr": ctr}
         if self.use_unexpectedness:
@@ -134,7 +137,7 @@ class PURSNet(_Base):
             if self.use_factor:
                 w = self.short_window
                 pooled = local_activation(self.factor_att, eh[:, -w:], mask[:, -w:], ei)
-                factor = self.factor_mlp(torch.cat([pooled, ei, _expand(eu, c)], -1))[..., 0]
+                factor = self.factor_mlp(torch.cat([pooled, ei, expand_rows(eu, c)], -1))[..., 0]
             else:
                 factor = torch.ones_like(f)
             logit = logit + factor * f
@@ -142,82 +145,54 @@ class PURSNet(_Base):
         return (logit, parts) if return_parts else logit
 
 
+@dataclass(frozen=True, kw_only=True)
+class PURSConfig(SequenceCTRConfig):
+    """`PURS` hyperparameters: the window CTR training fields (`SequenceCTRConfig`) and
+    PURS's own.
+
+    Attributes:
+        factor_hidden: unexpected-factor MLP widths (Eq. 12).
+        short_window: history items read by the factor's activation unit (PURS code: 3;
+            at most `history`).
+        bidirectional: bidirectional GRU (Eq. 7–11; PURS code: yes).
+        activation: unexpected activation `f`: "xexp" (PURS, `x·e^(−x)`), "gaussian"
+            (Variation 1), "identity" (Variation 2).
+        use_factor: False = Variation 3 (factor ≡ 1).
+        use_unexpectedness: False = Variation 4 (no unexpectedness term).
+        clusters: "mean-shift" (PURS, Eq. 1–2) or "single" (Variation 5, one closure).
+        bandwidth: mean-shift radius (PURS: 0.2).
+        tol: mean-shift stop tolerance on the largest move (PURS code: 1e-5).
+        max_iter: mean-shift iteration cap.
+        kernel: mean-shift kernel, "flat" or "gaussian".
+    """
+
+    factor_hidden: tuple[int, ...] = param((40,), ge=1)
+    short_window: int = param(3, ge=1)
+    bidirectional: bool = True
+    activation: Literal["xexp", "gaussian", "identity"] = "xexp"
+    use_factor: bool = True
+    use_unexpectedness: bool = True
+    clusters: Literal["mean-shift", "single"] = "mean-shift"
+    bandwidth: float = param(0.2, gt=0.0)
+    tol: float = param(1e-5, ge=0.0)
+    max_iter: int = param(100, ge=1)
+    kernel: Literal["flat", "gaussian"] = "flat"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.short_window > self.history:
+            raise ValueError(
+                f"short_window={self.short_window!r} must be in [1, history={self.history}]"
+            )
+
+
 class PURS(SequenceCTR):
     """PURS ranking stage (see the module docstring); a `Recommender`.
 
-    Args:
-        history: `L` recent items per request (PURS: 10).
-        dim: embedding size (PURS: 32).
-        hidden: CTR MLP (PURS: (80, 40)).
-        factor_hidden: unexpected-factor MLP.
-        short_window: history items of the factor's activation unit (PURS code: 3).
-        bidirectional: bidirectional GRU (PURS code: yes).
-        activation: "xexp" (PURS), "gaussian" (Variation 1), "identity" (Variation 2).
-        use_factor: False = Variation 3 (factor ≡ 1).
-        use_unexpectedness: False = Variation 4.
-        clusters: "mean-shift" (PURS) or "single" (Variation 5).
-        bandwidth: mean-shift radius (PURS: 0.2); tol: stop tolerance (1e-5);
-        max_iter: mean-shift iteration cap; kernel: "flat" or "gaussian".
-        epochs, batch_size, lr, optimizer, lr_decay, weight_decay, dropout, n_negatives,
-        threshold, seed, progress: see `SequenceCTR`.
+    Hyperparameters: `PURSConfig`; training as `SequenceCTR`.
     """
 
-    def __init__(
-        self,
-        history: int = 10,
-        dim: int = 32,
-        hidden: tuple[int, ...] = (80, 40),
-        factor_hidden: tuple[int, ...] = (40,),
-        short_window: int = 3,
-        bidirectional: bool = True,
-        activation: Literal["xexp", "gaussian", "identity"] = "xexp",
-        use_factor: bool = True,
-        use_unexpectedness: bool = True,
-        clusters: Literal["mean-shift", "single"] = "mean-shift",
-        bandwidth: float = 0.2,
-        tol: float = 1e-5,
-        max_iter: int = 100,
-        kernel: Literal["flat", "gaussian"] = "flat",
-        epochs: int = 3,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        optimizer: Literal["adam", "sgd"] = "adam",
-        lr_decay: float = 1.0,
-        weight_decay: float = 0.0,
-        dropout: float = 0.1,
-        n_negatives: int = 1,
-        threshold: float | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(
-            history, dim, hidden, epochs, batch_size, lr, optimizer, lr_decay, weight_decay,
-            dropout, n_negatives, threshold, seed, progress,
-        )  # fmt: skip
-        self.factor_hidden = factor_hidden
-        self.short_window = short_window
-        self.bidirectional = bidirectional
-        self.activation = activation
-        self.use_factor = use_factor
-        self.use_unexpectedness = use_unexpectedness
-        self.clusters = clusters
-        self.bandwidth = bandwidth
-        self.tol = tol
-        self.max_iter = max_iter
-        self.kernel = kernel
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.activation not in ("xexp", "gaussian", "identity"):
-            raise ValueError(
-                f"activation must be xexp, gaussian or identity, got {self.activation!r}"
-            )
-        if self.clusters not in ("mean-shift", "single"):
-            raise ValueError(f"clusters must be 'mean-shift' or 'single', got {self.clusters!r}")
-        if not self.bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth!r}")
-        if not 1 <= self.short_window <= self.history:
-            raise ValueError(f"short_window must be in [1, history], got {self.short_window!r}")
+    Config = PURSConfig
 
     def _build_net(self) -> nn.Module:
         return PURSNet(

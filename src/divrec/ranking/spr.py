@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -21,50 +23,65 @@ from torch import nn
 
 from divrec.data.interactions import Interactions
 from divrec.data.query import Query
+from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
+from divrec.ranking._checks import cpu_only, no_validation
 from divrec.retrieval.base import Recommender
+from divrec.stage import param
 
-__all__ = ["SPR", "rank_interpolation"]
+__all__ = ["SPR", "SPRConfig", "rank_interpolation"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SPRConfig(TrainingConfig):
+    """`SPR` hyperparameters (Lu et al. 2012).
+
+    Attributes:
+        factors: latent dimension.
+        alpha: popularity discount exponent α of the positive weights `pop_i^(−α)`
+            (0 = BPR).
+        epochs: passes over the positive (user, item) events.
+        batch_size: events per Adam step.
+        lr: Adam learning rate.
+        reg: L2 weight on the user and item rows used in a step.
+        seed: seeds torch (inside `training_scope`), the negatives and the event order.
+        threads: torch threads during the fit (default 1; None: the `divrec.threads` policy;
+            0: every core).
+        device: "cpu" only.
+        patience, valid_fraction: not supported (no validation split); must stay unset.
+    """
+
+    factors: int = param(32, ge=1)
+    alpha: float = param(0.5, ge=0.0)
+    epochs: int = param(10, ge=0)
+    batch_size: int = param(1024, ge=1)
+    lr: float = param(0.01, gt=0.0)
+    reg: float = param(1e-4, ge=0.0)
+    threads: int | None = param(1, ge=0)
+
+    def validate(self) -> None:
+        super().validate()
+        cpu_only(self)
+        no_validation(self)
 
 
 class SPR(Recommender):
     """Serendipitous personalized ranking (Lu et al. 2012), popularity-weighted BPR-MF.
 
-    Args:
-        factors: latent dimension.
-        alpha: popularity discount exponent (0 = BPR).
-        epochs: passes over the positive (user, item) events.
-        batch_size, lr, reg: Adam training and L2 on the used rows.
-        seed: seed.
-        progress: progress bar.
+    Hyperparameters: `SPRConfig`.
+
+    Attributes:
+        user_factors_, item_factors_: `(n_users, factors)`, `(n_items, factors)`.
+        item_bias_: `(n_items,)`.
+        train_loss_: mean training loss per epoch.
     """
 
-    def __init__(
-        self,
-        factors: int = 32,
-        alpha: float = 0.5,
-        epochs: int = 10,
-        batch_size: int = 1024,
-        lr: float = 0.01,
-        reg: float = 1e-4,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        self.factors = factors
-        self.alpha = alpha
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.reg = reg
-        self.seed = seed
-        self.progress = progress
+    Config = SPRConfig
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        from rich.progress import Progress
+        with training_scope(self.seed, self.threads, self.device):
+            self._fit_scoped(matrix)
 
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        torch.set_num_threads(1)
-        torch.manual_seed(self.seed)
+    def _fit_scoped(self, matrix: sp.csr_matrix) -> None:
         rng = np.random.default_rng(self.seed)
         coo = matrix.tocoo()
         users = torch.from_numpy(coo.row.astype(np.int64))
@@ -80,11 +97,11 @@ class SPR(Recommender):
             nn.init.normal_(e.weight, 0, 0.1)
         nn.init.zeros_(bias.weight)
         params = list(user.parameters()) + list(item.parameters()) + list(bias.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr)
+        opt = make_optimizer(params, "adam", lr=self.lr)
         n = users.shape[0]
         seen = matrix
-        with Progress(disable=not self.progress, transient=True) as bar:
-            task = bar.add_task("SPR", total=self.epochs)
+        steps = -(-n // self.batch_size)
+        with TrainLoop("SPR", self.epochs * steps, self.progress) as loop:
             for _ in range(self.epochs):
                 perm = torch.from_numpy(rng.permutation(n))
                 neg_all = rng.integers(0, n_items, n)
@@ -104,10 +121,9 @@ class SPR(Recommender):
                     loss = (
                         loss + self.reg * (eu.square() + ei.square() + ej.square()).sum(-1).mean()
                     )
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                bar.advance(task)
+                    loop.step(opt, loss, weight=idx.shape[0])
+                loop.end_epoch()
+        self.train_loss_ = loop.train_loss
         self.user_factors_ = user.weight.detach().numpy().copy()
         self.item_factors_ = item.weight.detach().numpy().copy()
         self.item_bias_ = bias.weight.detach().numpy()[:, 0].copy()
