@@ -60,8 +60,9 @@ def test_config_accepts_the_documented_keys(tmp_path):
         },
         base=tmp_path,
     )
-    assert cfg.dataset == str(tmp_path / "ratings.csv") and cfg.n_candidates == 50
-    assert cfg.retriever.params == {"factors": 8} and cfg.seed == 3
+    assert cfg.dataset == str(tmp_path / "ratings.csv") and cfg.pipeline.n_candidates == 50
+    assert cfg.pipeline.retriever.params == {"factors": 8} and cfg.seed == 3
+    assert cfg.pipeline.reranker.name == "mmr" and cfg.pipeline.ranker is None
 
 
 def test_event_log_is_idempotent_versioned_and_group_commits(tmp_path):

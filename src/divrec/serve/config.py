@@ -18,7 +18,10 @@
     [pipeline]
     n_candidates = 100
 
-Every problem is a `ConfigError` (a `ValueError`) whose one-line message names the key.
+The stage part (`[retriever]`, `[ranker]`, `[reranker]`, `[pipeline] n_candidates`) is the
+one pipeline declaration, `divrec.pipeline.PipelineSpec` (`TrainConfig.pipeline`): stage
+names and parameters are checked against the registry here, before any data is read. Every
+problem is a `ConfigError` (a `ValueError`) whose one-line message names the key.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "StageSpec", "TrainConfig", "load_config", "parse_config"]
+from divrec.pipeline.spec import PipelineSpec, SpecError
+
+__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_config"]
 
 
 class ConfigError(ValueError):
@@ -37,39 +42,43 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class StageSpec:
-    """One stage: a registered name and its constructor parameters (JSON values)."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class TrainConfig:
-    """A validated training configuration (see the module docstring)."""
+    """A validated training configuration (see the module docstring).
+
+    Attributes:
+        dataset: a registered dataset name, a resolved file path, or "synthetic".
+        pipeline: the stages and `n_candidates` (the one `PipelineSpec`).
+        columns: column role → column name of a data file.
+        min_rating: keep rows rated at least this (None: keep all).
+        synthetic: `SyntheticConfig` fields for `dataset = "synthetic"`.
+        items: a resolved item metadata file, or None.
+        seed: seeds data generation and every stage whose parameters set no seed.
+        source: the config document as read (JSON values), stored in the manifest.
+    """
 
     dataset: str
-    retriever: StageSpec
-    ranker: StageSpec | None = None
-    reranker: StageSpec | None = None
+    pipeline: PipelineSpec
     columns: dict[str, str] = field(default_factory=dict)
     min_rating: float | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     items: str | None = None
-    n_candidates: int = 100
     seed: int = 0
     source: dict[str, Any] = field(default_factory=dict)
 
 
 _TOP = {"seed", "data", "retriever", "ranker", "reranker", "pipeline"}
 _DATA = {"dataset", "columns", "min_rating", "synthetic", "items"}
-_STAGE = {"name", "params"}
+_STAGES = ("retriever", "ranker", "reranker")
 _PIPELINE = {"n_candidates"}
 _ROLES = {"user", "item", "rating", "timestamp", "session"}
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Reads and validates a `.toml` or `.json` config file."""
+    """Reads and validates a `.toml` or `.json` config file.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key is bad (one line).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -88,7 +97,11 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def parse_config(raw: Any, base: Path | None = None) -> TrainConfig:
-    """Validates a parsed config document; relative file paths resolve against `base`."""
+    """Validates a parsed config document; relative file paths resolve against `base`.
+
+    Raises:
+        ConfigError: one line naming the offending key.
+    """
     table = _table(raw, "config")
     _known(table, _TOP, "")
     data = _table(table.get("data"), "data") if "data" in table else None
@@ -124,48 +137,45 @@ def parse_config(raw: Any, base: Path | None = None) -> TrainConfig:
         dataset.endswith((".csv", ".tsv", ".gz", ".parquet")) or "/" in dataset
     ):
         dataset = str(_resolve(dataset, base))
-    if "retriever" not in table:
-        raise ConfigError("config: missing key 'retriever'")
-    retriever = _stage(table["retriever"], "retriever")
-    ranker = _stage(table["ranker"], "ranker") if "ranker" in table else None
-    reranker = _stage(table["reranker"], "reranker") if "reranker" in table else None
-    n_candidates = 100
-    if "pipeline" in table:
-        pipe = _table(table["pipeline"], "pipeline")
-        _known(pipe, _PIPELINE, "pipeline.")
-        if "n_candidates" in pipe:
-            n_candidates = _int(pipe["n_candidates"], "pipeline.n_candidates")
-            if n_candidates <= 0:
-                raise ConfigError("config: 'pipeline.n_candidates' must be positive")
     seed = _int(table["seed"], "seed") if "seed" in table else 0
     return TrainConfig(
         dataset=dataset,
-        retriever=retriever,
-        ranker=ranker,
-        reranker=reranker,
+        pipeline=_pipeline(table),
         columns=columns,
         min_rating=min_rating,
         synthetic=synthetic,
         items=items,
-        n_candidates=n_candidates,
         seed=seed,
         source=json.loads(json.dumps(table)),
     )
 
 
+def _pipeline(table: dict[str, Any]) -> PipelineSpec:
+    """The stage keys of a config as a checked `PipelineSpec`.
+
+    Stages are tables here (the spec's bare-name shorthand is not part of this format), and
+    `n_candidates` lives under `[pipeline]`; the rest is `PipelineSpec.from_dict`.
+    """
+    if "retriever" not in table:
+        raise ConfigError("config: missing key 'retriever'")
+    spec: dict[str, Any] = {role: _table(table[role], role) for role in _STAGES if role in table}
+    if "pipeline" in table:
+        pipe = _table(table["pipeline"], "pipeline")
+        _known(pipe, _PIPELINE, "pipeline.")
+        if "n_candidates" in pipe:
+            n = _int(pipe["n_candidates"], "pipeline.n_candidates")
+            if n <= 0:
+                raise ConfigError("config: 'pipeline.n_candidates' must be positive")
+            spec["n_candidates"] = n
+    try:
+        return PipelineSpec.from_dict(spec)
+    except SpecError as err:
+        raise ConfigError(f"config: {str(err).splitlines()[0]}") from None
+
+
 def _resolve(value: str, base: Path | None) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() or base is None else (base / p)
-
-
-def _stage(value: Any, key: str) -> StageSpec:
-    table = _table(value, key)
-    _known(table, _STAGE, f"{key}.")
-    if "name" not in table:
-        raise ConfigError(f"config: missing key '{key}.name'")
-    name = _string(table["name"], f"{key}.name")
-    params = dict(_table(table.get("params", {}), f"{key}.params"))
-    return StageSpec(name, params)
 
 
 def _table(value: Any, key: str) -> dict[str, Any]:

@@ -11,8 +11,17 @@ A model directory holds
 * ``users.json`` / ``items.json``: external ids in internal-index order, items with title and
   category names; ``arrays.npz``: the reference SVD item vectors (ILAD, similar items) and
   the training popularity counts (cold start);
-* ``manifest.json``: format version, package versions, the config, the training data
-  fingerprint and a SHA-256 of every file (checked on load).
+* ``manifest.json``: format version, package versions, the config, the resolved
+  `PipelineSpec` (every stage's full config), the training data fingerprint and a SHA-256
+  of every file (checked on load).
+
+The pipeline is the config's `PipelineSpec` (`TrainConfig.pipeline`), built by
+`PipelineSpec.build(seed)` and fitted once; every other `method=` is the same spec with
+another re-ranker, fitted on the same retriever and ranker (`Pipeline.use_fitted`). On load,
+`ModelBundle.pipelines` holds one fitted `Pipeline` per method (and ``"none"``: no
+re-ranker), all sharing the one fitted retriever and ranker, and
+`ModelBundle.cold_start` the same re-rankers behind the training popularity order (users
+with no history yet); the service answers every request with one of them.
 
 The directory is written under a temporary name and renamed into place, so a crash never
 leaves a half-written model behind.
@@ -26,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,9 +43,21 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from divrec.data.query import Query
+from divrec.pipeline import Pipeline, PipelineSpec
+from divrec.retrieval.base import Recommender
 from divrec.serve.config import ConfigError, TrainConfig
 
-__all__ = ["FORMAT", "METHODS", "ModelBundle", "data_fingerprint", "train_model_dir"]
+__all__ = [
+    "FORMAT",
+    "METHODS",
+    "ColdStartPopularity",
+    "ModelBundle",
+    "data_fingerprint",
+    "method_spec",
+    "share_fitted",
+    "train_model_dir",
+]
 
 FORMAT = "divrec-model-dir/1"
 #: re-rankers always fitted for the `method=` request parameter
@@ -83,7 +104,7 @@ def _load_data(config: TrainConfig, home):
             raise ConfigError(f"config: data.synthetic: {str(err).splitlines()[0]}") from None
         data = make_synthetic(syn).interactions
     else:
-        from divrec.evaluation.setup import TableSpec, load_dataset
+        from divrec.data.datasets import TableSpec, load_dataset
 
         table = TableSpec(tuple(config.columns.items()), config.min_rating)
         data = load_dataset(config.dataset, home, table=table)
@@ -137,6 +158,80 @@ def _items_file(path: str, ids: list[str]) -> tuple[list[str], list[list[str]]]:
     return [titles.get(i, i) for i in ids], [genres.get(i, []) for i in ids]
 
 
+def method_spec(spec: PipelineSpec, method: str) -> PipelineSpec:
+    """The pipeline answering `method=`: `spec` with that re-ranker (``"none"``: without).
+
+    The configured re-ranker keeps its parameters; another method takes its defaults.
+    """
+    if method == "none":
+        return spec.with_stage("reranker", None)
+    if spec.reranker is not None and spec.reranker.name == method:
+        return spec
+    return spec.with_stage("reranker", method)
+
+
+def share_fitted(
+    retriever: Recommender,
+    reranker: Any,
+    n_candidates: int,
+    user_items: sp.csr_matrix,
+    ranker: Recommender | None = None,
+    item_vectors: np.ndarray | None = None,
+) -> Pipeline:
+    """A `Pipeline` of stages that are all fitted already (nothing is refitted).
+
+    `Pipeline.use_fitted` wires the fitted retriever and ranker (it would refit a re-ranker,
+    so the pipeline is wired without one and the fitted `reranker` is attached after).
+
+    Args:
+        retriever: a fitted retriever (shared, not copied).
+        reranker: a fitted re-ranker, or None.
+        n_candidates: N.
+        user_items: the training matrix (`Pipeline.use_fitted` reads only its shape).
+        ranker: a fitted ranker, or None.
+        item_vectors: the pipeline's `item_vectors` argument (kept for `repr`/saving).
+    """
+    pipe = Pipeline(retriever, None, n_candidates, item_vectors=item_vectors, ranker=ranker)
+    pipe.use_fitted(user_items)
+    pipe.reranker = reranker
+    return pipe
+
+
+class ColdStartPopularity(Recommender):
+    """The service's retriever for users with no history yet: the training popularity order.
+
+    Every request gets the items by decreasing `log(1 + training count)` (ties: the lower item
+    index); a fresh history (the anonymous request's items, when the model cannot answer a
+    history) is excluded like any history. The service builds it from a model directory's
+    interaction counts (`from_counts`); `fit` counts the matrix's entries per item instead.
+    It is not written to the model directory.
+
+    Attributes:
+        log_counts_: `(n_items,)` float32 `log(1 + count)`.
+    """
+
+    supports_history = True
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, user_items: sp.csr_matrix) -> ColdStartPopularity:
+        """A ready stage from `(n_items,)` training counts and the training matrix."""
+        model = cls()
+        model.user_items_ = user_items
+        model.n_users_, model.n_items_ = user_items.shape
+        model.log_counts_ = np.log1p(np.asarray(counts, dtype=np.float64)).astype(np.float32)
+        return model
+
+    def _fit(self, matrix: sp.csr_matrix, data) -> None:
+        self.log_counts_ = np.log1p(np.asarray(matrix.sum(axis=0), dtype=np.float64).ravel())
+        self.log_counts_ = self.log_counts_.astype(np.float32)
+
+    def _score_all(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.log_counts_, (users.shape[0], self.n_items_))
+
+    def _score_history(self, query: Query) -> np.ndarray:
+        return self._score_all(query.users)
+
+
 def train_model_dir(
     config: TrainConfig,
     out: str | Path,
@@ -164,7 +259,6 @@ def train_model_dir(
     from divrec import registry
     from divrec.metrics.reference import reference_item_vectors
     from divrec.params import ParamError
-    from divrec.pipeline import Pipeline
 
     out = Path(out)
     if out.exists() and not force:
@@ -174,27 +268,35 @@ def train_model_dir(
     if not os.access(parent, os.W_OK):
         raise ValueError(f"{out}: cannot write there")
 
-    def make(kind: str, spec, key: str):
+    spec = config.pipeline
+    for role, stage in spec.stages().items():  # a bad value: one line naming the stage key
         try:
-            return registry.create(kind, spec.name, spec.params, seed=config.seed, option=key)
+            stage.build(role, config.seed, option=f"{role}.params")
         except ParamError as err:
-            raise ConfigError(f"config: {key}: {err}") from None
-
-    retriever = make("model", config.retriever, "retriever")
-    ranker = make("ranker", config.ranker, "ranker") if config.ranker else None
-    reranker = make("re-ranker", config.reranker, "reranker") if config.reranker else None
-    methods = {m: make("re-ranker", type("S", (), {"name": m, "params": {}})(), m) for m in METHODS}
-    default_method = config.reranker.name if config.reranker else "dpp"
-    if reranker is not None:
-        methods[config.reranker.name] = reranker
+            msg = str(err).splitlines()[0]
+            raise ConfigError(
+                f"config: {msg}" if msg.startswith(f"{role}.") else f"config: {role}: {msg}"
+            ) from None
+    try:
+        pipeline = spec.build(config.seed)
+        resolved = spec.resolved(config.seed)
+        methods = {
+            m: method_spec(spec, m).reranker.build("reranker", config.seed, option=m)
+            for m in METHODS
+            if not (spec.reranker is not None and spec.reranker.name == m)
+        }
+    except ParamError as err:  # SpecError included: "<role>: <problem>"
+        raise ConfigError(f"config: {str(err).splitlines()[0]}") from None
+    default_method = spec.reranker.name if spec.reranker else "dpp"
+    if pipeline.reranker is not None:
+        methods[default_method] = pipeline.reranker
     propensity = registry.create("re-ranker", "rt-dpp")
 
     steps = 6 + len(methods)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("loading data", total=steps)
         data = _load_data(config, data_home)
-        bar.update(task, advance=1, description=f"fitting {config.retriever.name}")
-        pipeline = Pipeline(retriever, reranker, config.n_candidates, ranker=ranker)
+        bar.update(task, advance=1, description=f"fitting {spec.name}")
         try:
             pipeline.fit(data)
         except ValueError as err:
@@ -202,13 +304,15 @@ def train_model_dir(
         bar.update(task, advance=1, description="fitting re-rankers")
         fitted = {}
         for name, rr in methods.items():
-            if rr is reranker:
-                fitted[name] = rr
-            else:
-                Pipeline(retriever, rr, config.n_candidates, ranker=ranker).use_fitted(data)
-                fitted[name] = rr
+            if rr is not pipeline.reranker:  # the configured one is fitted with the pipeline
+                Pipeline(
+                    pipeline.retriever, rr, spec.n_candidates, ranker=pipeline.ranker
+                ).use_fitted(data)
+            fitted[name] = rr
             bar.update(task, advance=1)
-        Pipeline(retriever, propensity, config.n_candidates, ranker=ranker).use_fitted(data)
+        Pipeline(
+            pipeline.retriever, propensity, spec.n_candidates, ranker=pipeline.ranker
+        ).use_fitted(data)
         bar.update(task, advance=1, description="reference vectors")
         reference = reference_item_vectors(data, seed=config.seed)
         bar.update(task, advance=1, description="writing")
@@ -247,6 +351,7 @@ def train_model_dir(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "versions": _versions(),
                 "config": config.source,
+                "pipeline": resolved.to_dict(),
                 "data": {
                     "dataset": config.dataset,
                     "fingerprint": data_fingerprint(data),
@@ -279,7 +384,16 @@ def train_model_dir(
 # ---------------------------------------------------------------------------- loading
 @dataclass
 class ModelBundle:
-    """A loaded model directory (read-only after loading)."""
+    """A loaded model directory (read-only after loading).
+
+    Attributes:
+        pipeline: the fitted `Pipeline` of the config (``pipeline.npz``).
+        rerankers: method → fitted re-ranker (the configured method's is the pipeline's).
+        pipelines: method (and ``"none"``) → the fitted `Pipeline` answering it: the
+            configured one is `pipeline`, the others share its fitted retriever and ranker.
+        cold_start: method (and ``"none"``) → a `Pipeline` of `ColdStartPopularity` and the
+            same fitted re-ranker, for users with no history yet.
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -295,6 +409,8 @@ class ModelBundle:
     item_categories: sp.csr_matrix
     category_names: list[str]
     unit_vectors: np.ndarray
+    pipelines: dict[str, Any] = field(default_factory=dict)
+    cold_start: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -322,6 +438,11 @@ class ModelBundle:
                 raise ValueError(f"{path}: file {name} is missing or does not match the manifest")
         pipeline = divrec.load(path / "pipeline.npz")
         rerankers = {m: divrec.load(path / f"rerank-{m}.npz") for m in manifest["methods"]}
+        if not isinstance(pipeline, Pipeline):
+            raise ValueError(f"{path}: pipeline.npz holds a {type(pipeline).__name__}")
+        configured = manifest.get("default_method")
+        if pipeline.reranker is not None and configured in rerankers:
+            rerankers[configured] = pipeline.reranker  # the same fitted state, one object
         propensity = divrec.load(path / "propensity.npz")
         user_ids = json.loads((path / "users.json").read_text())
         items = json.loads((path / "items.json").read_text())
@@ -344,6 +465,7 @@ class ModelBundle:
         vecs = np.asarray(rerankers[manifest["default_method"]].item_vectors_, dtype=np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         unit = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+        pipelines, cold_start = _method_pipelines(pipeline, rerankers, popularity)
         return cls(
             path=path,
             manifest=manifest,
@@ -359,4 +481,25 @@ class ModelBundle:
             item_categories=cats,
             category_names=names,
             unit_vectors=unit,
+            pipelines=pipelines,
+            cold_start=cold_start,
         )
+
+
+def _method_pipelines(
+    pipeline: Pipeline, rerankers: dict[str, Any], popularity: np.ndarray
+) -> tuple[dict[str, Pipeline], dict[str, Pipeline]]:
+    """Method → fitted `Pipeline` (the model's and the cold-start ones), stages shared."""
+    n, ui = pipeline.n_candidates, pipeline.user_items_
+    cold = ColdStartPopularity.from_counts(popularity, ui)
+    main: dict[str, Pipeline] = {}
+    cold_start: dict[str, Pipeline] = {}
+    for method, rr in [*rerankers.items(), ("none", None)]:
+        if rr is pipeline.reranker:
+            main[method] = pipeline
+        else:
+            main[method] = share_fitted(
+                pipeline.retriever, rr, n, ui, pipeline.ranker, pipeline.item_vectors
+            )
+        cold_start[method] = share_fitted(cold, rr, n, ui)
+    return main, cold_start

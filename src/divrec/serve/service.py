@@ -5,6 +5,15 @@ No HTTP here (that is `divrec.serve.app`): `Service.recommend` answers a batch o
 `Service.apply` folds committed feedback events into the per-user state, `Service.rebuild`
 replays the whole log on start.
 
+Every list is the chain of a fitted `divrec.pipeline.Pipeline`, `pipeline(query, None, k)`:
+the service turns each request and the user's state into a `Query` (user, fresh history and
+its values, negatives, exclusions, the per-request diversity knob) and runs the pipeline of
+the request's `method=` (`ModelBundle.pipelines`: one per fitted re-ranker plus ``"none"``,
+sharing the fitted retriever and ranker), so an answer is the list `Pipeline.recommend` gives
+for that query. What stays outside the chain: choosing θ_u for ``diversity=auto``, the
+Gumbel-top-k sample of ``explore=`` (drawn from the pipeline's top `pool` list) and the
+answer's metadata, ILAD and coverage.
+
 How feedback changes the next answer:
 
 * likes, clicks and ratings ≥ `like_threshold` are fresh positives: the user's history for
@@ -17,7 +26,9 @@ How feedback changes the next answer:
 * with `writeback_seconds` > 0, served items and impressions are excluded for that long.
 
 Users unknown to the model are created by their first event; until they have a positive
-they get the training popularity order (re-ranked like everyone else's list).
+(or always, when the retriever cannot answer a fresh history) they get the training
+popularity order, re-ranked like everyone else's list: the pipeline of
+`ModelBundle.cold_start` (`ColdStartPopularity` → the same re-ranker).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from divrec.data.query import Candidates, Query
+from divrec.data.query import Query
 from divrec.serve.events import Event
 from divrec.serve.model_dir import ModelBundle
 
@@ -130,7 +141,6 @@ class Service:
         ret = bundle.pipeline.retriever
         self.supports_history = bool(bundle.pipeline.supports_history)
         self.n_candidates = int(bundle.pipeline.n_candidates)
-        self._pop_order = np.argsort(-bundle.popularity, kind="stable")
         self._tracker = getattr(bundle.propensity, "tracker_", None)
         self._retriever = ret
         self._n_categories = len(bundle.category_names)
@@ -146,8 +156,6 @@ class Service:
             {"item_id": it["id"], "title": it["title"], "categories": it["categories"]}
             for it in bundle.items
         ]
-        seen = bundle.pipeline.user_items_.tocsr()
-        self._seen_indptr, self._seen_indices = seen.indptr, seen.indices
 
     @property
     def methods(self) -> list[str]:
@@ -247,6 +255,7 @@ class Service:
             if self.bundle.user_ids:
                 reqs.append(RecRequest(self.bundle.user_ids[0], 10, 0.5, m))
             reqs.append(RecRequest(None, 10, 0.5, m, explore=1.0, history=(0,), seed=0))
+            reqs.append(RecRequest("", 10, 0.5, m))  # no such user id: the cold start
         self.recommend(reqs, write_back=False)
 
     def recommend(
@@ -302,7 +311,7 @@ class Service:
                     vals[i] = [1.0] * len(base) + st.values.tolist()
                     negs[i] = st.negatives.tolist()
 
-        # groups: (a) known users, training row; (b) fresh histories; (c) popularity
+        # who answers: (0) known users, training row; (1) fresh histories; (2) cold start
         group = np.zeros(b, dtype=np.int64)
         for i in range(b):
             has_pos = hist[i] is not None and len(hist[i]) > 0
@@ -312,41 +321,17 @@ class Service:
                 group[i] = 0
             else:
                 group[i] = 2
-        ids = np.full((b, n_cand), -1, dtype=np.int64)
-        scores = np.full((b, n_cand), -np.inf, dtype=np.float32)
-        for g in (0, 1, 2):
-            rows = np.flatnonzero(group == g)
-            if rows.size == 0:
-                continue
-            if g == 2:
-                self._popular(rows, hist, excl, ids, scores)
-                continue
-            q = self._query(rows, users, hist if g == 1 else None, vals, negs, excl)
-            if self.bundle.pipeline.ranker is not None:
-                cand = self._retriever(q, None, n_cand)
-                cand = self.bundle.pipeline.ranker(q, cand, None)
-            else:
-                cand = self._retrieve(q, rows, users, hist if g == 1 else None, negs, excl)
-            ids[rows], scores[rows] = cand.ids, cand.scores
-
         out_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * b
         out_sc: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * b
         pool = [min(n_cand, max(3 * r.n, r.n + 10)) if r.explore > 0 else r.n for r in requests]
-        method_arr = np.asarray(methods)
-        for m in set(methods):
-            rows = np.flatnonzero(method_arr == m)
+        for g, m in sorted(set(zip(group.tolist(), methods, strict=True))):
+            rows = [i for i in range(b) if group[i] == g and methods[i] == m]
             k = min(max(pool[i] for i in rows), n_cand)
-            if m == "none":
-                sel_ids, sel_sc = ids[rows, :k], scores[rows, :k]
-            else:
-                rr = self.bundle.rerankers[m]
-                q = self._query(
-                    rows, users, hist, None, None, None, diversity=div[rows], force=True
-                )
-                sel = rr(q, Candidates(ids[rows], scores[rows]), k)  # keeps upstream scores
-                sel_ids, sel_sc = sel.ids, sel.scores
-            for j, i in enumerate(rows.tolist()):
-                out_ids[i], out_sc[i] = sel_ids[j], sel_sc[j]
+            q = self._query(rows, users, hist if g else None, vals, negs, excl, div)
+            pipe = self.bundle.cold_start[m] if g == 2 else self.bundle.pipelines[m]
+            sel = pipe(q, None, k)
+            for j, i in enumerate(rows):
+                out_ids[i], out_sc[i] = sel.ids[j], sel.scores[j]
         results = []
         for i, r in enumerate(requests):
             keep = out_ids[i] >= 0
@@ -370,67 +355,39 @@ class Service:
             res.pop("_items")
         return results
 
-    def _query(self, rows, users, hist, vals, negs, excl, diversity=None, force=False) -> Query:
-        u = users[rows]
-        h = None
-        if hist is not None and (force or any(hist[i] is not None for i in rows)):
+    def _query(self, rows, users, hist, vals, negs, excl, div) -> Query:
+        """The `Query` of requests `rows` (all of one answer group).
+
+        Args:
+            rows: request positions.
+            users: `(B,)` internal user indices (−1: unknown).
+            hist: per request the fresh history (training row + positives, or an anonymous
+                request's items; None: none), or None for the group answered from the
+                training rows.
+            vals: per request the history values (None: every item counts 1).
+            negs: per request the negatives.
+            excl: per request the consumed and written-back items.
+            div: `(B,)` diversity knob.
+        """
+        h = hv = neg = None
+        if hist is not None:
             h = [hist[i] or [] for i in rows]
-        hv = None
-        if vals is not None and h is not None:
-            hv_rows = [
-                vals[i] if vals[i] is not None else [1.0] * len(h[j]) for j, i in enumerate(rows)
-            ]
-            width = max((len(x) for x in h), default=0)
-            hv = np.ones((len(rows), width), dtype=np.float32)
-            for j, x in enumerate(hv_rows):
-                hv[j, : len(x)] = x
-        neg = [negs[i] for i in rows] if negs is not None and h is not None else None
-        if neg is not None and not any(neg):
-            neg = None
-        ex = [excl[i] for i in rows] if excl is not None else None
-        if ex is not None and not any(ex):
-            ex = None
+            hv = np.ones((len(rows), max((len(x) for x in h), default=0)), dtype=np.float32)
+            for j, i in enumerate(rows):
+                if vals[i] is not None:
+                    hv[j, : len(vals[i])] = vals[i]
+            if any(negs[i] for i in rows):
+                neg = [negs[i] for i in rows]
+        ex = [excl[i] for i in rows] if any(excl[i] for i in rows) else None
         return Query(
-            users=u,
+            users=users[rows],
             history=h,
-            history_values=hv if h is not None else None,
+            history_values=hv,
             negatives=neg,
             exclude=ex,
             exclude_seen=True,
-            diversity=diversity,
+            diversity=div[rows],
         )
-
-    def _retrieve(self, q: Query, rows, users, hist, negs, excl) -> Candidates:
-        """The retriever's top-N with seen/history/negatives/excluded items masked.
-
-        The same list as the stage call `retriever(q, None, N)` (scores from
-        `score_query`, ties to the lower item index), with the masks set by plain indexing
-        instead of sparse matrices (cheaper for the service's small batches).
-        """
-        from divrec.retrieval.base import top_k
-
-        scores = np.array(self._retriever.score_query(q), dtype=np.float32)
-        for j, i in enumerate(rows):
-            if hist is not None:
-                banned = list(hist[i] or []) + list(negs[i] or [])
-            else:
-                u = users[i]
-                banned = self._seen_indices[self._seen_indptr[u] : self._seen_indptr[u + 1]]
-                banned = banned.tolist()
-            banned += excl[i]
-            if banned:
-                scores[j, banned] = -np.inf
-        out_ids, out_scores = top_k(scores, self.n_candidates)
-        return Candidates(out_ids, out_scores)
-
-    def _popular(self, rows, hist, excl, ids, scores) -> None:
-        pop = self.bundle.popularity
-        for i in rows:
-            banned = set(excl[i]) | set(hist[i] or [])
-            order = [int(a) for a in self._pop_order[: self.n_candidates + len(banned)]]
-            order = [a for a in order if a not in banned][: self.n_candidates]
-            ids[i, : len(order)] = order
-            scores[i, : len(order)] = np.log1p(pop[order])
 
     def list_ilad(self, lst: np.ndarray) -> float | None:
         """ILAD of one list in the reference space (CDM Eq. 21; `metrics.ilad` for one list):
