@@ -1,6 +1,8 @@
 """Re-ranking stage: diversity-aware selection of k items from a ranked candidate list.
 
-Every re-ranker is a class whose constructor only stores hyperparameters and which offers
+Every re-ranker is a class that declares its hyperparameters once, as a frozen typed config
+(``MMR.Config`` is :class:`~divrec.rerank.mmr.MMRConfig`; keyword-only, validated on
+construction, read-only attributes of the re-ranker), and which offers
 ``select(relevance (N,), k, *, vectors=None, similarity=None, categories=None)`` → the
 selected positions ``(k',)`` int64 in selection order, and ``select_batch(relevance (B, N),
 k, *, ..., valid=None)`` → ``(B, k)`` int64 padded with ``-1``. With ``vectors`` the

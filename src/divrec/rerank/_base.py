@@ -519,8 +519,6 @@ def row_param(value: Any, bsz: int, name: str, upper: float = math.inf) -> np.nd
 
 
 # --------------------------------------------------------------------------- base class
-
-
 class Reranker(Configured, Persistable):
     """Base class: hyperparameter access, the pipeline-stage call and a per-request-loop
     ``select_batch``.
@@ -535,9 +533,10 @@ class Reranker(Configured, Persistable):
 
     The knob reaches ``select_batch`` as one per-request array of the class's trade-off
     parameter (``lambda_``, ``theta``, ``gamma``, ``phi``: the keyword of that name
-    overrides the config row by row), so a batch mixing knob values is one call, as fast
-    as a batch with one value, and every row equals the re-ranker constructed with that
-    row's parameter.
+    overrides the config row by row), so a batch mixing knob values is one call that costs
+    what a batch with one value costs (no clone re-ranker per value), and every row equals
+    the re-ranker constructed with that row's parameter. Rows with knob 0 are set aside
+    and get the relevance order.
 
     Subclasses declare ``Config`` and implement :meth:`select`; methods with a vectorized
     batch path override :meth:`select_batch`. Keyword arguments listed in
