@@ -119,7 +119,7 @@ def run_dataset(name: str, args, log) -> dict:
     import torch
 
     from divrec.ranking.cdm import CDMRanker, teacher_inputs
-    from divrec.ranking.dcn import DCNRanker, IPWRanker
+    from divrec.ranking.dcn import DCNRanker
 
     torch.set_num_threads(1)
     t_start = time.time()
@@ -155,7 +155,7 @@ def run_dataset(name: str, args, log) -> dict:
     f = dcn.score(te.users, safe)
     record("DCN", _topk_lists(f, cand, kmax))
     if not args.skip_baselines:
-        ipw = IPWRanker(**kw).fit(hist, requests=tr, user_features=ufeat)
+        ipw = DCNRanker(**kw, weighting="ipw").fit(hist, requests=tr, user_features=ufeat)
         record("IPW", _topk_lists(ipw.score(te.users, safe), cand, kmax))
     _, e = dcn.embeddings(te.users, safe)
     u_int = dcn.interest_vectors(te.users)

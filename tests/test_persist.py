@@ -109,3 +109,35 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="no such model file"):
         divrec.load(tmp_path / "nope.npz")
+
+
+def _rewrite_meta(path, change):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    change(meta)
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+@pytest.mark.parametrize(
+    "old, name, fixed",
+    [
+        ("divrec.ranking.dcn:IPWRanker", "ipw", {"weighting": "ipw"}),
+        ("divrec.ranking.hi_nn:CFNNRecommender", "cf-nn", {"p2p_only": True}),
+    ],
+)
+def test_files_of_classes_that_became_presets_still_load(old, name, fixed, tmp_path):
+    from divrec.registry import create, preset_params
+
+    assert preset_params("model", name) == fixed
+    stage = create("model", name)
+    path = stage.save(tmp_path / name)
+
+    def as_old_file(meta):  # the old subclass stored its class path, not the fixed values
+        meta["class"] = old
+        for key in fixed:
+            meta["params"].pop(key, None)
+
+    _rewrite_meta(path, as_old_file)
+    back = divrec.load(path)
+    assert type(back) is type(stage) and back.get_params() == stage.get_params()

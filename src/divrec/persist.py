@@ -194,7 +194,13 @@ def load(path: str | Path):
 #: Classes that became registry presets ("declare each stage once"): a file saved under the
 #: old class loads as the preset's class with the values the old subclass fixed (the file's
 #: own parameters win where it stored them).
-RENAMED_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {}
+RENAMED_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "divrec.ranking.dcn:IPWRanker": ("divrec.ranking.dcn:DCNRanker", {"weighting": "ipw"}),
+    "divrec.ranking.hi_nn:CFNNRecommender": (
+        "divrec.ranking.hi_nn:HINNRecommender",
+        {"p2p_only": True},
+    ),
+}
 
 
 def _resolve_class(path: str) -> type:
