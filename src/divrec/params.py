@@ -10,6 +10,7 @@ import collections.abc
 import dataclasses
 import inspect
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, Union
@@ -161,6 +162,8 @@ def coerce(value: Any, tp: Any) -> Any:
             items = [v.strip() for v in text.split(",") if v.strip()]
         elif isinstance(value, list | tuple):
             items = list(value)
+        elif type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            items = list(value.tolist()) if getattr(value, "ndim", 0) else [value.item()]
         else:
             items = [value]
         conv = [coerce(v, inner) for v in items]
@@ -168,6 +171,8 @@ def coerce(value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if type(value).__name__ == "bool_" and type(value).__module__ == "numpy":
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
@@ -176,8 +181,8 @@ def coerce(value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ValueError("a boolean is not an integer")
-        if isinstance(value, int):
-            return value
+        if isinstance(value, numbers.Integral) and type(value).__name__ != "bool_":
+            return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):

@@ -220,28 +220,51 @@ class Query:
         The union of `exclude`, and — when `exclude_seen` — the history and negatives (fresh
         requests) or `seen` (the training rows of `users`, when no history is given).
         """
-        parts = []
+        rows, cols = self.excluded_pairs(n_items, seen)
+        data = np.ones(rows.size, dtype=bool)
+        out = sp.csr_matrix((data, (rows, cols)), shape=(len(self), n_items))
+        out.sum_duplicates()
+        return out.astype(bool)
+
+    def excluded_pairs(
+        self, n_items: int, seen: sp.csr_matrix | None = None, users: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The excluded (request, item) pairs of `excluded_items` as two `(P,)` int64 arrays
+        (duplicates possible), without building a sparse matrix (the per-request path).
+
+        Args:
+            n_items: the catalogue size (out-of-range list entries are ignored).
+            seen: the training matrix: either its rows of `users` already, or (with `users`)
+                the whole `(n_users, n_items)` matrix whose rows `users` are read directly.
+            users: `(B,)` rows of `seen` to read, or None.
+        """
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
         if self.exclude is not None:
-            parts.append(_lists_csr(self.exclude, n_items))
+            _list_pairs(self.exclude, n_items, rows, cols)
         if self.exclude_seen:
             if self.history is not None:
-                parts.append(_lists_csr(self.history, n_items))
+                _list_pairs(self.history, n_items, rows, cols)
                 if self.negatives is not None:
-                    parts.append(_lists_csr(self.negatives, n_items))
+                    _list_pairs(self.negatives, n_items, rows, cols)
             elif seen is not None:
-                parts.append(seen.astype(bool))
-        if not parts:
-            return sp.csr_matrix((len(self), n_items), dtype=bool)
-        out = parts[0]
-        for p in parts[1:]:
-            out = out + p
-        return out.astype(bool).tocsr()
+                sel = np.arange(seen.shape[0]) if users is None else np.asarray(users)
+                starts = seen.indptr[sel].astype(np.int64)
+                lens = seen.indptr[sel + 1].astype(np.int64) - starts
+                total = int(lens.sum())
+                ends = np.cumsum(lens)
+                idx = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lens), lens)
+                rows.append(np.repeat(np.arange(sel.size, dtype=np.int64), lens))
+                cols.append(seen.indices[idx].astype(np.int64))
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(rows), np.concatenate(cols)
 
 
-def _lists_csr(lists: np.ndarray, n_items: int) -> sp.csr_matrix:
-    rows, cols = np.nonzero((lists >= 0) & (lists < n_items))
-    data = np.ones(rows.size, dtype=bool)
-    return sp.csr_matrix((data, (rows, lists[rows, cols])), shape=(lists.shape[0], n_items))
+def _list_pairs(lists: np.ndarray, n_items: int, rows: list, cols: list) -> None:
+    r, c = np.nonzero((lists >= 0) & (lists < n_items))
+    rows.append(r.astype(np.int64))
+    cols.append(lists[r, c].astype(np.int64))
 
 
 @dataclass(frozen=True, eq=False)

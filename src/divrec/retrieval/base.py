@@ -202,20 +202,25 @@ class Recommender(Configured, Persistable):
         return query
 
     def _mask_excluded(self, query: Query, scores: np.ndarray, items: np.ndarray | None) -> None:
-        """Sets the scores of excluded items (seen, history, `exclude`) to −inf in place."""
+        """Sets the scores of excluded items (seen, history, `exclude`) to −inf in place.
+
+        Works on the excluded (request, item) pairs directly (the training rows are read from
+        the CSR arrays, no sparse matrix is built), so a one-request call stays cheap.
+        """
         if not (query.exclude_seen or query.exclude is not None):
             return
-        seen = None
-        if query.history is None and query.exclude_seen:
-            seen = self.user_items_[query.users]
-        excl = query.excluded_items(self.n_items_, seen)
-        if excl.nnz == 0:
+        seen = self.user_items_ if query.history is None and query.exclude_seen else None
+        rows, cols = query.excluded_pairs(self.n_items_, seen, query.users)
+        if rows.size == 0:
             return
         if items is None:
-            r, c = excl.nonzero()
-            scores[r, c] = -np.inf
-        else:
-            scores[_is_seen(excl, np.arange(len(query)), items)] = -np.inf
+            scores[rows, cols] = -np.inf
+            return
+        n = np.int64(self.n_items_)
+        keys = np.unique(rows * n + cols)
+        probe = np.arange(items.shape[0], dtype=np.int64)[:, None] * n + items
+        pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+        scores[keys[pos] == probe] = -np.inf
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "user_items_"):
