@@ -185,3 +185,19 @@ def test_pipeline_ours_uses_graph_embeddings_for_dpp_and_propensity():
             cand.scores[b][valid].astype(np.float64), 5, vectors=ret.embeddings_[cand.ids[b][valid]]
         )
         np.testing.assert_array_equal(ids[b], cand.ids[b][valid][pos])
+
+
+def test_config_checks_and_fit_update_keep_global_state():
+    from divrec.testing import check_fit_keeps_global_state
+
+    with pytest.raises(TypeError):
+        GraphRetriever(16)  # keyword-only
+    for bad in ({"cold_dropout": 1.0}, {"dim": 0}, {"window": 0}, {"index": "ivf"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GraphRetriever(**bad)
+    assert GraphRetriever().threads == 1
+    m = check_fit_keeps_global_state(lambda: small_model(epochs=2), clustered_log(seed=6))
+    assert len(m.train_loss_) == 2 and np.isfinite(m.train_loss_).all()
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    m.update(sessions=[[0, 1]], steps=2)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)

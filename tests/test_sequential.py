@@ -13,7 +13,6 @@ from divrec.data.query import Candidates, Query
 from divrec.evaluation.sequential import evaluate_sequences, sequence_metrics
 from divrec.registry import create
 from divrec.retrieval.sequential import (
-    ComiRecSA,
     SequentialRecommender,
     controllable_aggregation,
     dynamic_routing,
@@ -113,16 +112,8 @@ def _topic_log(n_users=300, n_items=40, length=12, seed=0) -> Interactions:
 @pytest.fixture(scope="module")
 def topic_sa():
     torch.manual_seed(0)
-    model = ComiRecSA(
-        n_interests=2,
-        dim=16,
-        max_len=10,
-        epochs=5,
-        batch_size=64,
-        lr=0.01,
-        ssm_negatives=20,
-        seed=0,
-    )
+    params = {"n_interests": 2, "dim": 16, "max_len": 10, "epochs": 5, "batch_size": 64}
+    model = create("model", "comirec-sa", {**params, "lr": 0.01, "ssm_negatives": 20, "seed": 0})
     return model.fit(_topic_log())
 
 
@@ -289,3 +280,41 @@ def test_pipeline_with_reranker_serves_fresh_histories(topic_sa):
     ranked = topic_sa(q, Candidates.from_ids([[30, 1, 2], [3, 4, 39]]))
     s = topic_sa.score(q, ranked.ids)
     assert np.all(np.diff(s, axis=1) <= 1e-6)
+
+
+# --------------------------------------------------------------------------- config, presets
+@pytest.mark.parametrize(
+    "name, fixed",
+    [
+        ("seq", {}),
+        ("youtube", {"encoder": "mean"}),
+        ("tr-youtube", {"encoder": "mean", "loss": "bi", "l2_norm": True}),
+        ("comirec-sa", {"encoder": "sa"}),
+        ("comirec-dr", {"encoder": "dr"}),
+    ],
+)
+def test_presets_have_the_old_subclass_defaults(name, fixed):
+    from divrec.retrieval.sequential import SequentialConfig
+
+    model = create("model", name)
+    assert type(model) is SequentialRecommender
+    assert model.config == SequentialConfig(**fixed)
+    assert model.threads == 1 and model.seed == 0 and model.ssm_negatives == 1280
+
+
+def test_config_is_checked_at_construction():
+    with pytest.raises(TypeError):
+        SequentialRecommender("sa")  # keyword-only
+    for bad in ({"encoder": "rnn"}, {"next_n": 0}, {"tau": 0.0}, {"diversity_lambda": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SequentialRecommender(**bad)
+
+
+def test_fit_keeps_global_state_and_records_epoch_losses():
+    from divrec.testing import check_fit_keeps_global_state
+
+    data = _topic_log(n_users=30, length=6)
+    params = {"dim": 8, "epochs": 2.5, "batch_size": 32, "ssm_negatives": 10}
+    for name in ("youtube", "comirec-dr"):
+        m = check_fit_keeps_global_state(lambda n=name: create("model", n, params), data)
+        assert len(m.train_loss_) == 3 and np.isfinite(m.train_loss_).all()

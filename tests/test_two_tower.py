@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from divrec.registry import create
 from divrec.retrieval.ann import AnnIndex, l2_normalize, recall_at_k
 from divrec.retrieval.two_tower import (
-    MFbRecommender,
     TwoTowerRecommender,
     corrected_softmax_ce,
     cosine_scores,
@@ -189,12 +189,14 @@ def test_training_beats_random_on_planted_structure(fitted):
 
 def test_mfb_variants_beat_random_and_count_examples():
     train, test = _planted()
-    model = MFbRecommender(negatives="[0:8]", dim=16, batch_size=64, epochs=15, lr=0.02, threads=1)
+    kw = {"dim": 16, "batch_size": 64, "epochs": 15, "lr": 0.02, "threads": 1}
+    model = create("model", "mfb", {"negatives": "[0:8]", **kw})
     model.fit(train)
     assert _hr_at_10(model, train, test) > 0.5
     assert model.examples_seen_ == 9 * train.nnz * 15  # positives + 8 negatives each
     for spec in ("[8:0]", "[4:4]", "[8:8]", "[8]"):
-        m = MFbRecommender(negatives=spec, dim=8, batch_size=256, epochs=1, threads=1).fit(train)
+        kw = {"negatives": spec, "dim": 8, "batch_size": 256, "epochs": 1, "threads": 1}
+        m = create("model", "mfb", kw).fit(train)
         per = 1 + sum(parse_negatives(spec)[1:])
         assert m.examples_seen_ == per * train.nnz
         assert np.isfinite(m.user_factors_).all()
@@ -251,8 +253,9 @@ def test_seeded_determinism():
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
     c = TwoTowerRecommender(**{**kw, "seed": 6}).fit(train)
     assert not np.array_equal(a.item_factors_, c.item_factors_)
-    m1 = MFbRecommender(dim=8, batch_size=32, epochs=2, threads=1, seed=1).fit(train)
-    m2 = MFbRecommender(dim=8, batch_size=32, epochs=2, threads=1, seed=1).fit(train)
+    mfb_kw = {"dim": 8, "batch_size": 32, "epochs": 2, "threads": 1, "seed": 1}
+    m1 = create("model", "mfb", mfb_kw).fit(train)
+    m2 = create("model", "mfb", mfb_kw).fit(train)
     np.testing.assert_array_equal(m1.user_factors_, m2.user_factors_)
 
 
@@ -277,9 +280,12 @@ def test_save_load_round_trip(tmp_path, fitted):
     np.testing.assert_array_equal(back.score_all([0, 1]), model.score_all([0, 1]))
     np.testing.assert_array_equal(back.recommend([3], 5)[0], model.recommend([3], 5)[0])
     assert back.examples_seen_ == model.examples_seen_
-    mfb = MFbRecommender(dim=8, batch_size=256, epochs=1, threads=1).fit(train)
+    mfb = create("model", "mfb", {"dim": 8, "batch_size": 256, "epochs": 1, "threads": 1}).fit(
+        train
+    )
     back = TwoTowerRecommender.load(mfb.save(tmp_path / "mfb.npz"))
-    assert type(back) is MFbRecommender and back.loss == "mfb"
+    assert type(back) is TwoTowerRecommender and back.config == mfb.config
+    assert back.loss == "mfb" and back.tau == 0.125
     np.testing.assert_array_equal(back.item_factors_, mfb.item_factors_)
 
 
@@ -387,7 +393,7 @@ def test_ssm_training_beats_random(sampling):
 def test_ssm_popularity_draws_follow_q(monkeypatch):
     """The negatives handed to the loss are distributed as the item marginal, and the logQ
     passed with them is log of that marginal."""
-    from divrec.retrieval import two_tower
+    from divrec.retrieval.two_tower import model as two_tower
 
     train = sp.csr_matrix(
         (np.ones(6, np.float32), ([0, 1, 2, 3, 0, 1], [0, 0, 0, 1, 1, 2])), shape=(4, 4)
@@ -524,3 +530,45 @@ def test_group_item_scope_equals_bruteforce(fitted, n_cand):
     assert not seen[group_ids].any()
     with pytest.raises(ValueError):
         model.potential_users_of_group(group, seen_scope="user")
+
+
+# --------------------------------------------------------------------------- config, presets
+def test_mfb_preset_has_the_old_subclass_defaults():
+    from divrec.retrieval.two_tower import TwoTowerConfig
+
+    mfb = create("model", "mfb")
+    assert type(mfb) is TwoTowerRecommender
+    want = TwoTowerConfig(loss="mfb", tau=0.125, batch_size=4096, epochs=20.0)
+    assert mfb.config == want
+    assert (want.negatives, want.dim, want.lr, want.threads) == ("[0:8]", 64, 0.005, None)
+    assert create("model", "mfb", {"negatives": "[8:0]"}).negatives == "[8:0]"
+
+
+def test_config_is_checked_at_construction_and_read_only():
+    with pytest.raises(TypeError):
+        TwoTowerRecommender("bi")  # keyword-only
+    for bad in (
+        {"loss": "softmax"},
+        {"tau": 0.0},
+        {"negatives": "[0:0]"},
+        {"hidden": (0,)},
+        {"ssm_negatives": 0},
+        {"device": "cuda"},
+        {"patience": 2},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TwoTowerRecommender(**bad)
+    model = TwoTowerRecommender(dim=8)
+    with pytest.raises(AttributeError):
+        model.dim = 4
+    assert model.with_params(dim=4).dim == 4 and model.dim == 8
+
+
+def test_fit_keeps_global_state_and_records_epoch_losses():
+    from divrec.testing import check_fit_keeps_global_state
+
+    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    kw = {"dim": 8, "batch_size": 50, "epochs": 2.5, "seed": 3}
+    for loss in ("bi", "ssm", "mfb"):
+        m = check_fit_keeps_global_state(lambda x=loss: TwoTowerRecommender(loss=x, **kw), train)
+        assert len(m.train_loss_) == 3 and np.isfinite(m.train_loss_).all()  # 2 full + half

@@ -9,8 +9,9 @@ import scipy.sparse as sp
 import torch
 
 from divrec.data.interactions import Interactions
+from divrec.registry import create
 from divrec.retrieval.baselines import RandomRecommender
-from divrec.retrieval.two_tower import MFbRecommender, TwoTowerRecommender, build_histories
+from divrec.retrieval.two_tower import TwoTowerRecommender, build_histories
 
 
 def _planted(n_users=240, n_items=120, n_groups=6, per_user=12, seed=0):
@@ -84,7 +85,7 @@ def test_defaults_are_the_plain_id_model(planted):
     train, _ = planted
     params = TwoTowerRecommender().get_params()
     assert params["tower"] == "id" and params["user_tower"] is None
-    assert MFbRecommender().get_params()["tower"] == "id"
+    assert create("model", "mfb").get_params()["tower"] == "id"
     m = TwoTowerRecommender(dim=8, batch_size=256, epochs=1, threads=1).fit(train)
     t = m.towers_
     assert t.item_mlp is None and t.user_mlp is None and t.history_item is None
@@ -279,7 +280,7 @@ def test_towers_beat_random_on_planted_data(kw, planted):
 
 def test_mfb_history_tower_beats_random(planted):
     train, test = planted
-    model = MFbRecommender(user_tower="history", **KW).fit(train)
+    model = create("model", "mfb", {"user_tower": "history", **KW}).fit(train)
     assert model.get_params()["user_tower"] == "history"
     assert _hr_at_10(model, train, test) > 0.7
 
@@ -287,8 +288,10 @@ def test_mfb_history_tower_beats_random(planted):
 # --------------------------------------------------------------------------- persistence, errors
 def test_save_load_round_trip(tmp_path, mlp_model, hist_id_model, planted):
     train, _ = planted
-    mfb = MFbRecommender(
-        tower="mlp", user_tower="history", **{**KW, "epochs": 1, "history_len": 4}
+    mfb = create(
+        "model",
+        "mfb",
+        {"tower": "mlp", "user_tower": "history", **KW, "epochs": 1, "history_len": 4},
     ).fit(train)
     lists = [[1, 2, 3], [40, 41], []]
     for name, model in (("mlp", mlp_model), ("hist", hist_id_model), ("mfb", mfb)):

@@ -51,7 +51,10 @@ MODELS: dict[str, str | Preset] = {
     "hi-rt": "divrec.retrieval.hi:HIRealtime",  # HI-RT (Eq. 14-17)
     "hi-nn": "divrec.ranking.hi_nn:HINNRecommender",  # HI-NN (Fig. 2, Eq. 10-13)
     "cf-nn": Preset("divrec.ranking.hi_nn:HINNRecommender", {"p2p_only": True}),  # CF-NN
-    "mfb": "divrec.retrieval.two_tower:MFbRecommender",  # TotalRecall MFb (Sec. 3.5)
+    "mfb": Preset(  # TotalRecall MFb (Sec. 3.5, App. A.2 Eq. 7), the paper's ML-1M settings
+        "divrec.retrieval.two_tower:TwoTowerRecommender",
+        {"loss": "mfb", "tau": 0.125, "batch_size": 4096, "epochs": 20.0},
+    ),
     "tr": "divrec.retrieval.two_tower:TwoTowerRecommender",  # TotalRecall (Eq. 2-3)
     "purs": "divrec.ranking.purs:PURS",  # PURS (Eq. 1-12), a sequence ranking model
     "din": "divrec.ranking.ctr:DIN",  # PURS baselines (Sec. 5.2)
@@ -66,10 +69,19 @@ MODELS: dict[str, str | Preset] = {
     "slim": "divrec.retrieval.slim:SLIMRecommender",  # SLIM ElasticNet (Dacrema et al. 2021)
     "neumf": "divrec.retrieval.neumf:NeuMFRecommender",  # NCF MLP+GMF (He et al. 2017)
     "seq": "divrec.retrieval.sequential:SequentialRecommender",  # any encoder/loss below
-    "youtube": "divrec.retrieval.sequential:YouTubeDNN",  # Covington et al. 2016, SSM
-    "tr-youtube": "divrec.retrieval.sequential:TRYouTube",  # TotalRecall Sec. 4.2
-    "comirec-sa": "divrec.retrieval.sequential:ComiRecSA",  # Cen et al. 2020 self-attention
-    "comirec-dr": "divrec.retrieval.sequential:ComiRecDR",  # Cen et al. 2020 dynamic routing
+    "youtube": Preset(  # YouTube DNN (Covington et al. 2016), SSM
+        "divrec.retrieval.sequential:SequentialRecommender", {"encoder": "mean"}
+    ),
+    "tr-youtube": Preset(  # TotalRecall Sec. 4.2: YouTube DNN tower, l2-norm, Bi-InfoNCE
+        "divrec.retrieval.sequential:SequentialRecommender",
+        {"encoder": "mean", "loss": "bi", "l2_norm": True},
+    ),
+    "comirec-sa": Preset(  # ComiRec-SA, Cen et al. 2020 self-attention
+        "divrec.retrieval.sequential:SequentialRecommender", {"encoder": "sa"}
+    ),
+    "comirec-dr": Preset(  # ComiRec-DR, Cen et al. 2020 dynamic routing
+        "divrec.retrieval.sequential:SequentialRecommender", {"encoder": "dr"}
+    ),
 }
 
 #: ranking-stage models (re-score a request's candidates); every model is one too
