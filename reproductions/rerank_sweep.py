@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from divrec.evaluation.harness import EvalConfig, evaluate
-from divrec.evaluation.setup import make_split, reference_item_vectors
+from divrec.metrics.reference import reference_item_vectors
 from divrec.pipeline import Pipeline
 from divrec.rerank import CFDA, CFDM, MMR, SSD, CategoryCap, FastGreedyDPP
 from divrec.retrieval import ALSRecommender
+from divrec.splitting.named import make_split
 
 #: method → (parameter name, values, constructor); the first value is closest to relevance.
 GRID = {

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from divrec.evaluation.harness import EvalConfig, evaluate
-from divrec.evaluation.setup import make_split
 from divrec.retrieval.neumf import NeuMFRecommender
 from divrec.retrieval.slim import SLIMRecommender
+from divrec.splitting.named import make_split
 
 #: TotalRecall Table 1, ML-1M (HR@10, NDCG@10), quoted from Rendle et al. (2020) / Dacrema
 PAPER = {"slim": ("SLIM", 0.7162, 0.4468), "neumf": ("MLP+GMF (NeuMF)", 0.7093, 0.4349)}

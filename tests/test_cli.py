@@ -156,9 +156,64 @@ def test_evaluate_with_reranker(ratings_csv, tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
     assert payload["rerank"] == "mmr"
+    stored = payload["pipeline"]  # the resolved spec: every stage's full config
+    assert stored["reranker"] == {
+        "name": "mmr", "params": {"lambda_": 0.5, "relevance_scaling": "minmax"},
+    }  # fmt: skip
+    assert stored["n_candidates"] == 6 and stored["retriever"]["name"] == "popularity"
     reranker = payload["params"]["reranker"]  # parameters are JSON values, not repr strings
     assert reranker == {"class": "MMR", "params": {"lambda_": 0.5, "relevance_scaling": "minmax"}}
     assert payload["params"]["n_candidates"] == 6
+
+
+def test_evaluate_pipeline_file_is_the_flags_spec(ratings_csv, tmp_path):
+    """`--pipeline FILE.toml` and the stage flags make the same spec: same numbers, and the
+    stored (resolved) spec read back as a file gives them again."""
+    common = ["evaluate", "--dataset", ratings_csv, "--columns", COLS, "--protocol",
+              "leave-last-one", "-k", 3, "--bootstrap", 10]  # fmt: skip
+    flags = tmp_path / "flags.json"
+    result = _run(*common, "--model", "popularity", "--rerank", "dpp", "--rerank-param",
+                  "theta=0.3", "--candidates", 6, "-o", flags)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    toml = tmp_path / "p.toml"
+    toml.write_text(
+        'n_candidates = 6\n[retriever]\nname = "popularity"\n'
+        '[reranker]\nname = "dpp"\nparams = {theta = 0.3}\n'
+    )
+    from_file = tmp_path / "file.json"
+    result = _run(*common, "--pipeline", toml, "-o", from_file)
+    assert result.exit_code == 0, result.output
+    a, b = json.loads(flags.read_text()), json.loads(from_file.read_text())
+    assert a["pipeline"] == b["pipeline"] and a["pipeline"]["reranker"]["params"]["theta"] == 0.3
+    assert a["aggregate"] == b["aggregate"]
+    stored = tmp_path / "stored.json"
+    stored.write_text(json.dumps(b["pipeline"]))
+    again = tmp_path / "again.json"
+    assert _run(*common, "--pipeline", stored, "-o", again).exit_code == 0
+    assert json.loads(again.read_text())["aggregate"] == a["aggregate"]
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "fragment"),
+    [
+        ('[retriever]\nname = "nope"\n', [], "unknown model 'nope'"),
+        ('[retriever]\nname = "ials"\nparams = {factors = "x"}\n', [], "factors='x'"),
+        ('[retriever]\nname = "ials"\nfoo = 1\n', [], "unknown key 'retriever.foo'"),
+        ("[retriever\n", [], "pipeline TOML"),
+        ('[retriever]\nname = "ials"\n', ["--model", "bpr"], "--pipeline replaces"),
+        ('[retriever]\nname = "ials"\n', ["--candidates", "5"], "drop --candidates"),
+    ],
+)
+def test_bad_pipeline_file(tmp_path, text, extra, fragment):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    out = tmp_path / "o.json"
+    _one_line_error(_run("evaluate", "--pipeline", path, *extra, "-o", out), fragment)
+    assert not out.exists()
+
+
+def test_missing_pipeline_file(tmp_path):
+    _one_line_error(_run("evaluate", "--pipeline", tmp_path / "none.toml"), "none.toml")
 
 
 def test_param_message_names_parameter_and_type(tmp_path):
@@ -271,37 +326,58 @@ def test_sigterm_during_benchmark_leaves_nothing(data_home, tmp_path):
 
 def test_benchmark_runs_a_ranking_stage_pipeline(data_home, tmp_path):
     """A pipeline with a ranker and no re-ranker (CDM re-scoring iALS's candidates) is fitted
-    on the retriever and gives the numbers of the same Pipeline built and evaluated by hand."""
-    from divrec.evaluation.benchmark import (
-        BenchmarkConfig,
-        PipelineSpec,
-        _eval_config,
-        metric,
-        run_benchmark,
-    )
+    on the shared retriever, and its results row rebuilds the same pipeline: the stored spec
+    (every stage's full config) built, fitted and evaluated by hand gives the same numbers."""
+    from divrec.evaluation.benchmark import BenchmarkConfig, _eval_config, metric, run_benchmark
     from divrec.evaluation.harness import evaluate
-    from divrec.evaluation.setup import make_model, make_split
-    from divrec.pipeline import Pipeline
+    from divrec.pipeline.spec import PipelineSpec, StageSpec
+    from divrec.splitting.named import make_split
 
     cdm = {"dim": 4, "hidden": (8,), "max_epochs": 1, "cdm_epochs": 1, "n_candidates": 20}
-    spec = PipelineSpec("ials→cdm", "ials", None, n_candidates=20, ranker="cdm",
-                        ranker_params=cdm)  # fmt: skip
+    spec = PipelineSpec(StageSpec("ials"), StageSpec("cdm", cdm), None, 20, label="ials→cdm")
     config = BenchmarkConfig(
         dataset="ml-100k", protocol="leave-last-one", models=("ials",), ks=(10,),
         n_bootstrap=20, max_users=60, pipelines=(spec,),
     )  # fmt: skip
     results = run_benchmark(config, tmp_path / "b", data_home, progress=False)
     entry = results["pipelines"]["ials→cdm"]
-    assert entry["params"]["ranker"] == "cdm" and entry["params"]["reranker"] is None
+    stored = entry["spec"]
+    assert stored["ranker"]["name"] == "cdm" and "reranker" not in stored
+    assert stored["ranker"]["params"]["cdm_epochs"] == 1 and "lr" in stored["ranker"]["params"]
+    assert stored["retriever"]["params"] == results["models"]["ials"]["stage"]["params"]
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert saved["pipelines"]["ials→cdm"]["spec"] == stored
     split = make_split("ml-100k", "leave-last-one", data_home, seed=0)
-    ials = make_model("ials", None, seed=0).fit(split.train)
-    ranker = make_model("cdm", cdm, seed=0).fit(split.train, retriever=ials)
-    pipe = Pipeline(ials, None, 20, ranker=ranker).use_fitted(split.train)
+    pipe = PipelineSpec.from_dict(stored).build(seed=0).fit(split.train)
     by_hand = evaluate(pipe, split, _eval_config(config, "full"), None, False)
     assert metric(entry, "full", "ndcg", 10)[0] == pytest.approx(by_hand.mean("ndcg", 10))
+
+
+def test_benchmark_config_checks_its_pipelines():
+    from divrec.evaluation.benchmark import (
+        BENCHMARK_STAGES,
+        DEFAULT_PIPELINES,
+        BenchmarkConfig,
+    )
+    from divrec.pipeline.spec import PipelineSpec, StageSpec
+
+    ials = StageSpec("ials")
     with pytest.raises(ValueError, match="needs a ranker or a re-ranker"):
-        BenchmarkConfig(models=("ials",), pipelines=(PipelineSpec("x", "ials", None),))
+        BenchmarkConfig(models=("ials",), pipelines=(PipelineSpec(ials, label="x"),))
     with pytest.raises(ValueError, match="unknown ranker"):
-        BenchmarkConfig(
-            models=("ials",), pipelines=(PipelineSpec("x", "ials", None, ranker="nope"),)
-        )
+        BenchmarkConfig(models=("ials",), pipelines=(PipelineSpec(ials, "nope", label="x"),))
+    with pytest.raises(ValueError, match="has no parameter"):
+        bad = PipelineSpec(ials, None, StageSpec("dpp", {"thet": 1}), label="x")
+        BenchmarkConfig(models=("ials",), pipelines=(bad,))
+    twice = PipelineSpec(ials, None, "dpp")
+    with pytest.raises(ValueError, match="two pipelines are named"):
+        BenchmarkConfig(models=("ials",), pipelines=(twice, twice))
+    # the default grid: the benchmark's TotalRecall stage, one label per pipeline
+    config = BenchmarkConfig(pipelines=DEFAULT_PIPELINES)
+    assert config.models[-1] == BENCHMARK_STAGES["tr"]
+    assert all(p.retriever in (ials, BENCHMARK_STAGES["tr"]) for p in DEFAULT_PIPELINES)
+    assert len({p.name for p in DEFAULT_PIPELINES}) == len(DEFAULT_PIPELINES) == 15
+    assert config.to_dict()["pipelines"][0] == {
+        "n_candidates": 100, "label": "ials→mmr λ=0.7", "retriever": {"name": "ials"},
+        "reranker": {"name": "mmr", "params": {"lambda_": 0.7}},
+    }  # fmt: skip

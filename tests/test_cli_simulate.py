@@ -49,3 +49,21 @@ def test_simulate_bad_arguments(args, fragment, tmp_path):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[retriever]\nname = "ials"\n[reranker]\nname = "dpp"\n', "retrieves with 'graph'"),
+        ('[retriever]\nname = "graph"\n[reranker]\nname = "nope"\n', "unknown re-ranker 'nope'"),
+    ],
+)
+def test_simulate_bad_pipeline_file(tmp_path, text, fragment):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    out = tmp_path / "never"
+    result = _run("simulate", "--pipeline", f"base,{path}", "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.output
+    assert not out.exists()

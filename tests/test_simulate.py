@@ -103,3 +103,34 @@ def test_bad_pipeline_name(world_and_retriever):
     w, ret = world_and_retriever
     with pytest.raises(ValueError, match="unknown pipeline"):
         run_simulation(w, "nope", SimConfig(rounds=1), ret)
+
+
+def test_variants_are_pipeline_specs(world_and_retriever):
+    """A named variant is a `PipelineSpec`: the same spec given as one runs the same loop
+    (graph-space variants), and each run stores its spec with every stage's full config."""
+    from divrec.pipeline.spec import PipelineSpec, StageSpec
+    from divrec.simulate import PIPELINES
+
+    w, ret = world_and_retriever
+    cfg = SimConfig(rounds=2, k=4, n_candidates=12, update_steps=1, seed=3)
+
+    def strip(run):
+        drop = ("seconds", "train_seconds")
+        return [{k: v for k, v in r.items() if k not in drop} for r in run["rounds"]]
+
+    named = run_simulation(w, "graph-dpp", cfg, ret)
+    assert strip(run_simulation(w, PIPELINES["graph-dpp"], cfg, ret)) == strip(named)
+    stored = PipelineSpec.from_dict(named["spec"])
+    assert stored.reranker == StageSpec("dpp", stored.reranker.params)
+    assert stored.reranker.params["theta"] == 0.5 and stored.n_candidates == 12
+    assert stored.retriever.params["dim"] == 8 and stored.retriever.params["min_value"] is None
+    assert strip(run_simulation(w, stored, cfg, ret)) == strip(named)
+    ours = run_simulation(w, "ours", cfg, ret)
+    assert ours["spec"]["reranker"]["name"] == "rt-dpp" and ours["pipeline"] == "ours"
+    custom = PipelineSpec(StageSpec("graph"), None, StageSpec("mmr", {"lambda_": 0.3}))
+    run = run_simulation(w, custom, cfg, ret)
+    assert run["pipeline"] == "graph→mmr" and len(run["rounds"]) == 2
+    with pytest.raises(ValueError, match="retrieves with 'graph'"):
+        run_simulation(w, PipelineSpec(StageSpec("ials"), None, StageSpec("dpp")), cfg, ret)
+    with pytest.raises(ValueError, match="no ranking stage"):
+        run_simulation(w, PipelineSpec(StageSpec("graph"), "cdm", None), cfg, ret)

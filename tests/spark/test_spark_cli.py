@@ -32,6 +32,8 @@ def test_spark_cli_train_recommend_evaluate(spark, tmp_path):
     assert "[spark] fit ials" in res.output
     meta = json.loads((model_dir / "meta.json").read_text())
     assert meta["n_users"] == log["uid"].nunique() and meta["n_items"] == log["mid"].nunique()
+    assert meta["params"] == {"factors": 8, "regularization": 0.01, "alpha": 5.0,
+                              "iterations": 2, "seed": 0, "binary": True, "blocks": 2}  # fmt: skip
     lists = tmp_path / "lists.parquet"
     res = runner.invoke(
         app,
@@ -70,3 +72,7 @@ def test_spark_cli_errors(tmp_path):
     res = runner.invoke(app, ["spark", "recommend", "--model-dir", str(tmp_path), "--out",
                               str(tmp_path / "x")])  # fmt: skip
     assert res.exit_code == 2 and "no meta.json" in res.output
+    res = runner.invoke(app, ["spark", "train", "--data", "ml-100k", "--out", str(tmp_path / "m"),
+                              "--model", "ials", "--param", "factors=0"])  # fmt: skip
+    assert res.exit_code == 2 and "factors must be >= 1" in res.output
+    assert not (tmp_path / "m").exists()

@@ -9,12 +9,12 @@ import scipy.sparse as sp
 from divrec.data.feedback import encode_feedback
 from divrec.data.interactions import Interactions
 from divrec.evaluation.harness import EvalConfig, evaluate
-from divrec.evaluation.setup import make_split
 from divrec.retrieval.baselines import ALSRecommender
 from divrec.retrieval.hi import als_factors
 from divrec.spark.candidates import als_recommend_for_all_users
 from divrec.spark.data import from_interactions
 from divrec.spark.train import SparkALS, SparkHI
+from divrec.splitting.named import make_split
 
 
 def test_spark_als_matches_implicit_on_ml1m_ncf(spark, data_home):
@@ -68,7 +68,7 @@ def test_spark_hi_targets_factors_and_user_vectors(spark, small_log):
     log = from_interactions(spark, data, partitions=2)
     n = data.n_items
     # the distributed co-occurrence products are exact
-    hi = SparkHI("hi-rt", factors=10, iterations=6, regularization=0.05, blocks=2)
+    hi = SparkHI(kind="hi-rt", factors=10, iterations=6, regularization=0.05, blocks=2)
     got = hi.target(log).toPandas()
     h = sp.csr_matrix((got["value"], (got["row"], got["col"])), shape=(2 * n, n), dtype=np.float64)
     want = sp.vstack([xtx, ytx]).tocsr()
@@ -94,3 +94,26 @@ def test_spark_hi_targets_factors_and_user_vectors(spark, small_log):
     np.testing.assert_allclose(
         model.score_all(np.arange(5)), (want_uv[:5] @ hi.right_).astype(np.float32), rtol=1e-5
     )
+
+
+def test_spark_models_are_typed_stages():
+    """`divrec spark train --model NAME --param k=v` builds through typed configs: values are
+    coerced and bounded on construction, the HI kinds are presets of `SparkHI`."""
+    from divrec.params import ParamError
+    from divrec.pipeline.spec import StageSpec
+    from divrec.spark.models import make_model
+
+    model = make_model(StageSpec("hi-rt", {"factors": "12", "beta": "0.5"}))
+    assert isinstance(model, SparkHI) and model.kind == "hi-rt" and model.factors == 12
+    assert model.get_params()["beta"] == 0.5
+    assert isinstance(make_model("ials"), SparkALS) and make_model("ials").factors == 64
+    with pytest.raises(AttributeError):
+        model.factors = 3
+    with pytest.raises(ParamError, match="factors must be >= 1"):
+        make_model(StageSpec("ials", {"factors": "0"}))
+    with pytest.raises(ParamError, match="--param kind is set by the model name"):
+        make_model(StageSpec("p2p", {"kind": "n2p"}))
+    with pytest.raises(ParamError, match="unknown Spark model 'nope'"):
+        make_model("nope")
+    with pytest.raises(ParamError, match="iterations='x'"):
+        make_model(StageSpec("n2p", {"iterations": "x"}))

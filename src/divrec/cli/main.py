@@ -15,9 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from divrec.cli._common import _fail, _guard, fail, guarded, run
 from divrec.cli.serve import register as register_serve
 from divrec.cli.simulate import app as simulate_app
-from divrec.data.interactions import DataError
+from divrec.cli.spark import app as spark_app
+
+__all__ = ["_fail", "_guard", "app", "main"]  # _fail, _guard: until cli/serve.py imports _common
 
 app = typer.Typer(
     help="divrec: diversity-aware recommendation (retrieval, ranking, re-ranking).",
@@ -47,12 +50,13 @@ def _options(
         try:
             set_threads(threads)
         except (ValueError, TypeError) as err:
-            _fail(f"--threads: {err}")
+            fail(f"--threads: {err}")
 
 
 app.add_typer(data_app, name="data")
 register_serve(app)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(spark_app, name="spark")
 console = Console()
 
 DatasetOpt = Annotated[
@@ -86,23 +90,8 @@ MinRatingOpt = Annotated[
 KOpt = Annotated[list[int] | None, typer.Option("--k", "-k", help="List length(s); repeatable.")]
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"divrec: error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _guard(fn):
-    """Runs a command body, turning expected errors into one line and exit code 2."""
-    try:
-        return fn()
-    except typer.Exit:
-        raise
-    except (DataError, ValueError, KeyError, FileNotFoundError, PermissionError, OSError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        _fail(str(msg).splitlines()[0] if str(msg) else type(err).__name__)
-
-
 @data_app.command("info")
+@guarded
 def data_info(
     dataset: Annotated[str, typer.Argument(help="ml-100k, ml-1m, or a CSV/TSV/Parquet path.")],
     data_home: HomeOpt = None,
@@ -111,21 +100,17 @@ def data_info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Counts, ranges and side information of a dataset."""
+    from divrec.data.datasets import TableSpec, load_dataset
 
-    def body():
-        from divrec.evaluation.setup import TableSpec, load_dataset
-
-        table = TableSpec.parse(columns, min_rating)
-        summary = load_dataset(dataset, data_home, table=table).summary()
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-            return
-        table = Table(title=summary["name"], show_header=False)
-        for key, value in summary.items():
-            table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
-        console.print(table)
-
-    _guard(body)
+    spec = TableSpec.parse(columns, min_rating)
+    summary = load_dataset(dataset, data_home, table=spec).summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=summary["name"], show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
+    console.print(table)
 
 
 SeedOpt = Annotated[int, typer.Option(help="Seed for splits, models and bootstrap (0 … 2³²−1).")]
@@ -146,10 +131,23 @@ def _check_common(seed: int, bootstrap: int, max_users: int | None, ks) -> None:
             raise ValueError(f"-k must be a positive list length, got {kk}")
 
 
+PipelineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pipeline",
+        help="A pipeline file (.toml or .json: [retriever], optional [ranker] and [reranker] "
+        "tables with name and params, n_candidates) instead of the stage flags.",
+    ),
+]
+
+
 @app.command()
+@guarded
 def evaluate(
     dataset: DatasetOpt = "ml-1m",
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = "ials",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name (default: ials).")
+    ] = None,
     protocol: ProtocolOpt = "ncf",
     k: KOpt = None,
     param: Annotated[
@@ -176,8 +174,10 @@ def evaluate(
         typer.Option("--rerank-param", help="Re-ranker hyperparameter name=value."),
     ] = None,
     candidates: Annotated[
-        int, typer.Option("--candidates", help="Candidates passed to the later stages.")
-    ] = 100,
+        int | None,
+        typer.Option("--candidates", help="Candidates passed to the later stages (default 100)."),
+    ] = None,
+    pipeline: PipelineOpt = None,
     seed: SeedOpt = 0,
     bootstrap: BootstrapOpt = 1000,
     max_users: MaxUsersOpt = None,
@@ -186,66 +186,93 @@ def evaluate(
     columns: ColumnsOpt = None,
     min_rating: MinRatingOpt = None,
 ) -> None:
-    """Fit one model (or pipeline) on a split and report accuracy and diversity with 95% CIs."""
+    """Fit one model (or pipeline) on a split and report accuracy and diversity with 95% CIs.
 
-    def body():
-        from divrec.evaluation.setup import (
-            EVAL_PROTOCOL,
-            TableSpec,
-            make_model,
-            make_reranker,
-            make_split,
-            parse_params,
-        )
-        from divrec.params import to_json_value
-        from divrec.registry import create
+    The stage flags (or --pipeline) make one `PipelineSpec`; the JSON output stores it with
+    every stage's full config (`pipeline`), so the run can be rebuilt.
+    """
+    from divrec.data.datasets import TableSpec
+    from divrec.params import to_json_value
+    from divrec.pipeline.spec import PipelineSpec
+    from divrec.splitting.named import EVAL_PROTOCOL, make_split
 
-        _check_common(seed, bootstrap, max_users, k)
-        if protocol not in EVAL_PROTOCOL:
-            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOL)}")
-        if output is not None:
-            _check_writable(output)
-        rec = make_model(model, parse_params(param), seed=seed)
-        stage_ranker = None
-        if ranker is not None:
-            stage_ranker = create(
-                "ranker", ranker, parse_params(ranker_param, "--ranker-param"), seed=seed,
-                option="--ranker-param",
-            )  # fmt: skip
-        elif ranker_param:
-            raise ValueError("--ranker-param needs --ranker")
-        reranker = None
-        if rerank is not None:
-            reranker = make_reranker(rerank, parse_params(rerank_param, "--rerank-param"))
-        elif rerank_param:
-            raise ValueError("--rerank-param needs --rerank")
-        if stage_ranker is not None or reranker is not None:
-            from divrec.pipeline import Pipeline
+    _check_common(seed, bootstrap, max_users, k)
+    if protocol not in EVAL_PROTOCOL:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOL)}")
+    if output is not None:
+        _check_writable(output)
+    flags = {"--model": model, "--param": param, "--ranker": ranker,
+             "--ranker-param": ranker_param, "--rerank": rerank, "--rerank-param": rerank_param,
+             "--candidates": candidates}  # fmt: skip
+    if pipeline is not None:
+        given = [flag for flag, value in flags.items() if value]
+        if given:
+            raise ValueError(f"--pipeline replaces the stage flags; drop {', '.join(given)}")
+        spec = PipelineSpec.load(pipeline)
+        options = {role: f"{role}.params" for role in ("retriever", "ranker", "reranker")}
+    else:
+        spec = _flags_spec(model, param, ranker, ranker_param, rerank, rerank_param, candidates)
+        options = {"retriever": "--param", "ranker": "--ranker-param",
+                   "reranker": "--rerank-param"}  # fmt: skip
+    rec = _build(spec, seed, options)
+    config = _eval_config(k, EVAL_PROTOCOL[protocol], bootstrap, seed, max_users)
+    table = TableSpec.parse(columns, min_rating)
+    split = make_split(dataset, protocol, data_home, seed=seed, table=table)
+    name = spec.label or " → ".join(stage.name for stage in spec.stages().values())
+    with console.status(f"fitting {name} on {split.train.nnz:,} interactions"):
+        rec.fit(split.train)
+    result = _run_eval(rec, split, config, seed)
+    _print_result(result, f"{name} on {dataset} ({split.protocol or protocol})")
+    if output is not None:
+        payload = {
+            "dataset": dataset,
+            "model": spec.retriever.name,
+            "ranker": spec.ranker.name if spec.ranker else None,
+            "rerank": spec.reranker.name if spec.reranker else None,
+            "pipeline": spec.resolved(seed).to_dict(),
+            "params": to_json_value(rec.get_params()),
+            "split": split.summary(),
+            **result.to_dict(),
+        }
+        _atomic_write(output, json.dumps(payload, indent=2, default=_json_default))
 
-            if candidates <= 0:
-                raise ValueError(f"--candidates must be positive, got {candidates}")
-            rec = Pipeline(rec, reranker, candidates, ranker=stage_ranker)
-        config = _eval_config(k, EVAL_PROTOCOL[protocol], bootstrap, seed, max_users)
-        table = TableSpec.parse(columns, min_rating)
-        split = make_split(dataset, protocol, data_home, seed=seed, table=table)
-        with console.status(f"fitting {model} on {split.train.nnz:,} interactions"):
-            rec.fit(split.train)
-        result = _run_eval(rec, split, config, seed)
-        name = " → ".join(n for n in (model, ranker, rerank) if n)
-        _print_result(result, f"{name} on {dataset} ({split.protocol or protocol})")
-        if output is not None:
-            payload = {
-                "dataset": dataset,
-                "model": model,
-                "ranker": ranker,
-                "rerank": rerank,
-                "params": to_json_value(rec.get_params()),
-                "split": split.summary(),
-                **result.to_dict(),
-            }
-            _atomic_write(output, json.dumps(payload, indent=2, default=_json_default))
 
-    _guard(body)
+def _flags_spec(model, param, ranker, ranker_param, rerank, rerank_param, candidates):
+    """The `PipelineSpec` of `divrec evaluate`'s stage flags."""
+    from divrec.params import parse_pairs
+    from divrec.pipeline.spec import PipelineSpec
+
+    if ranker is None and ranker_param:
+        raise ValueError("--ranker-param needs --ranker")
+    if rerank is None and rerank_param:
+        raise ValueError("--rerank-param needs --rerank")
+    if candidates is not None and candidates <= 0:
+        raise ValueError(f"--candidates must be positive, got {candidates}")
+    return PipelineSpec.of(
+        model or "ials",
+        rerank,
+        ranker,
+        retriever_params=parse_pairs(param, "--param"),
+        ranker_params=parse_pairs(ranker_param, "--ranker-param"),
+        reranker_params=parse_pairs(rerank_param, "--rerank-param"),
+        n_candidates=100 if candidates is None else candidates,
+    )
+
+
+def _build(spec, seed: int, options: dict[str, str]):
+    """The unfitted recommender of `spec`: the bare model when it has no later stage, else a
+    `Pipeline` (errors name each stage's option, e.g. `--rerank-param`)."""
+    from divrec.pipeline import Pipeline
+
+    stages = {role: st.build(role, seed, options[role]) for role, st in spec.stages().items()}
+    if len(stages) == 1:
+        return stages["retriever"]
+    return Pipeline(
+        stages["retriever"],
+        stages.get("reranker"),
+        spec.n_candidates,
+        ranker=stages.get("ranker"),
+    )
 
 
 def _eval_config(k, protocol: str, bootstrap: int, seed: int, max_users: int | None):
@@ -287,6 +314,7 @@ def _print_result(result, title: str) -> None:
 
 
 @app.command()
+@guarded
 def benchmark(
     dataset: DatasetOpt = "ml-1m",
     protocol: ProtocolOpt = "ncf",
@@ -301,6 +329,14 @@ def benchmark(
         bool,
         typer.Option("--no-pipelines", help="Skip the re-ranked pipelines (base models only)."),
     ] = False,
+    pipeline: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--pipeline",
+            help="Pipeline file(s) (.toml or .json) to run instead of the default pipelines; "
+            "repeatable.",
+        ),
+    ] = None,
     k: KOpt = None,
     seed: SeedOpt = 0,
     bootstrap: BootstrapOpt = 1000,
@@ -313,38 +349,42 @@ def benchmark(
     min_rating: MinRatingOpt = None,
 ) -> None:
     """The main job: base models and re-ranked pipelines → report.md, results.json, a plot."""
+    from divrec.data.datasets import TableSpec
+    from divrec.evaluation.benchmark import (
+        DEFAULT_PIPELINES,
+        FAST_MODELS,
+        BenchmarkConfig,
+        run_benchmark,
+    )
+    from divrec.pipeline.spec import PipelineSpec
+    from divrec.registry import MODELS
 
-    def body():
-        from divrec.evaluation.benchmark import (
-            DEFAULT_PIPELINES,
-            FAST_MODELS,
-            BenchmarkConfig,
-            run_benchmark,
-        )
-        from divrec.evaluation.setup import MODELS, TableSpec
-
-        if model and all_models:
-            raise ValueError("give either --model or --all, not both")
-        _check_common(seed, bootstrap, max_users, k)
-        config = BenchmarkConfig(
-            dataset=dataset,
-            protocol=protocol,
-            models=tuple(model or (MODELS if all_models else FAST_MODELS)),
-            pipelines=() if (no_pipelines or model) else DEFAULT_PIPELINES,
-            ks=tuple(k or (10, 20)),
-            seed=seed,
-            n_bootstrap=bootstrap,
-            max_users=max_users,
-            table=TableSpec.parse(columns, min_rating),
-        )
-        _check_writable(out / "report.md")
-        run_benchmark(config, out, data_home, progress=sys.stderr.isatty())
-        typer.echo((out / "report.md").read_text())
-        typer.echo(
-            f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'accuracy_diversity.png'}"
-        )
-
-    _guard(body)
+    if model and all_models:
+        raise ValueError("give either --model or --all, not both")
+    if pipeline and no_pipelines:
+        raise ValueError("give either --pipeline or --no-pipelines, not both")
+    _check_common(seed, bootstrap, max_users, k)
+    if pipeline:
+        pipelines = tuple(PipelineSpec.load(path) for path in pipeline)
+    else:
+        pipelines = () if (no_pipelines or model) else DEFAULT_PIPELINES
+    config = BenchmarkConfig(
+        dataset=dataset,
+        protocol=protocol,
+        models=tuple(model or (MODELS if all_models else FAST_MODELS)),
+        pipelines=pipelines,
+        ks=tuple(k or (10, 20)),
+        seed=seed,
+        n_bootstrap=bootstrap,
+        max_users=max_users,
+        table=TableSpec.parse(columns, min_rating),
+    )
+    _check_writable(out / "report.md")
+    run_benchmark(config, out, data_home, progress=sys.stderr.isatty())
+    typer.echo((out / "report.md").read_text())
+    typer.echo(
+        f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'accuracy_diversity.png'}"
+    )
 
 
 def _check_writable(path: Path) -> None:
@@ -387,58 +427,18 @@ def _json_default(obj):
     return str(obj)
 
 
-def _interrupted() -> None:
-    """Say so on the process's own stderr (not a progress bar's redirected one)."""
-    stream = sys.__stderr__ or sys.stderr
-    print("divrec: interrupted", file=stream, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The `divrec` entry point: usage errors are one line too, SIGTERM acts like Ctrl-C.
 
     Returns:
         The exit code (0 ok, 2 bad input or usage, 130 interrupted).
     """
-    import signal
-
-    def _term(signum, frame):  # clean up like SIGINT: temporary folders are removed
-        raise KeyboardInterrupt
-
-    def _is(err: BaseException, name: str) -> bool:  # typer vendors click: match by class name
-        return any(c.__name__ == name for c in type(err).__mro__)
-
-    previous = signal.signal(signal.SIGTERM, _term)
-    try:
-        code = int(app(args=argv, standalone_mode=False, prog_name="divrec") or 0)
-        if code == 130:  # typer turns a KeyboardInterrupt inside a command into Exit(130)
-            _interrupted()
-        return code
-    except KeyboardInterrupt:
-        _interrupted()
-        return 130
-    except Exception as err:
-        if _is(err, "NoArgsIsHelpError"):
-            typer.echo(err.format_message())
-            return 2
-        if _is(err, "UsageError"):
-            text = err.format_message() or "usage error"
-            typer.echo(f"divrec: error: {' '.join(text.split())}", err=True)
-            return 2
-        if _is(err, "Abort"):
-            _interrupted()
-            return 130
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run(app, argv)
 
 
 def _entry() -> None:  # pragma: no cover - console script
     sys.exit(main())
 
-
-from divrec.cli.spark import app as spark_app  # noqa: E402 - the sub-app imports _fail lazily
-
-app.add_typer(spark_app, name="spark")
 
 if __name__ == "__main__":  # pragma: no cover
     _entry()

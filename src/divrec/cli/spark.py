@@ -22,12 +22,13 @@ from typing import Annotated
 
 import typer
 
+from divrec.cli._common import guarded
+
 app = typer.Typer(
     help="Train, recommend and evaluate on Apache Spark (needs the `spark` extra and Java 17+).",
     no_args_is_help=True,
 )
 
-MODELS = ("ials", "p2p", "n2p", "hi-rt")
 PROTOCOLS = ("none", "temporal", "leave-last-one", "random")
 
 MasterOpt = Annotated[
@@ -37,12 +38,6 @@ UiOpt = Annotated[bool, typer.Option("--ui/--no-ui", help="Start the Spark web U
 PartOpt = Annotated[
     int | None, typer.Option("--shuffle-partitions", help="spark.sql.shuffle.partitions.")
 ]
-
-
-def _helpers():
-    from divrec.cli.main import _fail, _guard
-
-    return _fail, _guard
 
 
 class _Stages:
@@ -65,8 +60,8 @@ def _session(master: str, ui: bool, partitions: int | None):
 
 
 def _read_log(spark, data: str, columns: str | None, min_rating: float | None, home):
+    from divrec.data.datasets import DATASETS, TableSpec, load_dataset
     from divrec.data.home import data_home
-    from divrec.evaluation.setup import DATASETS, TableSpec, load_dataset
     from divrec.spark.data import from_interactions, read_table
 
     if data in DATASETS:
@@ -91,20 +86,6 @@ def _split(log, protocol: str, seed: int):
     return s.train, s.test
 
 
-def _make_model(name: str, params: dict):
-    from divrec.params import coerce_params
-    from divrec.spark.train import SparkALS, SparkHI
-
-    if name not in MODELS:
-        raise ValueError(f"unknown Spark model {name!r}; known: {', '.join(MODELS)}")
-    if name == "ials":
-        return SparkALS(**coerce_params(SparkALS, params, f"model {name!r}"))
-    values = coerce_params(SparkHI, params, f"model {name!r}")
-    if "kind" in values:
-        raise ValueError("--param kind is set by the model name (p2p, n2p, hi-rt)")
-    return SparkHI(kind=name, **values)
-
-
 def _ids_frame(ids):
     import numpy as np
     import pandas as pd
@@ -113,6 +94,7 @@ def _ids_frame(ids):
 
 
 @app.command()
+@guarded
 def train(
     data: Annotated[str, typer.Option("--data", help="ml-100k, ml-1m or a CSV/TSV/Parquet path.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to create.")],
@@ -134,57 +116,48 @@ def train(
     shuffle_partitions: PartOpt = None,
 ) -> None:
     """Reads a log, optionally splits it, trains a model on Spark and writes Parquet."""
-    _fail, _guard = _helpers()
+    from divrec.params import parse_pairs, to_json_value
+    from divrec.pipeline.spec import StageSpec
+    from divrec.spark.models import make_model
 
-    def body():
-        from divrec.params import parse_pairs
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    estimator = make_model(StageSpec(model, parse_pairs(param, "--param")))
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty")
+    stage = _Stages()
+    spark = _session(master, ui, shuffle_partitions)
+    stage("session", f"master={master}")
+    log = _read_log(spark, data, columns, min_rating, data_home)
+    stage("read", f"{log.name}: {log.n_users} users, {log.n_items} items")
+    train_log, test_log = _split(log, protocol, seed)
+    train_log = train_log.with_df(train_log.df.cache())
+    stage("split", protocol)
+    estimator.fit(train_log)
+    stage("fit", model)
+    out.mkdir(parents=True, exist_ok=True)
+    spark.createDataFrame(_ids_frame(log.user_ids)).write.parquet(str(out / "users.parquet"))
+    spark.createDataFrame(_ids_frame(log.item_ids)).write.parquet(str(out / "items.parquet"))
+    train_log.df.write.parquet(str(out / "train.parquet"))
+    if test_log is not None:
+        test_log.df.write.parquet(str(out / "test.parquet"))
+    estimator.user_vectors().write.parquet(str(out / "user_vectors.parquet"))
+    import numpy as np
+    import pandas as pd
 
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-        estimator = _make_model(model, parse_pairs(param, "--param"))
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"{out} exists and is not empty")
-        stage = _Stages()
-        spark = _session(master, ui, shuffle_partitions)
-        stage("session", f"master={master}")
-        log = _read_log(spark, data, columns, min_rating, data_home)
-        stage("read", f"{log.name}: {log.n_users} users, {log.n_items} items")
-        train_log, test_log = _split(log, protocol, seed)
-        train_log = train_log.with_df(train_log.df.cache())
-        stage("split", protocol)
-        estimator.fit(train_log)
-        stage("fit", model)
-        out.mkdir(parents=True, exist_ok=True)
-        spark.createDataFrame(_ids_frame(log.user_ids)).write.parquet(str(out / "users.parquet"))
-        spark.createDataFrame(_ids_frame(log.item_ids)).write.parquet(str(out / "items.parquet"))
-        train_log.df.write.parquet(str(out / "train.parquet"))
-        if test_log is not None:
-            test_log.df.write.parquet(str(out / "test.parquet"))
-        estimator.user_vectors().write.parquet(str(out / "user_vectors.parquet"))
-        import numpy as np
-        import pandas as pd
-
-        items = estimator.factor_view().item_vectors
-        frame = pd.DataFrame(
-            {"item": np.arange(items.shape[0], dtype=np.int64), "vector": list(items)}
-        )
-        spark.createDataFrame(frame).write.parquet(str(out / "item_vectors.parquet"))
-        meta = {
-            "model": model,
-            "params": {
-                k: v
-                for k, v in vars(estimator).items()
-                if not k.endswith("_") and not k.startswith("_")
-            },
-            "n_users": log.n_users,
-            "n_items": log.n_items,
-            "protocol": protocol,
-            "dataset": log.name,
-        }
-        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        stage("write", str(out))
-
-    _guard(body)
+    items = estimator.factor_view().item_vectors
+    frame = pd.DataFrame({"item": np.arange(items.shape[0], dtype=np.int64), "vector": list(items)})
+    spark.createDataFrame(frame).write.parquet(str(out / "item_vectors.parquet"))
+    meta = {
+        "model": model,
+        "params": to_json_value(estimator.get_params()),
+        "n_users": log.n_users,
+        "n_items": log.n_items,
+        "protocol": protocol,
+        "dataset": log.name,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    stage("write", str(out))
 
 
 def _load_items(spark, model_dir: Path):
@@ -196,6 +169,7 @@ def _load_items(spark, model_dir: Path):
 
 
 @app.command()
+@guarded
 def recommend(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="A `divrec spark train` output.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet output of the lists.")],
@@ -212,53 +186,53 @@ def recommend(
     shuffle_partitions: PartOpt = None,
 ) -> None:
     """Batch u2i top-k for every user (+ a divrec re-ranker per partition), to Parquet."""
-    _fail, _guard = _helpers()
+    if not (model_dir / "meta.json").exists():
+        raise ValueError(f"{model_dir} is not a `divrec spark train` directory (no meta.json)")
+    if k < 1 or n_candidates < 1:
+        raise ValueError("--k and --n-candidates must be positive")
+    if out.exists():
+        raise ValueError(f"{out} exists")
+    rr = None
+    if reranker is not None:
+        from divrec.params import parse_pairs
+        from divrec.pipeline.spec import StageSpec
 
-    def body():
-        if not (model_dir / "meta.json").exists():
-            raise ValueError(f"{model_dir} is not a `divrec spark train` directory (no meta.json)")
-        if k < 1 or n_candidates < 1:
-            raise ValueError("--k and --n-candidates must be positive")
-        if out.exists():
-            raise ValueError(f"{out} exists")
-        rr = None
-        if reranker is not None:
-            from divrec.evaluation.setup import make_reranker, parse_params
+        spec = StageSpec(reranker, parse_pairs(rerank_param, "--rerank-param"))
+        rr = spec.build("reranker", option="--rerank-param")
+    elif rerank_param:
+        raise ValueError("--rerank-param needs --reranker")
+    stage = _Stages()
+    spark = _session(master, ui, shuffle_partitions)
+    stage("session", f"master={master}")
+    from divrec.evaluation.batch import FactorView
+    from divrec.spark.candidates import u2i
+    from divrec.spark.data import SparkLog, to_interactions
 
-            rr = make_reranker(reranker, parse_params(rerank_param, "--rerank-param"))
-        stage = _Stages()
-        spark = _session(master, ui, shuffle_partitions)
-        stage("session", f"master={master}")
-        from divrec.evaluation.batch import FactorView
-        from divrec.spark.candidates import u2i
-        from divrec.spark.data import SparkLog, to_interactions
+    items = _load_items(spark, model_dir)
+    users = spark.read.parquet(str(model_dir / "user_vectors.parquet"))
+    train_df = spark.read.parquet(str(model_dir / "train.parquet"))
+    stage("load", f"{items.shape[0]} items")
+    if rr is not None:
+        import numpy as np
 
-        items = _load_items(spark, model_dir)
-        users = spark.read.parquet(str(model_dir / "user_vectors.parquet"))
-        train_df = spark.read.parquet(str(model_dir / "train.parquet"))
-        stage("load", f"{items.shape[0]} items")
-        if rr is not None:
-            import numpy as np
+        meta = json.loads((model_dir / "meta.json").read_text())
 
-            meta = json.loads((model_dir / "meta.json").read_text())
+        def ids(name: str):
+            frame = spark.read.parquet(str(model_dir / name)).toPandas()
+            return frame.sort_values("index")["id"].to_numpy()
 
-            def ids(name: str):
-                frame = spark.read.parquet(str(model_dir / name)).toPandas()
-                return frame.sort_values("index")["id"].to_numpy()
-
-            log = SparkLog(train_df, ids("users.parquet"), ids("items.parquet"), meta["dataset"])
-            rr.fit(to_interactions(log), item_vectors=items.astype(np.float32))
-            stage("fit re-ranker", reranker)
-        seen = train_df if exclude_seen else None
-        lists = u2i(spark, users, FactorView(None, items), n_candidates, k=k, seen=seen,
-                    reranker=rr, block=block)  # fmt: skip
-        lists.write.parquet(str(out))
-        stage("u2i" + (f" + {reranker}" if rr else ""), str(out))
-
-    _guard(body)
+        log = SparkLog(train_df, ids("users.parquet"), ids("items.parquet"), meta["dataset"])
+        rr.fit(to_interactions(log), item_vectors=items.astype(np.float32))
+        stage("fit re-ranker", reranker)
+    seen = train_df if exclude_seen else None
+    lists = u2i(spark, users, FactorView(None, items), n_candidates, k=k, seen=seen,
+                reranker=rr, block=block)  # fmt: skip
+    lists.write.parquet(str(out))
+    stage("u2i" + (f" + {reranker}" if rr else ""), str(out))
 
 
 @app.command()
+@guarded
 def evaluate(
     lists: Annotated[Path, typer.Option("--lists", help="Parquet lists (`recommend` output).")],
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Holds test.parquet.")],
@@ -270,37 +244,32 @@ def evaluate(
     shuffle_partitions: PartOpt = None,
 ) -> None:
     """Accuracy and beyond-accuracy metrics of Parquet lists, computed on Spark."""
-    _fail, _guard = _helpers()
+    ks = tuple(k or [10])
+    if not (model_dir / "test.parquet").exists():
+        raise ValueError(f"{model_dir} has no test.parquet (train with --protocol)")
+    stage = _Stages()
+    spark = _session(master, ui, shuffle_partitions)
+    stage("session", f"master={master}")
+    from divrec.spark.metrics import accuracy, beyond_accuracy
 
-    def body():
-        ks = tuple(k or [10])
-        if not (model_dir / "test.parquet").exists():
-            raise ValueError(f"{model_dir} has no test.parquet (train with --protocol)")
-        stage = _Stages()
-        spark = _session(master, ui, shuffle_partitions)
-        stage("session", f"master={master}")
-        from divrec.spark.metrics import accuracy, beyond_accuracy
+    recs = spark.read.parquet(str(lists))
+    truth = spark.read.parquet(str(model_dir / "test.parquet"))
+    train_df = spark.read.parquet(str(model_dir / "train.parquet"))
+    meta = json.loads((model_dir / "meta.json").read_text())
+    result = {"accuracy": accuracy(recs, truth, ks)}
+    stage("accuracy", " ".join(f"hr@{c}={result['accuracy'][f'hr@{c}']:.4f}" for c in ks))
+    pop = train_df.select("user", "item").distinct().groupBy("item").count().toPandas()
+    import numpy as np
 
-        recs = spark.read.parquet(str(lists))
-        truth = spark.read.parquet(str(model_dir / "test.parquet"))
-        train_df = spark.read.parquet(str(model_dir / "train.parquet"))
-        meta = json.loads((model_dir / "meta.json").read_text())
-        result = {"accuracy": accuracy(recs, truth, ks)}
-        stage("accuracy", " ".join(f"hr@{c}={result['accuracy'][f'hr@{c}']:.4f}" for c in ks))
-        pop = train_df.select("user", "item").distinct().groupBy("item").count().toPandas()
-        import numpy as np
-
-        popularity = np.zeros(meta["n_items"], dtype=np.float64)
-        popularity[pop["item"].to_numpy()] = pop["count"].to_numpy()
-        result["beyond_accuracy"] = beyond_accuracy(
-            spark, recs, meta["n_items"], k=max(ks), item_vectors=_load_items(spark, model_dir),
-            item_popularity=popularity, n_users=meta["n_users"], max_pairs=max_pairs,
-        )  # fmt: skip
-        stage("beyond-accuracy")
-        text = json.dumps(result, indent=2)
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
-        sys.stdout.write(text + "\n")
-
-    _guard(body)
+    popularity = np.zeros(meta["n_items"], dtype=np.float64)
+    popularity[pop["item"].to_numpy()] = pop["count"].to_numpy()
+    result["beyond_accuracy"] = beyond_accuracy(
+        spark, recs, meta["n_items"], k=max(ks), item_vectors=_load_items(spark, model_dir),
+        item_popularity=popularity, n_users=meta["n_users"], max_pairs=max_pairs,
+    )  # fmt: skip
+    stage("beyond-accuracy")
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    sys.stdout.write(text + "\n")

@@ -22,20 +22,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from divrec.data.datasets import TableSpec
 from divrec.evaluation.harness import EvalConfig, EvalResult, evaluate
-from divrec.evaluation.setup import (
-    EVAL_PROTOCOL,
-    MODELS,
-    RERANKERS,
-    TableSpec,
-    make_model,
-    make_reranker,
-    make_split,
-    reference_item_vectors,
-)
+from divrec.metrics.reference import reference_item_vectors
+from divrec.params import ParamError, to_json_value
+from divrec.pipeline.spec import PipelineSpec, StageSpec
+from divrec.registry import MODELS
+from divrec.splitting.named import EVAL_PROTOCOL, make_split
 
 #: Models the benchmark runs by default: every registered model that fits ML-1M in well under
 #: a minute on 2 cores, plus TotalRecall with a short schedule (2 epochs; its Table 1 settings
@@ -43,67 +40,44 @@ from divrec.evaluation.setup import (
 #: `--model NAME`; CDM, a ranking stage, runs as the pipeline "ials→cdm" (see `_grid`).
 FAST_MODELS = ("random", "popularity", "itemknn", "ials", "bpr", "p2p", "hi", "hi-rt", "tr")
 
-#: Hyperparameters the benchmark gives a model (or a pipeline's ranker) unless the config
-#: overrides them. CDM: 1 backbone epoch and 1 joint epoch on requests of 100 candidates (its
-#: Table 2 settings are in `reproductions/cdm_tables.py`).
-DEFAULT_PARAMS = {
-    "tr": {"epochs": 2.0, "lr_schedule": "linear"},
-    "cdm": {"max_epochs": 1, "cdm_epochs": 1, "n_candidates": 100},
+#: The stage a model runs as in the benchmark, base model or pipeline stage, where it is not
+#: the registered default. TotalRecall: a short schedule; CDM: 1 backbone epoch and 1 joint
+#: epoch on requests of 100 candidates (its Table 2 settings are in
+#: `reproductions/cdm_tables.py`).
+BENCHMARK_STAGES: dict[str, StageSpec] = {
+    "tr": StageSpec("tr", {"epochs": 2.0, "lr_schedule": "linear"}),
+    "cdm": StageSpec("cdm", {"max_epochs": 1, "cdm_epochs": 1, "n_candidates": 100}),
 }
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    """One pipeline of the benchmark: a base model's top `n_candidates`, re-scored by a
-    ranking stage and/or re-ranked.
-
-    Attributes:
-        label: the name in the report and the plot.
-        retriever: a base model name (it must be among the benchmark's models; it is fitted
-            once and shared by its pipelines).
-        reranker: a registered re-ranker name, or None.
-        params: re-ranker hyperparameters.
-        n_candidates: candidates handed to the ranking / re-ranking stages.
-        ranker: a registered model used as the ranking stage (fitted on the retriever's
-            candidates when it `needs_retriever`, e.g. CDM), or None.
-        ranker_params: the ranker's hyperparameters (over `DEFAULT_PARAMS`).
-    """
-
-    label: str
-    retriever: str
-    reranker: str | None
-    params: dict = field(default_factory=dict)
-    n_candidates: int = 100
-    ranker: str | None = None
-    ranker_params: dict = field(default_factory=dict)
+def model_stage(name: str) -> StageSpec:
+    """The stage the benchmark runs model `name` as (`BENCHMARK_STAGES`, else the defaults)."""
+    return BENCHMARK_STAGES.get(name, StageSpec(name))
 
 
 def _grid() -> tuple[PipelineSpec, ...]:
     specs = []
-    for retriever in ("ials", "tr"):
-        for lam in (0.7, 0.4):
-            specs.append(
-                PipelineSpec(f"{retriever}→mmr λ={lam}", retriever, "mmr", {"lambda_": lam})
-            )
-        for theta in (0.7, 0.4):
-            specs.append(
-                PipelineSpec(f"{retriever}→dpp θ={theta}", retriever, "dpp", {"theta": theta})
-            )
-        for gamma in (0.5, 2.0):
-            specs.append(
-                PipelineSpec(f"{retriever}→ssd γ={gamma}", retriever, "ssd", {"gamma": gamma})
-            )
-        specs.append(PipelineSpec(f"{retriever}→p-dpp", retriever, "pdpp", {}))
+    for name in ("ials", "tr"):
+        retriever = model_stage(name)
+        for label, reranker, key, values in (
+            ("mmr λ", "mmr", "lambda_", (0.7, 0.4)),
+            ("dpp θ", "dpp", "theta", (0.7, 0.4)),
+            ("ssd γ", "ssd", "gamma", (0.5, 2.0)),
+        ):
+            for value in values:
+                stage = StageSpec(reranker, {key: value})
+                specs.append(PipelineSpec(retriever, None, stage, label=f"{name}→{label}={value}"))
+        specs.append(PipelineSpec(retriever, None, StageSpec("pdpp"), label=f"{name}→p-dpp"))
     # CDM is a ranking stage: it re-scores iALS's top 100 (full ranking) or the sampled
     # candidates. Trained on its pre-ranker's candidate lists (hard negatives), it ranks the
     # NCF protocol's random negatives far worse than the retrievers.
-    specs.append(PipelineSpec("ials→cdm", "ials", None, ranker="cdm"))
+    specs.append(PipelineSpec(model_stage("ials"), model_stage("cdm"), None, label="ials→cdm"))
     return tuple(specs)
 
 
 #: The re-ranked pipelines of the default benchmark (MMR λ: larger = more relevance; DPP θ:
 #: larger = more relevance; SSD γ: larger = more diversity; p-DPP: θ_u from each user's genre
-#: entropy).
+#: entropy), each a `PipelineSpec` over the benchmark's iALS or TotalRecall stage.
 DEFAULT_PIPELINES = _grid()
 
 #: Published HR@10 / NDCG@10 on ML-1M with the NCF protocol (TotalRecall, Table 1, citing
@@ -120,72 +94,98 @@ class BenchmarkConfig:
 
     Attributes:
         dataset: dataset name or CSV/Parquet path.
-        protocol: split protocol (see `divrec.evaluation.setup.PROTOCOLS`).
-        models: model names (keys of `MODELS`).
+        protocol: split protocol (see `divrec.splitting.named.PROTOCOLS`).
+        models: the base models: registered names (run as `model_stage(name)`) or stages
+            (name + config values); stored as `StageSpec`s.
         ks: list lengths.
         seed: seed for splits, models and bootstrap.
         n_bootstrap: bootstrap resamples for CIs.
         max_users: evaluate a sample of users (None: all).
+        table: how to read `dataset` when it is a file.
+        pipelines: the pipelines (each with a ranker and/or a re-ranker); a pipeline whose
+            retriever is one of `models` (same name and config values) shares its fitted
+            model, any other retriever is fitted for it.
     """
 
     dataset: str = "ml-1m"
     protocol: str = "ncf"
-    models: tuple[str, ...] = FAST_MODELS
+    models: tuple[str | StageSpec, ...] = FAST_MODELS
     ks: tuple[int, ...] = (10, 20)
     seed: int = 0
     n_bootstrap: int = 1000
     max_users: int | None = None
-    params: dict = field(default_factory=dict)  # model name → hyperparameters
-    table: TableSpec | None = None  # how to read `dataset` when it is a file
-    pipelines: tuple[PipelineSpec, ...] = ()
+    table: TableSpec | None = None
+    pipelines: tuple[PipelineSpec, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
+        names = [m.name if isinstance(m, StageSpec) else m for m in self.models]
+        unknown = [m for m in names if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
         if not self.models:
             raise ValueError("no model to benchmark")
-        missing = sorted({p.retriever for p in self.pipelines} - set(self.models))
-        if missing:
-            raise ValueError(f"pipelines need the base model(s) {missing} in models")
+        twice = sorted({m for m in names if names.count(m) > 1})
+        if twice:
+            raise ValueError(f"model(s) {twice} given twice")
+        stages = tuple(m if isinstance(m, StageSpec) else model_stage(m) for m in self.models)
+        object.__setattr__(self, "models", stages)
+        object.__setattr__(self, "pipelines", tuple(self.pipelines))
+        for stage in stages:
+            PipelineSpec(stage).check()
+        labels = [p.name for p in self.pipelines]
         for p in self.pipelines:
-            if p.reranker is not None and p.reranker not in RERANKERS:
-                raise ValueError(f"pipeline {p.label!r}: unknown re-ranker {p.reranker!r}")
-            if p.ranker is not None and p.ranker not in MODELS:
-                raise ValueError(f"pipeline {p.label!r}: unknown ranker {p.ranker!r}")
             if p.reranker is None and p.ranker is None:
-                raise ValueError(f"pipeline {p.label!r}: needs a ranker or a re-ranker")
+                raise ValueError(f"pipeline {p.name!r}: needs a ranker or a re-ranker")
+            if labels.count(p.name) > 1:
+                raise ValueError(f"two pipelines are named {p.name!r}; give each a label")
+            try:
+                p.check()
+            except ParamError as err:
+                raise ValueError(f"pipeline {p.name!r}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON values (stages and pipelines in their `PipelineSpec` forms)."""
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "models": [m.to_dict() for m in self.models],
+            "ks": list(self.ks),
+            "seed": self.seed,
+            "n_bootstrap": self.n_bootstrap,
+            "max_users": self.max_users,
+            "table": None if self.table is None else asdict(self.table),
+            "pipelines": [p.to_dict() for p in self.pipelines],
+        }
+
+
+def _key(stage: StageSpec) -> str:
+    return json.dumps([stage.name, to_json_value(dict(stage.params))], sort_keys=True)
 
 
 def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool = True) -> dict:
     """Runs the benchmark and writes `report.md`, `results.json` and `accuracy_diversity.png`.
 
     The three files are written to a temporary folder and moved into `out` only when all of
-    them are complete, so a failure never leaves a half-written report.
+    them are complete, so a failure never leaves a half-written report. Every row of
+    `results.json` says how to rebuild it: a base model's `stage` and a pipeline's `spec`
+    hold the full config of each stage (`PipelineSpec.from_dict(row["spec"]).build(seed)`).
 
     Returns:
         The results dictionary written to `results.json`.
     """
-    models = [
-        make_model(name, config.params.get(name, DEFAULT_PARAMS.get(name)), seed=config.seed)
-        for name in config.models
-    ]
+    seed = config.seed
+    models = [stage.build("retriever", seed) for stage in config.models]
     rerankers = [
-        None if p.reranker is None else make_reranker(p.reranker, p.params)
-        for p in config.pipelines
+        None if p.reranker is None else p.reranker.build("reranker", seed) for p in config.pipelines
     ]
-    split = make_split(config.dataset, config.protocol, home, seed=config.seed, table=config.table)
-    vectors = reference_item_vectors(split.train, seed=config.seed)
+    split = make_split(config.dataset, config.protocol, home, seed=seed, table=config.table)
+    vectors = reference_item_vectors(split.train, seed=seed)
     eval_kind = EVAL_PROTOCOL[config.protocol]
     results: dict = {
         "dataset": config.dataset,
         "protocol": config.protocol,
         "split": split.summary(),
-        "config": {
-            **asdict(config),
-            "models": list(config.models),
-            "pipelines": [asdict(p) for p in config.pipelines],
-        },
+        "config": config.to_dict(),
         "models": {},
         "pipelines": {},
     }
@@ -195,32 +195,39 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total} runs"), TimeElapsedColumn())  # fmt: skip
-    fitted = {}
+    fitted: dict[str, Any] = {}  # declared stage → fitted model, shared by the pipelines
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("benchmark", total=len(models) + len(rerankers))
-        for name, model in zip(config.models, models, strict=True):
-            bar.update(task, description=f"fitting and evaluating {name}")
-            results["models"][name] = _run_model(model, split, config, vectors, eval_kind)
-            fitted[name] = model
+        for stage, model in zip(config.models, models, strict=True):
+            bar.update(task, description=f"fitting and evaluating {stage.name}")
+            entry = _run_model(model, split, config, vectors, eval_kind)
+            entry["stage"] = {"name": stage.name, "params": entry["params"]}
+            results["models"][stage.name] = entry
+            fitted[_key(stage)] = model
             bar.advance(task)
         for spec, reranker in zip(config.pipelines, rerankers, strict=True):
-            bar.update(task, description=f"evaluating {spec.label}")
+            bar.update(task, description=f"evaluating {spec.name}")
             start = time.perf_counter()
+            retriever = _shared_retriever(spec.retriever, fitted, seed)
+            if retriever is None:
+                retriever = spec.retriever.build("retriever", seed).fit(split.train)
+                fitted[_key(spec.retriever)] = retriever
             ranker = None
             if spec.ranker is not None:
-                params = {**DEFAULT_PARAMS.get(spec.ranker, {}), **spec.ranker_params}
-                ranker = make_model(spec.ranker, params, seed=config.seed)
+                ranker = spec.ranker.build("ranker", seed)
                 if getattr(ranker, "needs_retriever", False):
-                    ranker.fit(split.train, retriever=fitted[spec.retriever])
+                    ranker.fit(split.train, retriever=retriever)
                 else:
                     ranker.fit(split.train)
-            pipe = Pipeline(fitted[spec.retriever], reranker, spec.n_candidates, ranker=ranker)
+            pipe = Pipeline(retriever, reranker, spec.n_candidates, ranker=ranker)
             pipe.use_fitted(split.train)
             entry = _evaluate_entry(pipe, split, config, vectors, eval_kind)
             entry.update(
-                params=asdict(spec), fit_seconds=time.perf_counter() - start, kind="pipeline"
+                spec=spec.resolved(seed).to_dict(),
+                fit_seconds=time.perf_counter() - start,
+                kind="pipeline",
             )
-            results["pipelines"][spec.label] = entry
+            results["pipelines"][spec.name] = entry
             bar.advance(task)
     if config.dataset == "ml-1m" and config.protocol == "ncf":
         results["published"] = PUBLISHED_NCF_ML1M
@@ -237,10 +244,21 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
     return results
 
 
+def _shared_retriever(stage: StageSpec, fitted: dict[str, Any], seed: int):
+    """The fitted base model a pipeline's retriever stage names (same class and config), or
+    None."""
+    if _key(stage) in fitted:
+        return fitted[_key(stage)]
+    probe = stage.build("retriever", seed)
+    params = to_json_value(probe.get_params())
+    for model in fitted.values():
+        if type(model) is type(probe) and to_json_value(model.get_params()) == params:
+            return model
+    return None
+
+
 def _run_model(model, split, config: BenchmarkConfig, vectors, eval_kind: str) -> dict:
     """Fits one model and evaluates it with the sampled (if any) and full protocols."""
-    from divrec.params import to_json_value
-
     start = time.perf_counter()
     model.fit(split.train)
     fit_seconds = time.perf_counter() - start
@@ -405,9 +423,8 @@ def plot_accuracy_diversity(results: dict, path: Path) -> None:
     all_entries = entries(results)
     front = set(pareto_front(results, k))
     cmap = plt.get_cmap("tab10")
-    retrievers = sorted(
-        {e["params"].get("retriever") for e in results.get("pipelines", {}).values()}
-    )
+    pipelines = results.get("pipelines", {}).values()
+    retrievers = sorted({e["spec"]["retriever"]["name"] for e in pipelines})
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     handles = []
     for ax_i, (ax, (div, label)) in enumerate(zip(
@@ -422,8 +439,9 @@ def plot_accuracy_diversity(results: dict, path: Path) -> None:
             if np.isnan(acc) or np.isnan(d):
                 continue
             if e.get("kind") == "pipeline":
-                rr = e["params"]["reranker"] or e["params"].get("ranker")
-                color = cmap(1 + retrievers.index(e["params"]["retriever"]))
+                spec = e["spec"]
+                rr = (spec.get("reranker") or spec.get("ranker") or {}).get("name")
+                color = cmap(1 + retrievers.index(spec["retriever"]["name"]))
                 marker = _MARKERS.get(rr, "o")
             else:
                 color, marker = "0.35", "o"

@@ -19,6 +19,7 @@ Metrics per round (:func:`round_metrics`): see the docstring there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -28,13 +29,56 @@ import scipy.sparse as sp
 from divrec.data.interactions import Interactions
 from divrec.data.query import Query
 from divrec.metrics.diversity import exposure_gini, ilad
+from divrec.params import coerce_params, to_json_value
+from divrec.pipeline.spec import PipelineSpec, StageSpec
+from divrec.registry import preset_params, resolve
 from divrec.simulate.environment import ChoiceModel
 from divrec.simulate.world import World
 
-__all__ = ["PIPELINES", "SimConfig", "fit_retriever", "make_reranker", "run_simulation"]
+__all__ = [
+    "PIPELINES",
+    "RETRIEVER",
+    "SPACES",
+    "SimConfig",
+    "fit_retriever",
+    "make_reranker",
+    "pipeline_spec",
+    "run_simulation",
+]
 
-#: re-ranking variants of the WeChat paper's Table 1 (plus ablations)
-PIPELINES = ("base", "fast-dpp", "p-dpp", "ours", "graph-dpp", "none")
+#: The retrieval stage of every variant: the GraphSAGE i2i graph retriever on every event
+#: (no rating threshold). The loop fits it once per world (`fit_retriever`) and copies it.
+RETRIEVER = StageSpec("graph", {"min_value": None, "seed": 0})
+
+
+def _variant(label: str, reranker: StageSpec | None) -> PipelineSpec:
+    return PipelineSpec(RETRIEVER, None, reranker, label=label)
+
+
+#: The re-ranking variants of the WeChat paper's Table 1 (plus ablations), by name: Base
+#: (at most 2 items per primary category), fast greedy DPP at θ = 0.5 in the genre space,
+#: p-DPP (θ_u from the user's genre entropy), "ours" (real-time personalized DPP in the graph
+#: space), graph-space DPP at θ = 0.5 and no re-ranking. The loop's `SimConfig.n_candidates`
+#: replaces their `n_candidates`.
+PIPELINES: dict[str, PipelineSpec] = {
+    "base": _variant("base", StageSpec("category-cap", {"max_per_category": 2})),
+    "fast-dpp": _variant("fast-dpp", StageSpec("dpp", {"theta": 0.5})),
+    "p-dpp": _variant("p-dpp", StageSpec("pdpp")),
+    "ours": _variant("ours", StageSpec("rt-dpp")),
+    "graph-dpp": _variant("graph-dpp", StageSpec("dpp", {"theta": 0.5})),
+    "none": _variant("none", None),
+}
+
+#: The item space each variant's re-ranker measures similarity in: "genre" (the world's
+#: attribute vectors) or "graph" (the retriever's embeddings, which follow every update).
+SPACES: dict[str, str | None] = {
+    "base": "genre",
+    "fast-dpp": "genre",
+    "p-dpp": "genre",
+    "ours": "graph",
+    "graph-dpp": "graph",
+    "none": None,
+}
 
 
 @dataclass
@@ -49,8 +93,6 @@ class SimConfig:
         update_steps: GraphSAGE warm-start minibatches per round (0: no retraining; the
             new edges still change the aggregation).
         propensity_window: tracker window in rounds.
-        theta: θ of the fixed-trade-off DPPs.
-        cap: items per primary category for Base.
         seed: seeds the choice model's draws and the metric samplers.
         choice: keyword arguments of :class:`ChoiceModel`.
         jaccard_pairs: user pairs sampled for the between-user Jaccard.
@@ -64,8 +106,6 @@ class SimConfig:
     n_recent: int = 10
     update_steps: int = 5
     propensity_window: float = 3.0
-    theta: float = 0.5
-    cap: int = 2
     seed: int = 0
     choice: dict = field(default_factory=dict)
     jaccard_pairs: int = 20_000
@@ -73,11 +113,34 @@ class SimConfig:
 
 
 def fit_retriever(world: World, params: dict | None = None):
-    """A `GraphRetriever` fitted on the world's starting log (fit once, copy per variant)."""
-    from divrec.retrieval.graphsage import GraphRetriever
+    """A `GraphRetriever` (the `RETRIEVER` stage with `params` over its config values) fitted
+    on the world's starting log (fit once, copy per variant)."""
+    stage = StageSpec(RETRIEVER.name, {**RETRIEVER.params, **(params or {})})
+    return stage.build("retriever").fit(world.start_log)
 
-    p = {"min_value": None, "seed": 0, **(params or {})}
-    return GraphRetriever(**p).fit(world.start_log)
+
+def pipeline_spec(pipeline: str | PipelineSpec, cfg: SimConfig) -> tuple[PipelineSpec, str | None]:
+    """The variant `pipeline` (a name of `PIPELINES`, or any spec over the graph retriever
+    without a ranking stage) with `cfg.n_candidates`, and the space of its re-ranker.
+
+    A spec's re-ranker works in the graph space; a named variant's in `SPACES[name]`.
+
+    Raises:
+        ValueError: an unknown name, another retriever, or a ranking stage.
+    """
+    if isinstance(pipeline, str):
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+        spec, space = PIPELINES[pipeline], SPACES[pipeline]
+    else:
+        spec, space = pipeline, "graph" if pipeline.reranker is not None else None
+        if spec.retriever.name != RETRIEVER.name:
+            raise ValueError(
+                f"the simulator retrieves with {RETRIEVER.name!r}, not {spec.retriever.name!r}"
+            )
+        if spec.ranker is not None:
+            raise ValueError("the simulator runs no ranking stage; drop the ranker")
+    return dataclasses.replace(spec, n_candidates=cfg.n_candidates), space
 
 
 def _fit_log(world: World) -> Interactions:
@@ -94,32 +157,47 @@ def _fit_log(world: World) -> Interactions:
     )
 
 
-def make_reranker(name: str, world: World, embeddings: np.ndarray, cfg: SimConfig, tracker):
-    """The fitted re-ranker of variant `name` (None for "none") and its similarity space.
+def make_reranker(
+    pipeline: str | PipelineSpec, world: World, embeddings: np.ndarray, tracker, space=None
+):
+    """The fitted re-ranker of a variant (None without one) and its similarity space.
+
+    The re-ranker is built from the spec's registry name and config values; the world's
+    inputs are given here: the item vectors of its space (`world.attributes` for "genre",
+    the graph `embeddings` padded to the whole catalogue for "graph") and, for a real-time
+    personalized DPP, the loop's propensity `tracker`.
+
+    Args:
+        pipeline: a name of `PIPELINES` or a `PipelineSpec` (see `pipeline_spec`).
+        world: the world.
+        embeddings: the retriever's current item embeddings.
+        tracker: the loop's `RealtimePropensityTracker`.
+        space: "genre" or "graph" (None: the variant's own, see `pipeline_spec`).
 
     Returns:
-        `(reranker, space)` with `space` "graph" (vectors follow the embeddings), "genre"
-        or None.
+        `(reranker, space)`, `(None, None)` without a re-ranker.
     """
-    from divrec.rerank import CategoryCap, FastGreedyDPP, PersonalizedDPP
     from divrec.rerank.personalized import RealtimePersonalizedDPP
 
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
-    log = _fit_log(world)
-    graph = np.zeros((world.n_items, embeddings.shape[1]), dtype=np.float32)
-    graph[: embeddings.shape[0]] = embeddings
-    if name == "none":
+    spec, own = pipeline_spec(pipeline, SimConfig())
+    stage = spec.reranker
+    if stage is None:
         return None, None
-    if name == "base":
-        return CategoryCap(max_per_category=cfg.cap).fit(log, item_vectors=world.attributes), None
-    if name == "fast-dpp":
-        return FastGreedyDPP(theta=cfg.theta).fit(log, item_vectors=world.attributes), "genre"
-    if name == "p-dpp":
-        return PersonalizedDPP().fit(log, item_vectors=world.attributes), "genre"
-    if name == "graph-dpp":
-        return FastGreedyDPP(theta=cfg.theta).fit(log, item_vectors=graph), "graph"
-    return RealtimePersonalizedDPP(tracker=tracker).fit(log, item_vectors=graph), "graph"
+    space = space or own
+    if space not in ("genre", "graph"):
+        raise ValueError(f"space must be 'genre' or 'graph', got {space!r}")
+    cls = resolve("re-ranker", stage.name)
+    raw = {**preset_params("re-ranker", stage.name), **dict(stage.params)}
+    params = coerce_params(cls, raw, f"re-ranker {stage.name!r}")
+    if isinstance(cls, type) and issubclass(cls, RealtimePersonalizedDPP):
+        params["tracker"] = tracker
+    reranker = cls(**params)
+    if space == "graph":
+        vectors = np.zeros((world.n_items, embeddings.shape[1]), dtype=np.float32)
+        vectors[: embeddings.shape[0]] = embeddings
+    else:
+        vectors = world.attributes
+    return reranker.fit(_fit_log(world), item_vectors=vectors), space
 
 
 def _padded(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
@@ -215,12 +293,17 @@ def round_metrics(
     return out
 
 
-def _theta_values(name: str, reranker, query: Query, world: World) -> np.ndarray:
-    if name == "ours":
-        return reranker.active_tracker.thetas(query.users.tolist(), query.now)
-    if name == "p-dpp":
-        from divrec.rerank.personalized import entropy_theta
+def _theta_values(reranker, query: Query) -> np.ndarray:
+    """Each request's θ: the tracker's (real-time p-DPP), the entropy θ (p-DPP), else NaN."""
+    from divrec.rerank.personalized import (
+        PersonalizedDPP,
+        RealtimePersonalizedDPP,
+        entropy_theta,
+    )
 
+    if isinstance(reranker, RealtimePersonalizedDPP):
+        return reranker.active_tracker.thetas(query.users.tolist(), query.now)
+    if isinstance(reranker, PersonalizedDPP):
         counts = reranker._request_inputs(query, None)["user_category_counts"]
         return entropy_theta(counts, reranker.theta_low, reranker.theta_high)
     return np.full(len(query), np.nan)
@@ -228,7 +311,7 @@ def _theta_values(name: str, reranker, query: Query, world: World) -> np.ndarray
 
 def run_simulation(
     world: World,
-    pipeline: str,
+    pipeline: str | PipelineSpec,
     cfg: SimConfig,
     retriever=None,
     retriever_params: dict | None = None,
@@ -239,18 +322,21 @@ def run_simulation(
 
     Args:
         world: the world (:func:`divrec.simulate.make_world`).
-        pipeline: one of `PIPELINES`.
+        pipeline: a name of `PIPELINES`, or a `PipelineSpec` over the graph retriever (its
+            re-ranker works in the graph space; see `pipeline_spec`).
         cfg: the settings.
         retriever: a fitted `GraphRetriever` to start from (deep-copied: the caller's is
-            not modified), or None to fit one with `retriever_params`.
+            not modified), or None to fit the spec's retriever with `retriever_params` over
+            its config values.
         retriever_params: `GraphRetriever` parameters when fitting here.
         reference_vectors: `(n_items, d)` the reference SVD space (None: computed from
             `world.full_log`).
         progress: show a progress bar over rounds.
 
     Returns:
-        `{"pipeline", "rounds": [per-round metrics + "theta" quantiles + "seconds" by
-        stage], "config"}`.
+        `{"pipeline": name, "spec": the pipeline with every stage's full config (the
+        retriever as started from), "rounds": [per-round metrics + "theta" quantiles +
+        "seconds" by stage], "n_users"}`.
     """
     from rich.progress import track
 
@@ -258,16 +344,25 @@ def run_simulation(
     from divrec.pipeline import Pipeline
     from divrec.rerank.personalized import RealtimePropensityTracker
 
-    if pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+    spec, space = pipeline_spec(pipeline, cfg)
+    name = pipeline if isinstance(pipeline, str) else spec.name
     if isinstance(cfg.rounds, bool) or cfg.rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {cfg.rounds}")
     rng = np.random.default_rng(cfg.seed)
-    ret = (
-        copy.deepcopy(retriever)
-        if retriever is not None
-        else fit_retriever(world, retriever_params)
-    )
+    if retriever is not None:
+        ret = copy.deepcopy(retriever)
+    else:
+        stage = StageSpec(
+            spec.retriever.name, {**spec.retriever.params, **(retriever_params or {})}
+        )
+        ret = stage.build("retriever").fit(world.start_log)
+    stored = PipelineSpec(
+        StageSpec(spec.retriever.name, to_json_value(ret.get_params())),
+        None,
+        None if spec.reranker is None else spec.reranker.resolved("reranker"),
+        spec.n_candidates,
+        spec.label,
+    ).to_dict()
     if reference_vectors is None:
         reference_vectors = reference_item_vectors(world.full_log)
     env = ChoiceModel(world.preferences, world.attributes, **cfg.choice)
@@ -286,12 +381,12 @@ def run_simulation(
     for u in users:
         for t, i in enumerate(hist[u][hist[u] >= 0]):
             tracker.update(int(u), int(i), 0.0 + 1e-6 * t)
-    reranker, space = make_reranker(pipeline, world, ret.embeddings_, cfg, tracker)
-    pipe = Pipeline(ret, reranker=reranker, n_candidates=cfg.n_candidates)
+    reranker, space = make_reranker(spec, world, ret.embeddings_, tracker, space)
+    pipe = Pipeline(ret, reranker=reranker, n_candidates=spec.n_candidates)
     streak = np.zeros(n_users, dtype=np.int64)
     last_feed = None
     records = []
-    for r in track(range(1, cfg.rounds + 1), description=pipeline, disable=not progress):
+    for r in track(range(1, cfg.rounds + 1), description=name, disable=not progress):
         sec = {}
         t0 = time.perf_counter()
         n_pool = world.pool_size(r)
@@ -322,7 +417,7 @@ def run_simulation(
         if reranker is None:
             lists = ranked.head(cfg.k).ids
         else:
-            thetas = _theta_values(pipeline, reranker, query, world)
+            thetas = _theta_values(reranker, query)
             lists = reranker(query, ranked, cfg.k).head(cfg.k).ids
         sec["rerank"] = time.perf_counter() - t0
         last_feed = lists
@@ -374,4 +469,4 @@ def run_simulation(
             seconds=sec,
         )
         records.append(rec)
-    return {"pipeline": pipeline, "rounds": records, "n_users": n_users}
+    return {"pipeline": name, "spec": stored, "rounds": records, "n_users": n_users}

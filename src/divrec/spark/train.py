@@ -14,12 +14,19 @@
   model is A (2n × k) and B (k × n) as in `divrec.retrieval.hi.HIRealtime`, and the batch
   user vectors are `X A₁ + β Y A₂` (another distributed sparse product).
 
+Both declare their hyperparameters once, as typed frozen configs (`SparkALSConfig`,
+`SparkHIConfig`, `divrec.stage`), validated on construction; `divrec.spark.models` names them
+for `divrec spark train --model NAME --param k=v`.
+
 Both expose `user_vectors()` (a `(user, vector)` DataFrame) and `factor_view()`, the item
 side for `divrec.spark.candidates.u2i`, and `to_recommender(train)`, the collected factors as
 a fitted in-memory divrec model (evaluation harness, re-rankers, persistence).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,8 +36,16 @@ from pyspark.sql import functions as F
 
 from divrec.evaluation.batch import FactorView
 from divrec.retrieval.baselines import FactorRecommender
+from divrec.stage import Configured, StageConfig, param
 
-__all__ = ["SparkALS", "SparkFactors", "SparkHI", "cooccurrence"]
+__all__ = [
+    "SparkALS",
+    "SparkALSConfig",
+    "SparkFactors",
+    "SparkHI",
+    "SparkHIConfig",
+    "cooccurrence",
+]
 
 
 def _log_df(log) -> DataFrame:
@@ -46,10 +61,11 @@ def _factors(frame: DataFrame, n: int, rank: int) -> np.ndarray:
     return out
 
 
-class SparkALS:
-    """Implicit ALS on Spark (`pyspark.ml.recommendation.ALS`, `implicitPrefs=True`).
+@dataclass(frozen=True, kw_only=True)
+class SparkALSConfig(StageConfig):
+    """Hyperparameters of `SparkALS`.
 
-    Args:
+    Attributes:
         factors: rank.
         regularization: Spark's `regParam` λ (weighted by the number of ratings).
         alpha: confidence weight α (c = 1 + α r).
@@ -57,37 +73,32 @@ class SparkALS:
         seed: Spark's seed.
         binary: fit on 1.0 for every interaction instead of its value.
         blocks: `numUserBlocks` = `numItemBlocks` (None: Spark's default 10).
-        checkpoint_interval: `checkpointInterval` (needs a checkpoint dir when > 0 on long runs).
+    """
+
+    factors: int = param(64, ge=1)
+    regularization: float = param(0.01, ge=0.0)
+    alpha: float = param(5.0, ge=0.0)
+    iterations: int = param(15, ge=1)
+    seed: int = 0
+    binary: bool = True
+    blocks: int | None = param(None, ge=1)
+
+
+class SparkALS(Configured):
+    """Implicit ALS on Spark (`pyspark.ml.recommendation.ALS`, `implicitPrefs=True`).
+
+    Args:
+        config: a `SparkALSConfig`, or its fields as keywords (`SparkALS(factors=32)`).
 
     Attributes:
         model_: the fitted `ALSModel`.
         n_users_, n_items_: universe size (from the `SparkLog` id maps, else max index + 1).
     """
 
-    def __init__(
-        self,
-        factors: int = 64,
-        regularization: float = 0.01,
-        alpha: float = 5.0,
-        iterations: int = 15,
-        seed: int = 0,
-        binary: bool = True,
-        blocks: int | None = None,
-    ):
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.seed = seed
-        self.binary = binary
-        self.blocks = blocks
+    Config = SparkALSConfig
 
     def fit(self, log) -> SparkALS:
         """Fits on a `SparkLog` (or a `(user, item, value)` DataFrame); returns self."""
-        if self.factors < 1 or self.iterations < 1:
-            raise ValueError("factors and iterations must be >= 1")
-        if self.regularization < 0 or self.alpha < 0:
-            raise ValueError("regularization and alpha must be >= 0")
         df = _log_df(log).select("user", "item", "value")
         if self.binary:
             df = df.withColumn("value", F.lit(1.0).cast("float"))
@@ -194,13 +205,11 @@ def cooccurrence(left: DataFrame, right: DataFrame) -> DataFrame:
     )
 
 
-class SparkHI:
-    """The HI factorizations on Spark: explicit ALS on the non-zeros of XᵀX, YᵀX or H.
+@dataclass(frozen=True, kw_only=True)
+class SparkHIConfig(StageConfig):
+    """Hyperparameters of `SparkHI`.
 
-    FEEDE encoding (`divrec.data.feedback`, mode "threshold"): X = 1 where the rating is
-    ≥ `threshold`, Y = 1 on the other rated cells.
-
-    Args:
+    Attributes:
         kind: "p2p" (XᵀX ≈ PQ, Eq. 3), "n2p" (YᵀX ≈ RS, Eq. 7) or "hi-rt"
             (H = [XᵀX; YᵀX] ≈ AB, Eq. 14–15; row i + n of H is row i of YᵀX).
         factors: rank k (the paper: 10).
@@ -210,31 +219,33 @@ class SparkHI:
         threshold: positive-feedback threshold.
         seed: Spark's seed.
         blocks: `numUserBlocks` = `numItemBlocks` (None: Spark's default 10).
+    """
+
+    kind: Literal["p2p", "n2p", "hi-rt"] = "p2p"
+    factors: int = param(10, ge=1)
+    regularization: float = param(0.01, ge=0.0)
+    iterations: int = param(10, ge=1)
+    beta: float = 1.0
+    threshold: float = 4.0
+    seed: int = 0
+    blocks: int | None = param(None, ge=1)
+
+
+class SparkHI(Configured):
+    """The HI factorizations on Spark: explicit ALS on the non-zeros of XᵀX, YᵀX or H.
+
+    FEEDE encoding (`divrec.data.feedback`, mode "threshold"): X = 1 where the rating is
+    ≥ `threshold`, Y = 1 on the other rated cells.
+
+    Args:
+        config: a `SparkHIConfig`, or its fields as keywords (`SparkHI(kind="hi-rt")`).
 
     Attributes:
         left_: `(rows, k)` float64 row factors (P, R or A).
         right_: `(k, n_items)` float64 column factors (Q, S or B).
     """
 
-    def __init__(
-        self,
-        kind: str = "p2p",
-        factors: int = 10,
-        regularization: float = 0.01,
-        iterations: int = 10,
-        beta: float = 1.0,
-        threshold: float = 4.0,
-        seed: int = 0,
-        blocks: int | None = None,
-    ):
-        self.kind = kind
-        self.blocks = blocks
-        self.factors = factors
-        self.regularization = regularization
-        self.iterations = iterations
-        self.beta = beta
-        self.threshold = threshold
-        self.seed = seed
+    Config = SparkHIConfig
 
     def _xy(self, log) -> tuple[DataFrame, DataFrame]:
         df = _log_df(log).select("user", "item", "value")
@@ -263,8 +274,6 @@ class SparkHI:
 
     def fit(self, log) -> SparkHI:
         """Builds the co-occurrence target on Spark and factorizes its non-zeros; returns self."""
-        if self.factors < 1:
-            raise ValueError(f"factors must be >= 1, got {self.factors}")
         target = self.target(log).cache()
         kw = {}
         if self.blocks is not None:
