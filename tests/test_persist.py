@@ -124,6 +124,19 @@ def _rewrite_meta(path, change):
     [
         ("divrec.ranking.dcn:IPWRanker", "ipw", {"weighting": "ipw"}),
         ("divrec.ranking.hi_nn:CFNNRecommender", "cf-nn", {"p2p_only": True}),
+        ("divrec.retrieval.sequential:YouTubeDNN", "youtube", {"encoder": "mean"}),
+        ("divrec.retrieval.sequential:ComiRecSA", "comirec-sa", {"encoder": "sa"}),
+        ("divrec.retrieval.sequential:ComiRecDR", "comirec-dr", {"encoder": "dr"}),
+        (
+            "divrec.retrieval.sequential:TRYouTube",
+            "tr-youtube",
+            {"encoder": "mean", "loss": "bi", "l2_norm": True},
+        ),
+        (
+            "divrec.retrieval.two_tower:MFbRecommender",
+            "mfb",
+            {"loss": "mfb", "tau": 0.125, "batch_size": 4096, "epochs": 20.0},
+        ),
     ],
 )
 def test_files_of_classes_that_became_presets_still_load(old, name, fixed, tmp_path):

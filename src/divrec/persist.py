@@ -194,7 +194,19 @@ def load(path: str | Path):
 #: Classes that became registry presets ("declare each stage once"): a file saved under the
 #: old class loads as the preset's class with the values the old subclass fixed (the file's
 #: own parameters win where it stored them).
+_SEQ = "divrec.retrieval.sequential:SequentialRecommender"
 RENAMED_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "divrec.retrieval.two_tower:MFbRecommender": (
+        "divrec.retrieval.two_tower:TwoTowerRecommender",
+        {"loss": "mfb", "tau": 0.125, "batch_size": 4096, "epochs": 20.0},
+    ),
+    "divrec.retrieval.sequential:YouTubeDNN": (_SEQ, {"encoder": "mean"}),
+    "divrec.retrieval.sequential:TRYouTube": (
+        _SEQ,
+        {"encoder": "mean", "loss": "bi", "l2_norm": True},
+    ),
+    "divrec.retrieval.sequential:ComiRecSA": (_SEQ, {"encoder": "sa"}),
+    "divrec.retrieval.sequential:ComiRecDR": (_SEQ, {"encoder": "dr"}),
     "divrec.ranking.dcn:IPWRanker": ("divrec.ranking.dcn:DCNRanker", {"weighting": "ipw"}),
     "divrec.ranking.hi_nn:CFNNRecommender": (
         "divrec.ranking.hi_nn:HINNRecommender",
