@@ -47,8 +47,8 @@ from divrec.metrics.groups import (
     single_item_metrics,
 )
 from divrec.metrics.pums import GROUP_AGGREGATIONS, u2i_diversity
+from divrec.registry import create
 from divrec.retrieval.two_tower import (
-    MFbRecommender,
     TwoTowerRecommender,
     batch_potential_users,
 )
@@ -90,12 +90,19 @@ LABELS = {
     "tr_i2u": "TR [Uni-InfoNCE i2u]",
     "tr_bi": "TR [Bi-InfoNCE]",
 }
+
+
 #: the paper's settings (Table 3 caption): MFb batch 4096, τ = 0.125; TR batch 512, τ = 0.125
+def mfb_model(**params) -> TwoTowerRecommender:
+    """TotalRecall's MFb: the registry preset `mfb` of `TwoTowerRecommender`."""
+    return create("model", "mfb", params)
+
+
 MODEL_SPECS = {
-    "mfb_0_8": (MFbRecommender, {"negatives": "[0:8]", "batch_size": 4096, "tau": 0.125}),
-    "mfb_8_0": (MFbRecommender, {"negatives": "[8:0]", "batch_size": 4096, "tau": 0.125}),
-    "mfb_4_4": (MFbRecommender, {"negatives": "[4:4]", "batch_size": 4096, "tau": 0.125}),
-    "mfb_8_8": (MFbRecommender, {"negatives": "[8:8]", "batch_size": 4096, "tau": 0.125}),
+    "mfb_0_8": (mfb_model, {"negatives": "[0:8]", "batch_size": 4096, "tau": 0.125}),
+    "mfb_8_0": (mfb_model, {"negatives": "[8:0]", "batch_size": 4096, "tau": 0.125}),
+    "mfb_4_4": (mfb_model, {"negatives": "[4:4]", "batch_size": 4096, "tau": 0.125}),
+    "mfb_8_8": (mfb_model, {"negatives": "[8:8]", "batch_size": 4096, "tau": 0.125}),
     "tr_u2i": (TwoTowerRecommender, {"loss": "u2i", "batch_size": 512, "tau": 0.125}),
     "tr_i2u": (TwoTowerRecommender, {"loss": "i2u", "batch_size": 512, "tau": 0.125}),
     "tr_bi": (TwoTowerRecommender, {"loss": "bi", "batch_size": 512, "tau": 0.125}),
@@ -235,7 +242,7 @@ def run(
     }
     for key in models:
         cls, spec = MODEL_SPECS[key]
-        epochs = mfb_epochs if cls is MFbRecommender else tr_epochs
+        epochs = mfb_epochs if cls is mfb_model else tr_epochs
         params = {
             **spec,
             "dim": dim,

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from divrec.evaluation.harness import EvalConfig, evaluate, examples_to_reach
-from divrec.retrieval.two_tower import MFbRecommender, TwoTowerRecommender
+from divrec.registry import create
+from divrec.retrieval.two_tower import TwoTowerRecommender
 
 #: Table 1 of the paper, ML-1M columns (HR@10, NDCG@10)
 PAPER = {
@@ -51,6 +52,11 @@ CURVE_CONFIG = EvalConfig(
 FINAL_CONFIG = EvalConfig(protocol="sampled", accuracy=("hr", "ndcg"), diversity=("novelty",))
 
 
+def mfb_model(**params) -> TwoTowerRecommender:
+    """TotalRecall's MFb: the registry preset `mfb` of `TwoTowerRecommender`."""
+    return create("model", "mfb", params)
+
+
 def run(
     out: Path,
     home=None,
@@ -70,7 +76,7 @@ def run(
     n_pos = split.train.to_csr(binary=True).nnz
     specs = {
         "tr": (TwoTowerRecommender, {**DEFAULTS["tr"], **(tr_params or {})}),
-        "mfb": (MFbRecommender, {**DEFAULTS["mfb"], **(mfb_params or {})}),
+        "mfb": (mfb_model, {**DEFAULTS["mfb"], **(mfb_params or {})}),
     }
     results: dict = {
         "data": {"train_pairs": n_pos, "test_users": split.test.nnz, "source": info.source},

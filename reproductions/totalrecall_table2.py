@@ -34,8 +34,8 @@ import numpy as np
 
 from divrec.data.s3rec import load_s3rec
 from divrec.evaluation.sequential import evaluate_sequences
+from divrec.registry import create
 from divrec.retrieval.baselines import PopularityRecommender
-from divrec.retrieval.sequential import ComiRecDR, ComiRecSA, TRYouTube, YouTubeDNN
 from divrec.splitting.comirec import (
     comirec_split,
     kl_divergence,
@@ -71,15 +71,22 @@ def methods(common: dict) -> dict:
     """Method name → constructor of a fresh model (the n-sweep is added separately)."""
     return {
         "popular": lambda: PopularityRecommender(),
-        "youtube-ssm": lambda: YouTubeDNN(l2_norm=False, **common),
-        "comirec-sa": lambda: ComiRecSA(**common),
-        "comirec-dr": lambda: ComiRecDR(**common),
-        "youtube-ssm-l2": lambda: YouTubeDNN(l2_norm=True, **common),
-        "tr-u2i": lambda: TRYouTube(loss="u2i", **common),
-        "tr-bi": lambda: TRYouTube(loss="bi", **common),
-        **{f"next-{n}": (lambda n=n: TRYouTube(loss="bi", next_n=n, **common)) for n in NEXT_N[1:]},
+        "youtube-ssm": lambda: create("model", "youtube", {"l2_norm": False, **common}),
+        "comirec-sa": lambda: create("model", "comirec-sa", common),
+        "comirec-dr": lambda: create("model", "comirec-dr", common),
+        "youtube-ssm-l2": lambda: create("model", "youtube", {"l2_norm": True, **common}),
+        "tr-u2i": lambda: create("model", "tr-youtube", {"loss": "u2i", **common}),
+        "tr-bi": lambda: create("model", "tr-youtube", {"loss": "bi", **common}),
+        **{
+            f"next-{n}": (
+                lambda n=n: create("model", "tr-youtube", {"loss": "bi", "next_n": n, **common})
+            )
+            for n in NEXT_N[1:]
+        },
         # control: next-1 trained on as many (pseudo-user, target) pairs as next-5 consumes
-        "tr-bi-5x": lambda: TRYouTube(loss="bi", **{**common, "epochs": 5 * common["epochs"]}),
+        "tr-bi-5x": lambda: create(
+            "model", "tr-youtube", {"loss": "bi", **common, "epochs": 5 * common["epochs"]}
+        ),
     }
 
 
@@ -126,8 +133,8 @@ def run(args) -> dict:
                 if key in results["runs"]:
                     continue
                 model = names[name]()
-                if hasattr(model, "seed"):
-                    model.seed = seed
+                if "seed" in model.get_params():
+                    model = model.with_params(seed=seed)
                 curve = []
                 kwargs = {}
                 if seed == args.seeds[0] and args.curve_points and name != "popular":

@@ -89,8 +89,7 @@ def test_group_potential_users_equals_two_tower(spark, ml100k, aggregation, scop
 
     split, als = ml100k
     # a fitted two-tower stand-in on the ALS vectors (its method is the reference)
-    tt = TwoTowerRecommender.__new__(TwoTowerRecommender)
-    tt.loss, tt.tau = "infonce", 4.0
+    tt = TwoTowerRecommender(tau=4.0)
     tt.user_factors_, tt.item_factors_ = als.user_factors_, als.item_factors_
     tt.user_items_, tt.n_users_, tt.n_items_ = als.user_items_, als.n_users_, als.n_items_
     groups = {"a": np.array([0, 5, 49]), "b": np.arange(100, 130), "c": np.array([7])}
