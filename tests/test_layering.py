@@ -14,7 +14,7 @@ import divrec
 
 LEVEL = {
     "persist": 0, "params": 0, "threads": 0, "registry": 0, "stage": 0, "nn": 3,
-    "testing": 6,
+    "testing": 6, "_version": 0,
     "data": 1, "splitting": 2, "metrics": 3,
     "retrieval": 4, "ranking": 4, "rerank": 4,
     "pipeline": 5,

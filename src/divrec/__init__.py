@@ -1,6 +1,6 @@
 """divrec: diversity-aware recommendation across retrieval, ranking and re-ranking."""
 
-__version__ = "0.2.0"
+from divrec._version import __version__
 
 __all__ = ["__version__", "load"]
 

@@ -86,7 +86,7 @@ class Persistable:
 
 
 def _version() -> str:
-    from divrec import __version__
+    from divrec._version import __version__
 
     return __version__
 
