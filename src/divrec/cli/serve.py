@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from divrec.cli._common import fail, guarded
+
 __all__ = ["register", "serve", "train"]
 
 
@@ -27,25 +29,20 @@ def train(
     ] = None,
 ) -> None:
     """Fit the pipeline a config describes and write a model directory for `divrec serve`."""
-    from divrec.cli.main import _guard
+    import json
 
-    def body():
-        import json
+    from divrec.serve.config import load_config
+    from divrec.serve.model_dir import train_model_dir
 
-        from divrec.serve.config import load_config
-        from divrec.serve.model_dir import train_model_dir
-
-        cfg = load_config(config)
-        manifest = train_model_dir(cfg, out, data_home, progress=sys.stderr.isatty(), force=force)
-        data = manifest["data"]
-        typer.echo(
-            f"wrote {out}: {data['n_users']:,} users, {data['n_items']:,} items, "
-            f"{data['n_interactions']:,} interactions; methods "
-            f"{', '.join(manifest['methods'])} (default {manifest['default_method']})"
-        )
-        typer.echo(json.dumps({"fingerprint": data["fingerprint"]}))
-
-    _guard(body)
+    cfg = load_config(config)
+    manifest = train_model_dir(cfg, out, data_home, progress=sys.stderr.isatty(), force=force)
+    data = manifest["data"]
+    typer.echo(
+        f"wrote {out}: {data['n_users']:,} users, {data['n_items']:,} items, "
+        f"{data['n_interactions']:,} interactions; methods "
+        f"{', '.join(manifest['methods'])} (default {manifest['default_method']})"
+    )
+    typer.echo(json.dumps({"fingerprint": data["fingerprint"]}))
 
 
 def serve(
@@ -82,72 +79,67 @@ def serve(
     ] = "auto",
 ) -> None:
     """Serve a model directory over HTTP (FastAPI + uvicorn; needs the `serve` extra)."""
-    from divrec.cli.main import _fail, _guard
+    # 1 BLAS/OpenMP thread per compute thread: for libraries loaded from now on (those
+    # already loaded are limited by threadpoolctl when the app starts)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        import uvicorn
 
-    def body():
-        # 1 BLAS/OpenMP thread per compute thread: for libraries loaded from now on (those
-        # already loaded are limited by threadpoolctl when the app starts)
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
+        from divrec.serve.app import AppConfig, create_app
+        from divrec.serve.service import ServeSettings
+    except ImportError as err:
+        fail(f"divrec serve needs the serve extra (pip install 'divrec[serve]'): {err}")
+    if not (model_dir / "manifest.json").is_file():
+        raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in [1, 65535], got {port}")
+    if default_diversity != "auto":
         try:
-            import uvicorn
-
-            from divrec.serve.app import AppConfig, create_app
-            from divrec.serve.service import ServeSettings
-        except ImportError as err:
-            _fail(f"divrec serve needs the serve extra (pip install 'divrec[serve]'): {err}")
-        if not (model_dir / "manifest.json").is_file():
-            raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
-        cores = os.cpu_count() or 1
-        if not 1 <= threads <= cores:
-            raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
-        if not 0 < port < 65536:
-            raise ValueError(f"--port must be in [1, 65535], got {port}")
-        if default_diversity != "auto":
-            try:
-                d = float(default_diversity)
-            except ValueError:
-                raise ValueError("--default-diversity must be 0..1 or auto") from None
-            if not 0 <= d <= 1:
-                raise ValueError("--default-diversity must be 0..1 or auto")
-        key = os.environ.get("DIVREC_API_KEY") or None
-        if api_key_file is not None:
-            try:
-                key = api_key_file.read_text().strip()
-            except OSError as err:
-                raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
-            if not key:
-                raise ValueError(f"--api-key-file {api_key_file} is empty")
-        settings = ServeSettings(
-            like_threshold=like_threshold,
-            writeback_seconds=writeback,
-            default_diversity="auto" if default_diversity == "auto" else float(default_diversity),
-        )
-        config = AppConfig(
-            model_dir=model_dir,
-            db=db,
-            api_key=key,
-            auth_all=auth_all,
-            max_body=max_body,
-            max_batch=max_batch,
-            compute_threads=threads,
-            settings=settings,
-        )
-        app = create_app(config)
-        url = f"http://{host}:{port}/"
-        if config.generated_key:
-            typer.echo(f"divrec: API key for this run: {config.api_key}", err=True)
-        typer.echo(
-            f"divrec: serving {model_dir} on {url} (demo: {url}#key=<API key>), 1 worker x "
-            f"{threads} compute thread(s), 1 BLAS thread each",
-            err=True,
-        )
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
-
-    _guard(body)
+            d = float(default_diversity)
+        except ValueError:
+            raise ValueError("--default-diversity must be 0..1 or auto") from None
+        if not 0 <= d <= 1:
+            raise ValueError("--default-diversity must be 0..1 or auto")
+    key = os.environ.get("DIVREC_API_KEY") or None
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().strip()
+        except OSError as err:
+            raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
+        if not key:
+            raise ValueError(f"--api-key-file {api_key_file} is empty")
+    settings = ServeSettings(
+        like_threshold=like_threshold,
+        writeback_seconds=writeback,
+        default_diversity="auto" if default_diversity == "auto" else float(default_diversity),
+    )
+    config = AppConfig(
+        model_dir=model_dir,
+        db=db,
+        api_key=key,
+        auth_all=auth_all,
+        max_body=max_body,
+        max_batch=max_batch,
+        compute_threads=threads,
+        settings=settings,
+    )
+    app = create_app(config)
+    url = f"http://{host}:{port}/"
+    if config.generated_key:
+        typer.echo(f"divrec: API key for this run: {config.api_key}", err=True)
+    typer.echo(
+        f"divrec: serving {model_dir} on {url} (demo: {url}#key=<API key>), 1 worker x "
+        f"{threads} compute thread(s), 1 BLAS thread each",
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
 
 
 def register(app: typer.Typer) -> None:
     """Adds `train` and `serve` to the main `divrec` app."""
-    app.command("train")(train)
-    app.command("serve")(serve)
+    app.command("train")(guarded(train))
+    app.command("serve")(guarded(serve))
