@@ -88,13 +88,34 @@ def check_k(k: int) -> int:
     return _check_count(k, "k", 0)
 
 
+def not_finite(what: str, batch: bool = False) -> ValueError:
+    """The error for non-finite inputs: ``"{what} NaN or infinite values"``.
+
+    Args:
+        what: the subject and its verb, e.g. ``"relevance contains"``.
+        batch: the inputs are a batch with padding: the message says ``at valid positions``.
+    """
+    return ValueError(f"{what} NaN or infinite values{' at valid positions' if batch else ''}")
+
+
+def relevance_array(relevance: Any, batch: bool = False, copy: bool = False) -> np.ndarray:
+    """``relevance`` as float64 ``(N,)`` (``(B, N)`` with ``batch``), or ``ValueError``.
+
+    Only the shape is checked (the values are the callers' or the kernels' to check);
+    ``copy``: always a new array, else the input itself when it is float64 already.
+    """
+    r = np.array(relevance, dtype=np.float64) if copy else np.asarray(relevance, dtype=np.float64)
+    if r.ndim != (2 if batch else 1):
+        want = "(B, N)" if batch else "(N,)"
+        raise ValueError(f"relevance must have shape {want}, got {r.shape}")
+    return r
+
+
 def check_relevance(relevance: Any) -> np.ndarray:
     """Return ``relevance`` as a finite float64 ``(N,)`` array or raise ``ValueError``."""
-    r = np.asarray(relevance, dtype=np.float64)
-    if r.ndim != 1:
-        raise ValueError(f"relevance must have shape (N,), got {r.shape}")
+    r = relevance_array(relevance)
     if not np.all(np.isfinite(r)):
-        raise ValueError("relevance contains NaN or infinite values")
+        raise not_finite("relevance contains")
     return r
 
 
@@ -107,13 +128,10 @@ def check_relevance_batch(
     in the returned copy (``copy=False``: the relevance is returned as given, padding
     untouched, for callers that never read it). Valid positions must be finite.
     """
-    r = np.array(relevance, dtype=np.float64, copy=copy or None)
-    if r.ndim != 2:
-        raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
-    bad = "relevance contains NaN or infinite values at valid positions"
+    r = relevance_array(relevance, batch=True, copy=copy)
     if valid is None:
         if not np.isfinite(r).all():
-            raise ValueError(bad)
+            raise not_finite("relevance contains", batch=True)
         return r, np.ones(r.shape, dtype=bool)
     m = np.asarray(valid)
     if m.shape != r.shape:
@@ -122,7 +140,7 @@ def check_relevance_batch(
         raise ValueError(f"valid must be a boolean mask, got dtype {m.dtype}")
     fin = np.isfinite(r)
     if not (fin | ~m).all():
-        raise ValueError(bad)
+        raise not_finite("relevance contains", batch=True)
     if copy:
         np.copyto(r, 0.0, where=~m)
     return r, m
@@ -138,6 +156,102 @@ def check_categories(categories: Any, n: int, who: str) -> np.ndarray:
     if not np.issubdtype(c.dtype, np.integer):
         raise ValueError(f"categories must be integers, got dtype {c.dtype}")
     return c.astype(np.int64, copy=False)
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(x) for x in shape)
+
+
+def vectors_array(
+    vectors: Any,
+    shape: tuple[int, ...],
+    dtype: Any = np.float64,
+    as_array: Callable[..., np.ndarray] = np.asarray,
+) -> np.ndarray:
+    """``vectors`` ``shape + (d,)`` (one request: ``(N, d)``; a batch: ``(B, N, d)``).
+
+    Args:
+        vectors: the item vectors.
+        shape: ``(N,)`` or ``(B, N)``.
+        dtype: the dtype of the array (None: as given).
+        as_array: how to make the array (``np.asarray``, ``np.ascontiguousarray`` or
+            ``np.array`` for a copy).
+
+    Raises:
+        ValueError: a wrong shape (the values are not checked).
+    """
+    v = as_array(vectors, dtype=dtype)
+    if v.shape[:-1] != shape:  # also when v.ndim != len(shape) + 1
+        raise ValueError(f"vectors must have shape ({_dims(shape)}, d), got {v.shape}")
+    return v
+
+
+def similarity_source(
+    shape: tuple[int, ...],
+    vectors: Any | None,
+    similarity: Any | None,
+    who: str,
+    *,
+    valid: np.ndarray | None = None,
+    required: bool = True,
+    dtype: Any = np.float64,
+    as_array: Callable[..., np.ndarray] = np.asarray,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The similarity source of one request (``shape = (N,)``) or a batch (``(B, N)``).
+
+    At most one of ``vectors`` (``shape + (d,)``) and ``similarity`` (``shape + (N,)``)
+    may be given, and one must be when ``required``. A similarity matrix must be finite:
+    everywhere for one request, at the pairs of ``valid`` positions for a batch (not
+    checked for a batch without ``valid``); the finiteness of vectors is left to the
+    caller (the compiled kernels check it while they normalize them).
+
+    Args:
+        shape: ``(N,)`` or ``(B, N)``.
+        vectors: item vectors, or None.
+        similarity: similarity matrices, or None.
+        who: the re-ranker's name, for errors.
+        valid: ``(B, N)`` mask of a batch's real candidates, or None.
+        required: raise when neither is given.
+        dtype: the dtype of the arrays (None: as given).
+        as_array: how to make the arrays (see :func:`vectors_array`).
+
+    Returns:
+        ``(vectors, None)``, ``(None, similarity)`` or, when not required, ``(None, None)``.
+
+    Raises:
+        ValueError: both or (``required``) neither given, a wrong shape, a non-finite
+            similarity.
+    """
+    if vectors is not None and similarity is not None:
+        raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
+    if vectors is not None:
+        return vectors_array(vectors, shape, dtype, as_array), None
+    if similarity is not None:
+        s = as_array(similarity, dtype=dtype)
+        want = (*shape, shape[-1])
+        if s.shape != want:
+            raise ValueError(f"similarity must have shape ({_dims(want)}), got {s.shape}")
+        if len(shape) == 1:
+            if not np.all(np.isfinite(s)):
+                raise not_finite("similarity contains")
+        elif valid is not None:
+            pair = valid[:, :, None] & valid[:, None, :]
+            if not np.all(np.isfinite(s[pair])):
+                raise not_finite("similarity contains", batch=True)
+        return None, s
+    if required:
+        d = "N" if len(shape) == 1 else "B, N"
+        raise ValueError(f"{who} needs `vectors` ({d}, d) or `similarity` ({d}, N); got neither")
+    return None, None
+
+
+def require_vectors(vectors: Any | None, similarity: Any | None, who: str, missing: str) -> None:
+    """Raise ``ValueError`` unless item ``vectors`` are given and no ``similarity`` (methods
+    that work on the vectors themselves); ``missing`` ends the message of absent vectors."""
+    if similarity is not None:
+        raise ValueError(f"{who} needs item `vectors`, not a `similarity` matrix")
+    if vectors is None:
+        raise ValueError(f"{who} needs item `vectors` {missing}")
 
 
 def all_valid(n: int, b: int = 1) -> np.ndarray:
@@ -376,23 +490,12 @@ class Similarity:
     @classmethod
     def resolve(cls, n: int, vectors: Any | None, similarity: Any | None, who: str) -> Similarity:
         """Build from exactly one of ``vectors`` / ``similarity``; raise ``ValueError`` else."""
-        if vectors is not None and similarity is not None:
-            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
-        if vectors is not None:
-            v = np.asarray(vectors, dtype=np.float64)
-            if v.ndim != 2 or v.shape[0] != n:
-                raise ValueError(f"vectors must have shape ({n}, d), got {v.shape}")
-            if not np.all(np.isfinite(v)):
-                raise ValueError("vectors contain NaN or infinite values")
-            return cls(None, _normalize_rows(v))
-        if similarity is not None:
-            s = np.asarray(similarity, dtype=np.float64)
-            if s.shape != (n, n):
-                raise ValueError(f"similarity must have shape ({n}, {n}), got {s.shape}")
-            if not np.all(np.isfinite(s)):
-                raise ValueError("similarity contains NaN or infinite values")
+        v, s = similarity_source((n,), vectors, similarity, who)
+        if v is None:
             return cls(s, None)
-        raise ValueError(f"{who} needs `vectors` (N, d) or `similarity` (N, N); got neither")
+        if not np.all(np.isfinite(v)):
+            raise not_finite("vectors contain")
+        return cls(None, _normalize_rows(v))
 
     def row(self, j: int) -> np.ndarray:
         """Similarities of item ``j`` to all candidates, ``(N,)``."""
@@ -430,21 +533,10 @@ def kernel_inputs(
         ``matrix`` ``(1, N, N)`` float64 (``(1, 0, 0)`` when vectors are given) and
         whether the matrix is used. Raises ``ValueError`` as :meth:`Similarity.resolve`.
     """
-    if vectors is not None and similarity is not None:
-        raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
-    if vectors is not None:
-        v = np.ascontiguousarray(vectors, dtype=np.float64)
-        if v.ndim != 2 or v.shape[0] != n:
-            raise ValueError(f"vectors must have shape ({n}, d), got {v.shape}")
-        return v[None], np.zeros((1, 0, 0)), False  # finiteness: checked by the kernel
-    if similarity is not None:
-        m = np.ascontiguousarray(similarity, dtype=np.float64)
-        if m.shape != (n, n):
-            raise ValueError(f"similarity must have shape ({n}, {n}), got {m.shape}")
-        if not np.all(np.isfinite(m)):
-            raise ValueError("similarity contains NaN or infinite values")
-        return np.zeros((1, n, 0)), m[None], True
-    raise ValueError(f"{who} needs `vectors` (N, d) or `similarity` (N, N); got neither")
+    v, m = similarity_source((n,), vectors, similarity, who, as_array=np.ascontiguousarray)
+    if v is not None:
+        return v[None], np.zeros((1, 0, 0)), False
+    return np.zeros((1, n, 0)), m[None], True
 
 
 def kernel_inputs_batch(
@@ -459,23 +551,12 @@ def kernel_inputs_batch(
     Values at invalid positions are never read by the kernels and may hold anything;
     valid ones must be finite.
     """
-    b, n = shape
-    if vectors is not None and similarity is not None:
-        raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
-    if vectors is not None:
-        v = np.ascontiguousarray(vectors, dtype=np.float64)
-        if v.ndim != 3 or v.shape[:2] != (b, n):
-            raise ValueError(f"vectors must have shape ({b}, {n}, d), got {v.shape}")
-        return v, np.zeros((b, 0, 0)), False  # finiteness: checked by the kernel
-    if similarity is not None:
-        m = np.ascontiguousarray(similarity, dtype=np.float64)
-        if m.shape != (b, n, n):
-            raise ValueError(f"similarity must have shape ({b}, {n}, {n}), got {m.shape}")
-        pair = valid[:, :, None] & valid[:, None, :]
-        if not np.all(np.isfinite(m[pair])):
-            raise ValueError("similarity contains NaN or infinite values at valid positions")
-        return np.zeros((b, n, 0)), m, True
-    raise ValueError(f"{who} needs `vectors` (B, N, d) or `similarity` (B, N, N); got neither")
+    v, m = similarity_source(
+        shape, vectors, similarity, who, valid=valid, as_array=np.ascontiguousarray
+    )
+    if v is not None:
+        return v, np.zeros((shape[0], 0, 0)), False
+    return np.zeros((*shape, 0)), m, True
 
 
 # --------------------------------------------------------------------------- the knob
@@ -516,6 +597,14 @@ def row_param(value: Any, bsz: int, name: str, upper: float = math.inf) -> np.nd
         bound = "a finite number >= 0" if upper == math.inf else f"in [0, {upper:g}]"
         raise ValueError(f"{name} must be {bound} for every request")
     return v
+
+
+def request_param(
+    value: Any, default: float, bsz: int, name: str, upper: float = math.inf
+) -> float | np.ndarray:
+    """A trade-off parameter of ``select_batch``: the config's ``default`` (one float) when
+    the per-request keyword ``value`` is None, else :func:`row_param` of ``value``."""
+    return float(default) if value is None else row_param(value, bsz, name, upper)
 
 
 # --------------------------------------------------------------------------- base class
@@ -742,15 +831,9 @@ class Reranker(Configured, Persistable):
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
         bsz, n = r.shape
-        who = type(self).__name__
-        if vectors is not None and similarity is not None:
-            raise ValueError(f"{who}: pass either `vectors` or `similarity`, not both")
-        vecs = None if vectors is None else np.asarray(vectors)
-        if vecs is not None and (vecs.ndim != 3 or vecs.shape[:2] != (bsz, n)):
-            raise ValueError(f"vectors must have shape ({bsz}, {n}, d), got {vecs.shape}")
-        sim = None if similarity is None else np.asarray(similarity)
-        if sim is not None and sim.shape != (bsz, n, n):
-            raise ValueError(f"similarity must have shape ({bsz}, {n}, {n}), got {sim.shape}")
+        vecs, sim = similarity_source(  # checked per request by `select`
+            r.shape, vectors, similarity, type(self).__name__, required=False, dtype=None
+        )
         cats = None if categories is None else np.asarray(categories)
         if cats is not None and cats.shape != (bsz, n):
             raise ValueError(f"categories must have shape ({bsz}, {n}), got {cats.shape}")

@@ -38,13 +38,14 @@ from ._base import (
     kernel_inputs,
     kernel_inputs_batch,
     knob_ratio,
+    not_finite,
     relevance_order,
-    row_param,
+    request_param,
     scale_relevance,
     scale_relevance_batch,
     tie_argmax,
 )
-from .mmr import _compiled_penalized
+from .mmr import _compiled_penalized, _penalized_one, _SimilarityPenalized
 
 __all__ = [
     "CFDA",
@@ -136,7 +137,7 @@ class CFDAConfig(StageConfig):
     relevance_scaling: RelevanceScaling = "minmax"
 
 
-class CFDA(Reranker):
+class CFDA(_SimilarityPenalized):
     """CF-DA diversity-aware re-ranking (HI paper, Experiments): ``Relevance + φ·Diversity``.
 
     Greedy: the first item is the most relevant; then
@@ -147,10 +148,15 @@ class CFDA(Reranker):
 
     Config = CFDAConfig
     _stage_inputs = ("vectors",)
+    _agg = "mean"
 
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as φ: ``φ = d / (1 − d)`` (φ = 0: relevance order)."""
         return {"phi": knob_ratio(diversity)}
+
+    def _trade_off(self, rs: np.ndarray, value: Any) -> tuple[np.ndarray, float | np.ndarray]:
+        """``base = rs``, ``coef = φ``."""
+        return rs, request_param(value, self.config.phi, rs.shape[0], "phi")
 
     def select(
         self,
@@ -174,18 +180,7 @@ class CFDA(Reranker):
         Returns:
             ``(min(k, N),)`` int64 positions in selection order.
         """
-        k = check_k(k)
-        r = check_relevance(relevance)
-        if k == 0 or r.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "CFDA")
-        cfg = self.config
-        rs = scale_relevance(r, cfg.relevance_scaling)
-        ones = np.ones((1, r.size), dtype=bool)
-        out = _compiled_penalized(
-            vecs, mat, int(use_matrix), ones, rs[None], r[None], k, float(cfg.phi), "mean"
-        )
-        return as_positions(out[0, : min(k, r.size)])
+        return self._select_one(relevance, k, vectors, similarity)
 
     def select_batch(
         self,
@@ -211,13 +206,7 @@ class CFDA(Reranker):
             phi: ``(B,)`` per-request φ ``≥ 0`` (the diversity knob), or None: the
                 config's for every request.
         """
-        k = check_k(k)
-        r, m = check_relevance_batch(relevance, valid)
-        vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "CFDA")
-        cfg = self.config
-        rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
-        coef = float(cfg.phi) if phi is None else row_param(phi, r.shape[0], "phi")
-        return _compiled_penalized(vecs, mat, int(use_matrix), m, rs, r, k, coef, "mean")
+        return self._select_many(relevance, k, vectors, similarity, valid, phi)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -294,6 +283,11 @@ class CFDM(Reranker):
 _WEIGHT_KEYS = ("relevance", "diversity", "novelty")
 
 
+def _scaled(x: np.ndarray, valid: np.ndarray | None, mode: str) -> np.ndarray:
+    """:func:`scale_relevance` of one request (``valid`` None), else of a batch."""
+    return scale_relevance(x, mode) if valid is None else scale_relevance_batch(x, valid, mode)
+
+
 @dataclass(frozen=True, kw_only=True)
 class HybridUtilityConfig(StageConfig):
     """`HybridUtility` hyperparameters.
@@ -366,6 +360,23 @@ class HybridUtility(Reranker):
             raise ValueError(f"novelty/popularity must have shape {shape}, got {nov.shape}")
         return nov
 
+    def _utility(
+        self, r: np.ndarray, valid: np.ndarray | None, novelty: Any, popularity: Any
+    ) -> tuple[np.ndarray, float]:
+        """``w_rel · rel + w_nov · nov`` (scaled) of one request (``valid`` None) or a
+        batch (0 at padding), and ``w_div``."""
+        cfg = self.config
+        w_rel, w_div, w_nov = cfg.triple()
+        base = w_rel * _scaled(r, valid, cfg.relevance_scaling)
+        if w_nov != 0.0:
+            nov = self._novelty(novelty, popularity, r.shape)
+            if valid is not None:
+                nov = np.where(valid, nov, 0.0)
+            if not np.all(np.isfinite(nov)):
+                raise not_finite("novelty contains", batch=valid is not None)
+            base = base + w_nov * _scaled(nov, valid, cfg.relevance_scaling)
+        return base, w_div
+
     def select(
         self,
         relevance: np.ndarray,
@@ -394,24 +405,13 @@ class HybridUtility(Reranker):
         """
         k = check_k(k)
         r = check_relevance(relevance)
-        cfg = self.config
-        w_rel, w_div, w_nov = cfg.triple()
-        base = w_rel * scale_relevance(r, cfg.relevance_scaling)
-        if w_nov != 0.0:
-            nov = self._novelty(novelty, popularity, r.shape)
-            if not np.all(np.isfinite(nov)):
-                raise ValueError("novelty contains NaN or infinite values")
-            base = base + w_nov * scale_relevance(nov, cfg.relevance_scaling)
+        base, w_div = self._utility(r, None, novelty, popularity)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         if w_div == 0.0:
             return relevance_order(base)[:k]
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "HybridUtility")
-        ones = np.ones((1, r.size), dtype=bool)
-        out = _compiled_penalized(
-            vecs, mat, int(use_matrix), ones, base[None], base[None], k, w_div, "mean"
-        )
-        return as_positions(out[0, : min(k, r.size)])
+        return _penalized_one(vecs, mat, int(use_matrix), base, base, k, w_div, "mean")
 
     def select_batch(
         self,
@@ -442,15 +442,9 @@ class HybridUtility(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
-        r, m = check_relevance_batch(relevance, valid)
-        cfg = self.config
-        w_rel, w_div, w_nov = cfg.triple()
-        base = w_rel * scale_relevance_batch(r, m, cfg.relevance_scaling)
-        if w_nov != 0.0:
-            nov = np.where(m, self._novelty(novelty, popularity, r.shape), 0.0)
-            if not np.all(np.isfinite(nov)):
-                raise ValueError("novelty contains NaN or infinite values at valid positions")
-            base = base + w_nov * scale_relevance_batch(nov, m, cfg.relevance_scaling)
+        # no copy: padding is masked by the scaling and never read by the kernel
+        r, m = check_relevance_batch(relevance, valid, copy=False)
+        base, w_div = self._utility(r, m, novelty, popularity)
         if w_div == 0.0:
             # the static order, exactly as `select` (stable sort on the same numbers)
             out = np.full((r.shape[0], k), -1, dtype=np.int64)

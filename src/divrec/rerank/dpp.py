@@ -79,6 +79,8 @@ from ._base import (
     constant_row,
     kernel_inputs,
     kernel_inputs_batch,
+    not_finite,
+    relevance_array,
     relevance_order,
     run_rows,
 )
@@ -209,9 +211,7 @@ def _run(
     if work is not None:
         work[...] = stats[:, 2:4]
     if summary & 3:
-        where = "" if bsz == 1 else " at valid positions"
-        what = "relevance contains" if summary & 2 else "vectors contain"
-        raise ValueError(f"{what} NaN or infinite values{where}")
+        raise not_finite("relevance contains" if summary & 2 else "vectors contain", bsz > 1)
     return out, stats[:, 0], stats[:, 4], bool(summary & 4)
 
 
@@ -381,9 +381,7 @@ class _GreedyDPPReranker(Reranker):
             ``fill`` is True, possibly fewer otherwise.
         """
         k = check_k(k)
-        r = np.asarray(relevance, dtype=np.float64)
-        if r.ndim != 1:
-            raise ValueError(f"relevance must have shape (N,), got {r.shape}")
+        r = relevance_array(relevance)  # the values: checked by the kernel
         theta = kwargs.get("theta")
         theta = self._theta_for(kwargs) if theta is None else float(theta)
         alpha = float(tradeoff_alpha(theta))
@@ -442,9 +440,7 @@ class _GreedyDPPReranker(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
-        r = np.asarray(relevance, dtype=np.float64)
-        if r.ndim != 2:
-            raise ValueError(f"relevance must have shape (B, N), got {r.shape}")
+        r = relevance_array(relevance, batch=True)  # the values: checked by the kernel
         bsz, n = r.shape
         theta = kwargs.get("theta")
         theta = self._thetas_for(bsz, kwargs) if theta is None else _theta_rows(theta, bsz)

@@ -28,6 +28,7 @@ from divrec.stage import StageConfig, param
 from ._base import (
     RelevanceScaling,
     Reranker,
+    all_valid,
     as_positions,
     batch_chunks,
     check_k,
@@ -37,12 +38,16 @@ from ._base import (
     kernel_inputs,
     kernel_inputs_batch,
     knob_ratio,
+    not_finite,
+    request_param,
+    require_vectors,
     row_param,
     run_rows,
     scale_relevance,
     scale_relevance_batch,
     tie_argmax,
     tie_argmax_rows,
+    vectors_array,
 )
 
 Aggregate = Literal["max", "mean"]
@@ -220,9 +225,65 @@ def _compiled_penalized(
 
     run_rows(bsz, rows)
     if bad.any():
-        where = "" if bsz == 1 else " at valid positions"
-        raise ValueError(f"vectors contain NaN or infinite values{where}")
+        raise not_finite("vectors contain", batch=bsz > 1)
     return out
+
+
+def _penalized_one(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    mode: int,
+    base: np.ndarray,
+    first_key: np.ndarray,
+    k: int,
+    coef: float,
+    agg: Aggregate,
+) -> np.ndarray:
+    """:func:`_compiled_penalized` on one request (``base``, ``first_key``: ``(N,)``, the
+    inputs a batch of one); returns its ``(min(k, N),)`` int64 positions."""
+    n = base.shape[0]
+    out = _compiled_penalized(
+        vectors, matrix, mode, all_valid(n), base[None], first_key[None], k, coef, agg
+    )
+    return as_positions(out[0, : min(k, n)])
+
+
+class _SimilarityPenalized(Reranker):
+    """``select`` / ``select_batch`` of the re-rankers that run the penalized greedy on a
+    similarity, with the relevance as the first pick (:class:`MMR`, CF-DA).
+
+    Subclasses set ``_agg`` and map the scaled relevance and their per-request trade-off
+    keyword onto the kernel's ``base`` and ``coef`` in :meth:`_trade_off`.
+    """
+
+    _agg: Aggregate
+
+    def _trade_off(self, rs: np.ndarray, value: Any) -> tuple[np.ndarray, float | np.ndarray]:
+        """``(base, coef)`` of the scaled relevance ``rs`` (one request or a batch) and the
+        per-request keyword ``value`` (a batch's; None: the config's for every request)."""
+        raise NotImplementedError
+
+    def _select_one(self, relevance: Any, k: int, vectors: Any, similarity: Any) -> np.ndarray:
+        k = check_k(k)
+        r = check_relevance(relevance)
+        if k == 0 or r.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
+        base, coef = self._trade_off(scale_relevance(r, self.config.relevance_scaling), None)
+        return _penalized_one(vecs, mat, int(use_matrix), base, r, k, coef, self._agg)
+
+    def _select_many(
+        self, relevance: Any, k: int, vectors: Any, similarity: Any, valid: Any, value: Any
+    ) -> np.ndarray:
+        k = check_k(k)
+        # no copy: padding is masked by the scaling and never read by the kernel
+        r, m = check_relevance_batch(relevance, valid, copy=False)
+        vecs, mat, use_matrix = kernel_inputs_batch(
+            r.shape, m, vectors, similarity, type(self).__name__
+        )
+        rs = scale_relevance_batch(r, m, self.config.relevance_scaling)
+        base, coef = self._trade_off(rs, value)
+        return _compiled_penalized(vecs, mat, int(use_matrix), m, base, r, k, coef, self._agg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,7 +301,7 @@ class MMRConfig(StageConfig):
     relevance_scaling: RelevanceScaling = "minmax"
 
 
-class MMR(Reranker):
+class MMR(_SimilarityPenalized):
     """Maximal Marginal Relevance (Carbonell & Goldstein, SIGIR 1998).
 
     Greedy selection of ``argmax_{i ∉ S} λ·rel_i − (1 − λ)·max_{j ∈ S} sim(i, j)``; the
@@ -252,10 +313,19 @@ class MMR(Reranker):
 
     Config = MMRConfig
     _stage_inputs = ("vectors",)
+    _agg = "max"
 
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as MMR's λ: ``λ = 1 − diversity`` (λ = 1 is the relevance order)."""
         return {"lambda_": 1.0 - np.asarray(diversity, dtype=np.float64)}
+
+    def _trade_off(self, rs: np.ndarray, value: Any) -> tuple[np.ndarray, float | np.ndarray]:
+        """``base = λ · rs``, ``coef = 1 − λ`` (per request: the same arithmetic, row by row)."""
+        if value is None:
+            lam = float(self.config.lambda_)
+            return lam * rs, 1.0 - lam
+        lam = row_param(value, rs.shape[0], "lambda_", 1.0)
+        return lam[:, None] * rs, 1.0 - lam
 
     def select(
         self,
@@ -279,19 +349,7 @@ class MMR(Reranker):
         Returns:
             ``(min(k, N),)`` int64 positions in selection order.
         """
-        k = check_k(k)
-        r = check_relevance(relevance)
-        if k == 0 or r.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, "MMR")
-        cfg = self.config
-        rs = scale_relevance(r, cfg.relevance_scaling)
-        lam = float(cfg.lambda_)
-        ones = np.ones((1, r.size), dtype=bool)
-        out = _compiled_penalized(
-            vecs, mat, int(use_matrix), ones, lam * rs[None], r[None], k, 1.0 - lam, "max"
-        )
-        return as_positions(out[0, : min(k, r.size)])
+        return self._select_one(relevance, k, vectors, similarity)
 
     def select_batch(
         self,
@@ -317,19 +375,7 @@ class MMR(Reranker):
             lambda_: ``(B,)`` per-request λ in ``[0, 1]`` (the diversity knob), or None:
                 the config's for every request.
         """
-        k = check_k(k)
-        # no copy: padding is masked by the scaling and never read by the kernel
-        r, m = check_relevance_batch(relevance, valid, copy=False)
-        vecs, mat, use_matrix = kernel_inputs_batch(r.shape, m, vectors, similarity, "MMR")
-        cfg = self.config
-        rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
-        if lambda_ is None:
-            lam = float(cfg.lambda_)
-            base, coef = lam * rs, 1.0 - lam
-        else:  # per request: the same arithmetic, row by row
-            lam = row_param(lambda_, r.shape[0], "lambda_", 1.0)
-            base, coef = lam[:, None] * rs, 1.0 - lam
-        return _compiled_penalized(vecs, mat, int(use_matrix), m, base, r, k, coef, "max")
+        return self._select_many(relevance, k, vectors, similarity, valid, lambda_)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,13 +433,25 @@ class InterestAwareMMR(Reranker):
         return {"user": self.user_vectors_[query.users]}
 
     @staticmethod
-    def _check_inputs(vectors: Any, similarity: Any, user: Any) -> None:
-        if similarity is not None:
-            raise ValueError("InterestAwareMMR needs item `vectors`, not a `similarity` matrix")
-        if vectors is None:
-            raise ValueError("InterestAwareMMR needs item `vectors` (item embeddings e_i)")
+    def _inputs(
+        vectors: Any, similarity: Any, user: Any, shape: tuple[int, ...], valid: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The checked embeddings ``e`` and user vectors ``u`` of one request (``shape``
+        ``(N,)``) or a batch (``(B, N)`` and its ``valid`` mask: ``e`` is a copy, zero at
+        padding); ``u`` broadcasts against ``e``."""
+        require_vectors(vectors, similarity, "InterestAwareMMR", "(item embeddings e_i)")
         if user is None:
             raise ValueError("InterestAwareMMR needs the user-interest vector `user`")
+        e = vectors_array(vectors, shape, as_array=np.asarray if valid is None else np.array)
+        u = np.asarray(user, dtype=np.float64)
+        want = (*shape[:-1], e.shape[-1])
+        if u.shape != want:
+            raise ValueError(f"user must have shape {want}, got {u.shape}")
+        if valid is not None:
+            e[~valid] = 0.0
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
+            raise not_finite("vectors or user contain")
+        return e, u if valid is None else u[:, None, :]
 
     def select(
         self,
@@ -421,25 +479,14 @@ class InterestAwareMMR(Reranker):
         """
         k = check_k(k)
         r = check_relevance(relevance)
-        self._check_inputs(vectors, similarity, user)
-        e = np.asarray(vectors, dtype=np.float64)
-        u = np.asarray(user, dtype=np.float64)
-        if e.ndim != 2 or e.shape[0] != r.size:
-            raise ValueError(f"vectors must have shape ({r.size}, d), got {e.shape}")
-        if u.shape != (e.shape[1],):
-            raise ValueError(f"user must have shape ({e.shape[1]},), got {u.shape}")
-        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
-            raise ValueError("vectors or user contain NaN or infinite values")
+        e, u = self._inputs(vectors, similarity, user, r.shape)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         eu = np.ascontiguousarray(e * u)
         cfg = self.config
         rs = scale_relevance(r, cfg.relevance_scaling)
-        ones = np.ones((1, r.size), dtype=bool)
-        out = _compiled_penalized(
-            eu[None], np.zeros((1, 0, 0)), 2, ones, rs[None], r[None], k, float(cfg.lambda_), "max"
-        )
-        return as_positions(out[0, : min(k, r.size)])
+        lam = float(cfg.lambda_)
+        return _penalized_one(eu[None], np.zeros((1, 0, 0)), 2, rs, r, k, lam, "max")
 
     def select_batch(
         self,
@@ -471,20 +518,12 @@ class InterestAwareMMR(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
-        r, m = check_relevance_batch(relevance, valid)
-        self._check_inputs(vectors, similarity, user)
-        e = np.array(vectors, dtype=np.float64)
-        u = np.asarray(user, dtype=np.float64)
-        bsz, n = r.shape
-        if e.ndim != 3 or e.shape[:2] != (bsz, n):
-            raise ValueError(f"vectors must have shape ({bsz}, {n}, d), got {e.shape}")
-        if u.shape != (bsz, e.shape[2]):
-            raise ValueError(f"user must have shape ({bsz}, {e.shape[2]}), got {u.shape}")
-        e[~m] = 0.0
-        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(u))):
-            raise ValueError("vectors or user contain NaN or infinite values")
-        eu = np.ascontiguousarray(e * u[:, None, :])
+        # no copy: padding is masked by the scaling and never read by the kernel
+        r, m = check_relevance_batch(relevance, valid, copy=False)
+        e, u = self._inputs(vectors, similarity, user, r.shape, m)
+        eu = np.ascontiguousarray(e * u)
         cfg = self.config
         rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
-        coef = float(cfg.lambda_) if lambda_ is None else row_param(lambda_, bsz, "lambda_")
+        bsz = r.shape[0]
+        coef = request_param(lambda_, cfg.lambda_, bsz, "lambda_")
         return _compiled_penalized(eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, coef, "max")

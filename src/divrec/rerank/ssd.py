@@ -41,8 +41,11 @@ from ._base import (
     check_k,
     check_relevance,
     knob_ratio,
+    not_finite,
+    require_vectors,
     scale_relevance,
     tie_argmax,
+    vectors_array,
 )
 
 __all__ = ["SSD", "SSDConfig", "gram_schmidt"]
@@ -127,15 +130,10 @@ class SSD(Reranker):
         """
         k = check_k(k)
         r = check_relevance(relevance)
-        if similarity is not None:
-            raise ValueError("SSD needs item `vectors`, not a `similarity` matrix")
-        if vectors is None:
-            raise ValueError("SSD needs item `vectors` (N, d); got none")
-        v = np.asarray(vectors, dtype=np.float64)
-        if v.ndim != 2 or v.shape[0] != r.size:
-            raise ValueError(f"vectors must have shape ({r.size}, d), got {v.shape}")
+        require_vectors(vectors, similarity, "SSD", "(N, d); got none")
+        v = vectors_array(vectors, r.shape)
         if not np.all(np.isfinite(v)):
-            raise ValueError("vectors contain NaN or infinite values")
+            raise not_finite("vectors contain")
         n = r.size
         kk = min(k, n)
         if kk == 0:
