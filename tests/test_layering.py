@@ -67,3 +67,11 @@ def test_data_does_not_import_splitting():
     for path in (ROOT / "data").rglob("*.py"):
         for module, _ in _imports(path):
             assert not module.startswith("divrec.splitting"), path
+
+
+def test_test_tree_mirrors_the_package():
+    """Tests of a subpackage live in `tests/<subpackage>/`; package-wide contracts at the top."""
+    tests = Path(__file__).parent
+    dirs = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert dirs <= packages, dirs - packages
