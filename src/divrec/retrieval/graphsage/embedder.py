@@ -9,7 +9,6 @@ the package docstring.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,15 +16,13 @@ import scipy.sparse as sp
 from divrec.data.interactions import Interactions
 from divrec.nn.train import TrainLoop
 from divrec.retrieval.ann import l2_normalize
+from divrec.retrieval.graphsage.config import GraphRetrieverConfig
 from divrec.retrieval.graphsage.sampling import (
     TorchCSR,
     random_walks,
     sample_neighbors,
     walk_positives,
 )
-
-if TYPE_CHECKING:
-    from divrec.retrieval.graphsage.model import GraphRetrieverConfig
 
 __all__ = ["GraphSAGEEmbedder", "item_attribute_features"]
 

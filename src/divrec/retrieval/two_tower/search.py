@@ -9,14 +9,10 @@ then the top-M users of each item from the same (u, i) scores, in user chunks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from divrec.retrieval.ann import AnnIndex
-
-if TYPE_CHECKING:
-    from divrec.retrieval.two_tower.model import TwoTowerRecommender
+from divrec.retrieval.base import Recommender
 
 __all__ = ["TwoTowerSearch", "batch_potential_users", "merge_top_users"]
 
@@ -207,7 +203,7 @@ def merge_top_users(
 
 
 def batch_potential_users(
-    model: TwoTowerRecommender,
+    model: Recommender,
     items_per_user: int = 10,
     users_per_item: int = 1000,
     user_chunk: int = 4096,
