@@ -39,6 +39,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from divrec.stage import NotFittedError
 from divrec.threads import faiss_threads, resolve_threads
 
 KINDS = ("flat", "hnsw", "ivf", "ivf-sq8", "auto")
@@ -304,7 +305,7 @@ class AnnIndex:
             with score -inf.
         """
         if not hasattr(self, "index_"):
-            raise RuntimeError("AnnIndex is not fitted; call fit first")
+            raise NotFittedError("AnnIndex is not fitted; call fit first")
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         q = l2_normalize(np.atleast_2d(queries))

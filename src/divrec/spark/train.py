@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 
 from divrec.evaluation.batch import FactorView
 from divrec.retrieval.baselines import FactorRecommender
-from divrec.stage import Configured, StageConfig, param
+from divrec.stage import Configured, NotFittedError, StageConfig, param
 
 __all__ = [
     "SparkALS",
@@ -128,7 +128,7 @@ class SparkALS(Configured):
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):
-            raise RuntimeError("SparkALS is not fitted; call fit first")
+            raise NotFittedError("SparkALS is not fitted; call fit first")
 
     def user_vectors(self) -> DataFrame:
         """`(user long, vector array<float>)` of the fitted users."""
@@ -306,7 +306,7 @@ class SparkHI(Configured):
         user's FEEDE rows in `log` (default: the training log).
         """
         if not hasattr(self, "left_"):
-            raise RuntimeError("SparkHI is not fitted; call fit first")
+            raise NotFittedError("SparkHI is not fitted; call fit first")
         log = self._log if log is None else log
         spark = _log_df(log).sparkSession
         x, y = self._xy(log)
