@@ -94,3 +94,28 @@ def test_an_option_a_model_does_not_implement_is_an_error():
         NeuMFRecommender(patience=2)
     with pytest.raises(ParamError, match="CPU only"):
         NeuMFRecommender(device="cuda")
+
+
+def test_device_is_honoured_or_refused():
+    """Models with a device path (the window CTR models) accept "cuda" and fail at fit in one
+    line where torch sees no GPU; "auto" trains on the CPU here and gives the CPU's weights;
+    CPU-only models refuse "cuda" at construction."""
+    from divrec.data import SyntheticConfig, make_synthetic
+    from divrec.ranking.ctr import DIN
+    from divrec.ranking.purs import PURS
+
+    data = make_synthetic(
+        SyntheticConfig(n_users=30, n_items=40, n_topics=3, interactions_per_user=8, seed=2)
+    ).interactions
+    with pytest.raises(ParamError, match="CPU only"):
+        PURS(device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            DIN(device="cuda", epochs=1, dim=4).fit(data)
+    cpu = DIN(epochs=1, dim=4).fit(data)
+    auto = DIN(epochs=1, dim=4, device="auto").fit(data)
+    items = np.tile(np.arange(40), (5, 1))
+    got = auto.score(np.arange(5), items)
+    if not torch.cuda.is_available():
+        np.testing.assert_array_equal(got, cpu.score(np.arange(5), items))
+    assert got.dtype == np.float32 and got.shape == (5, 40)

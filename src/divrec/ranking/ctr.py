@@ -42,9 +42,9 @@ from divrec.nn.train import (
     TrainLoop,
     holdout_split,
     make_optimizer,
+    supports,
     training_scope,
 )
-from divrec.ranking._checks import cpu_only
 from divrec.retrieval.base import Recommender
 from divrec.splitting.sequences import user_sequences
 from divrec.splitting.windows import LabeledWindows, labeled_windows
@@ -218,7 +218,9 @@ class SequenceCTRConfig(TrainingConfig):
             order.
         threads: torch threads during the fit (default 1; None: the `divrec.threads` policy;
             0: every core).
-        device: "cpu" only.
+        device: "cpu", "cuda" or "auto": where the network trains (DIN, DeepFM, Wide &
+            Deep, PNN; PURS is CPU only). A net trained on a GPU scores there; a saved one
+            loads on the CPU.
         patience: early stopping on the validation loss (log loss of the validation
             windows: `fit_windows(valid=...)`, or `valid_fraction` of the windows cut by
             `fit`): stop after `patience` epochs without improvement and keep the best
@@ -243,7 +245,7 @@ class SequenceCTRConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
-        cpu_only(self)
+        supports(self, "SequenceCTR", early_stopping=True, cuda=True)
 
 
 class SequenceCTR(Recommender):
@@ -322,24 +324,24 @@ class SequenceCTR(Recommender):
                 f"{type(self).__name__}: patience needs validation windows (valid_fraction > 0, "
                 "or fit_windows(valid=...))"
             )
-        with training_scope(self.seed, self.threads, self.device):
-            self._train_scoped(windows, data, valid if has_valid else None, epoch_callback)
+        with training_scope(self.seed, self.threads, self.device) as dev:
+            self._train_scoped(windows, data, valid if has_valid else None, epoch_callback, dev)
 
-    def _train_scoped(self, windows, data, valid, epoch_callback) -> None:
+    def _train_scoped(self, windows, data, valid, epoch_callback, dev) -> None:
         rng = np.random.default_rng(self.seed)
         seqs = user_sequences(data, self.history, min_len=1)
         hist = np.full((data.n_users, self.history), -1, dtype=np.int64)
         hist[seqs.users] = seqs.items
         self.user_history_ = hist
-        self.net_ = self._build_net()
+        self.net_ = self._build_net().to(dev)
         params = [p for p in self.net_.parameters() if p.requires_grad]
         opt = make_optimizer(params, self.optimizer, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
         loss_fn = nn.BCEWithLogitsLoss()
-        t_user = torch.from_numpy(windows.user)
-        t_hist = torch.from_numpy(windows.history)
-        t_item = torch.from_numpy(windows.item)
-        t_label = torch.from_numpy(windows.label.astype(np.float32))
+        t_user = torch.from_numpy(windows.user).to(dev)
+        t_hist = torch.from_numpy(windows.history).to(dev)
+        t_item = torch.from_numpy(windows.item).to(dev)
+        t_label = torch.from_numpy(windows.label.astype(np.float32)).to(dev)
         n = len(windows)
         n_batches = (n + self.batch_size - 1) // self.batch_size
         self.train_seconds_: list[float] = []
@@ -348,7 +350,7 @@ class SequenceCTR(Recommender):
         ) as loop:
             for epoch in range(self.epochs):
                 self.net_.train()
-                perm = torch.from_numpy(rng.permutation(n))
+                perm = torch.from_numpy(rng.permutation(n)).to(dev)
                 t0 = time.process_time()
                 for s in range(0, n, self.batch_size):
                     idx = perm[s : s + self.batch_size]
@@ -388,16 +390,18 @@ class SequenceCTR(Recommender):
         self._check_fitted()
         out = np.empty(items.shape, dtype=np.float32)
         rows = max(1, chunk // max(items.shape[1], 1))
+        dev = next(self.net_.parameters()).device  # where it was trained (a loaded net: CPU)
         with torch.no_grad():
             for s in range(0, items.shape[0], rows):
                 sl = slice(s, s + rows)
                 out[sl] = (
                     self.net_(
-                        torch.from_numpy(np.ascontiguousarray(users[sl])),
-                        torch.from_numpy(np.ascontiguousarray(history[sl])),
-                        torch.from_numpy(np.ascontiguousarray(items[sl])),
+                        torch.from_numpy(np.ascontiguousarray(users[sl])).to(dev),
+                        torch.from_numpy(np.ascontiguousarray(history[sl])).to(dev),
+                        torch.from_numpy(np.ascontiguousarray(items[sl])).to(dev),
                     )
                     .float()
+                    .cpu()
                     .numpy()
                 )
         return out
@@ -428,7 +432,7 @@ class SequenceCTR(Recommender):
     def item_embeddings(self) -> np.ndarray:
         """`(n_items, dim)` learned item embeddings."""
         self._check_fitted()
-        return self.net_.item_emb.weight.detach()[: self.n_items_].numpy().copy()
+        return self.net_.item_emb.weight.detach()[: self.n_items_].cpu().numpy().copy()
 
 
 class DIN(SequenceCTR):

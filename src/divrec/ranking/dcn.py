@@ -39,8 +39,13 @@ import torch
 from torch import nn
 
 from divrec.data.interactions import Interactions
-from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
-from divrec.ranking._checks import cpu_only
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    make_optimizer,
+    supports,
+    training_scope,
+)
 from divrec.retrieval.base import Recommender
 from divrec.splitting.candidate_requests import CandidateRequests, self_requests
 from divrec.stage import param
@@ -263,7 +268,7 @@ class DCNConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
-        cpu_only(self)
+        supports(self, "DCNRanker", early_stopping=True)
         if self.valid_fraction:
             raise ValueError(
                 f"valid_fraction={self.valid_fraction!r}: DCN holds out `val_frac` of its "

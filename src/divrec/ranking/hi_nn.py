@@ -64,8 +64,13 @@ import torch
 
 from divrec.data.feedback import encode_feedback
 from divrec.data.interactions import Interactions
-from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
-from divrec.ranking._checks import cpu_only, no_validation
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    make_optimizer,
+    supports,
+    training_scope,
+)
 from divrec.retrieval.base import Recommender
 from divrec.retrieval.hi import truncated_factors
 from divrec.stage import param
@@ -236,8 +241,7 @@ class HINNConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
-        cpu_only(self)
-        no_validation(self)
+        supports(self, "HINNRecommender")
 
 
 class HINNRecommender(Recommender):

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from divrec.nn.layers import MLP, expand_rows, local_activation
+from divrec.nn.train import supports
 from divrec.ranking.ctr import IdEmbeddingNet, SequenceCTR, SequenceCTRConfig, right_align
 from divrec.ranking.unexpected import activation, interest_clusters, unexpectedness
 from divrec.stage import param
@@ -180,6 +181,7 @@ class PURSConfig(SequenceCTRConfig):
 
     def validate(self) -> None:
         super().validate()
+        supports(self, "PURS", early_stopping=True)  # CPU only: its mean shift runs on numpy
         if self.short_window > self.history:
             raise ValueError(
                 f"short_window={self.short_window!r} must be in [1, history={self.history}]"

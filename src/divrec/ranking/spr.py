@@ -23,8 +23,13 @@ from torch import nn
 
 from divrec.data.interactions import Interactions
 from divrec.data.query import Query
-from divrec.nn.train import TrainingConfig, TrainLoop, make_optimizer, training_scope
-from divrec.ranking._checks import cpu_only, no_validation
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    make_optimizer,
+    supports,
+    training_scope,
+)
 from divrec.retrieval.base import Recommender
 from divrec.stage import param
 
@@ -60,8 +65,7 @@ class SPRConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
-        cpu_only(self)
-        no_validation(self)
+        supports(self, "SPR")
 
 
 class SPR(Recommender):
