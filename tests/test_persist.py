@@ -154,3 +154,15 @@ def test_files_of_classes_that_became_presets_still_load(old, name, fixed, tmp_p
     _rewrite_meta(path, as_old_file)
     back = divrec.load(path)
     assert type(back) is type(stage) and back.get_params() == stage.get_params()
+
+
+def test_files_that_stored_a_hyperparameter_as_fitted_state_still_load(data, tmp_path):
+    """Before the configs, every attribute ending in "_" was saved as fitted state, MMR's
+    `lambda_` hyperparameter included; such a file loads, the parameter read from `params`."""
+    from divrec.rerank import MMR
+
+    mmr = MMR(lambda_=0.3).fit(data)
+    path = mmr.save(tmp_path / "mmr")
+    _rewrite_meta(path, lambda meta: meta["fitted"].update({"lambda_": 0.3}))
+    back = divrec.load(path)
+    assert back.lambda_ == 0.3 and back.get_params() == mmr.get_params()

@@ -263,7 +263,11 @@ def _decode_object(meta: dict, arrays: dict[str, np.ndarray]):
             f"cannot rebuild {meta['class']} from its saved parameters: {msg}"
         ) from None
     modules = {}
+    params_of = getattr(obj, "get_params", None)
+    hyper = set(params_of()) if params_of is not None else set()
     for name, value in meta["fitted"].items():
+        if name in hyper:  # older files also stored hyperparameters ending in "_" (lambda_)
+            continue
         if isinstance(value, dict) and "__module__" in value:
             modules[name] = value["__module__"]
         elif isinstance(value, dict) and "__sparse__" in value:
