@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -101,7 +102,7 @@ def _admits_str(tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return any(isinstance(a, str) for a in typing.get_args(tp))
-    if origin in (typing.Union, __import__("types").UnionType):
+    if origin in (typing.Union, types.UnionType):
         return any(_admits_str(a) for a in typing.get_args(tp))
     return False
 
