@@ -58,14 +58,6 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _guard(body: Callable[[], Any]) -> Any:
-    """Runs a command body like `guarded` (the closure form older commands use)."""
-    return guarded(body)()
-
-
-_fail = fail  # the names `cli/main.py` used to export
-
-
 def interrupted() -> None:
     """Says so on the process's own stderr (not a progress bar's redirected one)."""
     stream = sys.__stderr__ or sys.stderr

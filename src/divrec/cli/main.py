@@ -15,12 +15,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from divrec.cli._common import _fail, _guard, fail, guarded, run
+from divrec.cli._common import fail, guarded, run
+from divrec.cli.compare import register as register_compare
+from divrec.cli.experiment import register as register_experiment
 from divrec.cli.serve import register as register_serve
 from divrec.cli.simulate import app as simulate_app
 from divrec.cli.spark import app as spark_app
+from divrec.cli.tune import register as register_tune
 
-__all__ = ["_fail", "_guard", "app", "main"]  # _fail, _guard: until cli/serve.py imports _common
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     help="divrec: diversity-aware recommendation (retrieval, ranking, re-ranking).",
@@ -55,6 +58,9 @@ def _options(
 
 app.add_typer(data_app, name="data")
 register_serve(app)
+register_experiment(app)
+register_compare(app)
+register_tune(app)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(spark_app, name="spark")
 console = Console()
