@@ -7,7 +7,7 @@ DIVREC_DATA_HOME ?= $(abspath ../shared/data)
 export DIVREC_DATA_HOME
 OUT ?= results/benchmark
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench_rerank.py --out benchmarks/results/rerank.json
+
+# README results blocks regenerated from the committed JSON (`--check` is run by a test)
+readme: $(BIN)/python
+	$(BIN)/python benchmarks/readme_tables.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache .hypothesis
