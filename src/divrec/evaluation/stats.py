@@ -297,8 +297,9 @@ def _paired_diff(a, b) -> np.ndarray:
 
 def _t_p_value(x: np.ndarray) -> float:
     """Two-sided one-sample t-test p-value of `mean(x) = 0` (`len(x) ≥ 2`)."""
-    if np.ptp(x) == 0.0:  # no spread: t is 0/0 or ±inf
-        return 1.0 if x[0] == 0.0 else 0.0
+    scale = float(np.abs(x).max())
+    if np.ptp(x) <= 1e-12 * scale:  # no spread beyond rounding: t is 0/0 or ±inf
+        return 1.0 if scale == 0.0 else 0.0
     return float(sps.ttest_1samp(x, 0.0).pvalue)
 
 
