@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from divrec.evaluation._bootstrap import bootstrap_means, multinomial_counts, seed_state
+from divrec.evaluation._bootstrap import multinomial_counts, seed_state
 
 __all__ = [
     "PairedComparison",
@@ -416,7 +416,7 @@ def request_level_test(
     diff = float(pooled.mean())
     alpha = (1.0 - confidence) / 2.0
     if n_bootstrap > 0:
-        reps = bootstrap_means(pooled[None, :], n_bootstrap, np.random.default_rng(seed))[0]
+        reps = _two_level_replicates(pooled[None, :], n_bootstrap, np.random.default_rng(seed))
         low, high = (float(x) for x in np.quantile(reps, [alpha, 1.0 - alpha]))
     else:
         low = high = float("nan")
