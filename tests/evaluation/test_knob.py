@@ -119,7 +119,7 @@ def test_upper_rule_holds_the_validation_ci_to_the_cap(split, spec, choice):
 
 
 def test_tiny_cap_gives_knob_zero(split, spec):
-    c = tune_knob(split, spec, max_loss=1e-9, grid=GRID, n_bootstrap=0)
+    c = tune_knob(split, spec, max_loss=1e-9, grid=GRID, n_bootstrap=0, rule="point")
     assert c.knob == 0.0
     assert c.test["relative_loss"]["mean"] == 0.0
     assert c.test["ci_upper_within_cap"] is None

@@ -91,7 +91,7 @@ def tune(
             help="What is held to the cap on validation: point (each knob's loss) or upper "
             "(the upper bound of its paired bootstrap CI: more conservative).",
         ),
-    ] = "point",
+    ] = "upper",
     grid: Annotated[
         str | None,
         typer.Option("--grid", help="Knob values, comma-separated (default 0, 0.05, …, 1)."),

@@ -179,7 +179,7 @@ def check_tune_inputs(
     max_users: int | None = None,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
-    rule: str = "point",
+    rule: str = "upper",
     split: Split | None = None,
 ) -> dict[str, Any]:
     """Validates everything `tune_knob` takes, before any data is split or model fitted.
@@ -730,7 +730,7 @@ def tune_knob(
     max_users: int | None = None,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
-    rule: str = "point",
+    rule: str = "upper",
     progress: Progress | None = None,
 ) -> KnobChoice:
     """Chooses the diversity knob on validation and reports it on test (module docstring).
