@@ -202,3 +202,58 @@ def test_sigterm_then_rerun_with_the_cli(exp_file, full_run, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["run"]["units_resumed"] == n_done
     assert strip_volatile(res) == strip_volatile(expected)
+
+
+class _FakeMlflow:
+    """Records the calls the tracking code makes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+
+        return record
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_mlflow_is_used_when_installed(exp_file, full_run, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out)
+    fake = _FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    computed = []
+    run_experiment(load_experiment(exp_file), out, progress=False, on_unit=computed.append)
+    assert computed == []  # resumed entirely; tracking runs at the end
+    names = [c[0] for c in fake.calls]
+    assert names.count("start_run") == 1 + 5  # the experiment, and one nested run per entry
+    assert "log_artifact" in names and "log_metrics" in names
+    metrics = [c[1][0] for c in fake.calls if c[0] == "log_metrics"]
+    assert any("ndcg_at_10.mean" in m for m in metrics)
+
+
+def test_tracking_off_and_absent(exp_file, full_run, tmp_path, monkeypatch):
+    import shutil
+
+    from divrec.experiment.tracking import log_to_mlflow
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    assert log_to_mlflow(full_run[1], full_run[0]) is False
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out)
+    fake = _FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    off = exp_file.parent / "off.toml"
+    off.write_text(exp_file.read_text().replace("seeds = 3", 'seeds = 3\ntracking = "off"'))
+    computed = []  # tracking is not part of the results: the saved units are reused
+    run_experiment(load_experiment(off), out, progress=False, on_unit=computed.append)
+    assert computed == [] and fake.calls == []

@@ -836,10 +836,7 @@ def run_experiment(
     out = Path(out)
     if data is not None and len(config.datasets) != 1:
         raise ExperimentError(f"{config.source}: in-memory data needs exactly one dataset")
-    targets = [
-        (name, out if len(config.datasets) == 1 else out / _slug(i, name).split("-", 1)[1])
-        for i, name in enumerate(config.datasets)
-    ]
+    targets = list(zip(config.datasets, _dataset_folders(out, config.datasets), strict=True))
     prepared = [prepare(config, name, home, data) for name, _ in targets]  # before training
     results = []
     for prep, (_, folder) in zip(prepared, targets, strict=True):
@@ -853,6 +850,19 @@ def run_experiment(
         for res, (_, folder) in zip(results, targets, strict=True):
             log_to_mlflow(res, folder)
     return results
+
+
+def _dataset_folders(out: Path, datasets: tuple[str, ...]) -> list[Path]:
+    """`out` for one dataset; else `out/<name>` (a file's stem), numbered if names repeat."""
+    if len(datasets) == 1:
+        return [out]
+    stems = []
+    for name in datasets:
+        stem = Path(name).stem if ("/" in name or "." in Path(name).name) else name
+        stems.append("".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "data")
+    if len(set(stems)) < len(stems):
+        stems = [f"{i:02d}-{s}" for i, s in enumerate(stems)]
+    return [out / s for s in stems]
 
 
 def _index(config: ExperimentConfig, targets) -> str:
