@@ -578,6 +578,35 @@ def _hi_solver(j: dict[str, Any]) -> str:
     )
 
 
+def _experiment(j: dict[str, Any]) -> str:
+    d = j[f"{RESULTS}/experiment_ml100k/results.json"]
+    n_entries = sum(1 for e in d["entries"] if not e.get("sanity"))
+    seeds = len(d["entries"][0]["seeds"])
+    wall = d["timing"]["compute_wall_seconds"]
+    return para(
+        f"On ML-100K, {n_entries} entries × {seeds} seeds plus the sanity rows take "
+        f"{f(wall, 0)} s of compute on 2 cores (`benchmarks/results/experiment_ml100k/`)."
+    )
+
+
+def _tune(j: dict[str, Any]) -> str:
+    d = j[f"{RESULTS}/tune_ml1m/tune.json"]
+    p = j[f"{RESULTS}/tune_ml1m/rule_point/tune.json"]
+    t, tp = d["test"], p["test"]
+    loss, ploss = t["relative_loss"], tp["relative_loss"]
+    theta = d["reranker_params"].get("theta")
+    return para(
+        f"On ML-1M (iALS → DPP, {d['diversity_metric'].upper()} within "
+        f"{pct(d['max_loss'], 0)}% {d['accuracy_metric'].upper()} loss) it picks "
+        f"{f(d['knob'], 2)}" + (f" (θ = {f(theta, 2)})" if theta is not None else "") + ": "
+        f"test loss {pct(loss['mean'], 1)}% [{pct(loss['ci_low'], 1)}%, "
+        f"{pct(loss['ci_high'], 1)}%], {d['diversity_metric'].upper()} "
+        f"+{pct(t['diversity_gain']['mean'], 1)}% (`benchmarks/results/tune_ml1m/`; the point "
+        f"rule picked {f(p['knob'], 2)}, whose test loss {pct(ploss['mean'], 1)}% "
+        f"[{pct(ploss['ci_low'], 1)}%, {pct(ploss['ci_high'], 1)}%] exceeded the cap)."
+    )
+
+
 BLOCKS: dict[str, Block] = {
     b.name: b
     for b in (
@@ -605,6 +634,12 @@ BLOCKS: dict[str, Block] = {
         Block("serve-load", (f"{RESULTS}/serve_load.json",), _serve_load),
         Block("spark-scale", (f"{RESULTS}/spark_scale.json",), _spark_scale),
         Block("hi-solver", (f"{RESULTS}/hi_solver/hi_solver.json",), _hi_solver),
+        Block("experiment", (f"{RESULTS}/experiment_ml100k/results.json",), _experiment),
+        Block(
+            "tune",
+            (f"{RESULTS}/tune_ml1m/tune.json", f"{RESULTS}/tune_ml1m/rule_point/tune.json"),
+            _tune,
+        ),
         Block(
             "performance",
             tuple(
