@@ -381,3 +381,34 @@ def test_benchmark_config_checks_its_pipelines():
         "n_candidates": 100, "label": "ials→mmr λ=0.7", "retriever": {"name": "ials"},
         "reranker": {"name": "mmr", "params": {"lambda_": 0.7}},
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2])
+def test_interrupt_during_startup_is_one_line_and_130(data_home, delay):
+    """Ctrl-C while the command is still importing (before `run` takes over) says
+    `divrec: interrupted` and exits with 130, with no traceback (it was −2 and 34 lines)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "divrec"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "divrec.cli.main"]
+    env = {**os.environ, "DIVREC_DATA_HOME": str(data_home)}
+    proc = subprocess.Popen(
+        [*cmd, "data", "info", "ml-100k"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode == 0:  # finished before the signal (a very fast machine)
+        return
+    assert proc.returncode == 130, err
+    assert err.strip() == "divrec: interrupted", err
