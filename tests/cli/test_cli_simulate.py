@@ -67,3 +67,76 @@ def test_simulate_bad_pipeline_file(tmp_path, text, fragment):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--no-click", "nan"], "--no-click must be a finite number"),
+        (["--no-click", "inf"], "--no-click must be a finite number"),
+        (["--boredom", "inf"], "--boredom must be a finite number"),
+    ],
+)
+def test_simulate_refuses_non_finite_numbers(args, fragment, tmp_path):
+    """`--no-click nan` used to run (click rate 1.000) and exit 0."""
+    out = tmp_path / "never"
+    result = _run("simulate", *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.output
+    assert not out.exists()
+
+
+def test_simulate_unwritable_or_foreign_out_fails_before_work(tmp_path):
+    """An --out that cannot be written (or holds other files) fails at once, not after the
+    simulation."""
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores the mode
+            pytest.skip("running as root")
+        result = _run("simulate", "--out", ro / "sim")
+        assert result.exit_code == 2, result.output
+        assert "cannot write there" in result.output
+        assert len([ln for ln in result.output.splitlines() if ln.strip()]) == 1
+    finally:
+        ro.chmod(0o700)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("x\n")
+    result = _run("simulate", "--out", other)
+    assert result.exit_code == 2 and "other files" in result.output, result.output
+
+
+def test_simulate_report_folder_is_replaced_whole(tmp_path, monkeypatch):
+    """The report is written to a temporary sibling and swapped in: an error (or a signal)
+    while writing keeps the old folder as it was, with no new file beside the old ones."""
+    from divrec.simulate import report
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "report.md").write_text("old report")
+    run = {
+        "pipeline": "base",
+        "seed": 0,
+        "rounds": [{**dict.fromkeys(report.METRICS, 1.0), "theta": {}, "seconds": {"rerank": 0.1}}],
+    }
+
+    def boom(summary, folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_rounds", boom)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_outputs([run], out, "t")
+    assert [p.name for p in out.iterdir()] == ["report.md"]
+    assert (out / "report.md").read_text() == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["sim"]
+    monkeypatch.undo()
+    monkeypatch.setattr(report, "plot_rounds", lambda summary, folder: None)
+    report.write_outputs([run], out, "t")
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "runs.json", "summary.json"]
+    assert (out / "report.md").read_text() != "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["sim"]

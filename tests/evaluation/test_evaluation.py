@@ -433,6 +433,13 @@ def test_bootstrap_ci_degenerate_cases():
         ({"diversity": ("serendipity",)}, "unknown metric"),
         ({"confidence": 1.0}, "confidence"),
         ({"confidence": 0.0}, "confidence"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"max_users": 0}, "max_users"),
+        ({"n_bootstrap": -5}, "n_bootstrap"),
+        ({"between_user_pairs": -1}, "between_user_pairs"),
+        ({"relevance_threshold": float("nan")}, "relevance_threshold"),
     ],
 )
 def test_eval_config_validation(kwargs, match):

@@ -134,3 +134,10 @@ def test_variants_are_pipeline_specs(world_and_retriever):
         run_simulation(w, PipelineSpec(StageSpec("ials"), None, StageSpec("dpp")), cfg, ret)
     with pytest.raises(ValueError, match="no ranking stage"):
         run_simulation(w, PipelineSpec(StageSpec("graph"), "cdm", None), cfg, ret)
+
+
+@pytest.mark.parametrize("name", ["no_click", "boredom", "preference_scale", "boredom_rate"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_choice_model_refuses_non_finite_numbers(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        ChoiceModel(np.ones((2, 3)), np.eye(3), **{name: value})

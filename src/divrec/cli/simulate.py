@@ -61,7 +61,7 @@ def simulate(
     from divrec.simulate import PIPELINES, SimConfig, fit_retriever, make_world, run_simulation
     from divrec.simulate.datasets import SIM_DATASETS, load_sim_dataset
     from divrec.simulate.loop import pipeline_spec
-    from divrec.simulate.report import final_table, write_outputs
+    from divrec.simulate.report import check_out_folder, final_table, write_outputs
 
     names = [p.strip() for p in pipeline.split(",") if p.strip()]
     files = [p for p in names if p.endswith((".toml", ".json"))]
@@ -73,12 +73,14 @@ def simulate(
                    ("--candidates", candidates), ("--epochs", epochs)):  # fmt: skip
         if v < 1:
             raise ValueError(f"{opt} must be >= 1, got {v}")
+    for opt, x in (("--boredom", boredom), ("--no-click", no_click)):
+        if not np.isfinite(x):
+            raise ValueError(f"{opt} must be a finite number, got {x}")
     if users < 0 or update_steps < 0 or boredom < 0:
         raise ValueError("--users, --update-steps and --boredom must be >= 0")
     if dataset not in SIM_DATASETS:
         raise ValueError(f"unknown simulator dataset {dataset!r}; known: {', '.join(SIM_DATASETS)}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
+    check_out_folder(out)  # an unwritable --out fails now, not after the simulation
     for variant in variants:
         pipeline_spec(variant, SimConfig())  # a spec the loop cannot run fails before any work
     data = load_sim_dataset(dataset, data_home)

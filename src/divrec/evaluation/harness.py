@@ -76,6 +76,16 @@ class EvalConfig:
             raise ValueError(f"unknown metric(s) {sorted(bad)}; known: {ACCURACY + DIVERSITY}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)):
+            raise ValueError(f"batch_size must be an integer, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1 (or None), got {self.max_users}")
+        if self.n_bootstrap < 0 or self.between_user_pairs < 0:
+            raise ValueError("n_bootstrap and between_user_pairs must be >= 0")
+        if self.relevance_threshold is not None and not np.isfinite(self.relevance_threshold):
+            raise ValueError(f"relevance_threshold must be finite, got {self.relevance_threshold}")
 
 
 @dataclass

@@ -74,6 +74,12 @@ class ChoiceModel:
         boredom_rate: float = 0.3,
         boredom_decay: float = 0.7,
     ) -> None:
+        numbers = {"preference_scale": preference_scale, "no_click": no_click,
+                   "position_decay": position_decay, "boredom": boredom,
+                   "boredom_rate": boredom_rate, "boredom_decay": boredom_decay}  # fmt: skip
+        for name, value in numbers.items():
+            if not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if boredom < 0 or position_decay < 0:
             raise ValueError("boredom and position_decay must be >= 0")
         if not (0 <= boredom_rate <= 1 and 0 <= boredom_decay <= 1):

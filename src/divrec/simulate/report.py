@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["METRICS", "plot_rounds", "summarize", "write_outputs"]
+__all__ = ["METRICS", "check_out_folder", "plot_rounds", "summarize", "write_outputs"]
 
 #: metrics reported per round (keys of `round_metrics`)
 METRICS = (
@@ -130,18 +130,77 @@ def final_table(summary: dict, metrics=METRICS) -> str:
     return "\n".join(rows)
 
 
-def write_outputs(runs: list[dict], out: Path, title: str, notes: str = "") -> dict:
-    """Writes `summary.json`, `runs.json`, `report.md` and the plots into `out`."""
+#: what `write_outputs` writes (an existing `out` may hold only these)
+OUTPUT_SUFFIXES = (".md", ".json", ".png")
+
+
+def check_out_folder(out: Path) -> None:
+    """Fails (`ValueError`, one line) when `write_outputs` could not replace `out` whole.
+
+    `out` may be missing or a folder of an earlier report (Markdown, JSON and PNG files only);
+    its parent (or the nearest existing ancestor) must take new entries.
+    """
+    import os
+    import tempfile
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if out.is_dir():
+        other = [p.name for p in out.iterdir() if p.is_dir() or p.suffix not in OUTPUT_SUFFIXES]
+        if other:
+            raise ValueError(
+                f"--out {out} holds other files than a simulation report ({other[0]}); "
+                "give a new or a report folder"
+            )
+    probe = out.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write there")
+    try:  # e.g. a read-only mount accepts os.access but no new files
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".divrec-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror})") from None
+
+
+def write_outputs(runs: list[dict], out: Path, title: str, notes: str = "") -> dict:
+    """Writes `summary.json`, `runs.json`, `report.md` and the plots into `out`, whole or not
+    at all: they are written to a temporary sibling folder that then replaces `out` (an
+    earlier report there goes; an interrupt leaves the old folder untouched)."""
+    import os
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "runs.json").write_text(json.dumps(runs))
-    plot_rounds(summary, out)
-    md = [f"# {title}", "", notes, "", "## Final round (mean ± 95% CI over seeds)", ""]
-    md.append(final_table(summary))
-    md += ["", "Plots: " + ", ".join(f"[{m}]({m}.png)" for m in (*METRICS, "theta")), ""]
-    (out / "report.md").write_text("\n".join(md))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
+    try:
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        (tmp / "runs.json").write_text(json.dumps(runs))
+        plot_rounds(summary, tmp)
+        md = [f"# {title}", "", notes, "", "## Final round (mean ± 95% CI over seeds)", ""]
+        md.append(final_table(summary))
+        md += ["", "Plots: " + ", ".join(f"[{m}]({m}.png)" for m in (*METRICS, "theta")), ""]
+        (tmp / "report.md").write_text("\n".join(md))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a report is an ordinary folder
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+        tmp.rename(out)
+    except BaseException:
+        if old is not None and not out.exists():
+            (old / out.name).rename(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return summary
 
 
