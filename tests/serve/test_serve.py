@@ -113,7 +113,7 @@ def test_round_trip(server, bundle):
         server, [{"event_id": "rt-1", "user_id": "7", "item_id": got[0], "type": "click"}]
     )
     assert r.status_code == 200 and r.json()["accepted"] == 1
-    hist = HTTP.get(f"{server.url}/users/7/history", timeout=10).json()
+    hist = HTTP.get(f"{server.url}/users/7/history", headers=KEY, timeout=10).json()
     assert [e["event_id"] for e in hist["events"]] == ["rt-1"]
 
 

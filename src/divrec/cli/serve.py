@@ -77,6 +77,27 @@ def serve(
     default_diversity: Annotated[
         str, typer.Option(help="Diversity when a request gives none: 0..1 or auto.")
     ] = "auto",
+    open_user_data: Annotated[
+        bool,
+        typer.Option("--open-user-data", help="Serve /users/{user}/history without the API key."),
+    ] = False,
+    max_history: Annotated[
+        int, typer.Option(help="Most item ids in an anonymous request's history.")
+    ] = 1000,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds to receive a whole request body (408 after).")
+    ] = 10.0,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to receive a request's headers (the connection is closed)."),
+    ] = 10.0,
+    allowed_hosts: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated Host header names answered ('*': any); default: "
+            "127.0.0.1, localhost, ::1 and the --host address."
+        ),
+    ] = "",
 ) -> None:
     """Serve a model directory over HTTP (FastAPI + uvicorn; needs the `serve` extra)."""
     # 1 BLAS/OpenMP thread per compute thread: for libraries loaded from now on (those
@@ -90,6 +111,10 @@ def serve(
         from divrec.serve.service import ServeSettings
     except ImportError as err:
         fail(f"divrec serve needs the serve extra (pip install 'divrec[serve]'): {err}")
+    from divrec.serve.app import check_catalogue, http_protocol
+    from divrec.serve.events import DbLock, LockedError
+    from divrec.serve.model_dir import ModelBundle
+
     if not (model_dir / "manifest.json").is_file():
         raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
     cores = os.cpu_count() or 1
@@ -104,6 +129,16 @@ def serve(
             raise ValueError("--default-diversity must be 0..1 or auto") from None
         if not 0 <= d <= 1:
             raise ValueError("--default-diversity must be 0..1 or auto")
+    for name, value in (("--body-timeout", body_timeout), ("--header-timeout", header_timeout)):
+        if not 0 < value <= 3600:
+            raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
+    if max_history < 1:
+        raise ValueError(f"--max-history must be at least 1, got {max_history}")
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    if not hosts:
+        hosts = ["127.0.0.1", "localhost", "::1"]
+        if host not in ("0.0.0.0", "::", ""):
+            hosts.append(host)
     key = os.environ.get("DIVREC_API_KEY") or None
     if api_key_file is not None:
         try:
@@ -112,6 +147,22 @@ def serve(
             raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
         if not key:
             raise ValueError(f"--api-key-file {api_key_file} is empty")
+    # everything is opened and checked before the server starts: a bad model directory or
+    # event log is one line and exit 2, and nothing is created
+    try:
+        bundle = ModelBundle.load(model_dir)
+    except ValueError as err:
+        raise ValueError(f"--model-dir: {err}") from None
+    _check_db(db)
+    try:
+        check_catalogue(bundle, db)
+    except ValueError as err:
+        raise ValueError(f"--db {db}: {err}") from None
+    lock = DbLock(db)
+    try:
+        lock.acquire()
+    except LockedError as err:
+        fail(str(err))
     settings = ServeSettings(
         like_threshold=like_threshold,
         writeback_seconds=writeback,
@@ -122,6 +173,11 @@ def serve(
         db=db,
         api_key=key,
         auth_all=auth_all,
+        open_user_data=open_user_data,
+        max_history=max_history,
+        body_timeout=body_timeout,
+        allowed_hosts=tuple(hosts),
+        bundle=bundle,
         max_body=max_body,
         max_batch=max_batch,
         compute_threads=threads,
@@ -130,13 +186,70 @@ def serve(
     app = create_app(config)
     url = f"http://{host}:{port}/"
     if config.generated_key:
-        typer.echo(f"divrec: API key for this run: {config.api_key}", err=True)
+        # the key goes to a file only the owner reads, never to the terminal or a log
+        key_file = Path(str(db) + ".key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(config.api_key) + "\n")
+        typer.echo(f"divrec: API key for this run written to {key_file} (mode 0600)", err=True)
     typer.echo(
-        f"divrec: serving {model_dir} on {url} (demo: {url}#key=<API key>), 1 worker x "
-        f"{threads} compute thread(s), 1 BLAS thread each",
+        f"divrec: serving {model_dir} on {url} (demo page: {url}, it asks for the API key), "
+        f"1 worker x {threads} compute thread(s), 1 BLAS thread each",
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            workers=1,
+            http=http_protocol(header_timeout),
+            timeout_keep_alive=5,
+            h11_max_incomplete_event_size=16 * 1024,
+        )
+    finally:
+        lock.release()
+
+
+def _check_db(db: Path) -> None:
+    """Checks `--db` without creating or changing anything.
+
+    An existing file must be a SQLite database holding this divrec's event table (opened
+    read-only); a new one needs a writable folder.
+
+    Raises:
+        ValueError: one line naming `--db` and the problem.
+    """
+    import sqlite3
+
+    from divrec.serve.events import SCHEMA_VERSION
+
+    if db.is_dir():
+        raise ValueError(f"--db {db}: is a directory")
+    if not db.exists():
+        parent = db.parent if str(db.parent) else Path(".")
+        if not parent.is_dir():
+            raise ValueError(f"--db {db}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"--db {db}: folder {parent} is not writable")
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db.absolute()}?mode=ro", uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise ValueError(f"--db {db}: not a divrec event log ({err})") from None
+    if tables and "events" not in tables:
+        raise ValueError(f"--db {db}: a SQLite database without an events table")
+    if "events" in tables and version != SCHEMA_VERSION:
+        raise ValueError(
+            f"--db {db}: event log schema version {version}, this divrec reads {SCHEMA_VERSION}"
+        )
 
 
 def register(app: typer.Typer) -> None:

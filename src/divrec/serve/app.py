@@ -50,14 +50,22 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from divrec.serve.events import Event, EventLog
-from divrec.serve.model_dir import ModelBundle
+from divrec.serve.events import Event, EventLog, logged_item_ids, read_user_history
+from divrec.serve.model_dir import ID_PATTERN, ModelBundle
 from divrec.serve.service import RecRequest, ServeSettings, Service
 
-__all__ = ["ApiError", "AppConfig", "create_app"]
+__all__ = ["ApiError", "AppConfig", "check_catalogue", "create_app", "http_protocol"]
 
-ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 _ID = re.compile(ID_PATTERN)
+#: largest `seed=` (numpy's generators take any non-negative integer; 64 bits is plenty)
+MAX_SEED = 2**64 - 1
+#: headers of the demo page (its one inline script is allowed by hash, see `_page`)
+_PAGE_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
 _STATIC = Path(__file__).with_name("static")
 
 
@@ -81,6 +89,13 @@ class AppConfig:
         api_key: the key required for /feedback and /admin (None: a random one is made and
             reported in `generated_key`).
         auth_all: require the key on every endpoint but health, metrics and the page.
+        open_user_data: serve `/users/{user}/history` without the key (by default reading a
+            user's data needs the key).
+        max_history: most item ids in an anonymous request's `history` (413 above).
+        body_timeout: seconds to read a whole request body (408 after).
+        allowed_hosts: Host header values (without port) answered; ``"*"`` allows any.
+        bundle: a model already loaded from `model_dir` (`divrec serve` validates the
+            directory before starting and hands the result over), or None.
         max_body: largest request body in bytes (413 above).
         max_batch: most events in one /feedback request (413 above).
         max_n: longest list a request may ask for.
@@ -93,6 +108,11 @@ class AppConfig:
     db: Path
     api_key: str | None = None
     auth_all: bool = False
+    open_user_data: bool = False
+    max_history: int = 1000
+    body_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+    bundle: Any = None
     max_body: int = 1 << 20
     max_batch: int = 1000
     max_n: int = 100
@@ -228,11 +248,23 @@ class _Metrics:
 
 
 class _LimitsMiddleware:
-    """Body-size limit (413) and request metrics, as a plain ASGI middleware."""
+    """Host check (400), body-size limit (413), body read timeout (408) and request
+    metrics, as a plain ASGI middleware."""
 
-    def __init__(self, app, max_body: int, metrics: _Metrics, endpoints: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app,
+        max_body: int,
+        metrics: _Metrics,
+        endpoints: frozenset[str],
+        body_timeout: float = 10.0,
+        allowed_hosts: tuple[str, ...] = ("*",),
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.any_host = "*" in allowed_hosts
+        self.allowed_hosts = frozenset(h.lower().strip("[]") for h in allowed_hosts)
         self.metrics = metrics
         # the metrics' endpoint label: the route's first path segment, "other" for paths no
         # route has (a client must not be able to create label values at will)
@@ -270,6 +302,7 @@ class _LimitsMiddleware:
 
         length = None
         chunked = False
+        host = None
         for k, v in scope.get("headers", ()):
             if k == b"content-length":
                 try:
@@ -278,32 +311,151 @@ class _LimitsMiddleware:
                     length = -1
             elif k == b"transfer-encoding":
                 chunked = True
-        if length is not None and (length < 0 or length > self.max_body):
+            elif k == b"host":
+                host = v
+        if not self.any_host and not self._host_ok(host):
+            await _send_json(send_wrap, 400, "Host header not allowed (see --allowed-hosts)")
+        elif length is not None and (length < 0 or length > self.max_body):
             await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
-        elif not chunked and (length is not None or scope.get("method") in ("GET", "HEAD")):
-            # a declared length within the limit (the server reads no more than it), or a
-            # GET/HEAD without a body: nothing to count
+        elif not chunked and (
+            length == 0 or (length is None and scope.get("method") in ("GET", "HEAD"))
+        ):
+            # no body to read: nothing to count or time
             await self.app(scope, receive, send_wrap)
         else:
             seen = [0]
+            deadline = time.monotonic() + self.body_timeout
+            done = [False]
 
             async def receive_wrap():
-                message = await receive()
+                if done[0]:  # the body is read: later receives wait for the disconnect
+                    return await receive()
+                left = deadline - time.monotonic()
+                try:
+                    message = await asyncio.wait_for(receive(), max(left, 0.001))
+                except TimeoutError:
+                    raise _BodyTimeout() from None
                 if message["type"] == "http.request":
                     seen[0] += len(message.get("body", b""))
                     if seen[0] > self.max_body:
                         raise _TooLarge()
+                    if not message.get("more_body", False):
+                        done[0] = True
                 return message
 
+            started = [False]
+
+            async def send_once(message):
+                if message["type"] == "http.response.start":
+                    started[0] = True
+                await send_wrap(message)
+
             try:
-                await self.app(scope, receive_wrap, send_wrap)
+                await self.app(scope, receive_wrap, send_once)
             except _TooLarge:
-                await _send_json(send_wrap, 413, f"request body larger than {self.max_body} bytes")
+                if not started[0]:
+                    await _send_json(
+                        send_wrap, 413, f"request body larger than {self.max_body} bytes"
+                    )
+            except _BodyTimeout:
+                if not started[0]:
+                    await _send_json(
+                        send_wrap, 408, f"request body not received within {self.body_timeout:g} s"
+                    )
         self._observe(endpoint, status[0], time.perf_counter() - start)
+
+    def _host_ok(self, host: bytes | None) -> bool:
+        if host is None:
+            return False
+        name = host.decode("latin-1").strip().lower()
+        if name.startswith("["):  # [::1]:8000
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.split(":")[0]
+        return name in self.allowed_hosts
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+def http_protocol(header_timeout: float):
+    """A uvicorn h11 protocol class that closes a connection whose request headers are not
+    complete `header_timeout` seconds after it opened (or after its last response).
+
+    uvicorn's own ``timeout_keep_alive`` stops counting at the first byte of a request, so a
+    client sending half a header line held its socket for ever.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_timer = None
+
+        def _arm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(header_timeout, self._header_expired)
+
+        def _header_expired(self) -> None:
+            self._header_timer = None
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
+
+
+def check_catalogue(bundle: ModelBundle, db: Path, current: ModelBundle | None = None) -> None:
+    """Refuses a model whose catalogue does not match the items of the event log.
+
+    Every logged item id must be an item of `bundle`; when `current` (the model served now)
+    is given, each logged item must also have the same title in both (the same id naming
+    another item would silently re-read the log as the new catalogue's items).
+
+    Raises:
+        ValueError: one line naming the problem.
+    """
+    logged = logged_item_ids(db)
+    unknown = sorted(i for i in logged if i not in bundle.item_index)
+    if unknown:
+        raise ValueError(
+            f"the event log {db} holds {len(unknown)} item id(s) this model does not know "
+            f"(e.g. {', '.join(unknown[:5])}): it was written for another catalogue; "
+            "serve this model with a new --db"
+        )
+    if current is not None:
+        changed = sorted(
+            i
+            for i in logged
+            if i in current.item_index
+            and current.items[current.item_index[i]].get("title")
+            != bundle.items[bundle.item_index[i]].get("title")
+        )
+        if changed:
+            raise ValueError(
+                f"{len(changed)} logged item id(s) name other items in this model "
+                f"(e.g. {', '.join(changed[:5])}): it has another catalogue; "
+                "serve it with a new --db"
+            )
 
 
 async def _send_json(send, status: int, message: str) -> None:
@@ -441,23 +593,52 @@ def _freeze_heap() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _page() -> tuple[str, str]:
+    """The demo page and its Content-Security-Policy (the inline script by its SHA-256)."""
+    import base64
+    import hashlib
+
+    page = (_STATIC / "index.html").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts
+    )
+    csp = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return page, csp
+
+
 def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
-    bundle = ModelBundle.load(model_dir)
+    bundle = config.bundle if config.bundle is not None else ModelBundle.load(model_dir)
+    config.bundle = None  # handed over once
     service = Service(bundle, config.settings)
     service.rebuild(log)
     service.warm_up()
     return service
 
 
-async def _parse(request: Request, model, empty_ok: bool = False):
+def _json(raw: bytes):
+    """The parsed body (400 malformed or nested too deeply)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed JSON body") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
+
+
+async def _parse(request: Request, model, empty_ok: bool = False, precheck=None):
     """The JSON body validated against `model` (400 malformed, 422 invalid)."""
     from pydantic import ValidationError
 
     raw = await request.body()
-    try:
-        doc = json.loads(raw) if (raw.strip() or not empty_ok) else {}
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed JSON body") from None
+    doc = _json(raw) if (raw.strip() or not empty_ok) else {}
+    if precheck is not None:
+        precheck(doc)
     try:
         return model.model_validate(doc)
     except ValidationError as err:
@@ -534,6 +715,22 @@ def create_app(config: AppConfig) -> FastAPI:
         if config.auth_all:
             await require_key(request)
 
+    async def user_data_key(request: Request) -> None:
+        if config.auth_all or not config.open_user_data:
+            await require_key(request)
+
+    def has_key(request: Request) -> bool:
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return bool(given) and hmac.compare_digest(given.encode(), str(config.api_key).encode())
+
+    def check_seed(seed: int | None) -> int | None:
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ApiError(422, f"field 'seed': must be an integer in [0, {MAX_SEED}]")
+        return seed
+
     def service() -> Service:
         if state.service is None:
             raise ApiError(503, "model not loaded yet")
@@ -568,27 +765,31 @@ def create_app(config: AppConfig) -> FastAPI:
         return Response(orjson.dumps(res), media_type="application/json")
 
     # ------------------------------------------------------------------ routes
+    page, page_csp = _page()
+
     @app.get("/", include_in_schema=False)
     async def index():
-        return HTMLResponse((_STATIC / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page, headers={**_PAGE_HEADERS, "content-security-policy": page_csp})
 
     @app.get("/health/live")
     async def live():
         return {"status": "ok"}
 
     @app.get("/health/ready")
-    async def ready():
+    async def ready(request: Request):
         if state.service is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         svc = state.service
+        private = {}
+        if has_key(request):  # paths and user ids only for a caller holding the key
+            private = {"model_dir": str(svc.bundle.path), "sample_users": svc.bundle.user_ids[:50]}
         return {
             "status": "ready",
-            "model_dir": str(svc.bundle.path),
+            **private,
             "fingerprint": svc.bundle.manifest["data"]["fingerprint"],
             "n_users": len(svc.bundle.user_ids),
             "n_items": svc.bundle.n_items,
             "methods": svc.methods,
-            "sample_users": svc.bundle.user_ids[:50],
             "default_method": svc.bundle.default_method,
             "events_applied": svc.n_applied,
             "workers": 1,
@@ -617,14 +818,22 @@ def create_app(config: AppConfig) -> FastAPI:
             diversity=_parse_diversity(q.get("diversity")),
             method=check_method(svc, q.get("method")),
             explore=check_explore(_q_number(q, "explore", 0.0, float)),
-            seed=_q_number(q, "seed", None, int),
+            seed=check_seed(_q_number(q, "seed", None, int)),
         )
         return await answer(req)
 
     @app.post("/recommend", dependencies=[Depends(maybe_key)])
     async def recommend_history(request: Request):
         svc = service()
-        body = await _parse(request, RecommendIn)
+
+        def cap(doc) -> None:  # before validation: a long history costs to validate
+            if isinstance(doc, dict) and isinstance(doc.get("history"), list):
+                if len(doc["history"]) > config.max_history:
+                    raise ApiError(
+                        413, f"field 'history': at most {config.max_history} items per request"
+                    )
+
+        body = await _parse(request, RecommendIn, precheck=cap)
         ids = [str(i) for i in body.history]
         bad = [i for i in ids if i not in svc.bundle.item_index]
         if bad:
@@ -644,18 +853,14 @@ def create_app(config: AppConfig) -> FastAPI:
             method=check_method(svc, body.method),
             explore=check_explore(float(body.explore)),
             history=tuple(svc.bundle.item_index[i] for i in ids),
-            seed=body.seed,
+            seed=check_seed(body.seed),
         )
         return await answer(req)
 
     @app.post("/feedback", dependencies=[Depends(require_key)])
     async def feedback(request: Request):
         svc = service()
-        raw = await request.body()
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "malformed JSON body") from None
+        doc = _json(await request.body())
         if isinstance(doc, dict) and isinstance(doc.get("events"), list):
             if len(doc["events"]) > config.max_batch:
                 raise ApiError(
@@ -737,7 +942,7 @@ def create_app(config: AppConfig) -> FastAPI:
             raise ApiError(501, str(err)) from None
         return {"item_id": item_id, "users": users}
 
-    @app.get("/users/{user_id}/history", dependencies=[Depends(maybe_key)])
+    @app.get("/users/{user_id}/history", dependencies=[Depends(user_data_key)])
     async def history(user_id: str, limit: int = 200):
         svc = service()
         _check_id(user_id, "user_id")
@@ -745,7 +950,7 @@ def create_app(config: AppConfig) -> FastAPI:
             raise ApiError(422, "field 'limit': must be in [1, 10000]")
 
         def read():
-            evs = list(state.log.iter_events(user_id=user_id))[-limit:]
+            evs = read_user_history(config.db, user_id, limit)
             return [
                 {
                     "event_id": e.event_id,
@@ -776,8 +981,20 @@ def create_app(config: AppConfig) -> FastAPI:
             loop = asyncio.get_running_loop()
             # a separate pool: requests keep being answered by the old model meanwhile
             try:
+                bundle = await loop.run_in_executor(None, ModelBundle.load, target)
+            except (ValueError, OSError) as err:
+                raise ApiError(422, f"model_dir: {str(err).splitlines()[0]}") from None
+            try:
+                await loop.run_in_executor(
+                    None, check_catalogue, bundle, Path(config.db), state.service.bundle
+                )
+            except ValueError as err:
+                raise ApiError(409, f"model_dir: {str(err).splitlines()[0]}") from None
+            config.bundle = bundle
+            try:
                 new = await loop.run_in_executor(None, _load_service, config, target, state.log)
             except (ValueError, OSError, KeyError) as err:
+                config.bundle = None
                 raise ApiError(422, f"model_dir: {str(err).splitlines()[0]}") from None
             # events committed during the load are replayed, then the new model takes over
             # (apply skips what it has seen, so an event is never applied twice)
@@ -796,6 +1013,11 @@ def create_app(config: AppConfig) -> FastAPI:
     app.router.routes.insert(0, Route("/recommend/{user_id}", recommend, methods=["GET"]))
     endpoints = frozenset("/" + r.path.strip("/").split("/")[0] for r in app.router.routes)
     app.add_middleware(
-        _LimitsMiddleware, max_body=config.max_body, metrics=state.metrics, endpoints=endpoints
+        _LimitsMiddleware,
+        max_body=config.max_body,
+        metrics=state.metrics,
+        endpoints=endpoints,
+        body_timeout=config.body_timeout,
+        allowed_hosts=tuple(config.allowed_hosts),
     )
     return app

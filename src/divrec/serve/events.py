@@ -7,7 +7,15 @@ commits every batch waiting in its queue in one transaction (group commit): the 
 is shared by all of them.
 
 Idempotency: ``event_id`` is UNIQUE and events are inserted with ``INSERT OR IGNORE``; a
-re-sent event is reported as a duplicate and changes nothing. Only parameterized SQL is used.
+re-sent event (same user, item, type and value; the timestamp may differ, as a client that
+omits it gets the receive time) is reported as a duplicate and changes nothing. An
+``event_id`` re-used with different content is a conflict: the batch holding it is
+rejected as a whole with `EventConflict` (nothing of it is stored). Only parameterized SQL
+is used.
+
+Write-back: the ``served`` table holds the items served with ``--writeback`` and until when
+they stay excluded (`record_served`, `iter_served`); it is written by the same writer thread
+(no acknowledgement waits for it) and rows past their time are deleted as it goes.
 
 Schema (``PRAGMA user_version`` = `SCHEMA_VERSION`)::
 
@@ -26,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "Event", "EventLog"]
+__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "Event", "EventConflict", "EventLog"]
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("impression", "click", "like", "dislike", "rating")
@@ -44,6 +52,29 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 """
+
+# additive (no schema version change): logs written before it get it when opened
+_SERVED = """
+CREATE TABLE IF NOT EXISTS served (user_id TEXT NOT NULL, item_id TEXT NOT NULL,
+                                   until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS served_by_until ON served (until);
+"""
+
+
+class EventConflict(ValueError):
+    """An ``event_id`` already stored with a different user, item, type or value.
+
+    Attributes:
+        event_id: the conflicting id.
+    """
+
+    def __init__(self, event_id: str, detail: str) -> None:
+        super().__init__(f"event_id {event_id!r} already stored with {detail}")
+        self.event_id = event_id
+
+
+class _Served(list):
+    """A writer job of ``(user_id, item_id, until)`` write-back rows."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+def _conflict(cur: sqlite3.Cursor, e: Event) -> EventConflict | None:
+    """The conflict of `e` with the stored event of its id (None: a true duplicate)."""
+    row = cur.execute(
+        "SELECT user_id, item_id, type, value FROM events WHERE event_id = ?", (e.event_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    new = (e.user_id, e.item_id, e.type, None if e.value is None else float(e.value))
+    old = (row[0], row[1], row[2], None if row[3] is None else float(row[3]))
+    if new == old:
+        return None
+    names = ("user_id", "item_id", "type", "value")
+    diff = ", ".join(f"{n}={o!r}" for n, o, w in zip(names, old, new, strict=True) if o != w)
+    return EventConflict(e.event_id, diff)
 
 
 class EventLog:
@@ -99,6 +146,7 @@ class EventLog:
                 f"{self.path}: event log schema version {version}, this divrec reads "
                 f"{SCHEMA_VERSION}"
             )
+        self._conn.executescript(_SERVED)
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="divrec-event-writer", daemon=True)
@@ -118,6 +166,15 @@ class EventLog:
     def append(self, events: Sequence[Event]) -> list[bool]:
         """Blocking `submit`."""
         return self.submit(events).result()
+
+    def record_served(self, rows: Sequence[tuple[str, str, float]]) -> Future:
+        """Queues write-back rows ``(user_id, item_id, until)`` (not waited for)."""
+        fut: Future = Future()
+        if self._closed or not rows:
+            fut.set_result([])
+            return fut
+        self._queue.put((_Served(rows), fut))
+        return fut
 
     def _run(self) -> None:
         while True:
@@ -146,8 +203,18 @@ class EventLog:
         try:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
+            served = False
             for events, _ in jobs:
-                flags = []
+                flags: list[bool] | Exception = []
+                if isinstance(events, _Served):
+                    cur.executemany(
+                        "INSERT INTO served (user_id, item_id, until) VALUES (?, ?, ?)", events
+                    )
+                    served = True
+                    results.append(flags)
+                    continue
+                cur.execute("SAVEPOINT job")
+                mark = len(fresh)
                 for e in events:
                     cur.execute(
                         "INSERT OR IGNORE INTO events "
@@ -156,6 +223,13 @@ class EventLog:
                         (e.event_id, e.user_id, e.item_id, e.type, e.value, e.timestamp, now),
                     )
                     new = cur.rowcount == 1
+                    if not new:
+                        conflict = _conflict(cur, e)
+                        if conflict is not None:
+                            cur.execute("ROLLBACK TO SAVEPOINT job")
+                            del fresh[mark:]
+                            flags = conflict
+                            break
                     flags.append(new)
                     if new:
                         fresh.append(
@@ -169,7 +243,10 @@ class EventLog:
                                 int(cur.lastrowid or 0),
                             )
                         )
+                cur.execute("RELEASE SAVEPOINT job")
                 results.append(flags)
+            if served:
+                cur.execute("DELETE FROM served WHERE until <= ?", (now,))
             cur.execute("COMMIT")
         except Exception as err:  # noqa: BLE001 - every waiting request learns of it
             try:
@@ -185,7 +262,10 @@ class EventLog:
             except Exception:  # noqa: BLE001 - durable already; state catches up on restart
                 pass
         for (_, fut), flags in zip(jobs, results, strict=True):
-            fut.set_result(flags)
+            if isinstance(flags, Exception):
+                fut.set_exception(flags)
+            else:
+                fut.set_result(flags)
 
     # ------------------------------------------------------------------ reading
     def iter_events(self, after: int = 0, user_id: str | None = None) -> Iterator[Event]:
@@ -209,6 +289,20 @@ class EventLog:
         finally:
             conn.close()
 
+    def iter_served(self, after: float) -> Iterator[tuple[str, str, float]]:
+        """Write-back rows ``(user_id, item_id, until)`` with ``until > after``, in the order
+        they were recorded."""
+        conn = _connect(self.path)
+        try:
+            rows = conn.execute(
+                "SELECT user_id, item_id, until FROM served WHERE until > ? ORDER BY rowid",
+                (float(after),),
+            )
+            for row in rows:
+                yield (str(row[0]), str(row[1]), float(row[2]))
+        finally:
+            conn.close()
+
     def count(self) -> int:
         conn = _connect(self.path)
         try:
@@ -224,3 +318,95 @@ class EventLog:
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._conn.close()
+
+
+# ---------------------------------------------------------------------------- serve helpers
+def read_user_history(path: str | Path, user_id: str, limit: int) -> list[Event]:
+    """The last `limit` events of `user_id`, oldest first.
+
+    The limit is applied in SQL (``ORDER BY seq DESC LIMIT ?`` on the ``events_by_user``
+    index), so the cost does not grow with the user's whole history.
+
+    Args:
+        path: the SQLite event log.
+        user_id: the external user id.
+        limit: the most events returned.
+    """
+    conn = _connect(Path(path))
+    try:
+        rows = conn.execute(
+            "SELECT event_id, user_id, item_id, type, value, timestamp, seq FROM events "
+            "WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+            (user_id, int(limit)),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [Event(*row) for row in reversed(rows)]
+
+
+def logged_item_ids(path: str | Path) -> set[str]:
+    """The distinct item ids of every logged event (empty for a missing log)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    conn = _connect(path)
+    try:
+        has = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        if has is None:
+            return set()
+        return {row[0] for row in conn.execute("SELECT DISTINCT item_id FROM events")}
+    finally:
+        conn.close()
+
+
+class DbLock:
+    """An exclusive lock file next to an event log (``<db>.lock``, `fcntl.flock`).
+
+    One `divrec serve` per log: a second process opening the same log gets `LockedError`.
+    The lock is released when the holder exits (even on SIGKILL); the file stays.
+
+    Args:
+        db: the event log the lock guards.
+    """
+
+    def __init__(self, db: str | Path) -> None:
+        self.path = Path(str(db) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock.
+
+        Raises:
+            LockedError: another process holds it.
+            OSError: the lock file cannot be created.
+        """
+        import fcntl
+        import os
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(
+                f"--db {self.path.with_suffix('')}: in use by process {holder} "
+                f"(lock file {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drops the lock (closing the file releases it)."""
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class LockedError(RuntimeError):
+    """The event log is locked by another `divrec serve`."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -50,9 +51,11 @@ from divrec.serve.config import ConfigError, TrainConfig
 
 __all__ = [
     "FORMAT",
+    "ID_PATTERN",
     "METHODS",
     "ColdStartPopularity",
     "ModelBundle",
+    "check_ids",
     "data_fingerprint",
     "method_spec",
     "share_fitted",
@@ -60,6 +63,10 @@ __all__ = [
 ]
 
 FORMAT = "divrec-model-dir/1"
+#: the one id rule of `divrec train` and `divrec serve`: every user, item and event id is 1 to
+#: 128 ASCII letters, digits or ``_ . : @ -`` (no spaces, no ``/``: ids travel in URL paths)
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+_ID = re.compile(ID_PATTERN)
 #: re-rankers always fitted for the `method=` request parameter
 METHODS = ("dpp", "mmr", "ssd")
 
@@ -74,6 +81,29 @@ def data_fingerprint(data) -> str:
     h.update("\x00".join(map(str, data.user_ids)).encode())
     h.update("\x01".join(map(str, data.item_ids)).encode())
     return h.hexdigest()
+
+
+def check_ids(ids, what: str) -> None:
+    """Raises `ConfigError` naming the first id of `ids` that breaks `ID_PATTERN`.
+
+    Args:
+        ids: external ids (any values; compared as strings).
+        what: what they are, for the message ("user id", "item id").
+    """
+    for i in ids:
+        if not _ID.match(str(i)):
+            raise ConfigError(
+                f"config: data.dataset: {what} {str(i)[:60]!r} breaks the id rule "
+                f"{ID_PATTERN} (ids travel in URL paths of divrec serve)"
+            )
+
+
+def _writable_ancestor(path: Path) -> Path:
+    """The nearest existing folder at or above `path`."""
+    p = path.absolute()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
 
 
 def _versions() -> dict[str, str]:
@@ -263,10 +293,14 @@ def train_model_dir(
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"{out} already exists (use --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a directory")
     parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{out}: cannot write there")
+    base = _writable_ancestor(parent)
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: cannot write there ({base} is not a writable folder)")
+    if config.items is not None and not Path(config.items).is_file():
+        raise ConfigError(f"config: data.items: file {config.items} not found")
 
     spec = config.pipeline
     for role, stage in spec.stages().items():  # a bad value: one line naming the stage key
@@ -296,6 +330,15 @@ def train_model_dir(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("loading data", total=steps)
         data = _load_data(config, data_home)
+        check_ids(data.user_ids, "user id")
+        check_ids(data.item_ids, "item id")
+        if spec.n_candidates > data.n_items:
+            raise ConfigError(
+                f"config: 'pipeline.n_candidates' is {spec.n_candidates} but the data has "
+                f"{data.n_items} items (at most {data.n_items})"
+            )
+        if config.items is not None:  # read before fitting: a bad file fails in seconds
+            items_meta = _items_file(config.items, [str(i) for i in data.item_ids])
         bar.update(task, advance=1, description=f"fitting {spec.name}")
         try:
             pipeline.fit(data)
@@ -318,7 +361,7 @@ def train_model_dir(
         bar.update(task, advance=1, description="writing")
         ids = [str(i) for i in data.item_ids]
         if config.items is not None:
-            titles, genres = _items_file(config.items, ids)
+            titles, genres = items_meta
         else:
             titles = _item_titles(config, data, data_home)
             genres = [[] for _ in ids]
@@ -337,8 +380,12 @@ def train_model_dir(
         ]
         popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float64)
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a model dir is an ordinary folder
             pipeline.save(tmp / "pipeline.npz")
             for name, rr in fitted.items():
                 rr.save(tmp / f"rerank-{name}.npz")
@@ -367,18 +414,35 @@ def train_model_dir(
                 },
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(out)
+            _replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         bar.update(task, advance=1)
     return manifest
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Renames the finished `tmp` to `out`, replacing an existing `out`.
+
+    The old directory is moved aside under a sibling name, the new one renamed into place,
+    then the old one removed; if the second rename fails the old one is moved back.
+    """
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old)
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():  # a file the process cannot remove: say so rather than leave it silently
+        raise ValueError(f"{out} replaced, but the old copy {old} could not be removed")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -422,17 +486,52 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:
-        """Loads and verifies a model directory (file hashes, format); no unpickling."""
+        """Loads and verifies a model directory (file hashes, format); no unpickling.
+
+        Raises:
+            ValueError: one line naming the directory and the problem (a missing, damaged
+                or foreign-version file included).
+        """
+        path = Path(path)
+        try:
+            return cls._load(path)
+        except ValueError as err:
+            raise ValueError(str(err).splitlines()[0] if str(err) else repr(err)) from None
+        except Exception as err:  # noqa: BLE001 - a damaged file fails in its own way
+            what = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path}: damaged model directory ({what})") from None
+
+    @classmethod
+    def _load(cls, path: Path) -> ModelBundle:
         import divrec
 
-        path = Path(path)
         mpath = path / "manifest.json"
         if not mpath.is_file():
             raise ValueError(f"{path} is not a model directory (no manifest.json)")
-        manifest = json.loads(mpath.read_text())
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ValueError(f"{mpath}: not valid JSON") from None
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{mpath}: must be a JSON object, got {type(manifest).__name__}")
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{mpath}: unknown format {manifest.get('format')!r}")
-        for name, digest in manifest.get("files", {}).items():
+            raise ValueError(
+                f"{mpath}: unknown format {manifest.get('format')!r} (this divrec reads {FORMAT})"
+            )
+        files = manifest.get("files")
+        methods = manifest.get("methods")
+        if not isinstance(files, dict) or not isinstance(methods, list):
+            raise ValueError(f"{mpath}: 'files' and 'methods' missing or of the wrong type")
+        if not isinstance(manifest.get("data"), dict) or "fingerprint" not in manifest["data"]:
+            raise ValueError(f"{mpath}: 'data.fingerprint' missing")
+        if manifest.get("default_method") not in methods:
+            raise ValueError(f"{mpath}: 'default_method' is not one of 'methods'")
+        for name in ["pipeline.npz", "propensity.npz", "users.json", "items.json", "arrays.npz"] + [
+            f"rerank-{m}.npz" for m in methods
+        ]:
+            if name not in files:
+                raise ValueError(f"{mpath}: file {name} is not in the manifest")
+        for name, digest in files.items():
             f = path / name
             if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
                 raise ValueError(f"{path}: file {name} is missing or does not match the manifest")
@@ -444,8 +543,17 @@ class ModelBundle:
         if pipeline.reranker is not None and configured in rerankers:
             rerankers[configured] = pipeline.reranker  # the same fitted state, one object
         propensity = divrec.load(path / "propensity.npz")
-        user_ids = json.loads((path / "users.json").read_text())
-        items = json.loads((path / "items.json").read_text())
+        try:
+            user_ids = json.loads((path / "users.json").read_text(encoding="utf-8"))
+            items = json.loads((path / "items.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ValueError(f"{path}: users.json or items.json is not valid JSON") from None
+        if not (
+            isinstance(user_ids, list)
+            and isinstance(items, list)
+            and all(isinstance(it, dict) and "id" in it for it in items)
+        ):
+            raise ValueError(f"{path}: users.json or items.json is not a list of ids / items")
         with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
             reference = np.asarray(arrays["reference"], dtype=np.float32)
             popularity = np.asarray(arrays["popularity"], dtype=np.float64)
