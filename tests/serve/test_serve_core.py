@@ -171,8 +171,8 @@ def test_auto_diversity_follows_the_propensity_tracker(bundle):
     assert res["theta"] == pytest.approx(theta) and res["diversity"] == pytest.approx(1 - theta)
     # likes enter the user's propensity window (WeChat Eq. 2–3) ...
     tracker, idx = svc._tracker, bundle.user_index["12"]
-    now = tracker.clock + 1.0
-    before = tracker.n_positives(idx, now)
+    now = time.time()  # the service clock; the tracker sees it in the training time frame
+    before = tracker.n_positives(idx, svc.tracker_time(now))
     sims = svc.similar(bundle.item_index[_ids(res)[0]], 5)
     events = [
         Event(f"s{i}", "12", s["item_id"], "like", None, now, 100 + i) for i, s in enumerate(sims)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,15 +252,28 @@ class RealtimePropensityTracker(Persistable):
     is the θ of an average user, ``z = 0``). When fewer than 2 users have a defined ``s``
     or their ``s`` are all equal, ``z = 0`` (θ = 0.5) for everybody defined.
 
-    The tracker's clock is the largest timestamp seen (events or queries); it never
-    goes back: events older than ``clock − window`` are dropped on arrival, queries with
-    ``now < clock`` raise ``ValueError``. Events of one user may arrive out of order
-    within the window.
+    The clock never goes back. With ``clock_from_events`` (the default) it is the largest
+    timestamp seen (events or queries); otherwise only queries and `advance` move it (a
+    service drives it from request time, so one event's timestamp cannot expire every
+    other user's window). Events older than ``clock − window`` are dropped on arrival,
+    queries with ``now < clock`` raise ``ValueError``. Events of one user may arrive out of
+    order within the window.
+
+    Memory is bounded per user: a window holds at most ``max_per_user`` positives (the
+    newest by timestamp), items given as indices are kept as indices (not vectors), and
+    each user has one scheduled expiry. `forget` drops a user.
+
+    Determinism: ``s_u`` sums the window's vectors in timestamp order (ties in arrival
+    order) and the mean and standard deviation of Eq. 3 are exactly rounded sums
+    (`math.fsum`), so θ does not depend on the order in which users were seen: a replay
+    of the same events gives bit-identical θ.
 
     Args:
         window: window length, in the unit of the timestamps (> 0).
         item_vectors: ``(n_items, d)`` embeddings, used when events give item indices.
         default_theta: θ of users with fewer than 2 positives in the window.
+        max_per_user: most positives kept per user window (None: no cap).
+        clock_from_events: event timestamps advance the clock.
     """
 
     def __init__(
@@ -267,21 +281,29 @@ class RealtimePropensityTracker(Persistable):
         window: float,
         item_vectors: np.ndarray | None = None,
         default_theta: float = 0.5,
+        max_per_user: int | None = None,
+        clock_from_events: bool = True,
     ) -> None:
         if not (np.isfinite(window) and window > 0):
             raise ValueError(f"window must be a positive number, got {window}")
         tradeoff_alpha(default_theta)
+        if max_per_user is not None and int(max_per_user) < 1:
+            raise ValueError(f"max_per_user must be a positive integer, got {max_per_user}")
         self.window = float(window)
         self.item_vectors = item_vectors
         self.default_theta = default_theta
+        self.max_per_user = None if max_per_user is None else int(max_per_user)
+        self.clock_from_events = bool(clock_from_events)
         self._times: dict[Hashable, list[float]] = {}
-        self._vecs: dict[Hashable, list[np.ndarray]] = {}
+        self._vecs: dict[Hashable, list[Any]] = {}  # item index (int) or unit vector
         self._s: dict[Hashable, float] = {}
         self._expiry: list[tuple[float, int, Hashable]] = []
+        self._next: dict[Hashable, float] = {}  # the user's scheduled expiry
         self._seq = 0
         self._clock = -np.inf
         self._dirty: set[Hashable] = set()
         self._stats: tuple[float, float] | None = None
+        self._unit: np.ndarray | None = None
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters."""
@@ -289,6 +311,8 @@ class RealtimePropensityTracker(Persistable):
             "window": self.window,
             "item_vectors": self.item_vectors,
             "default_theta": self.default_theta,
+            "max_per_user": self.max_per_user,
+            "clock_from_events": self.clock_from_events,
         }
 
     def _extra_state(self) -> dict[str, Any]:
@@ -297,7 +321,7 @@ class RealtimePropensityTracker(Persistable):
         for user, ts in self._times.items():
             users.extend([user] * len(ts))
             times.extend(ts)
-            vecs.extend(self._vecs[user])
+            vecs.extend(self._unit_of(x) for x in self._vecs[user])
         if any(not isinstance(u, int | str | np.integer) for u in users):
             raise TypeError("only a tracker keyed by int or str users can be saved")
         d = 0 if not vecs else len(vecs[0])
@@ -310,25 +334,55 @@ class RealtimePropensityTracker(Persistable):
 
     def _set_extra_state(self, state: dict[str, Any]) -> None:
         order = np.argsort(state["times"], kind="stable")
-        for i in order:
-            self.update(state["users"][i], state["vectors"][i], float(state["times"][i]))
+        from_events, self.clock_from_events = self.clock_from_events, True
+        try:
+            for i in order:
+                self.update(state["users"][i], state["vectors"][i], float(state["times"][i]))
+        finally:
+            self.clock_from_events = from_events
         if state.get("clock") is not None:
             self._advance(float(state["clock"]))
 
     # ------------------------------------------------------------------ ingestion
-    def _vector(self, item: Any) -> np.ndarray:
+    def _unit_rows(self) -> np.ndarray:
+        if self._unit is None:
+            v = np.asarray(self.item_vectors, dtype=np.float64)
+            norms = np.linalg.norm(v, axis=1, keepdims=True)
+            self._unit = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+        return self._unit
+
+    def _unit_of(self, x: Any) -> np.ndarray:
+        return self._unit_rows()[x] if isinstance(x, int) else x
+
+    def _vector(self, item: Any) -> Any:
+        """The stored form of an item: its index (int) or its unit vector."""
         if isinstance(item, int | np.integer):
             if self.item_vectors is None:
                 raise ValueError("item indices need `item_vectors` in the constructor")
-            v = np.asarray(self.item_vectors[int(item)], dtype=np.float64)
-        else:
-            v = np.asarray(item, dtype=np.float64)
+            idx = int(item)
+            v = np.asarray(self.item_vectors[idx], dtype=np.float64)
+            norm = float(np.linalg.norm(v))
+            if not np.isfinite(norm) or norm == 0.0:
+                raise ValueError("item vectors must be finite and non-zero to be L2-normalized")
+            return idx
+        v = np.asarray(item, dtype=np.float64)
         if v.ndim != 1:
             raise ValueError(f"an item vector must have shape (d,), got {v.shape}")
         norm = float(np.linalg.norm(v))
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError("item vectors must be finite and non-zero to be L2-normalized")
         return v / norm
+
+    def _schedule(self, user: Hashable) -> None:
+        times = self._times.get(user)
+        if not times:
+            self._next.pop(user, None)
+            return
+        due = times[0] + self.window
+        if self._next.get(user) != due:
+            self._next[user] = due
+            heapq.heappush(self._expiry, (due, self._seq, user))
+            self._seq += 1
 
     def update(self, user: Hashable, item: Any, timestamp: float, positive: bool = True) -> None:
         """Ingest one event.
@@ -342,7 +396,8 @@ class RealtimePropensityTracker(Persistable):
         ts = float(timestamp)
         if not np.isfinite(ts):
             raise ValueError(f"timestamp must be finite, got {timestamp}")
-        self._advance(ts)
+        if self.clock_from_events:
+            self._advance(ts)
         if not positive or ts <= self._clock - self.window:
             return
         v = self._vector(item)
@@ -351,8 +406,10 @@ class RealtimePropensityTracker(Persistable):
         pos = bisect.bisect_right(times, ts)
         times.insert(pos, ts)
         vecs.insert(pos, v)
-        heapq.heappush(self._expiry, (ts + self.window, self._seq, user))
-        self._seq += 1
+        cap = self.max_per_user
+        if cap is not None and len(times) > cap:
+            del times[: len(times) - cap], vecs[: len(vecs) - cap]
+        self._schedule(user)
         self._dirty.add(user)
         self._stats = None
 
@@ -372,13 +429,33 @@ class RealtimePropensityTracker(Persistable):
         for u, i, t, p in zip(users, items, timestamps, pos, strict=True):
             self.update(u, i, t, bool(p))
 
+    def forget(self, user: Hashable) -> None:
+        """Drops everything kept about `user` (its window and ``s_u``)."""
+        self._times.pop(user, None)
+        self._vecs.pop(user, None)
+        self._next.pop(user, None)
+        if self._s.pop(user, None) is not None:
+            self._stats = None
+        self._dirty.discard(user)
+
     # ------------------------------------------------------------------ clock
+    def advance(self, now: float) -> None:
+        """Moves the clock to `now` (no-op when `now` is not after the clock)."""
+        now = float(now)
+        if not np.isfinite(now):
+            raise ValueError(f"now must be finite, got {now}")
+        if now > self._clock:
+            self._advance(now)
+
     def _advance(self, now: float) -> None:
         if now > self._clock:
             self._clock = now
         horizon = self._clock - self.window
         while self._expiry and self._expiry[0][0] <= self._clock:
-            _, _, user = heapq.heappop(self._expiry)
+            due, _, user = heapq.heappop(self._expiry)
+            if self._next.get(user) != due:
+                continue  # superseded by a later schedule (or the user was forgotten)
+            del self._next[user]
             times = self._times.get(user)
             if times is None:
                 continue
@@ -388,6 +465,10 @@ class RealtimePropensityTracker(Persistable):
                 del self._vecs[user][:cut]
                 self._dirty.add(user)
                 self._stats = None
+            if not times:
+                del self._times[user], self._vecs[user]
+            else:
+                self._schedule(user)
 
     def _at(self, now: float | None) -> None:
         if now is not None:
@@ -399,7 +480,11 @@ class RealtimePropensityTracker(Persistable):
             vecs = self._vecs.get(user, [])
             n = len(vecs)
             if n >= 2:
-                total = np.sum(vecs, axis=0)
+                if all(isinstance(x, int) for x in vecs):
+                    mat = self._unit_rows()[vecs]
+                else:
+                    mat = np.stack([self._unit_of(x) for x in vecs])
+                total = np.add.reduce(mat, axis=0)  # rows in time order: replays agree
                 self._s[user] = float((total @ total - n) / (n * (n - 1)))
             else:
                 self._s.pop(user, None)
@@ -408,8 +493,13 @@ class RealtimePropensityTracker(Persistable):
     # ------------------------------------------------------------------ queries
     @property
     def clock(self) -> float:
-        """Largest timestamp seen so far (``-inf`` before any event)."""
+        """The tracker's time (``-inf`` before any event or `advance`)."""
         return self._clock
+
+    @property
+    def n_users(self) -> int:
+        """Users with at least one positive in the window."""
+        return len(self._times)
 
     def n_positives(self, user: Hashable, now: float | None = None) -> int:
         """Number of the user's positives in the window at ``now`` (default: clock)."""
@@ -423,11 +513,14 @@ class RealtimePropensityTracker(Persistable):
 
     def _z_stats(self) -> tuple[float, float]:
         if self._stats is None:
-            vals = np.fromiter(self._s.values(), dtype=np.float64, count=len(self._s))
-            if vals.size >= 2:
-                self._stats = (float(vals.mean()), float(vals.std()))
+            vals = list(self._s.values())
+            n = len(vals)
+            mean = math.fsum(vals) / n if n else 0.0
+            if n >= 2:
+                std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / n)
+                self._stats = (mean, std)
             else:
-                self._stats = (float(vals.mean()) if vals.size else 0.0, 0.0)
+                self._stats = (mean, 0.0)
         return self._stats
 
     def theta(self, user: Hashable, now: float | None = None) -> float:

@@ -23,7 +23,26 @@ How feedback changes the next answer:
 * every clicked, liked, disliked or rated item is excluded from later lists (consumed);
 * positives feed the real-time propensity tracker (WeChat Eq. 2–3), so ``diversity=auto``
   follows θ_u;
-* with `writeback_seconds` > 0, served items and impressions are excluded for that long.
+* with `writeback_seconds` > 0, served items and impressions are excluded for that long
+  (an impression from its own timestamp on); the served items are recorded in the log's
+  `served` table, so a restart (even after SIGKILL) keeps excluding them.
+
+Bounded state (`ServeSettings`): at most `max_users` users with event state (least
+recently active first out, and users idle for `user_ttl_seconds`), `max_history`
+positives / negatives and `max_consumed` consumed items per user, the propensity window
+capped at `max_history` positives per user, at most `max_writeback_users` users with
+written-back items and `max_served_per_user` items each. An evicted user keeps what the
+model knows (the training row) and loses the live state.
+
+Values: `Service.check_event` is the door (finite, within `value_ranges` of the event
+type; a `ValueError` naming the field); `apply` skips a stored event whose value fails the
+same check (counted in `SKIPPED`, exported as ``divrec_skipped_events_total``), so one bad
+logged value can never break a user's answers.
+
+Clock: with ``tracker_clock="request"`` (default) the propensity tracker's clock is the
+service clock (`ServeSettings.clock`, wall time), mapped into the training time frame
+(the model's creation time is the end of its training data), so a live event's timestamp
+never expires everybody's window; ``"event"`` is the old behaviour (newest event time).
 
 Users unknown to the model are created by their first event; until they have a positive
 (or always, when the retriever cannot answer a fresh history) they get the training
@@ -33,9 +52,12 @@ popularity order, re-ranked like everyone else's list: the pipeline of
 
 from __future__ import annotations
 
+import calendar
 import threading
 import time
 from array import array
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,19 +67,82 @@ from divrec.data.query import Query
 from divrec.serve.events import Event
 from divrec.serve.model_dir import ModelBundle
 
-__all__ = ["RecRequest", "ServeSettings", "Service", "UserState", "gumbel_top_k"]
+__all__ = ["SKIPPED", "RecRequest", "ServeSettings", "Service", "UserState", "gumbel_top_k"]
 
 POSITIVE = ("click", "like")
+
+#: Logged events `Service.apply` skipped, by reason (process-wide; see `SkippedCollector`).
+SKIPPED: dict[str, int] = {"bad_value": 0}
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Service behaviour (CLI flags of `divrec serve`)."""
+    """Service behaviour (CLI flags of `divrec serve`) and the bounds of its state.
+
+    Attributes:
+        like_threshold: a rating at least this is a positive.
+        writeback_seconds: served items and impressions are excluded for this long (0: off).
+        max_history: positives (and negatives) kept per user; also the propensity window cap.
+        default_diversity: the knob of a request without one.
+        max_users: users with event state kept in memory (least recently active evicted).
+        user_ttl_seconds: users without an event for this long are evicted (0: never).
+        max_consumed: consumed (excluded) items kept per user, newest kept.
+        max_writeback_users: users with written-back items kept (oldest evicted).
+        max_served_per_user: written-back items kept per user (oldest dropped).
+        value_ranges: ``(type, low, high)``: the accepted value range of an event type;
+            values of every type must be finite.
+        tracker_clock: ``"request"`` (the service clock drives the propensity tracker) or
+            ``"event"`` (the newest event timestamp does).
+        clock: the service clock (seconds since the epoch).
+    """
 
     like_threshold: float = 4.0
     writeback_seconds: float = 0.0
     max_history: int = 500
     default_diversity: float | str = "auto"
+    max_users: int = 200_000
+    user_ttl_seconds: float = 0.0
+    max_consumed: int = 5_000
+    max_writeback_users: int = 100_000
+    max_served_per_user: int = 1_000
+    value_ranges: tuple[tuple[str, float, float], ...] = (
+        ("rating", 0.0, 10.0),
+        ("impression", -1e6, 1e6),
+        ("click", -1e6, 1e6),
+        ("like", -1e6, 1e6),
+        ("dislike", -1e6, 1e6),
+    )
+    tracker_clock: str = "request"
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_history", "max_users", "max_consumed"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer")
+        for name in ("max_writeback_users", "max_served_per_user"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer")
+        if self.tracker_clock not in ("request", "event"):
+            raise ValueError(
+                f"tracker_clock must be 'request' or 'event', got {self.tracker_clock!r}"
+            )
+
+
+class SkippedCollector:
+    """A Prometheus collector of `SKIPPED` (``divrec_skipped_events_total{reason}``);
+    register it once on the app's registry."""
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily(
+            "divrec_skipped_events",
+            "logged events skipped when applied (bad stored value)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(SKIPPED.items()):
+            fam.add_metric([reason], float(n))
+        yield fam
 
 
 def _ints() -> array:
@@ -83,8 +168,8 @@ class UserState:
     values: array = field(default_factory=_floats)
     negatives: array = field(default_factory=_ints)
     consumed: dict[int, None] = field(default_factory=dict)
-    served: dict[int, float] = field(default_factory=dict)
     n_events: int = 0
+    last: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,13 +220,23 @@ class Service:
         self.bundle = bundle
         self.settings = settings or ServeSettings()
         self.lock = threading.RLock()
-        self.users: dict[str, UserState] = {}
+        self.users: OrderedDict[str, UserState] = OrderedDict()
+        self.served: OrderedDict[str, dict[int, float]] = OrderedDict()
         self.last_seq = 0
         self.n_applied = 0
+        self.n_evicted = 0
+        self._log = None
         ret = bundle.pipeline.retriever
         self.supports_history = bool(bundle.pipeline.supports_history)
         self.n_candidates = int(bundle.pipeline.n_candidates)
         self._tracker = getattr(bundle.propensity, "tracker_", None)
+        self._offset = 0.0
+        if self._tracker is not None:
+            self._tracker.max_per_user = int(self.settings.max_history)
+            if self.settings.tracker_clock == "request":
+                self._tracker.clock_from_events = False
+                self._offset = self._time_offset(bundle, self._tracker)
+        self._ranges = {t: (lo, hi) for t, lo, hi in self.settings.value_ranges}
         self._retriever = ret
         self._n_categories = len(bundle.category_names)
         ref = np.asarray(bundle.reference, dtype=np.float64)
@@ -157,11 +252,62 @@ class Service:
             for it in bundle.items
         ]
 
+    @staticmethod
+    def _time_offset(bundle: ModelBundle, tracker) -> float:
+        """Service time − tracker time: the model's creation is the end of its training
+        data (the tracker clock it was saved with); 0 when either is unknown."""
+        created = bundle.manifest.get("created")
+        if not created or not np.isfinite(tracker.clock):
+            return 0.0
+        try:
+            t = calendar.timegm(time.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return 0.0
+        return float(t) - float(tracker.clock)
+
+    def tracker_time(self, t: float) -> float:
+        """A service time (seconds since the epoch) on the propensity tracker's clock."""
+        return float(t) - self._offset
+
+    def _tracker_now(self) -> None:
+        """Advances the tracker to the service clock (``tracker_clock="request"``)."""
+        if self._tracker is not None and self.settings.tracker_clock == "request":
+            self._tracker.advance(self.tracker_time(self.settings.clock()))
+
     @property
     def methods(self) -> list[str]:
         return sorted(self.bundle.rerankers) + ["none"]
 
     # ------------------------------------------------------------------ events
+    def check_event(self, e: Event, k: int | str = 0) -> None:
+        """The door check of one event's value (the HTTP layer answers 422).
+
+        Args:
+            e: the event.
+            k: its position in the request (for the field name).
+
+        Raises:
+            ValueError: ``field 'events.<k>.value': ...`` (one line).
+        """
+        reason = self._bad_value(e)
+        if reason:
+            raise ValueError(f"field 'events.{k}.value': {reason}")
+
+    def _bad_value(self, e: Event) -> str | None:
+        v = e.value
+        if v is None:
+            return "a rating needs a value" if e.type == "rating" else None
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return "must be a number"
+        if not np.isfinite(v):
+            return "must be finite"
+        lo, hi = self._ranges.get(e.type, (-np.inf, np.inf))
+        if not lo <= v <= hi:
+            return f"must be in [{lo:g}, {hi:g}] for a {e.type} event, got {v:g}"
+        return None
+
     def _tracker_key(self, user_id: str, state: UserState):
         return state.index if state.index >= 0 else f"new:{user_id}"
 
@@ -170,12 +316,59 @@ class Service:
         if st is None:
             st = UserState(self.bundle.user_index.get(user_id, -1))
             self.users[user_id] = st
+        else:
+            self.users.move_to_end(user_id)
         return st
 
+    def _evict(self, now: float) -> None:
+        """Drops the least recently active users over `max_users` and, with
+        `user_ttl_seconds`, those idle for longer (from the front of the LRU order)."""
+        ttl = self.settings.user_ttl_seconds
+        cap = self.settings.max_users
+        while self.users:
+            uid, st = next(iter(self.users.items()))
+            if len(self.users) <= cap and not (ttl > 0 and st.last < now - ttl):
+                break
+            del self.users[uid]
+            self.n_evicted += 1
+            if self._tracker is not None and st.index < 0:
+                self._tracker.forget(self._tracker_key(uid, st))
+
+    def _write_back(self, user_id: str, items, until: float, now: float) -> None:
+        """Excludes `items` of `user_id` until `until` (bounded per user and in users)."""
+        d = self.served.get(user_id)
+        if d is None:
+            d = self.served[user_id] = {}
+        else:
+            self.served.move_to_end(user_id)
+        for it in items:
+            it = int(it)
+            if d.get(it, -np.inf) < until:
+                d.pop(it, None)
+                d[it] = until
+        cap = self.settings.max_served_per_user
+        if len(d) > cap:
+            for it in [it for it, u in d.items() if u <= now]:
+                del d[it]
+            while len(d) > cap:
+                del d[next(iter(d))]
+        while self.served:
+            uid, dd = next(iter(self.served.items()))
+            if len(self.served) <= self.settings.max_writeback_users and (
+                uid == user_id or any(u > now for u in dd.values())
+            ):
+                break
+            del self.served[uid]
+
     def apply(self, events: list[Event]) -> None:
-        """Folds committed events (log order) into the state; unknown items are skipped."""
+        """Folds committed events (log order) into the state; unknown items and events
+        whose stored value fails `check_event` are skipped (the latter counted)."""
         wb = self.settings.writeback_seconds
+        now = self.settings.clock()
+        tracked = self._tracker is not None
         with self.lock:
+            if tracked:
+                self._tracker_now()
             for e in events:
                 if e.seq and e.seq <= self.last_seq:
                     continue  # already applied (a replay overlapping the live feed)
@@ -183,14 +376,22 @@ class Service:
                 item = self.bundle.item_index.get(e.item_id)
                 if item is None:
                     continue
-                st = self._state(e.user_id)
-                st.n_events += 1
+                if self._bad_value(e) is not None:
+                    SKIPPED["bad_value"] = SKIPPED.get("bad_value", 0) + 1
+                    continue
                 self.n_applied += 1
                 if e.type == "impression":
-                    if wb > 0:
-                        st.served[item] = max(st.served.get(item, 0.0), time.time() + wb)
+                    until = float(e.timestamp) + wb
+                    if wb > 0 and until > now:
+                        self._write_back(e.user_id, (item,), until, now)
                     continue
+                st = self._state(e.user_id)
+                st.n_events += 1
+                st.last = max(st.last, float(e.timestamp))
+                st.consumed.pop(item, None)
                 st.consumed[item] = None
+                if len(st.consumed) > self.settings.max_consumed:
+                    del st.consumed[next(iter(st.consumed))]
                 positive = e.type in POSITIVE or (
                     e.type == "rating"
                     and e.value is not None
@@ -201,10 +402,12 @@ class Service:
                     st.values.append(float(e.value) if e.type == "rating" else 1.0)
                     if len(st.positives) > self.settings.max_history:
                         del st.positives[0], st.values[0]
-                    if self._tracker is not None:
+                    if tracked:
                         try:
                             self._tracker.update(
-                                self._tracker_key(e.user_id, st), item, e.timestamp
+                                self._tracker_key(e.user_id, st),
+                                item,
+                                self.tracker_time(e.timestamp),
                             )
                         except ValueError:
                             pass  # e.g. a zero item vector: no direction to count
@@ -212,9 +415,14 @@ class Service:
                     st.negatives.append(item)
                     if len(st.negatives) > self.settings.max_history:
                         del st.negatives[0]
+                if len(self.users) > self.settings.max_users or self.settings.user_ttl_seconds:
+                    self._evict(now)
 
     def rebuild(self, log) -> int:
-        """Replays the log (after `last_seq`) into the state; returns the events read."""
+        """Replays the log (after `last_seq`) into the state and reloads the written-back
+        items still in force; returns the events read. The log is kept: later write-backs
+        are recorded in it."""
+        self._log = log
         batch: list[Event] = []
         n = 0
         for e in log.iter_events(after=self.last_seq):
@@ -224,6 +432,13 @@ class Service:
                 n += len(batch)
                 batch = []
         self.apply(batch)
+        if self.settings.writeback_seconds > 0 and hasattr(log, "iter_served"):
+            now = self.settings.clock()
+            with self.lock:
+                for user_id, item_id, until in log.iter_served(after=now):
+                    item = self.bundle.item_index.get(item_id)
+                    if item is not None:
+                        self._write_back(user_id, (item,), until, now)
         return n + len(batch)
 
     # ------------------------------------------------------------------ recommend
@@ -238,6 +453,7 @@ class Service:
         if self._tracker is None:
             return None
         with self.lock:
+            self._tracker_now()
             st = self.users.get(user_id) if user_id is not None else None
             if st is None:
                 idx = self.bundle.user_index.get(user_id, -1) if user_id is not None else -1
@@ -270,7 +486,7 @@ class Service:
         if not requests:
             return []
         b = len(requests)
-        now = time.time()
+        now = self.settings.clock()
         n_cand = self.n_candidates
         methods = [self.resolve_method(r.method) for r in requests]
         users = np.full(b, -1, dtype=np.int64)
@@ -293,15 +509,16 @@ class Service:
                     continue
                 idx = self.bundle.user_index.get(r.user_id, -1)
                 users[i] = idx
+                served = self.served.get(r.user_id)
+                if served:
+                    for item, until in list(served.items()):
+                        if until <= now:
+                            del served[item]
+                    excl[i] = list(served)
                 st = self.users.get(r.user_id)
                 if st is None:
                     continue
-                excl[i] = sorted(st.consumed)
-                if st.served:
-                    for item, until in list(st.served.items()):
-                        if until <= now:
-                            del st.served[item]
-                    excl[i] += list(st.served)
+                excl[i] = sorted(st.consumed) + excl[i]
                 if st.positives or st.negatives:
                     base = []
                     if idx >= 0:  # the training row (CSR slice: no scipy row object)
@@ -345,12 +562,15 @@ class Service:
             results.append(self._answer(r, lst, sc, methods[i], float(div[i]), thetas[i]))
         wb = self.settings.writeback_seconds
         if wb > 0 and write_back:
+            rows = []
             with self.lock:
                 for r, res in zip(requests, results, strict=True):
-                    if r.user_id is not None:
-                        st = self._state(r.user_id)
-                        for it in res["_items"]:
-                            st.served[int(it)] = now + wb
+                    if r.user_id is not None and res["_items"]:
+                        self._write_back(r.user_id, res["_items"], now + wb, now)
+                        rows += [(r.user_id, int(it), now + wb) for it in res["_items"]]
+            if rows and self._log is not None and hasattr(self._log, "record_served"):
+                items = self.bundle.items
+                self._log.record_served([(u, items[it]["id"], t) for u, it, t in rows])
         for res in results:
             res.pop("_items")
         return results
