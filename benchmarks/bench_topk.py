@@ -1,0 +1,220 @@
+"""`Recommender.recommend` against implicit's `recommend` on the same factors (issue "Speed").
+
+Both answer the same request: top-k (k=10) of every item for every user, training items
+excluded (implicit: ``filter_already_liked_items=True`` with the users' CSR rows), one
+thread (BLAS and implicit). The factors are divrec's iALS (`ALSRecommender`); implicit's
+`AlternatingLeastSquares` gets the same ``user_factors`` / ``item_factors``. The lists are
+asserted identical before timing. Also timed: plain numpy (matmul, mask, one argpartition,
+sort of the k) as the floor, and `top_k` alone, new (one cut) against the former
+implementation (two cut points, reproduced here), on the same score block.
+
+Workloads: ML-1M (all users, one call) and a synthetic 100k-user catalogue (iALS on a
+random log; the same call in blocks of ``--block`` users, as an evaluator does, since one
+100k × N float32 score matrix would not fit in memory at once).
+
+Timings are interleaved (A, B, C, A, B, C, ...) and the medians compared within one run;
+``os.getloadavg()`` is recorded before and after (the machine is shared).
+
+Run: ``DIVREC_DATA_HOME=... python benchmarks/bench_topk.py --out benchmarks/results/topk.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from divrec.retrieval import ALSRecommender
+from divrec.retrieval.base import top_k
+
+
+def old_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The former `top_k` (argpartition at k−1 and k), for the comparison."""
+    b, n = scores.shape
+    kk = min(k, n)
+    full = np.argpartition(-scores, [kk - 1, kk], axis=1)
+    part = full[:, :kk]
+    boundary = np.take_along_axis(scores, full[:, kk - 1 : kk + 1], axis=1)
+    split_tie = boundary[:, 0] == boundary[:, 1]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    ids = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(part_scores, order, axis=1)
+    if split_tie.any():
+        _fix_boundary_ties(scores, ids, vals, np.flatnonzero(split_tie))
+    ids = np.where(np.isneginf(vals), -1, ids)
+    return ids, vals.astype(np.float32)
+
+
+def _fix_boundary_ties(scores, ids, vals, rows):
+    """The former per-row re-resolution of a tie cut by argpartition."""
+    for r in rows:
+        kth = vals[r, -1]
+        above = np.flatnonzero(scores[r] > kth)
+        tied = np.flatnonzero(scores[r] == kth)[: ids.shape[1] - above.size]
+        cols = np.r_[above, tied]
+        order = np.lexsort((cols, -scores[r, cols]))
+        ids[r] = cols[order]
+        vals[r] = scores[r, cols[order]]
+
+
+def numpy_floor(user_f, item_f, user_items, users, k):
+    """Matmul, mask the training items, one argpartition, sort the k."""
+    scores = user_f[users] @ item_f.T
+    rows = user_items[users]
+    r = np.repeat(np.arange(users.size), np.diff(rows.indptr))
+    scores[r, rows.indices] = -np.inf
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    names = list(fns)
+    times = {n: [] for n in names}
+    for fn in fns.values():
+        fn()  # warm-up
+    for i in range(repeats):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def _summary(times: dict[str, list[float]], ref: str) -> dict:
+    med = {n: float(np.median(t)) for n, t in times.items()}
+    return {
+        "median_s": med,
+        "min_s": {n: float(np.min(t)) for n, t in times.items()},
+        "over_implicit": {n: med[n] / med[ref] for n in med},
+        "repeats": len(times[ref]),
+    }
+
+
+def workload(name: str, model: ALSRecommender, k: int, block: int, repeats: int) -> dict:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    imp = AlternatingLeastSquares(factors=model.user_factors_.shape[1], num_threads=1)
+    imp.user_factors = model.user_factors_
+    imp.item_factors = model.item_factors_
+    ui = model.user_items_.tocsr()
+    n_users = model.n_users_
+    blocks = [np.arange(s, min(s + block, n_users)) for s in range(0, n_users, block)]
+
+    def run_divrec():
+        return [model.recommend(b, k=k) for b in blocks]
+
+    rows = [ui[b] for b in blocks]  # the users' CSR rows, sliced outside the timing
+
+    def run_implicit():
+        return [
+            imp.recommend(b, r, N=k, filter_already_liked_items=True)
+            for b, r in zip(blocks, rows, strict=True)
+        ]
+
+    def run_numpy():
+        return [numpy_floor(model.user_factors_, model.item_factors_, ui, b, k) for b in blocks]
+
+    # identical lists (ids) before timing
+    ours, theirs = run_divrec(), run_implicit()
+    ids_a = np.concatenate([o[0] for o in ours])
+    ids_b = np.concatenate([t[0] for t in theirs])
+    same = bool(np.array_equal(ids_a, ids_b))
+    assert same, f"{name}: lists differ in {(ids_a != ids_b).any(axis=1).sum()} rows"
+    # top_k alone on the first block's masked scores, new vs former
+    scores = model.score_all(blocks[0])
+    model._mask_excluded(model._as_query(blocks[0], True), scores, None)
+    assert np.array_equal(top_k(scores, k)[0], old_top_k(scores, k)[0])
+    load_before = os.getloadavg()
+    t_rec = _interleaved(
+        {"divrec": run_divrec, "implicit": run_implicit, "numpy": run_numpy}, repeats
+    )
+    t_topk = _interleaved(
+        {"top_k_one_cut": lambda: top_k(scores, k), "top_k_two_cuts": lambda: old_top_k(scores, k)},
+        repeats * 3,
+    )
+    load_after = os.getloadavg()
+    out = {
+        "workload": name,
+        "n_users": int(n_users),
+        "n_items": int(model.n_items_),
+        "factors": int(model.user_factors_.shape[1]),
+        "k": k,
+        "block_users": block,
+        "identical_lists": same,
+        "recommend": _summary(t_rec, "implicit"),
+        "top_k_block": {
+            "shape": list(scores.shape),
+            "median_s": {n: float(np.median(t)) for n, t in t_topk.items()},
+            "two_cuts_over_one_cut": float(
+                np.median(t_topk["top_k_two_cuts"]) / np.median(t_topk["top_k_one_cut"])
+            ),
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def synthetic_log(n_users: int, n_items: int, per_user: int, seed: int = 0) -> sp.csr_matrix:
+    """A random implicit log with popularity skew (Zipf-like item draws)."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    pop /= pop.sum()
+    lens = rng.integers(max(1, per_user // 4), per_user * 2, size=n_users)
+    rows = np.repeat(np.arange(n_users), lens)
+    cols = rng.choice(n_items, size=rows.size, p=pop)
+    m = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), (n_users, n_items))
+    m.data[:] = 1.0
+    return m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/topk.json")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--synthetic-users", type=int, default=100_000)
+    parser.add_argument("--synthetic-items", type=int, default=20_000)
+    parser.add_argument("--block", type=int, default=1024)
+    parser.add_argument("--skip-ml1m", action="store_true")
+    args = parser.parse_args()
+    results = []
+    with threadpool_limits(1):
+        if not args.skip_ml1m:
+            from divrec.data import load_movielens_1m
+
+            data = load_movielens_1m()
+            model = ALSRecommender(factors=64, iterations=15, threads=1).fit(data)
+            # one call of all users (as in the issue), and evaluator-sized blocks
+            results.append(workload("ml-1m", model, args.k, model.n_users_, args.repeats))
+            results.append(workload("ml-1m", model, args.k, args.block, args.repeats))
+        if args.synthetic_users:
+            log = synthetic_log(args.synthetic_users, args.synthetic_items, 40)
+            model = ALSRecommender(factors=64, iterations=3, threads=1).fit(log)
+            results.append(
+                workload("synthetic", model, args.k, args.block, max(3, args.repeats // 2))
+            )
+    meta = {
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "threads": 1,
+        "note": "shared 2-core machine; ratios are within one interleaved run",
+    }
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
