@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from serve_util import API_KEY, Zygote, shared_model
+from serve_util import API_KEY, Server, Zygote, shared_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -29,13 +29,8 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    assert CHROMIUM and DRIVER, "chromium / chromedriver missing (.ci/run installs them)"
-    model = os.environ.get("DIVREC_SCREENSHOT_MODEL") or shared_model(tmp_path_factory)
-    tmp = tmp_path_factory.mktemp("browser")
-    zygote = Zygote()
-    pid, url = zygote.start(model, tmp / "events.sqlite")
+def make_driver(tmp):
+    """A headless Chromium with its own profile folder under `tmp`."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in (
@@ -53,6 +48,17 @@ def page(tmp_path_factory):
     ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=DriverService(executable_path=DRIVER), options=opts)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    assert CHROMIUM and DRIVER, "chromium / chromedriver missing (.ci/run installs them)"
+    model = os.environ.get("DIVREC_SCREENSHOT_MODEL") or shared_model(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp("browser")
+    zygote = Zygote()
+    pid, url = zygote.start(model, tmp / "events.sqlite")
+    driver = make_driver(tmp)
     driver.set_page_load_timeout(60)
     try:
         driver.get(f"{url}/?user=5#key={API_KEY}")
@@ -115,3 +121,26 @@ def test_slider_like_and_error(page):
     wait_load(driver, n)
     err = driver.find_element(By.ID, "error")
     assert err.is_displayed() and "user_id" in err.text
+
+
+def test_page_under_auth_all_sends_the_key_and_drops_it_from_the_url(tmp_path_factory):
+    """Under --auth-all every call needs the key: the page sends it with all of them, and a
+    key handed over in the fragment does not stay in the address bar."""
+    assert CHROMIUM and DRIVER
+    tmp = tmp_path_factory.mktemp("browser-auth")
+    srv = Server(shared_model(tmp_path_factory), tmp / "events.sqlite", "--auth-all")
+    driver = make_driver(tmp)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(f"{srv.url}/?user=5#key={API_KEY}")
+        wait_load(driver, 0)
+        assert driver.find_element(By.ID, "error").is_displayed() is False
+        assert len(listed(driver)) == 10
+        assert API_KEY not in driver.current_url
+        n = loads(driver)
+        driver.find_element(By.CSS_SELECTOR, "#list li .like").click()
+        wait_load(driver, n)
+        assert driver.find_element(By.ID, "error").is_displayed() is False
+    finally:
+        driver.quit()
+        srv.stop()
