@@ -166,3 +166,65 @@ def test_files_that_stored_a_hyperparameter_as_fitted_state_still_load(data, tmp
     _rewrite_meta(path, lambda meta: meta["fitted"].update({"lambda_": 0.3}))
     back = divrec.load(path)
     assert back.lambda_ == 0.3 and back.get_params() == mmr.get_params()
+
+
+def test_metadata_of_the_wrong_json_type_is_a_value_error(tmp_path):
+    """Metadata that is a JSON list raised AttributeError (in the error message's own line)."""
+    for meta in ([1, 2], "text", 3):
+        path = _write(tmp_path / "list.npz", meta)
+        with pytest.raises(ValueError, match="not a divrec model file") as info:
+            divrec.load(path)
+        assert "\n" not in str(info.value)
+    path = _write(tmp_path / "p.npz", {"format": FORMAT, "class": "divrec.rerank.dpp:FastGreedyDPP",
+                                       "params": [], "fitted": {}})  # fmt: skip
+    with pytest.raises(ValueError, match="corrupted model file"):
+        divrec.load(path)
+
+
+def _resave(path, out, **arrays):
+    with np.load(path) as z:
+        files = {k: z[k] for k in z.files}
+    files.update(arrays)
+    np.savez(out, **files)
+    return out
+
+
+def test_fitted_arrays_of_the_wrong_shape_are_refused_at_load(data, tmp_path):
+    """Wrong-shaped fitted arrays used to load and fail at the first request (IndexError)."""
+    from divrec.rerank import InterestAwareMMR, PersonalizedDPP
+
+    als = ALSRecommender(factors=8, iterations=2).fit(data)
+    path = als.save(tmp_path / "als")
+    divrec.load(path)  # the intact file loads
+    bad = _resave(path, tmp_path / "rows.npz", **{"a/item_factors_": np.zeros((5, 8), np.float32)})
+    with pytest.raises(ValueError, match="item_factors_ has 5 rows for 60 items"):
+        divrec.load(bad)
+    bad = _resave(path, tmp_path / "w.npz", **{"a/user_factors_": np.zeros((40, 3), np.float32)})
+    with pytest.raises(ValueError, match="widths"):
+        divrec.load(bad)
+    bad = _resave(path, tmp_path / "sp.npz", **{"s/user_items_/indices": np.full(358, 999)})
+    with pytest.raises(ValueError, match="corrupted model file: .* user_items_: indices"):
+        divrec.load(bad)
+    rr = InterestAwareMMR().fit(data)
+    path = rr.save(tmp_path / "ia")
+    bad = _resave(path, tmp_path / "ia_bad.npz", **{"a/user_vectors_": np.zeros((40, 7))})
+    with pytest.raises(ValueError, match="user_vectors_ and item_vectors_ have widths 7"):
+        divrec.load(bad)
+    path = PersonalizedDPP().fit(data).save(tmp_path / "pdpp")
+    bad = _resave(path, tmp_path / "pdpp_bad.npz", **{"a/user_category_counts_": np.ones((7, 3))})
+    with pytest.raises(ValueError, match="user_category_counts_ has 7 rows for 40 users"):
+        divrec.load(bad)
+
+
+def test_parameter_types_are_checked_on_load(tmp_path):
+    """Saved parameters go through the stage config again: a wrong type is refused."""
+    path = FastGreedyDPP(theta=0.7).save(tmp_path / "d")
+    with np.load(path) as z:
+        files = {k: z[k] for k in z.files}
+    meta = json.loads(str(files["__meta__"]))
+    meta["params"]["theta"] = "high"
+    files["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **files)
+    with pytest.raises(ValueError, match="theta") as info:
+        divrec.load(tmp_path / "bad.npz")
+    assert "\n" not in str(info.value)

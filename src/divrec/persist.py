@@ -175,7 +175,10 @@ def load(path: str | Path):
             if "__meta__" not in z.files:
                 raise ValueError(f"{path}: not a divrec model file (no __meta__)")
             meta = json.loads(str(z["__meta__"]))
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            if not isinstance(meta, dict):
+                kind = type(meta).__name__
+                raise ValueError(f"{path}: not a divrec model file (metadata is a JSON {kind})")
+            if meta.get("format") != FORMAT:
                 raise ValueError(f"{path}: not a divrec model file (format {meta.get('format')!r})")
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
     except ValueError as err:
@@ -187,8 +190,12 @@ def load(path: str | Path):
         ) from None
     try:
         return _decode_object(meta, arrays)
-    except (KeyError, TypeError, IndexError) as err:
-        raise ValueError(f"{path}: corrupted model file ({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{path}: corrupted model file ({type(err).__name__}: {msg})") from None
+    except ValueError as err:
+        msg = str(err).splitlines()[0] if str(err) else "ValueError"
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 #: Classes that became registry presets ("declare each stage once"): a file saved under the
@@ -274,9 +281,15 @@ def _decode_object(meta: dict, arrays: dict[str, np.ndarray]):
             key = value["__sparse__"]
             shape = tuple(int(s) for s in arrays[f"s/{key}/shape"])
             parts = (arrays[f"s/{key}/data"], arrays[f"s/{key}/indices"], arrays[f"s/{key}/indptr"])
-            setattr(obj, name, sp.csr_matrix(parts, shape=shape))
+            matrix = sp.csr_matrix(parts, shape=shape)
+            try:  # indices inside the shape, a non-decreasing indptr
+                matrix.check_format(full_check=True)
+            except ValueError as err:
+                raise ValueError(f"corrupted model file: {meta['class']} {name}: {err}") from None
+            setattr(obj, name, matrix)
         else:
             setattr(obj, name, _decode_value(value, arrays))
+    _check_fitted_shapes(meta["class"], obj, meta["fitted"])
     for name, key in modules.items():  # after the arrays: architectures read them
         pre = f"t/{key}/"
         state = {k[len(pre) :]: v for k, v in arrays.items() if k.startswith(pre)}
@@ -287,6 +300,50 @@ def _decode_object(meta: dict, arrays: dict[str, np.ndarray]):
     if hasattr(obj, "_after_load"):
         obj._after_load()
     return obj
+
+
+def _check_fitted_shapes(cls: str, obj: Any, fitted: dict) -> None:
+    """Refuses fitted state whose shapes disagree (they would fail later, with `IndexError`,
+    at the first request): by the naming convention of fitted attributes, `user_*_` arrays
+    have one row per user and `item_*_` arrays one row per item (`n_users_`, `n_items_`,
+    else `user_items_`'s shape, else the first such array), and the factor pairs
+    (`user_factors_` / `item_factors_`, `user_vectors_` / `item_vectors_`) share a width."""
+    arrays = {}
+    for name in fitted:
+        value = getattr(obj, name, None)
+        if isinstance(value, np.ndarray | sp.spmatrix) and value.ndim >= 1:
+            arrays[name] = value
+    sizes: dict[str, int | None] = {}
+    for side in ("user", "item"):
+        n = getattr(obj, f"n_{side}s_", None) if f"n_{side}s_" in fitted else None
+        if not isinstance(n, int | np.integer) and "user_items_" in arrays:
+            n = arrays["user_items_"].shape[0 if side == "user" else 1]
+        sizes[side] = None if not isinstance(n, int | np.integer) else int(n)
+    for name, value in arrays.items():
+        if name == "user_items_":
+            want = (sizes["user"], sizes["item"])
+            if None not in want and value.shape != want:
+                raise ValueError(
+                    f"corrupted model file: {cls} {name} has shape {value.shape}, expected {want}"
+                )
+            continue
+        side = name.split("_", 1)[0]
+        if side not in sizes or not name.endswith("_"):
+            continue
+        if sizes[side] is None:
+            sizes[side] = value.shape[0]
+        elif value.shape[0] != sizes[side]:
+            raise ValueError(
+                f"corrupted model file: {cls} {name} has {value.shape[0]} rows for "
+                f"{sizes[side]} {side}s"
+            )
+    for a, b in (("user_factors_", "item_factors_"), ("user_vectors_", "item_vectors_")):
+        if a in arrays and b in arrays and arrays[a].ndim == arrays[b].ndim == 2:
+            if arrays[a].shape[1] != arrays[b].shape[1]:
+                raise ValueError(
+                    f"corrupted model file: {cls} {a} and {b} have widths "
+                    f"{arrays[a].shape[1]} and {arrays[b].shape[1]}"
+                )
 
 
 def _load_module(obj: Persistable, name: str, state: dict[str, np.ndarray]):

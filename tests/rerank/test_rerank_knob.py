@@ -172,9 +172,27 @@ def test_no_knob_raises(setup):
         rr = _fit(rr, setup)
         with pytest.raises(ValueError, match="no diversity knob"):
             rr(Query(users=users, diversity=KNOB), cand, K)
-        # all zeros: the relevance order, as for every re-ranker
-        out = rr(Query(users=users, diversity=np.zeros(B)), cand, K)
-        assert out.ids[0].tolist() == _relevance_order(cand.ids[0], cand.scores[0], K)
+        # all zeros too (README: they reject the knob); it used to skip the category cap
+        with pytest.raises(ValueError, match="no diversity knob"):
+            rr(Query(users=users, diversity=np.zeros(B)), cand, K)
+        assert not rr.has_knob()
+        # no knob: the class's own selection
+        rr(Query(users=users), cand, K)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("knob", [0.0, 0.5])
+def test_non_finite_score_raises_the_same_error_at_any_knob(name, knob, setup):
+    """A NaN (or infinite) score used to be dropped silently at knob 0 and raise otherwise;
+    both paths raise the same one-line error now."""
+    _, _, _, users, cand = setup
+    rr = _fit(CASES[name][0](), setup)
+    for bad in (np.nan, np.inf):
+        scores = cand.scores.copy()
+        scores[1, 3] = bad
+        broken = Candidates._checked(cand.ids, scores)  # Candidates(...) refuses NaN itself
+        with pytest.raises(ValueError, match="^relevance contains NaN or infinite values"):
+            rr(Query(users=users, diversity=np.full(B, knob)), broken, K)
 
 
 def test_per_row_parameters_are_checked():

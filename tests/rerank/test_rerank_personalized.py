@@ -166,3 +166,52 @@ def test_realtime_dpp_uses_tracker_theta():
         assert out[b].tolist() == expected.tolist()
     with pytest.raises(ValueError, match="users"):
         dpp.select_batch(r[None], 3, vectors=v[None])
+
+
+def _small_train():
+    from divrec.data import SyntheticConfig, make_synthetic
+
+    return make_synthetic(SyntheticConfig(n_users=20, n_items=50, n_topics=3, seed=2)).interactions
+
+
+def test_pdpp_with_one_category_serves_requests():
+    """One item category: p-DPP used to fit, then fail on every request (entropy needs
+    K >= 2); it now serves default_theta, as without categories."""
+    import scipy.sparse as sp
+
+    from divrec.data.query import Candidates, Query
+    from divrec.rerank import FastGreedyDPP, PersonalizedDPP
+
+    train = _small_train()
+    one = train.with_item_side_info(
+        item_categories=sp.csr_matrix(np.ones((train.n_items, 1))), category_names=("all",)
+    )
+    vecs = np.random.default_rng(0).normal(size=(train.n_items, 4)).astype(np.float32)
+    rr = PersonalizedDPP(default_theta=0.6).fit(one, item_vectors=vecs)
+    cand = Candidates(np.arange(20)[None].repeat(3, 0), np.linspace(1, 0, 20)[None].repeat(3, 0))
+    got = rr(Query(users=np.array([0, 1, 2])), cand, 5)
+    want = FastGreedyDPP(theta=0.6).fit(one, item_vectors=vecs)(Query(users=[0, 1, 2]), cand, 5)
+    np.testing.assert_array_equal(got.ids, want.ids)
+
+
+@pytest.mark.parametrize("name", ["pdpp", "ia-mmr"])
+def test_out_of_range_user_is_a_value_error_naming_it(name):
+    """Calling the stage with a user outside the fitted ones raised IndexError."""
+    from divrec.data.query import Candidates, Query
+    from divrec.rerank import InterestAwareMMR, PersonalizedDPP
+
+    train = _small_train()
+    rr = (PersonalizedDPP() if name == "pdpp" else InterestAwareMMR()).fit(train)
+    cand = Candidates(np.arange(10)[None].repeat(2, 0), np.linspace(1, 0, 10)[None].repeat(2, 0))
+    with pytest.raises(ValueError, match=f"user {train.n_users + 3} is outside the fitted"):
+        rr(Query(users=np.array([0, train.n_users + 3])), cand, 5)
+    rr(Query(users=np.array([0, train.n_users - 1])), cand, 5)
+
+
+def test_ia_mmr_refuses_nan_lambda():
+    from divrec.params import ParamError
+    from divrec.rerank import InterestAwareMMR
+
+    for bad in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ParamError, match="lambda_"):
+            InterestAwareMMR(lambda_=bad)

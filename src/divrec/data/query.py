@@ -290,8 +290,18 @@ class Candidates:
         scores = np.asarray(self.scores, dtype=np.float32)
         if scores.shape != ids.shape:
             raise ValueError(f"scores has shape {scores.shape}, ids {ids.shape}")
+        if ids.size:
+            _check_rows(ids, scores)
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "scores", scores)
+
+    @classmethod
+    def _checked(cls, ids: np.ndarray, scores: np.ndarray) -> Candidates:
+        """A `Candidates` of arrays derived from a valid one (no re-check: head, take, sort)."""
+        new = object.__new__(cls)
+        object.__setattr__(new, "ids", ids)
+        object.__setattr__(new, "scores", scores)
+        return new
 
     @property
     def valid(self) -> np.ndarray:
@@ -321,16 +331,16 @@ class Candidates:
         """The first `k` columns, padded with −1 / −inf when the lists are shorter."""
         b, n = self.ids.shape
         if k <= n:
-            return Candidates(self.ids[:, :k], self.scores[:, :k])
+            return Candidates._checked(self.ids[:, :k], self.scores[:, :k])
         pad = k - n
-        return Candidates(
+        return Candidates._checked(
             np.pad(self.ids, ((0, 0), (0, pad)), constant_values=-1),
             np.pad(self.scores, ((0, 0), (0, pad)), constant_values=-np.inf),
         )
 
     def take(self, rows: np.ndarray | slice) -> Candidates:
         """The sub-batch `rows`."""
-        return Candidates(self.ids[rows], self.scores[rows])
+        return Candidates._checked(self.ids[rows], self.scores[rows])
 
     def sorted(self) -> Candidates:
         """Each row sorted by decreasing score, ties by position, padding last."""
@@ -338,7 +348,26 @@ class Candidates:
         order = np.argsort(key, axis=1, kind="stable")
         ids = np.take_along_axis(self.ids, order, axis=1)
         sc = np.take_along_axis(self.scores, order, axis=1)
-        return Candidates(ids, np.where(ids >= 0, sc, -np.inf))
+        return Candidates._checked(ids, np.where(ids >= 0, sc, -np.inf).astype(np.float32))
+
+
+def _check_rows(ids: np.ndarray, scores: np.ndarray) -> None:
+    """Refuses ids below −1, a NaN score at a real entry and an item twice in one row."""
+    if ids.min() < -1:
+        raise ValueError(f"candidate ids must be item indices or -1 (padding), got {ids.min()}")
+    bad = np.isnan(scores) & (ids >= 0)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"candidate scores must not be NaN (row {row}, item {ids[row, col]})")
+    if ids.shape[1] > 1:
+        s = np.sort(ids, axis=1)
+        dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
+        if dup.any():
+            row, col = np.argwhere(dup)[0]
+            raise ValueError(
+                f"candidate ids must be distinct in a row: item {s[row, col + 1]} "
+                f"twice in row {row} (Candidates.from_ids drops duplicates)"
+            )
 
 
 def dedupe_rows(ids: np.ndarray) -> np.ndarray:

@@ -98,6 +98,18 @@ def not_finite(what: str, batch: bool = False) -> ValueError:
     return ValueError(f"{what} NaN or infinite values{' at valid positions' if batch else ''}")
 
 
+def fitted_user_rows(users: np.ndarray, n_users: int, who: str) -> np.ndarray:
+    """``users`` (internal indices of a `Query`), or ``ValueError`` naming the first one that
+    has no fitted row (``who``: the re-ranker's name)."""
+    if users.size and (users.max() >= n_users or users.min() < 0):
+        bad = users[(users >= n_users) | (users < 0)][0]
+        raise ValueError(
+            f"{who}: user {int(bad)} is outside the fitted users (0 … {n_users - 1}); give "
+            "a history for a new user"
+        )
+    return users
+
+
 def relevance_array(relevance: Any, batch: bool = False, copy: bool = False) -> np.ndarray:
     """``relevance`` as float64 ``(N,)`` (``(B, N)`` with ``batch``), or ``ValueError``.
 
@@ -665,6 +677,12 @@ class Reranker(Configured, Persistable):
             "FastGreedyDPP, PersonalizedDPP, RealtimePersonalizedDPP, SSD, InterestAwareMMR, CFDA"
         )
 
+    @classmethod
+    def has_knob(cls) -> bool:
+        """Whether the class maps the diversity knob (``Query.diversity``) onto a parameter;
+        one without it refuses any knob, 0 included."""
+        return cls.diversity_params is not Reranker.diversity_params
+
     def fit(self, train, item_vectors=None, user_vectors=None) -> Reranker:
         """Learns what the re-ranker needs from the training data; returns self.
 
@@ -753,6 +771,8 @@ class Reranker(Configured, Persistable):
                     f"{allowed})"
                 )
             kw[key] = value
+        if query.diversity is not None and not self.has_knob():
+            self.diversity_params(np.zeros(0))  # raises: no knob, not even knob 0
         relevance = np.where(valid, candidates.scores, 0.0).astype(np.float64)
         if query.diversity is None:
             pos = self.select_batch(relevance, k, valid=valid, **kw)
@@ -778,6 +798,8 @@ class Reranker(Configured, Persistable):
             return self.select_batch(relevance, k, valid=valid, **{**params, **kw})
         out = np.full((relevance.shape[0], k), -1, dtype=np.int64)
         rows = np.flatnonzero(zero)
+        if not np.isfinite(relevance[rows][valid[rows]]).all():  # as `select_batch` would
+            raise not_finite("relevance contains", batch=True)
         key = np.where(valid[rows], -relevance[rows], np.inf)
         order = np.argsort(key, axis=1, kind="stable")[:, :k]
         got = np.take_along_axis(valid[rows], order, axis=1)

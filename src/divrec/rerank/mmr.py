@@ -35,6 +35,7 @@ from ._base import (
     check_relevance,
     check_relevance_batch,
     constant_row,
+    fitted_user_rows,
     kernel_inputs,
     kernel_inputs_batch,
     knob_ratio,
@@ -430,7 +431,8 @@ class InterestAwareMMR(Reranker):
                 "InterestAwareMMR needs user vectors: a retriever with user_vectors() or the "
                 "reference SVD space"
             )
-        return {"user": self.user_vectors_[query.users]}
+        users = fitted_user_rows(query.users, self.user_vectors_.shape[0], "InterestAwareMMR")
+        return {"user": self.user_vectors_[users]}
 
     @staticmethod
     def _inputs(

@@ -37,7 +37,7 @@ import numpy as np
 from divrec.persist import Persistable
 from divrec.stage import param
 
-from ._base import sigmoid
+from ._base import fitted_user_rows, sigmoid
 from .dpp import GreedyDPPConfig, _GreedyDPPReranker, tradeoff_alpha
 
 __all__ = [
@@ -123,8 +123,13 @@ class PersonalizedDPP(_GreedyDPPReranker):
     _query_extras = ("theta", "user_category_counts")
 
     def _fit_stage(self, train) -> None:
-        """``user_category_counts_`` `(n_users, C)`: training interactions per category."""
-        if train.item_categories is None:
+        """``user_category_counts_`` `(n_users, C)`: training interactions per category.
+
+        With fewer than two categories there is no entropy to read (every user would be a
+        single-category user): ``user_category_counts_`` is None and requests get
+        ``default_theta`` (or their ``theta``), as without categories.
+        """
+        if train.item_categories is None or train.item_categories.shape[1] < 2:
             self.user_category_counts_ = None
             return
         x = train.to_csr(binary=True)
@@ -141,7 +146,9 @@ class PersonalizedDPP(_GreedyDPPReranker):
             x.data[:] = 1.0
             out["user_category_counts"] = np.asarray((x @ self.item_categories_).todense())
         else:
-            out["user_category_counts"] = self.user_category_counts_[query.users]
+            counts = self.user_category_counts_
+            users = fitted_user_rows(query.users, counts.shape[0], "PersonalizedDPP")
+            out["user_category_counts"] = counts[users]
         return out
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
