@@ -70,3 +70,21 @@ def test_fit_fits_the_retriever_and_checks_arguments(data):
     assert pipe.retriever.item_factors_.shape == (data.n_items, 4)
     with pytest.raises(ValueError, match="k must be positive"):
         pipe.recommend([0], 0)
+
+
+def test_knob_without_a_reranker_is_the_relevance_order_and_knobless_rerankers_refuse_it(data, als):
+    """Documented choice: a pipeline without a re-ranker answers in relevance order whatever
+    the knob; a knob-less re-ranker (category cap) refuses any knob, 0 included (it used to
+    take knob 0 and skip its cap)."""
+    from divrec.data.query import Query
+
+    users = np.arange(6)
+    plain = Pipeline(als, None, n_candidates=30).use_fitted(data)
+    ref = plain(Query(users=users), None, 5).ids
+    for knob in (0.0, 0.7):
+        got = plain(Query(users=users, diversity=np.full(6, knob)), None, 5).ids
+        np.testing.assert_array_equal(got, ref)
+    capped = Pipeline(als, CategoryCap(max_per_category=1), n_candidates=80).use_fitted(data)
+    for knob in (0.0, 0.7):
+        with pytest.raises(ValueError, match="no diversity knob"):
+            capped(Query(users=users, diversity=np.full(6, knob)), None, 4)

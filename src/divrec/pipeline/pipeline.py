@@ -119,6 +119,11 @@ class Pipeline(Recommender):
 
         Scores are the last scoring stage's (ranker, else retriever); a re-ranked list
         keeps the scores of the items it picked.
+
+        The diversity knob (``Query.diversity``) is the re-ranker's to take: a pipeline
+        without a re-ranker answers every request in relevance order, whatever its knob
+        (the order knob 0 gives; a service's ``method=none`` relies on this). A re-ranker
+        without a knob (category cap, CF-DM, hybrid) refuses it.
         """
         self._check_fitted()
         k = check_list_length(k)
