@@ -149,6 +149,38 @@ def test_reload_of_another_catalogue_is_refused(server, model, tmp_path):
     assert r.status_code == 200, r.text
 
 
+def test_reload_onto_a_new_log_serves_another_catalogue(model, tmp_path):
+    db = tmp_path / "ev.sqlite"
+    srv = Server(model, db)
+    try:
+        ev = {"event_id": "nl-1", "user_id": "nl", "item_id": "5", "type": "like"}
+        assert HTTP.post(f"{srv.url}/feedback", json={"events": [ev]}, headers=KEY).is_success
+        other = tmp_path / "other"
+        shutil.copytree(model, other)
+        items = json.loads((other / "items.json").read_text())
+        for it in items:
+            it["title"] = "Other " + it["id"]
+        (other / "items.json").write_text(json.dumps(items))
+        rehash(other)
+        url = f"{srv.url}/admin/reload"
+        r = HTTP.post(url, json={"model_dir": str(other), "new_db": str(db)}, headers=KEY)
+        assert r.status_code == 422 and "'new_db'" in r.json()["error"]
+        new_db = tmp_path / "new.sqlite"
+        r = HTTP.post(url, json={"model_dir": str(other), "new_db": str(new_db)}, headers=KEY)
+        assert r.status_code == 200, r.text
+        assert r.json()["db"] == str(new_db) and r.json()["events_applied"] == 0
+        assert HTTP.get(f"{srv.url}/users/nl/history", headers=KEY).status_code == 404
+        ev["event_id"] = "nl-2"
+        assert HTTP.post(f"{srv.url}/feedback", json={"events": [ev]}, headers=KEY).is_success
+        conn = sqlite3.connect(new_db)
+        assert conn.execute("SELECT event_id FROM events").fetchall() == [("nl-2",)]
+        conn.close()
+        # the old log is free again, the new one is locked
+        assert "in use" in one_line_error(serve_once(model, new_db))
+    finally:
+        srv.stop()
+
+
 def test_start_over_a_log_with_unknown_items_is_refused(model, tmp_path):
     db = tmp_path / "ev.sqlite"
     from divrec.serve.events import Event, EventLog

@@ -178,6 +178,7 @@ def serve(
         body_timeout=body_timeout,
         allowed_hosts=tuple(hosts),
         bundle=bundle,
+        lock=lock,
         max_body=max_body,
         max_batch=max_batch,
         compute_threads=threads,
@@ -210,7 +211,7 @@ def serve(
             h11_max_incomplete_event_size=16 * 1024,
         )
     finally:
-        lock.release()
+        config.lock.release()  # the log served last (a reload may have moved to a new one)
 
 
 def _check_db(db: Path) -> None:

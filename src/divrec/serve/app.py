@@ -96,6 +96,7 @@ class AppConfig:
         allowed_hosts: Host header values (without port) answered; ``"*"`` allows any.
         bundle: a model already loaded from `model_dir` (`divrec serve` validates the
             directory before starting and hands the result over), or None.
+        lock: the `DbLock` held on `db` (released when a reload moves to a new log).
         max_body: largest request body in bytes (413 above).
         max_batch: most events in one /feedback request (413 above).
         max_n: longest list a request may ask for.
@@ -113,6 +114,7 @@ class AppConfig:
     body_timeout: float = 10.0
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     bundle: Any = None
+    lock: Any = None
     max_body: int = 1 << 20
     max_batch: int = 1000
     max_n: int = 100
@@ -156,6 +158,7 @@ class RecommendIn(_Strict):
 
 class ReloadIn(_Strict):
     model_dir: StrictStr | None = None
+    new_db: StrictStr | None = None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -545,6 +548,17 @@ class _State:
             if self.service is not None:
                 self.service.apply(events)
 
+    def committer(self, log: EventLog):
+        """`on_commit` for `log`: its events reach the service only while it is the log
+        served (after a reload onto a new log, the old one's last commits do not)."""
+
+        def on_commit(events: list[Event]) -> None:
+            with self.swap_lock:
+                if self.service is not None and self.log is log:
+                    self.service.apply(events)
+
+        return on_commit
+
 
 def _thread_pools() -> list[dict[str, Any]]:
     """The native thread pools of the process and their sizes (threadpoolctl)."""
@@ -656,7 +670,8 @@ def create_app(config: AppConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         state.limits = _limit_threads(config.compute_threads)
         loop = asyncio.get_running_loop()
-        state.log = EventLog(config.db, on_commit=state.on_commit)
+        state.log = EventLog(config.db)
+        state.log.on_commit = state.committer(state.log)
         state.service = await loop.run_in_executor(
             state.pool, _load_service, config, config.model_dir, state.log
         )
@@ -977,6 +992,8 @@ def create_app(config: AppConfig) -> FastAPI:
     async def reload(request: Request):
         body = await _parse(request, ReloadIn, empty_ok=True)
         target = Path(body.model_dir) if body.model_dir else config.model_dir
+        if body.new_db is not None:
+            return await reload_new_log(target, Path(body.new_db))
         async with state.reload_lock:
             loop = asyncio.get_running_loop()
             # a separate pool: requests keep being answered by the old model meanwhile
@@ -989,7 +1006,10 @@ def create_app(config: AppConfig) -> FastAPI:
                     None, check_catalogue, bundle, Path(config.db), state.service.bundle
                 )
             except ValueError as err:
-                raise ApiError(409, f"model_dir: {str(err).splitlines()[0]}") from None
+                raise ApiError(
+                    409,
+                    f'model_dir: {str(err).splitlines()[0]} (or reload with "new_db")',
+                ) from None
             config.bundle = bundle
             try:
                 new = await loop.run_in_executor(None, _load_service, config, target, state.log)
@@ -1006,6 +1026,52 @@ def create_app(config: AppConfig) -> FastAPI:
         return {
             "status": "reloaded",
             "model_dir": str(target),
+            "fingerprint": new.bundle.manifest["data"]["fingerprint"],
+            "events_applied": new.n_applied,
+        }
+
+    async def reload_new_log(target: Path, new_db: Path):
+        """Reload onto a new, empty event log `new_db` (another catalogue's model)."""
+        from divrec.serve.events import DbLock, LockedError
+
+        if new_db.exists() or str(new_db.absolute()) == str(Path(config.db).absolute()):
+            raise ApiError(422, f"field 'new_db': {new_db} exists (a new log must be a new file)")
+        parent = new_db.parent if str(new_db.parent) else Path(".")
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ApiError(422, f"field 'new_db': folder {parent} is not writable")
+        async with state.reload_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                bundle = await loop.run_in_executor(None, ModelBundle.load, target)
+            except (ValueError, OSError) as err:
+                raise ApiError(422, f"model_dir: {str(err).splitlines()[0]}") from None
+            lock = DbLock(new_db)
+            try:
+                lock.acquire()
+            except (LockedError, OSError) as err:
+                raise ApiError(409, f"field 'new_db': {str(err).splitlines()[0]}") from None
+            try:
+                log = await loop.run_in_executor(None, EventLog, new_db)
+                log.on_commit = state.committer(log)
+                config.bundle = bundle
+                new = await loop.run_in_executor(None, _load_service, config, target, log)
+            except (ValueError, OSError, KeyError) as err:
+                config.bundle = None
+                lock.release()
+                raise ApiError(422, f"model_dir: {str(err).splitlines()[0]}") from None
+            old_log, old_lock = state.log, config.lock
+            with state.swap_lock:
+                state.service = new
+                state.log = log
+            config.db, config.model_dir, config.lock = new_db, target, lock
+            await loop.run_in_executor(None, old_log.close)  # what was queued is committed
+            if old_lock is not None:
+                old_lock.release()
+            _freeze_heap()
+        return {
+            "status": "reloaded",
+            "model_dir": str(target),
+            "db": str(new_db),
             "fingerprint": new.bundle.manifest["data"]["fingerprint"],
             "events_applied": new.n_applied,
         }
