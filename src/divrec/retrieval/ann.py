@@ -13,9 +13,10 @@ does not change rankings). Index kinds:
   query scans), the best `k · refine_factor` re-scored exactly on the float vectors
   (`faiss.IndexRefineFlat`). At 1M Gaussian 64-d vectors and the same recall it answers a
   single query in ~0.6× the time of IVF-Flat.
-* ``"auto"``: exact below `AUTO_EXACT_BELOW` vectors; above, IVF-SQ8 tuned to
-  `target_recall` (default 0.95), falling back to exact when the tuned IVF would scan more
-  than `AUTO_MAX_SCAN` (40%) of the catalogue anyway.
+* ``"auto"``: exact below `AUTO_EXACT_BELOW` vectors; above, every kind of `auto_kinds`
+  (default exact and IVF-SQ8) is built, the approximate ones tuned to `target_recall`
+  (default 0.95), and the one with the lowest single-query p99 latency among those whose
+  held-out recall meets the target is kept, by measurement at build time (`auto_report_`).
 
 **Target recall.** HNSW with fixed parameters loses recall as the catalogue grows (m=32,
 efSearch=128 on Gaussian 64-d vectors: recall@100 0.976 at 10k items, 0.794 at 100k, 0.484
@@ -24,7 +25,12 @@ a query sample and raises efSearch (HNSW) or nprobe (IVF) until the target is me
 sample is split in a tuning half (the setting is the smallest one whose tuning recall is at
 least the target plus three standard errors) and a held-out half, on which the reported
 `recall_` is measured. The sample is drawn from `fit`'s ``queries`` (pass the real query
-distribution, e.g. user vectors for an item index) or, without it, from the indexed vectors.
+distribution, e.g. user vectors for an item index). Without it, the sample is synthesized
+(`synthetic_queries`), never the indexed vectors themselves: a query equal to an indexed
+vector finds itself and its graph neighbourhood easily, and tuning HNSW on such queries to
+0.95 gave 0.891 on fresh queries at 100k items. Half of the synthetic queries are fresh
+draws from a Gaussian fitted to the vectors (mean and covariance), half perturbed indexed
+vectors (halfway to such a draw); the target must be met on each half separately.
 
 Threads follow `divrec.threads`: a search of fewer than `divrec.threads.SMALL_BATCH`
 queries (one request) runs single-threaded, larger batches and builds use the thread budget
@@ -46,12 +52,11 @@ KINDS = ("flat", "hnsw", "ivf", "ivf-sq8", "auto")
 AUTO_EXACT_BELOW = 20_000
 """`kind="auto"` indexes fewer vectors than this exactly (single-query exact search of
 20k × 64 floats takes ~0.2 ms)."""
-AUTO_MAX_SCAN = 0.4
-"""`kind="auto"` falls back to exact search when the tuned IVF scores more than this fraction
-of the catalogue per query. Single query, 64-d Gaussian vectors, recall@100 0.95: IVF-Flat
-scanning 50% of 100k items took 1.3x the exact time, 37% of 1M 0.65x; IVF-SQ8 scanning 43%
-of 300k took 0.75x and 37% of 1M 0.51x (p99 7.3 ms against 17.9 ms exact). Above ~40% the
-saving is small, and exact search is exact."""
+AUTO_KINDS = ("flat", "ivf-sq8")
+"""Kinds `kind="auto"` builds and times above `AUTO_EXACT_BELOW` (HNSW is left out by
+default: its single-core build takes ~70 s at 100k vectors, against ~3 s for IVF-SQ8)."""
+AUTO_LATENCY_QUERIES = 200
+"""Single-query searches per kind that `kind="auto"` times (interleaved) to pick one."""
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -79,7 +84,8 @@ class AnnIndex:
 
     Args:
         kind: "flat" (exact), "hnsw", "ivf" (IVF-Flat), "ivf-sq8" (IVF with 8-bit codes and
-            exact re-scoring) or "auto" (see the module docstring).
+            exact re-scoring) or "auto" (the fastest of `auto_kinds` meeting the target,
+            measured at build time; see the module docstring).
         m: HNSW links per node.
         ef_construction: HNSW construction beam width.
         ef_search: HNSW search beam width (raised to k when smaller; with `target_recall`,
@@ -96,6 +102,7 @@ class AnnIndex:
         tune_queries: size of the query sample (half tuning, half held out).
         seed: seeds the query sample and the IVF k-means.
         refine_factor: "ivf-sq8": candidates re-scored exactly, as a multiple of k.
+        auto_kinds: the kinds "auto" builds, tunes and times (default `AUTO_KINDS`).
 
     Attributes:
         index_: the faiss index.
@@ -109,6 +116,9 @@ class AnnIndex:
         tune_recall_: the same on the tuning half.
         build_seconds_: wall time of building (training + adding) the index.
         tune_seconds_: wall time of the recall tuning.
+        auto_report_: "auto" above `AUTO_EXACT_BELOW`: per candidate kind, its held-out
+            recall, whether it meets the target, single-query p50 / p99 (ms) and build /
+            tune seconds (None otherwise).
     """
 
     def __init__(
@@ -125,6 +135,7 @@ class AnnIndex:
         tune_queries: int = 1000,
         seed: int = 0,
         refine_factor: float = 2.0,
+        auto_kinds: tuple[str, ...] = AUTO_KINDS,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -144,6 +155,10 @@ class AnnIndex:
         self.tune_queries = tune_queries
         self.seed = seed
         self.refine_factor = refine_factor
+        bad = [k for k in auto_kinds if k not in KINDS or k == "auto"]
+        if bad or not auto_kinds:
+            raise ValueError(f"auto_kinds must be non-empty kinds of {KINDS[:-1]}, got {bad}")
+        self.auto_kinds = tuple(auto_kinds)
 
     # ------------------------------------------------------------------ building
     def fit(self, vectors: np.ndarray, queries: np.ndarray | None = None) -> AnnIndex:
@@ -152,7 +167,7 @@ class AnnIndex:
         Args:
             vectors: the base vectors.
             queries: optional `(Q, D)` sample of the query distribution for the recall
-                tuning (default: a sample of `vectors`).
+                tuning (default: `synthetic_queries` of `vectors`).
         """
         import faiss
 
@@ -163,9 +178,12 @@ class AnnIndex:
         self.n_ = n
         target = self.target_recall
         kind = self.kind
+        self.auto_report_ = None
         if kind == "auto":
             target = 0.95 if target is None else target
-            kind = "flat" if n < AUTO_EXACT_BELOW else "ivf-sq8"
+            if n >= AUTO_EXACT_BELOW:
+                return self._fit_auto(vecs, queries, target)
+            kind = "flat"
         self.kind_ = kind
         self.ef_search_ = self.ef_search
         self.nprobe_ = self.nprobe
@@ -213,12 +231,44 @@ class AnnIndex:
                 t = time.perf_counter()
                 self._tune(vecs, queries, target)
                 self.tune_seconds_ = time.perf_counter() - t
-                if self.kind == "auto" and self._ivf_scan_fraction() > AUTO_MAX_SCAN:
-                    # the tuned IVF scans most of the catalogue: exact search is as fast
-                    exact = faiss.IndexFlatIP(d)
-                    exact.add(vecs)
-                    self.index_, self.kind_ = exact, "flat"
-                    self.recall_ = self.tune_recall_ = 1.0
+        return self
+
+    def _fit_auto(self, vecs: np.ndarray, queries: np.ndarray | None, target: float):
+        """Builds every kind of `auto_kinds`, keeps the fastest meeting `target` (p99)."""
+        params = {k: v for k, v in vars(self).items() if not k.endswith("_")}
+        params.pop("_ivf", None)
+        candidates: dict[str, AnnIndex] = {}
+        report: dict[str, dict] = {}
+        for kind in self.auto_kinds:
+            index = AnnIndex(**{**params, "kind": kind, "target_recall": target})
+            index.fit(vecs, queries)
+            candidates[kind] = index
+            report[kind] = {
+                "recall": index.recall_,
+                "meets_target": kind == "flat" or index.recall_ >= target,
+                "build_seconds": index.build_seconds_,
+                "tune_seconds": index.tune_seconds_,
+            }
+        # time single queries of the held-out distribution (a draw the tuning did not use)
+        rng = np.random.default_rng([self.seed, 1])
+        timing_q, _ = self._query_sample(vecs, queries, AUTO_LATENCY_QUERIES, rng)
+        times = _interleaved_latency(candidates, timing_q, min(self.recall_k, vecs.shape[0]))
+        for kind, sec in times.items():
+            report[kind]["p50_ms"] = float(np.percentile(sec, 50) * 1e3)
+            report[kind]["p99_ms"] = float(np.percentile(sec, 99) * 1e3)
+        ok = [k for k in candidates if report[k]["meets_target"]]
+        if not ok:  # no approximate kind met the target and exact search was not offered
+            ok = [max(candidates, key=lambda k: report[k]["recall"])]
+        best = min(ok, key=lambda k: report[k]["p99_ms"])
+        chosen = candidates[best]
+        for name, value in vars(chosen).items():
+            if name.endswith("_") or name == "_ivf":
+                setattr(self, name, value)
+        if best == "flat":
+            self.recall_ = self.tune_recall_ = 1.0
+        self.build_seconds_ = sum(r["build_seconds"] for r in report.values())
+        self.tune_seconds_ = sum(r["tune_seconds"] for r in report.values())
+        self.auto_report_ = report
         return self
 
     def _ivf_scan_fraction(self) -> float:
@@ -232,19 +282,23 @@ class AnnIndex:
         import faiss
 
         rng = np.random.default_rng(self.seed)
-        pool = vecs if queries is None else l2_normalize(queries)
-        size = min(self.tune_queries, pool.shape[0])
+        sample, groups = self._query_sample(vecs, queries, self.tune_queries, rng)
+        size = sample.shape[0]
         if size < 2:
             raise ValueError("the recall tuning needs at least 2 queries")
-        sample = pool[rng.choice(pool.shape[0], size=size, replace=False)]
         tune_q, held_q = sample[: size // 2], sample[size // 2 :]
+        tune_groups = groups[: size // 2]
         k = min(self.recall_k, self.n_)
         _, exact = faiss.knn(sample, vecs, k, faiss.METRIC_INNER_PRODUCT)
         tune_exact, held_exact = exact[: size // 2], exact[size // 2 :]
 
         def enough(per_query: np.ndarray) -> bool:
-            se = per_query.std(ddof=1) / math.sqrt(per_query.size) if per_query.size > 1 else 0
-            return per_query.mean() >= min(target + 3 * se, 1.0)
+            for g in np.unique(tune_groups):  # synthetic queries: each kind on its own
+                x = per_query[tune_groups == g]
+                se = x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else 0
+                if x.mean() < min(target + 3 * se, 1.0):
+                    return False
+            return True
 
         if self.kind_ in ("ivf", "ivf-sq8"):
             per_probe = self._ivf_recall_curve(tune_q, tune_exact, vecs)  # (nq, nlist)
@@ -271,6 +325,16 @@ class AnnIndex:
         self.tune_recall_ = recall_at_k(got, tune_exact)
         got, _ = self.search(held_q, k)
         self.recall_ = recall_at_k(got, held_exact)
+
+    def _query_sample(self, vecs: np.ndarray, queries: np.ndarray | None, size: int, rng):
+        """`(sample (S, D), groups (S,))`: `size` queries drawn from `queries` (group 0) or
+        synthesized by `synthetic_queries` (groups 0 and 1, interleaved)."""
+        if queries is not None:
+            pool = l2_normalize(queries)
+            size = min(size, pool.shape[0])
+            sample = pool[rng.choice(pool.shape[0], size=size, replace=False)]
+            return sample, np.zeros(size, dtype=np.int64)
+        return synthetic_queries(vecs, size, rng)
 
     def _ivf_recall_curve(self, q: np.ndarray, exact: np.ndarray, vecs: np.ndarray) -> np.ndarray:
         """Per-query recall of IVF-Flat at every nprobe, `(nq, nlist)`.
@@ -468,6 +532,56 @@ def _exclusion_keys(exclude: sp.csr_matrix, rows: np.ndarray, counts: np.ndarray
     if not exclude.has_sorted_indices:
         keys.sort()
     return keys, width
+
+
+def synthetic_queries(
+    vecs: np.ndarray, size: int, rng: np.random.Generator, fit_sample: int = 20_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stand-in queries for tuning an index of `vecs` when no real queries are given.
+
+    Never the indexed vectors themselves. With μ, Σ the mean and covariance of (a sample of)
+    the vectors and z ~ N(0, Σ): group 0 are fresh draws μ + z; group 1 perturbed indexed
+    vectors μ + (x − μ)/√2 + z/√2 (the same covariance, halfway between an item and a fresh
+    draw). Both normalized; the groups alternate.
+
+    Args:
+        vecs: `(N, D)` the indexed (normalized) vectors.
+        size: how many queries.
+        rng: the random generator.
+        fit_sample: vectors used to estimate μ and Σ.
+
+    Returns:
+        `(queries (size, D) float32 unit rows, groups (size,) int64)`.
+    """
+    n, d = vecs.shape
+    fit = vecs if n <= fit_sample else vecs[rng.choice(n, size=fit_sample, replace=False)]
+    mu = fit.mean(axis=0, dtype=np.float64)
+    cov = np.atleast_2d(np.cov(fit, rowvar=False)) if fit.shape[0] > 1 else np.eye(d)
+    scale = max(float(np.trace(cov)) / d, 1e-12)
+    chol = np.linalg.cholesky(cov + 1e-6 * scale * np.eye(d))
+    z = rng.standard_normal((size, d)) @ chol.T
+    groups = np.arange(size) % 2
+    out = mu + z
+    pert = groups == 1
+    src = vecs[rng.choice(n, size=int(pert.sum()))].astype(np.float64)
+    out[pert] = mu + (src - mu) / math.sqrt(2) + z[pert] / math.sqrt(2)
+    return l2_normalize(out), groups.astype(np.int64)
+
+
+def _interleaved_latency(indexes: dict, queries: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Single-query search seconds of several indexes, interleaved query by query in
+    rotating order (all see the same machine load)."""
+    names = list(indexes)
+    for index in indexes.values():
+        index.search(queries[:3], k)  # warm-up
+    times = {name: np.empty(queries.shape[0]) for name in names}
+    for i in range(queries.shape[0]):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            indexes[name].search(queries[i : i + 1], k)
+            times[name][i] = time.perf_counter() - t
+    return times
 
 
 def _per_query_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> np.ndarray:
