@@ -412,3 +412,13 @@ def test_interrupt_during_startup_is_one_line_and_130(data_home, delay):
         return
     assert proc.returncode == 130, err
     assert err.strip() == "divrec: interrupted", err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan"])
+def test_ials_factors_out_of_range_is_refused_before_work(value, tmp_path):
+    """`--param factors=0` (and other nonsense) is refused by the stage config, one line."""
+    out = tmp_path / "r.json"
+    result = _run("evaluate", "--dataset", "ml-100k", "--model", "ials", "--param",
+                  f"factors={value}", "--output", out)  # fmt: skip
+    _one_line_error(result, "factors")
+    assert not out.exists()
