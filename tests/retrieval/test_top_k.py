@@ -5,9 +5,10 @@ from __future__ import annotations
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
+import scipy.sparse as sp
 from hypothesis import given, settings
 
-from divrec.retrieval.base import top_k
+from divrec.retrieval.base import Recommender, top_k
 
 NEG_INF = float("-inf")
 # few distinct values (several float64 ones equal after float32 rounding): many ties, many
@@ -91,3 +92,28 @@ def test_top_k_nan_ranks_last():
     ids, _ = top_k(scores, 3)
     assert ids[0].tolist() == [2, 0, 3]
     assert ids[1, :2].tolist() == [2, 3] and ids[1, 2] in (0, 1)
+
+
+class _TableModel(Recommender):
+    """Returns a stored float32 score table itself (no copy) for the whole user range."""
+
+    def _fit(self, matrix, data):
+        self.table_ = np.arange(matrix.shape[0] * matrix.shape[1], dtype=np.float32).reshape(
+            matrix.shape
+        )
+
+    def _score_all(self, users):
+        return self.table_ if users.size == self.n_users_ else self.table_[users]
+
+
+def test_recommend_never_masks_a_models_stored_scores_in_place():
+    # the score copy is skipped only for a fresh array nobody else holds
+    train = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
+    model = _TableModel().fit(train)
+    before = model.table_.copy()
+    ids, _ = model.recommend(np.arange(3), k=2)
+    np.testing.assert_array_equal(model.table_, before)  # stored table untouched
+    assert ids.tolist() == [[2, 1], [3, 2], [3, 1]]
+    ids, _ = model.recommend(np.array([0]), k=2)  # a fancy-indexed (fresh) copy
+    assert ids.tolist() == [[2, 1]]
+    np.testing.assert_array_equal(model.table_, before)
