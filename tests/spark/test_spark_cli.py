@@ -76,3 +76,137 @@ def test_spark_cli_errors(tmp_path):
                               "--model", "ials", "--param", "factors=0"])  # fmt: skip
     assert res.exit_code == 2 and "factors must be >= 1" in res.output
     assert not (tmp_path / "m").exists()
+
+
+def _one_line_error(res, *fragments):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("divrec: error: "), res.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _fake_model_dir(path, test=True):
+    path.mkdir()
+    (path / "meta.json").write_text(json.dumps({"n_users": 3, "n_items": 4, "dataset": "x"}))
+    names = ["train", "item_vectors", "user_vectors", "users", "items"] + (["test"] if test else [])
+    for name in names:
+        (path / f"{name}.parquet").mkdir()
+    return path
+
+
+def test_spark_bad_input_is_one_line_before_any_session(tmp_path, monkeypatch):
+    """Ordinary bad input used to start Spark and end with exit 1 and 56–365 lines of traces
+    (or, for an unwritable --out, fail only after the work): now one line, exit 2, no JVM."""
+    import divrec.cli.spark as cli_spark
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a Spark session was started")
+
+    monkeypatch.setattr(cli_spark, "_session", no_session)
+    runner = CliRunner()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    out = tmp_path / "m"
+    train = ["spark", "train", "--out", str(out)]
+    _one_line_error(runner.invoke(app, [*train, "--data", str(folder)]), "without Parquet")
+    _one_line_error(runner.invoke(app, [*train, "--data", str(tmp_path / "nope.csv")]), "no such")
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("a,b\n1,2\n")
+    _one_line_error(runner.invoke(app, [*train, "--data", str(fake)]), "not a Parquet file")
+    res = runner.invoke(app, [*train, "--data", "ml-100k", "--master", "bogus://x"])
+    _one_line_error(res, "--master: not a Spark master URL")
+    res = runner.invoke(app, [*train, "--data", "ml-100k", "--shuffle-partitions", "0"])
+    _one_line_error(res, "--shuffle-partitions must be >= 1")
+    assert not out.exists()
+
+    model = _fake_model_dir(tmp_path / "model")
+    ev = ["spark", "evaluate", "--model-dir", str(model)]
+    _one_line_error(runner.invoke(app, [*ev, "--lists", str(tmp_path / "none")]), "--lists")
+    _one_line_error(runner.invoke(app, [*ev, "--lists", str(fake)]), "not a Parquet file")
+    _one_line_error(runner.invoke(app, [*ev, "--lists", str(folder)]), "without Parquet")
+    rec = ["spark", "recommend", "--model-dir", str(model), "--out", str(tmp_path / "l")]
+    _one_line_error(runner.invoke(app, [*rec, "--master", "nope"]), "--master")
+    no_test = _fake_model_dir(tmp_path / "m2", test=False)
+    res = runner.invoke(
+        app, ["spark", "evaluate", "--model-dir", str(no_test), "--lists", str(fake)]
+    )
+    _one_line_error(res, "no test.parquet")
+
+
+def test_spark_unwritable_out_fails_before_any_session(tmp_path, monkeypatch):
+    """An --out that cannot be written used to fail after the work (20 s, 17 s)."""
+    import divrec.cli.spark as cli_spark
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a Spark session was started")
+
+    monkeypatch.setattr(cli_spark, "_session", no_session)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # nothing can be created below a file (even as root)
+    runner = CliRunner()
+    res = runner.invoke(app, ["spark", "train", "--data", "ml-100k", "--out", str(blocker / "m")])
+    _one_line_error(res, "cannot write there")
+    lists = tmp_path / "l.parquet"
+    pd.DataFrame({"user": [0], "items": [[1, 2]]}).to_parquet(lists)
+    model = _fake_model_dir(tmp_path / "model")
+    ev = ["spark", "evaluate", "--model-dir", str(model), "--lists", str(lists), "--out"]
+    _one_line_error(runner.invoke(app, [*ev, str(blocker / "x.json")]), "cannot write there")
+    _one_line_error(runner.invoke(app, [*ev, str(tmp_path)]), "is a directory")
+    rec = ["spark", "recommend", "--model-dir", str(model), "--out", str(blocker / "lists")]
+    _one_line_error(runner.invoke(app, rec), "cannot write there")
+
+
+def test_spark_errors_are_one_line(tmp_path, monkeypatch):
+    """A pyspark / py4j error (a JVM failure) is one line naming the Java exception."""
+    import divrec.cli.spark as cli_spark
+
+    class Py4JJavaError(Exception):
+        pass
+
+    Py4JJavaError.__module__ = "py4j.protocol"
+    text = (
+        "An error occurred while calling o42.parquet.\n: org.apache.spark.SparkException: "
+        "[FAILED_READ_FILE] could not read footer. SQLSTATE: KD001\n\tat org.apache...\n"
+    )
+
+    def broken(*args, **kwargs):
+        raise Py4JJavaError(text)
+
+    monkeypatch.setattr(cli_spark, "_session", broken)
+    res = CliRunner().invoke(app, ["spark", "train", "--data", "ml-100k", "--out",
+                                   str(tmp_path / "m")])  # fmt: skip
+    _one_line_error(res, "Spark: SparkException: [FAILED_READ_FILE] could not read footer")
+    assert "SQLSTATE" not in res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_spark_train_folder_is_written_whole_or_not_at_all(spark, tmp_path, monkeypatch):
+    """A failure (or signal) while writing the model folder used to leave a folder with only
+    users.parquet; now nothing is left (temporary sibling renamed into place at the end)."""
+    from divrec.spark import train as spark_train
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"user_id": rng.integers(0, 20, 200), "item_id": rng.integers(0, 30, 200)}).to_csv(
+        path, index=False
+    )
+    out = tmp_path / "model"
+
+    def boom(self):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(spark_train.SparkALS, "user_vectors", boom)
+    args = ["spark", "train", "--data", str(path), "--out", str(out), "--param", "factors=4",
+            "--param", "iterations=1", "--param", "blocks=1", "--master", "local[2]", "--no-ui",
+            "--shuffle-partitions", "2"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "disk full" in res.output, res.output
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]
+    monkeypatch.undo()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} >= {"meta.json", "users.parquet", "user_vectors.parquet"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "model"]

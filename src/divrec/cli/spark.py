@@ -14,15 +14,23 @@ Layout of a model directory written by `train`:
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from divrec.cli._common import guarded
+
+__all__ = ["app"]
 
 app = typer.Typer(
     help="Train, recommend and evaluate on Apache Spark (needs the `spark` extra and Java 17+).",
@@ -53,10 +61,157 @@ class _Stages:
         self.t0 = now
 
 
+#: Spark master URLs: local, local[N], local[*], local[N,F], local-cluster[N,C,M], and the
+#: cluster managers' schemes
+_MASTER = re.compile(
+    r"local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]"
+    r"|yarn|(spark|k8s|mesos)://\S+"
+)
+
+
+def _quiet_python_warnings() -> None:
+    """pyspark warns (FutureWarning) about pandas 3 on import and on every conversion."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*PySpark does not yet fully support pandas")
+    warnings.filterwarnings("ignore", message=r"The copy keyword")
+
+
+def _check_session_options(master: str, partitions: int | None) -> None:
+    """Fails (one line) on a master URL Spark cannot use or a bad partition count."""
+    if not _MASTER.fullmatch(master.strip()):
+        raise ValueError(
+            f"--master: not a Spark master URL: {master!r} (local[*], local[N], "
+            "spark://host:7077, yarn, k8s://...)"
+        )
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"--shuffle-partitions must be >= 1, got {partitions}")
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*.parquet") if not p.name.startswith((".", "_"))]
+
+
+def _check_parquet(path: Path, option: str) -> None:
+    """Fails (one line) unless `path` is a Parquet file or a folder of Parquet files."""
+    if "://" in str(path):  # hdfs://, s3a://: Spark checks it
+        return
+    if not path.exists():
+        raise ValueError(f"{option} {path}: no such file or folder")
+    files = [path] if path.is_file() else _parquet_files(path)
+    if not files:
+        raise ValueError(f"{option} {path}: a folder without Parquet files")
+    try:
+        with open(files[0], "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot read it ({err.strerror})") from None
+    if magic != b"PAR1":
+        raise ValueError(f"{option} {path}: not a Parquet file")
+
+
+def _check_data(data: str) -> None:
+    """`--data`: a known dataset, a remote URL, a Parquet file or folder, or a text file."""
+    from divrec.data.datasets import DATASETS
+
+    if data in DATASETS or "://" in data:
+        return
+    path = Path(data)
+    if not path.exists():
+        raise ValueError(f"--data {data}: no such file (or unknown dataset; known: "
+                         f"{', '.join(DATASETS)})")  # fmt: skip
+    suffixes = [x.lower() for x in path.suffixes]
+    if path.is_dir() or ".parquet" in suffixes:
+        _check_parquet(path, "--data")
+    elif not os.access(path, os.R_OK):
+        raise ValueError(f"--data {data}: cannot read it (permission denied)")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fails (one line) before any work when `path` (a file or a folder to create) cannot be
+    written: its nearest existing ancestor must take new entries."""
+    probe = path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ValueError(f"{option} {path}: cannot write there")
+    try:  # a read-only mount passes os.access
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".divrec-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write there ({err.strerror})") from None
+
+
+def _check_model_dir(model_dir: Path, *names: str) -> dict:
+    """The `meta.json` of a `divrec spark train` folder holding `names`; one line if not."""
+    if not (model_dir / "meta.json").is_file():
+        raise ValueError(f"{model_dir} is not a `divrec spark train` directory (no meta.json)")
+    try:
+        meta = json.loads((model_dir / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{model_dir}/meta.json: unreadable ({type(err).__name__})") from None
+    keys = ("n_users", "n_items", "dataset")
+    if not isinstance(meta, dict) or any(key not in meta for key in keys):
+        raise ValueError(f"{model_dir}/meta.json: not a `divrec spark train` meta file")
+    for name in names:
+        if not (model_dir / name).exists():
+            raise ValueError(f"{model_dir} has no {name}")
+    return meta
+
+
+def _spark_error(err: BaseException) -> str | None:
+    """One line of a pyspark / py4j error (the Java exception's message), else None."""
+    mod = type(err).__module__ or ""
+    if not (mod.startswith(("pyspark", "py4j"))):
+        return None
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:  # Py4JJavaError: "An error occurred while calling o42.parquet." + ": ..."
+        if ln.startswith(": "):
+            lines = [ln[2:]]
+            break
+    text = lines[0] if lines else type(err).__name__
+    text = re.sub(r"\s*SQLSTATE: \w+\.?$", "", text)
+    return text.removeprefix("org.apache.spark.").strip()
+
+
+def spark_guarded(fn):
+    """`guarded` for the Spark commands: pyspark / py4j errors become one line and exit
+    code 2 too; Python-side warnings of pyspark are silenced."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            _quiet_python_warnings()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                line = _spark_error(err)
+                if line is None:
+                    raise
+                raise ValueError(f"Spark: {line}") from None
+
+    return guarded(wrapper)
+
+
 def _session(master: str, ui: bool, partitions: int | None):
     from divrec.spark.session import spark_session
 
-    return spark_session(master, "divrec", shuffle_partitions=partitions, ui=ui)
+    return spark_session(master, "divrec", shuffle_partitions=partitions, ui=ui, quiet=True)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Moves the finished folder `tmp` to `out` (absent, or an empty folder)."""
+    if out.is_dir():
+        out.rmdir()  # empty (checked before the work)
+    tmp.rename(out)
+
+
+def _temporary_sibling(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; an output is an ordinary folder
+    return tmp
 
 
 def _read_log(spark, data: str, columns: str | None, min_rating: float | None, home):
@@ -94,7 +249,7 @@ def _ids_frame(ids):
 
 
 @app.command()
-@guarded
+@spark_guarded
 def train(
     data: Annotated[str, typer.Option("--data", help="ml-100k, ml-1m or a CSV/TSV/Parquet path.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to create.")],
@@ -116,15 +271,18 @@ def train(
     shuffle_partitions: PartOpt = None,
 ) -> None:
     """Reads a log, optionally splits it, trains a model on Spark and writes Parquet."""
-    from divrec.params import parse_pairs, to_json_value
+    from divrec.params import parse_pairs
     from divrec.pipeline.spec import StageSpec
     from divrec.spark.models import make_model
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     estimator = make_model(StageSpec(model, parse_pairs(param, "--param")))
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not empty")
+    _check_session_options(master, shuffle_partitions)
+    _check_data(data)
+    _check_writable(out, "--out")
     stage = _Stages()
     spark = _session(master, ui, shuffle_partitions)
     stage("session", f"master={master}")
@@ -135,7 +293,20 @@ def train(
     stage("split", protocol)
     estimator.fit(train_log)
     stage("fit", model)
-    out.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(out)  # written whole, then renamed into place
+    try:
+        _write_model(spark, tmp, log, train_log, test_log, estimator, model, protocol)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stage("write", str(out))
+
+
+def _write_model(spark, out: Path, log, train_log, test_log, estimator, model, protocol):
+    """Writes the model folder's files into `out` (a temporary folder)."""
+    from divrec.params import to_json_value
+
     spark.createDataFrame(_ids_frame(log.user_ids)).write.parquet(str(out / "users.parquet"))
     spark.createDataFrame(_ids_frame(log.item_ids)).write.parquet(str(out / "items.parquet"))
     train_log.df.write.parquet(str(out / "train.parquet"))
@@ -157,7 +328,6 @@ def train(
         "dataset": log.name,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    stage("write", str(out))
 
 
 def _load_items(spark, model_dir: Path):
@@ -169,7 +339,7 @@ def _load_items(spark, model_dir: Path):
 
 
 @app.command()
-@guarded
+@spark_guarded
 def recommend(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="A `divrec spark train` output.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet output of the lists.")],
@@ -186,12 +356,16 @@ def recommend(
     shuffle_partitions: PartOpt = None,
 ) -> None:
     """Batch u2i top-k for every user (+ a divrec re-ranker per partition), to Parquet."""
-    if not (model_dir / "meta.json").exists():
-        raise ValueError(f"{model_dir} is not a `divrec spark train` directory (no meta.json)")
+    meta = _check_model_dir(model_dir, "item_vectors.parquet", "user_vectors.parquet",
+                            "train.parquet", "users.parquet", "items.parquet")  # fmt: skip
     if k < 1 or n_candidates < 1:
         raise ValueError("--k and --n-candidates must be positive")
+    if block < 1:
+        raise ValueError(f"--block must be >= 1, got {block}")
     if out.exists():
         raise ValueError(f"{out} exists")
+    _check_session_options(master, shuffle_partitions)
+    _check_writable(out, "--out")
     rr = None
     if reranker is not None:
         from divrec.params import parse_pairs
@@ -215,8 +389,6 @@ def recommend(
     if rr is not None:
         import numpy as np
 
-        meta = json.loads((model_dir / "meta.json").read_text())
-
         def ids(name: str):
             frame = spark.read.parquet(str(model_dir / name)).toPandas()
             return frame.sort_values("index")["id"].to_numpy()
@@ -227,12 +399,18 @@ def recommend(
     seen = train_df if exclude_seen else None
     lists = u2i(spark, users, FactorView(None, items), n_candidates, k=k, seen=seen,
                 reranker=rr, block=block)  # fmt: skip
-    lists.write.parquet(str(out))
+    tmp = _temporary_sibling(out)
+    try:  # Spark writes a folder of part files: written whole, then renamed into place
+        lists.write.mode("overwrite").parquet(str(tmp))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     stage("u2i" + (f" + {reranker}" if rr else ""), str(out))
 
 
 @app.command()
-@guarded
+@spark_guarded
 def evaluate(
     lists: Annotated[Path, typer.Option("--lists", help="Parquet lists (`recommend` output).")],
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Holds test.parquet.")],
@@ -245,8 +423,19 @@ def evaluate(
 ) -> None:
     """Accuracy and beyond-accuracy metrics of Parquet lists, computed on Spark."""
     ks = tuple(k or [10])
+    if min(ks) < 1:
+        raise ValueError(f"-k must be a positive list length, got {min(ks)}")
+    if max_pairs < 0:
+        raise ValueError(f"--max-pairs must be >= 0, got {max_pairs}")
+    meta = _check_model_dir(model_dir, "train.parquet", "item_vectors.parquet")
     if not (model_dir / "test.parquet").exists():
         raise ValueError(f"{model_dir} has no test.parquet (train with --protocol)")
+    _check_parquet(lists, "--lists")
+    _check_session_options(master, shuffle_partitions)
+    if out is not None:
+        if out.is_dir():
+            raise ValueError(f"--out {out}: is a directory, expected a file path")
+        _check_writable(out, "--out")
     stage = _Stages()
     spark = _session(master, ui, shuffle_partitions)
     stage("session", f"master={master}")
@@ -255,7 +444,6 @@ def evaluate(
     recs = spark.read.parquet(str(lists))
     truth = spark.read.parquet(str(model_dir / "test.parquet"))
     train_df = spark.read.parquet(str(model_dir / "train.parquet"))
-    meta = json.loads((model_dir / "meta.json").read_text())
     result = {"accuracy": accuracy(recs, truth, ks)}
     stage("accuracy", " ".join(f"hr@{c}={result['accuracy'][f'hr@{c}']:.4f}" for c in ks))
     pop = train_df.select("user", "item").distinct().groupBy("item").count().toPandas()
@@ -271,5 +459,10 @@ def evaluate(
     text = json.dumps(result, indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(text)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     sys.stdout.write(text + "\n")
