@@ -272,3 +272,81 @@ def test_impressions_are_excluded_from_their_own_timestamp(bundle):
     got = _ids(svc.recommend([RecRequest("8", 10, 0.0, "none")], write_back=False)[0])
     assert old in got and recent not in got
     assert svc.served["8"][bundle.item_index[recent]] == pytest.approx(now + 500.0)
+
+
+# ---------------------------------------------------------------------------- snapshot
+def _state(svc):
+    users = {
+        u: (st.index, list(st.positives), list(st.values), list(st.negatives), list(st.consumed))
+        for u, st in svc.users.items()
+    }
+    return users, {u: dict(d) for u, d in svc.served.items()}, svc.last_seq
+
+
+def test_a_snapshot_start_replays_only_the_tail_and_equals_a_full_replay(model_path, tmp_path):
+    t0 = time.time()
+    settings = ServeSettings(clock=lambda: t0 + 10.0, writeback_seconds=600.0)
+    db = tmp_path / "ev.sqlite"
+    ids = ModelBundle.load(model_path).user_ids
+    users = [f"x{k}" for k in range(30)] + ids[:30]
+    rng = np.random.default_rng(3)
+
+    def feed(log, first, n):
+        kinds = ["like", "click", "dislike", "impression", "rating"]
+        log.append(
+            [
+                Event(
+                    f"e{first + j}",
+                    users[int(rng.integers(0, 60))],
+                    str(rng.integers(1, 300)),
+                    kinds[j % 5],
+                    4.5 if kinds[j % 5] == "rating" else None,
+                    t0 + j * 0.01,
+                )
+                for j in range(n)
+            ]
+        )
+
+    log = EventLog(db)
+    feed(log, 0, 400)
+    first = Service(ModelBundle.load(model_path), settings)
+    assert first.rebuild(log) == 400 and (tmp_path / "ev.sqlite.snapshot.npz").is_file()
+    feed(log, 400, 100)
+    snap = Service(ModelBundle.load(model_path), settings)
+    assert snap.rebuild(log) == 100  # the tail only
+    full = Service(
+        ModelBundle.load(model_path),
+        ServeSettings(clock=lambda: t0 + 10.0, writeback_seconds=600.0, snapshot=False),
+    )
+    assert full.rebuild(log) == 500
+    assert _state(snap) == _state(full)
+    a = np.array([snap.theta(u) for u in users])
+    b = np.array([full.theta(u) for u in users])
+    assert a.tobytes() == b.tobytes()
+    reqs = [RecRequest(u, 10, "auto", "dpp") for u in users[::7]]
+    assert [_ids(r) for r in snap.recommend(reqs, write_back=False)] == [
+        _ids(r) for r in full.recommend(reqs, write_back=False)
+    ]
+    # other state settings: the snapshot is not used
+    other = Service(
+        ModelBundle.load(model_path),
+        ServeSettings(clock=lambda: t0 + 10.0, writeback_seconds=600.0, max_history=7),
+    )
+    assert other.rebuild(log) == 500
+    log.close()
+
+
+def test_a_snapshot_of_another_log_is_ignored(model_path, tmp_path):
+    db = tmp_path / "ev.sqlite"
+    log = EventLog(db)
+    log.append([Event(f"a{k}", "u1", str(k + 1), "like", None, time.time()) for k in range(5)])
+    Service(ModelBundle.load(model_path)).rebuild(log)
+    log.close()
+    snap = (tmp_path / "ev.sqlite.snapshot.npz").read_bytes()
+    db.unlink()
+    log = EventLog(db)  # a new log whose seq 5 is another event
+    log.append([Event(f"b{k}", "u2", str(k + 1), "like", None, time.time()) for k in range(5)])
+    (tmp_path / "ev.sqlite.snapshot.npz").write_bytes(snap)
+    svc = Service(ModelBundle.load(model_path))
+    assert svc.rebuild(log) == 5 and list(svc.users) == ["u2"]
+    log.close()

@@ -436,6 +436,60 @@ class RealtimePropensityTracker(Persistable):
         for u, i, t, p in zip(users, items, timestamps, pos, strict=True):
             self.update(u, i, t, bool(p))
 
+    def export_windows(self) -> dict[str, Any]:
+        """The windows as arrays, exactly (for a service snapshot; `import_windows`).
+
+        Returns:
+            ``keys`` (the users, in insertion order), ``counts`` (entries per user),
+            ``times``, ``items`` (item index, −1 for an entry kept as a vector), ``vectors``
+            (the unit vectors of the −1 entries, in order) and ``clock``.
+        """
+        keys, counts, times, items, vecs = [], [], [], [], []
+        for user, ts in self._times.items():
+            keys.append(user)
+            counts.append(len(ts))
+            times.extend(ts)
+            for x in self._vecs[user]:
+                if isinstance(x, int):
+                    items.append(x)
+                else:
+                    items.append(-1)
+                    vecs.append(x)
+        d = 0 if self.item_vectors is None else np.asarray(self.item_vectors).shape[1]
+        d = len(vecs[0]) if vecs else d
+        return {
+            "keys": keys,
+            "counts": np.asarray(counts, dtype=np.int64),
+            "times": np.asarray(times, dtype=np.float64),
+            "items": np.asarray(items, dtype=np.int64),
+            "vectors": np.asarray(vecs, dtype=np.float64).reshape(len(vecs), d),
+            "clock": float(self._clock),
+        }
+
+    def import_windows(self, state: dict[str, Any]) -> None:
+        """Replaces the windows and clock with `export_windows` output (bit for bit)."""
+        self._times, self._vecs, self._s = {}, {}, {}
+        self._expiry, self._next, self._dirty = [], {}, set()
+        self._stats = None
+        self._clock = float(state["clock"])
+        times = np.asarray(state["times"], dtype=np.float64).tolist()
+        items = np.asarray(state["items"], dtype=np.int64).tolist()
+        vecs = np.asarray(state["vectors"], dtype=np.float64)
+        pos = vpos = 0
+        for user, n in zip(state["keys"], np.asarray(state["counts"]).tolist(), strict=True):
+            entries = []
+            for x in items[pos : pos + n]:
+                if x >= 0:
+                    entries.append(int(x))
+                else:
+                    entries.append(vecs[vpos].copy())
+                    vpos += 1
+            self._times[user] = times[pos : pos + n]
+            self._vecs[user] = entries
+            pos += n
+            self._schedule(user)
+            self._dirty.add(user)
+
     def forget(self, user: Hashable) -> None:
         """Drops everything kept about `user` (its window and ``s_u``)."""
         self._times.pop(user, None)

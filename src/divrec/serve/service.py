@@ -53,12 +53,16 @@ popularity order, re-ranked like everyone else's list: the pipeline of
 from __future__ import annotations
 
 import calendar
+import hashlib
+import json
+import os
 import threading
 import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +74,7 @@ from divrec.serve.model_dir import ModelBundle
 __all__ = ["SKIPPED", "RecRequest", "ServeSettings", "Service", "UserState", "gumbel_top_k"]
 
 POSITIVE = ("click", "like")
+SNAPSHOT_FORMAT = 1
 
 #: Logged events `Service.apply` skipped, by reason (process-wide; see `SkippedCollector`).
 SKIPPED: dict[str, int] = {"bad_value": 0}
@@ -93,6 +98,8 @@ class ServeSettings:
             values of every type must be finite.
         tracker_clock: ``"request"`` (the service clock drives the propensity tracker) or
             ``"event"`` (the newest event timestamp does).
+        snapshot: keep a snapshot of the derived state next to the log, so a start
+            replays only the log's tail (see `Service.rebuild`).
         clock: the service clock (seconds since the epoch).
     """
 
@@ -113,6 +120,7 @@ class ServeSettings:
         ("dislike", -1e6, 1e6),
     )
     tracker_clock: str = "request"
+    snapshot: bool = True
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     def __post_init__(self) -> None:
@@ -226,6 +234,7 @@ class Service:
         self.n_applied = 0
         self.n_evicted = 0
         self._log = None
+        self._last_event_id: str | None = None
         ret = bundle.pipeline.retriever
         self.supports_history = bool(bundle.pipeline.supports_history)
         self.n_candidates = int(bundle.pipeline.n_candidates)
@@ -372,7 +381,8 @@ class Service:
             for e in events:
                 if e.seq and e.seq <= self.last_seq:
                     continue  # already applied (a replay overlapping the live feed)
-                self.last_seq = max(self.last_seq, e.seq)
+                if e.seq > self.last_seq:
+                    self.last_seq, self._last_event_id = e.seq, e.event_id
                 item = self.bundle.item_index.get(e.item_id)
                 if item is None:
                     continue
@@ -421,8 +431,20 @@ class Service:
     def rebuild(self, log) -> int:
         """Replays the log (after `last_seq`) into the state and reloads the written-back
         items still in force; returns the events read. The log is kept: later write-backs
-        are recorded in it."""
+        are recorded in it.
+
+        With `ServeSettings.snapshot`, a fresh service first loads the snapshot next to the
+        log (``<db>.snapshot.npz``) when it matches the model, the state settings and the
+        log (the event at its `last_seq` is still there), so only the log's tail is
+        replayed; after the replay it writes a new snapshot (atomically). A missing or
+        mismatched snapshot means a full replay.
+        """
         self._log = log
+        snap = None
+        if self.settings.snapshot and getattr(log, "path", None) is not None:
+            snap = Path(str(log.path) + ".snapshot.npz")
+            if self.last_seq == 0 and snap.is_file():
+                self.load_snapshot(snap, log)
         batch: list[Event] = []
         n = 0
         for e in log.iter_events(after=self.last_seq):
@@ -432,6 +454,7 @@ class Service:
                 n += len(batch)
                 batch = []
         self.apply(batch)
+        n += len(batch)
         if self.settings.writeback_seconds > 0 and hasattr(log, "iter_served"):
             now = self.settings.clock()
             with self.lock:
@@ -439,7 +462,122 @@ class Service:
                     item = self.bundle.item_index.get(item_id)
                     if item is not None:
                         self._write_back(user_id, (item,), until, now)
-        return n + len(batch)
+        if snap is not None and n > 0:
+            try:
+                self.save_snapshot(snap)
+            except OSError:
+                pass  # an optimisation only: the next start replays more
+        return n
+
+    # ------------------------------------------------------------------ snapshot
+    def _state_key(self) -> str:
+        """What a snapshot must match: the model's files and the settings that shape the
+        derived state."""
+        s = self.settings
+        doc = {
+            "format": SNAPSHOT_FORMAT,
+            "files": self.bundle.manifest.get("files", {}),
+            "like_threshold": s.like_threshold,
+            "max_history": s.max_history,
+            "max_consumed": s.max_consumed,
+            "max_users": s.max_users,
+            "user_ttl_seconds": s.user_ttl_seconds,
+            "writeback_seconds": s.writeback_seconds,
+            "value_ranges": [list(r) for r in s.value_ranges],
+            "tracker_clock": s.tracker_clock,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def save_snapshot(self, path: str | Path) -> None:
+        """Writes the derived state (users, propensity windows, write-back) atomically.
+
+        Args:
+            path: the snapshot file (written as ``<path>.tmp``, fsynced, then renamed).
+        """
+        path = Path(path)
+        with self.lock:
+            sts = list(self.users.values())
+            meta: dict[str, Any] = {
+                "key": self._state_key(),
+                "last_seq": self.last_seq,
+                "last_event_id": self._last_event_id,
+                "n_applied": self.n_applied,
+                "users": list(self.users),
+                "index": [st.index for st in sts],
+                "n_events": [st.n_events for st in sts],
+                "last": [st.last for st in sts],
+                "served": [[u, list(d), list(d.values())] for u, d in self.served.items()],
+            }
+            arrays: dict[str, np.ndarray] = {
+                "n_pos": np.array([len(st.positives) for st in sts], dtype=np.int64),
+                "n_neg": np.array([len(st.negatives) for st in sts], dtype=np.int64),
+                "n_con": np.array([len(st.consumed) for st in sts], dtype=np.int64),
+                "positives": np.array([i for st in sts for i in st.positives], dtype=np.int64),
+                "values": np.array([v for st in sts for v in st.values], dtype=np.float64),
+                "negatives": np.array([i for st in sts for i in st.negatives], dtype=np.int64),
+                "consumed": np.array([i for st in sts for i in st.consumed], dtype=np.int64),
+            }
+            if self._tracker is not None:
+                tw = self._tracker.export_windows()
+                meta["tracker_keys"] = tw.pop("keys")
+                meta["tracker_clock"] = tw.pop("clock")
+                arrays.update({f"tracker_{k}": v for k, v in tw.items()})
+        meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=meta_bytes, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_snapshot(self, path: str | Path, log) -> bool:
+        """Loads a snapshot into a fresh service when it matches (see `rebuild`).
+
+        Returns:
+            Whether it was loaded (False: unreadable, another model or settings, or a log
+            that no longer holds its last event; the state is left empty).
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arr = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError, KeyError):
+            return False
+        if meta.get("key") != self._state_key() or self.last_seq != 0:
+            return False
+        seq = int(meta["last_seq"])
+        head = next(iter(log.iter_events(after=seq - 1)), None)
+        if seq <= 0 or head is None or head.seq != seq or head.event_id != meta["last_event_id"]:
+            return False
+        if (self._tracker is None) != ("tracker_keys" not in meta):
+            return False
+        with self.lock:
+            users: OrderedDict[str, UserState] = OrderedDict()
+            pos = neg = con = 0
+            vals = arr["values"].tolist()
+            for k, uid in enumerate(meta["users"]):
+                st = UserState(int(meta["index"][k]))
+                a, b, c = (int(arr["n_pos"][k]), int(arr["n_neg"][k]), int(arr["n_con"][k]))
+                st.positives.extend(arr["positives"][pos : pos + a].tolist())
+                st.values.extend(vals[pos : pos + a])
+                st.negatives.extend(arr["negatives"][neg : neg + b].tolist())
+                st.consumed = dict.fromkeys(arr["consumed"][con : con + c].tolist())
+                st.n_events, st.last = int(meta["n_events"][k]), float(meta["last"][k])
+                pos, neg, con = pos + a, neg + b, con + c
+                users[uid] = st
+            self.users = users
+            self.served = OrderedDict(
+                (u, dict(zip(items, untils, strict=True))) for u, items, untils in meta["served"]
+            )
+            if self._tracker is not None:
+                tw = {k[len("tracker_") :]: v for k, v in arr.items() if k.startswith("tracker_")}
+                tw["keys"] = meta["tracker_keys"]
+                tw["clock"] = meta["tracker_clock"]
+                self._tracker.import_windows(tw)
+            self.last_seq = seq
+            self._last_event_id = meta["last_event_id"]
+            self.n_applied = int(meta["n_applied"])
+        return True
 
     # ------------------------------------------------------------------ recommend
     def resolve_method(self, method: str | None) -> str:
