@@ -195,7 +195,11 @@ def spark_guarded(fn):
 def _session(master: str, ui: bool, partitions: int | None):
     from divrec.spark.session import spark_session
 
-    return spark_session(master, "divrec", shuffle_partitions=partitions, ui=ui, quiet=True)
+    progress = "true" if sys.stderr.isatty() else "false"  # no progress bar in a log file
+    return spark_session(
+        master, "divrec", shuffle_partitions=partitions, ui=ui, quiet=True,
+        conf={"spark.ui.showConsoleProgress": progress},
+    )  # fmt: skip
 
 
 def _publish(tmp: Path, out: Path) -> None:

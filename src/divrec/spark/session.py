@@ -58,6 +58,10 @@ def spark_session(
 
 _QUIET_LOG4J = """\
 rootLogger.level = off
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = off
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = off
 rootLogger.appenderRef.stderr.ref = console
 appender.console.type = Console
 appender.console.name = console
