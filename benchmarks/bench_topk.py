@@ -8,9 +8,10 @@ asserted identical before timing. Also timed: plain numpy (matmul, mask, one arg
 sort of the k) as the floor, and `top_k` alone, new (one cut) against the former
 implementation (two cut points, reproduced here), on the same score block.
 
-Workloads: ML-1M (all users, one call) and a synthetic 100k-user catalogue (iALS on a
-random log; the same call in blocks of ``--block`` users, as an evaluator does, since one
-100k × N float32 score matrix would not fit in memory at once).
+Workloads: ML-1M (all users in one call; the same in blocks of ``--block`` users; and
+``--single-users`` one-user calls, where Python overhead dominates) and a synthetic
+100k-user catalogue (20k items, iALS on a random Zipf-like log; blocks of ``--block`` users,
+as an evaluator does, since one 100k × N float32 score matrix would take 8 GB).
 
 Timings are interleaved (A, B, C, A, B, C, ...) and the medians compared within one run;
 ``os.getloadavg()`` is recorded before and after (the machine is shared).
@@ -167,6 +168,38 @@ def workload(name: str, model: ALSRecommender, k: int, block: int, repeats: int)
     return out
 
 
+def single_user(model: ALSRecommender, k: int, n: int, seed: int = 0) -> dict:
+    """Per-call time of one-user requests (Python overhead dominates), interleaved."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    imp = AlternatingLeastSquares(factors=model.user_factors_.shape[1], num_threads=1)
+    imp.user_factors = model.user_factors_
+    imp.item_factors = model.item_factors_
+    users = np.random.default_rng(seed).choice(model.n_users_, size=n, replace=False)
+    rows = [model.user_items_[[u]] for u in users]
+    times: dict[str, list[float]] = {"divrec": [], "implicit": []}
+    for i, (u, r) in enumerate(zip(users, rows, strict=True)):
+        calls = {
+            "divrec": lambda u=u: model.recommend(np.array([u]), k=k),
+            "implicit": lambda u=u, r=r: imp.recommend(u, r, N=k),
+        }
+        a = model.recommend(np.array([u]), k=k)[0][0]
+        b = imp.recommend(u, r, N=k)[0]
+        assert np.array_equal(a, b), f"user {u}: lists differ"
+        for name in sorted(calls, reverse=bool(i % 2)):
+            t = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t)
+    med = {name: float(np.median(t)) * 1e6 for name, t in times.items()}
+    return {
+        "workload": "ml-1m single-user calls",
+        "calls": n,
+        "median_us": med,
+        "divrec_over_implicit": med["divrec"] / med["implicit"],
+        "loadavg": os.getloadavg(),
+    }
+
+
 def synthetic_log(n_users: int, n_items: int, per_user: int, seed: int = 0) -> sp.csr_matrix:
     """A random implicit log with popularity skew (Zipf-like item draws)."""
     rng = np.random.default_rng(seed)
@@ -189,6 +222,7 @@ def main() -> None:
     parser.add_argument("--synthetic-items", type=int, default=20_000)
     parser.add_argument("--block", type=int, default=1024)
     parser.add_argument("--skip-ml1m", action="store_true")
+    parser.add_argument("--single-users", type=int, default=500)
     args = parser.parse_args()
     results = []
     with threadpool_limits(1):
@@ -200,6 +234,8 @@ def main() -> None:
             # one call of all users (as in the issue), and evaluator-sized blocks
             results.append(workload("ml-1m", model, args.k, model.n_users_, args.repeats))
             results.append(workload("ml-1m", model, args.k, args.block, args.repeats))
+            results.append(single_user(model, args.k, args.single_users))
+            print(json.dumps(results[-1], indent=1))
         if args.synthetic_users:
             log = synthetic_log(args.synthetic_users, args.synthetic_items, 40)
             model = ALSRecommender(factors=64, iterations=3, threads=1).fit(log)

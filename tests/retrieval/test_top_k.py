@@ -47,18 +47,22 @@ def test_top_k_equals_stable_full_sort_on_ties(scores, k):
     np.testing.assert_array_equal(vals, exp_vals)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     dtype=st.sampled_from([np.float32, np.float64]),
     levels=st.integers(1, 50),
     k=st.sampled_from([1, 5, 10, 100]),
     neg_inf_share=st.sampled_from([0.0, 0.5, 0.99]),
+    width=st.sampled_from([300, 5000]),
 )
-def test_top_k_wide_rows_quantized(seed, dtype, levels, k, neg_inf_share):
-    # realistic widths, quantized scores (item-kNN / popularity-like ties), masked entries
+def test_top_k_wide_rows_quantized(seed, dtype, levels, k, neg_inf_share, width):
+    # realistic widths, quantized scores (item-kNN / popularity-like ties), masked entries;
+    # wide rows go through the bound on the first columns, then the exact k-th score
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, levels, size=(17, 300)).astype(dtype) / levels
+    scores = rng.integers(0, levels, size=(17, width)).astype(dtype) / levels
+    if levels == 50:
+        scores = rng.standard_normal((17, width)).astype(dtype)  # continuous: few ties
     scores[rng.random(scores.shape) < neg_inf_share] = NEG_INF
     ids, vals = top_k(scores, k)
     exp_ids, exp_vals = stable_full_sort(scores, k)

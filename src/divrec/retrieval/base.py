@@ -199,12 +199,11 @@ class Recommender(Configured, Persistable):
     def _as_query(self, users, exclude_seen: bool | None) -> Query:
         if isinstance(users, Query):
             query = users if exclude_seen is None else replace(users, exclude_seen=exclude_seen)
-        else:
-            users = self._check_users(users)
-            query = Query(users=users, exclude_seen=True if exclude_seen is None else exclude_seen)
-        if query.history is None:
-            self._check_users(query.users)
-        return query
+            if query.history is None:
+                self._check_users(query.users)
+            return query
+        users = self._check_users(users)  # checked once (plain users have no history)
+        return Query(users=users, exclude_seen=True if exclude_seen is None else exclude_seen)
 
     def _mask_excluded(self, query: Query, scores: np.ndarray, items: np.ndarray | None) -> None:
         """Sets the scores of excluded items (seen, history, `exclude`) to −inf in place.
@@ -299,27 +298,50 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _top_set(scores: np.ndarray, k: int) -> np.ndarray:
     """`(B, k)` column indices of each row's k best scores (ties: lower index), ascending.
 
-    Compares in the input dtype (a float32-rounded k-th score would miss float64 ties).
+    Two stages: the k-th largest score of the first `m` columns (a cheap partition) is a
+    lower bound of the row's k-th largest, so one comparison pass keeps a small superset of
+    the top k (≈ k·N/m per row); the exact k-th largest is then taken among those. Compares
+    in the input dtype (a float32-rounded k-th score would miss float64 ties).
     """
     b, n = scores.shape
-    kth = _kth_largest(scores, k)
-    flat = np.flatnonzero(scores >= kth[:, None])  # row-major: columns ascending per row
+    m = min(n, max(_SAMPLE_PER_K * k, n // _SAMPLE_FRACTION))
+    bound = _kth_largest(scores[:, :m], k) if m > k else scores[:, :m].min(axis=1)
+    flat = np.flatnonzero(scores >= bound[:, None])  # row-major: columns ascending per row
     rows = flat // n
     counts = np.bincount(rows, minlength=b)
-    if (counts == k).all():  # no tie crosses the k-th position (the usual case)
-        return (flat - rows * n).reshape(b, k)
     if (counts < k).any():  # NaN scores (partition orders them last): argpartition's rule
         return _top_set_nan(scores, k)
+    cols = flat - rows * n
+    vals = scores[rows, cols]
+    if (counts == k).all():
+        return cols.reshape(b, k)
+    width = int(counts.max())
+    if b * width > 4 * b * m + (1 << 16):  # a row with a flat bound (many −inf, ties)
+        kth = _kth_largest(scores, k)
+    else:  # the exact k-th largest among the candidates (−inf padding never outranks)
+        starts = np.cumsum(counts) - counts
+        padded = np.full((b, width), -np.inf, dtype=scores.dtype)
+        padded[rows, np.arange(flat.size) - np.repeat(starts, counts)] = vals
+        kth = _kth_largest(padded, k)
+    keep = vals >= kth[rows]  # every score ≥ kth is a candidate (kth ≥ bound)
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    counts = np.bincount(rows, minlength=b)
+    if (counts == k).all():  # no tie crosses the k-th position (the usual case)
+        return cols.reshape(b, k)
     # rows with more than k candidates tie at the k-th score: keep every score above it
     # and the first (lowest-index) tied ones up to k
-    cols = flat - rows * n
-    tied = scores[rows, cols] == kth[rows]
+    tied = vals == kth[rows]
     starts = np.cumsum(counts) - counts
     running = np.cumsum(tied)  # inclusive count of tied hits so far
     tied_rank = running - 1 - np.repeat(running[starts] - tied[starts], counts)  # within row
     n_above = counts - np.bincount(rows, weights=tied, minlength=b).astype(np.int64)
     keep = ~tied | (tied_rank < (k - n_above)[rows])
     return cols[keep].reshape(b, k)
+
+
+_SAMPLE_PER_K = 32
+_SAMPLE_FRACTION = 16
+"""`_top_set` bounds the k-th score on the first max(32·k, N/16) columns of each row."""
 
 
 _PARTITION_BYTES = 1 << 18
