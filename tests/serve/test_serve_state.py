@@ -350,3 +350,31 @@ def test_a_snapshot_of_another_log_is_ignored(model_path, tmp_path):
     svc = Service(ModelBundle.load(model_path))
     assert svc.rebuild(log) == 5 and list(svc.users) == ["u2"]
     log.close()
+
+
+# ---------------------------------------------------------------------------- end to end
+def test_http_poisoned_rating_leaves_the_user_working_after_a_restart(model_path, tmp_path):
+    """The issue's report over HTTP: a rating of 1e308 (finite, so accepted by the HTTP
+    layer) used to make every later /recommend of the user a 422, also after a restart."""
+    import httpx
+
+    from serve_util import API_KEY, Server
+
+    db = tmp_path / "ev.sqlite"
+    event = {"event_id": "p", "user_id": "7", "item_id": "1", "type": "rating", "value": 1e308}
+    for attempt in range(2):
+        srv = Server(model_path, db)
+        try:
+            if attempt == 0:
+                r = httpx.post(
+                    srv.url + "/feedback",
+                    json={"events": [event]},
+                    headers={"X-API-Key": API_KEY},
+                    timeout=30,
+                )
+                assert r.status_code in (200, 422), r.text
+            r = httpx.get(srv.url + "/recommend/7", params={"diversity": "auto"}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["items"]) == 10
+        finally:
+            srv.stop()
