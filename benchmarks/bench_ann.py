@@ -437,7 +437,10 @@ def main(argv=None) -> int:
     result = {
         "note": "single-threaded faiss (divrec.threads default), Gaussian vectors; latency = "
         "one query per call; recall_build_held_out = AnnIndex.recall_ measured at build time; "
-        "recall_eval = 1,000 fresh queries vs exact; machine shared with other jobs",
+        "recall_eval = 1,000 fresh queries vs exact; machine shared with other jobs. Rows "
+        "with a 'tune_on' key come from the current AnnIndex (synthetic tuning queries, "
+        "measured auto); rows without it predate it (tuned on a Gaussian query sample, auto by "
+        "the former 40%-scan rule)",
         "machine": platform.platform(),
         "scale": [],
     }
