@@ -428,3 +428,25 @@ def test_state_is_rebuilt_from_the_log_on_restart(model, tmp_path):
         os.kill(pid, signal.SIGTERM)
     finally:
         zygote.close()
+
+
+def test_out_of_range_value_is_a_422_and_a_reused_event_id_a_409(server):
+    """The door check and the event-id conflict reach HTTP: a finite but absurd rating is a
+    422 naming the field (it used to be acknowledged and take over the user's list); an
+    event id re-sent with other content is a 409 naming the id, and nothing of its batch is
+    stored."""
+    r = post_events(
+        server,
+        [{"event_id": "poison1", "user_id": "2", "item_id": "3", "type": "rating", "value": 1e30}],
+    )
+    assert r.status_code == 422 and "events.0.value" in r.json()["error"]
+    first = {"event_id": "conf1", "user_id": "2", "item_id": "3", "type": "like"}
+    assert post_events(server, [first]).status_code == 200
+    other = {**first, "item_id": "4"}
+    fresh = {"event_id": "conf2", "user_id": "2", "item_id": "5", "type": "like"}
+    r = post_events(server, [fresh, other])
+    assert r.status_code == 409 and "conf1" in r.json()["error"]
+    again = post_events(server, [fresh]).json()
+    assert again["results"][0]["status"] == "stored"  # conf2 was not stored by the 409 batch
+    metrics = HTTP.get(f"{server.url}/metrics", headers=KEY, timeout=10).text
+    assert "divrec_skipped_events" in metrics

@@ -50,9 +50,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from divrec.serve.events import Event, EventLog, logged_item_ids, read_user_history
+from divrec.serve.events import Event, EventConflict, EventLog, logged_item_ids, read_user_history
 from divrec.serve.model_dir import ID_PATTERN, ModelBundle
-from divrec.serve.service import RecRequest, ServeSettings, Service
+from divrec.serve.service import RecRequest, ServeSettings, Service, SkippedCollector
 
 __all__ = ["ApiError", "AppConfig", "check_catalogue", "create_app", "http_protocol"]
 
@@ -234,6 +234,8 @@ class _Metrics:
         self.events = Counter(
             "divrec_events_total", "feedback events", ["result"], registry=self.registry
         )
+        # logged events skipped when applied (a bad stored value never breaks a user)
+        self.registry.register(SkippedCollector())
         self.batch = Histogram(
             "divrec_recommend_batch_size",
             "requests answered together",
@@ -904,16 +906,19 @@ def create_app(config: AppConfig) -> FastAPI:
                 raise ApiError(
                     422, f"field 'events.{k}.timestamp': must be a Unix time, at most 1 day ahead"
                 )
-            events.append(
-                Event(
-                    e.event_id,
-                    str(e.user_id),
-                    item,
-                    e.type,
-                    None if e.value is None else float(e.value),
-                    ts,
-                )
+            event = Event(
+                e.event_id,
+                str(e.user_id),
+                item,
+                e.type,
+                None if e.value is None else float(e.value),
+                ts,
             )
+            try:  # the door: finite and within the configured range of its type
+                svc.check_event(event, k)
+            except ValueError as err:
+                raise ApiError(422, str(err).splitlines()[0]) from None
+            events.append(event)
         if bad:
             uniq = sorted(set(bad))
             raise ApiError(
@@ -921,7 +926,10 @@ def create_app(config: AppConfig) -> FastAPI:
                 f"field 'events': unknown item ids: {', '.join(uniq[:20])}",
                 unknown_items=uniq,
             )
-        flags = await asyncio.wrap_future(state.log.submit(events))
+        try:
+            flags = await asyncio.wrap_future(state.log.submit(events))
+        except EventConflict as err:  # nothing of the batch was stored
+            raise ApiError(409, f"field 'events': {err}", event_id=err.event_id) from None
         n_new = sum(flags)
         state.metrics.events.labels("stored").inc(n_new)
         state.metrics.events.labels("duplicate").inc(len(flags) - n_new)
