@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -375,3 +376,32 @@ def test_train_validates_before_writing_and_replaces_atomically(tmp_path):
     res = train_cli(cfg, out, "--force")
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--max-body", "-1", "--max-body"),
+        ("--max-batch", "0", "--max-batch"),
+        ("--like-threshold", "nan", "--like-threshold"),
+        ("--writeback", "-5", "--writeback"),
+        ("--max-users", "0", "--max-users"),
+        ("--user-ttl", "inf", "--user-ttl"),
+        ("--tracker-clock", "wall", "--tracker-clock"),
+    ],
+)
+def test_serve_refuses_nonsense_numbers_before_anything(tmp_path, option, value, message):
+    """Numeric serve options are checked first: one line, exit 2, no database created."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    db = tmp_path / "events.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(model),
+         "--db", str(db), option, value],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not db.exists()

@@ -6,6 +6,7 @@ time (the model stack and FastAPI are imported inside the commands).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -77,6 +78,18 @@ def serve(
     default_diversity: Annotated[
         str, typer.Option(help="Diversity when a request gives none: 0..1 or auto.")
     ] = "auto",
+    max_users: Annotated[
+        int, typer.Option(help="Users kept in memory; the least recently active are evicted.")
+    ] = 200_000,
+    user_ttl: Annotated[
+        float, typer.Option(help="Evict a user idle this many seconds (0: never).")
+    ] = 0.0,
+    tracker_clock: Annotated[
+        str,
+        typer.Option(
+            help="The propensity tracker's clock: request (time of the request) or event."
+        ),
+    ] = "request",
     open_user_data: Annotated[
         bool,
         typer.Option("--open-user-data", help="Serve /users/{user}/history without the API key."),
@@ -134,6 +147,20 @@ def serve(
             raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
     if max_history < 1:
         raise ValueError(f"--max-history must be at least 1, got {max_history}")
+    if max_body < 1:
+        raise ValueError(f"--max-body must be at least 1 byte, got {max_body}")
+    if max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
+    if not math.isfinite(like_threshold):
+        raise ValueError(f"--like-threshold must be a finite number, got {like_threshold}")
+    if not (math.isfinite(writeback) and writeback >= 0):
+        raise ValueError(f"--writeback must be a finite number of seconds >= 0, got {writeback}")
+    if max_users < 1:
+        raise ValueError(f"--max-users must be at least 1, got {max_users}")
+    if not (math.isfinite(user_ttl) and user_ttl >= 0):
+        raise ValueError(f"--user-ttl must be a finite number of seconds >= 0, got {user_ttl}")
+    if tracker_clock not in ("request", "event"):
+        raise ValueError(f"--tracker-clock must be request or event, got {tracker_clock!r}")
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
     if not hosts:
         hosts = ["127.0.0.1", "localhost", "::1"]
@@ -167,6 +194,9 @@ def serve(
         like_threshold=like_threshold,
         writeback_seconds=writeback,
         default_diversity="auto" if default_diversity == "auto" else float(default_diversity),
+        max_users=max_users,
+        user_ttl_seconds=user_ttl,
+        tracker_clock=tracker_clock,
     )
     config = AppConfig(
         model_dir=model_dir,
