@@ -355,14 +355,16 @@ def _check_rows(ids: np.ndarray, scores: np.ndarray) -> None:
     """Refuses ids below −1, a NaN score at a real entry and an item twice in one row."""
     if ids.min() < -1:
         raise ValueError(f"candidate ids must be item indices or -1 (padding), got {ids.min()}")
-    bad = np.isnan(scores) & (ids >= 0)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"candidate scores must not be NaN (row {row}, item {ids[row, col]})")
+    nan = np.isnan(scores)
+    if nan.any():
+        bad = nan & (ids >= 0)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"candidate scores must not be NaN (row {row}, item {ids[row, col]})")
     if ids.shape[1] > 1:
         s = np.sort(ids, axis=1)
-        dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
-        if dup.any():
+        same = s[:, 1:] == s[:, :-1]
+        if same.any() and (dup := same & (s[:, 1:] >= 0)).any():
             row, col = np.argwhere(dup)[0]
             raise ValueError(
                 f"candidate ids must be distinct in a row: item {s[row, col + 1]} "
