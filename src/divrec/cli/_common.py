@@ -79,14 +79,21 @@ def run(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "divre
         The exit code (0 ok, 2 bad input or usage, 130 interrupted).
     """
 
+    received: list[int] = []
+
     def _term(signum, frame):  # clean up like SIGINT: temporary folders are removed
+        received.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _term)
     try:
         code = int(app(args=argv, standalone_mode=False, prog_name=prog_name) or 0)
-        if code == 130:  # typer turns a KeyboardInterrupt inside a command into Exit(130)
+        # typer turns a KeyboardInterrupt inside a command into Exit(130); a SIGTERM whose
+        # KeyboardInterrupt landed in a finalizer (`__del__` swallows it: seen in numba's
+        # LLVM clean-up) let the command finish, but the process was still told to stop
+        if code == 130 or received:
             interrupted()
+            return 130
         return code
     except KeyboardInterrupt:
         interrupted()
