@@ -222,10 +222,6 @@ RENAMED_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _resolve_class(path: str) -> type:
-    return _resolve_saved_class(path)[0]
-
-
 def _resolve_saved_class(path: str) -> tuple[type, dict[str, Any]]:
     """The class a file names, and the parameters a renamed class implies."""
     fixed: dict[str, Any] = {}
