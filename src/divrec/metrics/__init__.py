@@ -44,9 +44,16 @@ from .diversity import (
     user_category_coverage,
 )
 from .reference import reference_item_vectors, reference_vectors
+from .system import (
+    between_user_distance,
+    pairwise_jaccard,
+    system_diversity,
+    union_concentration,
+)
 
 __all__ = [
     "auc",
+    "between_user_distance",
     "between_user_diversity",
     "category_coverage",
     "category_ild",
@@ -68,6 +75,7 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "novelty",
+    "pairwise_jaccard",
     "per_user_auc",
     "precision_at_k",
     "precision_at_recall",
@@ -77,7 +85,9 @@ __all__ = [
     "reference_vectors",
     "relevance_metrics",
     "relevant_counts",
+    "system_diversity",
     "unexpectedness",
     "unexpectedness_scores",
+    "union_concentration",
     "user_category_coverage",
 ]
