@@ -107,6 +107,11 @@ class Query:
         now: request time (seconds) for real-time state (the propensity tracker), or None.
         extras: method-specific per-request arrays with a leading batch axis (e.g.
             `user_category_counts` for p-DPP); a stage rejects keys it does not know.
+        constraints: business rules (`divrec.data.constraints.Constraints`): one for every
+            request, a sequence of `B` (None: a request without rules), or None. Stored as
+            None or a `(B,)` tuple. The greedy re-rankers honour them in their kernels.
+        explain: ask the re-ranker for a per-item explanation of every returned list
+            (`Pipeline.recommend(..., explain=True)`); free when False.
     """
 
     users: np.ndarray
@@ -118,6 +123,8 @@ class Query:
     diversity: np.ndarray | None = None
     now: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    constraints: Any = None
+    explain: bool = False
 
     def __post_init__(self) -> None:
         users = check_user_array(self.users)
@@ -154,6 +161,11 @@ class Query:
         for key, value in self.extras.items():
             if value is not None and len(value) != b:
                 raise ValueError(f"extras[{key!r}] has {len(value)} rows for {b} users")
+        if self.constraints is not None:
+            object.__setattr__(self, "constraints", _constraint_rows(self.constraints, b))
+        if not isinstance(self.explain, bool | np.bool_):
+            raise ValueError(f"explain must be a bool, got {self.explain!r}")
+        object.__setattr__(self, "explain", bool(self.explain))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -184,6 +196,10 @@ class Query:
             extras={
                 k: (None if v is None else np.asarray(v)[rows]) for k, v in self.extras.items()
             },
+            constraints=None
+            if self.constraints is None
+            else tuple(np.asarray(self.constraints, dtype=object)[rows].tolist()),
+            explain=self.explain,
         )
 
     # ------------------------------------------------------------------ views
@@ -259,6 +275,25 @@ class Query:
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(rows), np.concatenate(cols)
+
+
+def _constraint_rows(value: Any, b: int) -> tuple | None:
+    """``Query.constraints`` as None or a ``(B,)`` tuple of `Constraints` / None."""
+    from divrec.data.constraints import Constraints
+
+    if isinstance(value, Constraints):
+        return (value,) * b
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise ValueError(
+            f"constraints must be a Constraints, a sequence of {b} Constraints/None, or None"
+        )
+    rows = tuple(value)
+    if len(rows) != b:
+        raise ValueError(f"constraints has {len(rows)} entries for {b} users")
+    for i, r in enumerate(rows):
+        if r is not None and not isinstance(r, Constraints):
+            raise ValueError(f"constraints[{i}] must be a Constraints or None, got {type(r)}")
+    return None if all(r is None for r in rows) else rows
 
 
 def _list_pairs(lists: np.ndarray, n_items: int, rows: list, cols: list) -> None:
