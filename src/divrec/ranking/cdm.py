@@ -4,7 +4,14 @@ A ranking model that distils the interest-aware MMR re-ranker (the teacher, Eq. 
 :class:`divrec.rerank.InterestAwareMMR`) into a point-wise student that sees the request's
 candidate set as context.
 
-* Backbone `f(u, i)`: :class:`~divrec.ranking.dcn.DCNNet` (embeddings shared with the student).
+* Backbone `f(u, i)`: :class:`~divrec.ranking.dcn.DCNNet`, a **DCN-v2** (Wang et al. 2021,
+  cross layers `x0 ⊙ (W x + b) + x`) where the paper cites DCN (v1, Wang et al. 2017, rank-1
+  cross `x0 xᵀ w`); a deviation, equal to v1 only in expressiveness order (v2 ⊇ v1).
+  Embeddings shared with the student.
+* History: "the user's last `history_len` items" are the most recent by time
+  (:func:`~divrec.ranking.dcn.history_table` on a recency-valued history,
+  :func:`~divrec.splitting.candidate_requests.recency_matrix`); before this fix the CSR row
+  was read in item-id order, i.e. the highest ids (issue 25).
 * Teacher (Eq. 16): on every training request, interest-aware MMR with the backbone's
   probabilities `f(u, i)` and the embeddings `e_i ⊙ u` selects its top `teacher_k`;
   `y_tea = 1[i ∈ R]` (by default on unit-normalized `e_i ⊙ u`, :func:`teacher_inputs`).
@@ -58,6 +65,8 @@ from divrec.ranking.dcn import (
     batches,
     history_table,
     primary_category,
+    query_history,
+    recency_history,
     sigmoid,
     slices,
 )
@@ -415,7 +424,7 @@ class CDMRanker(DCNRanker):
                 raise ValueError("backbone was fitted on another user/item universe")
             self._check_requests(self._requests)
             self.user_features_ = self._check_user_features(self._user_features)
-            self.history_ = matrix
+            self.history_ = recency_history(matrix, data)  # "last L" = most recent by time
             self.net_ = copy.deepcopy(bb.net_)
             self._item_primary = primary_category(
                 data.item_categories if data else None, self.n_items_
@@ -582,7 +591,7 @@ class CDMRanker(DCNRanker):
         if query.history is not None:
             users = np.maximum(query.users, 0)
             f, y = self.request_scores(
-                users, items, query.history_matrix(self.n_items_), np.arange(len(query))
+                users, items, query_history(query, self.n_items_), np.arange(len(query))
             )
         else:
             f, y = self.request_scores(query.users, items)

@@ -47,7 +47,7 @@ from divrec.nn.train import (
     training_scope,
 )
 from divrec.retrieval.base import Recommender
-from divrec.splitting.candidate_requests import CandidateRequests, self_requests
+from divrec.splitting.candidate_requests import CandidateRequests, recency_matrix, self_requests
 from divrec.stage import param
 
 __all__ = [
@@ -58,6 +58,8 @@ __all__ = [
     "category_table",
     "history_table",
     "primary_category",
+    "query_history",
+    "recency_history",
     "sigmoid",
     "slices",
 ]
@@ -197,18 +199,53 @@ def category_table(item_categories: sp.csr_matrix | None, n_items: int) -> np.nd
 
 
 def history_table(history: sp.csr_matrix, users: np.ndarray, length: int) -> np.ndarray:
-    """`(B, L)` int64 history items of `users` (the last `length` columns of each CSR row,
-    −1 padded; `length = 0` keeps all)."""
+    """`(B, L)` int64 history items of `users`: the `length` most recent, oldest first,
+    −1 padded (`length = 0` keeps all).
+
+    "Recent" is read from the CSR values, larger = more recent
+    (:func:`divrec.splitting.candidate_requests.recency_matrix` or :func:`recency_history`);
+    ties keep item-id order, so a binary row (no order known) keeps its last `length` ids.
+    """
     sub = history[users].tocsr()
     counts = np.diff(sub.indptr)
     width = int(counts.max(initial=0)) if length <= 0 else int(min(length, counts.max(initial=0)))
     out = np.full((len(users), max(width, 1)), -1, dtype=np.int64)
     for r in range(len(users)):
-        row = sub.indices[sub.indptr[r] : sub.indptr[r + 1]]
+        lo, hi = sub.indptr[r], sub.indptr[r + 1]
+        row = sub.indices[lo:hi]
         if width and row.size:
-            row = row[-width:]
+            row = row[np.argsort(sub.data[lo:hi], kind="stable")][-width:]
             out[r, : row.size] = row
     return out
+
+
+def recency_history(matrix: sp.csr_matrix, data: Interactions | None) -> sp.csr_matrix:
+    """The serving history of a fit: `matrix`'s items valued by recency rank when `data`
+    (the training log) is given, else `matrix` unchanged (see :func:`history_table`)."""
+    if data is None or data.shape != matrix.shape:
+        return matrix
+    out = sp.csr_matrix(matrix.astype(bool).multiply(recency_matrix(data)), dtype=np.float32)
+    out.sort_indices()
+    return out
+
+
+def query_history(query, n_items: int) -> sp.csr_matrix:
+    """`(B, n_items)` CSR of a query's fresh histories valued by list position + 1 (the
+    `Query.history` lists run oldest to newest; a repeated item keeps its latest position)."""
+    lists = np.asarray(query.history)
+    if lists.size and lists.max() >= n_items:
+        raise ValueError(f"history: item index >= {n_items}")
+    rows, cols = np.nonzero(lists >= 0)
+    items = lists[rows, cols]
+    key = rows.astype(np.int64) * n_items + items
+    _, first_rev = np.unique(key[::-1], return_index=True)
+    keep = key.size - 1 - first_rev
+    m = sp.csr_matrix(
+        ((cols[keep] + 1).astype(np.float32), (rows[keep], items[keep])),
+        shape=(lists.shape[0], n_items),
+    )
+    m.sort_indices()
+    return m
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,7 +364,7 @@ class DCNRanker(Recommender):
         self._check_requests(req)
         self.user_features_ = self._check_user_features(self._user_features)
         cats = data.item_categories if data is not None else None
-        self.history_ = matrix
+        self.history_ = recency_history(matrix, data)
         self.net_ = self._build_net(category_table(cats, self.n_items_), self._n_cats(cats))
         self._item_primary = primary_category(cats, self.n_items_)
         self._train(req)
@@ -456,7 +493,7 @@ class DCNRanker(Recommender):
     # ------------------------------------------------------------------ scoring
     def _serving_history(self, query) -> tuple[np.ndarray, sp.csr_matrix]:
         if query.history is not None:
-            return np.arange(len(query)), query.history_matrix(self.n_items_)
+            return np.arange(len(query)), query_history(query, self.n_items_)
         return query.users, self.history_
 
     @torch.no_grad()

@@ -38,8 +38,39 @@ __all__ = [
     "candidate_requests",
     "request_periods",
     "request_stats",
+    "recency_matrix",
     "self_requests",
 ]
+
+
+def recency_matrix(data: Interactions) -> sp.csr_matrix:
+    """`(n_users, n_items)` float32 CSR whose value orders each user's items by recency.
+
+    The nonzero pattern is the binary interaction matrix; the value of `(u, i)` is
+    `1 + rank` of the user's *latest* interaction with `i` among the user's rows in time order
+    (:func:`~divrec.splitting._util.chronological_order`: timestamp, then row position; by
+    position without timestamps), so a larger value is a more recent item. Readers of "the
+    last L history items" (`divrec.ranking.dcn.history_table`) sort a row by these values;
+    CSR column order is item-id order and says nothing about time.
+    """
+    from divrec.splitting._util import chronological_order, rank_within_user
+
+    order = chronological_order(data)
+    rank, _ = rank_within_user(data.users[order], data.n_users)
+    users, items = data.users[order], data.items[order]
+    # a repeated (user, item) keeps its latest rank: duplicates are merged by max
+    key = users.astype(np.int64) * data.n_items + items
+    last = np.zeros(0, dtype=np.int64)
+    if key.size:
+        _, first_rev = np.unique(key[::-1], return_index=True)
+        last = key.size - 1 - first_rev
+    mat = sp.csr_matrix(
+        ((rank[last] + 1).astype(np.float32), (users[last], items[last])),
+        shape=(data.n_users, data.n_items),
+        dtype=np.float32,
+    )
+    mat.sort_indices()
+    return mat
 
 
 @dataclass
@@ -55,8 +86,10 @@ class CandidateRequests:
         candidates: `(R, N)` int64 candidate items in pre-ranker order, −1 padded.
         labels: `(R, N)` float32, 1 where the candidate is a target-period item.
         targets: `(R, n_items)` binary CSR of all target-period items of each request.
-        history: `(n_users, n_items)` binary CSR of the history period (features and
-            seen-item exclusion of the requests).
+        history: `(n_users, n_items)` CSR of the history period (features and seen-item
+            exclusion of the requests); its nonzeros are the history items and, when built
+            from a timestamped log, their values are recency ranks (:func:`recency_matrix`,
+            larger = more recent); a binary history means "no order known".
         history_end: timestamp cut between history and target (None for per-user cuts).
         target_end: end (exclusive) of the target period (None for per-user cuts).
         prescores: `(R, N)` float32 pre-ranker scores of the candidates (−inf padded).
@@ -180,7 +213,9 @@ def candidate_requests(
         raise ValueError("candidate_requests: no user has both history and target interactions")
     pre_ranker.fit(hist)
     ids, scores = pre_ranker.recommend(users, k=n_candidates, exclude_seen=True)
-    return _label(users, ids, scores, tgt_csr[users], hist_csr, history_end, target_end)
+    # the request history carries recency ranks: "the last L items" are the latest by time
+    hist_rec = recency_matrix(hist)
+    return _label(users, ids, scores, tgt_csr[users], hist_rec, history_end, target_end)
 
 
 def _label(users, ids, scores, targets, hist_csr, history_end, target_end) -> CandidateRequests:
@@ -235,7 +270,7 @@ def self_requests(
         is_tgt = np.zeros(train.nnz, dtype=bool)
         is_tgt[order] = rank >= (counts - n_tgt)[train.users[order]]
         hist_data, tgt_data = train.select(~is_tgt), train.select(is_tgt)
-        hist_csr, tgt_csr = hist_data.to_csr(binary=True), tgt_data.to_csr(binary=True)
+        hist_csr, tgt_csr = recency_matrix(hist_data), tgt_data.to_csr(binary=True)
     else:
         mat = as_csr(train, binary=True)
         coo = mat.tocoo()
