@@ -158,6 +158,8 @@ STRONG = {
     "cf-da": {"phi": 50.0},
     "cf-dm": {"n_factor": 10.0},
     "hybrid": {"weights": (0.0, 1.0, 0.0)},
+    "calibrated": {"lambda_": 0.99},
+    "fair": {"p": 0.9, "adjust": False, "group": "category=topic0"},
 }
 
 PROTOCOLS = {

@@ -99,6 +99,8 @@ RERANKERS: dict[str, str | Preset] = {
     "cf-da": "divrec.rerank.baselines:CFDA",
     "cf-dm": "divrec.rerank.baselines:CFDM",
     "hybrid": "divrec.rerank.baselines:HybridUtility",
+    "calibrated": "divrec.rerank.calibration:CalibratedReranker",  # Steck 2018 (Eq. 6)
+    "fair": "divrec.rerank.fairness:FAIR",  # FA*IR, Zehlike et al. 2017 (Alg. 2)
 }
 
 DATASETS: dict[str, str] = {

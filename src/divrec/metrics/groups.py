@@ -1,6 +1,10 @@
-"""Potential-user (i2u) metrics of single items and item groups (TotalRecall App. A.7)."""
+"""Item-group metrics: potential users (i2u) of single items and item groups (TotalRecall
+App. A.7), and exposure fairness of item groups (position-discounted exposure share,
+average recommendation popularity, popularity lift)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,10 +18,16 @@ from divrec.metrics.diversity import (
 LEVELS = ("top", "middle", "bottom")
 
 __all__ = [
+    "average_recommendation_popularity",
+    "exposure_share",
     "genre_popularity_groups",
     "group_metrics",
     "group_truth",
+    "item_groups",
     "item_user_truth",
+    "popularity_groups",
+    "popularity_lift",
+    "position_discount",
     "single_item_metrics",
 ]
 
@@ -178,3 +188,174 @@ def group_metrics(
         "n_groups": len(prec),
         "per_group": per_group,
     }
+
+
+# --------------------------------------------------------------------------- exposure fairness
+def popularity_groups(counts: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Head (0) / long tail (1) of the catalogue by popularity (Abdollahpouri et al. 2019).
+
+    The head is the most popular items (ties by lower index) that together hold the first
+    ``head_share`` of the interactions: an item is in the head when the interactions of the
+    items ranked before it are below ``head_share`` of the total.
+
+    Args:
+        counts: ``(n_items,)`` interactions per item.
+        head_share: share of the interactions held by the head, in ``(0, 1)``.
+
+    Returns:
+        ``(n_items,)`` int64 group codes (0 head, 1 tail).
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise ValueError("counts must be a finite non-negative (n_items,) array")
+    if not (0.0 < float(head_share) < 1.0):
+        raise ValueError(f"head_share must be in (0, 1), got {head_share}")
+    order = np.lexsort((np.arange(c.size), -c))
+    before = np.concatenate([[0.0], np.cumsum(c[order])[:-1]])
+    total = c.sum()
+    head = before < head_share * total if total > 0 else np.zeros(c.size, dtype=bool)
+    out = np.ones(c.size, dtype=np.int64)
+    out[order[head]] = 0
+    return out
+
+
+def item_groups(data, column: Any) -> tuple[np.ndarray, list[str]]:
+    """Item groups from a column of the item side information.
+
+    Args:
+        data: the `Interactions` (training data).
+        column: ``"popularity"`` (head 0 / long tail 1, :func:`popularity_groups`),
+            ``"category"`` (each item's first category; ``-1`` none), ``"category=<name>"``
+            (``"no"`` 0 / ``"yes"`` 1), ``"feature:<j>"`` (column ``j`` of
+            ``item_features``: ``"no"`` 0 for 0, ``"yes"`` 1 otherwise), or an
+            ``(n_items,)`` array of labels (a provider column: codes in sorted label order).
+
+    Returns:
+        ``(n_items,)`` int64 codes (``-1``: no group) and the group names.
+
+    Raises:
+        ValueError: an unknown column form or a column the data does not have (one line
+            naming ``column``).
+    """
+    n = data.n_items
+    if not isinstance(column, str):
+        labels = np.asarray(column)
+        if labels.shape != (n,):
+            raise ValueError(f"column must have shape ({n},), got {labels.shape}")
+        names, codes = np.unique(labels, return_inverse=True)
+        return codes.astype(np.int64), [str(x) for x in names]
+    if column == "popularity":
+        return popularity_groups(data.item_popularity()), ["head", "tail"]
+    if column == "category" or column.startswith("category="):
+        if data.item_categories is None:
+            raise ValueError(f"column {column!r}: the data has no item categories")
+        if column == "category":
+            names = list(data.category_names or [str(c) for c in range(data.n_categories)])
+            return data.primary_category().astype(np.int64), names
+        name = column.partition("=")[2]
+        known = list(data.category_names or [])
+        if name not in known:
+            raise ValueError(f"column {column!r}: unknown category {name!r}")
+        col = sp.csc_matrix(data.item_categories)[:, known.index(name)]
+        return (col.toarray().ravel() != 0).astype(np.int64), ["no", "yes"]
+    if column.startswith("feature:"):
+        feats = data.item_features
+        raw = column.partition(":")[2]
+        if feats is None:
+            raise ValueError(f"column {column!r}: the data has no item features")
+        if not raw.isdigit() or int(raw) >= feats.shape[1]:
+            raise ValueError(f"column {column!r}: no feature column {raw!r}")
+        return (np.asarray(feats)[:, int(raw)] != 0).astype(np.int64), ["no", "yes"]
+    raise ValueError(
+        f"column must be 'popularity', 'category', 'category=<name>', 'feature:<j>' or an "
+        f"array, got {column!r}"
+    )
+
+
+def position_discount(k: int) -> np.ndarray:
+    """``1 / log2(1 + rank)`` for ranks ``1 … k`` ``(k,)`` (the DCG discount)."""
+    return 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+
+
+def exposure_share(
+    recommended: np.ndarray, groups: np.ndarray, n_groups: int | None = None
+) -> np.ndarray:
+    """Share of the position-discounted exposure each item group receives.
+
+    ``E_g = Σ_u Σ_{rank r: item in g} 1 / log2(1 + r)``, normalized over the groups
+    (Singh & Joachims 2018's exposure with the DCG position bias).
+
+    Args:
+        recommended: ``(U, K)`` int item indices, ``-1`` padded (padding gets nothing).
+        groups: ``(n_items,)`` int group codes (``-1``: in no group; its exposure is left
+            out of the total).
+        n_groups: number of groups (default: ``max(groups) + 1``).
+
+    Returns:
+        ``(G,)`` float64 shares summing to 1 (all zero when nothing is exposed).
+    """
+    rec = np.asarray(recommended)
+    g = np.asarray(groups, dtype=np.int64)
+    if rec.ndim != 2:
+        raise ValueError(f"recommended must have shape (U, K), got {rec.shape}")
+    n_g = int(g.max(initial=-1)) + 1 if n_groups is None else int(n_groups)
+    if rec.size and rec.max() >= g.size:
+        raise ValueError(f"recommended holds item {int(rec.max())} outside groups ({g.size},)")
+    w = np.broadcast_to(position_discount(rec.shape[1]), rec.shape)
+    valid = rec >= 0
+    code = np.where(valid, g[np.maximum(rec, 0)], -1)
+    keep = code >= 0
+    if keep.any() and code[keep].max() >= n_g:
+        raise ValueError(f"group code {int(code[keep].max())} >= n_groups {n_g}")
+    e = np.bincount(code[keep], weights=w[keep], minlength=n_g).astype(np.float64)
+    total = e.sum()
+    return e / total if total > 0 else e
+
+
+def average_recommendation_popularity(
+    recommended: np.ndarray, popularity: np.ndarray
+) -> np.ndarray:
+    """ARP (Abdollahpouri et al. 2019): mean popularity of each list's items, ``(U,)``.
+
+    Args:
+        recommended: ``(U, K)`` int item indices, ``-1`` padded.
+        popularity: ``(n_items,)`` popularity (e.g. the share of training users).
+
+    Returns:
+        ``(U,)`` float64 (NaN for an empty list).
+    """
+    rec = np.asarray(recommended)
+    pop = np.asarray(popularity, dtype=np.float64)
+    valid = rec >= 0
+    vals = np.where(valid, pop[np.maximum(rec, 0)], 0.0)
+    n = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, vals.sum(axis=1) / n, np.nan)
+
+
+def popularity_lift(recommended: np.ndarray, history: sp.spmatrix, popularity: np.ndarray) -> float:
+    """Popularity lift ``(GAP_r − GAP_p) / GAP_p`` (Abdollahpouri et al. 2020).
+
+    ``GAP_p`` is the mean over users of the average popularity of their history items,
+    ``GAP_r`` the same of their lists (ARP); users with an empty list or history are left
+    out of both. Positive: the lists are more popular than what the users consume.
+
+    Args:
+        recommended: ``(U, K)`` int item indices, ``-1`` padded.
+        history: ``(U, n_items)`` sparse matrix of each user's history.
+        popularity: ``(n_items,)`` popularity.
+    """
+    h = sp.csr_matrix(history, dtype=np.float64, copy=True)
+    h.eliminate_zeros()
+    h.data[:] = 1.0
+    pop = np.asarray(popularity, dtype=np.float64)
+    n_h = np.asarray(h.sum(axis=1)).ravel()
+    prof = np.divide(h @ pop, n_h, out=np.full(n_h.size, np.nan), where=n_h > 0)
+    arp = average_recommendation_popularity(recommended, pop)
+    if arp.size != prof.size:
+        raise ValueError(f"history has {prof.size} rows for {arp.size} lists")
+    ok = np.isfinite(prof) & np.isfinite(arp)
+    if not ok.any() or prof[ok].mean() <= 0:
+        return float("nan")
+    gp = float(prof[ok].mean())
+    return (float(arp[ok].mean()) - gp) / gp
