@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from divrec import metrics as M
 from divrec.data.interactions import Interactions
@@ -501,3 +502,32 @@ def test_shared_bootstrap_matches_the_normal_approximation_and_is_paired():
     counts = np.empty((2, a.size))
     multinomial_counts(counts, seed_state(np.random.default_rng(5)))
     np.testing.assert_allclose(means[0, :2], counts @ a / a.size, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration and exposure-fairness columns
+# ---------------------------------------------------------------------------------------------
+def test_full_protocol_reports_calibration_and_exposure():
+    split = full_split()
+    cats = sp.csr_matrix(np.array([[1, 0], [1, 1], [0, 1], [0, 1], [1, 0], [1, 0]]))
+    train = split.train.with_item_side_info(item_categories=cats, category_names=("a", "b"))
+    split = Split(train=train, test=split.test, protocol="hand")
+    model = TableRecommender(FULL_TABLE).fit(split.train)
+    cfg = EvalConfig(ks=(2,), diversity=("miscalibration", "arp"), n_bootstrap=0)
+    res = evaluate(model, split, cfg, progress=False)
+    recs = res.recommendations[:, :2]
+    assert recs.tolist() == [[4, 3], [4, 0], [4, 3]]
+    train = split.train.to_csr(binary=True)
+    # by hand for user 0: history and shares of items 0 (a), 1 (a, b) …
+    rows = [train[u].indices.tolist() for u in (0, 1, 2)]
+    shares = np.array([[1, 0], [0.5, 0.5], [0, 1], [0, 1], [1, 0], [1, 0]])
+    for u, row in enumerate(rows):
+        p = shares[row].mean(axis=0)
+        q = shares[recs[u]].mean(axis=0)
+        qt = 0.99 * q + 0.01 * p
+        want = sum(pg * math.log(pg / qg) for pg, qg in zip(p, qt, strict=True) if pg > 0)
+        assert res.per_user["miscalibration@2"][u] == pytest.approx(want, rel=1e-12)
+    pop = split.train.item_popularity() / split.train.n_users
+    np.testing.assert_allclose(res.per_user["arp@2"], pop[recs].mean(axis=1))
+    assert 0.0 <= res.system["tail_exposure@2"] <= 1.0
+    assert math.isfinite(res.system["popularity_lift@2"])

@@ -359,8 +359,9 @@ def render_report(results: dict) -> str:
         f"## Accuracy and diversity, full ranking over all items, K = {k}",
         "",
         f"| entry | HR@{k} | NDCG@{k} | ILAD@{k} | genre ILD@{k} | category cov.@{k} "
-        f"| item cov.@{k} | exposure Gini@{k} | between-user div.@{k} | novelty@{k} | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| item cov.@{k} | exposure Gini@{k} | between-user div.@{k} | novelty@{k} "
+        f"| miscal.@{k} | tail exp.@{k} | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in all_entries.items():
         vals = [
@@ -375,6 +376,8 @@ def render_report(results: dict) -> str:
                 "exposure_gini",
                 "between_user_diversity",
                 "novelty",
+                "miscalibration",
+                "tail_exposure",
             )
         ]
         star = " **(Pareto)**" if name in front else ""
@@ -390,7 +393,10 @@ def render_report(results: dict) -> str:
         "retriever's own embedding); genre ILD uses 1 − cosine of genre vectors. Category "
         "coverage is system-level (CDM Eq. 22). 95% CIs: percentile bootstrap over users. "
         "The last column is fit seconds for base models and re-ranker fit + evaluation "
-        "seconds for pipelines.",
+        "seconds for pipelines. Miscalibration: Steck's C_KL between the genre mix of the "
+        "user's training row and of the list (α = 0.01, lower is better); tail exp.: the "
+        "long tail's share of the 1/log2(1 + rank) exposure (items outside the head that "
+        "holds 20% of the training interactions).",
         "",
         "![accuracy vs diversity](accuracy_diversity.png)",
         "",

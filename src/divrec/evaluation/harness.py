@@ -30,7 +30,9 @@ from divrec.retrieval.base import Recommender
 from divrec.splitting import Split
 
 ACCURACY = ("hr", "recall", "precision", "ndcg", "mrr", "map")
-DIVERSITY = ("ilad", "category_ild", "user_category_coverage", "novelty")
+DIVERSITY = (
+    "ilad", "category_ild", "user_category_coverage", "novelty", "miscalibration", "arp"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,12 +161,13 @@ def evaluate(
     for k in config.ks:
         per_user.update(_accuracy(config.accuracy, hits, n_rel, k))
         per_user.update(
-            _diversity(config.diversity, recs[:, :k], split, item_vectors, popularity, k)
+            _diversity(config.diversity, recs[:, :k], split, item_vectors, popularity, k, users)
         )
     per_user.update(extra)
     table = pd.DataFrame(per_user)
     aggregate = _aggregate(table, config)
     system = _system(recs, split, config)
+    system.update(_group_exposure(recs, split, config, users))
     info = {"users": int(len(users)), "protocol": split.protocol or config.protocol}
     return EvalResult(table, aggregate, system, recs, config, info)
 
@@ -256,7 +259,7 @@ def _accuracy(names, hits, n_rel, k) -> dict[str, np.ndarray]:
     return {f"{name}@{k}": fns[name]() for name in names}
 
 
-def _diversity(names, recs, split, item_vectors, popularity, k) -> dict[str, np.ndarray]:
+def _diversity(names, recs, split, item_vectors, popularity, k, users) -> dict[str, np.ndarray]:
     train = split.train
     cats = train.item_categories
     out = {}
@@ -269,6 +272,27 @@ def _diversity(names, recs, split, item_vectors, popularity, k) -> dict[str, np.
             out[f"user_category_coverage@{k}"] = M.user_category_coverage(recs, cats)
         elif name == "novelty":
             out[f"novelty@{k}"] = M.novelty(recs, popularity, train.n_users)
+        elif name == "miscalibration" and cats is not None:  # Steck 2018 C_KL, α = 0.01
+            history = train.to_csr(binary=True)[users]
+            out[f"miscalibration@{k}"] = M.miscalibration(recs, history, cats)
+        elif name == "arp":  # share of training users, Abdollahpouri et al. 2019
+            share = train.item_popularity() / max(train.n_users, 1)
+            out[f"arp@{k}"] = M.average_recommendation_popularity(recs, share)
+    return out
+
+
+def _group_exposure(recs, split, config, users) -> dict[str, float]:
+    """System-level exposure fairness: the long tail's share of the position-discounted
+    exposure (items outside the head holding 20% of the training interactions) and the
+    popularity lift of the lists over the users' training rows."""
+    train = split.train
+    pop = train.item_popularity()
+    tail = M.popularity_groups(pop)
+    history = train.to_csr(binary=True)[users]
+    out: dict[str, float] = {}
+    for k in config.ks:
+        out[f"tail_exposure@{k}"] = float(M.exposure_share(recs[:, :k], tail, 2)[1])
+        out[f"popularity_lift@{k}"] = M.popularity_lift(recs[:, :k], history, pop)
     return out
 
 
