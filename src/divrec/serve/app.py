@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
+from divrec.serve.arms import attach_experiment, forced_arm_error, impression_of
 from divrec.serve.events import Event, EventConflict, EventLog, logged_item_ids, read_user_history
 from divrec.serve.model_dir import ID_PATTERN, ModelBundle
 from divrec.serve.service import RecRequest, ServeSettings, Service, SkippedCollector
@@ -103,6 +104,8 @@ class AppConfig:
         compute_threads: threads running model work (BLAS/torch get 1 thread each).
         max_recommend_batch: most requests answered together.
         settings: the service behaviour.
+        experiment: an A/B experiment file (`divrec.serve.arms`; None: the model
+            directory's ``experiment.json`` when it has one).
     """
 
     model_dir: Path
@@ -122,6 +125,7 @@ class AppConfig:
     max_recommend_batch: int = 64
     settings: ServeSettings = field(default_factory=ServeSettings)
     generated_key: bool = False
+    experiment: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -633,6 +637,8 @@ def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
     config.bundle = None  # handed over once
     service = Service(bundle, config.settings)
     service.rebuild(log)
+    # A/B arms: experiment.json of the model dir or config.experiment (divrec.serve.arms)
+    attach_experiment(service, model_dir, log, config.experiment)
     service.warm_up()
     return service
 
@@ -778,6 +784,9 @@ def create_app(config: AppConfig) -> FastAPI:
             res = await state.batcher.submit(req)
         except ValueError as err:
             raise ApiError(422, str(err).splitlines()[0]) from None
+        if "arm" in res and state.service.router is not None:  # A/B: logged before answering
+            imp = impression_of(res, state.service.router.experiment.name, time.time())
+            await asyncio.wrap_future(state.log.submit_impressions([imp]))
         # orjson: the answer (~1.5 KB at n=10) serializes ~10x faster than with json.dumps
         return Response(orjson.dumps(res), media_type="application/json")
 
@@ -836,7 +845,12 @@ def create_app(config: AppConfig) -> FastAPI:
             method=check_method(svc, q.get("method")),
             explore=check_explore(_q_number(q, "explore", 0.0, float)),
             seed=check_seed(_q_number(q, "seed", None, int)),
+            arm=q.get("arm"),
         )
+        if req.arm is not None:  # A/B: forcing an arm needs the key
+            bad = forced_arm_error(svc.router, req.arm, has_key(request))
+            if bad is not None:
+                raise ApiError(*bad)
         return await answer(req)
 
     @app.post("/recommend", dependencies=[Depends(maybe_key)])

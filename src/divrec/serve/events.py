@@ -17,10 +17,25 @@ Write-back: the ``served`` table holds the items served with ``--writeback`` and
 they stay excluded (`record_served`, `iter_served`); it is written by the same writer thread
 (no acknowledgement waits for it) and rows past their time are deleted as it goes.
 
+Impressions (A/B arms, `divrec.serve.arms`): every list served to a user of a running
+experiment is one ``impressions`` row (request id, user, arm, the item ids in served order,
+so an item's position is its index, the method and knob used, whether the arm was forced,
+the serve time); `submit_impressions` resolves once the row is durable (the same writer
+thread and group commit as the events), so an answered list is never lost. Each
+experiment's definition (name, salt, control, arms and shares) is recorded once in
+``experiments`` (`record_experiment`): a later start with the same name and another salt or
+shares is refused, so assignments stay those of the record. Feedback events keep their own
+table; `read_ab_log` hands both to the readout, which attributes a click or like to the
+latest earlier impression of that user holding the item (`divrec.evaluation.ab`).
+
 Schema (``PRAGMA user_version`` = `SCHEMA_VERSION`)::
 
     events(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, user_id TEXT,
            item_id TEXT, type TEXT, value REAL, timestamp REAL, received REAL)
+    impressions(seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT UNIQUE,
+                experiment TEXT, arm TEXT, user_id TEXT, items TEXT (JSON list of ids),
+                method TEXT, diversity REAL, forced INTEGER, timestamp REAL)
+    experiments(name TEXT PRIMARY KEY, record TEXT (JSON), created REAL)
 """
 
 from __future__ import annotations
@@ -34,7 +49,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "Event", "EventConflict", "EventLog"]
+__all__ = [
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "Event",
+    "EventConflict",
+    "EventLog",
+    "Impression",
+    "read_ab_log",
+]
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("impression", "click", "like", "dislike", "rating")
@@ -61,6 +84,25 @@ CREATE INDEX IF NOT EXISTS served_by_until ON served (until);
 """
 
 
+# additive as well: the A/B impression log and the experiments' records
+_AB = """
+CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    experiment TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    items TEXT NOT NULL,
+    method TEXT NOT NULL,
+    diversity REAL,
+    forced INTEGER NOT NULL,
+    timestamp REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, record TEXT NOT NULL,
+                                        created REAL NOT NULL);
+"""
+
+
 class EventConflict(ValueError):
     """An ``event_id`` already stored with a different user, item, type or value.
 
@@ -75,6 +117,37 @@ class EventConflict(ValueError):
 
 class _Served(list):
     """A writer job of ``(user_id, item_id, until)`` write-back rows."""
+
+
+class _Impressions(list):
+    """A writer job of `Impression` rows."""
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One list served to a user of an experiment (external ids).
+
+    Attributes:
+        request_id: unique id of the request (returned to the client).
+        experiment: the experiment's name.
+        arm: the arm that served the list.
+        user_id: the user.
+        items: the item ids in served order (position = index).
+        method: the re-ranking method that produced it.
+        diversity: the knob used (None: not numeric).
+        forced: the arm was forced with ``?arm=`` (debug traffic; left out of the readout).
+        timestamp: serve time (seconds since the epoch).
+    """
+
+    request_id: str
+    experiment: str
+    arm: str
+    user_id: str
+    items: tuple[str, ...]
+    method: str
+    diversity: float | None
+    forced: bool
+    timestamp: float
 
 
 @dataclass(frozen=True)
@@ -147,6 +220,7 @@ class EventLog:
                 f"{SCHEMA_VERSION}"
             )
         self._conn.executescript(_SERVED)
+        self._conn.executescript(_AB)
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="divrec-event-writer", daemon=True)
@@ -176,6 +250,44 @@ class EventLog:
         self._queue.put((_Served(rows), fut))
         return fut
 
+    def submit_impressions(self, rows: Sequence[Impression]) -> Future:
+        """Queues impression rows; the future resolves (to None) once they are durable."""
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("event log is closed"))
+            return fut
+        self._queue.put((_Impressions(rows), fut))
+        return fut
+
+    def record_experiment(self, name: str, record: dict) -> None:
+        """Stores an experiment's definition the first time its name is seen.
+
+        Raises:
+            ValueError: the log already holds `name` with another definition (one line).
+        """
+        import json
+
+        doc = json.dumps(record, sort_keys=True)
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT record FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO experiments (name, record, created) VALUES (?, ?, ?)",
+                    (name, doc, time.time()),
+                )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        if row is not None and json.loads(row[0]) != json.loads(doc):
+            old = json.loads(row[0])
+            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise ValueError(
+                f"experiment {name!r}: {', '.join(diff)} differ from the record in {self.path} "
+                "(assignments would change mid-experiment; give the experiment a new name)"
+            )
+
     def _run(self) -> None:
         while True:
             job = self._queue.get()
@@ -198,7 +310,7 @@ class EventLog:
 
     def _commit(self, jobs: list) -> None:
         now = time.time()
-        results: list[list[bool]] = []
+        results: list = []  # per job: flags, an EventConflict, or None (impressions)
         fresh: list[Event] = []
         try:
             cur = self._conn.cursor()
@@ -206,6 +318,18 @@ class EventLog:
             served = False
             for events, _ in jobs:
                 flags: list[bool] | Exception = []
+                if isinstance(events, _Impressions):
+                    cur.executemany(
+                        "INSERT INTO impressions (request_id, experiment, arm, user_id, items, "
+                        "method, diversity, forced, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (r.request_id, r.experiment, r.arm, r.user_id, _ids_json(r.items),
+                             r.method, r.diversity, int(r.forced), r.timestamp)
+                            for r in events
+                        ],
+                    )  # fmt: skip
+                    results.append(None)
+                    continue
                 if isinstance(events, _Served):
                     cur.executemany(
                         "INSERT INTO served (user_id, item_id, until) VALUES (?, ?, ?)", events
@@ -262,7 +386,9 @@ class EventLog:
             except Exception:  # noqa: BLE001 - durable already; state catches up on restart
                 pass
         for (_, fut), flags in zip(jobs, results, strict=True):
-            if isinstance(flags, Exception):
+            if flags is None:
+                fut.set_result(None)
+            elif isinstance(flags, Exception):
                 fut.set_exception(flags)
             else:
                 fut.set_result(flags)
@@ -318,6 +444,80 @@ class EventLog:
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._conn.close()
+
+
+def _ids_json(items: Sequence[str]) -> str:
+    import json
+
+    return json.dumps(list(items), separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------- A/B readout
+def read_ab_log(path: str | Path, experiment: str | None = None) -> dict:
+    """The experiment part of an event log, for `divrec.evaluation.ab`.
+
+    Args:
+        path: the SQLite event log.
+        experiment: the experiment's name (None: the only one in the log).
+
+    Returns:
+        ``{"experiment": record, "impressions": [(request_id, arm, user_id, [item ids],
+        forced, timestamp)], "events": [(user_id, item_id, type, value, received)]}``, the
+        events being the feedback of the users with an impression, in log order.
+
+    Raises:
+        ValueError: not an event log, no experiment in it, or `experiment` unknown (one
+            line).
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(f"file:{path.absolute()}?mode=ro", uri=True)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as err:
+        raise ValueError(f"{path}: not a divrec event log ({err})") from None
+    try:
+        if "events" not in tables:
+            raise ValueError(f"{path}: not a divrec event log (no events table)")
+        if "experiments" not in tables:
+            raise ValueError(f"{path}: holds no experiment (served without arms)")
+        names = {n: r for n, r in conn.execute("SELECT name, record FROM experiments")}
+        if not names:
+            raise ValueError(f"{path}: holds no experiment (served without arms)")
+        if experiment is None:
+            if len(names) > 1:
+                raise ValueError(f"{path}: holds experiments {', '.join(sorted(names))}; name one")
+            experiment = next(iter(names))
+        if experiment not in names:
+            raise ValueError(
+                f"experiment {experiment!r} is not in {path} (it holds {', '.join(sorted(names))})"
+            )
+        record = json.loads(names[experiment])
+        imps = [
+            (r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), float(r[5]))
+            for r in conn.execute(
+                "SELECT request_id, arm, user_id, items, forced, timestamp FROM impressions "
+                "WHERE experiment = ? ORDER BY seq",
+                (experiment,),
+            )
+        ]
+        users = {r[2] for r in imps}
+        events = [
+            (r[0], r[1], r[2], r[3], float(r[4]))
+            for r in conn.execute(
+                "SELECT user_id, item_id, type, value, received FROM events "
+                "WHERE type != 'impression' ORDER BY seq"
+            )
+            if r[0] in users
+        ]
+    except sqlite3.Error as err:
+        raise ValueError(f"{path}: not a divrec event log ({err})") from None
+    finally:
+        conn.close()
+    return {"experiment": record, "impressions": imps, "events": events}
 
 
 # ---------------------------------------------------------------------------- serve helpers

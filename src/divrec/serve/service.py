@@ -193,6 +193,7 @@ class RecRequest:
         explore: Gumbel-top-k temperature (0: the re-ranked list as it is).
         history: internal item indices of an anonymous user's history.
         seed: RNG seed of the exploration sample (None: fresh entropy).
+        arm: an A/B arm forced for this request (`divrec.serve.arms`; None: assigned).
     """
 
     user_id: str | None
@@ -202,6 +203,7 @@ class RecRequest:
     explore: float = 0.0
     history: tuple[int, ...] = ()
     seed: int | None = None
+    arm: str | None = None
 
 
 def gumbel_top_k(m: int, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
@@ -235,6 +237,7 @@ class Service:
         self.n_evicted = 0
         self._log = None
         self._last_event_id: str | None = None
+        self.router = None  # an `divrec.serve.arms.ArmRouter` while an experiment runs
         ret = bundle.pipeline.retriever
         self.supports_history = bool(bundle.pipeline.supports_history)
         self.n_candidates = int(bundle.pipeline.n_candidates)
@@ -582,7 +585,7 @@ class Service:
     # ------------------------------------------------------------------ recommend
     def resolve_method(self, method: str | None) -> str:
         m = self.bundle.default_method if method is None else method
-        if m != "none" and m not in self.bundle.rerankers:
+        if m != "none" and m not in self.bundle.rerankers and not m.startswith("arm:"):
             raise ValueError(f"method: unknown method {m!r}; known: {', '.join(self.methods)}")
         return m
 
@@ -623,6 +626,9 @@ class Service:
         """
         if not requests:
             return []
+        arms = forced = None
+        if self.router is not None:  # A/B: the arm decides the method and knob
+            requests, arms, forced = self.router.route(requests)
         b = len(requests)
         now = self.settings.clock()
         n_cand = self.n_candidates
@@ -711,6 +717,10 @@ class Service:
                 self._log.record_served([(u, items[it]["id"], t) for u, it, t in rows])
         for res in results:
             res.pop("_items")
+        if arms is not None:
+            for res, arm, f in zip(results, arms, forced, strict=True):
+                if arm is not None:
+                    res["arm"], res["arm_forced"] = arm, f
         return results
 
     def _query(self, rows, users, hist, vals, negs, excl, div) -> Query:
