@@ -54,8 +54,10 @@ from ._base import (
     relevance_array,
     request_param,
     scale_relevance_batch,
+    tie_argmax,
     tie_argmax_rows,
 )
+from ._rules import RowRules, apply_rules
 
 __all__ = ["CalibratedReranker", "CalibratedRerankerConfig", "calibrated_greedy"]
 
@@ -125,6 +127,52 @@ def calibrated_greedy(
         avail[rows[act], pick[act]] = False
         counts[act] += shares[rows[act], pick[act]]
     return out
+
+
+def _calibrated_row(
+    rs: np.ndarray,
+    shares: np.ndarray,
+    target: np.ndarray,
+    lam: float,
+    alpha: float,
+    valid: np.ndarray,
+    rules: RowRules,
+) -> list[int]:
+    """The greedy of Steck Eq. 6 for one request under its business rules: pins enter the
+    selected set first (their categories count in ``q``), then each step picks the best
+    candidate the rules allow (``λ = 0`` or ``p = 0``: the most relevant, exact ties to
+    the lower position)."""
+    avail = valid.copy()
+    counts = np.zeros(target.shape[0])
+    for _, j in rules.pins:
+        if avail[j]:
+            avail[j] = False
+            counts += shares[j]
+            rules.count(j, greedy=False)
+    pos = target > 0.0
+    plain = lam == 0.0 or not pos.any()
+    plogp = float(np.sum(target[pos] * np.log(target[pos])))
+    big = float(np.abs(rs[valid]).max(initial=0.0))
+    scale = (1.0 - lam) * big + lam * math.log(1.0 / alpha)
+    greedy: list[int] = []
+    while len(rules.pins) + len(greedy) < rules.kb:
+        ok = rules.eligible(avail)
+        if not ok.any():
+            break
+        if plain:
+            cand = np.flatnonzero(ok)
+            j = int(cand[np.argmax(rs[cand])])
+        else:
+            n_sel = len(rules.pins) + len(greedy)
+            q = (counts[None, :] + shares) / float(n_sel + 1)
+            qt = (1.0 - alpha) * q + alpha * target[None, :]
+            kl = plogp - np.log(np.where(pos[None, :], qt, 1.0)) @ target
+            j = tie_argmax((1.0 - lam) * rs - lam * kl, ok, scale)
+        greedy.append(j)
+        avail[j] = False
+        counts += shares[j]
+        rules.count(j, greedy=True)
+    return rules.place(greedy)
 
 
 def _relevance_order_rows(r: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
@@ -280,6 +328,7 @@ class CalibratedReranker(Reranker):
         shares: np.ndarray | None = None,
         target: np.ndarray | None = None,
         lambda_: np.ndarray | None = None,
+        constraints: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (``-1`` padded).
@@ -295,6 +344,9 @@ class CalibratedReranker(Reranker):
             target: ``(B, C)`` ``p(g|u)``.
             lambda_: ``(B,)`` per-request λ in ``[0, 1]`` (the diversity knob), or None:
                 the config's.
+            constraints: the batch's business rules resolved to positions
+                (`divrec.data.constraints.ResolvedConstraints`), or None. Rows with count,
+                pin or share rules take a per-request path; the others are unchanged.
 
         Returns:
             ``(B, k)`` int64 positions, ``-1`` padded.
@@ -305,8 +357,22 @@ class CalibratedReranker(Reranker):
         lam = np.broadcast_to(
             np.asarray(request_param(lambda_, self.lambda_, bsz, "lambda_", 1.0)), (bsz,)
         )
+        r, m = apply_rules(constraints, r, m)
         out = _relevance_order_rows(r, m, k)
-        rows = np.flatnonzero((lam > 0.0) & (p.sum(axis=1) > 0.0))
+        ruled = np.zeros(bsz, dtype=bool) if constraints is None else constraints.active
+        if ruled.any():
+            rs_all = scale_relevance_batch(r, m, self.relevance_scaling)
+            for b in np.flatnonzero(ruled):
+                rules = RowRules(constraints, int(b), k, int(min(k, m[b].sum())))
+                plain = lam[b] == 0.0 or not (p[b] > 0.0).any()  # raw order: exact ties
+                rel = r[b] if plain else rs_all[b]
+                sel = _calibrated_row(
+                    rel, x[b], p[b], float(lam[b]), float(self.alpha), m[b], rules
+                )
+                rules.check(sel, "CalibratedReranker")
+                out[b] = -1
+                out[b, : len(sel)] = sel
+        rows = np.flatnonzero((lam > 0.0) & (p.sum(axis=1) > 0.0) & ~ruled)
         if rows.size == 0 or k == 0:
             return out
         rs = scale_relevance_batch(r[rows], m[rows], self.relevance_scaling)

@@ -45,6 +45,7 @@ from ._base import (
     check_relevance_batch,
     relevance_array,
 )
+from ._rules import RowRules, apply_rules
 
 __all__ = [
     "FAIR",
@@ -210,6 +211,35 @@ def fair_select(relevance: np.ndarray, protected: np.ndarray, k: int, table: np.
     return as_positions(out)
 
 
+def fair_select_rules(
+    relevance: np.ndarray, protected: np.ndarray, valid: np.ndarray, table: np.ndarray, rules
+) -> list[int]:
+    """Zehlike Alg. 2 under business rules, for one request: pins first, then each free
+    slot takes the most relevant candidate the rules allow, a protected one when the
+    output prefix ending at that slot would otherwise hold fewer than ``m(slot + 1)``
+    protected items (and one is allowed). Without rules this is :func:`fair_select`."""
+    avail = valid.copy()
+    for _, j in rules.pins:
+        if avail[j]:
+            avail[j] = False
+            rules.count(j, greedy=False)
+    greedy: list[int] = []
+    while len(rules.pins) + len(greedy) < rules.kb:
+        ok = rules.eligible(avail)
+        if not ok.any():
+            break
+        slot = int(rules.free_slots[rules.g])
+        n_prot = rules.protected_before()
+        if n_prot < table[slot] and (ok & protected).any():
+            ok = ok & protected
+        cand = np.flatnonzero(ok)
+        j = int(cand[np.argmax(relevance[cand])])
+        greedy.append(j)
+        avail[j] = False
+        rules.count(j, greedy=True)
+    return rules.place(greedy)
+
+
 class FAIR(Reranker):
     """FA*IR (Zehlike et al. 2017, Alg. 2): the most relevant list whose every prefix holds
     the protected items the ranked group fairness test requires.
@@ -281,6 +311,7 @@ class FAIR(Reranker):
         categories: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         protected: np.ndarray | None = None,
+        constraints: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Batch selection; ``(B, N)`` in, ``(B, k)`` int64 out (``-1`` padded).
@@ -293,6 +324,8 @@ class FAIR(Reranker):
             categories: ignored.
             valid: ``(B, N)`` bool mask of real candidates.
             protected: ``(B, N)`` bool, the protected candidates (required).
+            constraints: the batch's business rules resolved to positions
+                (`divrec.data.constraints.ResolvedConstraints`), or None.
         """
         k = check_k(k)
         r, m = check_relevance_batch(relevance, valid)
@@ -303,7 +336,14 @@ class FAIR(Reranker):
             raise ValueError(f"protected must be a bool array of shape {r.shape}")
         out = np.full((r.shape[0], k), -1, dtype=np.int64)
         table = self._table(k)
+        r, m = apply_rules(constraints, r, m)
         for b in range(r.shape[0]):
+            if constraints is not None and constraints.active[b]:
+                rules = RowRules(constraints, b, k, int(min(k, m[b].sum())))
+                sel = fair_select_rules(r[b], prot[b] & m[b], m[b], table, rules)
+                rules.check(sel, "FAIR")
+                out[b, : len(sel)] = sel
+                continue
             idx = np.flatnonzero(m[b])
             sel = fair_select(r[b, idx], prot[b, idx], k, table)
             out[b, : sel.size] = idx[sel]
