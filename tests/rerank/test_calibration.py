@@ -177,3 +177,25 @@ def test_fit_without_categories_is_an_error():
     data = Interactions.from_arrays(np.array([0, 1]), np.array([0, 1]))
     with pytest.raises(ValueError, match="item categories"):
         CalibratedReranker().fit(data, item_vectors=np.eye(2))
+
+
+def test_knob_rows_equal_the_reranker_built_with_that_lambda():
+    """`diversity=auto` in the service sets the knob to 1 − θ_u of the propensity tracker;
+    the knob is λ itself, row by row, in one batch."""
+    data = _data()
+    rr = CalibratedReranker().fit(data, item_vectors=np.eye(6))
+    ids = np.array([[3, 4, 5, 1, 2, 0]] * 3)
+    cand = Candidates(ids, np.array([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 3))
+    knob = np.array([0.2, 0.7, 1.0])
+    users = np.array([0, 1, 2])
+    got = rr(Query(users=users, diversity=knob), cand, 4).ids
+    for b, lam in enumerate(knob):
+        one = CalibratedReranker(lambda_=float(lam)).fit(data, item_vectors=np.eye(6))
+        assert (
+            got[b].tolist()
+            == one(
+                Query(users=users[b : b + 1]), Candidates(ids[b : b + 1], cand.scores[b : b + 1]), 4
+            )
+            .ids[0]
+            .tolist()
+        )
