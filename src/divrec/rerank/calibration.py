@@ -201,6 +201,8 @@ class CalibratedReranker(Reranker):
     _query_extras = ("target", "lambda_")
     _per_request_kwargs = ("target", "lambda_")
     _per_item_kwargs = ("shares",)
+    #: honours ``Query.constraints`` (python-level rules, :mod:`divrec.rerank._rules`)
+    _takes_constraints = True
 
     # ------------------------------------------------------------------ stage
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:

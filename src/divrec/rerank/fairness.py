@@ -252,6 +252,8 @@ class FAIR(Reranker):
     Config = FAIRConfig
     _stage_inputs: tuple[str, ...] = ()
     _per_item_kwargs = ("protected",)
+    #: honours ``Query.constraints`` (python-level rules, :mod:`divrec.rerank._rules`)
+    _takes_constraints = True
 
     def _fit_stage(self, train) -> None:
         """``item_protected_`` ``(n_items,)`` bool, from ``group``."""
