@@ -12,7 +12,7 @@ from divrec.pipeline import Pipeline
 from divrec.ranking.ctr import DIN, DeepFMNet, DINNet, PNNNet, WideDeepNet, right_align
 from divrec.ranking.purs import PURS, PURSNet
 from divrec.ranking.spr import SPR, rank_interpolation
-from divrec.ranking.unexpected import mean_shift
+from divrec.ranking.unexpected import mean_shift, median_bandwidth
 from divrec.retrieval.baselines import PopularityRecommender
 from divrec.splitting.windows import labeled_windows
 
@@ -129,8 +129,24 @@ def test_pnn_matches_numpy():
             assert got[b, c] == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+def test_purs_default_clusters_are_gaussian_mean_shift_with_the_median_radius():
+    net = PURSNet(N_USERS, N_ITEMS, D, (5,), (4,), short_window=2).eval()
+    _perturb(net)
+    user, history, items = _inputs()
+    _, parts = net(user, history, items, return_parts=True)
+    eh = _emb(net.item_emb, history, N_ITEMS)
+    ei = _emb(net.item_emb, items, N_ITEMS)
+    h = median_bandwidth(eh, history >= 0, 0.35)
+    c, w = mean_shift(eh, history >= 0, bandwidth=h, kernel="gaussian")
+    want = unexpectedness_scores(ei, c.numpy(), w.numpy())
+    np.testing.assert_allclose(parts["unexp"].numpy(), want, rtol=1e-5)
+
+
 def test_purs_logit_decomposes_and_unexpectedness_is_eq3_without_gradient():
-    net = PURSNet(N_USERS, N_ITEMS, D, (5,), (4,), short_window=2, bandwidth=0.3).eval()
+    net = PURSNet(
+        N_USERS, N_ITEMS, D, (5,), (4,), short_window=2, bandwidth=0.3, kernel="flat",
+        bandwidth_rule="fixed",
+    ).eval()  # fmt: skip
     _perturb(net)
     user, history, items = _inputs()
     logit, parts = net(user, history, items, return_parts=True)

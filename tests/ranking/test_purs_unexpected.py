@@ -10,7 +10,9 @@ from sklearn.cluster import MeanShift
 from divrec.metrics import unexpectedness_scores
 from divrec.ranking.unexpected import (
     activation,
+    interest_clusters,
     mean_shift,
+    median_bandwidth,
     single_closure,
     unexpectedness,
 )
@@ -113,3 +115,53 @@ def test_mean_shift_rejects_bad_arguments():
         mean_shift(np.zeros((1, 2, 2)), bandwidth=0.0)
     with pytest.raises(ValueError, match="shape"):
         mean_shift(np.zeros((2, 2)))
+
+
+def test_per_request_bandwidth_equals_each_request_alone():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (4, 7, 3))
+    mask = rng.random((4, 7)) < 0.8
+    mask[:, 0] = True
+    h = np.array([0.3, 0.8, 1.5, 3.0])
+    for kernel in ("flat", "gaussian"):
+        c, w = mean_shift(x, mask, bandwidth=h, kernel=kernel, tol=1e-9, max_iter=2000)
+        for r in range(4):
+            c1, w1 = mean_shift(
+                x[r : r + 1], mask[r : r + 1], bandwidth=float(h[r]), kernel=kernel, tol=1e-9,
+                max_iter=2000,
+            )  # fmt: skip
+            assert torch.equal(w[r], w1[0])
+            assert torch.allclose(c[r], c1[0], atol=1e-6)
+
+
+def test_median_bandwidth_by_brute_force():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (3, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    got = median_bandwidth(x, mask, scale=0.5).numpy()
+    meds = []
+    for r in (0, 2):
+        pts = x[r][mask[r]]
+        d = [np.linalg.norm(a - b) for i, a in enumerate(pts) for b in pts[i + 1 :]]
+        # torch.nanmedian takes the lower of the two middle values
+        meds.append(np.sort(d)[(len(d) - 1) // 2])
+    assert got[0] == pytest.approx(0.5 * meds[0])
+    assert got[2] == pytest.approx(0.5 * meds[1])
+    # a single point: the (lower) median of the other requests' radii
+    assert got[1] == pytest.approx(0.5 * min(meds))
+    with pytest.raises(ValueError, match="bandwidth_scale"):
+        median_bandwidth(x, mask, scale=0.0)
+
+
+def test_median_rule_finds_two_interest_blobs_where_a_fixed_small_radius_does_not():
+    rng = np.random.default_rng(5)
+    # two tight blobs of 5 unit-scale points each, 2.0 apart (scale of trained embeddings)
+    a = rng.normal(0, 0.15, (5, 8))
+    b = rng.normal(0, 0.15, (5, 8)) + 2.0 / np.sqrt(8)
+    x = np.concatenate([a, b])[None]
+    c, w = interest_clusters(x, None, "mean-shift", 0.5, "gaussian", bandwidth_rule="median")
+    assert sorted(w[0][w[0] > 0].tolist()) == [5.0, 5.0]
+    _, w_fixed = interest_clusters(x, None, "mean-shift", 0.05, "gaussian")
+    assert int((w_fixed[0] > 0).sum()) == 10
+    with pytest.raises(ValueError, match="bandwidth_rule"):
+        interest_clusters(x, None, bandwidth_rule="auto")

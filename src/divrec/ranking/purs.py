@@ -4,12 +4,19 @@ For a request (user `u`, recent history `h_1..h_L`, oldest first) and a candidat
 
 * embeddings `e_u`, `e_i`, `e_{h_j}` (Eq. 4; the autoencoder of Eq. 5–6 is for feature
   inputs and not used on these id-only data sets);
-* CTR branch (Eq. 7–11): a (bidirectional) GRU over the history embeddings, self-attentive
-  pooling `s = Σ_t α_t o_t` with `α = softmax_t(wᵀ tanh(W o_t + b))` over the real entries
-  (our reading of "self-attentive GRU": additive self-attention, Lin et al. 2017), then
+* CTR branch (Eq. 7–11): a GRU over the history embeddings (bidirectional by default, as
+  the paper's text says; the authors' code runs a *one-directional* `GRUCell` through
+  `dynamic_rnn`, `bidirectional=False`), attention pooling `s = Σ_t α_t o_t` with
+  `α = softmax_t(wᵀ tanh(W o_t + b))` over the real entries — *additive* attention, as the
+  authors' `seq_attention` (Yang et al. 2016, HAN; single head, no multi-head) — then
   `MLP([s, e_i, e_u])` with hidden widths (80, 40) → one number;
-* interest clusters: batched mean shift of the history embeddings (radius 0.2, until the
-  largest move < 1e-5; `divrec.ranking.unexpected`), weights |C_k|/Σ|C| (Eq. 1–2);
+* interest clusters: batched mean shift of the history embeddings
+  (`divrec.ranking.unexpected`) with a Gaussian kernel (paper; authors' code) and a
+  per-request radius set from the embedding scale, `h = bandwidth_scale · median pairwise
+  distance of the request's history embeddings` (`bandwidth_rule="median"`, scale 0.35:
+  about 2 clusters per 10-item ML-1M history in the reference SVD space; the code's fixed
+  `h = 0.2` against items ≈ 0.9 apart leaves every item its own cluster), until the largest
+  move < 1e-5; weights |C_k|/Σ|C| (Eq. 1–2);
   unexpectedness `unexp(u, i) = Σ_k w_k ‖e_i − c_k‖₂` (Eq. 3), computed under
   stop-gradient (the distance carries no gradient, as in the authors' code);
 * unexpected factor (Eq. 12): a DIN local activation unit over the last 3 history items
@@ -64,7 +71,9 @@ class PURSNet(IdEmbeddingNet):
         dropout: MLP drop probability (training only).
         act: the unexpected activation ("xexp", "gaussian", "identity").
         use_factor, use_unexpectedness, clusters: the ablation switches.
-        bandwidth, tol, max_iter, kernel: mean shift settings.
+        bandwidth, tol, max_iter, kernel, bandwidth_rule, bandwidth_scale: mean shift
+            settings (`bandwidth` is the fixed radius of rule "fixed"; `bandwidth_scale` the
+            multiple of the median pairwise history distance of rule "median").
     """
 
     def __init__(
@@ -84,7 +93,9 @@ class PURSNet(IdEmbeddingNet):
         bandwidth: float = 0.2,
         tol: float = 1e-5,
         max_iter: int = 100,
-        kernel: str = "flat",
+        kernel: str = "gaussian",
+        bandwidth_rule: str = "median",
+        bandwidth_scale: float = 0.35,
     ):
         super().__init__(n_users, n_items, dim)
         self.user_bias = nn.Embedding(n_users + 1, 1, padding_idx=n_users)
@@ -102,6 +113,7 @@ class PURSNet(IdEmbeddingNet):
         self.use_unexpectedness = use_unexpectedness
         self.clusters = clusters
         self.bandwidth, self.tol, self.max_iter, self.kernel = bandwidth, tol, max_iter, kernel
+        self.bandwidth_rule, self.bandwidth_scale = bandwidth_rule, bandwidth_scale
         if use_unexpectedness and use_factor:
             self.factor_att = MLP(4 * dim, (36,))
             self.factor_mlp = MLP(3 * dim, tuple(factor_hidden), dropout=dropout)
@@ -118,11 +130,16 @@ class PURSNet(IdEmbeddingNet):
     def unexpectedness(self, eh, mask, ei) -> torch.Tensor:
         """`(B, C)` PURS Eq. 3 of the candidates, without gradient."""
         with torch.no_grad():
-            cl = interest_clusters(
-                eh.detach(), mask, self.clusters, self.bandwidth, self.kernel, self.tol,
-                self.max_iter,
-            )  # fmt: skip
+            cl = self.cluster(eh.detach(), mask)
             return unexpectedness(ei.detach(), cl)
+
+    def cluster(self, eh: torch.Tensor, mask: torch.Tensor):
+        """Interest clusters `(centers (B, K, d), weights (B, K))` of history embeddings."""
+        median = self.bandwidth_rule == "median"
+        return interest_clusters(
+            eh, mask, self.clusters, self.bandwidth_scale if median else self.bandwidth,
+            self.kernel, self.tol, self.max_iter, bandwidth_rule=self.bandwidth_rule,
+        )  # fmt: skip
 
     def forward(self, user, history, items, return_parts: bool = False):
         u, h, i, mask = self._ids(user, history, items)
@@ -155,16 +172,22 @@ class PURSConfig(SequenceCTRConfig):
         factor_hidden: unexpected-factor MLP widths (Eq. 12).
         short_window: history items read by the factor's activation unit (PURS code: 3;
             at most `history`).
-        bidirectional: bidirectional GRU (Eq. 7–11; PURS code: yes).
+        bidirectional: bidirectional GRU (Eq. 7–11: the paper's text says bidirectional; the
+            authors' code is one-directional, `GRUCell` through `dynamic_rnn`).
         activation: unexpected activation `f`: "xexp" (PURS, `x·e^(−x)`), "gaussian"
             (Variation 1), "identity" (Variation 2).
         use_factor: False = Variation 3 (factor ≡ 1).
         use_unexpectedness: False = Variation 4 (no unexpectedness term).
         clusters: "mean-shift" (PURS, Eq. 1–2) or "single" (Variation 5, one closure).
-        bandwidth: mean-shift radius (PURS: 0.2).
+        bandwidth: fixed mean-shift radius of `bandwidth_rule="fixed"` (authors' code: 0.2
+            in `exp(−d²/h²)`, i.e. 0.14 in our `exp(−d²/(2h²))`).
         tol: mean-shift stop tolerance on the largest move (PURS code: 1e-5).
         max_iter: mean-shift iteration cap.
-        kernel: mean-shift kernel, "flat" or "gaussian".
+        kernel: mean-shift kernel, "gaussian" (paper, authors' code) or "flat".
+        bandwidth_rule: "median" (radius = `bandwidth_scale` × the median pairwise distance
+            of the request's history embeddings) or "fixed" (`bandwidth`).
+        bandwidth_scale: the multiple of rule "median" (0.35: about 2 clusters per 10-item
+            ML-1M history in the reference SVD space, 1 at ≥ 0.4, ≥ 5 at ≤ 0.3).
     """
 
     factor_hidden: tuple[int, ...] = param((40,), ge=1)
@@ -177,7 +200,9 @@ class PURSConfig(SequenceCTRConfig):
     bandwidth: float = param(0.2, gt=0.0)
     tol: float = param(1e-5, ge=0.0)
     max_iter: int = param(100, ge=1)
-    kernel: Literal["flat", "gaussian"] = "flat"
+    kernel: Literal["flat", "gaussian"] = "gaussian"
+    bandwidth_rule: Literal["fixed", "median"] = "median"
+    bandwidth_scale: float = param(0.35, gt=0.0)
 
     def validate(self) -> None:
         super().validate()
@@ -201,7 +226,7 @@ class PURS(SequenceCTR):
             self.n_users_, self.n_items_, self.dim, tuple(self.hidden), tuple(self.factor_hidden),
             self.short_window, self.bidirectional, self.dropout, self.activation,
             self.use_factor, self.use_unexpectedness, self.clusters, self.bandwidth, self.tol,
-            self.max_iter, self.kernel,
+            self.max_iter, self.kernel, self.bandwidth_rule, self.bandwidth_scale,
         )  # fmt: skip
 
     def request_clusters(self, users: np.ndarray, history: np.ndarray | None = None):
@@ -220,7 +245,5 @@ class PURS(SequenceCTR):
         with torch.no_grad():
             hh = torch.from_numpy(h)
             eh = net.item_emb(torch.where(hh < 0, torch.full_like(hh, net.n_items), hh))
-            c, w = interest_clusters(
-                eh, hh >= 0, self.clusters, self.bandwidth, self.kernel, self.tol, self.max_iter
-            )
+            c, w = net.cluster(eh, hh >= 0)
         return c.numpy(), w.numpy()

@@ -12,6 +12,14 @@ moves to the kernel-weighted mean of the (fixed) history points around it, until
 largest move over the whole batch is below `tol`. Converged points closer than the
 bandwidth are merged as scikit-learn's `MeanShift` does (the mode with more history points
 within the bandwidth wins), and each history point joins its nearest kept mode.
+
+Kernel and radius. The paper ("typically modeled as a Gaussian") and the authors' code
+(lpworld/PURS `mean_shift`: weights `exp(−‖c − x‖² / h²)`, `h = 0.2`) use a Gaussian kernel;
+ours is `exp(−‖c − x‖² / (2h²))`, so the code's `h` is ours times √2. A fixed `h = 0.2`
+against history items about 0.8 apart (unit-normalized SVD vectors, or trained embeddings
+of norm ≈ 1) leaves every item its own cluster. :func:`median_bandwidth` sets the radius
+from the embedding scale instead: `h_b = scale · median_{r<s} ‖x_r − x_s‖` over the real
+history points of request `b` (the rule used by PURS here, `bandwidth_rule="median"`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ __all__ = [
     "activation",
     "interest_clusters",
     "mean_shift",
+    "median_bandwidth",
     "single_closure",
     "unexpectedness",
 ]
@@ -58,10 +67,48 @@ def _as_tensor(x, dtype=None) -> torch.Tensor:
     return t.to(dtype) if dtype is not None else t
 
 
+def median_bandwidth(
+    points: torch.Tensor | np.ndarray,
+    mask: torch.Tensor | np.ndarray | None = None,
+    scale: float = 0.5,
+) -> torch.Tensor:
+    """Per-request mean-shift radius from the embedding scale.
+
+    `h_b = scale · median{‖x_r − x_s‖ : r < s real points of request b}` (the lower median
+    for an even count, as `torch.median`). A request with fewer than two real points, or
+    whose median is 0, takes the median of the other requests' medians times `scale`
+    (`scale` when no request has one).
+
+    Args:
+        points: `(B, L, d)` history item embeddings.
+        mask: `(B, L)` bool, True for real entries (None: all).
+        scale: the multiple of the median pairwise distance.
+
+    Returns:
+        `(B,)` float64 radii, all positive.
+    """
+    if not (isinstance(scale, int | float) and scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"bandwidth_scale must be a positive number, got {scale!r}")
+    x = _as_tensor(points).detach().double()
+    if x.dim() != 3:
+        raise ValueError(f"points must have shape (B, L, d), got {tuple(x.shape)}")
+    b, n, _ = x.shape
+    m = torch.ones(b, n, dtype=torch.bool) if mask is None else _as_tensor(mask).bool()
+    with torch.no_grad():
+        d = torch.cdist(x, x)
+        upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+        pair = upper & m[:, :, None] & m[:, None, :]
+        d = torch.where(pair, d, torch.full_like(d, float("nan"))).reshape(b, -1)
+        med = torch.nanmedian(d, dim=1).values if n > 1 else torch.full((b,), float("nan"))
+        ok = torch.isfinite(med) & (med > 0)
+        fill = float(torch.median(med[ok])) if bool(ok.any()) else 1.0
+        return float(scale) * torch.where(ok, med, torch.full_like(med, fill))
+
+
 def mean_shift(
     points: torch.Tensor | np.ndarray,
     mask: torch.Tensor | np.ndarray | None = None,
-    bandwidth: float = 0.2,
+    bandwidth: float | torch.Tensor | np.ndarray = 0.2,
     kernel: Kernel = "flat",
     tol: float = 1e-5,
     max_iter: int = 300,
@@ -71,8 +118,9 @@ def mean_shift(
     Args:
         points: `(B, L, d)` history item embeddings.
         mask: `(B, L)` bool, True for real history entries (None: all).
-        bandwidth: the kernel radius `h` (PURS: 0.2). Flat kernel: the points within
-            distance `h`; Gaussian: weights `exp(-‖x_i − x‖² / (2h²))`.
+        bandwidth: the kernel radius `h`, one number or `(B,)` per request
+            (:func:`median_bandwidth`). Flat kernel: the points within distance `h`;
+            Gaussian: weights `exp(-‖x_i − x‖² / (2h²))`.
         kernel: "flat" (scikit-learn's `MeanShift`) or "gaussian".
         tol: stop when the largest move of any trajectory in the batch is below this
             (PURS code: 1e-5).
@@ -83,8 +131,13 @@ def mean_shift(
         order of decreasing support) and the number of history points assigned to each;
         unused slots have weight 0 and center 0. Computed without gradient.
     """
-    if not (isinstance(bandwidth, int | float) and bandwidth > 0 and math.isfinite(bandwidth)):
-        raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+    if isinstance(bandwidth, int | float):
+        if not (bandwidth > 0 and math.isfinite(bandwidth)):
+            raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+    else:
+        bw = _as_tensor(bandwidth).double()
+        if bw.dim() != 1 or not bool(torch.all(torch.isfinite(bw) & (bw > 0))):
+            raise ValueError("bandwidth must be a positive number or a (B,) positive array")
     if kernel not in ("flat", "gaussian"):
         raise ValueError(f"kernel must be 'flat' or 'gaussian', got {kernel!r}")
     if not tol > 0:
@@ -98,7 +151,12 @@ def mean_shift(
     m = torch.ones(b, n, dtype=torch.bool) if mask is None else _as_tensor(mask).bool()
     if m.shape != (b, n):
         raise ValueError(f"mask must have shape ({b}, {n}), got {tuple(m.shape)}")
-    h2 = float(bandwidth) ** 2
+    if isinstance(bandwidth, int | float):
+        h2 = torch.full((b, 1, 1), float(bandwidth) ** 2, dtype=x.dtype)
+    else:
+        if bw.shape != (b,):
+            raise ValueError(f"bandwidth must have shape ({b},), got {tuple(bw.shape)}")
+        h2 = bw.square().to(x.dtype)[:, None, None]
     with torch.no_grad():
         x = x.detach()
         valid = m[:, None, :]
@@ -141,7 +199,7 @@ def _merge_modes(x, mask, modes, h2) -> InterestClusters:
         c = order[:, r]
         take = ~removed[rows, c]
         kept[rows[take], c[take]] = True
-        removed |= take[:, None] & (mode_d2[rows, c] <= h2)
+        removed |= take[:, None] & (mode_d2[rows, c] <= h2[:, 0])
     # every real point joins its nearest kept mode
     pd2 = torch.cdist(x, modes).square().masked_fill(~kept[:, None, :], float("inf"))
     label = pd2.argmin(-1)  # (B, L) index of a kept mode
@@ -185,9 +243,20 @@ def interest_clusters(
     kernel: Kernel = "flat",
     tol: float = 1e-5,
     max_iter: int = 300,
+    bandwidth_rule: Literal["fixed", "median"] = "fixed",
 ) -> InterestClusters:
-    """`mean_shift` (method "mean-shift") or `single_closure` (method "single")."""
+    """`mean_shift` (method "mean-shift") or `single_closure` (method "single").
+
+    With `bandwidth_rule="median"` the radius of each request is
+    `median_bandwidth(points, mask, scale=bandwidth)` (`bandwidth` is then the scale);
+    "fixed" uses `bandwidth` itself.
+    """
+    if bandwidth_rule not in ("fixed", "median"):
+        raise ValueError(f"bandwidth_rule must be 'fixed' or 'median', got {bandwidth_rule!r}")
     if method == "mean-shift":
+        if bandwidth_rule == "median":
+            h = median_bandwidth(points, mask, bandwidth)
+            return mean_shift(points, mask, h, kernel, tol, max_iter)
         return mean_shift(points, mask, bandwidth, kernel, tol, max_iter)
     if method == "single":
         return single_closure(points, mask)
