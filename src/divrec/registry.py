@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from divrec._extras import extra_error
 from divrec.params import ParamError, coerce_params, signature_types
 
 __all__ = [
@@ -130,9 +131,20 @@ def _entry(kind: str, name: str) -> Preset:
 
 
 def resolve(kind: str, name: str) -> Any:
-    """The class (or loader function) registered as `name`; unknown names are one line."""
+    """The class (or loader function) registered as `name`; unknown names are one line.
+
+    A class whose optional library is not installed (torch, faiss, implicit, ...) raises
+    `divrec._extras.MissingExtraError`, one line naming the extra that installs it.
+    """
     module, _, attr = _entry(kind, name).target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as err:  # an optional library: one line naming its extra
+        missing = extra_error(err, f"{kind} {name!r}")
+        if missing is None:
+            raise
+        raise missing from None
+    return getattr(imported, attr)
 
 
 def preset_params(kind: str, name: str) -> dict[str, Any]:

@@ -169,8 +169,9 @@ class AnnIndex:
             queries: optional `(Q, D)` sample of the query distribution for the recall
                 tuning (default: `synthetic_queries` of `vectors`).
         """
-        import faiss
+        from divrec._extras import require
 
+        faiss = require("faiss", what="AnnIndex")
         vecs = l2_normalize(vectors)
         if vecs.ndim != 2 or vecs.shape[0] == 0:
             raise ValueError(f"vectors must be a non-empty (N, D) array, got {vecs.shape}")

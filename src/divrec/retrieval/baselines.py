@@ -254,7 +254,9 @@ class ALSRecommender(FactorRecommender):
         return float(self.regularization)
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
+        from divrec._extras import require
+
+        AlternatingLeastSquares = require("implicit.cpu.als", what="iALS").AlternatingLeastSquares
 
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
@@ -303,7 +305,11 @@ class BPRRecommender(FactorRecommender):
     Config = BPRConfig
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from divrec._extras import require
+
+        BayesianPersonalizedRanking = require(
+            "implicit.cpu.bpr", what="BPR"
+        ).BayesianPersonalizedRanking
 
         with threadpool_limits(1, "blas"):
             model = BayesianPersonalizedRanking(
