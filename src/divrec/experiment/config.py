@@ -70,7 +70,12 @@ _EXPERIMENT_KEYS = {
     "tuning", "convergence", "max_users", "n_bootstrap", "confidence", "sanity", "columns",
     "min_rating", "tracking", "relevance_threshold",
 }  # fmt: skip
-_ENTRY_KEYS = {"name", "pipeline", "search", "objective"}
+_ENTRY_KEYS = {"name", "pipeline", "search", "objective", "constraints"}
+#: keys of an entry's `constraints` table (`divrec.data.constraints.Constraints`, by name)
+CONSTRAINT_KEYS = {
+    "exclude", "allow_categories", "deny_categories", "min_count", "max_count", "pins",
+    "boosts", "group", "protected", "min_share", "best_effort",
+}  # fmt: skip
 _RANGE_KEYS = {"low", "high", "log", "step", "type"}
 
 
@@ -170,6 +175,9 @@ class Entry:
         search: the searched hyperparameters (empty: the spec is used as it is).
         objective: this entry's tuning objective (None: the experiment's).
         sanity: a row the runner added (random, training popularity).
+        constraints: the business rules of every request of this entry, as written in the
+            file (categories by name, items by external id; resolved against the data by
+            the runner, `divrec.experiment.runner.entry_constraints`), or None.
     """
 
     name: str
@@ -177,6 +185,7 @@ class Entry:
     search: tuple[SearchDim, ...] = ()
     objective: Objective | None = None
     sanity: bool = False
+    constraints: dict[str, Any] | None = None
 
     def spec_with(self, params: Mapping[str, Any]) -> PipelineSpec:
         """The spec with searched values (`{"reranker.theta": 0.3, ...}`) applied."""
@@ -201,6 +210,8 @@ class Entry:
             out["objective"] = self.objective.to_json()
         if self.sanity:
             out["sanity"] = True
+        if self.constraints is not None:
+            out["constraints"] = self.constraints
         return out
 
 
@@ -648,7 +659,70 @@ def _entry(p: _Parser, raw: Any, i: int, metric_keys: set[str]) -> Entry:
     objective = None
     if "objective" in e:
         objective = _objective(p, e["objective"], f"{where}.objective", metric_keys)
-    return Entry(name, spec, dims, objective)
+    constraints = None
+    if "constraints" in e:
+        constraints = _constraints(p, e["constraints"], f"{where}.constraints")
+    return Entry(name, spec, dims, objective, constraints=constraints)
+
+
+def _constraints(p: _Parser, raw: Any, where: str) -> dict[str, Any]:
+    """An entry's `constraints` table, checked for keys and types (names and item ids are
+    resolved against the data by the runner)."""
+    t = p.table(raw, where)
+    p.known(t, CONSTRAINT_KEYS, f"{where}.")
+    out: dict[str, Any] = {}
+    for key in ("allow_categories", "deny_categories"):
+        if key in t:
+            vals = t[key]
+            if not isinstance(vals, list):
+                p.fail(f"'{where}.{key}' must be a list of category names, got {vals!r}")
+            out[key] = [p.string(v, f"{where}.{key}[{i}]") for i, v in enumerate(vals)]
+    if "exclude" in t:
+        if not isinstance(t["exclude"], list):
+            p.fail(f"'{where}.exclude' must be a list of item ids, got {t['exclude']!r}")
+        out["exclude"] = list(t["exclude"])
+    for key in ("min_count", "max_count"):
+        if key in t:
+            table = p.table(t[key], f"{where}.{key}")
+            out[key] = {c: p.integer(v, f"{where}.{key}.{c}", 0) for c, v in table.items()}
+    for c, lo in out.get("min_count", {}).items():
+        hi = out.get("max_count", {}).get(c)
+        if hi is not None and lo > hi:
+            p.fail(f"'{where}.min_count.{c}' = {lo} exceeds '{where}.max_count.{c}' = {hi}")
+    if "pins" in t:
+        table = p.table(t["pins"], f"{where}.pins")
+        out["pins"] = {i: p.integer(v, f"{where}.pins.{i}", 0) for i, v in table.items()}
+        if len(set(out["pins"].values())) != len(out["pins"]):
+            p.fail(f"'{where}.pins' pins one position twice")
+    if "boosts" in t:
+        table = p.table(t["boosts"], f"{where}.boosts")
+        out["boosts"] = {}
+        for i, v in table.items():
+            b = p.number(v, f"{where}.boosts.{i}")
+            if not math.isfinite(b):
+                p.fail(f"'{where}.boosts.{i}' must be finite, got {v!r}")
+            out["boosts"][i] = b
+    if "group" in t or "protected" in t or "min_share" in t:
+        for key in ("group", "protected", "min_share"):
+            if key not in t:
+                p.fail(f"missing key '{where}.{key}' (group, protected and min_share go together)")
+        group = p.string(t["group"], f"{where}.group")
+        if not (group in ("popularity", "category") or group.startswith(("category=", "feature:"))):
+            p.fail(
+                f"'{where}.group' must be 'popularity', 'category', 'category=<name>' or "
+                f"'feature:<j>', got {group!r}"
+            )
+        share = p.number(t["min_share"], f"{where}.min_share")
+        if not 0.0 < share <= 1.0:
+            p.fail(f"'{where}.min_share' must be in (0, 1], got {share!r}")
+        out.update(
+            group=group, protected=p.string(t["protected"], f"{where}.protected"), min_share=share
+        )
+    if "best_effort" in t:
+        if not isinstance(t["best_effort"], bool):
+            p.fail(f"'{where}.best_effort' must be true or false, got {t['best_effort']!r}")
+        out["best_effort"] = t["best_effort"]
+    return out
 
 
 def _stage_type(p: _Parser, spec: PipelineSpec, key: str, where: str) -> tuple[Any, str | None]:

@@ -136,16 +136,25 @@ def plot_axes(results: dict) -> tuple[str, str | None]:
     return acc, div
 
 
+#: metrics where lower is better (Steck's miscalibration, the lists' mean popularity)
+LOWER_IS_BETTER = ("miscalibration", "arp")
+
+
+def _sign(metric: str) -> float:
+    """-1 for a lower-is-better `metric@k`, else 1."""
+    return -1.0 if metric.split("@")[0] in LOWER_IS_BETTER else 1.0
+
+
 def pareto_front(results: dict, acc: str, div: str) -> list[str]:
     """Names of the entries (sanity rows left out) that no other entry beats on both `acc`
-    and `div` (means)."""
+    and `div` (means; a lower-is-better `div`, e.g. miscalibration, counts negated)."""
     pts = {}
     for e in results["entries"]:
         if e.get("sanity"):
             continue
         a, d = e["summary"].get(acc, {}).get("mean"), e["summary"].get(div, {}).get("mean")
         if a is not None and d is not None:
-            pts[e["name"]] = (a, d)
+            pts[e["name"]] = (a, _sign(div) * d)
     return [
         n
         for n, (a, d) in pts.items()
@@ -477,7 +486,8 @@ def plot_pareto(results: dict, path: Path) -> None:
         if pts:
             xs, ys = zip(*sorted(pts), strict=True)
             ax.plot(xs, ys, "k--", lw=0.8, alpha=0.6)
-        ax.set_xlabel(f"{div} (test, mean over seeds)")
+        better = " (lower is better)" if _sign(div) < 0 else ""
+        ax.set_xlabel(f"{div}{better} (test, mean over seeds)")
         ax.set_ylabel(f"{acc} (test, mean over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)

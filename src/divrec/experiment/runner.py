@@ -71,6 +71,7 @@ from divrec.splitting.split import Split
 
 __all__ = [
     "FORMAT",
+    "entry_constraints",
     "Prepared",
     "carve_validation",
     "prepare",
@@ -226,6 +227,75 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+def entry_constraints(entry: Entry, train: Interactions, where: str) -> Any:
+    """An entry's `constraints` table resolved against the training data: category names
+    to their indices (`Interactions.category_names`), external item ids to internal ones,
+    the group column to codes (`divrec.metrics.groups.item_groups`).
+
+    Args:
+        entry: the entry (its `constraints` as parsed, or None).
+        train: the training data of the split.
+        where: the file and key for messages (``EXP.toml: 'entries[2].constraints``).
+
+    Returns:
+        A `divrec.data.constraints.Constraints`, or None.
+
+    Raises:
+        ExperimentError: an unknown category, item or group name (one line naming the key).
+    """
+    raw = entry.constraints
+    if raw is None:
+        return None
+    from divrec.data.constraints import Constraints
+    from divrec.metrics.groups import item_groups
+
+    names = list(train.category_names or [])
+
+    def fail(key: str, msg: str):
+        raise ExperimentError(f"{where}.{key}': {msg}")
+
+    def cat(name: str, key: str) -> int:
+        if name not in names:
+            fail(key, f"unknown category {name!r}" + ("" if names else " (no categories)"))
+        return names.index(name)
+
+    ids = {str(x): i for i, x in enumerate(train.item_ids.tolist())}
+
+    def item(value: Any, key: str) -> int:
+        if str(value) not in ids:
+            fail(key, f"unknown item id {value!r}")
+        return ids[str(value)]
+
+    kw: dict[str, Any] = {}
+    for key in ("allow_categories", "deny_categories"):
+        if key in raw:
+            kw[key] = [cat(c, key) for c in raw[key]]
+    for key in ("min_count", "max_count"):
+        if key in raw:
+            kw[key] = {cat(c, f"{key}.{c}"): v for c, v in raw[key].items()}
+    if "exclude" in raw:
+        kw["exclude"] = [item(x, "exclude") for x in raw["exclude"]]
+    if "pins" in raw:
+        kw["pins"] = {item(x, f"pins.{x}"): v for x, v in raw["pins"].items()}
+    if "boosts" in raw:
+        kw["boosts"] = {item(x, f"boosts.{x}"): v for x, v in raw["boosts"].items()}
+    if "group" in raw:
+        try:
+            codes, groups = item_groups(train, raw["group"])
+        except ValueError as err:
+            fail("group", str(err).splitlines()[0])
+        if raw["protected"] not in groups:
+            fail("protected", f"unknown group {raw['protected']!r} (groups: {', '.join(groups)})")
+        kw.update(
+            group_of=codes, protected=groups.index(raw["protected"]), min_share=raw["min_share"]
+        )
+    kw["best_effort"] = bool(raw.get("best_effort", False))
+    try:
+        return Constraints(**kw)
+    except ValueError as err:
+        raise ExperimentError(f"{where}': {str(err).splitlines()[0]}") from None
+
+
 def _derive(*parts: Any) -> int:
     """A 31-bit seed from (experiment seed, entry, unit, ...), stable across processes."""
     text = json.dumps([to_json_value(p) for p in parts], sort_keys=True)
@@ -343,7 +413,9 @@ class _Run:
         self.on_unit = on_unit
         fingerprint = {"config": config.fingerprint(), "dataset": prep.fingerprint}
         self.store = _Store(out / ".state", fingerprint, fresh, config.source)
-        self.fitter = _Fitter()
+        # room for every final seed and the convergence probes: entries that share a
+        # retriever (a re-ranker sweep) fit it once per seed
+        self.fitter = _Fitter(size=len(config.seeds) + 8)
         self.computed = 0
         self.resumed = 0
         self._vectors: dict[str, np.ndarray | None] = {}
@@ -382,13 +454,46 @@ class _Run:
             self.on_unit(key)
         return value
 
-    def evaluate(self, spec: PipelineSpec, part: str, seed: int) -> tuple[dict, Any]:
-        """Fits `spec` on `part`'s training rows and evaluates it on `part`'s held-out rows."""
+    def evaluate(
+        self, spec: PipelineSpec, part: str, seed: int, entry: Entry | None = None
+    ) -> tuple[dict, Any]:
+        """Fits `spec` on `part`'s training rows and evaluates it on `part`'s held-out rows
+        (with the `entry`'s constraints in every request, when it has some)."""
         split = self.prep.valid if part == "valid" else self.prep.split
         t0 = time.perf_counter()
         model = self.fitter.fit(spec, split.train, part, seed)
         fit_s = time.perf_counter() - t0
-        result = evaluate(model, split, self.eval_config, self.vectors(part), progress=False)
+        rules, recommend_fn = None, None
+        if entry is not None and entry.constraints is not None:
+            index = self.config.entries.index(entry)
+            where = f"{self.config.source}: 'entries[{index}].constraints"
+            if self.eval_config.protocol != "full":
+                raise ExperimentError(f"{where}': constraints need a full-ranking protocol")
+            rules = entry_constraints(entry, split.train, where)
+            from divrec.data.query import Query
+
+            def recommend_fn(users: np.ndarray, k: int) -> np.ndarray:
+                return model.recommend(Query(users=users, constraints=rules), k)[0]
+
+        result = evaluate(
+            model,
+            split,
+            self.eval_config,
+            self.vectors(part),
+            progress=False,
+            recommend_fn=recommend_fn,
+        )
+        if rules is not None:
+            from divrec.data.constraints import check_list
+
+            cats = (
+                split.train.primary_category() if split.train.item_categories is not None else None
+            )
+            for k in self.eval_config.ks:
+                bad = [
+                    bool(check_list(row, rules, cats, k)) for row in result.recommendations[:, :k]
+                ]
+                result.system[f"constraint_violations@{k}"] = float(np.mean(bad))
         return {"fit_seconds": fit_s, "eval_seconds": time.perf_counter() - t0 - fit_s}, (
             model,
             result,
@@ -434,7 +539,7 @@ class _Run:
                     if prev["params"] == to_json_value(params):
                         return {**_strip_time(prev), "number": t, "repeat_of": prev["number"]}
                 spec = entry.spec_with(params)
-                times, (_, result) = self.evaluate(spec, "valid", seed0)
+                times, (_, result) = self.evaluate(spec, "valid", seed0, entry)
                 means = {
                     m: _finite_mean(result.per_user[m].to_numpy())
                     for m in config.metric_keys
@@ -522,7 +627,7 @@ class _Run:
                 values = []
                 for e in epochs:
                     probe = entry.spec_with({**params, f"{role}.iterations": e})
-                    _, (_, result) = self.evaluate(probe, "valid", config.seeds[0])
+                    _, (_, result) = self.evaluate(probe, "valid", config.seeds[0], entry)
                     means = {
                         m: _finite_mean(result.per_user[m].to_numpy())
                         for m, _ in objective.terms
@@ -550,7 +655,7 @@ class _Run:
 
         def compute() -> dict:
             spec = entry.spec_with(params)
-            times, (model, result) = self.evaluate(spec, "test", seed)
+            times, (model, result) = self.evaluate(spec, "test", seed, entry)
             table = result.per_user
             losses = {}
             for role in ("retriever", "ranker"):
@@ -884,6 +989,12 @@ def _run_one(config, prep, out: Path, progress: bool, fresh: bool, on_unit) -> d
 
     start = time.perf_counter()
     run = _Run(config, prep, out, fresh, on_unit)
+    for index, entry in enumerate(config.entries):  # bad rules: one line, nothing trained
+        if entry.constraints is not None:
+            where = f"{config.source}: 'entries[{index}].constraints"
+            if run.eval_config.protocol != "full":
+                raise ExperimentError(f"{where}': constraints need a full-ranking protocol")
+            entry_constraints(entry, prep.split.train, where)
     total = run.plan()
     done = run.store.count()
     columns = (
