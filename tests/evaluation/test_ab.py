@@ -78,7 +78,8 @@ def test_feedback_goes_to_the_latest_earlier_impression_holding_the_item():
     log = ab_log_from_rows(RECORD, imps, events, idx)
     assert log.n_forced == 1 and log.n_unattributed == 2
     assert log.imp_items.tolist() == [[0, 1], [1, 3], [0, -1]]
-    assert log.fb_imp.tolist() == [0, 1, 2] and log.fb_type.tolist() == ["click", "like", "rating"]
+    assert log.fb_imp.tolist() == [0, 1, 2] and log.fb_item.tolist() == [1, 1, 0]
+    assert log.fb_type.tolist() == ["click", "like", "rating"]
     res = readout(log, n_bootstrap=50)
     assert res["arms"]["a"]["clicks"] == 1 and res["arms"]["a"]["likes"] == 1
     assert res["arms"]["b"]["likes"] == 1  # a rating of 5 ≥ 4

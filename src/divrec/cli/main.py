@@ -44,6 +44,7 @@ from rich.table import Table  # noqa: E402
 from divrec.cli._common import fail, guarded, run  # noqa: E402
 from divrec.cli.compare import register as register_compare  # noqa: E402
 from divrec.cli.experiment import register as register_experiment  # noqa: E402
+from divrec.cli.report import app as report_app  # noqa: E402
 from divrec.cli.serve import register as register_serve  # noqa: E402
 from divrec.cli.simulate import app as simulate_app  # noqa: E402
 from divrec.cli.spark import app as spark_app  # noqa: E402
@@ -88,6 +89,7 @@ register_experiment(app)
 register_compare(app)
 register_tune(app)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(report_app, name="report")
 app.add_typer(spark_app, name="spark")
 console = Console()
 

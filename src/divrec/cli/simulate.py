@@ -52,10 +52,33 @@ def simulate(
         Path | None, typer.Option("--data-home", help="Data home (default: $DIVREC_DATA_HOME).")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    arms: Annotated[
+        Path | None,
+        typer.Option(
+            "--arms",
+            help="A/B pre-flight: an experiment file (as served); runs its arms (the "
+            "pipelines of --model-dir) on simulated users and writes the A/B readout.",
+        ),
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", "-m", help="The served model (with --arms).")
+    ] = None,
+    n_bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Readout bootstrap replicates (with --arms).")
+    ] = 2000,
 ) -> None:
     """Runs the loop for each variant and seed; writes report.md, summary.json, runs.json
-    and one plot per metric into --out."""
+    and one plot per metric into --out. With --arms: the A/B pre-flight (readout.md,
+    readout.json, over_time.png)."""
     import numpy as np
+
+    if arms is not None or model_dir is not None:
+        if arms is None or model_dir is None:
+            raise ValueError("--arms and --model-dir go together (the A/B pre-flight)")
+        return _preflight(
+            arms, model_dir, out, users, rounds, k, boredom, no_click, seeds, n_bootstrap,
+            data_home,
+        )  # fmt: skip
 
     from divrec.pipeline.spec import PipelineSpec
     from divrec.simulate import PIPELINES, SimConfig, fit_retriever, make_world, run_simulation
@@ -106,3 +129,76 @@ def simulate(
     summary = write_outputs(runs, out, "divrec simulate", notes)
     typer.echo(final_table(summary, ("ilad_graph", "ilad_svd", "rd_svd", "clicks")))
     typer.echo(f"wrote {out}/report.md, summary.json, runs.json and plots")
+
+
+def _preflight(
+    arms: Path, model_dir: Path, out: Path, users: int, rounds: int, k: int, boredom: float,
+    no_click: float, seeds: int, n_bootstrap: int, data_home: Path | None,
+) -> None:  # fmt: skip
+    """`divrec simulate --arms`: the experiment's arms on simulated users, read out like
+    the live log (`divrec.simulate.ab`)."""
+    import numpy as np
+
+    from divrec.cli.report import check_out, check_readout_options, model_inputs
+    from divrec.evaluation.ab import readout, write_readout
+    from divrec.serve.arms import ArmRouter, Experiment
+    from divrec.serve.config import parse_config
+    from divrec.serve.model_dir import ModelBundle, _load_data, data_fingerprint
+    from divrec.simulate.ab import preflight, preflight_knob, user_model
+
+    for opt, v in (("--rounds", rounds), ("--k", k), ("--seeds", seeds)):
+        if v < 1:
+            raise ValueError(f"{opt} must be >= 1, got {v}")
+    if users < 0 or not (np.isfinite(boredom) and boredom >= 0) or not np.isfinite(no_click):
+        raise ValueError("--users and --boredom must be >= 0, --no-click finite")
+    check_readout_options(n_bootstrap, 0.95, 12)
+    check_out(out)
+    try:
+        exp = Experiment.load(arms)
+    except ValueError as err:
+        raise ValueError(f"--arms: {err}") from None
+    try:
+        bundle = ModelBundle.load(model_dir)
+    except ValueError as err:
+        raise ValueError(f"--model-dir: {err}") from None
+    try:
+        router = ArmRouter(exp, bundle, "auto")
+    except ValueError as err:
+        raise ValueError(f"--arms {arms}: {err}") from None
+    config = parse_config(bundle.manifest["config"], base=model_dir)
+    data = _load_data(config, data_home)
+    if data_fingerprint(data) != bundle.manifest["data"]["fingerprint"]:
+        raise ValueError(
+            f"--model-dir {model_dir}: its training data ({config.dataset}) is not what "
+            "--data-home holds now (fingerprints differ)"
+        )
+    ids = list(bundle.user_ids)
+    rng = np.random.default_rng(0)
+    n = len(ids) if users == 0 else min(users, len(ids))
+    chosen = np.sort(rng.choice(len(ids), n, replace=False))
+    notes = []
+    knobs = []
+    for a in exp.arms:
+        knob, note = preflight_knob(router.methods[a.name], router.knobs[a.name])
+        knobs.append(knob)
+        if note:
+            notes.append(f"arm {a.name}: {note}")
+    choice = user_model(data, seed=0, boredom=boredom, no_click=no_click)
+    log = preflight(
+        exp.names, exp.control, np.array([a.share for a in exp.arms]),
+        [bundle.pipelines[router.methods[a.name]] for a in exp.arms], knobs,
+        chosen, exp.assign_many([ids[u] for u in chosen]), choice,
+        bundle.pipeline.user_items_, rounds=rounds, k=k, seed=0,
+        user_ids=[ids[u] for u in chosen], record=exp.record(),
+    )  # fmt: skip
+    res = readout(log, n_bootstrap=n_bootstrap, **model_inputs(bundle, log.user_ids))
+    res["notes"] = [
+        f"Pre-flight: {n} simulated users of {model_dir.name} x {rounds} rounds of {k} items; "
+        f"user model: iALS ground truth on the training data, no-click utility {no_click}, "
+        f"boredom {boredom}; time = round.",
+        *notes,
+        *res["notes"],
+    ]
+    write_readout(res, out, "A/B pre-flight (simulator)")
+    typer.echo((out / "readout.md").read_text())
+    typer.echo(f"wrote {out}/readout.md, readout.json, over_time.png")

@@ -103,6 +103,7 @@ class ABLog:
         record: the experiment's definition (name, salt, …).
         n_unattributed: feedback events without a serving impression (left out).
         n_forced: forced-arm impressions (left out).
+        fb_item: `(F,)` the item of each feedback event (None: not recorded).
     """
 
     arms: list[str]
@@ -120,6 +121,7 @@ class ABLog:
     record: dict[str, Any] = field(default_factory=dict)
     n_unattributed: int = 0
     n_forced: int = 0
+    fb_item: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.control not in self.arms:
@@ -176,7 +178,7 @@ def ab_log_from_rows(
     mat = np.full((len(rows), width), -1, dtype=np.int64)
     for k, r in enumerate(rows):
         mat[k, : len(r)] = r
-    fb_imp, fb_type, fb_value = [], [], []
+    fb_imp, fb_type, fb_value, fb_item = [], [], [], []
     unattributed = 0
     for user, item, typ, value, received in events:
         if typ not in FEEDBACK:
@@ -187,6 +189,7 @@ def ab_log_from_rows(
             unattributed += 1
             continue
         fb_imp.append(hit[1][j])
+        fb_item.append(item_index[item])
         fb_type.append(typ)
         fb_value.append(np.nan if value is None else float(value))
     return ABLog(
@@ -205,6 +208,7 @@ def ab_log_from_rows(
         record=record,
         n_unattributed=unattributed,
         n_forced=n_forced,
+        fb_item=np.array(fb_item, dtype=np.int64),
     )
 
 
