@@ -9,14 +9,24 @@ import numpy as np
 
 __all__ = ["METRICS", "check_out_folder", "plot_rounds", "summarize", "write_outputs"]
 
-#: metrics reported per round (keys of `round_metrics`)
+#: metrics reported per round (keys of `round_metrics`): fixed-space headlines (svd, genre)
+#: first; the variant's own "graph" space is a secondary column. `rd` is the system-level
+#: retrieval diversity (1 − between-user Jaccard of the retrieval sets), `rd_<space>` the
+#: between-user distance of the retrieval sets, `retrieval_ilad_<space>` the per-user notion.
 METRICS = (
-    "ilad_graph",
-    "ilad_genre",
     "ilad_svd",
-    "rd_graph",
-    "rd_genre",
+    "ilad_genre",
+    "ilad_graph",
+    "rd",
     "rd_svd",
+    "rd_genre",
+    "between_svd",
+    "between_genre",
+    "retrieval_ilad_svd",
+    "retrieval_ilad_genre",
+    "retrieval_ilad_graph",
+    "retrieval_gini",
+    "theta_defined",
     "jaccard",
     "coverage",
     "retrieval_coverage",
