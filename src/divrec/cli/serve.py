@@ -48,8 +48,20 @@ def train(
 
 def serve(
     model_dir: Annotated[
-        Path, typer.Option("--model-dir", "-m", help="Model directory from `divrec train`.")
-    ],
+        Path | None,
+        typer.Option("--model-dir", "-m", help="Model directory from `divrec train`."),
+    ] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            "--items",
+            help="Re-rank-only mode: an item table (CSV/TSV: item_id, categories, optional "
+            "v0..v<d-1> vector columns) instead of a model; only POST /rerank answers.",
+        ),
+    ] = None,
+    max_candidates: Annotated[
+        int, typer.Option(help="Most candidates in one /rerank request.")
+    ] = 1000,
     db: Annotated[Path, typer.Option("--db", help="SQLite event log.")] = Path("events.sqlite"),
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
@@ -128,6 +140,25 @@ def serve(
     from divrec.serve.events import DbLock, LockedError
     from divrec.serve.model_dir import ModelBundle
 
+    if (model_dir is None) == (items is None):
+        raise ValueError("give either --model-dir (a trained model) or --items (re-rank only)")
+    if not 1 <= max_candidates <= 100_000:
+        raise ValueError(f"--max-candidates must be in [1, 100000], got {max_candidates}")
+    if items is not None:
+        return _serve_items(
+            items,
+            host,
+            port,
+            api_key_file,
+            auth_all,
+            threads,
+            max_body,
+            body_timeout,
+            header_timeout,
+            allowed_hosts,
+            max_candidates,
+            default_diversity,
+        )
     if not (model_dir / "manifest.json").is_file():
         raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
     cores = os.cpu_count() or 1
@@ -213,6 +244,7 @@ def serve(
         max_batch=max_batch,
         compute_threads=threads,
         settings=settings,
+        max_candidates=max_candidates,
     )
     app = create_app(config)
     url = f"http://{host}:{port}/"
@@ -242,6 +274,103 @@ def serve(
         )
     finally:
         config.lock.release()  # the log served last (a reload may have moved to a new one)
+
+
+def _api_key(api_key_file: Path | None) -> str | None:
+    key = os.environ.get("DIVREC_API_KEY") or None
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().strip()
+        except OSError as err:
+            raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
+        if not key:
+            raise ValueError(f"--api-key-file {api_key_file} is empty")
+    return key
+
+
+def _serve_items(
+    items: Path,
+    host: str,
+    port: int,
+    api_key_file: Path | None,
+    auth_all: bool,
+    threads: int,
+    max_body: int,
+    body_timeout: float,
+    header_timeout: float,
+    allowed_hosts: str,
+    max_candidates: int,
+    default_diversity: str,
+) -> None:
+    """Re-rank-only mode: `POST /rerank` over an item table, no model and no event log."""
+    import uvicorn
+
+    from divrec.serve.app import AppConfig, create_app, http_protocol
+    from divrec.serve.rerank import RerankCatalogue
+    from divrec.serve.service import ServeSettings
+
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in [1, 65535], got {port}")
+    for name, value in (("--body-timeout", body_timeout), ("--header-timeout", header_timeout)):
+        if not 0 < value <= 3600:
+            raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
+    if max_body < 1:
+        raise ValueError(f"--max-body must be at least 1 byte, got {max_body}")
+    div: float | str = "auto"
+    if default_diversity != "auto":
+        try:
+            div = float(default_diversity)
+        except ValueError:
+            raise ValueError("--default-diversity must be 0..1 or auto") from None
+        if not 0 <= div <= 1:
+            raise ValueError("--default-diversity must be 0..1 or auto")
+    if not items.is_file():
+        raise ValueError(f"--items {items}: no such file")
+    key = _api_key(api_key_file)
+    if auth_all and key is None:
+        raise ValueError("--auth-all needs a key ($DIVREC_API_KEY or --api-key-file)")
+    try:  # checked (and thrown away) before the server starts: a bad table is exit 2
+        RerankCatalogue.from_table(items)
+    except ValueError as err:
+        raise ValueError(f"--items: {str(err).splitlines()[0]}") from None
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    if not hosts:
+        hosts = ["127.0.0.1", "localhost", "::1"]
+        if host not in ("0.0.0.0", "::", ""):
+            hosts.append(host)
+    config = AppConfig(
+        model_dir=None,
+        db=Path(os.devnull),
+        api_key=key,
+        auth_all=auth_all,
+        body_timeout=body_timeout,
+        allowed_hosts=tuple(hosts),
+        max_body=max_body,
+        compute_threads=threads,
+        settings=ServeSettings(default_diversity=div),
+        items=items,
+        max_candidates=max_candidates,
+    )
+    app = create_app(config)
+    typer.echo(
+        f"divrec: re-rank-only service of {items} on http://{host}:{port}/ (POST /rerank), "
+        f"1 worker x {threads} compute thread(s)",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        workers=1,
+        http=http_protocol(header_timeout),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 def _check_db(db: Path) -> None:

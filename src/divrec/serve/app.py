@@ -5,6 +5,10 @@ Endpoints (external ids everywhere; every error is `{"error": "<one line>"}`):
 * ``GET /recommend/{user_id}?n=10&diversity=<0..1|auto>&method=<dpp|mmr|ssd|none>&explore=T``
 * ``POST /recommend``: ``{"history": [item ids], "n", "diversity", "method", "explore"}``
   for an anonymous user (cold start through the model's history path);
+* ``POST /rerank``: ``{"requests": [{"item_ids", "scores", "vectors"?, "categories"?, "k",
+  "diversity", "method", "user_id"?, "history"?}]}``: the caller's candidates re-ranked by the
+  service's re-rankers (`divrec.serve.rerank`); also in re-rank-only mode (``--items``, no
+  model: the other model endpoints answer 404);
 * ``POST /feedback`` (API key): ``{"events": [{event_id, user_id, item_id, type, value,
   timestamp}]}``, idempotent on ``event_id``, acknowledged once durable;
 * ``GET /similar/{item_id}?n=``, ``GET /potential-users/{item_id}?n=``,
@@ -53,6 +57,7 @@ from starlette.routing import Route
 from divrec.serve.arms import attach_experiment, forced_arm_error, impression_of
 from divrec.serve.events import Event, EventConflict, EventLog, logged_item_ids, read_user_history
 from divrec.serve.model_dir import ID_PATTERN, ModelBundle
+from divrec.serve.rerank import RerankCatalogue, RerankError, parse_rerank, run_rerank
 from divrec.serve.service import RecRequest, ServeSettings, Service, SkippedCollector
 
 __all__ = ["ApiError", "AppConfig", "check_catalogue", "create_app", "http_protocol"]
@@ -104,11 +109,15 @@ class AppConfig:
         compute_threads: threads running model work (BLAS/torch get 1 thread each).
         max_recommend_batch: most requests answered together.
         settings: the service behaviour.
+        items: re-rank-only mode: the item table (`RerankCatalogue.from_table`); no model,
+            no event log (`model_dir` and `db` unused).
+        max_candidates: most candidates in one `/rerank` request (422 above).
+        max_rerank_batch: most requests in one `/rerank` body (413 above).
         experiment: an A/B experiment file (`divrec.serve.arms`; None: the model
             directory's ``experiment.json`` when it has one).
     """
 
-    model_dir: Path
+    model_dir: Path | None
     db: Path
     api_key: str | None = None
     auth_all: bool = False
@@ -125,6 +134,9 @@ class AppConfig:
     max_recommend_batch: int = 64
     settings: ServeSettings = field(default_factory=ServeSettings)
     generated_key: bool = False
+    items: Path | None = None
+    max_candidates: int = 1000
+    max_rerank_batch: int = 256
     experiment: Path | None = None
 
     def __post_init__(self) -> None:
@@ -548,6 +560,7 @@ class _State:
         self.reload_lock = asyncio.Lock()
         self.swap_lock = threading.Lock()
         self.limits = None
+        self.catalogue: RerankCatalogue | None = None  # /rerank's (follows reloads)
 
     def on_commit(self, events: list[Event]) -> None:
         with self.swap_lock:
@@ -643,6 +656,21 @@ def _load_service(config: AppConfig, model_dir: Path, log: EventLog) -> Service:
     return service
 
 
+def _load_catalogue(items: Path) -> RerankCatalogue:
+    cat = RerankCatalogue.from_table(items)
+    # every re-ranker's compiled kernels once, before the heap is frozen
+    first = cat.item_ids[: min(20, cat.n_items)]
+    doc = {
+        "requests": [
+            {"item_ids": first, "scores": [1.0] * len(first), "method": m, "k": 5}
+            for m in cat.methods
+        ]
+    }
+    reqs = parse_rerank(doc, cat, max_candidates=1000, max_batch=1000, max_k=100)
+    run_rerank(cat, reqs)
+    return cat
+
+
 def _json(raw: bytes):
     """The parsed body (400 malformed or nested too deeply)."""
     try:
@@ -678,6 +706,17 @@ def create_app(config: AppConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         state.limits = _limit_threads(config.compute_threads)
         loop = asyncio.get_running_loop()
+        if config.items is not None:  # re-rank-only mode: no model, no event log
+            state.catalogue = await loop.run_in_executor(state.pool, _load_catalogue, config.items)
+            state.limits = _limit_threads(config.compute_threads)
+            _freeze_heap()
+            state.metrics.ready.set(1)
+            try:
+                yield
+            finally:
+                state.metrics.ready.set(0)
+                state.pool.shutdown(wait=False)
+            return
         state.log = EventLog(config.db)
         state.log.on_commit = state.committer(state.log)
         state.service = await loop.run_in_executor(
@@ -756,8 +795,24 @@ def create_app(config: AppConfig) -> FastAPI:
 
     def service() -> Service:
         if state.service is None:
+            if config.items is not None:
+                raise ApiError(
+                    404,
+                    "no model: this service runs in re-rank-only mode (--items); use POST /rerank",
+                )
             raise ApiError(503, "model not loaded yet")
         return state.service
+
+    def catalogue() -> RerankCatalogue:
+        cat = state.catalogue
+        if config.items is not None:
+            if cat is None:
+                raise ApiError(503, "item table not loaded yet")
+            return cat
+        svc = service()
+        if cat is None or cat.bundle is not svc.bundle:  # first call or after a reload
+            cat = state.catalogue = RerankCatalogue.from_bundle(svc.bundle)
+        return cat
 
     def check_n(n: int) -> int:
         if not 1 <= n <= config.max_n:
@@ -803,6 +858,21 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.get("/health/ready")
     async def ready(request: Request):
+        if config.items is not None:  # re-rank-only mode
+            cat = state.catalogue
+            if cat is None:
+                return JSONResponse({"status": "loading"}, status_code=503)
+            return {
+                "status": "ready",
+                "mode": "rerank-only",
+                **({"items_file": cat.source} if has_key(request) else {}),
+                "n_items": cat.n_items,
+                "vector_dim": cat.dim,
+                "methods": cat.methods,
+                "default_method": cat.default_method,
+                "workers": 1,
+                "compute_threads": config.compute_threads,
+            }
         if state.service is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         svc = state.service
@@ -887,6 +957,37 @@ def create_app(config: AppConfig) -> FastAPI:
             seed=check_seed(body.seed),
         )
         return await answer(req)
+
+    @app.post("/rerank", dependencies=[Depends(maybe_key)])
+    async def rerank(request: Request):
+        cat = catalogue()
+        svc = state.service
+        raw = await request.body()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = _json(raw)  # NaN / Infinity literals, too-large numbers: checked below
+        try:
+            items = parse_rerank(
+                doc,
+                cat,
+                max_candidates=config.max_candidates,
+                max_batch=config.max_rerank_batch,
+                max_k=config.max_n,
+                max_history=config.max_history,
+                default_diversity=config.settings.default_diversity,
+                theta=None if svc is None else svc.theta,
+            )
+        except RerankError as err:
+            raise ApiError(err.status, str(err)) from None
+        try:
+            if config.compute_threads == 1:  # inline, as the recommend batcher
+                res = run_rerank(cat, items)
+            else:
+                res = await run(run_rerank, cat, items)
+        except ValueError as err:
+            raise ApiError(422, f"field 'requests': {str(err).splitlines()[0]}") from None
+        return Response(orjson.dumps({"results": res}), media_type="application/json")
 
     @app.post("/feedback", dependencies=[Depends(require_key)])
     async def feedback(request: Request):
@@ -1012,6 +1113,7 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.post("/admin/reload", dependencies=[Depends(require_key)])
     async def reload(request: Request):
+        service()  # re-rank-only mode: nothing to reload (404)
         body = await _parse(request, ReloadIn, empty_ok=True)
         target = Path(body.model_dir) if body.model_dir else config.model_dir
         if body.new_db is not None:
