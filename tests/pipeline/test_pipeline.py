@@ -88,3 +88,32 @@ def test_knob_without_a_reranker_is_the_relevance_order_and_knobless_rerankers_r
     for knob in (0.0, 0.7):
         with pytest.raises(ValueError, match="no diversity knob"):
             capped(Query(users=users, diversity=np.full(6, knob)), None, 4)
+
+
+def test_constraints_and_explain_through_the_pipeline(data, als):
+    from divrec.data.constraints import Constraints, check_list
+    from divrec.data.query import Query
+
+    pipe = Pipeline(als, MMR(lambda_=0.6), n_candidates=40).use_fitted(data)
+    cats = data.primary_category()
+    users = np.arange(6)
+    ids0, _ = pipe.recommend(users, 8)
+    pin = int(ids0[0, 5])
+    top_cat = int(np.bincount(cats[ids0[ids0 >= 0]]).argmax())
+    rule = Constraints(max_count={top_cat: 1}, pins={pin: 0})
+    q = Query(users, constraints=[rule] + [None] * 5)
+    ids, scores, ex = pipe.recommend(q, 8, explain=True)
+    assert check_list(ids[0], rule, cats, 8) == []
+    assert ids[0, 0] == pin and ex[0][0]["rule"] == "pin"
+    np.testing.assert_array_equal(ids[1:], ids0[1:])  # requests without rules unchanged
+    for row, exp in zip(ids, ex, strict=True):
+        assert [e["item"] for e in exp] == [int(i) for i in row if i >= 0]
+        for e in exp:
+            assert e["gain"] == pytest.approx(e["relevance_part"] + e["diversity_part"])
+    # explain off: the plain (ids, scores); no re-ranker: refuses rules, explains the order
+    assert len(pipe.recommend(users, 8)) == 2
+    plain = Pipeline(als, None, n_candidates=40).use_fitted(data)
+    with pytest.raises(ValueError, match="constraints need a re-ranker"):
+        plain.recommend(q, 8)
+    ids_p, _, ex_p = plain.recommend(users, 3, explain=True)
+    assert [e["rank_before"] for e in ex_p[0]] == [1, 2, 3]

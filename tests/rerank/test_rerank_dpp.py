@@ -408,6 +408,7 @@ def test_kernel_summary_flags_and_fill():
     With ``fill``, short rows and rows not run are completed in relevance order (a stable
     sort of −r over the positions not taken, as ``relevance_order``)."""
     from divrec.rerank import _kernels
+    from divrec.rerank._base import constraint_args
 
     rng = np.random.default_rng(7)
     bsz, n, d, k = 6, 30, 10, 8  # d > k: a full-rank request is never short
@@ -431,6 +432,7 @@ def test_kernel_summary_flags_and_fill():
             v, np.zeros((bsz, 0, 0)), False, valid, r, True, np.ones(bsz), active,
             k, EPS, 0, out, stats, True, fill,
             *_kernels.scratch(*_kernels.dpp_scratch_sizes(n, d, k, k)),
+            *constraint_args(None, bsz),
         )  # fmt: skip
         bad, picks, kb = stats[:, 1], stats[:, 0], stats[:, 4]
         length = (out >= 0).sum(axis=1)

@@ -277,4 +277,6 @@ def test_with_params_and_presets_keep_types():
     assert (other.theta, other.window, rr.theta) == (0.6, 5, 0.4)
     assert CFDM(n_factor=2).n_factor == 2.0
     assert HybridUtility(weights=[1, 0, 2]).weights == (1.0, 0.0, 2.0)
-    assert repr(MMR(lambda_=0.25)) == "MMR(lambda_=0.25, relevance_scaling='minmax')"
+    assert repr(MMR(lambda_=0.25)) == (
+        "MMR(lambda_=0.25, relevance_scaling='minmax', precision='input')"
+    )

@@ -310,10 +310,17 @@ class Candidates:
         ids: `(B, N)` int64 internal item indices, −1 padded.
         scores: `(B, N)` float32 scores of the stage that produced the list (−inf at
             padding); a re-ranker keeps the scores its input had.
+        violations: set by a re-ranker given `Query.constraints`: per request, the tuple
+            of `ConstraintViolation` its list has (empty: every rule holds; only
+            `best_effort` requests can have some), or None.
+        explanations: set by a re-ranker when `Query.explain`: per request, a tuple with
+            one dict per returned item (see `divrec.rerank._explain`), or None.
     """
 
     ids: np.ndarray
     scores: np.ndarray
+    violations: tuple | None = None
+    explanations: tuple | None = None
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.ids)
@@ -366,12 +373,18 @@ class Candidates:
         """The first `k` columns, padded with −1 / −inf when the lists are shorter."""
         b, n = self.ids.shape
         if k <= n:
-            return Candidates._checked(self.ids[:, :k], self.scores[:, :k])
-        pad = k - n
-        return Candidates._checked(
-            np.pad(self.ids, ((0, 0), (0, pad)), constant_values=-1),
-            np.pad(self.scores, ((0, 0), (0, pad)), constant_values=-np.inf),
-        )
+            out = Candidates._checked(self.ids[:, :k], self.scores[:, :k])
+        else:
+            pad = k - n
+            out = Candidates._checked(
+                np.pad(self.ids, ((0, 0), (0, pad)), constant_values=-1),
+                np.pad(self.scores, ((0, 0), (0, pad)), constant_values=-np.inf),
+            )
+        if self.violations is not None or self.explanations is not None:
+            object.__setattr__(out, "violations", self.violations)
+            ex = self.explanations
+            object.__setattr__(out, "explanations", ex if ex is None else tuple(e[:k] for e in ex))
+        return out
 
     def take(self, rows: np.ndarray | slice) -> Candidates:
         """The sub-batch `rows`."""

@@ -9,6 +9,8 @@ whole chain runs on them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -128,13 +130,42 @@ class Pipeline(Recommender):
         self._check_fitted()
         k = check_list_length(k)
         n = max(self.n_candidates, k)
+        if self.reranker is None and query.constraints is not None:
+            raise ValueError("constraints need a re-ranker (MMR, a DPP, SSD, …) in the pipeline")
         # given candidates (e.g. a sampled protocol's) are ranked and cut to the top n
         cand = self.retriever(query, candidates, n)
         if self.ranker is not None:
             cand = self.ranker(query, cand, None)
         if self.reranker is None:
-            return cand.head(k)
+            out = cand.head(k)
+            if query.explain:  # relevance order: every item is placed by its score
+                object.__setattr__(out, "explanations", _relevance_explanations(out))
+            return out
         return self.reranker(query, cand, k).head(k)
+
+    def recommend(self, users, k: int = 10, exclude_seen=None, candidates=None, explain=False):
+        """`Recommender.recommend`, plus ``explain``.
+
+        Args:
+            users, k, exclude_seen, candidates: as `Recommender.recommend` (``users`` may
+                be a `Query`, with its ``constraints``).
+            explain: also return, per request, one dict per returned item: its relevance
+                and rank before re-ranking, its marginal gain at the step it was picked
+                (relevance and diversity parts), the already-picked item that penalized
+                it most and the rule (pin, minimum, boost) that placed it
+                (`divrec.rerank._explain`).
+
+        Returns:
+            ``(ids, scores)``, or with ``explain`` ``(ids, scores, explanations)``.
+        """
+        if not explain:
+            return super().recommend(users, k, exclude_seen, candidates)
+        query = replace(self._as_query(users, exclude_seen), explain=True)
+        cand = None if candidates is None else Candidates.from_ids(candidates)
+        if cand is not None and len(cand) != len(query):
+            raise ValueError(f"candidates has {len(cand)} rows for {len(query)} users")
+        out = self(query, cand, check_list_length(k))
+        return out.ids, out.scores, out.explanations
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         return self._scorer.score_all(users)
@@ -144,3 +175,27 @@ class Pipeline(Recommender):
 
     def _score_items(self, query: Query, items: np.ndarray) -> np.ndarray:
         return self._scorer.score(query, items)
+
+
+def _relevance_explanations(out: Candidates) -> tuple:
+    """Explanations of lists in relevance order (no re-ranker): the score is the gain."""
+    rows = []
+    for b in range(len(out)):
+        rows.append(
+            tuple(
+                {
+                    "position": s,
+                    "item": int(i),
+                    "relevance": float(sc),
+                    "rank_before": s + 1,
+                    "gain": float(sc),
+                    "relevance_part": float(sc),
+                    "diversity_part": 0.0,
+                    "penalized_by": None,
+                    "rule": None,
+                }
+                for s, (i, sc) in enumerate(zip(out.ids[b], out.scores[b], strict=True))
+                if i >= 0
+            )
+        )
+    return tuple(rows)

@@ -31,6 +31,25 @@ upstream scores; ``"raw"`` uses the scores as given. It is the default everywher
 are). Min-max scaling is overflow-safe (relevance spanning ``±1e308`` is scaled, not
 turned into NaN or into a constant).
 
+Precision: the compiled greedy kernels (MMR, interest-aware MMR, the DPPs, SSD) take the
+candidate vectors in the dtype they come in; ``select_batch`` never converts a whole batch.
+With ``precision="input"`` (default) float32 vectors stay float32 in the kernel's work
+matrix (half the bytes each greedy step streams; every product and sum is float64), float64
+vectors take the float64 path; ``precision="float64"`` converts float32 vectors to float64
+inside the kernel, one request at a time (exact: the lists are those of float64 inputs of
+the same values). Rule for the float32 path (measured on the benchmark grid,
+``benchmarks/results/rerank_precision.json``): its lists equal those of the float64 path
+on the same vectors, except where, at the first differing step, the two candidates' gains
+in the float64 path are within a relative ``1e-5`` (normalized vectors rounded to float32
+differ by ``2^-24`` relative, which moves a cosine by up to ~``1e-7``; the tolerance
+leaves a margin for the sums over ``d`` and the log-determinants).
+
+Constraints: a `Query`'s :class:`~divrec.data.constraints.Constraints` reach the greedy
+kernels as :class:`~divrec.data.constraints.ResolvedConstraints` (the ``constraints``
+keyword of ``select_batch``, in position space): filters shrink ``valid``, boosts are added
+to the relevance before scaling, and the kernels place pins first, skip candidates that
+would break a maximum and reserve the minimums (:func:`divrec.rerank._kernels.con_eligible`).
+
 Ties: ties are always broken towards the lower position, i.e. towards the upstream ranking
 when candidates come in ranked order. Orders taken on the given numbers (first picks by
 relevance, relevance fills, :class:`~divrec.rerank.CategoryCap`) use exact equality
@@ -62,6 +81,8 @@ from divrec.threads import SMALL_BATCH, resolve_threads
 
 #: the type of every ``relevance_scaling`` hyperparameter (see the module docstring)
 RelevanceScaling = Literal["minmax", "raw"]
+#: the type of every ``precision`` hyperparameter (see the module docstring)
+Precision = Literal["input", "float64"]
 
 __all__ = [
     "Reranker",
@@ -532,6 +553,61 @@ class Similarity:
 
 
 # --------------------------------------------------------------------------- kernels
+def _kernel_dtype(vectors: Any) -> Any:
+    """The dtype the kernels take ``vectors`` in: float32 / float64 as given, else float64."""
+    dt = getattr(vectors, "dtype", None)
+    return dt if dt in (np.float32, np.float64) else np.float64
+
+
+def work_dtype(vectors: np.ndarray, precision: str) -> Any:
+    """The dtype of a kernel's feature-major work matrix: float32 for float32 ``vectors``
+    unless ``precision == "float64"``, else float64."""
+    if precision not in ("input", "float64"):
+        raise ValueError(f"precision must be 'input' or 'float64', got {precision!r}")
+    return np.float32 if vectors.dtype == np.float32 and precision == "input" else np.float64
+
+
+_NO_CONSTRAINTS: tuple | None = None
+
+
+def constraint_args(rc: Any, bsz: int) -> tuple:
+    """The kernels' constraint arguments ``(con, cact, ccat, cmin, cmax, cpin, cprot,
+    cfloor, clen)`` of a :class:`~divrec.data.constraints.ResolvedConstraints` (None: the
+    shared placeholders of a batch without rules, never read by the kernels)."""
+    global _NO_CONSTRAINTS
+    if rc is None or not rc.active.any():
+        if _NO_CONSTRAINTS is None:
+            z1 = np.zeros((1, 1), dtype=np.int64)
+            _NO_CONSTRAINTS = (
+                False, np.zeros(1, dtype=np.bool_), z1, z1, z1, z1,
+                np.zeros((1, 1), dtype=np.bool_), z1, np.zeros(1, dtype=np.int64),
+            )  # fmt: skip
+        return _NO_CONSTRAINTS
+    c = np.ascontiguousarray
+    return (
+        True, c(rc.active), c(rc.cat), c(rc.min_c), c(rc.max_c), c(rc.pin_slot),
+        c(rc.prot), c(rc.floor), np.zeros(bsz, dtype=np.int64),
+    )  # fmt: skip
+
+
+def slice_args(args: tuple, a: int, b: int) -> tuple:
+    """:func:`constraint_args` of the requests ``a … b − 1`` (placeholders as they are)."""
+    if not args[0]:
+        return args
+    return (True, *(x[a:b] for x in args[1:]))
+
+
+def apply_constraints(rc: Any, relevance: np.ndarray, valid: np.ndarray | None):
+    """``(relevance + boosts, valid & filters)`` of a batch with resolved rules."""
+    if rc is None:
+        return relevance, valid
+    r = np.asarray(relevance, dtype=np.float64)
+    if rc.boost is not None:
+        r = r + rc.boost
+    m = rc.keep if valid is None else np.asarray(valid) & rc.keep
+    return r, m
+
+
 def kernel_inputs(
     n: int, vectors: Any | None, similarity: Any | None, who: str
 ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -541,11 +617,14 @@ def kernel_inputs(
     (no extra pass); callers raise on their ``bad`` flag.
 
     Returns:
-        ``vectors`` ``(1, N, d)`` float64 (``(1, N, 0)`` when a matrix is given),
+        ``vectors`` ``(1, N, d)`` float32 or float64 as given, other dtypes as float64
+        (``(1, N, 0)`` when a matrix is given),
         ``matrix`` ``(1, N, N)`` float64 (``(1, 0, 0)`` when vectors are given) and
         whether the matrix is used. Raises ``ValueError`` as :meth:`Similarity.resolve`.
     """
-    v, m = similarity_source((n,), vectors, similarity, who, as_array=np.ascontiguousarray)
+    v, m = similarity_source(
+        (n,), vectors, similarity, who, dtype=_kernel_dtype(vectors), as_array=np.ascontiguousarray
+    )
     if v is not None:
         return v[None], np.zeros((1, 0, 0)), False
     return np.zeros((1, n, 0)), m[None], True
@@ -558,14 +637,16 @@ def kernel_inputs_batch(
     similarity: Any | None,
     who: str,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Batched :func:`kernel_inputs`: ``(B, N, d)`` / ``(B, N, N)`` float64 arrays.
+    """Batched :func:`kernel_inputs`: ``(B, N, d)`` vectors (float32 kept: never a
+    float64 copy of the batch) / ``(B, N, N)`` float64 similarities.
 
     Values at invalid positions are never read by the kernels and may hold anything;
     valid ones must be finite.
     """
     v, m = similarity_source(
-        shape, vectors, similarity, who, valid=valid, as_array=np.ascontiguousarray
-    )
+        shape, vectors, similarity, who, valid=valid, dtype=_kernel_dtype(vectors),
+        as_array=np.ascontiguousarray,
+    )  # fmt: skip
     if v is not None:
         return v, np.zeros((shape[0], 0, 0)), False
     return np.zeros((*shape, 0)), m, True
@@ -654,6 +735,16 @@ class Reranker(Configured, Persistable):
     _stage_inputs: tuple[str, ...] = ("vectors", "categories")
     #: ``Query.extras`` keys this re-ranker accepts (per request, leading batch axis)
     _query_extras: tuple[str, ...] = ()
+    #: whether the kernels honour ``Query.constraints`` (the ``constraints`` keyword)
+    _takes_constraints: bool = False
+    #: whether the first greedy pick is by relevance alone (explanations: no diversity part)
+    _explain_first_by_relevance: bool = False
+
+    def _explain_terms(self, query, b: int, kw: dict, idx: np.ndarray, r: np.ndarray):
+        """``S -> (relevance part, diversity part, similarity to S)`` of request ``b``'s
+        candidates ``idx`` (``r``: their relevance with boosts; see
+        :mod:`divrec.rerank._explain`). Re-rankers that explain their lists override it."""
+        raise ValueError(f"{type(self).__name__} does not explain its lists (explain=True)")
 
     # ------------------------------------------------------------------ stage
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
@@ -720,6 +811,9 @@ class Reranker(Configured, Persistable):
         self.item_category_ = (
             train.primary_category() if train.item_categories is not None else None
         )
+        self.n_categories_ = (
+            int(train.item_categories.shape[1]) if train.item_categories is not None else None
+        )
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
         self.item_popularity_ = np.maximum(counts, 1.0) / max(float(counts.sum()), 1.0)
         self._fit_stage(train)
@@ -773,26 +867,75 @@ class Reranker(Configured, Persistable):
             kw[key] = value
         if query.diversity is not None and not self.has_knob():
             self.diversity_params(np.zeros(0))  # raises: no knob, not even knob 0
+        rules = query.constraints
+        rc = None
+        if rules is not None:
+            if not self._takes_constraints:
+                raise ValueError(
+                    f"{type(self).__name__} does not take Query.constraints (use MMR, "
+                    "InterestAwareMMR, FastGreedyDPP, PersonalizedDPP, RealtimePersonalizedDPP "
+                    "or SSD)"
+                )
+            from divrec.data.constraints import resolve_batch
+
+            rc = resolve_batch(
+                rules, ids, k, self.item_category_, getattr(self, "n_categories_", None)
+            )
+            kw["constraints"] = rc
         relevance = np.where(valid, candidates.scores, 0.0).astype(np.float64)
         if query.diversity is None:
             pos = self.select_batch(relevance, k, valid=valid, **kw)
         else:
-            pos = self._select_with_knob(query.diversity, relevance, k, valid, kw)
+            pos = self._select_with_knob(query.diversity, relevance, k, valid, kw, rules)
         picked = pos >= 0
         safe_pos = np.maximum(pos, 0)
         out_ids = np.where(picked, np.take_along_axis(ids, safe_pos, axis=1), -1)
         scores = np.take_along_axis(candidates.scores, safe_pos, axis=1)
-        return Candidates(out_ids, np.where(picked, scores, -np.inf))
+        violations = None
+        if rules is not None:
+            violations = self._check_rules(rules, out_ids, k)
+        explanations = None
+        if query.explain:
+            from divrec.rerank._explain import explain_lists
 
-    def _select_with_knob(self, diversity, relevance, k, valid, kw) -> np.ndarray:
+            explanations = explain_lists(
+                self, query, candidates, pos, relevance, valid, kw, rc, rules
+            )
+        out = Candidates(out_ids, np.where(picked, scores, -np.inf))
+        if violations is not None or explanations is not None:
+            object.__setattr__(out, "violations", violations)
+            object.__setattr__(out, "explanations", explanations)
+        return out
+
+    def _check_rules(self, rules, out_ids: np.ndarray, k: int) -> tuple:
+        """The violations of every constrained list (``(B,)`` tuple of tuples); raises the
+        first one of a request that is not ``best_effort`` (one line naming the field)."""
+        from divrec.data.constraints import check_list
+
+        found = []
+        for b, rule in enumerate(rules):
+            got = check_list(out_ids[b], rule, self.item_category_, k, request=b)
+            if got and not rule.best_effort:
+                v = got[0]
+                raise ValueError(
+                    f"{v.field}: infeasible for request {b} ({v.detail}); pass "
+                    "Constraints(best_effort=True) for the best list and a report"
+                )
+            found.append(tuple(got))
+        return tuple(found)
+
+    def _select_with_knob(self, diversity, relevance, k, valid, kw, rules=None) -> np.ndarray:
         """One ``select_batch`` with the knob as per-request parameters.
 
         Rows with ``diversity = 0`` get the candidates' order by score (stable, invalid
         positions last), the others the trade-off parameters of :meth:`diversity_params`;
-        a ``Query.extras`` value of the same name (``theta``) takes precedence.
+        a ``Query.extras`` value of the same name (``theta``) takes precedence. Rows with
+        constraints always go to the kernel (knob 0: its relevance-only parameter).
         """
         d = np.asarray(diversity, dtype=np.float64)
         zero = d <= 0.0
+        if rules is not None:
+            zero &= np.array([r is None for r in rules], dtype=bool)
         if not zero.any():  # no row to set aside: no copy of the inputs
             params = self.diversity_params(d)
             return self.select_batch(relevance, k, valid=valid, **{**params, **kw})
@@ -810,7 +953,10 @@ class Reranker(Configured, Persistable):
         sub = {
             key: (val if key == "now" or val is None else _take_rows(val, rows))
             for key, val in kw.items()
+            if key != "constraints"
         }
+        if kw.get("constraints") is not None:
+            sub["constraints"] = take_constraints(kw["constraints"], rows)
         params = self.diversity_params(d[rows])
         out[rows] = self.select_batch(relevance[rows], k, valid=valid[rows], **{**params, **sub})
         return out
@@ -881,6 +1027,16 @@ class Reranker(Configured, Persistable):
             sel = self.select(r[b, idx], k, **kw)
             out[b, : sel.shape[0]] = idx[sel]
         return out
+
+
+def take_constraints(rc: Any, rows: np.ndarray) -> Any:
+    """The resolved rules of the requests ``rows``."""
+    return type(rc)(
+        *(
+            None if x is None else ([x[i] for i in rows] if isinstance(x, list) else x[rows])
+            for x in rc
+        )
+    )
 
 
 def _take_rows(value: Any, rows: np.ndarray) -> Any:

@@ -30,6 +30,18 @@ position). Per request and step this costs ``O(N (d + t))`` multiply-adds and a 
 of ``O(N)`` passes; the logarithms of the DPP scores are only taken for candidates that
 can still win.
 
+Precision: the vectors come in float32 or float64 (never converted as a batch). The MMR,
+interest-aware MMR and SSD kernels keep their feature-major work matrix in the dtype of
+the buffer they are given (:func:`work_matrix_buffer`: float32 for float32 vectors unless
+the caller asks for float64), so each greedy step streams half the bytes; products and
+sums are float64. The DPP kernels convert float32 entries to float64 as they read them
+(exact: the lists are those of the float64 vectors of the same values).
+
+Constraints (:mod:`divrec.data.constraints`): every greedy kernel takes the rules in
+position space (``con*`` arguments); a request with rules places its pins first, then picks
+among :func:`con_eligible` candidates only; a request without rules runs the unchanged
+loop (no cost but one branch per request).
+
 Without a window, the DPP on item vectors runs the lazy kernel :func:`_dpp_lazy_one`
 instead (same picks, tested against the eager update): Gram–Schmidt Schur complements,
 ``O(d)`` per entry, brought up to date only for the candidates whose stale score can
@@ -75,6 +87,19 @@ def scratch(nf: int, ni: int, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return bufs
 
 
+def work_matrix_buffer(d: int, n: int, dtype) -> np.ndarray:
+    """A reusable 1-D buffer (this thread) for a feature-major ``(d, N)`` work matrix of
+    ``dtype`` (float32: the float32 path, half the bytes streamed per greedy step)."""
+    dt = np.dtype(dtype)
+    size = d * (_pad8(n) + 16) + 16
+    key = "wbuf_" + dt.name
+    buf = getattr(_local, key, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype=dt)
+        setattr(_local, key, buf)
+    return buf
+
+
 def _pad8(x: int) -> int:
     return -(-x // 8) * 8
 
@@ -83,25 +108,26 @@ def _pad8(x: int) -> int:
 def dpp_scratch_sizes(n: int, d: int, k: int, cap: int) -> tuple[int, int, int]:
     """Sizes of the :func:`scratch` arrays :func:`dpp_greedy_batch` carves (see there)."""
     nf = _pad8(n) * (d + cap + 13) + (k + 1) * _pad8(d) + _pad8(k) + _pad8(d + cap) + _pad8(3)
-    return nf + 8 * 8, 4 * n + cap, 2 * n  # 8 carves, each up to 7 entries of alignment
+    return nf + 8 * 8, 4 * n + cap, 3 * n  # 8 carves, each up to 7 entries of alignment
 
 
 def penalized_scratch_sizes(n: int, d: int) -> tuple[int, int, int]:
     """Sizes of the :func:`scratch` arrays :func:`penalized_greedy_batch` carves."""
-    return (d + 4) * _pad8(n) + _pad8(max(d, 1)) + 3 * 8, 0, n  # 3 carves
+    return (d + 4) * _pad8(n) + _pad8(max(d, 1)) + 3 * 8, 0, 2 * n  # 3 carves
 
 
 @njit(cache=True, nogil=True)
 def _carve(buf: np.ndarray, pos: int, rows: int, cols: int) -> tuple[np.ndarray, int]:
     """``(rows, cols')`` rows of ``buf`` from the first 64-byte boundary at or after ``pos``.
 
-    ``cols'`` is ``cols`` rounded up to a multiple of 8, so every row starts on a cache
-    line (rows swept with SIMD loads never straddle lines). Returns the view and the
-    position after it. Contents are whatever the buffer held.
+    ``cols'`` is ``cols`` rounded up to a cache line (8 float64 or 16 float32 entries),
+    so every row starts on a cache line (rows swept with SIMD loads never straddle lines).
+    Returns the view and the position after it. Contents are whatever the buffer held.
     """
-    stride = (cols + 7) // 8 * 8
-    addr = buf.ctypes.data + pos * 8
-    start = pos + ((64 - addr % 64) % 64) // 8
+    per = 64 // buf.itemsize  # elements per cache line: 8 (float64), 16 (float32)
+    stride = (cols + per - 1) // per * per
+    addr = buf.ctypes.data + pos * buf.itemsize
+    start = pos + ((64 - addr % 64) % 64) // buf.itemsize
     end = start + rows * stride
     return buf[start:end].reshape((rows, stride)), end
 
@@ -392,6 +418,15 @@ def dpp_greedy_batch(
     fs: np.ndarray,
     ints: np.ndarray,
     bools: np.ndarray,
+    con: bool,
+    cact: np.ndarray,
+    ccat: np.ndarray,
+    cmin: np.ndarray,
+    cmax: np.ndarray,
+    cpin: np.ndarray,
+    cprot: np.ndarray,
+    cfloor: np.ndarray,
+    clen: np.ndarray,
 ) -> int:
     """Fast greedy DPP MAP (Chen et al. 2018, Alg. 1 and 2) for every request.
 
@@ -430,6 +465,12 @@ def dpp_greedy_batch(
             (``active`` False: θ = 1) always get the relevance order.
         fs, ints, bools: :func:`scratch` arrays of :func:`dpp_scratch_sizes` (any
             content): every work array is carved out of them, nothing is allocated.
+        con, cact, ccat, cmin, cmax, cpin, cprot, cfloor: the rules (see the constraints
+            section); a constrained request runs the eager update (pins first: they enter
+            the Cholesky factor before any greedy pick), picks among its eligible
+            candidates only and, when the kernel is exhausted and ``fill`` (or θ = 1),
+            continues by relevance among them; ``clen`` ``(B,)`` int64 output: its list
+            length (the generic fill is not applied to it).
 
     Returns:
         A summary for the caller, so that it reads no array when all is well: bit 0 set
@@ -465,6 +506,7 @@ def dpp_greedy_batch(
     win = ints[4 * n : 4 * n + cap]
     avail = bools[:n]
     live = bools[n : 2 * n]
+    ok = bools[2 * n : 3 * n]
     for b in range(bsz):
         for c in range(5):
             stats[b, c] = 0
@@ -477,11 +519,25 @@ def dpp_greedy_batch(
                 nvalid += 1
         kb = min(k, nvalid)
         stats[b, 4] = kb
+        cb = con and cact[b]
+        if cb:
+            clen[b] = 0
         if kb == 0:
             continue
         rtop, rlow = _scaled_relevance(rel[b], avail, minmax, relb)
         if not math.isfinite(rtop):
             bad[b] = 2
+            continue
+        if cb:
+            clen[b] = _dpp_constrained(
+                vectors[b], matrix[b], use_matrix, valid[b], avail, relb, weight[b], active[b], kb,
+                eps, window, out[b], fill, wt, d2, acc, rot_a, lg, q, st, vis, vsc, win, ok,
+                ccat[b], cmin[b], cmax[b], cpin[b], cprot[b], cfloor[b],
+            )  # fmt: skip
+            if clen[b] < 0:
+                bad[b] = 1
+                clen[b] = 0
+            counts[b] = clen[b]
             continue
         if not active[b]:
             continue  # the relevance order (the fill below)
@@ -594,12 +650,123 @@ def dpp_greedy_batch(
             summary |= 1 << (stats[b, 1] - 1)
             continue
         got = counts[b]
+        if con and cact[b]:
+            continue  # constrained: filled by relevance among the eligible in the kernel
         if got < stats[b, 4] and (fill or not active[b]):
             _fill_by_relevance(rel[b], valid[b], out[b], got, stats[b, 4], live, vis)
             got = stats[b, 4]
         if got < stats[b, 4]:
             summary |= 4
     return summary
+
+
+@njit(cache=True, nogil=True)
+def _dpp_constrained(
+    vectors, matrix, use_matrix, valid, avail, relb, w, active, kb, eps, window, out, fill,
+    wt, d2, acc, rot_a, lg, q, st, vis, vsc, win, ok, ccat, cmin, cmax, cpin, cprot, cfloor,
+) -> int:  # fmt: skip
+    """The eager greedy of :func:`dpp_greedy_batch` on one request with rules.
+
+    Pins are picked first (in slot order) and enter the Cholesky factor like any pick (a
+    pin whose Schur complement is not above the threshold is in the span of the picks
+    before it: it changes nothing); every later step picks among the eligible candidates
+    (:func:`con_eligible`). Once the kernel is exhausted (or for θ = 1: ``active`` False)
+    the picks go by relevance among the eligible when ``fill`` (else the list ends).
+    Returns the list length after :func:`con_place`, or -1 for a non-finite vector.
+    """
+    n = avail.shape[0]
+    d = 0 if use_matrix else vectors.shape[1]
+    if use_matrix:
+        for i in range(n):
+            d2[i] = matrix[i, i] if avail[i] else 0.0
+    elif not _load_transposed(vectors, avail, True, wt, d2, rot_a):
+        return -1
+    maxdiag = _max_avail(avail, d2)
+    thr = eps * maxdiag
+    exhausted = not (maxdiag > 0.0 and active)
+    cnt = np.zeros(cmin.shape[0], dtype=np.int64)
+    cst = np.zeros(2, dtype=np.int64)
+    plist = np.empty(max(out.shape[0], 1), dtype=np.int64)
+    gsl = np.empty(kb + 1, dtype=np.int64)
+    rneed = np.empty(kb + 1, dtype=np.int64)
+    npins = con_setup(kb, cpin, cprot, cfloor, plist, gsl, rneed)
+    lmax0 = math.log(maxdiag) if maxdiag > 0.0 else 0.0
+    for i in range(n):
+        lg[i] = lmax0
+    m = 0
+    picks = 0
+    for t in range(kb):
+        if t < npins:
+            j = plist[t]
+        else:
+            if con_eligible(avail, ccat, cmin, cmax, cnt, cprot, cst, kb - t, kb, gsl, rneed,
+                            ok) == 0:  # fmt: skip
+                break
+            j = -1
+            if not exhausted:
+                _dpp_stats(ok, d2, relb, thr, st)
+                j = _dpp_choose(ok, d2, relb, w, thr, st, vis, vsc, lg, window == 0)
+                if j < 0:
+                    exhausted = True
+            if j < 0:
+                if not (fill or not active):
+                    break
+                j = _exact_argmax(relb, ok)
+        out[t] = j
+        picks += 1
+        avail[j] = False
+        con_pick(j, t >= npins, ccat, cnt, cprot, cst)
+        if t + 1 >= kb or exhausted or window == 1 or not d2[j] > thr:
+            continue
+        # ---- incremental Cholesky update (Eq. 8), as in dpp_greedy_batch
+        dj = math.sqrt(d2[j])
+        for f in range(d):
+            q[f] = wt[f, j]
+        for f in range(m):
+            q[d + f] = -wt[d + f, j]
+        if use_matrix:
+            for i in range(n):
+                acc[i] = matrix[j, i] if valid[i] else 0.0
+        else:
+            for i in range(n):
+                acc[i] = 0.0
+        _accumulate(acc, wt, q, d + m, n)
+        row = wt[d + m]
+        inv = 1.0 / dj
+        for i in range(n):
+            e = acc[i] * inv
+            row[i] = e
+            d2[i] = d2[i] - e * e
+        win[m] = j
+        m += 1
+        if window > 0 and m >= window:
+            a = rot_a
+            for i in range(n):
+                a[i] = wt[d, i]
+            for r_ in range(m - 1):
+                y = win[r_ + 1]
+                rest = wt[d + 1 + r_]
+                p = rest[y]
+                h = math.hypot(p, a[y])
+                if h == 0.0:
+                    dst = wt[d + r_]
+                    for i in range(n):
+                        dst[i] = rest[i]
+                    continue
+                c = p / h
+                sn = a[y] / h
+                dst = wt[d + r_]
+                for i in range(n):
+                    old = rest[i]
+                    dst[i] = c * old + sn * a[i]
+                    a[i] = c * a[i] - sn * old
+            for i in range(n):
+                wt[d + m - 1, i] = 0.0
+                d2[i] += a[i] * a[i]
+            for r_ in range(m - 1):
+                win[r_] = win[r_ + 1]
+            m -= 1
+    return con_place(out, picks, npins, cpin, plist)
 
 
 @njit(cache=True, nogil=True)
@@ -677,6 +844,187 @@ def _sift_worst(r: np.ndarray, heap: np.ndarray, size: int, x: int) -> None:
     heap[pos] = x
 
 
+# --------------------------------------------------------------------------- constraints
+# The per-request business rules of `divrec.data.constraints` inside the greedy kernels.
+# Arrays (position space, built by `resolve_batch`): ``cact (B,)`` requests with count /
+# pin / share rules; ``ccat (B, N)`` compact category code of each candidate (-1: none);
+# ``cmin``, ``cmax`` ``(B, C)`` minimum / maximum counts; ``cpin (B, k)`` candidate
+# position pinned at each output slot (-1: none); ``cprot (B, N)`` protected-group flags;
+# ``cfloor (B, k + 1)`` minimum protected count of every prefix length. A request without
+# rules never reads them (its loop is the unconstrained one, unchanged).
+
+
+@njit(cache=True, nogil=True)
+def con_setup(
+    kb: int,
+    pins: np.ndarray,
+    prot: np.ndarray,
+    floor: np.ndarray,
+    plist: np.ndarray,
+    gsl: np.ndarray,
+    rneed: np.ndarray,
+) -> int:
+    """Per-request set-up: the pinned positions in slot order (``plist``), ``gsl[p]`` the
+    greedy (non-pinned) slots among the first ``p`` and ``rneed[p]`` the protected items
+    the greedy picks must bring to the first ``p`` slots (``p = 0 … kb``). Returns the
+    number of pins."""
+    npins = 0
+    for s in range(pins.shape[0]):
+        if pins[s] >= 0:
+            plist[npins] = pins[s]
+            npins += 1
+    g = 0
+    pp = 0
+    gsl[0] = 0
+    rneed[0] = 0
+    for p in range(1, kb + 1):
+        s = p - 1
+        if s < pins.shape[0] and pins[s] >= 0:
+            if prot[pins[s]]:
+                pp += 1
+        else:
+            g += 1
+        gsl[p] = g
+        rneed[p] = floor[p] - pp if p < floor.shape[0] else 0
+    return npins
+
+
+@njit(cache=True, nogil=True)
+def con_eligible(
+    avail: np.ndarray,
+    ccat: np.ndarray,
+    cmin: np.ndarray,
+    cmax: np.ndarray,
+    cnt: np.ndarray,
+    prot: np.ndarray,
+    st: np.ndarray,
+    left: int,
+    kb: int,
+    gsl: np.ndarray,
+    rneed: np.ndarray,
+    ok: np.ndarray,
+) -> int:
+    """``ok[i]``: ``avail[i]`` and allowed by the rules at this step; returns how many.
+
+    Rules: a candidate whose category is at its maximum is skipped; once the slots
+    ``left`` (this one included) equal the unmet minimums, only candidates of unmet
+    categories are eligible; when a non-protected pick would make some later prefix miss
+    its protected floor, only protected candidates are. When nothing is eligible the
+    share rule is relaxed first, then the minimums (the list then breaks a rule: the
+    caller's check reports it); the maximums are never relaxed (a shorter list).
+    ``st = [greedy picks so far, protected greedy picks so far]``.
+    """
+    nc = cnt.shape[0]
+    unmet = 0
+    for c in range(nc):
+        if cmin[c] > cnt[c]:
+            unmet += cmin[c] - cnt[c]
+    g = st[0]
+    x = st[1]
+    ponly = False
+    for p in range(1, kb + 1):
+        if gsl[p] >= g + 1 and x + gsl[p] - g - 1 < rneed[p]:
+            ponly = True
+            break
+    nmin = unmet > 0 and unmet >= left
+    for relax in range(3):
+        need_min = nmin and relax < 2
+        pon = ponly and relax < 1
+        m = 0
+        for i in range(avail.shape[0]):
+            e = avail[i]
+            if e:
+                c = ccat[i]
+                if c >= 0 and cnt[c] >= cmax[c]:
+                    e = False
+                elif need_min and (c < 0 or cnt[c] >= cmin[c]):
+                    e = False
+                elif pon and not prot[i]:
+                    e = False
+            ok[i] = e
+            if e:
+                m += 1
+        if m > 0 or not (need_min or pon):
+            return m
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def con_pick(j: int, greedy: bool, ccat: np.ndarray, cnt: np.ndarray, prot: np.ndarray, st):
+    """Count the pick ``j`` (its category; a greedy pick also in ``st``)."""
+    c = ccat[j]
+    if c >= 0:
+        cnt[c] += 1
+    if greedy:
+        st[0] += 1
+        if prot[j]:
+            st[1] += 1
+
+
+@njit(cache=True, nogil=True)
+def con_place(out: np.ndarray, picks: int, npins: int, pins: np.ndarray, tmp: np.ndarray) -> int:
+    """Reorder ``out[:picks]`` (pins first, then the greedy picks) into the output order:
+    each pin at its slot, the greedy picks in the other slots in order; holes left by a
+    short list are closed up. Returns the list length (``picks``)."""
+    for s in range(picks):
+        tmp[s] = -1
+    late = 0
+    for s in range(pins.shape[0]):
+        if pins[s] >= 0 and s >= picks:
+            late += 1
+    for s in range(min(picks, pins.shape[0])):
+        if pins[s] >= 0:
+            tmp[s] = pins[s]
+    gi = npins
+    for s in range(picks):
+        if tmp[s] < 0 and gi < picks:
+            tmp[s] = out[gi]
+            gi += 1
+    # pins beyond the list's length (a short list): in the slots still free, at the end
+    for s in range(pins.shape[0]):
+        if pins[s] >= 0 and s >= picks:
+            for u in range(picks):
+                if tmp[u] < 0:
+                    tmp[u] = pins[s]
+                    break
+    w = 0
+    for s in range(picks):
+        if tmp[s] >= 0:
+            out[w] = tmp[s]
+            w += 1
+    for s in range(w, out.shape[0]):
+        out[s] = -1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _tie_argmax(score: np.ndarray, ok: np.ndarray, scale: float) -> int:
+    """Tolerance-aware argmax of ``score`` over ``ok`` (lowest position on ties; -1: none)."""
+    best = _NEG_INF
+    jbest = -1
+    first = -1
+    for i in range(score.shape[0]):
+        if ok[i]:
+            if first < 0:
+                first = i
+            if score[i] > best:
+                best = score[i]
+                jbest = i
+    return _resolve_tie(score, ok, best, jbest, first, scale)
+
+
+@njit(cache=True, nogil=True)
+def _exact_argmax(key: np.ndarray, ok: np.ndarray) -> int:
+    """The first ``ok`` position of the largest ``key`` (exact; -1: none)."""
+    j = -1
+    bestk = _NEG_INF
+    for i in range(key.shape[0]):
+        if ok[i] and (j < 0 or key[i] > bestk):
+            j = i
+            bestk = key[i]
+    return j
+
+
 # --------------------------------------------------------------------------- penalized
 @njit(cache=True, nogil=True)
 def _sigmoid(x: float) -> float:
@@ -701,12 +1049,24 @@ def penalized_greedy_batch(
     bad: np.ndarray,
     fs: np.ndarray,
     bools: np.ndarray,
+    wbuf: np.ndarray,
+    con: bool,
+    cact: np.ndarray,
+    ccat: np.ndarray,
+    cmin: np.ndarray,
+    cmax: np.ndarray,
+    cpin: np.ndarray,
+    cprot: np.ndarray,
+    cfloor: np.ndarray,
+    clen: np.ndarray,
 ) -> None:
     """Greedy ``argmax_{i ∉ S} base_i − coef_b · agg_{j∈S} sim(i, j)`` for every request.
 
     The first pick is the exact argmax of ``first_key`` (lowest position on ties); later
     picks use the tolerance-aware argmax with ``scale = coef_b · max |sim|`` seen so far.
-    Similarity rows are one sweep over the feature-major vectors (:func:`_accumulate`).
+    Similarity rows are one sweep over the feature-major vectors (:func:`_accumulate`),
+    kept in ``wbuf``'s dtype: float32 halves the bytes every step streams (the products
+    and sums stay float64).
 
     Args:
         vectors: ``(B, N, d)`` item vectors (modes 0 and 2) or ``(B, N, 0)``.
@@ -722,11 +1082,14 @@ def penalized_greedy_batch(
         out: ``(B, k)`` int64 output, pre-filled with -1.
         bad: ``(B,)`` bool output: request with a non-finite valid vector (mode 0; not run).
         fs, bools: :func:`scratch` arrays of :func:`penalized_scratch_sizes` (any content).
+        wbuf: :func:`work_matrix_buffer` of the work matrix's dtype (any content).
+        con: some request has rules (the ``c*`` arrays, see the constraints section);
+            ``clen`` ``(B,)`` int64 output: the list length of each constrained request.
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    ut, pos = _carve(fs, 0, d, n)  # feature-major normalized vectors
-    fw, pos = _carve(fs, pos, 4, n)  # rows swept with SIMD loads start on cache lines
+    ut, _ = _carve(wbuf, 0, d, n)  # feature-major (normalized) vectors
+    fw, pos = _carve(fs, 0, 4, n)  # rows swept with SIMD loads start on cache lines
     sq = fw[0, :n]
     sim = fw[1, :n]
     acc = fw[2, :n]
@@ -734,6 +1097,7 @@ def penalized_greedy_batch(
     rows, pos = _carve(fs, pos, 1, max(d, 1))
     q = rows[0]
     avail = bools[:n]
+    ok = bools[n : 2 * n]
     for b in range(bsz):
         nvalid = 0
         for i in range(n):
@@ -741,6 +1105,9 @@ def penalized_greedy_batch(
             if avail[i]:
                 nvalid += 1
         kb = min(k, nvalid)
+        cb = con and cact[b]
+        if cb:
+            clen[b] = 0
         if kb == 0:
             continue
         if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc):
@@ -750,16 +1117,42 @@ def penalized_greedy_batch(
         if bad[b]:
             continue
         c = coef[b]
-        j = -1
-        bestk = _NEG_INF
-        for i in range(n):
-            if avail[i] and (j < 0 or first_key[b, i] > bestk):
-                j = i
-                bestk = first_key[b, i]
+        okm = avail
+        npins = 0
+        if cb:  # ---- rules: pins first, then eligible candidates only
+            okm = ok
+            cnt = np.zeros(cmin.shape[1], dtype=np.int64)
+            cst = np.zeros(2, dtype=np.int64)
+            plist = np.empty(k, dtype=np.int64)
+            gsl = np.empty(kb + 1, dtype=np.int64)
+            rneed = np.empty(kb + 1, dtype=np.int64)
+            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], plist, gsl, rneed)
+            if npins > 0:
+                j = plist[0]
+            else:
+                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb, kb,
+                             gsl, rneed, ok)  # fmt: skip
+                j = _exact_argmax(first_key[b], ok)
+        else:
+            j = -1
+            bestk = _NEG_INF
+            for i in range(n):
+                if avail[i] and (j < 0 or first_key[b, i] > bestk):
+                    j = i
+                    bestk = first_key[b, i]
         seen = 0.0
+        picks = 0
         for t in range(kb):
+            if j < 0:
+                break
             out[b, t] = j
+            picks += 1
             avail[j] = False
+            if cb:
+                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst)
+                if t + 1 < kb and t + 1 >= npins:
+                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb - t - 1,
+                                 kb, gsl, rneed, ok)  # fmt: skip
             if t + 1 >= kb:
                 break
             if mode == 1:
@@ -791,13 +1184,258 @@ def penalized_greedy_batch(
                     pen = acc[i]
                 sc = base[b, i] - c * pen if c != 0.0 else base[b, i]
                 score[i] = sc
-                if avail[i]:
+                if okm[i]:
                     if first < 0:
                         first = i
                     if sc > best:
                         best = sc
                         jbest = i
-            j = _resolve_tie(score, avail, best, jbest, first, c * seen)
+            j = _resolve_tie(score, okm, best, jbest, first, c * seen)
+            if cb and t + 1 < npins:
+                j = plist[t + 1]
+        if cb:
+            clen[b] = con_place(out[b], picks, npins, cpin[b], plist)
+
+
+# --------------------------------------------------------------------------- SSD
+def ssd_scratch_sizes(n: int, d: int, k: int) -> tuple[int, int, int]:
+    """Sizes of the :func:`scratch` arrays :func:`ssd_greedy_batch` carves."""
+    return 5 * _pad8(n) + (k + 2) * _pad8(max(d, 1)) + _pad8(max(k, 1)) + 4 * 8, 0, 2 * n
+
+
+@njit(cache=True, nogil=True)
+def _ssd_add_basis(
+    ut: np.ndarray, j: int, sq: np.ndarray, basis: np.ndarray, nb: int, res: np.ndarray,
+    coefs: np.ndarray, twice: bool,
+) -> int:  # fmt: skip
+    """Append the normalized residual of item ``j`` (column ``j`` of ``ut``) against
+    ``basis[:nb]`` (Gram–Schmidt, twice when ``twice``); returns the new basis size
+    (unchanged when the residual is at most ``1e-10 ‖v_j‖``: ``v_j`` is in the span)."""
+    d = ut.shape[0]
+    for f in range(d):
+        res[f] = ut[f, j]
+    for _ in range(2 if twice else 1):
+        for r_ in range(nb):
+            h = 0.0
+            for f in range(d):
+                h += basis[r_, f] * res[f]
+            coefs[r_] = h
+            if not twice:  # modified Gram-Schmidt: project out one direction at a time
+                for f in range(d):
+                    res[f] -= h * basis[r_, f]
+        if twice:
+            for r_ in range(nb):
+                h = coefs[r_]
+                for f in range(d):
+                    res[f] -= h * basis[r_, f]
+    nr = 0.0
+    for f in range(d):
+        nr += res[f] * res[f]
+    nr = math.sqrt(nr)
+    if not nr > 1e-10 * max(math.sqrt(sq[j]), 1e-300):
+        return nb
+    for f in range(d):
+        basis[nb, f] = res[f] / nr
+    return nb + 1
+
+
+#: a squared residual below this fraction of the squared norm is recomputed by projection
+SSD_RECOMPUTE = 1e-6
+
+
+@njit(cache=True, nogil=True)
+def _ssd_refresh(
+    ut: np.ndarray, basis: np.ndarray, nb: int, sq: np.ndarray, d2: np.ndarray,
+    avail: np.ndarray, res: np.ndarray,
+) -> None:  # fmt: skip
+    """Recompute ``d2[i] = ‖v_i − B Bᵀ v_i‖²`` (projected out twice) for the available
+    items whose running ``‖v_i‖² − Σ_s ⟨b_s, v_i⟩²`` fell below ``SSD_RECOMPUTE ‖v_i‖²``.
+
+    Near the span the subtraction cancels (its rounding, ~``1e-16 ‖v_i‖²``, would become
+    ~``1e-8`` after the square root and decide ties); the explicit residual is accurate to
+    ~``1e-16 ‖v_i‖``, like the numpy reference's residual vectors.
+    """
+    d = ut.shape[0]
+    for i in range(d2.shape[0]):
+        if not avail[i] or d2[i] >= SSD_RECOMPUTE * sq[i]:
+            continue
+        for f in range(d):
+            res[f] = ut[f, i]
+        for _ in range(2):
+            for r_ in range(nb):
+                h = 0.0
+                for f in range(d):
+                    h += basis[r_, f] * res[f]
+                for f in range(d):
+                    res[f] -= h * basis[r_, f]
+        x = 0.0
+        for f in range(d):
+            x += res[f] * res[f]
+        d2[i] = x
+
+
+@njit(cache=True, nogil=True)
+def ssd_greedy_batch(
+    vectors: np.ndarray,
+    valid: np.ndarray,
+    rel: np.ndarray,
+    minmax: bool,
+    gamma: np.ndarray,
+    k: int,
+    window: int,
+    normalize: bool,
+    out: np.ndarray,
+    bad: np.ndarray,
+    fs: np.ndarray,
+    bools: np.ndarray,
+    wbuf: np.ndarray,
+    con: bool,
+    cact: np.ndarray,
+    ccat: np.ndarray,
+    cmin: np.ndarray,
+    cmax: np.ndarray,
+    cpin: np.ndarray,
+    cprot: np.ndarray,
+    cfloor: np.ndarray,
+    clen: np.ndarray,
+) -> None:
+    """Greedy SSD (Huang et al., KDD 2021) ``argmax_{i ∉ S} r_i + γ_b ‖v_i^⊥‖`` per request.
+
+    ``‖v_i^⊥‖² = ‖v_i‖² − Σ_s ⟨b_s, v_i⟩²`` with ``b_s`` an orthonormal basis of the
+    window's picks (Gram–Schmidt of the residuals, twice): while the window grows, one
+    feature-major sweep per step (:func:`_accumulate`, ``O(N d)``) brings every squared
+    residual up to date; once it slides, the basis of the last ``w − 1`` picks is rebuilt
+    (modified Gram–Schmidt, as :func:`divrec.rerank.ssd.gram_schmidt`) and the residuals
+    recomputed, ``O(N d w)``. Tolerance-aware argmax with ``scale = γ · max ‖v_i‖``.
+
+    Args:
+        vectors: ``(B, N, d)`` item vectors (float32 or float64).
+        valid: ``(B, N)`` selectable positions.
+        rel: ``(B, N)`` relevance as given (scaled here; checked finite).
+        minmax: min-max scale each request's relevance.
+        gamma: ``(B,)`` diversity weights ``γ ≥ 0``.
+        k: list length.
+        window: window size ``w`` (0: all picks).
+        normalize: L2-normalize the vectors first.
+        out: ``(B, k)`` int64 output, pre-filled with -1.
+        bad: ``(B,)`` int64 output: 1 a non-finite valid vector, 2 a non-finite valid
+            relevance (the request is not run).
+        fs, bools: :func:`scratch` arrays of :func:`ssd_scratch_sizes`; wbuf:
+            :func:`work_matrix_buffer` of the work matrix's dtype.
+        con, cact, ccat, cmin, cmax, cpin, cprot, cfloor, clen: the rules, as in
+            :func:`penalized_greedy_batch`.
+    """
+    bsz, n = valid.shape
+    d = vectors.shape[2]
+    ut, _ = _carve(wbuf, 0, d, n)
+    fw, pos = _carve(fs, 0, 5, n)
+    sq = fw[0, :n]
+    d2 = fw[1, :n]
+    acc = fw[2, :n]
+    score = fw[3, :n]
+    relb = fw[4, :n]
+    small, pos = _carve(fs, pos, k + 2, max(d, 1))
+    basis = small[:k]
+    res = small[k]
+    rows, pos = _carve(fs, pos, 1, max(k, 1))
+    coefs = rows[0]
+    avail = bools[:n]
+    ok = bools[n : 2 * n]
+    for b in range(bsz):
+        nvalid = 0
+        for i in range(n):
+            avail[i] = valid[b, i]
+            if avail[i]:
+                nvalid += 1
+        kb = min(k, nvalid)
+        cb = con and cact[b]
+        if cb:
+            clen[b] = 0
+        if kb == 0:
+            continue
+        rtop, _ = _scaled_relevance(rel[b], avail, minmax, relb)
+        if not math.isfinite(rtop):
+            bad[b] = 2
+            continue
+        if not _load_transposed(vectors[b], avail, normalize, ut, sq, acc):
+            bad[b] = 1
+            continue
+        vmax = 0.0
+        for i in range(n):
+            if avail[i]:
+                if not math.isfinite(sq[i]):
+                    bad[b] = 1
+                vmax = max(vmax, sq[i])
+            d2[i] = sq[i]
+        if bad[b]:
+            continue
+        g = gamma[b]
+        scale = g * math.sqrt(vmax)
+        for i in range(n):
+            score[i] = relb[i] + g * math.sqrt(max(d2[i], 0.0))
+        okm = avail
+        npins = 0
+        if cb:
+            okm = ok
+            cnt = np.zeros(cmin.shape[1], dtype=np.int64)
+            cst = np.zeros(2, dtype=np.int64)
+            plist = np.empty(k, dtype=np.int64)
+            gsl = np.empty(kb + 1, dtype=np.int64)
+            rneed = np.empty(kb + 1, dtype=np.int64)
+            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], plist, gsl, rneed)
+            if npins > 0:
+                j = plist[0]
+            else:
+                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb, kb,
+                             gsl, rneed, ok)  # fmt: skip
+                j = _tie_argmax(score, ok, scale)
+        else:
+            j = _tie_argmax(score, avail, scale)
+        nb = 0
+        picks = 0
+        for t in range(kb):
+            if j < 0:
+                break
+            out[b, t] = j
+            picks += 1
+            avail[j] = False
+            if cb:
+                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst)
+                if t + 1 < kb and t + 1 >= npins:
+                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb - t - 1,
+                                 kb, gsl, rneed, ok)  # fmt: skip
+            if t + 1 >= kb:
+                break
+            if window == 0 or picks < window:  # the window grew: one more direction
+                nb0 = nb
+                nb = _ssd_add_basis(ut, j, sq, basis, nb, res, coefs, True)
+                if nb > nb0:
+                    for i in range(n):
+                        acc[i] = 0.0
+                    _accumulate(acc, ut, basis[nb0], d, n)
+                    for i in range(n):
+                        d2[i] -= acc[i] * acc[i]
+                    _ssd_refresh(ut, basis, nb, sq, d2, avail, res)
+            else:  # the oldest pick left the window: rebuild from the last w - 1 picks
+                nb = 0
+                for u in range(picks - (window - 1), picks):
+                    nb = _ssd_add_basis(ut, out[b, u], sq, basis, nb, res, coefs, False)
+                for i in range(n):
+                    d2[i] = sq[i]
+                for r_ in range(nb):
+                    for i in range(n):
+                        acc[i] = 0.0
+                    _accumulate(acc, ut, basis[r_], d, n)
+                    for i in range(n):
+                        d2[i] -= acc[i] * acc[i]
+                _ssd_refresh(ut, basis, nb, sq, d2, avail, res)
+            for i in range(n):
+                score[i] = relb[i] + g * math.sqrt(max(d2[i], 0.0))
+            j = _tie_argmax(score, okm, scale)
+            if cb and t + 1 < npins:
+                j = plist[t + 1]
+        if cb:
+            clen[b] = con_place(out[b], picks, npins, cpin[b], plist)
 
 
 # --------------------------------------------------------------------------- lazy DPP
@@ -809,7 +1447,7 @@ def _dot_rows(a: np.ndarray, ia: int, b: np.ndarray, ib: int, n: int) -> float:
     ra = a[ia]
     rb = b[ib]
     for f in range(n):
-        s += ra[f] * rb[f]
+        s += np.float64(ra[f]) * rb[f]  # float32 rows: converted (exactly) first
     return s
 
 

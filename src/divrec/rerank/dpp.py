@@ -72,17 +72,21 @@ from ._base import (
     RelevanceScaling,
     Reranker,
     all_valid,
+    apply_constraints,
     as_positions,
     check_k,
     check_relevance,
     check_relevance_batch,
     constant_row,
+    constraint_args,
     kernel_inputs,
     kernel_inputs_batch,
     not_finite,
     relevance_array,
     relevance_order,
     run_rows,
+    scale_relevance,
+    slice_args,
 )
 
 __all__ = [
@@ -158,6 +162,7 @@ def _run(
     work: np.ndarray | None = None,
     minmax: bool = False,
     fill: bool = False,
+    constraints: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Run the compiled greedy (:func:`divrec.rerank._kernels.dpp_greedy_batch`).
 
@@ -179,6 +184,8 @@ def _run(
         minmax: min-max scale each request's relevance in the kernel (else raw).
         fill: complete short lists by relevance order in the kernel (requests not
             ``active`` always get the relevance order).
+        constraints: the batch's resolved rules (position space; ``valid`` and ``rel``
+            already filtered and boosted), or None.
 
     Returns:
         ``out`` ``(B, k)`` int64 (-1 padded), ``counts`` ``(B,)`` greedy picks,
@@ -199,12 +206,13 @@ def _run(
     active = np.ascontiguousarray(active, dtype=np.bool_)
     sizes = _kernels.dpp_scratch_sizes(valid.shape[1], vectors.shape[2], k, _work_rows(k, window))
     wsize = 0 if window is None else int(window)
+    cargs = constraint_args(constraints, bsz)
 
     def rows(a: int, b: int) -> int:  # requests a..b-1, with this thread's work buffers
         return _kernels.dpp_greedy_batch(
             vectors[a:b], matrix[a:b], bool(use_matrix), valid[a:b], rel[a:b], bool(minmax),
             weight[a:b], active[a:b], int(k), float(eps), wsize, out[a:b], stats[a:b],
-            bool(lazy), bool(fill), *_kernels.scratch(*sizes),
+            bool(lazy), bool(fill), *_kernels.scratch(*sizes), *slice_args(cargs, a, b),
         )  # fmt: skip
 
     summary = run_rows(bsz, rows)
@@ -343,9 +351,41 @@ class _GreedyDPPReranker(Reranker):
     (the diversity knob) overrides their choice.
     """
 
+    _takes_constraints = True
+
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as the paper's θ: ``θ = 1 − diversity`` (θ = 1 is the relevance order)."""
         return {"theta": 1.0 - np.asarray(diversity, dtype=np.float64)}
+
+    def _explain_terms(self, query, b, kw, idx, r):
+        """The DPP's terms (WeChat Eq. 5): ``2α r_i`` and ``log d_i²``, the log Schur
+        complement of ``i`` given the picks (the window's last ``w − 1``)."""
+        from ._explain import residual_sq, unit_rows
+
+        if query.diversity is not None:
+            theta = 1.0 - float(query.diversity[b])
+        elif kw.get("theta") is not None:
+            theta = float(np.asarray(kw["theta"], dtype=np.float64).reshape(-1)[b])
+        else:
+            t = self._thetas_for(len(query), kw)
+            theta = float(np.broadcast_to(np.asarray(t, dtype=np.float64), (len(query),))[b])
+        alpha = float(tradeoff_alpha(theta))
+        w = 2.0 * alpha if math.isfinite(alpha) else 0.0
+        rs = scale_relevance(r, self.config.relevance_scaling)
+        u = unit_rows(np.asarray(kw["vectors"][b], dtype=np.float64)[idx])
+        win = self.config.window
+
+        def terms(sel):
+            sel = np.asarray(sel, dtype=np.int64)
+            if win is not None:
+                sel_w = sel[len(sel) - (win - 1) :] if win > 1 else sel[:0]
+            else:
+                sel_w = sel
+            d2 = residual_sq(u, u[sel_w])
+            with np.errstate(divide="ignore"):
+                return w * rs, np.log(np.maximum(d2, 0.0)), u @ u[sel].T
+
+        return terms
 
     def _theta_for(self, kwargs: dict[str, Any]) -> float:
         raise NotImplementedError
@@ -440,6 +480,8 @@ class _GreedyDPPReranker(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
+        cons = kwargs.get("constraints")
+        relevance, valid = apply_constraints(cons, relevance, valid)
         r = relevance_array(relevance, batch=True)  # the values: checked by the kernel
         bsz, n = r.shape
         theta = kwargs.get("theta")
@@ -465,7 +507,7 @@ class _GreedyDPPReranker(Reranker):
         cfg = self.config
         return _run(
             vecs, mat, use_matrix, m, r, weight, finite, k, cfg.eps, cfg.window,
-            minmax=cfg.relevance_scaling == "minmax", fill=cfg.fill,
+            minmax=cfg.relevance_scaling == "minmax", fill=cfg.fill, constraints=cons,
         )[0]  # fmt: skip
 
 

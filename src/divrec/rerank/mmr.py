@@ -26,15 +26,19 @@ import numpy as np
 from divrec.stage import StageConfig, param
 
 from ._base import (
+    Precision,
     RelevanceScaling,
     Reranker,
+    _kernel_dtype,
     all_valid,
+    apply_constraints,
     as_positions,
     batch_chunks,
     check_k,
     check_relevance,
     check_relevance_batch,
     constant_row,
+    constraint_args,
     fitted_user_rows,
     kernel_inputs,
     kernel_inputs_batch,
@@ -46,9 +50,11 @@ from ._base import (
     run_rows,
     scale_relevance,
     scale_relevance_batch,
+    slice_args,
     tie_argmax,
     tie_argmax_rows,
     vectors_array,
+    work_dtype,
 )
 
 Aggregate = Literal["max", "mean"]
@@ -192,13 +198,19 @@ def _compiled_penalized(
     k: int,
     coef: float | np.ndarray,
     agg: Aggregate,
+    *,
+    precision: str = "float64",
+    constraints: Any = None,
 ) -> np.ndarray:
     """Penalized greedy by the compiled kernel (one loop over the requests).
 
     Same recursion and tie rule as :func:`penalized_greedy`; ``mode`` 0: cosine of
     ``vectors`` ``(B, N, d)``; 1: rows of ``matrix`` ``(B, N, N)``; 2: ``sigmoid`` of the
     raw dot products of ``vectors`` (CDM Eq. 3). ``coef``: one penalty weight (a Python
-    float) or one per request ``(B,)``. Returns ``(B, k)`` int64, -1 padded.
+    float) or one per request ``(B,)``. ``precision``: ``"input"`` keeps float32 vectors
+    float32 in the work matrix, ``"float64"`` converts them in the kernel (see
+    :mod:`divrec.rerank._base`). ``constraints``: resolved rules (position space), or
+    None. Returns ``(B, k)`` int64, -1 padded (a constrained row may be shorter).
     """
     from . import _kernels
 
@@ -207,6 +219,8 @@ def _compiled_penalized(
     bad = np.zeros(bsz, dtype=np.bool_)
     if bsz == 0 or n == 0 or k == 0:
         return out
+    wdt = work_dtype(vectors, precision)
+    cargs = constraint_args(constraints, bsz)
     valid = np.ascontiguousarray(valid, dtype=np.bool_)
     base = np.ascontiguousarray(base, dtype=np.float64)
     first_key = np.ascontiguousarray(first_key, dtype=np.float64)
@@ -220,7 +234,8 @@ def _compiled_penalized(
         _kernels.penalized_greedy_batch(
             vectors[a:b], matrix[a:b], int(mode), valid[a:b], base[a:b], first_key[a:b],
             int(k), coef[a:b], agg == "mean", out[a:b], bad[a:b],
-            *_kernels.scratch(*sizes)[::2],
+            *_kernels.scratch(*sizes)[::2], _kernels.work_matrix_buffer(vectors.shape[2], n, wdt),
+            *slice_args(cargs, a, b),
         )  # fmt: skip
         return 0
 
@@ -271,12 +286,25 @@ class _SimilarityPenalized(Reranker):
             return np.zeros(0, dtype=np.int64)
         vecs, mat, use_matrix = kernel_inputs(r.size, vectors, similarity, type(self).__name__)
         base, coef = self._trade_off(scale_relevance(r, self.config.relevance_scaling), None)
-        return _penalized_one(vecs, mat, int(use_matrix), base, r, k, coef, self._agg)
+        prec = getattr(self.config, "precision", "float64")
+        out = _compiled_penalized(
+            vecs, mat, int(use_matrix), all_valid(r.size), base[None], r[None], k, coef,
+            self._agg, precision=prec,
+        )  # fmt: skip
+        return as_positions(out[0, : min(k, r.size)])
 
     def _select_many(
-        self, relevance: Any, k: int, vectors: Any, similarity: Any, valid: Any, value: Any
+        self,
+        relevance: Any,
+        k: int,
+        vectors: Any,
+        similarity: Any,
+        valid: Any,
+        value: Any,
+        constraints: Any = None,
     ) -> np.ndarray:
         k = check_k(k)
+        relevance, valid = apply_constraints(constraints, relevance, valid)
         # no copy: padding is masked by the scaling and never read by the kernel
         r, m = check_relevance_batch(relevance, valid, copy=False)
         vecs, mat, use_matrix = kernel_inputs_batch(
@@ -284,7 +312,10 @@ class _SimilarityPenalized(Reranker):
         )
         rs = scale_relevance_batch(r, m, self.config.relevance_scaling)
         base, coef = self._trade_off(rs, value)
-        return _compiled_penalized(vecs, mat, int(use_matrix), m, base, r, k, coef, self._agg)
+        return _compiled_penalized(
+            vecs, mat, int(use_matrix), m, base, r, k, coef, self._agg,
+            precision=getattr(self.config, "precision", "float64"), constraints=constraints,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,10 +327,13 @@ class MMRConfig(StageConfig):
             relevance order).
         relevance_scaling: ``"minmax"`` (default; relevance mapped to ``[0, 1]`` per
             request so that it is commensurable with cosine similarities) or ``"raw"``.
+        precision: ``"input"`` (default: float32 vectors stay float32 in the kernel) or
+            ``"float64"`` (see :mod:`divrec.rerank._base`).
     """
 
     lambda_: float = param(0.5, ge=0.0, le=1.0)
     relevance_scaling: RelevanceScaling = "minmax"
+    precision: Precision = "input"
 
 
 class MMR(_SimilarityPenalized):
@@ -313,12 +347,30 @@ class MMR(_SimilarityPenalized):
     """
 
     Config = MMRConfig
+    _takes_constraints = True
     _stage_inputs = ("vectors",)
     _agg = "max"
 
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as MMR's λ: ``λ = 1 − diversity`` (λ = 1 is the relevance order)."""
         return {"lambda_": 1.0 - np.asarray(diversity, dtype=np.float64)}
+
+    _explain_first_by_relevance = True
+
+    def _explain_terms(self, query, b, kw, idx, r):
+        """MMR's terms: ``λ r_i`` and ``−(1 − λ) max_{j∈S} cos(i, j)``."""
+        from ._explain import row_param_of, unit_rows
+
+        lam = row_param_of(self, query, b, "lambda_", kw, lambda d: 1.0 - d)
+        rs = scale_relevance(r, self.config.relevance_scaling)
+        u = unit_rows(np.asarray(kw["vectors"][b], dtype=np.float64)[idx])
+
+        def terms(sel):
+            sim = u @ u[sel].T
+            div = -(1.0 - lam) * sim.max(axis=1) if len(sel) else np.zeros(len(idx))
+            return lam * rs, div, sim
+
+        return terms
 
     def _trade_off(self, rs: np.ndarray, value: Any) -> tuple[np.ndarray, float | np.ndarray]:
         """``base = λ · rs``, ``coef = 1 − λ`` (per request: the same arithmetic, row by row)."""
@@ -375,8 +427,11 @@ class MMR(_SimilarityPenalized):
             valid: ``(B, N)`` bool mask of real candidates.
             lambda_: ``(B,)`` per-request λ in ``[0, 1]`` (the diversity knob), or None:
                 the config's for every request.
+            **kwargs: ``constraints``: the batch's resolved rules
+                (:class:`~divrec.data.constraints.ResolvedConstraints`), or None.
         """
-        return self._select_many(relevance, k, vectors, similarity, valid, lambda_)
+        cons = kwargs.get("constraints")
+        return self._select_many(relevance, k, vectors, similarity, valid, lambda_, cons)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,10 +442,13 @@ class InterestAwareMMRConfig(StageConfig):
         lambda_: diversity weight ``λ ≥ 0`` (``λ = 0``: the relevance order).
         relevance_scaling: ``"raw"`` (default, as in CDM where ``f(u, i)`` is a predicted
             probability) or ``"minmax"``.
+        precision: ``"input"`` (default: float32 embeddings give a float32 ``e ⊙ u``) or
+            ``"float64"`` (see :mod:`divrec.rerank._base`).
     """
 
     lambda_: float = param(0.1, ge=0.0)
     relevance_scaling: RelevanceScaling = "raw"
+    precision: Precision = "input"
 
 
 class InterestAwareMMR(Reranker):
@@ -410,6 +468,7 @@ class InterestAwareMMR(Reranker):
     """
 
     Config = InterestAwareMMRConfig
+    _takes_constraints = True
     _per_request_kwargs = ("user",)
 
     _stage_inputs = ("vectors",)
@@ -417,6 +476,25 @@ class InterestAwareMMR(Reranker):
     def diversity_params(self, diversity: np.ndarray) -> dict[str, np.ndarray]:
         """The knob as the penalty weight: ``λ = d / (1 − d)`` (λ = 0: relevance order)."""
         return {"lambda_": knob_ratio(diversity)}
+
+    _explain_first_by_relevance = True
+
+    def _explain_terms(self, query, b, kw, idx, r):
+        """CDM's terms: ``r_i`` and ``−λ max_{j∈S} σ(e_{i,u} · e_{j,u})`` (Eq. 2–3)."""
+        from ._explain import row_param_of
+
+        lam = row_param_of(self, query, b, "lambda_", kw, lambda d: knob_ratio(np.array([d]))[0])
+        rs = scale_relevance(r, self.config.relevance_scaling)
+        eu = np.asarray(kw["vectors"][b], dtype=np.float64)[idx] * np.asarray(
+            kw["user"][b], dtype=np.float64
+        )
+
+        def terms(sel):
+            sim = 1.0 / (1.0 + np.exp(-(eu @ eu[sel].T)))
+            div = -lam * sim.max(axis=1) if len(sel) else np.zeros(len(idx))
+            return rs, div, sim
+
+        return terms
 
     def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
         """``user``: the fitted user vector, or for a fresh history the mean of its items'
@@ -436,7 +514,12 @@ class InterestAwareMMR(Reranker):
 
     @staticmethod
     def _inputs(
-        vectors: Any, similarity: Any, user: Any, shape: tuple[int, ...], valid: Any = None
+        vectors: Any,
+        similarity: Any,
+        user: Any,
+        shape: tuple[int, ...],
+        valid: Any = None,
+        precision: str = "float64",
     ) -> tuple[np.ndarray, np.ndarray]:
         """The checked embeddings ``e`` and user vectors ``u`` of one request (``shape``
         ``(N,)``) or a batch (``(B, N)`` and its ``valid`` mask: ``e`` is a copy, zero at
@@ -444,8 +527,11 @@ class InterestAwareMMR(Reranker):
         require_vectors(vectors, similarity, "InterestAwareMMR", "(item embeddings e_i)")
         if user is None:
             raise ValueError("InterestAwareMMR needs the user-interest vector `user`")
-        e = vectors_array(vectors, shape, as_array=np.asarray if valid is None else np.array)
+        dt = _kernel_dtype(vectors) if precision == "input" else np.float64
+        e = vectors_array(vectors, shape, dt, as_array=np.asarray if valid is None else np.array)
         u = np.asarray(user, dtype=np.float64)
+        if dt == np.float32:
+            u = u.astype(np.float32)
         want = (*shape[:-1], e.shape[-1])
         if u.shape != want:
             raise ValueError(f"user must have shape {want}, got {u.shape}")
@@ -481,14 +567,18 @@ class InterestAwareMMR(Reranker):
         """
         k = check_k(k)
         r = check_relevance(relevance)
-        e, u = self._inputs(vectors, similarity, user, r.shape)
+        cfg = self.config
+        e, u = self._inputs(vectors, similarity, user, r.shape, precision=cfg.precision)
         if k == 0 or r.size == 0:
             return np.zeros(0, dtype=np.int64)
         eu = np.ascontiguousarray(e * u)
-        cfg = self.config
         rs = scale_relevance(r, cfg.relevance_scaling)
         lam = float(cfg.lambda_)
-        return _penalized_one(eu[None], np.zeros((1, 0, 0)), 2, rs, r, k, lam, "max")
+        out = _compiled_penalized(
+            eu[None], np.zeros((1, 0, 0)), 2, all_valid(r.size), rs[None], r[None], k, lam,
+            "max", precision=cfg.precision,
+        )  # fmt: skip
+        return as_positions(out[0, : min(k, r.size)])
 
     def select_batch(
         self,
@@ -520,12 +610,17 @@ class InterestAwareMMR(Reranker):
             ``(B, k)`` int64 positions, ``-1`` padded.
         """
         k = check_k(k)
+        cons = kwargs.get("constraints")
+        relevance, valid = apply_constraints(cons, relevance, valid)
         # no copy: padding is masked by the scaling and never read by the kernel
         r, m = check_relevance_batch(relevance, valid, copy=False)
-        e, u = self._inputs(vectors, similarity, user, r.shape, m)
-        eu = np.ascontiguousarray(e * u)
         cfg = self.config
+        e, u = self._inputs(vectors, similarity, user, r.shape, m, precision=cfg.precision)
+        eu = np.ascontiguousarray(e * u)
         rs = scale_relevance_batch(r, m, cfg.relevance_scaling)
         bsz = r.shape[0]
         coef = request_param(lambda_, cfg.lambda_, bsz, "lambda_")
-        return _compiled_penalized(eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, coef, "max")
+        return _compiled_penalized(
+            eu, np.zeros((bsz, 0, 0)), 2, m, rs, r, k, coef, "max", precision=cfg.precision,
+            constraints=cons,
+        )  # fmt: skip

@@ -239,6 +239,7 @@ class PersonalizedDPP(_GreedyDPPReranker):
             valid=valid,
             theta=theta,
             user_category_counts=user_category_counts,
+            constraints=kwargs.get("constraints"),
         )
 
 
@@ -754,4 +755,5 @@ class RealtimePersonalizedDPP(_GreedyDPPReranker):
             users=users,
             now=now,
             theta=theta,
+            constraints=kwargs.get("constraints"),
         )
