@@ -99,6 +99,16 @@ def _topk_lists(scores: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
     return np.where(np.take_along_axis(s, order, axis=1) > -np.inf, out, -1)
 
 
+def _overlap(lists: np.ndarray, teacher: np.ndarray, k: int = 20) -> float:
+    """Mean over requests of `|top-k(lists) ∩ teacher top-k| / |teacher top-k|`."""
+    vals = []
+    for a, b in zip(lists[:, :k], teacher[:, :k], strict=True):
+        tb = set(b[b >= 0].tolist())
+        if tb:
+            vals.append(len(set(a[a >= 0].tolist()) & tb) / len(tb))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def _rerank(method: str, param: float, f, cand, e, u, k: int) -> np.ndarray:
     from divrec.rerank.dpp import FastGreedyDPP
     from divrec.rerank.mmr import MMR, InterestAwareMMR
@@ -172,6 +182,10 @@ def run_dataset(name: str, args, log) -> dict:
             record(label, lists)
             grid_rows.setdefault(method, []).append(label)
     log(f"{name}: re-rankers done ({time.time() - t_start:.0f}s)")
+    # distillation check: the teacher's top-20 on the test requests (IA-MMR at the teacher's
+    # λ on the pre-trained backbone, as the training labels are made)
+    teacher20 = _rerank("IA-MMR", args.teacher_lambda, f, cand, e_t, u_t, 20)
+    agreement: dict[str, float] = {"DCN (backbone alone)": _overlap(lists_by["DCN"], teacher20)}
     cdm_kw = dict(
         kw, teacher_k=20, teacher_lambda=args.teacher_lambda, n_context=10,
         cdm_epochs=args.cdm_epochs,
@@ -200,6 +214,10 @@ def run_dataset(name: str, args, log) -> dict:
             record(label, lists)
             if vname == "CDM":
                 gamma_curves[str(g)] = results[label]
+            if g == HEADLINE_GAMMA:
+                agreement[label] = _overlap(lists, teacher20)
+        # the student's own ranking (y_stu alone), against the teacher's top-20
+        agreement[f"{vname}: student y_stu alone"] = _overlap(_topk_lists(y, cand, kmax), teacher20)
         log(f"{name}: {vname} done ({time.time() - t0:.0f}s)")
     return {
         "dataset": name,
@@ -209,6 +227,7 @@ def run_dataset(name: str, args, log) -> dict:
         "gamma_curve": gamma_curves,
         "grids": grid_rows,
         "extra": extra,
+        "teacher_agreement@20": agreement,
         "dcn_val_losses": dcn.val_losses_,
         "seconds": time.time() - t_start,
     }
@@ -361,11 +380,28 @@ def main(argv=None) -> None:
         "--lambda-grid", type=float, nargs="*", default=[], help="extra teacher λ values"
     )
     ap.add_argument("--skip-baselines", action="store_true", help="only DCN and CDM rows")
+    ap.add_argument(
+        "--seeds", type=int, nargs="*", default=None,
+        help="several seeds: one JSON per (dataset, seed) in OUT/seeds (reused on a re-run: "
+        "resumable), then mean ± 95%% t-interval over seeds in OUT/seeds.json / seeds.md",
+    )  # fmt: skip
+    ap.add_argument(
+        "--quick", action="store_true",
+        help="smoke variant: ml-1m, 150/150 requests, N = 100, 2 + 1 epochs, seed 0",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.max_train, args.max_test, args.n_candidates = "ml-1m", 150, 150, 100
+        args.epochs, args.cdm_epochs, args.n_bootstrap = 2, 1, 50
+        args.seeds = args.seeds or [0]
     args.out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
+
+    if args.seeds:
+        run_seeds(args, log)
+        return
 
     all_res = []
     for name in args.datasets.split(","):
@@ -382,6 +418,74 @@ def main(argv=None) -> None:
     )
     write_markdown(all_res, args.out, args)
     plot(all_res, args.out)
+
+
+def run_seeds(args, log) -> None:
+    """Every (dataset, seed) into OUT/seeds/cdm_<dataset>_seed<s>.json (skipped when
+    present), then the mean ± 95% t-interval over seeds of every row's metric means."""
+    import os
+
+    from divrec.simulate.report import _mean_ci
+
+    seed_dir = args.out / "seeds"
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"args": {**vars(args), "out": str(args.out)}, "datasets": {}}
+    md = ["# CDM tables over seeds" + (" (QUICK smoke run, not a result)" if args.quick else ""),
+          "", f"Seeds {args.seeds}; mean ± 95% t-interval over seeds of the per-seed means.",
+          ""]  # fmt: skip
+    for name in args.datasets.split(","):
+        per_seed = []
+        for seed in args.seeds:
+            f = seed_dir / f"cdm_{name}_seed{seed}.json"
+            if f.exists():
+                per_seed.append(json.loads(f.read_text()))
+                log(f"{name} seed {seed}: reused {f}")
+                continue
+            args.seed = seed
+            t0 = time.time()
+            res = run_dataset(name, args, log)
+            res["seed"], res["wall_seconds"] = seed, time.time() - t0
+            res["loadavg"] = list(os.getloadavg())
+            f.write_text(json.dumps(res, indent=1))
+            per_seed.append(res)
+        rows: dict = {}
+        for label in per_seed[0]["results"]:
+            rows[label] = {}
+            for metric in per_seed[0]["results"][label]:
+                vals = [r["results"][label][metric]["mean"] for r in per_seed]
+                mean, ci = _mean_ci(np.array(vals))
+                rows[label][metric] = {"mean": mean, "ci": ci, "per_seed": vals}
+        agree = {}
+        for key in per_seed[0].get("teacher_agreement@20", {}):
+            vals = [r["teacher_agreement@20"][key] for r in per_seed]
+            mean, ci = _mean_ci(np.array(vals))
+            agree[key] = {"mean": mean, "ci": ci}
+        summary["datasets"][name] = {
+            "rows": rows,
+            "teacher_agreement@20": agree,
+            "seconds_per_seed": [r.get("wall_seconds", r["seconds"]) for r in per_seed],
+        }
+        cols = [c for c in ("recall@20", "mrr@20", "ilad_svd@20", "ilad_genre@20", "cc@20")
+                if c in rows.get("DCN", {})]  # fmt: skip
+        md += [f"## {name}", "", "| row | " + " | ".join(cols) + " |",
+               "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+        for label, e in rows.items():
+            if "=" in label:
+                continue  # grid points: in the JSON
+            cells = []
+            for c in cols:
+                ci = e[c]["ci"]
+                cells.append(
+                    f"{e[c]['mean']:.4f}" + ("" if not np.isfinite(ci) else f" ± {ci:.4f}")
+                )
+            md.append(f"| {label} | " + " | ".join(cells) + " |")
+        md += ["", "Agreement with the teacher's top-20 on the test requests (share of the "
+               "teacher's items in the list's top 20):", ""]  # fmt: skip
+        md += [f"- {k}: {v['mean']:.3f}" for k, v in agree.items()]
+        md.append("")
+    (args.out / "seeds.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "seeds.md").write_text("\n".join(md))
+    log("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -8,28 +8,39 @@ Protocol (ours where the paper is silent; see benchmarks/results/purs/purs_table
   item per event (label 0), per-user time-stratified split 70/10/20 of the windows.
 - Requests: the first `--requests-per-user` positive test windows of each user; candidates
   = the positive target + 99 items the user never interacted with (shared by all models),
-  in random column order.
+  in random column order, drawn from the items seen in training (`--negatives train`, the
+  default; `--negatives uniform` is the former whole-catalogue draw, where most negatives
+  are cold and the protocol mostly tests popularity).
 - Metrics per request, averaged: AUC of the positive against the 99 candidates; HR@10 =
   positive in the top 10 of the 100 candidates; Unexp@10 = PURS Eq. 3 of the top-10 items
-  w.r.t. the request history's interest clusters (mean shift, radius 0.2) in a fixed
+  w.r.t. the request history's interest clusters (Gaussian mean shift, radius 0.35 × the
+  median pairwise distance of the history — the PURS model's rule) in a fixed
   model-independent space (unit-normalized 32-d SVD item vectors of the training log);
+  Unexp-warm = the same averaged over the warm (training-seen) items of the top 10 only
+  (a cold item's zero vector has a systematically different Eq. 3 value); Cold@10 = share
+  of cold items in the top 10; Unexp-own = Eq. 3 in each model's own item embedding (same
+  clustering rule; NaN for models without one); clusters per request are reported;
   Coverage = distinct top-10 items over all requests / all items. Also CTR-AUC = global AUC
   of the labeled test windows (positives, rating negatives, sampled negatives) and the
   authors'-code hit rate (per user: share of positives among test windows scored > 0.5;
   users with none skipped) for the pointwise CTR models.
+- Sanity row: Popularity (training-log popularity of the candidates).
 - Baselines: DIN, DeepFM, Wide&Deep, PNN (`divrec.ranking.ctr`), SPR (α = 0.5), and on the
   BPR-MF (SPR α = 0) relevance: HOM-LIN (`HybridUtility`, weights rel 1 / unexp 0.5, per-
   request min-max), Auralist (rank interpolation 0.6 rel / 0.2 novelty / 0.2 unexp,
   reconstructed), DPP (`FastGreedyDPP`, θ = 0.5, reference vectors). Re-rankers' AUC uses
   their list order (selected top 10 first, then the relevance order).
 
-Run: `python -m reproductions.purs_tables --out benchmarks/results/purs`.
+Run: `python -m reproductions.purs_tables --out benchmarks/results/purs`; resumable with
+`--seed-files` (one file per finished seed, merged at the end); smoke variant
+`python -m reproductions.purs_tables --quick --out benchmarks/results/purs_quick`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,18 +50,32 @@ from divrec.data.movielens import load_movielens_1m
 from divrec.data.s3rec import load_s3rec
 from divrec.metrics import auc as global_auc
 from divrec.metrics import unexpectedness as list_unexpectedness
+from divrec.metrics import unexpectedness_scores
 from divrec.metrics.reference import reference_item_vectors
 from divrec.ranking.ctr import DIN, PNN, DeepFM, WideDeep
 from divrec.ranking.purs import PURS, VARIATIONS
 from divrec.ranking.spr import SPR, rank_interpolation
-from divrec.ranking.unexpected import mean_shift
+from divrec.ranking.unexpected import mean_shift, median_bandwidth
 from divrec.rerank.baselines import HybridUtility
 from divrec.rerank.dpp import FastGreedyDPP
 from divrec.splitting.negatives import sample_negatives
 from divrec.splitting.windows import window_split
 
 CTR = {"DIN": DIN, "DeepFM": DeepFM, "Wide&Deep": WideDeep, "PNN": PNN}
-METRICS = ("AUC", "HR@10", "Unexp", "Coverage", "CTR-AUC", "HR-authors")
+#: per-request metrics averaged over requests
+LIST_METRICS = ("AUC", "HR@10", "Unexp", "Unexp-warm", "Unexp-own", "Cold@10")
+METRICS = (*LIST_METRICS, "Coverage", "CTR-AUC", "HR-authors")
+
+
+def clusters_in(vectors: np.ndarray, history: np.ndarray):
+    """Interest clusters of `(R, L)` histories in a space: Gaussian mean shift with the
+    radius 0.35 × the median pairwise distance of each history (the PURS model's rule,
+    `divrec.ranking.unexpected.median_bandwidth`). Returns numpy `(centers, weights)`."""
+    pts = vectors[np.maximum(history, 0)]
+    mask = history >= 0
+    h = median_bandwidth(pts, mask, 0.35)
+    c, w = mean_shift(pts, mask, bandwidth=h, kernel="gaussian")
+    return c.numpy(), w.numpy()
 
 
 def load(name: str, n_users: int):
@@ -64,10 +89,30 @@ def load(name: str, n_users: int):
     return data.select(keep[data.users]), threshold
 
 
-class Bench:
-    """One dataset's split, requests, reference space and metric functions."""
+def train_item_negatives(data, train_log, users, n: int, rng) -> np.ndarray:
+    """`(R, n)` distinct negatives per request drawn uniformly from the items that occur in
+    training (`train_log`), never an item the user interacted with anywhere in `data`."""
+    pool = np.unique(train_log.items)
+    csr = data.to_csr(binary=True)
+    out = np.empty((len(users), n), dtype=np.int64)
+    for r, u in enumerate(users):
+        seen = csr.indices[csr.indptr[u] : csr.indptr[u + 1]]
+        allowed = np.setdiff1d(pool, seen, assume_unique=True)
+        if allowed.size < n:
+            raise ValueError(f"user {u} has only {allowed.size} allowed training items")
+        out[r] = rng.choice(allowed, size=n, replace=False)
+    return out
 
-    def __init__(self, name, n_users, per_user, seed=0):
+
+class Bench:
+    """One dataset's split, requests, reference space and metric functions.
+
+    `negatives`: "train" draws the 99 negatives from items seen in training (the default: a
+    uniform-catalogue draw makes the protocol mostly test popularity — 67% of the uniform
+    negatives never occur in training on Yelp); "uniform" is the former protocol.
+    """
+
+    def __init__(self, name, n_users, per_user, seed=0, negatives="train"):
         self.name = name
         self.data, threshold = load(name, n_users)
         self.split = window_split(self.data, 10, 1, threshold, 0.1, 0.2, seed=seed)
@@ -80,7 +125,11 @@ class Bench:
         self.users = test.user[req]
         self.history = test.history[req]
         rng = np.random.default_rng(seed + 1)
-        negs = sample_negatives(self.data, self.users, 99, seed=rng)
+        self.negatives = negatives
+        if negatives == "uniform":
+            negs = sample_negatives(self.data, self.users, 99, seed=rng)
+        else:
+            negs = train_item_negatives(self.data, self.split.train_log, self.users, 99, rng)
         cand = np.concatenate([test.item[req][:, None], negs], 1)
         perm = rng.permuted(np.tile(np.arange(100), (req.size, 1)), axis=1)
         self.cand = np.take_along_axis(cand, perm, 1)
@@ -90,13 +139,13 @@ class Bench:
         norm = np.linalg.norm(ref, axis=1, keepdims=True)
         self.ref = np.divide(ref, norm, out=np.zeros_like(ref), where=norm > 0)
         h = self.history
-        c, w = mean_shift(self.ref[np.maximum(h, 0)], h >= 0, bandwidth=0.2)
-        self.centers, self.weights = c.numpy(), w.numpy()
+        self.centers, self.weights = clusters_in(self.ref, h)
+        self.clusters_per_request = (self.weights > 0).sum(1)
         self.n_items = self.data.n_items
         pop = np.bincount(self.split.train_log.items, minlength=self.n_items).astype(float)
+        self.train_pop = pop
+        self.warm = pop > 0  # items with training data (a nonzero reference vector)
         self.novelty = -np.log2(np.maximum(pop, 1.0) / pop.sum())[self.cand]
-        from divrec.metrics import unexpectedness_scores
-
         self.cand_unexp = unexpectedness_scores(self.ref[self.cand], self.centers, self.weights)
 
     def list_metrics(self, scores, top10=None):
@@ -110,7 +159,25 @@ class Bench:
         hr = (top10 == self.pos_col[:, None]).any(1).astype(float)
         ids = np.take_along_axis(self.cand, top10, 1)
         unexp = list_unexpectedness(ids, self.ref, self.centers, self.weights)
-        return {"AUC": auc, "HR@10": hr, "Unexp": unexp, "ids": ids}
+        # Eq. 3 per item, then the mean over the warm items of the list only: a cold item has a
+        # zero reference vector whose distance to the clusters differs systematically
+        per_item = unexpectedness_scores(self.ref[ids], self.centers, self.weights)
+        warm = self.warm[ids]
+        with np.errstate(invalid="ignore"):
+            unexp_warm = np.where(warm, per_item, 0).sum(1) / warm.sum(1)
+        return {"AUC": auc, "HR@10": hr, "Unexp": unexp, "Unexp-warm": unexp_warm,
+                "Cold@10": 1.0 - warm.mean(1), "ids": ids}  # fmt: skip
+
+    def own_space_unexp(self, model, ids):
+        """PURS Eq. 3 of the top-10 `ids` `(R, 10)` in the model's own item embedding (same
+        mean-shift rule), NaN for models without one."""
+        net = getattr(model, "net_", None)
+        emb = getattr(net, "item_emb", None)
+        if emb is None:
+            return np.full(len(ids), np.nan)
+        vecs = emb.weight.detach().numpy().astype(np.float64)[: self.n_items]
+        c, w = clusters_in(vecs, self.history)
+        return unexpectedness_scores(vecs[ids], c, w).mean(1)
 
     def ctr_metrics(self, model):
         t = self.split.test
@@ -126,7 +193,7 @@ class Bench:
         }
 
     def summarize(self, per):
-        out = {k: float(np.nanmean(per[k])) for k in ("AUC", "HR@10", "Unexp")}
+        out = {k: float(np.nanmean(per[k])) for k in LIST_METRICS if k in per}
         out["Coverage"] = float(np.unique(per["ids"]).size / self.n_items)
         for k in ("CTR-AUC", "HR-authors"):
             if k in per:
@@ -153,8 +220,10 @@ def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool
 
     def add(name, scores, model=None, top10=None):
         per = bench.list_metrics(scores, top10)
+        per["Unexp-own"] = np.full(len(per["ids"]), np.nan)
         if model is not None:
             per.update(bench.ctr_metrics(model))
+            per["Unexp-own"] = bench.own_space_unexp(model, per["ids"])
         res[name] = per
 
     def tracer(name):
@@ -177,7 +246,15 @@ def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool
         )
         times[name] = {"seconds": time.perf_counter() - t0, "epoch_seconds": m.train_seconds_,
                        "windows": len(sp_.train)}  # fmt: skip
+        if m.use_unexpectedness:  # clusters per request in the model's own space
+            _, w = m.request_clusters(q_users, q_hist)
+            k = (w > 0).sum(1)
+            times[name]["clusters_per_request"] = {
+                "mean": float(k.mean()), "q10": float(np.quantile(k, 0.1)),
+                "q50": float(np.median(k)), "q90": float(np.quantile(k, 0.9)),
+            }  # fmt: skip
         add(name, scores_of(m), m)
+    add("Popularity", bench.train_pop[bench.cand])
     for name, cls in CTR.items():
         m = cls(epochs=epochs, seed=seed, batch_size=256)
         t0 = time.perf_counter()
@@ -256,7 +333,18 @@ def main(argv=None):
     ap.add_argument("--diagnose", action="store_true", help="size of the unexpectedness term")
     ap.add_argument("--seed-files", action="store_true", help="one file per seed (--merge)")
     ap.add_argument("--merge", action="store_true", help="combine the per-seed files")
+    ap.add_argument(
+        "--negatives", choices=("train", "uniform"), default="train",
+        help="the 99 negatives: items seen in training (default) or the whole catalogue",
+    )  # fmt: skip
+    ap.add_argument(
+        "--quick", action="store_true",
+        help="smoke variant: MovieLens, 60 users, 1 request each, 1 epoch, seed 0",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.users_movielens, args.requests_per_user = ["MovieLens"], 60, 1
+        args.epochs, args.seeds, args.seed_files = 1, [0], True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
@@ -274,7 +362,7 @@ def main(argv=None):
 
         for ds in args.datasets:
             n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
-            bench = Bench(ds, n_users, args.requests_per_user)
+            bench = Bench(ds, n_users, args.requests_per_user, negatives=args.negatives)
             m = PURS(epochs=args.epochs, seed=0).fit_windows(
                 bench.split.train, bench.split.train_log
             )
@@ -301,7 +389,7 @@ def main(argv=None):
     if args.fig5_epochs:
         for ds in args.datasets:
             n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
-            bench = Bench(ds, n_users, args.requests_per_user)
+            bench = Bench(ds, n_users, args.requests_per_user, negatives=args.negatives)
             traces = {}
             for name, cls in (("PURS", PURS), ("DIN", DIN)):
                 rows = traces.setdefault(name, [])
@@ -325,11 +413,18 @@ def main(argv=None):
         return
     for ds in args.datasets:
         n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
-        bench = Bench(ds, n_users, args.requests_per_user)
+        bench = Bench(ds, n_users, args.requests_per_user, negatives=args.negatives)
         res_seeds, summ, all_times, all_traces = [], {}, [], None
         for seed in args.seeds:
+            done = out / f"{ds.lower()}_seed{seed}.npz"
+            if args.seed_files and done.exists():  # resumable: a finished seed is kept
+                print(ds, "seed", seed, "reused", done, flush=True)
+                continue
             t0, c0 = time.perf_counter(), time.process_time()
             res, times, traces = run_seed(bench, seed, args.epochs, True, seed == 0)
+            times["_seed"] = {"wall_seconds": time.perf_counter() - t0,
+                              "cpu_seconds": time.process_time() - c0,
+                              "loadavg": list(os.getloadavg())}  # fmt: skip
             res_seeds.append(res)
             all_times.append(times)
             all_traces = all_traces or traces
@@ -342,11 +437,19 @@ def main(argv=None):
             else:
                 write_result(out, ds, args, n_users, bench_info(bench), summ, res_seeds,
                              all_times, all_traces)  # fmt: skip
+        if args.seed_files:
+            merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
 
 
 def bench_info(bench: Bench) -> dict:
+    k = bench.clusters_per_request
     return {"split_stats": bench.split.stats, "train_windows": len(bench.split.train),
-            "requests": int(bench.users.size), "n_items": int(bench.n_items)}  # fmt: skip
+            "requests": int(bench.users.size), "n_items": int(bench.n_items),
+            "negatives": bench.negatives,
+            "candidate_cold_share": float(1.0 - bench.warm[bench.cand].mean()),
+            "clusters_per_request_reference": {
+                "mean": float(k.mean()), "q10": float(np.quantile(k, 0.1)),
+                "q50": float(np.median(k)), "q90": float(np.quantile(k, 0.9))}}  # fmt: skip
 
 
 def save_seed(out: Path, ds: str, seed: int, res, times, traces, info) -> None:
@@ -377,7 +480,7 @@ def merge_seeds(out: Path, ds: str, args, n_users: int) -> None:
         all_times.append(meta["times"])
         all_traces = all_traces or meta["trace"]
         for name, per in res.items():
-            row = {k: float(np.nanmean(per[k])) for k in ("AUC", "HR@10", "Unexp")}
+            row = {k: float(np.nanmean(per[k])) for k in LIST_METRICS if k in per}
             row["Coverage"] = float(np.unique(per["ids"]).size / info["n_items"])
             for k in ("CTR-AUC", "HR-authors"):
                 if k in per:
@@ -385,6 +488,30 @@ def merge_seeds(out: Path, ds: str, args, n_users: int) -> None:
             summ.setdefault(name, []).append(row)
     args.seeds = [s for s in args.seeds if (out / f"{ds.lower()}_seed{s}.npz").exists()]
     write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces)
+
+
+def seed_level_tests(summ: dict, metrics) -> dict:
+    """PURS vs each other row: paired t-test over seeds of the per-seed means (the unit of
+    replication is the seed; None with fewer than 3 seeds)."""
+    from scipy.stats import ttest_rel
+
+    out = {}
+    purs = summ.get("PURS", [])
+    if len(purs) < 3:
+        return {"note": f"{len(purs)} seed(s): no seed-level test"}
+    for name, rows in summ.items():
+        if name == "PURS" or len(rows) != len(purs):
+            continue
+        for m in metrics:
+            a = [r[m] for r in purs]
+            b = [r[m] for r in rows]
+            if np.allclose(a, b):
+                continue
+            out[f"{m}: PURS vs {name}"] = {
+                "diff": float(np.mean(a) - np.mean(b)),
+                "p": float(ttest_rel(a, b).pvalue),
+            }
+    return out
 
 
 def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_traces):
@@ -396,6 +523,7 @@ def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_t
             for k in METRICS
             if k in rows[0]
         }
+    ref_k = info.get("clusters_per_request_reference")
     baselines = [n for n in table if not n.startswith("PURS")]
     best = max(baselines, key=lambda n: table[n]["AUC"][0])
     best_unexp = max(baselines, key=lambda n: table[n]["Unexp"][0])
@@ -407,11 +535,14 @@ def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_t
         "p_AUC_vs_DIN": significance(res_seeds, "DIN", "AUC"),
         "p_Unexp_vs_DIN": significance(res_seeds, "DIN", "Unexp"),
         "p_HR@10_vs_DIN": significance(res_seeds, "DIN", "HR@10"),
+        "p_Unexp-warm_vs_DIN": significance(res_seeds, "DIN", "Unexp-warm"),
+        "seed_level": seed_level_tests(summ, ("AUC", "HR@10", "Unexp", "Unexp-warm")),
     }
     result = {
         "dataset": ds,
         "seeds_done": len(res_seeds),
         "settings": {**vars(args), "n_users": n_users, **info},
+        "clusters_per_request_reference_space": ref_k,
         "table": table,
         "significance": sig,
         "times": all_times,

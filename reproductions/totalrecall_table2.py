@@ -20,7 +20,9 @@ Outputs in ``--out``: ``table2.json`` (every run, written as it goes), ``table2.
 pairs/s per model, seed 0 of the first dataset).
 
 Run: ``python -m reproductions.totalrecall_table2 --out benchmarks/results/totalrecall_table2``
-(``--report-only`` rebuilds the Markdown and plots from the JSON).
+(``--report-only`` rebuilds the Markdown and plots from the JSON). Resumable: every finished
+(dataset, method, seed) run is kept in ``table2.json`` and skipped on a re-run. Smoke variant:
+``--quick``.
 """
 
 from __future__ import annotations
@@ -561,7 +563,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--throughput-bench", action="store_true", help="only time every model into --throughput"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke variant: beauty, seed 0, 0.1 epoch, popular / youtube-ssm / comirec-sa / "
+        "tr-bi, no curves",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.seeds, args.epochs, args.curve_points = "beauty", [0], 0.1, 0
+        args.methods = args.methods or "popular,youtube-ssm,comirec-sa,tr-bi"
     import torch
 
     torch.set_num_threads(1)
