@@ -11,12 +11,16 @@ public), see `divrec.splitting.candidate_requests`:
   before t1, targets in [t1, end]. Pre-ranker: iALS (64 factors) fitted on each side's
   history; N = 200 candidates per request (history items excluded); labels = target items.
 - Models (all trained on the training requests only; the DCN serving history of test
-  requests is the log before t1): DCN-v2 (dim 16, 2 full-rank cross layers, MLP 128-64-32,
-  dropout 0.25, Adam 3e-3, batch 8 requests, early stopping patience 2 on 10% held-out
-  requests); IPW = the same DCN with inverse category propensity weights on positives;
+  requests is the log before t1; its "last 100 items" are the most recent by time):
+  DCN-v2 (Wang et al. 2021; the paper cites DCN v1 — a stated deviation) (dim 16, 2
+  full-rank cross layers, MLP 128-64-32, dropout 0.25, Adam 3e-3, batch 8 requests, early
+  stopping patience 2 on 10% held-out requests); IPW = the same DCN with inverse category
+  propensity weights on positives;
   DPP (fast greedy, θ), SSD (γ), MMR (classic, λ) and IA-MMR (the interest-aware MMR
   teacher, λ, on unit-normalized e_i ⊙ u) re-ranking the DCN's top-200 by its
-  probabilities, with the DCN's item-id embeddings as their item space; CDM = the DCN
+  probabilities, with the DCN's item-id embeddings as their item space (16-d: the DPP's
+  kernel has rank ≤ 16, so past 16 items the greedy MAP has no positive determinant left and
+  the rest of a K = 20 list is filled by relevance); CDM = the DCN
   backbone (copied) + the student trained jointly (teacher = IA-MMR λ = 0.25 on
   unit-normalized e_i ⊙ u, top-20; k = 10 context items per side, β1 = 1, β2 = 0.1,
   t = 0.5, τ 1 → 0.1), served as f + γ·y_stu.
