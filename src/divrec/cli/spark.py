@@ -10,6 +10,11 @@ Layout of a model directory written by `train`:
     train.parquet, test.parquet   the split (LOG_SCHEMA rows; test only with --protocol)
     user_vectors.parquet          (user, vector)
     item_vectors.parquet          (item, vector)
+    item_categories.parquet       (item, category), when the dataset has item categories
+
+Nothing of user size passes through the driver: id maps are DataFrames (`IdMap`), the
+re-rankers' per-user state is joined to the users (`divrec.spark.rerank`); only item-side
+arrays (vectors, categories, popularity: `(n_items, ·)`) are collected and broadcast.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ UiOpt = Annotated[bool, typer.Option("--ui/--no-ui", help="Start the Spark web U
 PartOpt = Annotated[
     int | None, typer.Option("--shuffle-partitions", help="spark.sql.shuffle.partitions.")
 ]
+ConfOpt = Annotated[
+    list[str] | None,
+    typer.Option("--conf", help="A Spark setting key=value (repeatable), e.g. "
+                 "spark.executor.memory=8g."),
+]  # fmt: skip
 
 
 class _Stages:
@@ -76,8 +86,11 @@ def _quiet_python_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"The copy keyword")
 
 
-def _check_session_options(master: str, partitions: int | None) -> None:
-    """Fails (one line) on a master URL Spark cannot use or a bad partition count."""
+def _check_session_options(
+    master: str, partitions: int | None, conf: list[str] | None = None
+) -> dict[str, str]:
+    """Fails (one line) on a master URL Spark cannot use, a bad partition count or a
+    `--conf` entry that is not `spark.*=value`; returns the `--conf` settings."""
     if not _MASTER.fullmatch(master.strip()):
         raise ValueError(
             f"--master: not a Spark master URL: {master!r} (local[*], local[N], "
@@ -85,6 +98,68 @@ def _check_session_options(master: str, partitions: int | None) -> None:
         )
     if partitions is not None and partitions < 1:
         raise ValueError(f"--shuffle-partitions must be >= 1, got {partitions}")
+    settings = {}
+    for entry in conf or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip().startswith("spark.") or not value.strip():
+            raise ValueError(f"--conf {entry!r}: expected spark.<name>=<value>")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?", re.IGNORECASE)
+
+
+def _parse_bytes(text: str, option: str) -> int:
+    """`256m`, `2g`, `1048576` → bytes (powers of 1024); one line if not a positive size."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"{option} must be a positive size like 256m or 2g, got {text!r}")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(match.group(1)) * 1024**power
+
+
+def _header(path: Path) -> list[str] | None:
+    """The column names of a local Parquet / CSV / TSV table (None when unknown)."""
+    if "://" in str(path):
+        return None
+    suffixes = [x.lower() for x in path.suffixes]
+    try:
+        if path.is_dir() or ".parquet" in suffixes:
+            import pyarrow.parquet as pq
+
+            files = [path] if path.is_file() else sorted(_parquet_files(path))
+            return list(pq.read_schema(files[0]).names) if files else None
+        import csv
+        import gzip
+
+        opener = gzip.open if ".gz" in suffixes else open
+        sep = "\t" if ".tsv" in suffixes else ","
+        with opener(path, "rt", newline="") as fh:
+            return next(csv.reader(fh, delimiter=sep), None)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _check_table(data: str, columns: str | None, min_rating, protocol: str) -> None:
+    """A table's columns against `--columns`, `--min-rating` and `--protocol`, before Spark."""
+    from divrec.data.datasets import DATASETS, TableSpec
+    from divrec.data.tabular import ColumnMap
+
+    if data in DATASETS:
+        return
+    cmap = ColumnMap(**dict(TableSpec.parse(columns, min_rating).columns))
+    if min_rating is not None and cmap.rating is None:
+        raise ValueError("--min-rating needs a rating column (--columns rating=<column>)")
+    if protocol == "temporal" and cmap.timestamp is None:
+        raise ValueError("--protocol temporal needs timestamps (--columns timestamp=<column>)")
+    header = _header(Path(data))
+    if header is None:
+        return
+    wanted = [c for c in (cmap.user, cmap.item, cmap.rating, cmap.timestamp, cmap.session) if c]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise ValueError(f"--data {data}: missing column(s) {missing}; the file has {header}")
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -192,13 +267,13 @@ def spark_guarded(fn):
     return guarded(wrapper)
 
 
-def _session(master: str, ui: bool, partitions: int | None):
+def _session(master: str, ui: bool, partitions: int | None, conf: dict | None = None):
     from divrec.spark.session import spark_session
 
     progress = "true" if sys.stderr.isatty() else "false"  # no progress bar in a log file
     return spark_session(
         master, "divrec", shuffle_partitions=partitions, ui=ui, quiet=True,
-        conf={"spark.ui.showConsoleProgress": progress},
+        conf={"spark.ui.showConsoleProgress": progress, **(conf or {})},
     )  # fmt: skip
 
 
@@ -224,7 +299,15 @@ def _read_log(spark, data: str, columns: str | None, min_rating: float | None, h
     from divrec.spark.data import from_interactions, read_table
 
     if data in DATASETS:
-        return from_interactions(spark, load_dataset(data, data_home(home)))
+        loaded = load_dataset(data, data_home(home))
+        log = from_interactions(spark, loaded)
+        if loaded.item_categories is not None:
+            from divrec.spark.rerank import categories_from_matrix
+
+            log.extras["item_categories"] = categories_from_matrix(
+                spark, loaded.item_categories, loaded.category_names
+            )
+        return log
     from divrec.data.tabular import ColumnMap
 
     spec = TableSpec.parse(columns, min_rating)
@@ -243,13 +326,6 @@ def _split(log, protocol: str, seed: int):
     else:
         s = sd.random_holdout(log, 0.2, seed=seed)
     return s.train, s.test
-
-
-def _ids_frame(ids):
-    import numpy as np
-    import pandas as pd
-
-    return pd.DataFrame({"index": np.arange(len(ids), dtype=np.int64), "id": ids})
 
 
 @app.command()
@@ -273,6 +349,7 @@ def train(
     master: MasterOpt = "local[*]",
     ui: UiOpt = True,
     shuffle_partitions: PartOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Reads a log, optionally splits it, trains a model on Spark and writes Parquet."""
     from divrec.params import parse_pairs
@@ -284,11 +361,12 @@ def train(
     estimator = make_model(StageSpec(model, parse_pairs(param, "--param")))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not empty")
-    _check_session_options(master, shuffle_partitions)
+    settings = _check_session_options(master, shuffle_partitions, conf)
     _check_data(data)
+    _check_table(data, columns, min_rating, protocol)
     _check_writable(out, "--out")
     stage = _Stages()
-    spark = _session(master, ui, shuffle_partitions)
+    spark = _session(master, ui, shuffle_partitions, settings)
     stage("session", f"master={master}")
     log = _read_log(spark, data, columns, min_rating, data_home)
     stage("read", f"{log.name}: {log.n_users} users, {log.n_items} items")
@@ -311,8 +389,11 @@ def _write_model(spark, out: Path, log, train_log, test_log, estimator, model, p
     """Writes the model folder's files into `out` (a temporary folder)."""
     from divrec.params import to_json_value
 
-    spark.createDataFrame(_ids_frame(log.user_ids)).write.parquet(str(out / "users.parquet"))
-    spark.createDataFrame(_ids_frame(log.item_ids)).write.parquet(str(out / "items.parquet"))
+    log.user_map.frame.write.parquet(str(out / "users.parquet"))  # (index, id), distributed
+    log.item_map.frame.write.parquet(str(out / "items.parquet"))
+    categories = log.extras.get("item_categories")
+    if categories is not None:
+        categories.pairs.write.parquet(str(out / "item_categories.parquet"))
     train_log.df.write.parquet(str(out / "train.parquet"))
     if test_log is not None:
         test_log.df.write.parquet(str(out / "test.parquet"))
@@ -330,6 +411,8 @@ def _write_model(spark, out: Path, log, train_log, test_log, estimator, model, p
         "n_items": log.n_items,
         "protocol": protocol,
         "dataset": log.name,
+        "n_categories": None if categories is None else categories.n_categories,
+        "category_names": None if categories is None else categories.names,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
@@ -340,6 +423,45 @@ def _load_items(spark, model_dir: Path):
     frame = spark.read.parquet(str(model_dir / "item_vectors.parquet")).toPandas()
     frame = frame.sort_values("item")
     return np.stack(frame["vector"].to_numpy())
+
+
+def _item_columns(text: str | None) -> tuple[str, str]:
+    """`--item-columns item=<col>,categories=<col>` → the two column names."""
+    cols = {"item": "item_id", "categories": "categories"}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        role, sep, col = part.partition("=")
+        if not sep or role.strip() not in cols or not col.strip():
+            raise ValueError(
+                f"--item-columns entry {part!r} must be item=<column> or categories=<column>"
+            )
+        cols[role.strip()] = col.strip()
+    return cols["item"], cols["categories"]
+
+
+def _check_reranker(rr, name: str, categories: bool) -> None:
+    """Re-rankers that cannot run on Spark, or not without item categories: one line."""
+    from divrec.rerank.baselines import CategoryCap
+    from divrec.rerank.personalized import PersonalizedDPP, RealtimePersonalizedDPP
+
+    if isinstance(rr, RealtimePersonalizedDPP):
+        raise ValueError(
+            "--reranker rt-dpp reads a live propensity tracker (serving state) and does not "
+            "run on Spark; use pdpp (per-user category entropy)"
+        )
+    needs: tuple[type, ...] = (CategoryCap, PersonalizedDPP)
+    try:
+        from divrec.rerank.calibration import CalibratedReranker
+
+        needs += (CalibratedReranker,)
+    except ImportError:  # pragma: no cover - a tree without it
+        pass
+    if isinstance(rr, needs) and not categories:
+        raise ValueError(
+            f"--reranker {name} needs item categories: --items <table> (or a model trained on "
+            "a dataset with categories)"
+        )
 
 
 @app.command()
@@ -353,23 +475,64 @@ def recommend(
         str | None, typer.Option("--reranker", help="dpp, mmr, ssd, pdpp, ... (registry).")
     ] = None,
     rerank_param: Annotated[list[str] | None, typer.Option("--rerank-param")] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option("--items", help="Item table (Parquet/CSV/TSV) with item categories."),
+    ] = None,
+    item_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--item-columns",
+            help="item=<col>,categories=<col> of --items (default item_id, categories).",
+        ),
+    ] = None,  # fmt: skip
+    multi_sep: Annotated[
+        str, typer.Option("--multi-sep", help="Separator of several categories in one cell.")
+    ] = "|",
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen")] = True,
-    block: Annotated[int, typer.Option("--block", help="Users per matrix product.")] = 1024,
+    block: Annotated[
+        int | None,
+        typer.Option("--block", help="Users per matrix product (default: from --task-memory)."),
+    ] = None,
+    task_memory: Annotated[
+        str,
+        typer.Option(
+            "--task-memory",
+            help="Memory budget of one task's scoring block "
+            "(block × (8·n_items + 24·N·d) bytes), e.g. 256m.",
+        ),
+    ] = "256m",  # fmt: skip
     master: MasterOpt = "local[*]",
     ui: UiOpt = True,
     shuffle_partitions: PartOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
-    """Batch u2i top-k for every user (+ a divrec re-ranker per partition), to Parquet."""
+    """Batch u2i top-k for every user (+ a divrec re-ranker per partition), to Parquet.
+
+    The lists carry internal indices (`user`, `items`, `scores`) and the external ids
+    (`user_id`, `item_ids`).
+    """
     meta = _check_model_dir(model_dir, "item_vectors.parquet", "user_vectors.parquet",
                             "train.parquet", "users.parquet", "items.parquet")  # fmt: skip
     if k < 1 or n_candidates < 1:
         raise ValueError("--k and --n-candidates must be positive")
-    if block < 1:
+    if block is not None and block < 1:
         raise ValueError(f"--block must be >= 1, got {block}")
+    memory = _parse_bytes(task_memory, "--task-memory")
     if out.exists():
         raise ValueError(f"{out} exists")
-    _check_session_options(master, shuffle_partitions)
+    settings = _check_session_options(master, shuffle_partitions, conf)
     _check_writable(out, "--out")
+    item_col, category_col = _item_columns(item_columns)
+    if items is not None:
+        _check_data(str(items))
+        header = _header(items)
+        missing = [c for c in (item_col, category_col) if header is not None and c not in header]
+        if missing:
+            raise ValueError(f"--items {items}: missing column(s) {missing}; it has {header}")
+    elif item_columns is not None:
+        raise ValueError("--item-columns needs --items")
+    stored = (model_dir / "item_categories.parquet").exists()
     rr = None
     if reranker is not None:
         from divrec.params import parse_pairs
@@ -377,32 +540,45 @@ def recommend(
 
         spec = StageSpec(reranker, parse_pairs(rerank_param, "--rerank-param"))
         rr = spec.build("reranker", option="--rerank-param")
+        _check_reranker(rr, reranker, items is not None or stored)
     elif rerank_param:
         raise ValueError("--rerank-param needs --reranker")
     stage = _Stages()
-    spark = _session(master, ui, shuffle_partitions)
+    spark = _session(master, ui, shuffle_partitions, settings)
     stage("session", f"master={master}")
     from divrec.evaluation.batch import FactorView
     from divrec.spark.candidates import u2i
-    from divrec.spark.data import SparkLog, to_interactions
 
-    items = _load_items(spark, model_dir)
+    item_vectors = _load_items(spark, model_dir)
     users = spark.read.parquet(str(model_dir / "user_vectors.parquet"))
     train_df = spark.read.parquet(str(model_dir / "train.parquet"))
-    stage("load", f"{items.shape[0]} items")
+    stage("load", f"{item_vectors.shape[0]} items")
+    fitted = None
     if rr is not None:
-        import numpy as np
+        from divrec.spark import rerank as srr
 
-        def ids(name: str):
-            frame = spark.read.parquet(str(model_dir / name)).toPandas()
-            return frame.sort_values("index")["id"].to_numpy()
+        categories = None
+        if items is not None:
+            from divrec.spark.data import IdMap
 
-        log = SparkLog(train_df, ids("users.parquet"), ids("items.parquet"), meta["dataset"])
-        rr.fit(to_interactions(log), item_vectors=items.astype(np.float32))
+            item_map = IdMap(spark.read.parquet(str(model_dir / "items.parquet")), meta["n_items"])
+            categories = srr.read_item_categories(
+                spark, items, item_col, category_col, item_map, multi_sep=multi_sep or None
+            )
+        elif stored:
+            pairs = spark.read.parquet(str(model_dir / "item_categories.parquet"))
+            names = meta.get("category_names")
+            categories = srr.ItemCategories(
+                pairs, int(meta.get("n_categories") or 0), None if names is None else tuple(names)
+            )
+        fitted = srr.fit_reranker(
+            rr, train_df, meta["n_items"], item_vectors, categories=categories
+        )
         stage("fit re-ranker", reranker)
     seen = train_df if exclude_seen else None
-    lists = u2i(spark, users, FactorView(None, items), n_candidates, k=k, seen=seen,
-                reranker=rr, block=block)  # fmt: skip
+    lists = u2i(spark, users, FactorView(None, item_vectors), n_candidates, k=k, seen=seen,
+                reranker=fitted, block=block, memory=memory)  # fmt: skip
+    lists = _with_external_ids(spark, lists, model_dir)
     tmp = _temporary_sibling(out)
     try:  # Spark writes a folder of part files: written whole, then renamed into place
         lists.write.mode("overwrite").parquet(str(tmp))
@@ -411,6 +587,36 @@ def recommend(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     stage("u2i" + (f" + {reranker}" if rr else ""), str(out))
+
+
+def _with_external_ids(spark, lists, model_dir: Path):
+    """`lists` with `user_id` (a shuffle join with the users' map) and `item_ids` (the item
+    map is item side: an `(n_items,)` broadcast, as the item vectors)."""
+    import numpy as np
+    import pandas as pd
+
+    from divrec.spark.data import IdMap
+
+    users = IdMap(spark.read.parquet(str(model_dir / "users.parquet")), 0)
+    items = spark.read.parquet(str(model_dir / "items.parquet"))
+    kind = dict(items.dtypes)["id"]
+    frame = items.toPandas().sort_values("index")
+    ids = spark.sparkContext.broadcast(frame["id"].to_numpy())
+
+    def external(batches):
+        table = ids.value
+        for part in batches:
+            out = []
+            for row in part["items"]:
+                row = np.asarray(row, dtype=np.int64)
+                got = table[np.maximum(row, 0)].tolist()
+                out.append([g if r >= 0 else None for g, r in zip(got, row, strict=True)])
+            yield part.assign(item_ids=pd.Series(out, index=part.index, dtype=object))
+
+    schema = f"user long, items array<long>, scores array<float>, item_ids array<{kind}>"
+    lists = lists.mapInPandas(external, schema)
+    joined = users.external(lists, "user", "user_id")
+    return joined.select("user", "items", "scores", "user_id", "item_ids")
 
 
 @app.command()
@@ -424,6 +630,7 @@ def evaluate(
     master: MasterOpt = "local[*]",
     ui: UiOpt = True,
     shuffle_partitions: PartOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Accuracy and beyond-accuracy metrics of Parquet lists, computed on Spark."""
     ks = tuple(k or [10])
@@ -435,13 +642,13 @@ def evaluate(
     if not (model_dir / "test.parquet").exists():
         raise ValueError(f"{model_dir} has no test.parquet (train with --protocol)")
     _check_parquet(lists, "--lists")
-    _check_session_options(master, shuffle_partitions)
+    settings = _check_session_options(master, shuffle_partitions, conf)
     if out is not None:
         if out.is_dir():
             raise ValueError(f"--out {out}: is a directory, expected a file path")
         _check_writable(out, "--out")
     stage = _Stages()
-    spark = _session(master, ui, shuffle_partitions)
+    spark = _session(master, ui, shuffle_partitions, settings)
     stage("session", f"master={master}")
     from divrec.spark.metrics import accuracy, beyond_accuracy
 

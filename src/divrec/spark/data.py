@@ -7,10 +7,14 @@ A `SparkLog` is a DataFrame with one row per interaction, columns
 
 (`user`/`item` are divrec's internal indices, `row` the position of the interaction in the
 log: the tie-break of every ordering, as in the in-memory splits) plus the external id maps
-`user_ids` / `item_ids` on the driver (`user_ids[u]` is user `u`'s external id, as in
-`Interactions`). Internal indices follow the sorted external ids, exactly as
-`Interactions.from_arrays`, so a log read by Spark and by `divrec.data.tabular.load_table`
-from the same file has the same indices and the same rows.
+`user_map` / `item_map`: `IdMap`s, i.e. DataFrames `(index long, id)` that stay on the
+executors (a 10⁷-user map is never collected to the driver nor broadcast; `user_ids` /
+`item_ids` collect it on demand, for tests and small data). Internal indices follow the sorted
+external ids, exactly as `Interactions.from_arrays`, so a log read by Spark and by
+`divrec.data.tabular.load_table` from the same file has the same indices and the same rows:
+the distinct ids are range-sorted and numbered by `zipWithIndex` (one job counts each
+partition's rows, then every partition numbers its own), and the log is joined with the map
+by a shuffle join (never a broadcast).
 
 Splits (same rules as `divrec.splitting.protocols`):
 
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -41,6 +46,7 @@ from divrec.data.tabular import ColumnMap
 from divrec.splitting._util import check_fraction, check_int, percent_label, round_half_up
 
 __all__ = [
+    "IdMap",
     "LOG_SCHEMA",
     "SparkLog",
     "SparkSplit",
@@ -64,22 +70,82 @@ LOG_SCHEMA = T.StructType(
 )
 
 
+class IdMap:
+    """External ids ↔ internal indices as a DataFrame `(index long, id)`, kept distributed.
+
+    Args:
+        frame: the `(index, id)` DataFrame, indices `0 … size − 1` in sorted id order.
+        size: number of ids.
+        ids: the `(size,)` ids when they are on the driver already (`from_interactions`).
+    """
+
+    def __init__(self, frame: DataFrame, size: int, ids: np.ndarray | None = None) -> None:
+        self.frame = frame
+        self.size = int(size)
+        self._ids = ids
+
+    def to_numpy(self) -> np.ndarray:
+        """`(size,)` ids in index order (a driver collect of the whole map; small data only)."""
+        if self._ids is None:
+            frame = self.frame.toPandas().sort_values("index")
+            self._ids = frame["id"].to_numpy()
+        return self._ids
+
+    @classmethod
+    def from_array(cls, spark: SparkSession, ids: np.ndarray) -> IdMap:
+        """The map of the driver-side `(n,)` sorted ids (index = position)."""
+        ids = np.asarray(ids)
+        frame = spark.createDataFrame(
+            pd.DataFrame({"index": np.arange(ids.shape[0], dtype=np.int64), "id": ids})
+        )
+        return cls(frame, ids.shape[0], ids)
+
+    @classmethod
+    def of_column(cls, df: DataFrame, col: str) -> IdMap:
+        """The map of the distinct values of `df[col]`, numbered in sorted order, cached.
+
+        The distinct ids are sorted by a range partitioning (sampled, distributed) and
+        numbered with `RDD.zipWithIndex`; nothing but one count per partition reaches the
+        driver.
+        """
+        spark = df.sparkSession
+        distinct = df.select(F.col(col).alias("id")).distinct().orderBy("id")
+        kind = distinct.schema["id"].dataType
+        indexed = distinct.rdd.zipWithIndex().map(lambda pair: (pair[1], pair[0][0]))
+        schema = T.StructType(
+            [T.StructField("index", T.LongType(), False), T.StructField("id", kind, False)]
+        )
+        frame = spark.createDataFrame(indexed, schema).persist(StorageLevel.MEMORY_AND_DISK)
+        return cls(frame, frame.count())
+
+    def index(self, df: DataFrame, col: str) -> DataFrame:
+        """`df` with the external ids in `col` replaced by their indices (a shuffle join)."""
+        mapping = self.frame.select(F.col("id").alias("_ext"), F.col("index").alias("_idx"))
+        joined = df.withColumnRenamed(col, "_ext").join(mapping.hint("merge"), "_ext")
+        return joined.drop("_ext").withColumnRenamed("_idx", col)
+
+    def external(self, df: DataFrame, col: str, out: str) -> DataFrame:
+        """`df` with a column `out` holding the external id of the index in `col`."""
+        mapping = self.frame.select(F.col("index").alias(col), F.col("id").alias(out))
+        return df.join(mapping.hint("merge"), col, "left")
+
+
 @dataclass(eq=False)
 class SparkLog:
     """An interaction log on Spark with divrec's id maps (see the module docstring).
 
     Attributes:
         df: the DataFrame (`LOG_SCHEMA` columns).
-        user_ids: `(n_users,)` external user ids, sorted; index = internal user index.
-        item_ids: `(n_items,)` external item ids, sorted.
+        user_map: the users' `IdMap` (index = internal user index, ids sorted).
+        item_map: the items' `IdMap`.
         name: dataset name.
         has_timestamps: whether the timestamp column is filled.
         has_sessions: whether the session column is filled.
     """
 
     df: DataFrame
-    user_ids: np.ndarray
-    item_ids: np.ndarray
+    user_map: IdMap
+    item_map: IdMap
     name: str = "interactions"
     has_timestamps: bool = False
     has_sessions: bool = False
@@ -87,11 +153,21 @@ class SparkLog:
 
     @property
     def n_users(self) -> int:
-        return int(self.user_ids.shape[0])
+        return self.user_map.size
 
     @property
     def n_items(self) -> int:
-        return int(self.item_ids.shape[0])
+        return self.item_map.size
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """`(n_users,)` external user ids (collects the map to the driver)."""
+        return self.user_map.to_numpy()
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """`(n_items,)` external item ids (collects the map to the driver)."""
+        return self.item_map.to_numpy()
 
     def count(self) -> int:
         """Number of interactions (a Spark job)."""
@@ -142,8 +218,8 @@ def from_interactions(spark: SparkSession, data: Interactions, partitions: int |
         df = df.repartition(int(partitions))
     return SparkLog(
         df=df,
-        user_ids=np.asarray(data.user_ids),
-        item_ids=np.asarray(data.item_ids),
+        user_map=IdMap.from_array(spark, np.asarray(data.user_ids)),
+        item_map=IdMap.from_array(spark, np.asarray(data.item_ids)),
         name=data.name,
         has_timestamps=data.timestamps is not None,
         has_sessions=data.sessions is not None,
@@ -151,7 +227,11 @@ def from_interactions(spark: SparkSession, data: Interactions, partitions: int |
 
 
 def to_interactions(log: SparkLog) -> Interactions:
-    """Collects a `SparkLog` to the driver as `Interactions` (rows in `row` order)."""
+    """Collects a `SparkLog` to the driver as `Interactions` (rows in `row` order).
+
+    The whole log and both id maps reach the driver: for tests and small data only (no
+    part of the Spark path calls it).
+    """
     frame = log.df.orderBy("row").toPandas()
     return Interactions(
         users=frame["user"].to_numpy(np.int64),
@@ -184,7 +264,8 @@ def read_table(
     `divrec.data.tabular.load_table`. Internal indices follow the sorted external ids; id
     columns keep their Spark type (text files are read with every column as a string and
     an id column becomes a long when all its ids are canonical integers, as in
-    `load_table`). The id maps are collected to the driver (one array per side).
+    `load_table`). The id maps stay distributed (`IdMap.of_column`); values are parsed with
+    `try_cast` (Spark 4's ANSI `cast` would fail deep inside a job).
 
     Args:
         spark: the session.
@@ -241,22 +322,20 @@ def read_table(
             df = _canonical_ints(df, role)
     for role in ("rating", "timestamp"):
         if role in roles:
-            num = F.col(role).cast("double")
+            num = F.col(role).try_cast("double")
             bad = df.filter(num.isNull() & F.col(role).isNotNull()).limit(1).collect()
             if bad:
                 raise DataError(
-                    f"{path}: non-numeric {role} {bad[0][role]!r} in column {roles[role]!r}"
+                    f"{path}: non-numeric {role} {bad[0][role]!r} in column {roles[role]!r} "
+                    f"(the row of user {bad[0]['user']!r}, item {bad[0]['item']!r})"
                 )
             df = df.withColumn(role, num)
     if "session" in roles:
         if text:
             df = _canonical_ints(df, "session")
         if dict(df.dtypes)["session"] not in ("bigint", "int", "smallint", "tinyint"):
-            codes = df.select("session").distinct().orderBy("session")
-            codes = codes.withColumn("_code", F.row_number().over(Window.orderBy("session")) - 1)
-            df = df.join(F.broadcast(codes), "session").drop("session")
-            df = df.withColumnRenamed("_code", "session")
-    value = F.col("rating").cast("float") if "rating" in roles else F.lit(1.0).cast("float")
+            df = IdMap.of_column(df, "session").index(df, "session")  # codes in sorted order
+    value = F.col("rating").try_cast("float") if "rating" in roles else F.lit(1.0).cast("float")
     df = df.withColumn("value", value)
     if min_rating is not None:
         df = df.filter(F.col("value") >= F.lit(float(min_rating)))
@@ -267,10 +346,10 @@ def read_table(
     df = df.withColumn("session", F.col("session").cast("long")).cache()
     if df.limit(1).count() == 0:
         raise DataError(f"{path}: no interaction rows")
-    user_ids = _sorted_ids(df, "user")
-    item_ids = _sorted_ids(df, "item")
-    df = _index(spark, df, "user", user_ids)
-    df = _index(spark, df, "item", item_ids)
+    user_map = IdMap.of_column(df, "user")
+    item_map = IdMap.of_column(df, "item")
+    df = user_map.index(df, "user")
+    df = item_map.index(df, "item")
     if dedupe is not None:
         order = [F.col("timestamp").desc_nulls_last(), F.col("row").desc()]
         win = Window.partitionBy("user", "item").orderBy(*order)
@@ -282,8 +361,8 @@ def read_table(
     df = df.select(*LOG_SCHEMA.fieldNames())
     return SparkLog(
         df=df,
-        user_ids=user_ids,
-        item_ids=item_ids,
+        user_map=user_map,
+        item_map=item_map,
         name=name or path.name.split(".")[0],
         has_timestamps="timestamp" in roles,
         has_sessions="session" in roles,
@@ -297,20 +376,6 @@ def _canonical_ints(df: DataFrame, col: str) -> DataFrame:
     if non_canonical:
         return df.withColumn(col, text)
     return df.withColumn(col, text.cast("long"))
-
-
-def _sorted_ids(df: DataFrame, col: str) -> np.ndarray:
-    ids = df.select(col).distinct().toPandas()[col].to_numpy()
-    return np.sort(ids)
-
-
-def _index(spark: SparkSession, df: DataFrame, col: str, ids: np.ndarray) -> DataFrame:
-    """Replaces external ids in `col` by their position in the sorted `ids`."""
-    mapping = spark.createDataFrame(
-        pd.DataFrame({"_ext": ids, "_idx": np.arange(ids.shape[0], dtype=np.int64)})
-    )
-    joined = df.withColumnRenamed(col, "_ext").join(F.broadcast(mapping), "_ext")
-    return joined.drop("_ext").withColumnRenamed("_idx", col)
 
 
 # ---------------------------------------------------------------------- splits

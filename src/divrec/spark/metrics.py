@@ -223,7 +223,10 @@ def _sampled_between_user(spark: SparkSession, lists: DataFrame, max_pairs: int,
     """
     sets = lists.select("user", F.array_distinct(F.filter("items", lambda i: i >= 0)).alias("s"))
     sets = sets.filter(F.size("s") > 0)
-    users = np.sort(sets.select("user").toPandas()["user"].to_numpy(np.int64))
+    from divrec.spark.data import IdMap
+
+    # users numbered 0..n−1 in user order on the executors (no driver collect of the users)
+    users = IdMap.of_column(sets, "user")
     n = users.size
     n_pairs = n * (n - 1) // 2
     if n_pairs == 0:
@@ -235,10 +238,14 @@ def _sampled_between_user(spark: SparkSession, lists: DataFrame, max_pairs: int,
         v += v >= u
     else:
         u, v = np.triu_indices(n, 1)
-    pairs = spark.createDataFrame(pd.DataFrame({"a": users[u], "b": users[v]}))
-    a = sets.select(F.col("user").alias("a"), F.col("s").alias("sa"))
-    b = sets.select(F.col("user").alias("b"), F.col("s").alias("sb"))
-    joined = pairs.join(a, "a").join(b, "b")
+    # the drawn pairs are at most max_pairs rows, sent from the driver
+    pairs = spark.createDataFrame(
+        pd.DataFrame({"ia": u.astype(np.int64), "ib": v.astype(np.int64)}), "ia long, ib long"
+    )
+    indexed = users.index(sets, "user")  # user -> its position 0..n-1
+    a = indexed.select(F.col("user").alias("ia"), F.col("s").alias("sa"))
+    b = indexed.select(F.col("user").alias("ib"), F.col("s").alias("sb"))
+    joined = pairs.join(a.hint("merge"), "ia").join(b.hint("merge"), "ib")
     dist = 1.0 - F.size(F.array_intersect("sa", "sb")) / F.greatest(F.size("sa"), F.size("sb"))
     val = joined.agg(F.avg(dist)).collect()[0][0]
     return float(val) if not math.isnan(val) else float("nan")

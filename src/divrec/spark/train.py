@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from divrec.evaluation.batch import FactorView
@@ -44,6 +44,7 @@ __all__ = [
     "SparkFactors",
     "SparkHI",
     "SparkHIConfig",
+    "cap_per_user",
     "cooccurrence",
 ]
 
@@ -184,17 +185,44 @@ class SparkFactors(FactorRecommender):
 
 
 # ---------------------------------------------------------------------- HI
-def cooccurrence(left: DataFrame, right: DataFrame) -> DataFrame:
+def cap_per_user(log: DataFrame, max_items: int | None, seed: int = 0) -> DataFrame:
+    """At most `max_items` rows per user: a heavy user keeps a uniform sample of its rows.
+
+    The sample is the user's `max_items` rows of smallest `xxhash64(seed, user, item)`
+    (deterministic, independent of the partitioning); users within the cap keep every row.
+    """
+    if max_items is None:
+        return log
+    key = F.xxhash64(F.lit(int(seed)).cast("long"), F.col("user"), F.col("item"))
+    win = Window.partitionBy("user").orderBy(key, F.col("item"))
+    ranked = log.withColumn("_r", F.row_number().over(win))
+    return ranked.filter(F.col("_r") <= int(max_items)).drop("_r")
+
+
+def cooccurrence(
+    left: DataFrame, right: DataFrame, max_items_per_user: int | None = None, seed: int = 0
+) -> DataFrame:
     """The distributed sparse product `Lᵀ R` of two user×item logs.
+
+    The self-join on the user makes `Σ_u n_u(L) · n_u(R)` rows: one user with 10⁵ items
+    alone makes 10¹⁰. With `max_items_per_user`, each user enters with at most that many
+    rows of L and of R (`cap_per_user`: a uniform sample of a heavy user's items, as
+    industrial co-occurrence jobs cap heavy users), so the join has at most
+    `n_users · cap²` rows and the product is that of the sampled log (users within the cap
+    count exactly).
 
     Args:
         left: `(user, item, value)` rows of L.
         right: `(user, item, value)` rows of R.
+        max_items_per_user: the per-user cap, or None (exact product).
+        seed: the sampling seed.
 
     Returns:
         `(row long, col long, value double)`: the non-zero entries
         `(i, j) ↦ Σ_u L_ui R_uj` (row = L's item, col = R's item).
     """
+    left = cap_per_user(left, max_items_per_user, seed)
+    right = cap_per_user(right, max_items_per_user, seed)
     a = left.select("user", F.col("item").alias("row"), F.col("value").alias("a"))
     b = right.select("user", F.col("item").alias("col"), F.col("value").alias("b"))
     prod = (
@@ -217,8 +245,11 @@ class SparkHIConfig(StageConfig):
         iterations: `maxIter`.
         beta: HI-RT weight of the negative part (Eq. 17).
         threshold: positive-feedback threshold.
-        seed: Spark's seed.
+        seed: Spark's seed (and the heavy-user sampling's).
         blocks: `numUserBlocks` = `numItemBlocks` (None: Spark's default 10).
+        max_items_per_user: cap on each user's items in the co-occurrence self-join (a
+            uniform sample of a heavy user's positives / negatives, `cap_per_user`); None:
+            the exact product (Σ_u n_u² join rows).
     """
 
     kind: Literal["p2p", "n2p", "hi-rt"] = "p2p"
@@ -229,6 +260,7 @@ class SparkHIConfig(StageConfig):
     threshold: float = 4.0
     seed: int = 0
     blocks: int | None = param(None, ge=1)
+    max_items_per_user: int | None = param(None, ge=1)
 
 
 class SparkHI(Configured):
@@ -258,13 +290,14 @@ class SparkHI(Configured):
         if self.kind not in ("p2p", "n2p", "hi-rt"):
             raise ValueError(f"kind must be 'p2p', 'n2p' or 'hi-rt', got {self.kind!r}")
         x, y = self._xy(log)
+        cap, seed = self.max_items_per_user, self.seed
         if self.kind == "p2p":
-            return cooccurrence(x, x)
+            return cooccurrence(x, x, cap, seed)
         if self.kind == "n2p":
-            return cooccurrence(y, x)
+            return cooccurrence(y, x, cap, seed)
         n = self._n_items(log)
-        ytx = cooccurrence(y, x).withColumn("row", F.col("row") + F.lit(n))
-        return cooccurrence(x, x).unionByName(ytx)
+        ytx = cooccurrence(y, x, cap, seed).withColumn("row", F.col("row") + F.lit(n))
+        return cooccurrence(x, x, cap, seed).unionByName(ytx)
 
     @staticmethod
     def _n_items(log) -> int:
