@@ -225,8 +225,11 @@ def table(out: Path) -> None:
         "paper": PAPER,
     }
     (out / "table1.json").write_text(json.dumps(res, indent=1))
+    notes_file = out / "notes.json"
+    quick = notes_file.exists() and json.loads(notes_file.read_text()).startswith("QUICK")
     md = [
-        "# Table 1 direction: paired % change vs Base (mean ± 95% CI over seeds)",
+        "# Table 1 direction: paired % change vs Base (mean ± 95% CI over seeds)"
+        + (" — QUICK smoke run, not a result" if quick else ""),
         "",
         "Paper (online, 7 days, % vs Base): fast-DPP ILAD +0.341, RD *, VV +0.912; "
         "p-DPP +0.367, *, +1.117; ours +2.003, +4.678, +2.397 (ILAD in the graph space).",
