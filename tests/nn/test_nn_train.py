@@ -119,3 +119,46 @@ def test_device_is_honoured_or_refused():
     if not torch.cuda.is_available():
         np.testing.assert_array_equal(got, cpu.score(np.arange(5), items))
     assert got.dtype == np.float32 and got.shape == (5, 40)
+
+
+def test_sparse_adam_steps_only_the_rows_of_the_batch():
+    from divrec.nn.train import make_table_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict(
+        {"emb": torch.nn.Embedding(6, 3), "lin": torch.nn.Linear(3, 1, bias=False)}
+    )
+    before = net["emb"].weight.detach().clone()
+    lin_before = net["lin"].weight.detach().clone()
+    lr, eps = 0.1, 1e-8
+    opt = make_table_optimizer(net, (net["emb"],), "sparse_adam", lr)
+    rows = torch.tensor([1, 4, 1])
+    loss = net["lin"](net["emb"](rows)).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad = net["emb"].weight.grad.coalesce().to_dense()
+    lin_grad = net["lin"].weight.grad.clone()
+    opt.step()
+    after = net["emb"].weight.detach()
+    # untouched rows keep their values; a touched row's first Adam step (m̂ = g, v̂ = g²)
+    # moves each coordinate by −lr · g / (|g| + eps)
+    untouched = [0, 2, 3, 5]
+    torch.testing.assert_close(after[untouched], before[untouched], rtol=0, atol=0)
+    expected = before - lr * grad / (grad.abs() + eps)
+    torch.testing.assert_close(after[[1, 4]], expected[[1, 4]])
+    # the dense layer gets plain (dense) Adam: the same first step
+    lin_expected = lin_before - lr * lin_grad / (lin_grad.abs() + eps)
+    torch.testing.assert_close(net["lin"].weight.detach(), lin_expected)
+    assert len(opt.param_groups) == 2
+
+
+def test_table_optimizer_options_are_checked():
+    from divrec.nn.train import make_table_optimizer
+
+    net = torch.nn.Embedding(3, 2)
+    with pytest.raises(ValueError, match="weight_decay"):
+        make_table_optimizer(net, (net,), "sparse_adam", 0.1, weight_decay=0.01)
+    with pytest.raises(ValueError, match="optimizer"):
+        make_table_optimizer(net, (net,), "lazy", 0.1)
+    dense = make_table_optimizer(net, (net,), "adam", 0.1)
+    assert isinstance(dense, torch.optim.Adam) and not net.sparse

@@ -318,3 +318,16 @@ def test_fit_keeps_global_state_and_records_epoch_losses():
     for name in ("youtube", "comirec-dr"):
         m = check_fit_keeps_global_state(lambda n=name: create("model", n, params), data)
         assert len(m.train_loss_) == 3 and np.isfinite(m.train_loss_).all()
+
+
+def test_both_optimizers_train_and_sparse_adam_refuses_weight_decay():
+    data = _topic_log(n_users=60)
+    for opt in ("adam", "sparse_adam"):
+        for loss in ("ssm", "bi"):
+            m = SequentialRecommender(
+                dim=8, epochs=1, ssm_negatives=10, loss=loss, optimizer=opt
+            ).fit(data)
+            assert np.isfinite(m.item_vectors_).all() and m.train_loss_[-1] > 0
+    with pytest.raises(ValueError, match="weight_decay"):
+        SequentialRecommender(weight_decay=0.01)
+    SequentialRecommender(weight_decay=0.01, optimizer="adam")

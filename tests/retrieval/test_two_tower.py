@@ -572,3 +572,28 @@ def test_fit_keeps_global_state_and_records_epoch_losses():
     for loss in ("bi", "ssm", "mfb"):
         m = check_fit_keeps_global_state(lambda x=loss: TwoTowerRecommender(loss=x, **kw), train)
         assert len(m.train_loss_) == 3 and np.isfinite(m.train_loss_).all()  # 2 full + half
+
+
+def test_both_optimizers_learn_and_sparse_adam_leaves_unseen_rows_at_init():
+    train, test = _planted()
+    kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 15, "lr": 0.02, "threads": 1}
+    dense = TwoTowerRecommender(optimizer="adam", **kw).fit(train)
+    assert _hr_at_10(dense, train, test) > 0.6
+    # an item no user has (an all-zero column) is never looked up: lazy Adam never moves it
+    n_users, n_items = train.shape
+    wide = sp.hstack([train, sp.csr_matrix((n_users, 1), dtype=np.float32)]).tocsr()
+    sparse = TwoTowerRecommender(optimizer="sparse_adam", **kw).fit(wide)
+    assert _hr_at_10(sparse, wide, test) > 0.6
+    init = TwoTowerRecommender(**kw)._make_towers(
+        n_users, n_items + 1, 0.1, torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(
+        sparse.towers_.item.weight[n_items], init.item.weight[n_items], rtol=0, atol=0
+    )
+    assert not torch.equal(sparse.towers_.item.weight[0], init.item.weight[0])
+
+
+def test_sparse_adam_refuses_weight_decay():
+    with pytest.raises(ValueError, match="weight_decay"):
+        TwoTowerRecommender(weight_decay=0.01, threads=1)
+    TwoTowerRecommender(weight_decay=0.01, optimizer="adam", threads=1)  # dense Adam has it

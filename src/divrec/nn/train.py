@@ -27,6 +27,7 @@ __all__ = [
     "TrainingConfig",
     "holdout_split",
     "make_optimizer",
+    "make_table_optimizer",
     "resolve_device",
     "supports",
     "training_scope",
@@ -134,6 +135,86 @@ def make_optimizer(params: Iterable[Any], name: str = "adam", lr: float = 1e-3, 
     if name not in table:
         raise ValueError(f"optimizer must be one of {sorted(table)}, got {name!r}")
     return table[name](params, lr=lr, **kw)
+
+
+class _Optimizers:
+    """Several torch optimizers stepped as one (`zero_grad`, `step`, joint `param_groups`)."""
+
+    def __init__(self, *optimizers: Any) -> None:
+        self.optimizers = [o for o in optimizers if o is not None]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> list[dict]:
+        return [o.state_dict() for o in self.optimizers]
+
+
+def make_table_optimizer(
+    module: Any,
+    tables: Iterable[Any],
+    kind: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+):
+    """Adam for a model whose embedding tables may take sparse (row-wise) updates.
+
+    ``kind="adam"``: one dense `torch.optim.Adam` over every parameter (each step updates
+    every row of every table: the gradient of a table is dense, and Adam's moments decay and
+    move rows the batch did not touch).
+
+    ``kind="sparse_adam"``: each `torch.nn.Embedding` of `tables` is switched to sparse
+    gradients (``sparse=True``, read at each forward, so the initial weights are untouched)
+    and its table is updated by `torch.optim.SparseAdam` ("lazy" Adam): only the rows looked
+    up in the batch get a step, and their first / second moments are updated only at those
+    steps (Kingma & Ba 2015, Alg. 1, applied to the batch's rows; a row's bias correction
+    uses the global step count). This differs from dense Adam, whose moments of untouched
+    rows decay towards zero and whose update of a row with zero gradient is not zero while
+    its first moment is not. Every other parameter (MLPs, dense layers) gets dense Adam.
+
+    Args:
+        module: the torch module to train.
+        tables: its `torch.nn.Embedding` tables that are only read by lookups (a table whose
+            `weight` is also used directly would get a dense gradient: leave it out).
+        kind: "adam" or "sparse_adam".
+        lr: learning rate (both optimizers; a schedule may rewrite every `param_groups` lr).
+        weight_decay: L2 weight decay of dense Adam; must be 0 with "sparse_adam"
+            (SparseAdam has none).
+
+    Returns:
+        an object with `zero_grad(set_to_none)`, `step()` and `param_groups`.
+    """
+    import torch
+
+    if kind == "adam":
+        return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    if kind != "sparse_adam":
+        raise ValueError(f"optimizer must be 'adam' or 'sparse_adam', got {kind!r}")
+    if weight_decay:
+        raise ValueError("weight_decay must be 0 with optimizer='sparse_adam' (it has no decay)")
+    weights: list[Any] = []
+    for table in tables:
+        if table is None:
+            continue
+        if not isinstance(table, torch.nn.Embedding) or table.max_norm is not None:
+            raise ValueError(f"tables must be torch.nn.Embedding without max_norm, got {table!r}")
+        table.sparse = True
+        weights.append(table.weight)
+    table_ids = {id(p) for p in weights}
+    dense = [p for p in module.parameters() if id(p) not in table_ids and p.requires_grad]
+    return _Optimizers(
+        torch.optim.SparseAdam(weights, lr=lr) if weights else None,
+        torch.optim.Adam(dense, lr=lr) if dense else None,
+    )
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,14 @@ import torch.nn.functional as F
 
 from divrec.data.interactions import Interactions
 from divrec.data.query import Candidates, Query
-from divrec.nn.losses import corrected_softmax_ce
-from divrec.nn.train import TrainingConfig, TrainLoop, supports, training_scope
+from divrec.nn.losses import corrected_softmax_ce, same_id_pairs
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    make_table_optimizer,
+    supports,
+    training_scope,
+)
 from divrec.retrieval.base import Recommender, check_list_length
 from divrec.retrieval.sequential.encoders import _SeqNet, last_items
 from divrec.retrieval.sequential.search import search_interests
@@ -53,7 +59,12 @@ class SequentialConfig(TrainingConfig):
         epochs: training length in units of the number of next-item examples of the
             training set (fractions allowed).
         lr: Adam learning rate.
-        weight_decay: Adam L2 weight decay.
+        weight_decay: Adam L2 weight decay (0 with ``optimizer="sparse_adam"``).
+        optimizer: "sparse_adam" (default): the item table gets sparse gradients and
+            `torch.optim.SparseAdam` (lazy, row-wise Adam: only the rows of the batch's
+            history, target and negative items and their moments are updated), the encoder
+            dense Adam; "adam": one dense Adam over every parameter (the former behaviour).
+            See `divrec.nn.train.make_table_optimizer`.
         diversity_lambda: λ of the controllable aggregation at serving (Cen et al. Eq. 11;
             0: plain max merge).
         init_std: standard deviation of the normal initialization of the item table.
@@ -78,12 +89,17 @@ class SequentialConfig(TrainingConfig):
     epochs: float = param(5.0, gt=0.0)
     lr: float = param(0.001, gt=0.0)
     weight_decay: float = param(0.0, ge=0.0)
+    optimizer: Literal["adam", "sparse_adam"] = "sparse_adam"
     diversity_lambda: float = param(0.0, ge=0.0)
     init_std: float = param(0.1, ge=0.0)
     threads: int | None = param(1, ge=0)
 
     def validate(self) -> None:
         super().validate()
+        if self.optimizer == "sparse_adam" and self.weight_decay:
+            raise ValueError(
+                "weight_decay must be 0 with optimizer='sparse_adam' (use optimizer='adam')"
+            )
         supports(self, "SequentialRecommender")  # no early stopping, CPU only
 
 
@@ -197,7 +213,7 @@ class SequentialRecommender(Recommender):
                 net.pos.weight.normal_(0.0, self.init_std, generator=gen)
             if self.encoder == "dr":
                 net.caps.normal_(0.0, 1.0 / np.sqrt(self.dim), generator=gen)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = make_table_optimizer(net, (net.item,), self.optimizer, self.lr, self.weight_decay)
         n_examples = int((lengths - self.min_history).sum())
         total_steps = max(1, int(np.ceil(self.epochs * n_examples / self.batch_size)))
         epoch_steps = max(1, -(-n_examples // self.batch_size))
@@ -287,22 +303,17 @@ class SequentialRecommender(Recommender):
                 log_q = torch.cat(
                     [log_p_neg[targets][:, None], log_p_neg[neg][None, :].expand(b, -1)], dim=1
                 )
-            hit = torch.cat(
-                [
-                    torch.zeros_like(targets[:, None], dtype=torch.bool),
-                    targets[:, None] == neg[None, :],
-                ],
-                dim=1,
-            )
+            # accidental hits (a negative equal to the row's target) as (row, col) pairs
+            rows, cols = torch.nonzero(targets[:, None] == neg[None, :], as_tuple=True)
             target = torch.zeros(logits.shape[0], dtype=torch.int64)
-            return corrected_softmax_ce(logits, log_q, target, hit)
+            return corrected_softmax_ce(logits, log_q, target, drop=(rows, cols + 1))
         scores = self._score_pairs(u, tvec)  # (P, P)
-        same = (ex[:, None] == ex[None, :]) | (targets[:, None] == targets[None, :])
+        same = same_id_pairs(ex, targets)  # same example or same target: sparse pairs
         diag = torch.arange(scores.shape[0])
         lq = log_q_items[targets] if self.logq else None
-        loss = corrected_softmax_ce(scores, lq, diag, same)
+        loss = corrected_softmax_ce(scores, lq, diag, drop=same)
         if self.loss == "bi":
-            loss = loss + corrected_softmax_ce(scores.T, None, diag, same)
+            loss = loss + corrected_softmax_ce(scores.T, None, diag, drop=same)
         return loss
 
     # ------------------------------------------------------------------ serving

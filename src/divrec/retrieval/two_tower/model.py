@@ -19,7 +19,13 @@ import torch.nn.functional as F
 
 from divrec.data.interactions import Interactions
 from divrec.nn.losses import cosine_scores, infonce_loss, sampled_softmax_loss
-from divrec.nn.train import TrainingConfig, TrainLoop, supports, training_scope
+from divrec.nn.train import (
+    TrainingConfig,
+    TrainLoop,
+    make_table_optimizer,
+    supports,
+    training_scope,
+)
 from divrec.retrieval.baselines import FactorRecommender
 from divrec.retrieval.two_tower.sampling import (
     mfb_negatives,
@@ -50,7 +56,12 @@ class TwoTowerConfig(TrainingConfig):
         batch_size: positive pairs per step.
         epochs: passes over the positive pairs (may be fractional).
         lr: Adam learning rate.
-        weight_decay: Adam L2 weight decay.
+        weight_decay: Adam L2 weight decay (0 with ``optimizer="sparse_adam"``).
+        optimizer: "sparse_adam" (default): the ID / history embedding tables get sparse
+            gradients and `torch.optim.SparseAdam` (lazy, row-wise Adam: only the batch's
+            rows and their moments are updated), other parameters dense Adam; "adam": one
+            dense Adam over every parameter (the former behaviour: every row of both tables
+            is updated at every step). See `divrec.nn.train.make_table_optimizer`.
         lr_schedule: "constant" or "linear" (decays to 0 over the training examples).
         logq: apply the logQ correction with empirical marginals (InfoNCE losses) or the
             sampling distribution ("ssm").
@@ -78,6 +89,7 @@ class TwoTowerConfig(TrainingConfig):
     epochs: float = param(5.0, gt=0.0)
     lr: float = param(0.005, gt=0.0)
     weight_decay: float = param(0.0, ge=0.0)
+    optimizer: Literal["adam", "sparse_adam"] = "sparse_adam"
     lr_schedule: Literal["constant", "linear"] = "constant"
     logq: bool = True
     remove_accidental_hits: bool = True
@@ -94,6 +106,10 @@ class TwoTowerConfig(TrainingConfig):
     def validate(self) -> None:
         super().validate()
         parse_negatives(self.negatives)
+        if self.optimizer == "sparse_adam" and self.weight_decay:
+            raise ValueError(
+                "weight_decay must be 0 with optimizer='sparse_adam' (use optimizer='adam')"
+            )
         supports(self, "TwoTowerRecommender")  # no early stopping, CPU only
 
 
@@ -214,8 +230,9 @@ class TwoTowerRecommender(TwoTowerSearch, FactorRecommender):
             ssm_cdf = np.cumsum(ssm_p)
             ssm_cdf /= ssm_cdf[-1]
             ssm_log_q = torch.from_numpy(np.log(np.maximum(ssm_p, 1e-300))).float()
-        opt = torch.optim.Adam(
-            self.towers_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        t = self.towers_
+        opt = make_table_optimizer(
+            t, (t.user, t.item, t.history_item), self.optimizer, self.lr, self.weight_decay
         )
         per_pos = 1 + (n_a + n_b if self.loss == "mfb" else 0)
         target = max(1, int(round(self.epochs * n_pos)))  # positives to consume
