@@ -203,3 +203,21 @@ def test_changed_salt_under_the_same_name_is_refused(exp_model, tmp_path):
     with pytest.raises(ValueError, match="none.json"):
         with _app(exp_model, db, experiment=tmp_path / "none.json"):
             pass
+
+
+def test_impressions_are_written_inline_or_by_the_writer(tmp_path):
+    from divrec.serve.events import EventLog, Impression
+
+    log = EventLog(tmp_path / "ev.sqlite")
+    imp = Impression("r1", "e", "a", "u", ("i1", "i2"), "dpp", 0.5, False, 1.0)
+    assert log.write_impressions_now([imp])
+    with log._busy:  # the writer thread is committing: the caller must queue instead
+        assert not log.write_impressions_now([imp])
+    fut = log.submit_impressions(
+        [Impression("r2", "e", "a", "u", ("i3",), "none", None, True, 2.0)]
+    )
+    assert fut.result(timeout=30) is None
+    log.record_experiment("e", {"name": "e", "salt": "s", "control": "a", "arms": []})
+    log.close()
+    rows = read_ab_log(tmp_path / "ev.sqlite")["impressions"]
+    assert rows == [("r1", "a", "u", ["i1", "i2"], False, 1.0), ("r2", "a", "u", ["i3"], True, 2.0)]

@@ -841,7 +841,8 @@ def create_app(config: AppConfig) -> FastAPI:
             raise ApiError(422, str(err).splitlines()[0]) from None
         if "arm" in res and state.service.router is not None:  # A/B: logged before answering
             imp = impression_of(res, state.service.router.experiment.name, time.time())
-            await asyncio.wrap_future(state.log.submit_impressions([imp]))
+            if not state.log.write_impressions_now([imp]):  # writer busy: its group commit
+                await asyncio.wrap_future(state.log.submit_impressions([imp]))
         # orjson: the answer (~1.5 KB at n=10) serializes ~10x faster than with json.dumps
         return Response(orjson.dumps(res), media_type="application/json")
 
