@@ -364,6 +364,34 @@ def test_model_server_rerank(tmp_path_factory, tmp_path):
             r = http.post("/rerank", json={"requests": [request(["nope"], [1.0])]})
             assert r.status_code == 422
             assert "requests.0.item_ids" in r.json()["error"] and "vectors" in r.json()["error"]
+            # constraints and explanations on /recommend (GET query parameters, POST body)
+            g = cat.category_names[0]
+            uid = cat.bundle.user_ids[0]
+            r = http.get(
+                f"/recommend/{uid}", params={"n": 6, "max_count": f"{g}:1", "explain": "true"}
+            )
+            assert r.status_code == 200, r.text
+            items = r.json()["items"]
+            assert sum(it["categories"][:1] == [g] for it in items) <= 1
+            assert all("explanation" in it for it in items)
+            r = http.get(f"/recommend/{uid}", params={"max_count": "nope:1"})
+            assert r.status_code == 422
+            assert r.json()["error"].startswith("field 'constraints.max_count.nope': unknown")
+            r = http.get(f"/recommend/{uid}", params={"pins": f"{ids[0]}:0,{ids[1]}:0"})
+            assert r.status_code == 422 and "pinned twice" in r.json()["error"]
+            body = {"history": [ids[0]], "n": 5, "constraints": {"exclude": [ids[1]]}}
+            r = http.post("/recommend", json={**body, "explain": True})
+            assert r.status_code == 200 and ids[1] not in [
+                it["item_id"] for it in r.json()["items"]
+            ]
+            body["constraints"] = {"boosts": {ids[1]: float("nan")}}
+            r = http.post(
+                "/recommend", content=json.dumps(body), headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 422, r.text
+            assert r.json()["error"].startswith(f"field 'constraints.boosts.{ids[1]}'")
+            r = http.post("/recommend", json={**body, "constraints": {}, "explore": 1.0})
+            assert r.status_code == 422 and "explore" in r.json()["error"]
     finally:
         srv.stop()
 
@@ -398,3 +426,169 @@ def test_cli_refuses_bad_rerank_only_starts(tmp_path, args, what):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and what in lines[0], res.stderr
+
+
+# ---------------------------------------------------------------------------- constraints
+def test_category_names_map_to_the_training_codes(cat):
+    """Names → the re-rankers' codes, checked against the regenerated training data."""
+    from divrec.data.synthetic import SyntheticConfig, make_synthetic
+
+    data = make_synthetic(SyntheticConfig(**{**SYNTHETIC, "seed": CONFIG["seed"]})).interactions
+    names = list(data.category_names)
+    prim = data.primary_category()
+    for i in range(cat.n_items):
+        if prim[i] >= 0:
+            assert cat.category_code[names[prim[i]]] == prim[i]
+            assert cat.primary[i] == prim[i]
+
+
+def test_rerank_constraints_equal_the_library_call(model, cat):
+    from divrec.data.constraints import Constraints
+
+    rng = np.random.default_rng(3)
+    idx = rng.choice(cat.n_items, 40, replace=False)
+    sc = rng.random(40).round(4)
+    ids = [cat.item_ids[i] for i in idx]
+    top = cat.primary[idx[np.argmax(sc)]]  # the best item's category, capped at 1
+    top_name = next(g for g, c in cat.category_code.items() if c == top)
+    rules = {
+        "max_count": {top_name: 1},
+        "pins": {ids[7]: 0},
+        "boosts": {ids[3]: 0.25},
+        "exclude": [ids[int(np.argsort(-sc)[1])]],
+    }
+    for method in ("mmr", "dpp", "ssd"):
+        got = answer(
+            cat,
+            {"requests": [request(ids, sc, k=8, method=method, diversity=0.4, constraints=rules)]},
+        )
+        c = Constraints(
+            max_count={int(top): 1},
+            pins={int(idx[7]): 0},
+            boosts={int(idx[3]): 0.25},
+            exclude=[int(idx[int(np.argsort(-sc)[1])])],
+        )
+        ref = loaded_reranker(model, method)
+        q = Query(users=[-1], history=[[]], diversity=[0.4], constraints=c)
+        want = ref(q, Candidates(idx[None], sc[None]), 8).ids[0]
+        lst = ids_of(got[0])
+        assert lst == [cat.item_ids[i] for i in want if i >= 0]
+        # the rules, counted by hand
+        assert lst[0] == ids[7]
+        assert rules["exclude"][0] not in lst
+        assert sum(cat.primary[cat.item_index[x]] == top for x in lst) <= 1
+
+
+def test_explanations_of_a_rerank(cat):
+    rng = np.random.default_rng(4)
+    idx = rng.choice(cat.n_items, 25, replace=False)
+    sc = rng.random(25).round(4)
+    ids = [cat.item_ids[i] for i in idx]
+    got = answer(cat, {"requests": [request(ids, sc, k=5, method="mmr", explain=True)]})[0]
+    order = np.argsort(-sc.astype(np.float32), kind="stable")
+    for r, entry in enumerate(got["items"]):
+        e = entry["explanation"]
+        p = ids.index(entry["item_id"])
+        assert e["rank_before"] == int(np.flatnonzero(order == p)[0]) + 1
+        assert e["relevance"] == entry["score"]
+        assert math.isclose(e["gain"], e["relevance_part"] + e["diversity_part"], abs_tol=1e-12)
+        if r == 0:
+            assert e["penalized_by"] is None
+        else:
+            assert e["penalized_by"] in ids_of(got)[:r]
+
+
+def _bad_rules(cat):
+    ids = cat.item_ids[:5]
+    g = cat.category_names[0]
+    return [
+        ({"max_count": {"nope": 1}}, "constraints.max_count.nope", "unknown category"),
+        ({"allow_categories": ["nope"]}, "constraints.allow_categories", "unknown category"),
+        ({"min_count": {g: 3}, "max_count": {g: 1}}, f"constraints.min_count.{g}", "exceeds"),
+        ({"max_count": {g: -1}}, f"constraints.max_count.{g}", ">= 0"),
+        ({"pins": {ids[0]: 5}}, f"constraints.pins.{ids[0]}", "[0, 4]"),
+        ({"pins": {ids[0]: 1, ids[1]: 1}}, f"constraints.pins.{ids[1]}", "pinned twice"),
+        ({"pins": {"nope": 0}}, "constraints.pins.nope", "unknown item"),
+        ({"boosts": {ids[0]: math.nan}}, f"constraints.boosts.{ids[0]}", "finite"),
+        ({"boosts": {ids[0]: math.inf}}, f"constraints.boosts.{ids[0]}", "finite"),
+        ({"exclude": ["nope"]}, "constraints.exclude", "unknown item"),
+        (
+            {"group": "provider", "protected": "x", "min_share": 0.5},
+            "constraints.group",
+            "provider",
+        ),
+        (
+            {"group": "category", "protected": "nope", "min_share": 0.5},
+            "constraints.protected",
+            "unknown group",
+        ),
+        ({"group": "category"}, "constraints.protected", "go together"),
+        ({"colour": 1}, "constraints.colour", "unknown constraint"),
+    ]
+
+
+def test_bad_constraints_name_the_field(cat):
+    ids = cat.item_ids[:5]
+    for rules, where, what in _bad_rules(cat):
+        with pytest.raises(RerankError) as err:
+            parse_rerank(
+                {"requests": [request(ids, [1] * 5, k=5, constraints=rules)]}, cat, **LIMITS
+            )
+        msg = str(err.value)
+        assert f"field 'requests.0.{where}'" in msg and what in msg, msg
+    # knob-less or vector requests: refused, not ignored
+    with pytest.raises(RerankError, match="requests.0.constraints.*request vectors"):
+        vec = [[0.0] * cat.dim] * 5
+        parse_rerank(
+            {"requests": [request(ids, [1] * 5, vectors=vec, constraints={})]}, cat, **LIMITS
+        )
+    with pytest.raises(RerankError, match="requests.0.constraints.*takes no constraints"):
+        parse_rerank(
+            {"requests": [request(ids, [1] * 5, method="category-cap", constraints={})]},
+            cat,
+            **LIMITS,
+        )
+    # infeasible: minimums above what the candidates hold, named with the category
+    g = cat.category_names[0]
+    few = [i for i in cat.item_ids if cat.primary[cat.item_index[i]] != cat.category_code[g]][:6]
+    items = parse_rerank(
+        {"requests": [request(few, [1] * 6, k=4, constraints={"min_count": {g: 1}})]},
+        cat,
+        **LIMITS,
+    )
+    with pytest.raises(RerankError, match=f"requests.0.constraints.*min_count.*{g!r}"):
+        run_rerank(cat, items)
+    items[0].constraints = type(items[0].constraints)(
+        min_count={cat.category_code[g]: 1}, best_effort=True
+    )
+    res = run_rerank(cat, items)[0]
+    assert len(res["items"]) == 4 and res["violations"][0]["field"] == "min_count"
+
+
+def test_service_lists_keep_the_rules(model, cat):
+    from divrec.serve.constraints import constraints_from_json
+    from divrec.serve.service import RecRequest, Service
+
+    svc = Service(cat.bundle)
+    uid = cat.bundle.user_ids[2]
+    free = svc.recommend([RecRequest(uid, 30, 0.5, "dpp")])[0]["items"]
+    g = free[0]["categories"][0]
+    pin = free[20]["item_id"]
+    raw = {"max_count": {g: 1}, "pins": {pin: 1}, "exclude": [free[1]["item_id"]]}
+    rules = constraints_from_json(raw, "constraints", cat, 10)
+    got = svc.recommend(
+        [
+            RecRequest(uid, 10, 0.5, "dpp", constraints=rules, explain=True),
+            RecRequest(uid, 10, 0.5, "dpp"),  # the same batch, no rules
+        ]
+    )
+    lst = [it["item_id"] for it in got[0]["items"]]
+    assert len(lst) == 10 and lst[1] == pin and free[1]["item_id"] not in lst
+    assert sum(it["categories"][:1] == [g] for it in got[0]["items"]) <= 1
+    assert got[0]["items"][1]["explanation"]["rule"] == "pin"
+    assert [it["item_id"] for it in got[1]["items"]] == [it["item_id"] for it in free[:10]]
+    assert "explanation" not in got[1]["items"][0]
+    # equal to the served pipeline called with the same Query
+    q = Query(users=[2], diversity=[0.5], constraints=[rules])
+    want = cat.bundle.pipelines["dpp"](q, None, 10).ids[0]
+    assert lst == [cat.item_ids[i] for i in want]

@@ -34,7 +34,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,19 +50,32 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from divrec.serve.arms import attach_experiment, forced_arm_error, impression_of
+from divrec.serve.constraints import (
+    CONSTRAINT_KEYS,
+    constraints_from_json,
+    constraints_from_query,
+)
 from divrec.serve.events import Event, EventConflict, EventLog, logged_item_ids, read_user_history
 from divrec.serve.model_dir import ID_PATTERN, ModelBundle
-from divrec.serve.rerank import RerankCatalogue, RerankError, parse_rerank, run_rerank
+from divrec.serve.rerank import (
+    RerankCatalogue,
+    RerankError,
+    library_message,
+    parse_rerank,
+    run_rerank,
+)
 from divrec.serve.service import RecRequest, ServeSettings, Service, SkippedCollector
 
 __all__ = ["ApiError", "AppConfig", "check_catalogue", "create_app", "http_protocol"]
 
 _ID = re.compile(ID_PATTERN)
+#: query parameters of GET /recommend that make a request carry rules or explanations
+_RULE_PARAMS = (*CONSTRAINT_KEYS, "explain")
 #: largest `seed=` (numpy's generators take any non-negative integer; 64 bits is plenty)
 MAX_SEED = 2**64 - 1
 #: headers of the demo page (its one inline script is allowed by hash, see `_page`)
@@ -170,6 +183,8 @@ class RecommendIn(_Strict):
     method: StrictStr | None = None
     explore: StrictFloat | StrictInt = 0.0
     seed: StrictInt | None = None
+    constraints: dict[str, Any] | None = None
+    explain: StrictBool = False
 
 
 class ReloadIn(_Strict):
@@ -352,8 +367,9 @@ class _LimitsMiddleware:
                 if done[0]:  # the body is read: later receives wait for the disconnect
                     return await receive()
                 left = deadline - time.monotonic()
-                try:
-                    message = await asyncio.wait_for(receive(), max(left, 0.001))
+                try:  # (asyncio.timeout: no task per body chunk, as wait_for made)
+                    async with asyncio.timeout(max(left, 0.001)):
+                        message = await receive()
                 except TimeoutError:
                     raise _BodyTimeout() from None
                 if message["type"] == "http.request":
@@ -549,6 +565,60 @@ class _Batcher:
         return await loop.run_in_executor(self.state.pool, service.recommend, reqs)
 
 
+class _RerankBatcher:
+    """Collects concurrent `/rerank` bodies and re-ranks their requests together (one
+    stage call per method group, `run_rerank`); a batch that fails is re-run body by body,
+    so one bad body never fails the others."""
+
+    def __init__(self, state: _State, max_requests: int, inline: bool) -> None:
+        self.state = state
+        self.max_requests = max_requests
+        self.inline = inline
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, cat: RerankCatalogue, items: list) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        fut = loop.create_future()
+        await self.queue.put((cat, items, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            size = len(jobs[0][1])
+            while size < self.max_requests and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+                size += len(jobs[-1][1])
+            for cat in {id(j[0]): j[0] for j in jobs}.values():
+                mine = [j for j in jobs if j[0] is cat]
+                try:
+                    res = await self._call(loop, cat, [it for j in mine for it in j[1]])
+                    start = 0
+                    for _, items, fut in mine:
+                        if not fut.done():
+                            fut.set_result(res[start : start + len(items)])
+                        start += len(items)
+                except Exception:  # noqa: BLE001 - isolate the bad body (one by one)
+                    for _, items, fut in mine:
+                        try:
+                            res = await self._call(loop, cat, items)
+                            if not fut.done():
+                                fut.set_result(res)
+                        except Exception as err:  # noqa: BLE001
+                            if not fut.done():
+                                fut.set_exception(err)
+            await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
+
+    async def _call(self, loop, cat: RerankCatalogue, items: list):
+        if self.inline:
+            return run_rerank(cat, items)
+        return await loop.run_in_executor(self.state.pool, run_rerank, cat, items)
+
+
 class _State:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
@@ -561,6 +631,9 @@ class _State:
         self.swap_lock = threading.Lock()
         self.limits = None
         self.catalogue: RerankCatalogue | None = None  # /rerank's (follows reloads)
+        self.rerank_batcher = _RerankBatcher(
+            self, config.max_rerank_batch, config.compute_threads == 1
+        )
 
     def on_commit(self, events: list[Event]) -> None:
         with self.swap_lock:
@@ -715,6 +788,8 @@ def create_app(config: AppConfig) -> FastAPI:
                 yield
             finally:
                 state.metrics.ready.set(0)
+                if state.rerank_batcher.task is not None:
+                    state.rerank_batcher.task.cancel()
                 state.pool.shutdown(wait=False)
             return
         state.log = EventLog(config.db)
@@ -735,6 +810,8 @@ def create_app(config: AppConfig) -> FastAPI:
             state.metrics.ready.set(0)
             if state.batcher.task is not None:
                 state.batcher.task.cancel()
+            if state.rerank_batcher.task is not None:
+                state.rerank_batcher.task.cancel()
             state.log.close()
             state.pool.shutdown(wait=False)
 
@@ -831,6 +908,29 @@ def create_app(config: AppConfig) -> FastAPI:
             )
         return method
 
+    def with_rules(req: RecRequest, src, from_query: bool = False) -> RecRequest:
+        """`req` with its constraints (external ids and category names, mapped to the
+        served re-rankers' indices) and `explain` flag; 422 naming the field."""
+        if from_query:
+            value = src.get("explain", "false").lower()
+            if value not in ("true", "false", "1", "0"):
+                raise ApiError(422, "field 'explain': must be true or false")
+            explain = value in ("true", "1")
+        else:
+            explain = bool(src["explain"])
+        try:
+            if from_query:
+                rules = constraints_from_query(src, catalogue(), req.n)
+            else:
+                rules = constraints_from_json(src["constraints"], "constraints", catalogue(), req.n)
+        except RerankError as err:
+            raise ApiError(err.status, str(err)) from None
+        if req.explore > 0 and (rules is not None or explain):
+            raise ApiError(
+                422, "field 'explore': a sampled list cannot keep constraints or explanations"
+            )
+        return replace(req, constraints=rules, explain=explain)
+
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(state.pool, fn, *args)
 
@@ -838,6 +938,9 @@ def create_app(config: AppConfig) -> FastAPI:
         try:
             res = await state.batcher.submit(req)
         except ValueError as err:
+            if req.constraints is not None:  # infeasible: the rule, in names
+                msg = library_message(err, catalogue())
+                raise ApiError(422, f"field 'constraints': {msg}") from None
             raise ApiError(422, str(err).splitlines()[0]) from None
         if "arm" in res and state.service.router is not None:  # A/B: logged before answering
             imp = impression_of(res, state.service.router.experiment.name, time.time())
@@ -918,6 +1021,8 @@ def create_app(config: AppConfig) -> FastAPI:
             seed=check_seed(_q_number(q, "seed", None, int)),
             arm=q.get("arm"),
         )
+        if any(key in q for key in _RULE_PARAMS):  # constraints and explain=true
+            req = with_rules(req, q, from_query=True)
         if req.arm is not None:  # A/B: forcing an arm needs the key
             bad = forced_arm_error(svc.router, req.arm, has_key(request))
             if bad is not None:
@@ -957,10 +1062,14 @@ def create_app(config: AppConfig) -> FastAPI:
             history=tuple(svc.bundle.item_index[i] for i in ids),
             seed=check_seed(body.seed),
         )
+        if body.constraints is not None or body.explain:
+            req = with_rules(req, {"constraints": body.constraints, "explain": body.explain})
         return await answer(req)
 
-    @app.post("/rerank", dependencies=[Depends(maybe_key)])
     async def rerank(request: Request):
+        # a plain Starlette route (added first, below), as GET /recommend: no FastAPI
+        # dependency solving per request; the key is checked inline
+        await maybe_key(request)
         cat = catalogue()
         svc = state.service
         raw = await request.body()
@@ -981,11 +1090,10 @@ def create_app(config: AppConfig) -> FastAPI:
             )
         except RerankError as err:
             raise ApiError(err.status, str(err)) from None
-        try:
-            if config.compute_threads == 1:  # inline, as the recommend batcher
-                res = run_rerank(cat, items)
-            else:
-                res = await run(run_rerank, cat, items)
+        try:  # concurrent bodies are re-ranked together, as recommend requests are
+            res = await state.rerank_batcher.submit(cat, items)
+        except RerankError as err:  # an infeasible constraint, naming its request
+            raise ApiError(err.status, str(err)) from None
         except ValueError as err:
             raise ApiError(422, f"field 'requests': {str(err).splitlines()[0]}") from None
         return Response(orjson.dumps({"results": res}), media_type="application/json")
@@ -1202,6 +1310,7 @@ def create_app(config: AppConfig) -> FastAPI:
         }
 
     app.router.routes.insert(0, Route("/recommend/{user_id}", recommend, methods=["GET"]))
+    app.router.routes.insert(0, Route("/rerank", rerank, methods=["POST"]))
     endpoints = frozenset("/" + r.path.strip("/").split("/")[0] for r in app.router.routes)
     app.add_middleware(
         _LimitsMiddleware,

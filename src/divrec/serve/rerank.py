@@ -41,20 +41,14 @@ from typing import Any
 import numpy as np
 
 from divrec.data.query import Candidates, Query
+from divrec.rerank._base import Reranker
+from divrec.serve.constraints import RerankError, constraints_from_json, explanations
 
 __all__ = ["RerankCatalogue", "RerankError", "RerankItem", "parse_rerank", "run_rerank"]
 
 _VEC_COL = re.compile(r"^v(\d+)$")
 _ID_COLS = ("item_id", "item", "id")
 _CAT_COLS = ("categories", "category", "genres")
-
-
-class RerankError(ValueError):
-    """A bad `/rerank` body: `status` (422 or 413) and a one-line message naming the field."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -87,6 +81,24 @@ class RerankCatalogue:
     bundle: Any = None
     source: str = ""
     unavailable: dict[str, str] = field(default_factory=dict)
+    category_code: dict[str, int] = field(default_factory=dict)
+    data: Any = None
+    columns: dict[str, list[str]] = field(default_factory=dict)
+
+    def groups(self, column: str, fail) -> tuple[np.ndarray, list[str]]:
+        """`(n_items,)` group codes and names of `column` (constraints' ``group``):
+        ``category``, ``category=<name>``, ``popularity`` (`divrec.metrics.groups`) or a
+        column of the item table; `fail(message)` for a column the data does not have."""
+        from divrec.metrics.groups import item_groups
+
+        if column in self.columns:
+            return item_groups(self.data, np.array(self.columns[column], dtype=object))
+        try:
+            return item_groups(self.data, column)
+        except ValueError as err:
+            extra = f"; item table columns: {', '.join(self.columns)}" if self.columns else ""
+            fail(str(err).splitlines()[0] + extra)
+            raise
 
     @property
     def n_items(self) -> int:
@@ -108,16 +120,15 @@ class RerankCatalogue:
         and user vectors.
         """
         names = list(bundle.category_names)
-        pos = {g: c for c, g in enumerate(names)}
         cats = [list(it["categories"]) for it in bundle.items]
-        primary = np.array([pos[c[0]] if c else -1 for c in cats], dtype=np.int64)
         default = bundle.default_method
+        served = bundle.rerankers[default]
+        code, primary = _served_codes(served, cats, names)
+        data = _training_log(bundle, cats, code)
         rerankers = dict(bundle.rerankers)
         unavailable: dict[str, str] = {}
         if every_method:
-            rerankers.update(
-                _fit_others(bundle, rerankers[default], names, set(rerankers), unavailable)
-            )
+            rerankers.update(_fit_others(data, served, set(rerankers), unavailable))
         return cls(
             item_ids=[it["id"] for it in bundle.items],
             item_index=bundle.item_index,
@@ -131,6 +142,8 @@ class RerankCatalogue:
             bundle=bundle,
             source=str(bundle.path),
             unavailable=unavailable,
+            category_code=code,
+            data=data,
         )
 
     @classmethod
@@ -231,9 +244,12 @@ class RerankCatalogue:
                 rerankers[name] = registry.create("re-ranker", name).fit(empty, item_vectors=vecs)
             except (ValueError, TypeError) as err:  # needs data a table has not
                 unavailable[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
-        primary = np.array([pos[c[0]] if c else -1 for c in cats], dtype=np.int64)
         if default_method not in rerankers:
             raise ValueError(f"default method {default_method!r} is not a re-ranker")
+        fitted = rerankers[default_method].item_category_  # the first category by code
+        primary = np.full(len(ids), -1, dtype=np.int64) if fitted is None else fitted
+        skip = {id_col, cat_col, "title"} | {c for _, c in vec_cols}
+        columns = {str(c): [str(x) for x in frame[c]] for c in frame.columns if c not in skip}
         return cls(
             item_ids=ids,
             item_index=index,
@@ -246,31 +262,79 @@ class RerankCatalogue:
             default_method=default_method,
             source=str(path),
             unavailable=unavailable,
+            category_code=dict(pos),
+            data=empty,
+            columns=columns,
         )
 
 
-def _fit_others(
-    bundle, served, names: list[str], have: set[str], unavailable: dict[str, str]
-) -> dict[str, Any]:
-    """Every registered re-ranker not in `have`, fitted on the model's training matrix."""
-    from divrec import registry
+def _served_codes(served, cats: list[list[str]], names: list[str]):
+    """Category name → code in the served re-rankers' category space, and `(n_items,)`
+    primary codes.
+
+    The served re-rankers hold each item's primary category as a code of the training
+    data (`item_category_`); ``items.json`` lists each item's names with its primary first,
+    so the pairs (first name, code) give the code of every name that is some item's primary
+    category. The other names (never a primary category, so no constraint can match them)
+    get codes after those.
+    """
+    n = len(cats)
+    primary = getattr(served, "item_category_", None)
+    code: dict[str, int] = {}
+    if primary is not None and len(primary) == n:
+        primary = np.asarray(primary, dtype=np.int64)
+        for c, p in zip(cats, primary.tolist(), strict=True):
+            if c and p >= 0:
+                code.setdefault(c[0], p)
+    else:  # no categories fitted: the names in order of appearance
+        code = {g: j for j, g in enumerate(names)}
+        primary = np.array([code[c[0]] if c else -1 for c in cats], dtype=np.int64)
+    nxt = max(code.values(), default=-1) + 1
+    for g in names:
+        if g not in code:
+            code[g] = nxt
+            nxt += 1
+    return code, primary
+
+
+def _training_log(bundle, cats: list[list[str]], code: dict[str, int]):
+    """The model's training matrix (``pipeline.user_items_``: values as stored, no
+    timestamps) as `Interactions`, item categories in the served code space."""
+    import scipy.sparse as sp
+
     from divrec.data.interactions import Interactions
 
     ui = bundle.pipeline.user_items_.tocsr()
     n_users, n_items = ui.shape
-    train = Interactions(
+    item_cats = names = None
+    if code:
+        width = max(code.values()) + 1
+        rows = [i for i, c in enumerate(cats) for _ in c]
+        cols = [code[g] for c in cats for g in c]
+        item_cats = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_items, width)
+        )
+        inv = {v: g for g, v in code.items()}
+        names = tuple(inv.get(j, f"c{j}") for j in range(width))
+    return Interactions(
         np.repeat(np.arange(n_users, dtype=np.int64), np.diff(ui.indptr)),
         ui.indices.astype(np.int64),
         np.asarray(ui.data, dtype=np.float32),
         np.array(bundle.user_ids, dtype=object),
         np.array([it["id"] for it in bundle.items], dtype=object),
-        item_categories=bundle.item_categories if names else None,
-        category_names=tuple(names) if names else None,
+        item_categories=item_cats,
+        category_names=names,
         name="served model",
     )
+
+
+def _fit_others(train, served, have: set[str], unavailable: dict[str, str]) -> dict[str, Any]:
+    """Every registered re-ranker not in `have`, fitted on the model's training log."""
+    from divrec import registry
+
     out = {}
     for name in registry.names("re-ranker"):
-        if name in have or (name == "category-cap" and not names):
+        if name in have or (name == "category-cap" and train.item_categories is None):
             continue
         try:
             out[name] = registry.create("re-ranker", name).fit(
@@ -296,6 +360,8 @@ class RerankItem:
         method: the re-ranker name.
         user: internal user index (−1: anonymous).
         history: internal indices of the anonymous user's history.
+        constraints: the request's `Constraints` (internal indices), or None.
+        explain: return per-item explanations.
     """
 
     ids: list[str]
@@ -308,6 +374,8 @@ class RerankItem:
     method: str
     user: int = -1
     history: tuple[int, ...] = ()
+    constraints: Any = None
+    explain: bool = False
 
     @property
     def own_space(self) -> bool:
@@ -316,8 +384,11 @@ class RerankItem:
 
 _REQ_KEYS = frozenset(
     {"item_ids", "scores", "vectors", "categories", "k", "diversity", "method", "user_id"}
-    | {"history"}
+    | {"history", "constraints", "explain"}
 )
+
+
+_NUMBER = frozenset({float, int})
 
 
 def _number(x: Any) -> bool:
@@ -396,14 +467,13 @@ def _parse_one(
         raise RerankError(f"field '{f}.item_ids': no candidates")
     if n > max_candidates:
         raise RerankError(f"field '{f}.item_ids': at most {max_candidates} candidates, got {n}")
-    sids = []
-    for x in ids:
-        if type(x) is str:
-            sids.append(x)
-        elif type(x) is int:
-            sids.append(str(x))
-        else:
-            raise RerankError(f"field '{f}.item_ids': ids must be strings or integers")
+    kinds = set(map(type, ids))  # C-level passes over the lists (a request has ~100s)
+    if kinds == {str}:
+        sids = ids
+    elif kinds <= {str, int}:
+        sids = [x if type(x) is str else str(x) for x in ids]
+    else:
+        raise RerankError(f"field '{f}.item_ids': ids must be strings or integers")
     if len(set(sids)) != n:
         seen: set[str] = set()
         dup = next(x for x in sids if x in seen or seen.add(x))  # type: ignore[func-returns-value]
@@ -413,7 +483,7 @@ def _parse_one(
         raise RerankError(f"field '{f}.scores': required, a list of numbers")
     if len(scores) != n:
         raise RerankError(f"field '{f}.scores': {len(scores)} scores for {n} item_ids")
-    if not all(map(_number, scores)):
+    if not set(map(type, scores)) <= _NUMBER:
         raise RerankError(f"field '{f}.scores': must be numbers")
     sc = np.array(scores, dtype=np.float64)
     if not np.isfinite(sc).all():
@@ -422,7 +492,7 @@ def _parse_one(
     if np.abs(sc).max() > np.finfo(np.float32).max:  # the pipeline's scores are float32
         raise RerankError(f"field '{f}.scores': beyond the float32 range (|score| > 3.4e38)")
     get = cat.item_index.get
-    index = np.fromiter((get(x, -1) for x in sids), dtype=np.int64, count=n)
+    index = np.array([get(x, -1) for x in sids], dtype=np.int64)
     vectors = _vectors(f, r.get("vectors"), n, cat)
     categories = _categories(f, r.get("categories"), n, cat)
     if (index < 0).any():
@@ -498,7 +568,23 @@ def _parse_one(
             div = float(d)
         else:
             raise RerankError(f"field '{f}.diversity': must be a number in [0, 1] or 'auto'")
-    return RerankItem(sids, index, sc, vectors, categories, k, div, method, user, history)
+    explain = r.get("explain", False)
+    if type(explain) is not bool:
+        raise RerankError(f"field '{f}.explain': must be true or false")
+    if explain and type(rr)._explain_terms is Reranker._explain_terms:
+        raise RerankError(f"field '{f}.explain': method {method!r} does not explain its lists")
+    rules = None
+    if r.get("constraints") is not None:
+        if vectors is not None or categories is not None:
+            raise RerankError(
+                f"field '{f}.constraints': not available with request vectors or categories"
+            )
+        if not getattr(rr, "_takes_constraints", False):
+            raise RerankError(f"field '{f}.constraints': method {method!r} takes no constraints")
+        rules = constraints_from_json(r["constraints"], f"{f}.constraints", cat, k)
+    return RerankItem(
+        sids, index, sc, vectors, categories, k, div, method, user, history, rules, explain
+    )
 
 
 def _vectors(f: str, v: Any, n: int, cat: RerankCatalogue) -> np.ndarray | None:
@@ -514,7 +600,7 @@ def _vectors(f: str, v: Any, n: int, cat: RerankCatalogue) -> np.ndarray | None:
     want = cat.dim
     if d != want:
         raise RerankError(f"field '{f}.vectors': dimension {d}, the served vector space has {want}")
-    if not all(_number(x) for row in v for x in row):
+    if not all(set(map(type, row)) <= _NUMBER for row in v):
         raise RerankError(f"field '{f}.vectors': must be numbers")
     arr = np.array(v, dtype=np.float64)
     if not np.isfinite(arr).all() or np.abs(arr).max() > np.finfo(np.float32).max:
@@ -558,50 +644,99 @@ def run_rerank(cat: RerankCatalogue, items: list[RerankItem]) -> list[dict[str, 
     """
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
-        groups.setdefault((it.method, it.own_space, it.user >= 0), []).append(i)
+        key = (it.method, it.own_space, it.user >= 0, it.explain, it.constraints is not None)
+        groups.setdefault(key, []).append(i)
     out: list[dict[str, Any] | None] = [None] * len(items)
-    for (method, own, known), rows in groups.items():
-        rr = cat.rerankers[method]
-        b = len(rows)
-        width = max(items[i].scores.size for i in rows)
-        k = max(items[i].k for i in rows)
-        ids = np.full((b, width), -1, dtype=np.int64)
-        sc = np.full((b, width), -np.inf, dtype=np.float64)
-        for j, i in enumerate(rows):
-            m = items[i].scores.size
-            sc[j, :m] = items[i].scores
-            ids[j, :m] = items[i].index if not own else j * width + np.arange(m)
-        div = None
-        if rr.has_knob():
-            div = np.array([items[i].diversity for i in rows], dtype=np.float64)
-        if known:
-            query = Query(users=np.array([items[i].user for i in rows]), diversity=div)
-        else:
-            query = Query(
-                users=np.full(b, -1, dtype=np.int64),
-                history=[list(items[i].history) for i in rows],
-                diversity=div,
-            )
-        if own:
-            stage = _request_space(rr, cat, items, rows, width, query)
-        else:
-            stage = rr
-        sel = stage(query, Candidates(ids, sc), k)
-        for j, i in enumerate(rows):
-            it = items[i]
-            pick = sel.ids[j, : it.k]
-            pick = pick[pick >= 0]
-            pos = pick - j * width if own else _positions(it.index, pick)
-            scores = sel.scores[j, : pos.size].tolist()
-            out[i] = {
-                "method": method,
-                "diversity": it.diversity,
-                "items": [
-                    {"rank": r, "item_id": it.ids[p], "score": s}
-                    for r, (p, s) in enumerate(zip(pos.tolist(), scores, strict=True), 1)
-                ],
-            }
+    for (method, own, known, explain, ruled), rows in groups.items():
+        if ruled and len(rows) > 1:  # an infeasible request must be named: one by one
+            for i in rows:
+                out[i] = _run_group(cat, items, [i], method, own, known, explain, i)[0]
+            continue
+        for i, res in zip(
+            rows, _run_group(cat, items, rows, method, own, known, explain, rows[0]), strict=True
+        ):
+            out[i] = res
     return out  # type: ignore[return-value]
+
+
+def _run_group(cat, items, rows, method, own, known, explain, first) -> list[dict[str, Any]]:
+    """One stage call for the requests `rows` of one group (`first`: the request an
+    infeasible constraint is reported for; a group with constraints is one request)."""
+    rr = cat.rerankers[method]
+    b = len(rows)
+    width = max(items[i].scores.size for i in rows)
+    k = max(items[i].k for i in rows)
+    ids = np.full((b, width), -1, dtype=np.int64)
+    sc = np.full((b, width), -np.inf, dtype=np.float64)
+    for j, i in enumerate(rows):
+        m = items[i].scores.size
+        sc[j, :m] = items[i].scores
+        ids[j, :m] = items[i].index if not own else j * width + np.arange(m)
+    div = None
+    if rr.has_knob():
+        div = np.array([items[i].diversity for i in rows], dtype=np.float64)
+    rules = [items[i].constraints for i in rows]
+    rules = None if all(x is None for x in rules) else rules
+    if known:
+        users, history = np.array([items[i].user for i in rows]), None
+    else:
+        users, history = np.full(b, -1, dtype=np.int64), [list(items[i].history) for i in rows]
+    query = Query(users=users, history=history, diversity=div, constraints=rules, explain=explain)
+    stage = _request_space(rr, cat, items, rows, width, query) if own else rr
+    try:
+        sel = stage(query, Candidates(ids, sc), k)
+    except ValueError as err:
+        if rules is None:
+            raise
+        raise RerankError(
+            f"field 'requests.{first}.constraints': {library_message(err, cat)}"
+        ) from None
+    expl = getattr(sel, "explanations", None)
+    viol = getattr(sel, "violations", None)
+    out = []
+    for j, i in enumerate(rows):
+        it = items[i]
+        pick = sel.ids[j, : it.k]
+        pick = pick[pick >= 0]
+        pos = pick - j * width if own else _positions(it.index, pick)
+        scores = sel.scores[j, : pos.size].tolist()
+        res: dict[str, Any] = {
+            "method": method,
+            "diversity": it.diversity,
+            "items": [
+                {"rank": r, "item_id": it.ids[p], "score": s}
+                for r, (p, s) in enumerate(zip(pos.tolist(), scores, strict=True), 1)
+            ],
+        }
+        if expl is not None:
+
+            def name(x: int, j=j, it=it) -> str:
+                return it.ids[x - j * width] if own else cat.item_ids[x]
+
+            for entry, e in zip(res["items"], explanations(expl[j], name), strict=False):
+                e.pop("item_id", None)
+                entry["explanation"] = e
+        if viol is not None and it.constraints is not None:
+            res["violations"] = [{"field": v.field, "detail": v.detail} for v in viol[j]]
+        out.append(res)
+    return out
+
+
+def library_message(err: Exception, cat: RerankCatalogue) -> str:
+    """The library's one-line message in the HTTP form: category codes as names,
+    ``Constraints(best_effort=True)`` as the JSON key."""
+    import re as _re
+
+    inv = {v: g for g, v in cat.category_code.items()}
+    msg = (
+        str(err)
+        .splitlines()[0]
+        .replace("pass Constraints(best_effort=True)", 'send "best_effort": true')
+    )
+    msg = _re.sub(r" for request \d+", "", msg)
+    return _re.sub(
+        r"category (\d+)", lambda m: f"category {inv.get(int(m.group(1)), m.group(1))!r}", msg
+    )
 
 
 def _positions(index: np.ndarray, picked: np.ndarray) -> np.ndarray:

@@ -61,7 +61,7 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,9 @@ class RecRequest:
         history: internal item indices of an anonymous user's history.
         seed: RNG seed of the exploration sample (None: fresh entropy).
         arm: an A/B arm forced for this request (`divrec.serve.arms`; None: assigned).
+        constraints: business rules (`divrec.data.constraints.Constraints`, internal
+            indices) for the re-ranker, or None.
+        explain: return per-item explanations of the re-ranked list.
     """
 
     user_id: str | None
@@ -204,6 +207,8 @@ class RecRequest:
     history: tuple[int, ...] = ()
     seed: int | None = None
     arm: str | None = None
+    constraints: Any = None
+    explain: bool = False
 
 
 def gumbel_top_k(m: int, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
@@ -685,14 +690,29 @@ class Service:
         out_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * b
         out_sc: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * b
         pool = [min(n_cand, max(3 * r.n, r.n + 10)) if r.explore > 0 else r.n for r in requests]
-        for g, m in sorted(set(zip(group.tolist(), methods, strict=True))):
-            rows = [i for i in range(b) if group[i] == g and methods[i] == m]
+        # rules and explanations: one stage call per (n, explain), so that minimums and pins
+        # hold for each request's own list length
+        rule_key = [
+            (r.explain, r.n if r.constraints is not None or r.explain else 0) for r in requests
+        ]
+        notes: list[tuple | None] = [None] * b
+        for g, m, rk in sorted(set(zip(group.tolist(), methods, rule_key, strict=True))):
+            rows = [i for i in range(b) if group[i] == g and methods[i] == m and rule_key[i] == rk]
             k = min(max(pool[i] for i in rows), n_cand)
             q = self._query(rows, users, hist if g else None, vals, negs, excl, div)
+            rules = [requests[i].constraints for i in rows]
+            if rk[0] or any(x is not None for x in rules):
+                q = replace(q, constraints=rules, explain=rk[0])
             pipe = self.bundle.cold_start[m] if g == 2 else self.bundle.pipelines[m]
             sel = pipe(q, None, k)
+            expl, viol = getattr(sel, "explanations", None), getattr(sel, "violations", None)
             for j, i in enumerate(rows):
                 out_ids[i], out_sc[i] = sel.ids[j], sel.scores[j]
+                if expl is not None or viol is not None:
+                    notes[i] = (
+                        None if expl is None else expl[j],
+                        None if viol is None else viol[j],
+                    )
         results = []
         for i, r in enumerate(requests):
             keep = out_ids[i] >= 0
@@ -704,6 +724,8 @@ class Service:
             else:
                 lst, sc = lst[: r.n], sc[: r.n]
             results.append(self._answer(r, lst, sc, methods[i], float(div[i]), thetas[i]))
+            if notes[i] is not None:
+                self._notes(r, results[-1], *notes[i])
         wb = self.settings.writeback_seconds
         if wb > 0 and write_back:
             rows = []
@@ -767,6 +789,20 @@ class Service:
         s = v.sum(axis=0)
         pair_sum = float(s @ s - np.einsum("nd,nd->", v, v))
         return float(min(max(1.0 - pair_sum / (n * (n - 1)), 0.0), 2.0))
+
+    def _notes(self, r: RecRequest, res: dict[str, Any], expl, viol) -> None:
+        """Adds the explanations (external ids) and the best-effort violations to `res`."""
+        items = self.bundle.items
+        if expl is not None and r.explain:
+            for entry, e in zip(res["items"], expl, strict=False):
+                e = {k: v for k, v in e.items() if k not in ("position", "item")}
+                if e.get("penalized_by") is not None:
+                    e["penalized_by"] = items[int(e["penalized_by"])]["id"]
+                entry["explanation"] = {
+                    k: (v.item() if isinstance(v, np.generic) else v) for k, v in e.items()
+                }
+        if viol is not None and r.constraints is not None:
+            res["violations"] = [{"field": v.field, "detail": v.detail} for v in viol]
 
     def _answer(self, r, lst, sc, method, diversity, theta) -> dict[str, Any]:
         meta = self._item_meta
