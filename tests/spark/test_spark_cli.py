@@ -210,3 +210,67 @@ def test_spark_train_folder_is_written_whole_or_not_at_all(spark, tmp_path, monk
     assert res.exit_code == 0, res.output
     assert {p.name for p in out.iterdir()} >= {"meta.json", "users.parquet", "user_vectors.parquet"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "model"]
+
+
+def test_spark_new_bad_input_is_one_line_before_any_session(tmp_path, monkeypatch):
+    """Re-ranker, item-table, memory-budget and table-column errors: one line, exit 2, no
+    Spark session (they used to surface after 30–56 s of start-up, or as executor traces)."""
+    import divrec.cli.spark as cli_spark
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a Spark session was started")
+
+    monkeypatch.setattr(cli_spark, "_session", no_session)
+    runner = CliRunner()
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"uid": [1, 2], "mid": [3, 4], "stars": [5, 1]}).to_csv(log, index=False)
+    train = ["spark", "train", "--data", str(log), "--out", str(tmp_path / "m")]
+    res = runner.invoke(app, [*train, "--columns", "user=uid,item=mid", "--protocol", "temporal"])
+    _one_line_error(res, "--protocol temporal needs timestamps")
+    res = runner.invoke(app, [*train, "--columns", "user=uid,item=mid", "--min-rating", "3"])
+    _one_line_error(res, "--min-rating needs a rating column")
+    res = runner.invoke(app, [*train, "--columns", "user=uid,item=movie"])
+    _one_line_error(res, "missing column(s) ['movie']", "['uid', 'mid', 'stars']")
+    res = runner.invoke(app, [*train, "--columns", "user=uid,item=mid", "--conf", "x=1"])
+    _one_line_error(res, "--conf 'x=1': expected spark.<name>=<value>")
+
+    model = _fake_model_dir(tmp_path / "model")
+    rec = ["spark", "recommend", "--model-dir", str(model), "--out", str(tmp_path / "l")]
+    _one_line_error(runner.invoke(app, [*rec, "--block", "0"]), "--block must be >= 1")
+    _one_line_error(runner.invoke(app, [*rec, "--task-memory", "lots"]), "--task-memory")
+    _one_line_error(runner.invoke(app, [*rec, "--task-memory", "0m"]), "--task-memory")
+    for name in ("category-cap", "pdpp"):
+        res = runner.invoke(app, [*rec, "--reranker", name])
+        _one_line_error(res, f"--reranker {name} needs item categories: --items")
+    _one_line_error(runner.invoke(app, [*rec, "--reranker", "rt-dpp"]), "rt-dpp", "use pdpp")
+    res = runner.invoke(app, [*rec, "--reranker", "category-cap", "--items", str(tmp_path / "x")])
+    _one_line_error(res, "--data", "no such file")
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"mid": [3, 4], "genres": ["a|b", "c"]}).to_csv(items, index=False)
+    res = runner.invoke(app, [*rec, "--reranker", "category-cap", "--items", str(items)])
+    _one_line_error(res, "--items", "missing column(s) ['item_id', 'categories']")
+    res = runner.invoke(app, [*rec, "--items", str(items), "--item-columns", "movie=mid"])
+    _one_line_error(res, "--item-columns entry 'movie=mid'")
+    _one_line_error(runner.invoke(app, [*rec, "--item-columns", "item=mid"]), "needs --items")
+    ev = ["spark", "evaluate", "--model-dir", str(model), "--lists", str(tmp_path / "none")]
+    _one_line_error(runner.invoke(app, [*ev, "-k", "0"]), "-k must be a positive")
+    _one_line_error(runner.invoke(app, ev), "--lists", "no such file")
+
+
+def test_parse_bytes():
+    from divrec.cli.spark import _parse_bytes
+
+    assert _parse_bytes("256m", "x") == 256 * 2**20
+    assert _parse_bytes("2G", "x") == 2 * 2**30
+    assert _parse_bytes("1024", "x") == 1024
+    assert _parse_bytes("3kb", "x") == 3072
+
+
+def test_block_for_budget_by_hand():
+    from divrec.spark.candidates import block_bytes, block_for_budget
+
+    # 8 bytes per score over 1,000 items + 24 bytes per candidate dimension (50 × 4)
+    assert block_bytes(1, 1000, 50, 4) == 8 * 1000 + 24 * 50 * 4
+    assert block_for_budget(1000, 50, 4, 10 * 12_800) == 10
+    assert block_for_budget(1000, 50, 4, 10 * 12_800 - 1) == 9
+    assert block_for_budget(10**6, 100, 64, 1) == 1

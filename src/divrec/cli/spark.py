@@ -354,17 +354,19 @@ def train(
     """Reads a log, optionally splits it, trains a model on Spark and writes Parquet."""
     from divrec.params import parse_pairs
     from divrec.pipeline.spec import StageSpec
-    from divrec.spark.models import make_model
+    from divrec.spark.models import check_model, make_model
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    estimator = make_model(StageSpec(model, parse_pairs(param, "--param")))
+    spec = StageSpec(model, parse_pairs(param, "--param"))
+    check_model(spec)  # no pyspark import yet: bad input fails fast
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not empty")
     settings = _check_session_options(master, shuffle_partitions, conf)
     _check_data(data)
     _check_table(data, columns, min_rating, protocol)
     _check_writable(out, "--out")
+    estimator = make_model(spec)
     stage = _Stages()
     spark = _session(master, ui, shuffle_partitions, settings)
     stage("session", f"master={master}")

@@ -14,7 +14,7 @@ from divrec.params import ParamError, coerce_params
 from divrec.pipeline.spec import StageSpec
 from divrec.registry import Preset
 
-__all__ = ["MODELS", "make_model"]
+__all__ = ["MODELS", "check_model", "make_model"]
 
 #: Spark models: implicit ALS, and the HI factorizations as presets of `SparkHI`'s `kind`
 MODELS: dict[str, Preset] = {
@@ -23,6 +23,45 @@ MODELS: dict[str, Preset] = {
     "n2p": Preset("divrec.spark.train:SparkHI", {"kind": "n2p"}),
     "hi-rt": Preset("divrec.spark.train:SparkHI", {"kind": "hi-rt"}),
 }
+
+
+#: the config class of each model target (`divrec.spark.config`, no pyspark import)
+_CONFIGS = {
+    "divrec.spark.train:SparkALS": "SparkALSConfig",
+    "divrec.spark.train:SparkHI": "SparkHIConfig",
+}
+
+
+def _values(stage: StageSpec, option: str, cls: Any) -> dict:
+    entry = MODELS[stage.name]
+    fixed = sorted(set(entry.params) & set(stage.params))
+    if fixed:
+        raise ParamError(
+            f"{option} {fixed[0]} is set by the model name ({', '.join(MODELS)}); drop it"
+        )
+    values = coerce_params(cls, dict(stage.params), f"Spark model {stage.name!r}", option)
+    return {**entry.params, **values}
+
+
+def check_model(stage: StageSpec | str, option: str = "--param") -> None:
+    """Validates `stage` (name, parameter names, types and bounds) without importing pyspark.
+
+    Raises:
+        ParamError / ValueError: as `make_model`, one line.
+    """
+    if isinstance(stage, str):
+        stage = StageSpec(stage)
+    if stage.name not in MODELS:
+        raise ParamError(f"unknown Spark model {stage.name!r}; known: {', '.join(MODELS)}")
+    from divrec.spark import config
+    from divrec.stage import Configured
+
+    cfg = getattr(config, _CONFIGS[MODELS[stage.name].target])
+
+    class _Shim(Configured):  # coerce_params reads the hyperparameters from `Config`
+        Config = cfg
+
+    cfg(**_values(stage, option, _Shim))  # the config validates its bounds
 
 
 def make_model(stage: StageSpec | str, option: str = "--param") -> Any:
@@ -40,13 +79,6 @@ def make_model(stage: StageSpec | str, option: str = "--param") -> Any:
         stage = StageSpec(stage)
     if stage.name not in MODELS:
         raise ParamError(f"unknown Spark model {stage.name!r}; known: {', '.join(MODELS)}")
-    entry = MODELS[stage.name]
-    fixed = sorted(set(entry.params) & set(stage.params))
-    if fixed:
-        raise ParamError(
-            f"{option} {fixed[0]} is set by the model name ({', '.join(MODELS)}); drop it"
-        )
-    module, _, attr = entry.target.partition(":")
+    module, _, attr = MODELS[stage.name].target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
-    values = coerce_params(cls, dict(stage.params), f"Spark model {stage.name!r}", option)
-    return cls(**{**entry.params, **values})
+    return cls(**_values(stage, option, cls))

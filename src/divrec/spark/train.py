@@ -25,9 +25,6 @@ a fitted in-memory divrec model (evaluation harness, re-rankers, persistence).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 from pyspark.ml.recommendation import ALS
@@ -36,7 +33,8 @@ from pyspark.sql import functions as F
 
 from divrec.evaluation.batch import FactorView
 from divrec.retrieval.baselines import FactorRecommender
-from divrec.stage import Configured, NotFittedError, StageConfig, param
+from divrec.spark.config import SparkALSConfig, SparkHIConfig
+from divrec.stage import Configured, NotFittedError
 
 __all__ = [
     "SparkALS",
@@ -60,29 +58,6 @@ def _factors(frame: DataFrame, n: int, rank: int) -> np.ndarray:
     if len(pdf):
         out[pdf["id"].to_numpy(np.int64)] = np.stack(pdf["features"].to_numpy())
     return out
-
-
-@dataclass(frozen=True, kw_only=True)
-class SparkALSConfig(StageConfig):
-    """Hyperparameters of `SparkALS`.
-
-    Attributes:
-        factors: rank.
-        regularization: Spark's `regParam` λ (weighted by the number of ratings).
-        alpha: confidence weight α (c = 1 + α r).
-        iterations: `maxIter`.
-        seed: Spark's seed.
-        binary: fit on 1.0 for every interaction instead of its value.
-        blocks: `numUserBlocks` = `numItemBlocks` (None: Spark's default 10).
-    """
-
-    factors: int = param(64, ge=1)
-    regularization: float = param(0.01, ge=0.0)
-    alpha: float = param(5.0, ge=0.0)
-    iterations: int = param(15, ge=1)
-    seed: int = 0
-    binary: bool = True
-    blocks: int | None = param(None, ge=1)
 
 
 class SparkALS(Configured):
@@ -231,36 +206,6 @@ def cooccurrence(
     return prod.filter(F.col("value") != 0).select(
         F.col("row").cast("long"), F.col("col").cast("long"), F.col("value").cast("double")
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class SparkHIConfig(StageConfig):
-    """Hyperparameters of `SparkHI`.
-
-    Attributes:
-        kind: "p2p" (XᵀX ≈ PQ, Eq. 3), "n2p" (YᵀX ≈ RS, Eq. 7) or "hi-rt"
-            (H = [XᵀX; YᵀX] ≈ AB, Eq. 14–15; row i + n of H is row i of YᵀX).
-        factors: rank k (the paper: 10).
-        regularization: Spark's `regParam` (weighted-λ).
-        iterations: `maxIter`.
-        beta: HI-RT weight of the negative part (Eq. 17).
-        threshold: positive-feedback threshold.
-        seed: Spark's seed (and the heavy-user sampling's).
-        blocks: `numUserBlocks` = `numItemBlocks` (None: Spark's default 10).
-        max_items_per_user: cap on each user's items in the co-occurrence self-join (a
-            uniform sample of a heavy user's positives / negatives, `cap_per_user`); None:
-            the exact product (Σ_u n_u² join rows).
-    """
-
-    kind: Literal["p2p", "n2p", "hi-rt"] = "p2p"
-    factors: int = param(10, ge=1)
-    regularization: float = param(0.01, ge=0.0)
-    iterations: int = param(10, ge=1)
-    beta: float = 1.0
-    threshold: float = 4.0
-    seed: int = 0
-    blocks: int | None = param(None, ge=1)
-    max_items_per_user: int | None = param(None, ge=1)
 
 
 class SparkHI(Configured):
