@@ -210,9 +210,15 @@ def order_scores(selected: np.ndarray, base: np.ndarray) -> np.ndarray:
     return s
 
 
-def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool):
-    """All models of one seed → {model: per-request metric arrays}."""
+def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool, patience=None):
+    """All models of one seed → {model: per-request metric arrays}.
+
+    With `patience`, every window model trains up to `epochs` epochs with early stopping on
+    the validation windows' log loss (the best epoch's weights kept, `best_epoch` recorded).
+    """
     sp_, res, times, traces = bench.split, {}, {}, {}
+    stop = {} if patience is None else {"patience": patience}
+    valid = None if patience is None else sp_.valid
     q_users, q_hist = bench.users, bench.history
 
     def scores_of(model):
@@ -239,13 +245,14 @@ def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool
 
     purs_rows = VARIATIONS if variations else {"PURS": {}}
     for name, over in purs_rows.items():
-        m = PURS(epochs=epochs, seed=seed, batch_size=256, **over)
+        m = PURS(epochs=epochs, seed=seed, batch_size=256, **stop, **over)
         t0 = time.perf_counter()
         m.fit_windows(
-            sp_.train, sp_.train_log, epoch_callback=tracer(name) if name == "PURS" else None
-        )
+            sp_.train, sp_.train_log, valid,
+            epoch_callback=tracer(name) if name == "PURS" else None,
+        )  # fmt: skip
         times[name] = {"seconds": time.perf_counter() - t0, "epoch_seconds": m.train_seconds_,
-                       "windows": len(sp_.train)}  # fmt: skip
+                       "windows": len(sp_.train), "best_epoch": m.best_epoch_}  # fmt: skip
         if m.use_unexpectedness:  # clusters per request in the model's own space
             _, w = m.request_clusters(q_users, q_hist)
             k = (w > 0).sum(1)
@@ -256,13 +263,14 @@ def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool
         add(name, scores_of(m), m)
     add("Popularity", bench.train_pop[bench.cand])
     for name, cls in CTR.items():
-        m = cls(epochs=epochs, seed=seed, batch_size=256)
+        m = cls(epochs=epochs, seed=seed, batch_size=256, **stop)
         t0 = time.perf_counter()
         m.fit_windows(
-            sp_.train, sp_.train_log, epoch_callback=tracer(name) if name == "DIN" else None
-        )
+            sp_.train, sp_.train_log, valid,
+            epoch_callback=tracer(name) if name == "DIN" else None,
+        )  # fmt: skip
         times[name] = {"seconds": time.perf_counter() - t0, "epoch_seconds": m.train_seconds_,
-                       "windows": len(sp_.train)}  # fmt: skip
+                       "windows": len(sp_.train), "best_epoch": m.best_epoch_}  # fmt: skip
         add(name, scores_of(m), m)
     spr = SPR(alpha=0.5, epochs=10, seed=seed).fit(sp_.train_log)
     add("SPR", spr.score(q_users, bench.cand))
@@ -336,6 +344,10 @@ def main(argv=None):
     ap.add_argument(
         "--negatives", choices=("train", "uniform"), default="train",
         help="the 99 negatives: items seen in training (default) or the whole catalogue",
+    )  # fmt: skip
+    ap.add_argument(
+        "--patience", type=int, default=None,
+        help="early stopping on the validation windows' log loss (then --epochs is the cap)",
     )  # fmt: skip
     ap.add_argument(
         "--quick", action="store_true",
@@ -421,7 +433,7 @@ def main(argv=None):
                 print(ds, "seed", seed, "reused", done, flush=True)
                 continue
             t0, c0 = time.perf_counter(), time.process_time()
-            res, times, traces = run_seed(bench, seed, args.epochs, True, seed == 0)
+            res, times, traces = run_seed(bench, seed, args.epochs, True, seed == 0, args.patience)
             times["_seed"] = {"wall_seconds": time.perf_counter() - t0,
                               "cpu_seconds": time.process_time() - c0,
                               "loadavg": list(os.getloadavg())}  # fmt: skip
