@@ -18,7 +18,7 @@ LEVEL = {
     "data": 1, "splitting": 2, "metrics": 3,
     "retrieval": 4, "ranking": 4, "rerank": 4,
     "pipeline": 5,
-    "evaluation": 6, "experiment": 6, "simulate": 6, "serve": 6, "spark": 6,
+    "evaluation": 6, "experiment": 6, "simulate": 6, "serve": 6, "spark": 6, "adapters": 6,
     "cli": 7,
 }  # fmt: skip
 
