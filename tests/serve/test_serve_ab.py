@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from divrec.evaluation.ab import ab_log_from_rows, readout
 from divrec.serve.app import AppConfig, create_app
-from divrec.serve.arms import ArmRouter, Experiment, hash_unit
+from divrec.serve.arms import ArmRouter, Experiment, check_experiment, hash_unit
 from divrec.serve.events import read_ab_log
 from divrec.serve.model_dir import ModelBundle
 from serve_util import API_KEY, shared_model
@@ -194,9 +194,20 @@ def test_served_lists_are_logged_with_arm_and_assignment_is_stable(exp_model, tm
 
 def test_changed_salt_under_the_same_name_is_refused(exp_model, tmp_path):
     db = tmp_path / "ev.sqlite"
+    bundle = ModelBundle.load(exp_model)
+    assert check_experiment(exp_model, bundle, db).name == "exp1"  # no log yet: fine
     with _app(exp_model, db) as client:
         assert client.get("/recommend/1").status_code == 200
+        # a reload with a bad experiment file is 422 naming the field; the old one serves on
+        (exp_model / "experiment.json").write_text(json.dumps(_arms(**{"0__share": 0.6})))
+        r = client.post("/admin/reload", headers=KEY)
+        assert r.status_code == 422 and "field 'arms.*.share'" in r.json()["error"]
+        assert (
+            client.get("/recommend/1").json()["arm"] == Experiment.from_dict(EXP).assign("1").name
+        )
     (exp_model / "experiment.json").write_text(json.dumps({**EXP, "salt": "other"}))
+    with pytest.raises(ValueError, match=r"experiment 'exp1': salt differ"):
+        check_experiment(exp_model, bundle, db)  # the pre-start check of divrec serve
     with pytest.raises(ValueError, match=r"experiment 'exp1': salt differ"):
         with _app(exp_model, db):
             pass

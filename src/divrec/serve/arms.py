@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXPERIMENT_FILE", "Arm", "ArmRouter", "Experiment", "hash_unit", "load_experiment"]
+__all__ = [
+    "EXPERIMENT_FILE",
+    "Arm",
+    "ArmRouter",
+    "Experiment",
+    "attach_experiment",
+    "check_experiment",
+    "hash_unit",
+    "load_experiment",
+]
 
 #: the experiment file a model directory may hold
 EXPERIMENT_FILE = "experiment.json"
@@ -383,3 +392,50 @@ def impression_of(res: dict, experiment: str, now: float):
         bool(res.get("arm_forced", False)),
         now,
     )
+
+
+def check_experiment(
+    model_dir: str | Path, bundle, db: str | Path, path: str | Path | None = None
+) -> Experiment | None:
+    """The start-up check of `divrec serve` (before anything is created): the experiment
+    file, its arms against the loaded `bundle`, and its definition against the record of
+    the same name in the event log `db` (opened read-only, when it exists).
+
+    Returns:
+        The experiment, or None when the service runs none.
+
+    Raises:
+        ValueError: one line naming the field (see `Experiment.from_dict`, `ArmRouter`) or
+            the differing parts of the definition.
+    """
+    import sqlite3
+
+    exp = load_experiment(model_dir, path)
+    if exp is None:
+        return None
+    ArmRouter(exp, bundle, "auto")
+    db = Path(db)
+    if not db.is_file():
+        return exp
+    try:
+        conn = sqlite3.connect(f"file:{db.absolute()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            row = None
+            if "experiments" in tables:
+                row = conn.execute(
+                    "SELECT record FROM experiments WHERE name = ?", (exp.name,)
+                ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return exp  # not a log: the caller's own check of the log says so
+    if row is not None:
+        old, new = json.loads(row[0]), exp.record()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(
+                f"experiment {exp.name!r}: {', '.join(diff)} differ from the record in {db} "
+                "(assignments would change mid-experiment; give the experiment a new name)"
+            )
+    return exp
