@@ -1,0 +1,56 @@
+"""`evaluate()`'s compiled shortcuts give the public metrics' values."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from divrec import metrics as M
+from divrec.data import SyntheticConfig, make_synthetic
+from divrec.evaluation import _fast
+from divrec.evaluation.harness import EvalConfig, _item_popularity, _train_csr, evaluate
+from divrec.retrieval import PopularityRecommender
+from divrec.splitting import random_holdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 8),
+    st.integers(1, 30),
+    st.integers(1, 500),
+    st.integers(0, 2**31 - 1),
+)
+def test_sampled_between_user_diversity_equals_the_public_function(u, k, n_items, pairs, seed):
+    rng = np.random.default_rng(seed)
+    # repeated items, padding and empty lists included
+    rec = rng.integers(-1, n_items, size=(u, k))
+    rec[rng.random(u) < 0.2] = -1
+    got = _fast.between_user_diversity(rec, n_items, max_pairs=pairs, seed=seed)
+    want = M.between_user_diversity(rec, n_items, max_pairs=pairs, seed=seed)
+    if np.isnan(want):
+        assert np.isnan(got)
+    else:
+        assert got == want  # the same pairs and the same float64 expression
+
+
+def test_between_user_diversity_by_hand():
+    # lists {0, 1}, {1, 2}, {} and {0, 1} (duplicate and padding); all pairs of the 3 non-empty
+    # lists: d = 1 − 1/2, 1 − 2/2, 1 − 1/2 → mean 1/3; max_pairs ≥ 3 is the exact mean
+    rec = np.array([[0, 1, 1], [2, 1, -1], [-1, -1, -1], [1, 0, -1]])
+    assert abs(_fast.between_user_diversity(rec, 3, max_pairs=10) - 1 / 3) < 1e-12
+
+
+def test_shared_train_views_equal_the_interactions_methods():
+    data = make_synthetic(SyntheticConfig(n_users=60, n_items=40, seed=3)).interactions
+    split = random_holdout(data, test_fraction=0.2, seed=0)
+    np.testing.assert_array_equal(_item_popularity(split.train), split.train.item_popularity())
+    assert (_train_csr(split.train) != split.train.to_csr(binary=True)).nnz == 0
+    model = PopularityRecommender().fit(split.train)
+    config = EvalConfig(ks=(5,), n_bootstrap=50, between_user_pairs=100)
+    a = evaluate(model, split, config, progress=False)
+    b = evaluate(model, split, config, progress=False)
+    assert a.system == b.system
+    want = M.between_user_diversity(a.recommendations[:, :5], split.train.n_items, 100, seed=0)
+    assert a.system["between_user_diversity@5"] == want
