@@ -30,7 +30,20 @@ def _run(code: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("module", CORE + ("divrec.data", "divrec.ranking", "divrec.registry"))
+MORE = (
+    "divrec.data",
+    "divrec.ranking",
+    "divrec.registry",
+    "divrec.evaluation",
+    "divrec.experiment",
+    "divrec.simulate",
+    "divrec.cli.main",
+    "divrec.pipeline.frames",
+    "divrec.adapters",
+)
+
+
+@pytest.mark.parametrize("module", CORE + MORE)
 def test_core_import_pulls_no_heavy_library(module):
     proc = _run(
         f"""
