@@ -522,8 +522,19 @@ class _Batcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
+        # the tasks of an idle server (its own, the lifespan's, this batcher's): one more is
+        # a lone request
+        self.idle_tasks = len(asyncio.all_tasks())
 
     async def submit(self, req: RecRequest) -> dict[str, Any]:
+        if self.inline and self.queue.empty() and len(asyncio.all_tasks()) <= self.idle_tasks + 1:
+            # a lone request (no other request task exists, none queued): answered here,
+            # a batch of one without the two event-loop hand-overs of the queue (handler →
+            # batcher task → handler); concurrent requests still go through the queue and
+            # are answered together
+            self.state.metrics.batch.observe(1)
+            with self.state.metrics.compute.time():
+                return self.state.service.recommend([req])[0]
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((req, fut))
         return await fut
@@ -577,10 +588,13 @@ class _RerankBatcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
+    def start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
     async def submit(self, cat: RerankCatalogue, items: list) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
+        self.start()
         fut = loop.create_future()
         await self.queue.put((cat, items, fut))
         return await fut
@@ -801,6 +815,7 @@ def create_app(config: AppConfig) -> FastAPI:
         # limits libraries already loaded)
         state.limits = _limit_threads(config.compute_threads)
         state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
+        state.rerank_batcher.start()  # before the recommend batcher counts the idle tasks
         state.batcher.start()
         _freeze_heap()
         state.metrics.ready.set(1)
