@@ -11,7 +11,6 @@ from scipy import stats as sps
 from divrec.evaluation.ab import (
     ABLog,
     ab_log_from_rows,
-    miscalibration_kl,
     readout,
     readout_markdown,
     srm_check,
@@ -134,12 +133,6 @@ def test_per_arm_metrics_match_brute_force():
             qt = 0.99 * q + 0.01 * p
             vals.append(sum(pi * np.log(pi / qi) for pi, qi in zip(p, qt, strict=True) if pi > 0))
         assert got["miscalibration"] == pytest.approx(np.mean(vals))
-
-
-def test_kl_is_zero_for_a_calibrated_list_and_nan_without_history():
-    p = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
-    out = miscalibration_kl(p, p)
-    assert out[0] == pytest.approx(0.0) and np.isnan(out[1])
 
 
 def test_readout_recovers_a_planted_effect():

@@ -25,9 +25,10 @@ independent units). Per arm:
   arms of equal shares;
 * ``between_user_diversity``: `divrec.metrics.between_user_diversity` of each user's first
   list in the arm (comparable across arms: the same point of each user's stay);
-* ``miscalibration``: per user ``C_KL(p(·|u), q̃(·|u))`` (Steck 2018 Eq. 5, α = 0.01) of the
-  category mix of everything the user was shown against the user's history (the model's
-  training row), averaged over users with a categorised history.
+* ``miscalibration``: per user ``C_KL(p(·|u), q̃(·|u))`` (Steck 2018 Eq. 5, α = 0.01,
+  `divrec.metrics.calibration`) of the category mix of everything the user was shown
+  (counted with repeats) against the user's history (the model's training row), averaged
+  over users with a categorised history.
 
 Differences: each arm minus control, with a user-level bootstrap: each replicate resamples
 the users of every arm independently with replacement (the arms are independent samples);
@@ -59,13 +60,13 @@ from scipy import stats as sps
 
 from divrec.evaluation._bootstrap import multinomial_counts, seed_state
 from divrec.evaluation.stats import _interval
+from divrec.metrics.calibration import category_shares, kl_miscalibration, user_distribution
 from divrec.metrics.diversity import between_user_diversity, gini_of_counts
 
 __all__ = [
     "RATIO_METRICS",
     "ABLog",
     "ab_log_from_rows",
-    "miscalibration_kl",
     "readout",
     "readout_markdown",
     "write_readout",
@@ -212,26 +213,6 @@ def ab_log_from_rows(
     )
 
 
-def miscalibration_kl(p: np.ndarray, q: np.ndarray, alpha: float = 0.01) -> np.ndarray:
-    """``Σ_g p_g log(p_g / q̃_g)``, ``q̃ = (1 − α) q + α p`` (Steck 2018 Eq. 5), per row.
-
-    Args:
-        p: `(U, C)` history category distributions (rows summing to 1, or all zero).
-        q: `(U, C)` shown category distributions.
-        alpha: the smoothing α (the paper's 0.01).
-
-    Returns:
-        `(U,)` divergences in nats; NaN for an all-zero `p` row.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    pos = p > 0
-    qt = (1.0 - alpha) * q + alpha * p
-    ratio = np.where(pos, p / np.where(pos, qt, 1.0), 1.0)
-    out = np.sum(np.where(pos, p * np.log(ratio), 0.0), axis=1)
-    return np.where(pos.any(axis=1), out, np.nan)
-
-
 def _list_ilad(items: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per list ILAD in the unit-row space and whether it is defined (≥ 2 items)."""
     valid = items >= 0
@@ -274,18 +255,11 @@ def _units(log: ABLog, item_vectors, item_categories, history, like_threshold: f
         (np.ones(r.size), (r, log.imp_items[valid])), shape=(n_units, log.n_items)
     )
     if item_categories is not None and history is not None:
-        cats = sp.csr_matrix(item_categories, dtype=np.float64)
-        cats.data[:] = 1.0
-        per = np.asarray(cats.sum(axis=1)).ravel()
-        shares = sp.diags(np.divide(1.0, per, out=np.zeros_like(per), where=per > 0)) @ cats
-        hist = sp.csr_matrix(history, dtype=np.float64)[unit_user]
-        hist.data[:] = 1.0
-        p = np.asarray((hist @ shares).todense())
-        p_n = np.asarray(hist.sum(axis=1)).ravel()
-        p = np.divide(p, p_n[:, None], out=np.zeros_like(p), where=p_n[:, None] > 0)
-        q = np.asarray((exposure @ shares).todense())
+        shares = category_shares(item_categories)  # p(g|i), Steck Sec. 2
+        p = user_distribution(sp.csr_matrix(history)[unit_user], shares)  # Steck Eq. 1
+        q = np.asarray((exposure @ shares).todense())  # Eq. 2 over everything shown
         q = np.divide(q, shown[:, None], out=np.zeros_like(q), where=shown[:, None] > 0)
-        mc = miscalibration_kl(p, q)
+        mc = kl_miscalibration(p, q, alpha=0.01)  # Eq. 5
         fin = np.isfinite(mc)
         sums["mc"] = np.where(fin, mc, 0.0)
         sums["mc_one"] = fin.astype(np.float64)
