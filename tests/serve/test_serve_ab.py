@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from divrec.evaluation.ab import ab_log_from_rows, readout
@@ -232,3 +234,30 @@ def test_impressions_are_written_inline_or_by_the_writer(tmp_path):
     log.close()
     rows = read_ab_log(tmp_path / "ev.sqlite")["impressions"]
     assert rows == [("r1", "a", "u", ["i1", "i2"], False, 1.0), ("r2", "a", "u", ["i3"], True, 2.0)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weights=st.lists(st.integers(0, 5), min_size=2, max_size=5).filter(lambda w: sum(w) > 0),
+    users=st.lists(st.text(min_size=0, max_size=12), min_size=1, max_size=30),
+    salt=st.text(min_size=1, max_size=10).filter(str.strip),
+)
+def test_assignment_invariants(weights, users, salt):
+    """Any shares: an arm of share 0 never gets a user, assignment is a pure function of
+    (salt, user), and it follows the hash through the cumulative shares (brute force)."""
+    total = sum(weights)
+    doc = {
+        "name": "p",
+        "salt": salt,
+        "control": "a0",
+        "arms": [{"name": f"a{k}", "share": w / total} for k, w in enumerate(weights)],
+    }
+    if abs(sum(w / total for w in weights) - 1.0) > 1e-9:
+        return
+    exp = Experiment.from_dict(doc)
+    got = exp.assign_many(users)
+    assert [exp.assign(u).name for u in users] == [f"a{k}" for k in got]
+    for u, k in zip(users, got, strict=True):
+        assert weights[k] > 0
+        h, lo = hash_unit(salt, u), sum(weights[:k]) / total
+        assert lo - 1e-12 <= h < sum(weights[: k + 1]) / total + 1e-12

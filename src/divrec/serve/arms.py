@@ -96,7 +96,10 @@ class Experiment:
     arms: tuple[Arm, ...]
 
     def __post_init__(self) -> None:
-        bounds = np.cumsum([a.share for a in self.arms])
+        shares = np.array([a.share for a in self.arms])
+        bounds = np.cumsum(shares)
+        if shares.any():  # rounding: the last arm with a share ends at exactly 1
+            bounds[int(np.flatnonzero(shares > 0)[-1]) :] = 1.0
         object.__setattr__(self, "_bounds", bounds)
 
     @property
