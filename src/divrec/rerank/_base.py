@@ -34,10 +34,14 @@ turned into NaN or into a constant).
 Precision: the compiled greedy kernels (MMR, interest-aware MMR, the DPPs, SSD) take the
 candidate vectors in the dtype they come in; ``select_batch`` never converts a whole batch.
 With ``precision="input"`` (default) float32 vectors stay float32 in the kernel's work
-matrix (half the bytes each greedy step streams; every product and sum is float64), float64
-vectors take the float64 path; ``precision="float64"`` converts float32 vectors to float64
+matrix (half the bytes each greedy step streams; SSD's products and sums stay float64),
+float64 vectors take the float64 path; ``precision="float64"`` converts float32 vectors to float64
 inside the kernel, one request at a time (exact: the lists are those of float64 inputs of
-the same values). Rule for the float32 path (measured on the benchmark grid,
+the same values). On the float32 path MMR's similarity sweeps are float32 multiply-adds
+(16 lanes; a cosine is within ~``1e-6`` of its float64 value) and the tie tolerance is
+``128 · TIE_RTOL`` (so that float32 rounding, ``2^-24``, never decides a tie the float64
+path gives to the lower position); the DPPs read float32 entries exactly as float64.
+Rule for the float32 path (measured on the benchmark grid,
 ``benchmarks/results/rerank_precision.json``): its lists equal those of the float64 path
 on the same vectors, except where, at the first differing step, the two candidates' gains
 in the float64 path are within a relative ``1e-5`` (normalized vectors rounded to float32

@@ -89,9 +89,10 @@ def scratch(nf: int, ni: int, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def work_matrix_buffer(d: int, n: int, dtype) -> np.ndarray:
     """A reusable 1-D buffer (this thread) for a feature-major ``(d, N)`` work matrix of
-    ``dtype`` (float32: the float32 path, half the bytes streamed per greedy step)."""
+    ``dtype`` (float32: the float32 path, half the bytes streamed per greedy step), and
+    two rows the penalized kernel's float32 path carves after it."""
     dt = np.dtype(dtype)
-    size = d * (_pad8(n) + 16) + 16
+    size = (d + 2) * (_pad8(max(n, d)) + 16) + 64  # the matrix and two float32-path rows
     key = "wbuf_" + dt.name
     buf = getattr(_local, key, None)
     if buf is None or buf.size < size:
@@ -203,6 +204,11 @@ def _load_transposed(
     for i in range(n):
         sq[i] = tmp[i]
     return True
+
+
+#: the float32 path's tie tolerance, in units of ``TIE_RTOL``: float32 rounding (2^-24 ≈
+#: 6e-8 relative) must not decide a tie that the float64 path resolves by position
+F32_TIE = 128.0
 
 
 @njit(cache=True, nogil=True)
@@ -1088,7 +1094,12 @@ def penalized_greedy_batch(
     """
     bsz, n = valid.shape
     d = vectors.shape[2]
-    ut, _ = _carve(wbuf, 0, d, n)  # feature-major (normalized) vectors
+    f32 = wbuf.itemsize == 4  # the float32 path: float32 sweeps, float32 tie tolerance
+    tmul = F32_TIE if f32 else 1.0
+    ut, wpos = _carve(wbuf, 0, d, n)  # feature-major (normalized) vectors
+    w2, _ = _carve(wbuf, wpos, 2, max(n, d, 1))
+    sim_w = w2[0, :n]  # the float32 path's similarity row and query (float32 multiply-adds)
+    q_w = w2[1, :d]
     fw, pos = _carve(fs, 0, 4, n)  # rows swept with SIMD loads start on cache lines
     sq = fw[0, :n]
     sim = fw[1, :n]
@@ -1158,6 +1169,17 @@ def penalized_greedy_batch(
             if mode == 1:
                 for i in range(n):
                     sim[i] = matrix[b, j, i] if valid[b, i] else 0.0
+            elif f32:  # one float32 sweep (16 lanes, half the bytes), widened once
+                for f in range(d):
+                    q_w[f] = ut[f, j]
+                for i in range(n):
+                    sim_w[i] = 0.0
+                _accumulate(sim_w, ut, q_w, d, n)
+                for i in range(n):
+                    sim[i] = sim_w[i]
+                if mode == 2:
+                    for i in range(n):
+                        sim[i] = _sigmoid(sim[i])
             else:
                 for f in range(d):
                     q[f] = ut[f, j]
@@ -1167,30 +1189,43 @@ def penalized_greedy_batch(
                 if mode == 2:
                     for i in range(n):
                         sim[i] = _sigmoid(sim[i])
+            # elementwise passes (vectorized; the same arithmetic for every candidate),
+            # then the argmax over the eligible ones
             inv_t = 1.0 / (t + 1)
+            bv = base[b]
+            mx = seen
+            for i in range(n):
+                a = abs(sim[i])
+                mx = a if a > mx else mx
+            seen = mx
+            if agg_mean:
+                for i in range(n):
+                    acc[i] += sim[i]
+            else:
+                for i in range(n):
+                    s = sim[i]
+                    a = acc[i]
+                    acc[i] = s if s > a else a
+            if c == 0.0:
+                for i in range(n):
+                    score[i] = bv[i]
+            elif agg_mean:
+                for i in range(n):
+                    score[i] = bv[i] - c * (acc[i] * inv_t)
+            else:
+                for i in range(n):
+                    score[i] = bv[i] - c * acc[i]
             best = _NEG_INF
             jbest = -1
             first = -1
             for i in range(n):
-                s = sim[i]
-                if abs(s) > seen:
-                    seen = abs(s)
-                if agg_mean:
-                    acc[i] += s
-                    pen = acc[i] * inv_t
-                else:
-                    if s > acc[i]:
-                        acc[i] = s
-                    pen = acc[i]
-                sc = base[b, i] - c * pen if c != 0.0 else base[b, i]
-                score[i] = sc
                 if okm[i]:
                     if first < 0:
                         first = i
-                    if sc > best:
-                        best = sc
+                    if score[i] > best:
+                        best = score[i]
                         jbest = i
-            j = _resolve_tie(score, okm, best, jbest, first, c * seen)
+            j = _resolve_tie(score, okm, best, jbest, first, c * seen * tmul)
             if cb and t + 1 < npins:
                 j = plist[t + 1]
         if cb:
@@ -1256,6 +1291,10 @@ def _ssd_refresh(
     ~``1e-16 ‖v_i‖``, like the numpy reference's residual vectors.
     """
     d = ut.shape[0]
+    if nb >= d:  # the basis spans the space: every residual is 0
+        for i in range(d2.shape[0]):
+            d2[i] = 0.0
+        return
     for i in range(d2.shape[0]):
         if not avail[i] or d2[i] >= SSD_RECOMPUTE * sq[i]:
             continue
@@ -1328,6 +1367,8 @@ def ssd_greedy_batch(
     bsz, n = valid.shape
     d = vectors.shape[2]
     ut, _ = _carve(wbuf, 0, d, n)
+    f32 = wbuf.itemsize == 4  # the float32 path: float32 work matrix and tie tolerance
+    tmul = F32_TIE if f32 else 1.0
     fw, pos = _carve(fs, 0, 5, n)
     sq = fw[0, :n]
     d2 = fw[1, :n]
@@ -1370,7 +1411,7 @@ def ssd_greedy_batch(
         if bad[b]:
             continue
         g = gamma[b]
-        scale = g * math.sqrt(vmax)
+        scale = g * math.sqrt(vmax) * tmul
         for i in range(n):
             score[i] = relb[i] + g * math.sqrt(max(d2[i], 0.0))
         okm = avail
