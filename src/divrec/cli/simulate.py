@@ -191,7 +191,7 @@ def _preflight(
         bundle.pipeline.user_items_, rounds=rounds, k=k, seed=0,
         user_ids=[ids[u] for u in chosen], record=exp.record(),
     )  # fmt: skip
-    res = readout(log, n_bootstrap=n_bootstrap, **model_inputs(bundle, log.user_ids))
+    res = readout(log, n_bootstrap=n_bootstrap, bins=rounds, **model_inputs(bundle, log.user_ids))
     res["notes"] = [
         f"Pre-flight: {n} simulated users of {model_dir.name} x {rounds} rounds of {k} items; "
         f"user model: iALS ground truth on the training data, no-click utility {no_click}, "
@@ -199,6 +199,7 @@ def _preflight(
         *notes,
         *res["notes"],
     ]
+    res["settings"]["time_axis"] = "round"
     write_readout(res, out, "A/B pre-flight (simulator)")
     typer.echo((out / "readout.md").read_text())
     typer.echo(f"wrote {out}/readout.md, readout.json, over_time.png")

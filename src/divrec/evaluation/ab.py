@@ -591,7 +591,7 @@ def write_readout(res: dict[str, Any], out: str | Path, title: str = "A/B readou
             ys = [np.nan if y is None else y for y in ot[arm][key]]
             ax.plot(mid, ys, marker="o", ms=3, label=arm)
         ax.set_title({"users": "users so far"}.get(key, _LABELS.get(key, key)))
-        ax.set_xlabel("seconds since start")
+        ax.set_xlabel(res["settings"].get("time_axis", "seconds since start"))
     axes[0].legend()
     fig.tight_layout()
     png = out / "over_time.png"
