@@ -392,6 +392,13 @@ def test_model_server_rerank(tmp_path_factory, tmp_path):
             assert r.json()["error"].startswith(f"field 'constraints.boosts.{ids[1]}'")
             r = http.post("/recommend", json={**body, "constraints": {}, "explore": 1.0})
             assert r.status_code == 422 and "explore" in r.json()["error"]
+            # calibration: any registered re-ranker is a method of /recommend too
+            r = http.get(f"/recommend/{uid}", params={"method": "calibrated", "diversity": 0.8})
+            assert r.status_code == 200, r.text
+            assert r.json()["method"] == "calibrated" and len(r.json()["items"]) == 10
+            assert "calibrated" in http.get("/health/ready").json()["methods"]
+            r = http.get(f"/recommend/{uid}", params={"method": "nope"})
+            assert r.status_code == 422 and r.json()["error"].startswith("field 'method'")
     finally:
         srv.stop()
 

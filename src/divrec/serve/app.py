@@ -758,6 +758,12 @@ def _load_catalogue(items: Path) -> RerankCatalogue:
     return cat
 
 
+def _registered_rerankers() -> list[str]:
+    from divrec import registry
+
+    return registry.names("re-ranker")
+
+
 def _json(raw: bytes):
     """The parsed body (400 malformed or nested too deeply)."""
     try:
@@ -918,10 +924,37 @@ def create_app(config: AppConfig) -> FastAPI:
 
     def check_method(svc: Service, method: str | None) -> str | None:
         if method is not None and method != "none" and method not in svc.bundle.rerankers:
+            if method in _registered_rerankers() and serve_method(svc, method):
+                return method
             raise ApiError(
                 422, f"field 'method': unknown method {method!r}; known: {', '.join(svc.methods)}"
             )
         return method
+
+    def serve_method(svc: Service, method: str) -> bool:
+        """Adds a registered re-ranker the model directory has not (``calibrated``,
+        ``fair``, ``pdpp``, …) to the served methods: the `/rerank` catalogue's one, fitted
+        with its defaults on the model's training matrix, behind the model's fitted
+        retriever and ranker (and the cold start), as the bundle's own methods are.
+
+        Returns:
+            False when it cannot be fitted on this model (the 422 names the method).
+        """
+        from divrec.serve.model_dir import share_fitted
+
+        cat = catalogue()
+        rr = cat.rerankers.get(method)
+        if rr is None:
+            return False
+        b = svc.bundle
+        p = b.pipeline
+        n, ui = p.n_candidates, p.user_items_
+        b.pipelines[method] = share_fitted(
+            p.retriever, rr, n, ui, p.ranker, getattr(p, "item_vectors", None)
+        )
+        b.cold_start[method] = share_fitted(b.cold_start["none"].retriever, rr, n, ui)
+        b.rerankers[method] = rr
+        return True
 
     def with_rules(req: RecRequest, src, from_query: bool = False) -> RecRequest:
         """`req` with its constraints (external ids and category names, mapped to the
