@@ -143,3 +143,16 @@ def test_simulate_arms_bad_input(model, tmp_path):
     _one_line_error(_run("simulate", "--arms", unknown, "--model-dir", model, "--out", out),
                     "field 'arms.1.method': unknown method 'xx'")  # fmt: skip
     assert not out.exists()
+
+
+def test_serve_with_a_bad_experiment_is_one_line_before_start(model, tmp_path):
+    """`divrec serve` checks the model directory's experiment before anything starts."""
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(model, bad)
+    doc = dict(EXP, arms=[dict(EXP["arms"][0], share=0.7), EXP["arms"][1]])
+    (bad / "experiment.json").write_text(json.dumps(doc))
+    db = tmp_path / "events.sqlite"
+    _one_line_error(_run("serve", "--model-dir", bad, "--db", db, "--port", 1), "--model-dir")
+    assert not db.exists()

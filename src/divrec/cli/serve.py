@@ -216,6 +216,12 @@ def serve(
         check_catalogue(bundle, db)
     except ValueError as err:
         raise ValueError(f"--db {db}: {err}") from None
+    from divrec.serve.arms import check_experiment
+
+    try:
+        check_experiment(model_dir, bundle, db)
+    except ValueError as err:
+        raise ValueError(f"--model-dir: {err}") from None
     lock = DbLock(db)
     try:
         lock.acquire()
