@@ -6,6 +6,8 @@ the service and the answer's JSON; no uvicorn, no TCP) and a bare FastAPI app re
 
 * ``bare``: the bare app;
 * ``app``: the whole service app for ``?n=10&diversity=0.5&method=dpp``;
+* ``app_via_batch_queue``: the same with the lone-request path off (through the batch
+  queue and its task, as before it);
 * ``service``: `Service.recommend` of one request (what the app calls);
 * ``pipeline``: the method's `Pipeline` on the `Query` the service builds (the library);
 
@@ -102,7 +104,15 @@ async def run(args) -> dict:
                               __import__("numpy").array([0.5]))  # fmt: skip
 
         n = args.requests
-        times: dict[str, list[float]] = {"bare": [], "app": [], "service": [], "pipeline": []}
+        times: dict[str, list[float]] = {
+            "bare": [],
+            "app": [],
+            "app_via_batch_queue": [],
+            "service": [],
+            "pipeline": [],
+        }
+        batcher = app.state.divrec.batcher
+        idle = batcher.idle_tasks
         with threadpool_limits(1):
             for i in range(200):  # warm-up
                 await call(app, f"/recommend/{users[i % len(users)]}", qs)
@@ -117,6 +127,12 @@ async def run(args) -> dict:
                     out = await call(app, f"/recommend/{users[i % len(users)]}", qs)
                 times["app"].append(time.process_time() - t0)
                 assert out[0]["status"] == 200
+                batcher.idle_tasks = -(10**9)  # the lone-request path off: via the queue
+                t0 = time.process_time()
+                for i in range(n):
+                    out = await call(app, f"/recommend/{users[i % len(users)]}", qs)
+                times["app_via_batch_queue"].append(time.process_time() - t0)
+                batcher.idle_tasks = idle
                 t0 = time.process_time()
                 for i in range(n):
                     svc.recommend([RecRequest(users[i % len(users)], 10, 0.5, "dpp")])
@@ -140,6 +156,7 @@ async def run(args) -> dict:
     return {
         "cpu_ms_per_request_median": ms,
         "http_layer_ms": ms["app"] - ms["service"],
+        "lone_request_path_saves_ms": ms["app_via_batch_queue"] - ms["app"],
         "service_own_ms": ms["service"] - ms["pipeline"],
         "pipeline_ms": ms["pipeline"],
         "app_over_bare_cpu": ms["app"] / ms["bare"],
