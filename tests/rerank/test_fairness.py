@@ -124,6 +124,12 @@ def test_fair_batch_and_stage():
     assert fair(Query(users=np.array([0])), cand, 3).ids.tolist() == [[0, 1, 2]]
 
 
+def test_group_column_missing_from_the_data_is_one_line():
+    data = Interactions.from_arrays(np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="^group: column 'category=Drama': the data has no"):
+        FAIR(group="category=Drama").fit(data, item_vectors=np.eye(2))
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="protected"):
         FAIR().select(np.ones(3), 2)

@@ -259,13 +259,12 @@ class FAIR(Reranker):
         """``item_protected_`` ``(n_items,)`` bool, from ``group``."""
         from divrec.metrics.groups import item_groups
 
-        spec = self.group
-        if spec == "popularity":
-            codes, _ = item_groups(train, "popularity")
-            self.item_protected_ = codes == 1  # the long tail
-        else:
-            codes, names = item_groups(train, spec)
-            self.item_protected_ = codes == names.index("yes")
+        try:
+            codes, names = item_groups(train, self.group)
+        except ValueError as err:  # a column the data has not: one line naming the field
+            raise ValueError(f"group: {str(err).splitlines()[0]}") from None
+        # the long tail of "popularity", the items of "category=<name>" / "feature:<j>"
+        self.item_protected_ = codes == names.index("tail" if self.group == "popularity" else "yes")
 
     def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
         return {"protected": self.item_protected_[safe_ids]}
