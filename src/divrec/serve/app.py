@@ -943,9 +943,9 @@ def create_app(config: AppConfig) -> FastAPI:
         from divrec.serve.model_dir import share_fitted
 
         cat = catalogue()
-        rr = cat.rerankers.get(method)
-        if rr is None:
+        if not cat.ensure(method):
             return False
+        rr = cat.rerankers[method]
         b = svc.bundle
         p = b.pipeline
         n, ui = p.n_candidates, p.user_items_
@@ -955,6 +955,19 @@ def create_app(config: AppConfig) -> FastAPI:
         b.cold_start[method] = share_fitted(b.cold_start["none"].retriever, rr, n, ui)
         b.rerankers[method] = rr
         return True
+
+    async def prefit(methods) -> None:
+        """Fits registered re-rankers a request names and the catalogue has not fitted yet,
+        in a worker thread (the event loop keeps answering); a no-op for fitted ones."""
+        svc = state.service
+        cat = state.catalogue
+        for m in methods:
+            if type(m) is not str or (svc is not None and m in svc.bundle.rerankers):
+                continue
+            if cat is None or cat.bundle is not (svc.bundle if svc else None):
+                cat = catalogue()
+            if cat.pending(m):
+                await asyncio.get_running_loop().run_in_executor(None, cat.ensure, m)
 
     def with_rules(req: RecRequest, src, from_query: bool = False) -> RecRequest:
         """`req` with its constraints (external ids and category names, mapped to the
@@ -1060,6 +1073,8 @@ def create_app(config: AppConfig) -> FastAPI:
         await maybe_key(request)
         svc = service()
         q = request.query_params
+        if "method" in q and q["method"] not in svc.bundle.rerankers:
+            await prefit([q["method"]])
         req = RecRequest(
             user_id=_check_id(request.path_params["user_id"], "user_id"),
             n=check_n(_q_number(q, "n", 10, int)),
@@ -1089,6 +1104,7 @@ def create_app(config: AppConfig) -> FastAPI:
                     )
 
         body = await _parse(request, RecommendIn, precheck=cap)
+        await prefit([body.method])
         ids = [str(i) for i in body.history]
         bad = [i for i in ids if i not in svc.bundle.item_index]
         if bad:
@@ -1125,6 +1141,9 @@ def create_app(config: AppConfig) -> FastAPI:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = _json(raw)  # NaN / Infinity literals, too-large numbers: checked below
+        if isinstance(doc, dict) and isinstance(doc.get("requests"), list):
+            wanted = [r.get("method") for r in doc["requests"][:1000] if isinstance(r, dict)]
+            await prefit({m for m in wanted if type(m) is str})
         try:
             items = parse_rerank(
                 doc,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,29 @@ class RerankCatalogue:
     category_code: dict[str, int] = field(default_factory=dict)
     data: Any = None
     columns: dict[str, list[str]] = field(default_factory=dict)
+    lazy_fit: Any = None
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    def pending(self, method: Any) -> bool:
+        """Whether `method` is a registered re-ranker this catalogue fits on first use."""
+        from divrec import registry
+
+        return (
+            self.lazy_fit is not None
+            and type(method) is str
+            and method not in self.rerankers
+            and method not in self.unavailable
+            and method in registry.names("re-ranker")
+        )
+
+    def ensure(self, method: Any) -> bool:
+        """Fits `method` now if it is pending (thread-safe); whether it can be used."""
+        if type(method) is str and method in self.rerankers:
+            return True
+        with self._lock:
+            if self.pending(method):
+                self.rerankers.update(self.lazy_fit({method}, self.unavailable))
+        return type(method) is str and method in self.rerankers
 
     def groups(self, column: str, fail) -> tuple[np.ndarray, list[str]]:
         """`(n_items,)` group codes and names of `column` (constraints' ``group``):
@@ -106,18 +130,25 @@ class RerankCatalogue:
 
     @property
     def methods(self) -> list[str]:
-        return sorted(self.rerankers)
+        """The methods it answers: fitted ones and those fitted on first use."""
+        from divrec import registry
+
+        names = set(self.rerankers)
+        if self.lazy_fit is not None:
+            names |= set(registry.names("re-ranker")) - set(self.unavailable)
+        return sorted(names)
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_bundle(cls, bundle, every_method: bool = True) -> RerankCatalogue:
+    def from_bundle(cls, bundle, every_method: bool | str = True) -> RerankCatalogue:
         """The catalogue of a loaded `ModelBundle`.
 
         Its re-rankers are the bundle's (shared, not copied: the served pipelines'
-        objects); with `every_method`, every other registered re-ranker is fitted too, with
-        its default parameters, on the model's training matrix (``pipeline.user_items_``,
-        values as stored, no timestamps), item categories and the served re-rankers' item
-        and user vectors.
+        objects); with `every_method`, every other registered re-ranker can be used too:
+        fitted on first use (`ensure`; ``"now"``: all of them here), with its default
+        parameters, on the model's training matrix (``pipeline.user_items_``, values as
+        stored, no timestamps), item categories and the served re-rankers' item and user
+        vectors.
         """
         names = list(bundle.category_names)
         cats = [list(it["categories"]) for it in bundle.items]
@@ -127,7 +158,11 @@ class RerankCatalogue:
         data = _training_log(bundle, cats, code)
         rerankers = dict(bundle.rerankers)
         unavailable: dict[str, str] = {}
-        if every_method:
+
+        def lazy_fit(names: set[str], unavailable: dict[str, str]) -> dict[str, Any]:
+            return _fit_others(data, served, set(rerankers), unavailable, only=names)
+
+        if every_method == "now":
             rerankers.update(_fit_others(data, served, set(rerankers), unavailable))
         return cls(
             item_ids=[it["id"] for it in bundle.items],
@@ -144,6 +179,7 @@ class RerankCatalogue:
             unavailable=unavailable,
             category_code=code,
             data=data,
+            lazy_fit=lazy_fit if every_method else None,
         )
 
     @classmethod
@@ -328,13 +364,19 @@ def _training_log(bundle, cats: list[list[str]], code: dict[str, int]):
     )
 
 
-def _fit_others(train, served, have: set[str], unavailable: dict[str, str]) -> dict[str, Any]:
-    """Every registered re-ranker not in `have`, fitted on the model's training log."""
+def _fit_others(
+    train, served, have: set[str], unavailable: dict[str, str], only: set[str] | None = None
+) -> dict[str, Any]:
+    """Every registered re-ranker not in `have` (or those of `only`), fitted on the model's
+    training log; one that cannot be fitted goes to `unavailable` with the reason."""
     from divrec import registry
 
     out = {}
     for name in registry.names("re-ranker"):
-        if name in have or (name == "category-cap" and train.item_categories is None):
+        if name in have or (only is not None and name not in only):
+            continue
+        if name == "category-cap" and train.item_categories is None:
+            unavailable[name] = "the model has no item categories"
             continue
         try:
             out[name] = registry.create("re-ranker", name).fit(
@@ -516,7 +558,7 @@ def _parse_one(
     method = r.get("method")
     if method is None:
         method = cat.default_method
-    if type(method) is not str or method not in cat.rerankers:
+    if type(method) is not str or not cat.ensure(method):
         if type(method) is str and method in cat.unavailable:
             raise RerankError(
                 f"field '{f}.method': {method!r} is not available here ({cat.unavailable[method]})"
