@@ -380,7 +380,10 @@ def check_list(
         off = [int(i) for i, g in zip(ids, cats, strict=True) if g in c.deny_categories]
         if off:
             bad("deny_categories", f"item {off[0]} has a denied category")
-        counts = {g: int(np.count_nonzero(cats == g)) for g in c._categories_used}
+        counts = dict.fromkeys(c._categories_used, 0)
+        for g in cats.tolist():
+            if g in counts:
+                counts[g] += 1
         for g, lo in c.min_count.items():
             if counts[g] < lo:
                 bad("min_count", f"category {g}: {counts[g]} items, minimum {lo}")
@@ -456,13 +459,14 @@ def resolve_batch(
     Checks what needs the catalogue and ``k`` (a pin position ``>= k``, the minimums
     summing above ``k``, unknown items or categories): one-line ``ValueError`` naming the
     field. Feasibility against the candidates is left to the kernels and
-    :func:`check_list`.
+    :func:`check_list`. Requests sharing one `Constraints` object (a rule set broadcast
+    to a batch) are resolved together: the item-level masks are built once per object.
     """
     bsz, n = ids.shape
-    n_items = None
+    if len(rules) != bsz:
+        raise ValueError(f"constraints has {len(rules)} entries for {bsz} requests")
     valid = ids >= 0
     safe = np.maximum(ids, 0)
-    cats_b = None if item_category is None else np.where(valid, item_category[safe], -1)
     used: list[int] = sorted({g for r in rules if r is not None for g in r._categories_used})
     code = {g: i for i, g in enumerate(used)}
     ncode = len(used)
@@ -478,70 +482,83 @@ def resolve_batch(
     best = np.zeros(bsz, dtype=bool)
     missing: list[list[int]] = [[] for _ in range(bsz)]
     if item_category is not None:
+        item_category = np.asarray(item_category)
         n_items = item_category.shape[0]
         if n_categories is None:
             n_categories = int(item_category.max(initial=-1)) + 1
-    if len(rules) != bsz:
-        raise ValueError(f"constraints has {len(rules)} entries for {bsz} requests")
+    else:
+        n_items = max(int(ids.max(initial=-1)) + 1, 1)
+    groups: dict[int, tuple[Constraints, list[int]]] = {}
     for b, r in enumerate(rules):
-        if r is None:
-            continue
-        if n_items is not None:
+        if r is not None:
+            groups.setdefault(id(r), (r, []))[1].append(b)
+    for r, members in groups.values():
+        rows = np.asarray(members, dtype=np.int64)
+        if item_category is not None:
             r.check_catalogue(n_items, n_categories)
         elif r._categories_used or r.allow_categories is not None or r.deny_categories:
             raise ValueError("constraints on categories need item categories (none were fitted)")
-        best[b] = r.best_effort
-        row = ids[b]
-        if r.exclude.size:
-            keep[b] &= ~np.isin(row, r.exclude)
-        if r.allowed is not None:
-            if r.allowed.shape[0] <= int(row.max(initial=-1)):
-                raise ValueError(
-                    f"allowed must cover every candidate item ({r.allowed.shape[0]} entries)"
-                )
-            keep[b] &= r.allowed[safe[b]]
-        if cats_b is not None:
-            if r.allow_categories is not None:
-                keep[b] &= np.isin(cats_b[b], list(r.allow_categories))
-            if r.deny_categories:
-                keep[b] &= ~np.isin(cats_b[b], list(r.deny_categories))
-        if r.boosts:
-            if boost is None:
-                boost = np.zeros((bsz, n))
-            bi = np.array(sorted(r.boosts), dtype=np.int64)
-            bv = np.array([r.boosts[int(i)] for i in bi], dtype=np.float64)
-            hit = np.isin(row, bi) & valid[b]
-            if hit.any():
-                boost[b, hit] = bv[np.searchsorted(bi, row[hit])]
         if sum(r.min_count.values()) > k:
             raise ValueError(
                 f"min_count: the minimums sum to {sum(r.min_count.values())} > k = {k}"
             )
-        if not r.has_counts:
-            continue
-        active[b] = True
-        for g in r._categories_used:
-            cat[b, cats_b[b] == g] = code[g]
-            min_c[b, code[g]] = r.min_count.get(g, 0)
-            max_c[b, code[g]] = min(r.max_count.get(g, k), k)
         for item, pos in r.pins.items():
             if pos >= k:
                 raise ValueError(
                     f"pins: item {item} at position {pos} is outside the list (k = {k})"
                 )
-            where = np.flatnonzero((row == item) & keep[b])
-            if where.size == 0:
-                missing[b].append(item)
-                continue
-            pin_slot[b, pos] = where[0]
+        best[rows] = r.best_effort
+        sg, vg = safe[rows], valid[rows]
+        if r.has_filters:  # item-level mask, once per rule object
+            ok = np.ones(n_items, dtype=bool)
+            ok[r.exclude[r.exclude < n_items]] = False
+            if r.allowed is not None:
+                if r.allowed.shape[0] < n_items:
+                    raise ValueError(
+                        f"allowed must cover every candidate item ({r.allowed.shape[0]} entries)"
+                    )
+                ok &= r.allowed[:n_items]
+            if item_category is not None:
+                if r.allow_categories is not None:
+                    ok &= np.isin(item_category, list(r.allow_categories))
+                if r.deny_categories:
+                    ok &= ~np.isin(item_category, list(r.deny_categories))
+            keep[rows] &= ok[sg]
+        if r.boosts:
+            if boost is None:
+                boost = np.zeros((bsz, n))
+            bi = np.zeros(n_items)
+            for item, val in r.boosts.items():
+                if item < n_items:
+                    bi[item] = val
+            boost[rows] = np.where(vg, bi[sg], 0.0)
+        if not r.has_counts:
+            continue
+        active[rows] = True
+        if r._categories_used:
+            codes = np.full(n_items, -1, dtype=np.int64)
+            for g in r._categories_used:
+                codes[item_category == g] = code[g]
+            cat[rows] = np.where(vg, codes[sg], -1)
+            for g in r._categories_used:
+                min_c[rows, code[g]] = r.min_count.get(g, 0)
+                max_c[rows, code[g]] = min(r.max_count.get(g, k), k)
+        kr = keep[rows]
+        for item, pos in r.pins.items():
+            hit = (ids[rows] == item) & kr
+            has = hit.any(axis=1)
+            pin_slot[rows[has], pos] = np.argmax(hit[has], axis=1)
+            for b in rows[~has]:
+                missing[int(b)].append(item)
         if r.protected is not None and r.min_share > 0.0:
-            groups = (
-                np.where(valid[b], r.group_of[safe[b]], -1) if r.group_of is not None else cats_b[b]
-            )
-            if groups is None:
+            if r.group_of is not None:
+                gi = r.group_of
+            elif item_category is not None:
+                gi = item_category
+            else:
                 raise ValueError("min_share: no groups (give group_of or fit item categories)")
-            prot[b] = (groups == r.protected) & valid[b]
-            floor[b] = fairness_floor(r.min_share, k)
+            prot[rows] = (gi[sg] == r.protected) & vg
+            floor[rows] = fairness_floor(r.min_share, k)
     return ResolvedConstraints(
         keep, boost, active, cat, min_c, max_c, pin_slot, prot, floor, best, missing
     )
