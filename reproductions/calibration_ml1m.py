@@ -2,7 +2,8 @@
 
 Reads the `results.json` of `divrec experiment run reproductions/calibration_ml1m.toml` and
 writes, next to it, `sweep.json` (per entry: λ, the seed-aware mean, sd and CI of every
-metric, the change against iALS in percent) and `sweep.png` (precision@10 and
+per-user metric, the change against iALS in percent; the mean over seeds of the system
+metrics tail_exposure@10, popularity_lift@10 and item_coverage@10) and `sweep.png` (precision@10 and
 miscalibration@10 against λ, and the trade-off curve).
 
 Run: `python -m reproductions.calibration_ml1m benchmarks/results/calibration_ml1m`.
@@ -23,6 +24,8 @@ METRICS = (
     "arp@10",
     "category_ild@10",
 )
+#: system-level metrics (one value per seed): exposure fairness of the lists
+SYSTEM = ("tail_exposure@10", "popularity_lift@10", "item_coverage@10")
 
 
 def sweep_table(results: dict) -> dict:
@@ -44,6 +47,10 @@ def sweep_table(results: dict) -> dict:
                 "ci": [s["ci_low"], s["ci_high"]],
                 "change_vs_ials_percent": None if not b else 100.0 * (s["mean"] - b) / b,
             }
+        for key in SYSTEM:
+            vals = e.get("system", {}).get(key)
+            if vals is not None:
+                row[key] = {"mean_over_seeds": sum(vals) / len(vals), "per_seed": vals}
         rows.append(row)
     return {
         "source": "results.json of `divrec experiment run reproductions/calibration_ml1m.toml`",
