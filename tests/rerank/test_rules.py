@@ -168,3 +168,27 @@ def test_infeasible_is_one_line_naming_the_rule_or_best_effort():
     rc = resolve_batch([share], ids, 3, cats)
     with pytest.raises(ValueError, match="min_share"):
         FAIR().select_batch(r[None], 3, protected=np.zeros((1, 4), bool), constraints=rc)
+
+
+def test_stage_call_passes_query_constraints():
+    from divrec.data import Interactions
+    from divrec.data.query import Candidates, Query
+
+    users = np.repeat(np.arange(4), 3)
+    items = np.array([0, 1, 2, 3, 4, 5, 0, 2, 4, 1, 3, 5])
+    cats = np.eye(3)[[0, 0, 1, 1, 2, 2]]
+    import scipy.sparse as sp
+
+    data = Interactions.from_arrays(users, items).with_item_side_info(
+        item_categories=sp.csr_matrix(cats), category_names=("a", "b", "c")
+    )
+    cand = Candidates(np.array([[0, 1, 2, 3, 4, 5]]), np.array([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]]))
+    rule = Constraints(max_count={0: 1}, pins={5: 0})
+    for rr in (
+        CalibratedReranker(lambda_=0.5).fit(data, item_vectors=np.eye(6)),
+        FAIR(p=0.5, group="category=c").fit(data, item_vectors=np.eye(6)),
+    ):
+        got = rr(Query(users=np.array([0]), constraints=rule), cand, 3).ids[0]
+        assert got[0] == 5 and check_list(got, rule, data.primary_category(), 3) == []
+        with pytest.raises(ValueError, match="min_count"):
+            rr(Query(users=np.array([0]), constraints=Constraints(min_count={0: 3})), cand, 3)
