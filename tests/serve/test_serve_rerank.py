@@ -599,3 +599,39 @@ def test_service_lists_keep_the_rules(model, cat):
     q = Query(users=[2], diversity=[0.5], constraints=[rules])
     want = cat.bundle.pipelines["dpp"](q, None, 10).ids[0]
     assert lst == [cat.item_ids[i] for i in want]
+
+
+def test_rerank_takes_the_key_and_the_limits(tmp_path):
+    """In-process (no socket): --auth-all guards /rerank; --max-body and the batch limit: 413."""
+    import os
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from divrec.serve.app import AppConfig, create_app
+
+    write_table(tmp_path / "items.csv")
+    config = AppConfig(
+        model_dir=None,
+        db=Path(os.devnull),
+        api_key=API_KEY,
+        auth_all=True,
+        items=tmp_path / "items.csv",
+        max_body=600,
+        max_rerank_batch=2,
+        allowed_hosts=("testserver",),
+    )
+    doc = {"requests": [request(["it1", "it2", "it3"], [3, 2, 1], k=2)]}
+    with TestClient(create_app(config)) as http:
+        assert http.post("/rerank", json=doc).status_code == 401
+        r = http.post("/rerank", json=doc, headers={"X-API-Key": API_KEY})
+        assert r.status_code == 200 and ids_of(r.json()["results"][0]) == ["it1", "it2"]
+        big = {"requests": [request([f"it{i}" for i in range(40)], [0.123456789] * 40)] * 2}
+        r = http.post("/rerank", json=big, headers={"X-API-Key": API_KEY})
+        assert r.status_code == 413 and "larger than 600 bytes" in r.json()["error"]
+        r = http.post(
+            "/rerank", json={"requests": doc["requests"] * 3}, headers={"X-API-Key": API_KEY}
+        )
+        assert r.status_code == 413 and "at most 2 requests" in r.json()["error"]
+        metrics = http.get("/metrics", headers={"X-API-Key": API_KEY}).text
+        assert 'divrec_requests_total{endpoint="/rerank",status="200"} 1.0' in metrics
