@@ -138,12 +138,12 @@ def _load_raw_transposed(vectors: np.ndarray, keep: np.ndarray, vt: np.ndarray) 
     """``vt[:, i] = vectors[i]`` where ``keep``, 0 elsewhere (``vt``: ``(d, N)``)."""
     n, d = vectors.shape
     i0 = 0
-    while i0 + 8 <= n:  # blocked: 8 items = one cache line per feature row
+    while i0 + 16 <= n:  # blocked: 16 items = whole cache lines per feature row
         for f in range(d):
             dst = vt[f]
-            for ii in range(8):
+            for ii in range(16):
                 dst[i0 + ii] = vectors[i0 + ii, f] if keep[i0 + ii] else 0.0
-        i0 += 8
+        i0 += 16
     for i in range(i0, n):
         for f in range(d):
             vt[f, i] = vectors[i, f] if keep[i] else 0.0
@@ -157,14 +157,16 @@ def _load_transposed(
     wt: np.ndarray,
     sq: np.ndarray,
     tmp: np.ndarray,
+    need_sq: bool = True,
 ) -> bool:
     """Write the (L2-normalized) valid ``vectors`` ``(N, d)`` into ``wt[:d]`` ``(d, N)``.
 
     The squared norms and the scaling are computed feature-major, elementwise over the
     items (vectorized, the same order of operations for every item). Invalid items get
-    zeros. ``sq[i]`` receives the squared norm of the written vector; ``tmp`` ``(N,)`` is
-    scratch. With ``normalize``, returns False when a valid vector holds a NaN or an
-    infinity (without, the caller checks).
+    zeros. ``sq[i]`` receives the squared norm of the written vector (with ``normalize``
+    and not ``need_sq``: not written, one pass saved); ``tmp`` ``(N,)`` is scratch. With
+    ``normalize``, returns False when a valid vector holds a NaN or an infinity (without,
+    the caller checks).
     """
     n, d = vectors.shape
     _load_raw_transposed(vectors, valid, wt)
@@ -195,6 +197,8 @@ def _load_transposed(
             row = wt[f]
             for i in range(n):
                 row[i] *= tmp[i]
+        if not need_sq:  # the caller reads only the normalized vectors
+            return True
         for i in range(n):
             tmp[i] = 0.0
         for f in range(d):
@@ -1121,7 +1125,7 @@ def penalized_greedy_batch(
             clen[b] = 0
         if kb == 0:
             continue
-        if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc):
+        if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc, False):
             bad[b] = True
         for i in range(n):
             acc[i] = 0.0 if agg_mean else _NEG_INF
