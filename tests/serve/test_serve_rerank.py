@@ -486,6 +486,44 @@ def test_rerank_constraints_equal_the_library_call(model, cat):
         assert sum(cat.primary[cat.item_index[x]] == top for x in lst) <= 1
 
 
+def test_rules_in_the_request_space_equal_the_catalogue_space(cat):
+    """Request vectors equal to the fitted ones (and the catalogue's categories): the same
+    constrained list as without vectors; rules on items map to their positions."""
+    rng = np.random.default_rng(6)
+    idx = rng.choice(cat.n_items, 30, replace=False)
+    sc = rng.random(30).round(4)
+    ids = [cat.item_ids[i] for i in idx]
+    g = next(n for n, c in cat.category_code.items() if c == cat.primary[idx[0]])
+    codes, counts = np.unique(
+        cat.primary[idx][cat.primary[idx] != cat.primary[idx[0]]], return_counts=True
+    )
+    h = next(n for n, c in cat.category_code.items() if c == codes[np.argmax(counts)])
+    assert counts.max() >= 2
+    rules = {
+        "max_count": {g: 1},
+        "pins": {ids[9]: 2},
+        "boosts": {ids[4]: 0.3},
+        "exclude": [ids[1], cat.item_ids[int(np.setdiff1d(np.arange(cat.n_items), idx)[0])]],
+        "group": "category",
+        "protected": h,
+        "min_share": 0.2,
+    }
+    for method in ("mmr", "dpp", "ssd"):
+        vecs = cat.rerankers[method].item_vectors_[idx].tolist()
+        base = request(ids, sc, k=10, method=method, diversity=0.5, constraints=rules)
+        plain = answer(cat, {"requests": [base]})[0]
+        own = answer(cat, {"requests": [{**base, "vectors": vecs}]})[0]
+        assert ids_of(own) == ids_of(plain)
+        lst = ids_of(own)
+        assert lst[2] == ids[9] and ids[1] not in lst
+        assert sum(cat.primary[cat.item_index[x]] == cat.category_code[g] for x in lst) <= 1
+        assert sum(cat.primary[cat.item_index[x]] == cat.category_code[h] for x in lst) >= 2
+    outside = cat.item_ids[int(np.setdiff1d(np.arange(cat.n_items), idx)[0])]
+    bad = {**base, "vectors": vecs, "constraints": {"pins": {outside: 0}}}
+    with pytest.raises(RerankError, match=f"requests.0.constraints.pins.{outside}': not a cand"):
+        answer(cat, {"requests": [bad]})
+
+
 def test_explanations_of_a_rerank(cat):
     rng = np.random.default_rng(4)
     idx = rng.choice(cat.n_items, 25, replace=False)
@@ -543,12 +581,7 @@ def test_bad_constraints_name_the_field(cat):
             )
         msg = str(err.value)
         assert f"field 'requests.0.{where}'" in msg and what in msg, msg
-    # knob-less or vector requests: refused, not ignored
-    with pytest.raises(RerankError, match="requests.0.constraints.*request vectors"):
-        vec = [[0.0] * cat.dim] * 5
-        parse_rerank(
-            {"requests": [request(ids, [1] * 5, vectors=vec, constraints={})]}, cat, **LIMITS
-        )
+    # a knob-less method: refused, not ignored
     with pytest.raises(RerankError, match="requests.0.constraints.*takes no constraints"):
         parse_rerank(
             {"requests": [request(ids, [1] * 5, method="category-cap", constraints={})]},

@@ -617,10 +617,6 @@ def _parse_one(
         raise RerankError(f"field '{f}.explain': method {method!r} does not explain its lists")
     rules = None
     if r.get("constraints") is not None:
-        if vectors is not None or categories is not None:
-            raise RerankError(
-                f"field '{f}.constraints': not available with request vectors or categories"
-            )
         if not getattr(rr, "_takes_constraints", False):
             raise RerankError(f"field '{f}.constraints': method {method!r} takes no constraints")
         rules = constraints_from_json(r["constraints"], f"{f}.constraints", cat, k)
@@ -719,6 +715,8 @@ def _run_group(cat, items, rows, method, own, known, explain, first) -> list[dic
         div = np.array([items[i].diversity for i in rows], dtype=np.float64)
     rules = [items[i].constraints for i in rows]
     rules = None if all(x is None for x in rules) else rules
+    if own and rules is not None:  # one request (j = 0): candidate p is position p
+        rules = [_positional(items[rows[0]], first, cat)]
     if known:
         users, history = np.array([items[i].user for i in rows]), None
     else:
@@ -762,6 +760,42 @@ def _run_group(cat, items, rows, method, own, known, explain, first) -> list[dic
             res["violations"] = [{"field": v.field, "detail": v.detail} for v in viol[j]]
         out.append(res)
     return out
+
+
+def _positional(it: RerankItem, i: int, cat: RerankCatalogue):
+    """A request's `Constraints` (catalogue indices) for its own space, where candidate `p`
+    is position `p`: item rules to positions (an excluded or boosted item that is not a
+    candidate dropped), groups read per candidate (an id the catalogue does not know: no
+    group); category rules unchanged (the candidates' categories are the request's or the
+    catalogue's codes)."""
+    from divrec.data.constraints import Constraints
+
+    c = it.constraints
+    pos = {int(x): p for p, x in enumerate(it.index.tolist()) if x >= 0}
+    pins = {}
+    for item, where in c.pins.items():
+        if item not in pos:
+            raise RerankError(
+                f"field 'requests.{i}.constraints.pins.{cat.item_ids[item]}': not a candidate"
+            )
+        pins[pos[item]] = where
+    group_of = None
+    if c.group_of is not None:
+        g = np.asarray(c.group_of)
+        group_of = np.where(it.index >= 0, g[np.maximum(it.index, 0)], -1)
+    return Constraints(
+        exclude=[pos[x] for x in c.exclude.tolist() if x in pos],
+        allow_categories=c.allow_categories,
+        deny_categories=c.deny_categories,
+        min_count=c.min_count,
+        max_count=c.max_count,
+        pins=pins,
+        boosts={pos[x]: b for x, b in c.boosts.items() if x in pos},
+        group_of=group_of,
+        protected=c.protected,
+        min_share=c.min_share,
+        best_effort=c.best_effort,
+    )
 
 
 def library_message(err: Exception, cat: RerankCatalogue) -> str:
