@@ -117,3 +117,38 @@ def test_spark_models_are_typed_stages():
         make_model("nope")
     with pytest.raises(ParamError, match="iterations='x'"):
         make_model(StageSpec("n2p", {"iterations": "x"}))
+
+
+def test_cooccurrence_cap_per_user(spark):
+    """`max_items_per_user` keeps at most M rows per user (all rows of lighter users), the
+    same sample for L and R, and the product is exactly that of the sampled log."""
+    from divrec.spark.train import cap_per_user, cooccurrence
+
+    rng = np.random.default_rng(3)
+    users = np.r_[np.zeros(40, np.int64), np.repeat(np.arange(1, 6), 3)]
+    items = np.r_[rng.permutation(60)[:40], rng.integers(0, 60, 15)]
+    frame = spark.createDataFrame(
+        [(int(u), int(i), 1.0) for u, i in zip(users, items, strict=True)],
+        "user long, item long, value double",
+    )
+    capped = cap_per_user(frame, 5, seed=1).toPandas()
+    sizes = capped.groupby("user").size()
+    assert sizes.loc[0] == 5 and (sizes.loc[1:] == 3).all()
+    heavy = set(capped.loc[capped["user"] == 0, "item"])
+    assert heavy <= set(items[:40])
+    assert set(cap_per_user(frame, 5, seed=1).toPandas().query("user == 0")["item"]) == heavy
+    # brute force: X_capᵀ X_cap
+    x = np.zeros((6, 60))
+    x[capped["user"].to_numpy(), capped["item"].to_numpy()] += capped["value"].to_numpy()
+    want = x.T @ x
+    got = cooccurrence(frame, frame, 5, seed=1).toPandas()
+    dense = np.zeros((60, 60))
+    dense[got["row"].to_numpy(), got["col"].to_numpy()] = got["value"].to_numpy()
+    np.testing.assert_array_equal(dense, want)
+    # a cap above every user's count is the exact product
+    exact = cooccurrence(frame, frame, 1000).toPandas()
+    x_all = np.zeros((6, 60))
+    np.add.at(x_all, (users, items), 1.0)
+    dense = np.zeros((60, 60))
+    dense[exact["row"].to_numpy(), exact["col"].to_numpy()] = exact["value"].to_numpy()
+    np.testing.assert_array_equal(dense, x_all.T @ x_all)

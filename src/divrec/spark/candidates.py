@@ -132,7 +132,7 @@ def u2i(
     (`block_bytes`: the float32 scores and their masked copy, then the re-ranker's gathered
     candidate vectors), on top of the broadcast item vectors and the Arrow batch of user
     rows (`spark.sql.execution.arrow.maxRecordsPerBatch`). By default the block is the
-    largest that fits `memory` bytes (`block_for_budget`): 256 MiB gives ≈ 3,200 users
+    largest that fits `memory` bytes (`block_for_budget`): 256 MiB gives 1,711 users
     at 10⁴ items and 100 candidates of d = 32, 33 users at 10⁶ items.
 
     Args:
