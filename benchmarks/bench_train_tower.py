@@ -171,7 +171,7 @@ def quality(args) -> dict:
 
     split = _load()
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for opt in args.optimizers:
             model = TwoTowerRecommender(**SETTINGS, seed=seed, epochs=args.epochs, optimizer=opt)
             c0 = time.process_time()
@@ -223,6 +223,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--optimizers", nargs="+", default=["adam", "sparse_adam"])
     ap.add_argument(
         "--merge-hr",

@@ -31,7 +31,8 @@ def cosine_scores(user_vecs: torch.Tensor, item_vecs: torch.Tensor, tau: float) 
     Returns:
         `(B, C)` scores in [−1/τ, 1/τ].
     """
-    return F.normalize(user_vecs, dim=-1) @ F.normalize(item_vecs, dim=-1).T / tau
+    # 1/τ scales the (B, D) user side, not the (B, C) product (one pass fewer over B × C)
+    return (F.normalize(user_vecs, dim=-1) / tau) @ F.normalize(item_vecs, dim=-1).T
 
 
 def same_id_pairs(*ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +157,14 @@ def infonce_loss(
         drop = None if item_ids is None else same_id_pairs(item_ids)
         loss = loss + corrected_softmax_ce(scores, log_q_items, target, drop=drop)
     if direction in ("bi", "i2u"):
-        drop = None if user_ids is None else same_id_pairs(user_ids)
-        loss = loss + corrected_softmax_ce(scores.T, log_q_users, target, drop=drop)
+        # the i2u softmax runs down the columns of `scores` (log_softmax over dim 0 of the
+        # row-major scores: no transposed, strided copy); its drop pairs are symmetric
+        z = scores if log_q_users is None else scores - log_q_users[:, None]
+        if user_ids is not None:
+            rows, cols = same_id_pairs(user_ids)
+            if rows.numel():
+                z = z.index_put((rows, cols), z.new_tensor(float("-inf")))
+        loss = loss - torch.log_softmax(z, dim=0).diagonal().mean()
     return loss
 
 
