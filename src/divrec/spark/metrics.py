@@ -55,7 +55,9 @@ def accuracy(lists: DataFrame, truth: DataFrame, ks: tuple[int, ...] = (10,)) ->
     kmax = max(ks)
     rel = truth.select("user", "item").distinct()
     n_rel = rel.groupBy("user").agg(F.count("*").alias("n_rel"))
-    hits = _pairs(lists, kmax).join(rel, ["user", "item"])
+    # user-size joins are shuffle joins (`merge` hint): an auto-broadcast would send the
+    # test rows through the driver
+    hits = _pairs(lists, kmax).join(rel.hint("merge"), ["user", "item"])
     # rank of each hit among the user's hits, in list order (AP's P@r numerator)
     win = Window.partitionBy("user").orderBy("pos")
     hits = hits.withColumn("j", F.row_number().over(win)).cache()
@@ -76,7 +78,8 @@ def accuracy(lists: DataFrame, truth: DataFrame, ks: tuple[int, ...] = (10,)) ->
             F.array(*[F.lit(float(x)) for x in ideal]),
             (F.least(F.col("n_rel"), F.lit(k)) + 1).cast("int"),
         )
-        per = n_rel.join(per, "user", "left").fillna(0, subset=["n_hits", "dcg", "ap_sum"])
+        per = n_rel.join(per.hint("merge"), "user", "left")
+        per = per.fillna(0, subset=["n_hits", "dcg", "ap_sum"])
         agg = per.agg(
             F.sum(F.when(F.col("n_hits") > 0, 1.0).otherwise(0.0)).alias("hr"),
             F.sum(F.col("n_hits") / k).alias("precision"),
