@@ -130,3 +130,23 @@ def test_read_table_errors(spark, tmp_path):
         sd.read_table(spark, tmp_path / "nope.csv")
     with pytest.raises(DataError, match="timestamps"):
         sd.temporal_split(sd.read_table(spark, path, ColumnMap(item="item")))
+
+
+def test_non_numeric_rating_is_one_line_naming_column_and_row(spark, tmp_path):
+    """Spark 4's ANSI `cast` failed deep in a job (CAST_INVALID_INPUT); `try_cast` finds the
+    bad value and the error names the column, the value and the row's user and item."""
+    path = tmp_path / "log.csv"
+    pd.DataFrame(
+        {"uid": ["a", "b", "c"], "mid": [1, 2, 3], "stars": ["4", "five", "2"], "ts": [1, 2, 3]}
+    ).to_csv(path, index=False)
+    cmap = ColumnMap(user="uid", item="mid", rating="stars", timestamp="ts")
+    with pytest.raises(DataError) as err:
+        sd.read_table(spark, path, cmap)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "non-numeric rating 'five' in column 'stars'" in msg and "user 'b'" in msg, msg
+    # the id maps are DataFrames: sorted ids, indices 0..n-1, no driver array until asked
+    log = sd.read_table(spark, path, ColumnMap(user="uid", item="mid", timestamp="ts"))
+    assert log.user_map.size == 3 and log.user_map._ids is None
+    assert log.user_ids.tolist() == ["a", "b", "c"]
+    assert sorted(log.df.toPandas()["user"]) == [0, 1, 2]
