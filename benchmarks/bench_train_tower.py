@@ -14,6 +14,10 @@ legs interleaved ``--repeats`` times (medians compared within one run):
 * ``minimal``: a hand-written loop (sparse embeddings + SparseAdam, the same loss with a plain
   ``ids[:, None] == ids[None, :]`` mask), no divrec code in the loop.
 
+``--seq-speed``: the same for `SequentialRecommender` (YouTube DNN: mean encoder, sampled
+softmax with 1,280 shared negatives, d = 64, batch 128, on the ML-1M log in time order):
+``seq_current`` (the former code), ``seq_adam`` and ``seq_sparse_adam``.
+
 Examples/s are positives consumed per second of the fit, by CPU time (`time.process_time`,
 one thread: robust to other processes on a shared machine) and by wall time.
 
@@ -47,6 +51,10 @@ SETTINGS = {
     "threads": 1,
 }
 LEGS = ("current", "adam", "sparse_adam", "minimal")
+SEQ_LEGS = ("seq_current", "seq_adam", "seq_sparse_adam")
+# the sequential model's legs: YouTube DNN (mean encoder, sampled softmax with 1,280 shared
+# negatives, d = 64, batch 128) on the ML-1M log in time order
+SEQ_SETTINGS = {"encoder": "mean", "loss": "ssm", "dim": 64, "batch_size": 128, "threads": 1}
 
 
 def _load():
@@ -108,9 +116,23 @@ def run_leg(leg: str, seed: int, epochs: float) -> dict:
     """One timed fit (in this process)."""
     import torch
 
-    split = _load()
     # the first optimizer of a process imports torch._dynamo (~2 s): not part of any leg
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    if leg.startswith("seq_"):
+        from divrec.data import load_movielens_1m
+        from divrec.retrieval.sequential import SequentialRecommender
+
+        params = dict(SEQ_SETTINGS, seed=seed, epochs=epochs)
+        if leg != "seq_current":
+            params["optimizer"] = leg[4:]
+        model = SequentialRecommender(**params)
+        data = load_movielens_1m()
+        c0, w0 = time.process_time(), time.perf_counter()
+        model.fit(data)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        n = int(model.examples_seen_)
+        return {"examples": n, "cpu_s": cpu, "wall_s": wall, "ex_per_cpu_s": n / cpu}
+    split = _load()
     if leg == "minimal":
         n, cpu, wall = minimal_fit(split.train.to_csr(binary=True), seed, epochs)
     else:
@@ -127,36 +149,34 @@ def run_leg(leg: str, seed: int, epochs: float) -> dict:
     return {"examples": n, "cpu_s": cpu, "wall_s": wall, "ex_per_cpu_s": n / cpu}
 
 
-def speed(args) -> dict:
+def speed(args, legs=LEGS, ref="current", new="sparse_adam") -> dict:
     head = Path(tempfile.mkdtemp(prefix="divrec_baseline_"))
     subprocess.run(
         f"git archive {args.baseline_rev} src | tar -x -C {head}", shell=True, check=True
     )
-    runs: dict[str, list[dict]] = {leg: [] for leg in LEGS}
+    runs: dict[str, list[dict]] = {leg: [] for leg in legs}
     load = [os.getloadavg()]
     for rep in range(args.repeats):
-        for leg in LEGS:
+        for leg in legs:
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            src = head / "src" if leg == "current" else Path(__file__).parents[1] / "src"
+            src = head / "src" if leg == ref else Path(__file__).parents[1] / "src"
             env["PYTHONPATH"] = str(src)
             cmd = [sys.executable, __file__, "--leg", leg, "--speed-epochs", str(args.speed_epochs)]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             runs[leg].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rep, leg, runs[leg][-1], flush=True)
         load.append(os.getloadavg())
-    med = {leg: float(np.median([r["ex_per_cpu_s"] for r in runs[leg]])) for leg in LEGS}
+    med = {leg: float(np.median([r["ex_per_cpu_s"] for r in runs[leg]])) for leg in legs}
     med_wall = {
-        leg: float(np.median([r["examples"] / r["wall_s"] for r in runs[leg]])) for leg in LEGS
+        leg: float(np.median([r["examples"] / r["wall_s"] for r in runs[leg]])) for leg in legs
     }
     return {
         "baseline_rev": args.baseline_rev,
         "epochs_per_fit": args.speed_epochs,
         "examples_per_cpu_s_median": med,
         "examples_per_wall_s_median": med_wall,
-        "sparse_adam_over_current": med["sparse_adam"] / med["current"],
-        "sparse_adam_over_adam": med["sparse_adam"] / med["adam"],
-        "adam_over_current": med["adam"] / med["current"],
-        "sparse_adam_over_minimal": med["sparse_adam"] / med["minimal"],
+        "over_the_former_code": {leg: med[leg] / med[ref] for leg in legs},
+        f"{new}_over_each": {leg: med[new] / med[leg] for leg in legs},
         "runs": runs,
         "loadavg_before_and_after_each_round": load,
     }
@@ -218,7 +238,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--hr", action="store_true")
-    ap.add_argument("--leg", choices=LEGS, help=argparse.SUPPRESS)
+    ap.add_argument("--seq-speed", action="store_true", help="the sequential model's legs")
+    ap.add_argument("--leg", choices=LEGS + SEQ_LEGS, help=argparse.SUPPRESS)
     ap.add_argument("--speed-epochs", type=float, default=0.3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=6.0)
@@ -242,6 +263,9 @@ def main(argv=None) -> None:
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     if args.speed:
         out["speed"] = speed(args)
+    if args.seq_speed:
+        out["sequential_settings"] = SEQ_SETTINGS
+        out["sequential_speed"] = speed(args, SEQ_LEGS, "seq_current", "seq_sparse_adam")
     if args.hr:
         out["quality"] = quality(args)
     if args.merge_hr:
@@ -249,7 +273,7 @@ def main(argv=None) -> None:
             json.loads(line)
             for f in args.merge_hr
             for line in f.read_text().splitlines()
-            if line.startswith("{")
+            if line.startswith('{"optimizer"')
         ]
         out["quality"] = summarize(rows, args.epochs)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -329,5 +329,5 @@ def test_both_optimizers_train_and_sparse_adam_refuses_weight_decay():
             ).fit(data)
             assert np.isfinite(m.item_vectors_).all() and m.train_loss_[-1] > 0
     with pytest.raises(ValueError, match="weight_decay"):
-        SequentialRecommender(weight_decay=0.01)
-    SequentialRecommender(weight_decay=0.01, optimizer="adam")
+        SequentialRecommender(weight_decay=0.01, optimizer="sparse_adam")
+    assert SequentialRecommender(weight_decay=0.01).optimizer == "adam"  # the default

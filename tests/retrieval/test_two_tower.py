@@ -595,5 +595,5 @@ def test_both_optimizers_learn_and_sparse_adam_leaves_unseen_rows_at_init():
 
 def test_sparse_adam_refuses_weight_decay():
     with pytest.raises(ValueError, match="weight_decay"):
-        TwoTowerRecommender(weight_decay=0.01, threads=1)
-    TwoTowerRecommender(weight_decay=0.01, optimizer="adam", threads=1)  # dense Adam has it
+        TwoTowerRecommender(weight_decay=0.01, optimizer="sparse_adam", threads=1)
+    assert TwoTowerRecommender(weight_decay=0.01, threads=1).optimizer == "adam"  # default
