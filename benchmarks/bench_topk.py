@@ -201,6 +201,97 @@ def single_user(model: ALSRecommender, k: int, n: int, seed: int = 0) -> dict:
     }
 
 
+def _lenskit_pipeline(model: ALSRecommender, data):
+    """A LensKit top-N pipeline whose ALS scorer holds divrec's factors.
+
+    The pipeline (``topn_pipeline``: training-history lookup, unrated-items candidate
+    selector, scorer, `TopNRanker`) is trained on the same log with one ALS epoch, then the
+    scorer's embeddings are replaced by divrec's (rows in LensKit's vocabulary order) and
+    ``user_embeddings="prefer"`` makes it score with the stored user vectors (no fold-in).
+    """
+    import pandas as pd
+    from lenskit.als import ImplicitMFScorer
+    from lenskit.data import from_interactions_df
+    from lenskit.pipeline import topn_pipeline
+
+    frame = pd.DataFrame({"user_id": data.users, "item_id": data.items})
+    dataset = from_interactions_df(frame, user_col="user_id", item_col="item_id")
+    f = model.user_factors_.shape[1]
+    scorer = ImplicitMFScorer(embedding_size=f, epochs=1, user_embeddings="prefer")
+    pipe = topn_pipeline(scorer)
+    pipe.train(dataset)
+    scorer.user_embeddings = np.ascontiguousarray(model.user_factors_[scorer.users.ids()])
+    scorer.item_embeddings = np.ascontiguousarray(model.item_factors_[scorer.items.ids()])
+    return pipe
+
+
+def peers(model: ALSRecommender, data, k: int, n_users: int, repeats: int) -> dict:
+    """divrec, implicit, RecTools and LensKit on the same factors and the same users.
+
+    RecTools: `rectools.models.rank.ImplicitRanker` (the ranker of its ALS / factor models,
+    `Distance.DOT`, one thread, the users' training rows as ``filter_pairs_csr``). LensKit:
+    `lenskit.batch.recommend` of `_lenskit_pipeline` (one job). Lists checked equal first.
+    """
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    users = np.arange(min(n_users, model.n_users_))
+    rows = model.user_items_.tocsr()[users]
+    imp = AlternatingLeastSquares(factors=model.user_factors_.shape[1], num_threads=1)
+    imp.user_factors = model.user_factors_
+    imp.item_factors = model.item_factors_
+    fns = {
+        "divrec": lambda: model.recommend(users, k=k)[0],
+        "implicit": lambda: imp.recommend(users, rows, N=k, filter_already_liked_items=True)[0],
+    }
+    missing = {}
+    try:
+        from rectools.models.rank import Distance, ImplicitRanker
+
+        ranker = ImplicitRanker(
+            Distance.DOT, model.user_factors_, model.item_factors_, num_threads=1
+        )
+
+        def run_rectools():
+            _, reco, _ = ranker.rank(users, k=k, filter_pairs_csr=rows)
+            return np.asarray(reco).reshape(users.size, k)
+
+        fns["rectools"] = run_rectools
+    except ImportError as err:
+        missing["rectools"] = str(err)
+    try:
+        from lenskit.batch import recommend as lk_recommend
+
+        pipe = _lenskit_pipeline(model, data)
+
+        def run_lenskit():
+            lists = lk_recommend(pipe, users, n=k, n_jobs=1)
+            return np.stack([lists.lookup(int(u)).ids() for u in users])
+
+        fns["lenskit"] = run_lenskit
+    except ImportError as err:
+        missing["lenskit"] = str(err)
+    ref = fns["divrec"]()
+    differing = {}
+    for name, fn in fns.items():
+        got = np.asarray(fn())
+        differing[name] = int((got != ref).any(axis=1).sum())
+    load_before = os.getloadavg()
+    times = _interleaved(fns, repeats)
+    med = {n: float(np.median(t)) for n, t in times.items()}
+    return {
+        "workload": f"ml-1m, the first {users.size} users in one call",
+        "k": k,
+        "factors": int(model.user_factors_.shape[1]),
+        "rows_differing_from_divrec": differing,
+        "median_s": med,
+        "divrec_over_peer": {n: med["divrec"] / med[n] for n in med},
+        "repeats": repeats,
+        "not_installed": missing,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+
+
 def synthetic_log(n_users: int, n_items: int, per_user: int, seed: int = 0) -> sp.csr_matrix:
     """A random implicit log with popularity skew (Zipf-like item draws)."""
     rng = np.random.default_rng(seed)
@@ -224,8 +315,28 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1024)
     parser.add_argument("--skip-ml1m", action="store_true")
     parser.add_argument("--single-users", type=int, default=500)
+    parser.add_argument(
+        "--peer-users", type=int, default=1024, help="users of the RecTools / LensKit comparison"
+    )
+    parser.add_argument(
+        "--only-peers", action="store_true", help="ML-1M peers comparison only (no other rows)"
+    )
     args = parser.parse_args()
     results = []
+    if args.only_peers:  # add / replace the peers row of an existing results file
+        from divrec.data import load_movielens_1m
+
+        with threadpool_limits(1):
+            data = load_movielens_1m()
+            model = ALSRecommender(factors=64, iterations=15, threads=1).fit(data)
+            row = peers(model, data, args.k, args.peer_users, args.repeats)
+        print(json.dumps(row, indent=1))
+        path = Path(args.out)
+        old = json.loads(path.read_text()) if path.exists() else {"meta": {}, "results": []}
+        keep = [r for r in old["results"] if not r["workload"].startswith("ml-1m, the first")]
+        old["results"] = keep + [row]
+        path.write_text(json.dumps(old, indent=1) + "\n")
+        return
     with threadpool_limits(1):
         if not args.skip_ml1m:
             from divrec.data import load_movielens_1m
@@ -236,6 +347,8 @@ def main() -> None:
             results.append(workload("ml-1m", model, args.k, model.n_users_, args.repeats))
             results.append(workload("ml-1m", model, args.k, args.block, args.repeats))
             results.append(single_user(model, args.k, args.single_users))
+            print(json.dumps(results[-1], indent=1))
+            results.append(peers(model, data, args.k, args.peer_users, args.repeats))
             print(json.dumps(results[-1], indent=1))
         if args.synthetic_users:
             log = synthetic_log(args.synthetic_users, args.synthetic_items, 40)

@@ -61,9 +61,10 @@ class TwoTowerConfig(TrainingConfig):
             tables moves at every step); "sparse_adam": the ID / history embedding tables
             get sparse gradients and `torch.optim.SparseAdam` (lazy, row-wise Adam: only the
             batch's rows and their moments are updated), other parameters dense Adam. On
-            ML-1M (NCF protocol, the Table 1 TR settings, 1 thread) "sparse_adam" trains
-            1.6-1.9× faster but its HR@10 is 0.005 lower (0.7181 vs 0.7234, 3 seeds,
-            seed std 0.002; benchmarks/results/train_tower.json). See
+            ML-1M (NCF protocol, the Table 1 TR settings, 1 thread) "sparse_adam" ran at
+            1.5× dense Adam's examples/s (1.8× the code before it), but its HR@10 is 0.005
+            lower (0.7181 vs 0.7234, 3 seeds, seed std 0.002;
+            benchmarks/results/train_tower.json). See
             `divrec.nn.train.make_table_optimizer`.
         lr_schedule: "constant" or "linear" (decays to 0 over the training examples).
         logq: apply the logQ correction with empirical marginals (InfoNCE losses) or the
