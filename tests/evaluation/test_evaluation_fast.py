@@ -54,3 +54,24 @@ def test_shared_train_views_equal_the_interactions_methods():
     assert a.system == b.system
     want = M.between_user_diversity(a.recommendations[:, :5], split.train.n_items, 100, seed=0)
     assert a.system["between_user_diversity@5"] == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 8), st.integers(1, 25), st.integers(0, 2**31 - 1))
+def test_hits_matrix_equals_the_public_function(u, k, n_items, seed):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rec = rng.integers(-1, n_items, size=(u, k))
+    dense = (rng.random((u, n_items)) < 0.3).astype(np.float64)
+    dense[rng.random((u, n_items)) < 0.1] = 0.0
+    rel = sp.csr_matrix(dense)
+    rel.data[rng.random(rel.nnz) < 0.2] = 0.0  # explicit zeros are not relevant
+    np.testing.assert_array_equal(_fast.hits_matrix(rec, rel), M.hits_matrix(rec, rel))
+    # a non-canonical matrix (duplicate entries, one pair summing to zero)
+    coo = sp.coo_matrix(([1.0, 1.0, -1.0], ([0, 0, 0], [0, 1, 1])), shape=(u, n_items + 2))
+    rec2 = np.full((u, 2), -1)
+    rec2[0] = [0, 1]
+    np.testing.assert_array_equal(
+        _fast.hits_matrix(rec2, coo.tocsr(copy=False)), M.hits_matrix(rec2, coo.tocsr())
+    )

@@ -95,3 +95,44 @@ def between_user_diversity(
     v += v >= u
     overlap = _pair_overlaps(rows, sizes_i, u, v)
     return float(np.mean(1.0 - overlap / np.maximum(sizes[u], sizes[v])))
+
+
+@njit(cache=True, nogil=True)
+def _hits(rec: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray):
+    u, k = rec.shape
+    out = np.zeros((u, k), dtype=np.bool_)
+    for r in range(u):
+        lo, hi = indptr[r], indptr[r + 1]
+        for j in range(k):
+            item = rec[r, j]
+            if item < 0:
+                continue
+            for p in range(lo, hi):
+                if indices[p] == item and data[p] != 0:
+                    out[r, j] = True
+                    break
+    return out
+
+
+def hits_matrix(recommended: np.ndarray, relevant_csr) -> np.ndarray:
+    """`divrec.metrics.hits_matrix`, the same `(U, K)` bool array, by a scan of each user's
+    relevant row (a few dozen items) instead of a sorted-key search over all of them.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        relevant_csr: `(U, n_items)` scipy sparse matrix; nonzeros are relevant.
+    """
+    import scipy.sparse as sp
+
+    from divrec.metrics._validation import check_csr
+
+    rel = relevant_csr
+    if not (sp.isspmatrix_csr(rel) and rel.has_canonical_format):
+        rel = check_csr(relevant_csr, "relevant_csr")  # duplicates merged (a canonical CSR
+        # needs no copy: its explicit zeros are skipped by the kernel)
+    rec = check_recommended(recommended, rel.shape[1])
+    if rec.shape[0] != rel.shape[0]:
+        raise ValueError(
+            f"recommended has {rec.shape[0]} rows but relevant_csr has {rel.shape[0]} rows"
+        )
+    return _hits(rec, rel.indptr, rel.indices, rel.data)
