@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -31,25 +32,117 @@ TIE = 1e-9
 
 
 # --------------------------------------------------------------------------- brute force
-def _eligible(avail, cats, cnt, rule, left, g, x, slots_g, need):
+def _prot(rule, cats):
+    """``(N,)`` protected flags of the candidates (positions = items here)."""
+    if rule.protected is None:
+        return np.zeros(cats.size, dtype=bool)
+    groups = cats if rule.group_of is None else rule.group_of
+    return np.asarray(groups) == rule.protected
+
+
+def _completions(avail, key, r):
+    """Every way to pick ``r`` more candidates among ``avail``, as ``{type: count}`` over
+    the candidates' types ``key[i]`` (candidates of one type are interchangeable)."""
+    pool = [key[i] for i in np.flatnonzero(avail)]
+    types = sorted(set(pool))
+    have = [pool.count(t) for t in types]
+    for counts in itertools.product(*[range(h + 1) for h in have]):
+        if sum(counts) == r:
+            yield dict(zip(types, counts, strict=True))
+
+
+def _room(avail, cats, cnt, rule):
+    """How many more candidates the maximums let the list take."""
+    ids = np.flatnonzero(avail)
+    free = sum(1 for i in ids if int(cats[i]) not in rule.max_count)
+    return free + sum(
+        max(0, min(m - cnt.get(c, 0), int(np.sum(cats[ids] == c))))
+        for c, m in rule.max_count.items()
+    )
+
+
+def _over(add, cnt, rule):
+    """Whether the further picks ``add`` (``{category: count}``) break a maximum (a
+    maximum the pins already broke only forbids more items of its category)."""
+    return any(add.get(c, 0) > max(m - cnt.get(c, 0), 0) for c, m in rule.max_count.items())
+
+
+def _feasible_after(j, avail, cats, prot, cnt, rule, r, g, x, slots_g, need, tlen):
+    """Exhaustive search: after picking ``j``, do ``r`` further picks exist that meet every
+    minimum and maximum and, in some order, the protected floor of every prefix still
+    open (every placement of the protected picks among the further greedy slots)?"""
+    cnt2 = dict(cnt)
+    cnt2[int(cats[j])] = cnt2.get(int(cats[j]), 0) + 1
+    av = avail.copy()
+    av[j] = False
+    g1, x1 = g + 1, x + int(prot[j])
+    key = [(int(c), bool(q)) for c, q in zip(cats, prot, strict=True)]
+    open_ = [
+        (min(slots_g[p] - g1, r), need.get(p, 0) - x1)
+        for p in range(1, tlen + 1)
+        if slots_g[p] >= g1
+    ]
+    for comp in _completions(av, key, r):
+        add: dict[int, int] = {}
+        for (c, _), m in comp.items():
+            add[c] = add.get(c, 0) + m
+        if any(cnt2.get(c, 0) + add.get(c, 0) < m for c, m in rule.min_count.items()):
+            continue
+        if _over(add, cnt2, rule):
+            continue
+        n_prot = sum(m for (_, q), m in comp.items() if q)
+        for place in itertools.combinations(range(r), n_prot):
+            flags = np.zeros(r, dtype=np.int64)
+            flags[list(place)] = 1
+            done = np.concatenate([[0], np.cumsum(flags)])
+            if all(done[h] >= nd for h, nd in open_):
+                return True
+    return False
+
+
+def _shortfall(avail, cats, cnt, rule, r):
+    """The fewest minimum units left unmet over every choice of ``r`` more picks within
+    the maximums (exhaustive)."""
+    best = None
+    for comp in _completions(avail, [int(c) for c in cats], r):
+        if _over(comp, cnt, rule):
+            continue
+        short = sum(max(m - cnt.get(c, 0) - comp.get(c, 0), 0) for c, m in rule.min_count.items())
+        best = short if best is None else min(best, short)
+    return best
+
+
+def _eligible(avail, cats, prot, cnt, rule, g, x, slots_g, need, tlen, npins):
     """Independent implementation of the eligibility rules (module docstring of
-    divrec.data.constraints)."""
+    divrec.data.constraints): a candidate is eligible when some completion of the list to
+    its reachable length ``tlen`` still meets every rule (exhaustive search, decided per
+    candidate type); when none is, the share rule is dropped and the candidates that keep
+    the fewest minimum units unmet are (the maximums always hold)."""
     n = avail.size
-    mx = np.array([cnt.get(c, 0) < rule.max_count.get(c, 1 << 30) for c in cats])
-    unmet = sum(max(m - cnt.get(c, 0), 0) for c, m in rule.min_count.items())
-    need_min = unmet > 0 and unmet >= left
-    mn = np.array([rule.min_count.get(c, 0) > cnt.get(c, 0) for c in cats])
-    ponly = any(slots_g[p] >= g + 1 and x + slots_g[p] - g - 1 < need[p] for p in need)
-    prot = np.array([c == rule.protected for c in cats]) if rule.protected is not None else None
-    for relax in range(3):
-        ok = avail & mx
-        if need_min and relax < 2:
-            ok &= mn
-        if ponly and relax < 1:
-            ok &= prot
-        if ok.any() or not ((need_min and relax < 2) or (ponly and relax < 1)):
-            return ok
-    return np.zeros(n, dtype=bool)
+    under = np.array(
+        [avail[i] and cnt.get(int(cats[i]), 0) < rule.max_count.get(int(cats[i]), 1 << 30)
+         for i in range(n)]
+    )  # fmt: skip
+    left = tlen - npins - g  # greedy picks still to make, this one included
+    verdict: dict = {}
+    ok = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(under):
+        t = (int(cats[i]), bool(prot[i]))
+        if t not in verdict:
+            verdict[t] = _feasible_after(
+                i, avail, cats, prot, cnt, rule, left - 1, g, x, slots_g, need, tlen
+            )
+        ok[i] = verdict[t]
+    if ok.any():
+        return ok
+    before = _shortfall(avail, cats, cnt, rule, left)
+    for i in np.flatnonzero(under):
+        av = avail.copy()
+        av[i] = False
+        cnt2 = dict(cnt)
+        cnt2[int(cats[i])] = cnt2.get(int(cats[i]), 0) + 1
+        ok[i] = _shortfall(av, cats, cnt2, rule, left - 1) == before
+    return ok
 
 
 def _gains(method, rs, unit, sel, lam):
@@ -94,17 +187,21 @@ def brute(method, rel, vec, k, rule, cats, lam):
     need = {}
     if rule.protected is not None:
         for p in range(1, kb + 1):
-            pp = sum(1 for pos, it in pins if pos < p and cats[it] == rule.protected)
+            pp = sum(1 for pos, it in pins if pos < p and _prot(rule, cats)[it])
             need[p] = math.floor(rule.min_share * p + 1e-9) - pp
     avail = keep.copy()
+    prot = _prot(rule, cats)
     sel: list[int] = []
     cnt: dict[int, int] = {}
     g = x = 0
+    tlen = kb
     for t in range(kb):
         if t < len(pins):
             j = pins[t][1]
         else:
-            ok = _eligible(avail, cats, cnt, rule, kb - t, g, x, slots_g, need)
+            if t == len(pins):  # the reachable length, once the pins are in
+                tlen = min(kb, len(pins) + _room(avail, cats, cnt, rule))
+            ok = _eligible(avail, cats, prot, cnt, rule, g, x, slots_g, need, tlen, len(pins))
             if not ok.any():
                 break
             if method == "mmr" and not sel:
@@ -113,7 +210,7 @@ def brute(method, rel, vec, k, rule, cats, lam):
                 score, scale = _gains(method, rs, unit, sel, lam)
                 j = tie_argmax(score, ok, scale)
             g += 1
-            x += int(rule.protected is not None and cats[j] == rule.protected)
+            x += int(prot[j])
         sel.append(j)
         avail[j] = False
         cnt[int(cats[j])] = cnt.get(int(cats[j]), 0) + 1
@@ -211,13 +308,15 @@ def brute_dpp(rel, vec, k, rule, cats, theta, eps=1e-10):
     need = {}
     if rule.protected is not None:
         for p in range(1, kb + 1):
-            pp = sum(1 for pos, it in pins if pos < p and cats[it] == rule.protected)
+            pp = sum(1 for pos, it in pins if pos < p and _prot(rule, cats)[it])
             need[p] = math.floor(rule.min_share * p + 1e-9) - pp
     avail = keep.copy()
+    prot = _prot(rule, cats)
     sel: list[int] = []
     basis: list[int] = []  # picks that entered the kernel state
     cnt: dict[int, int] = {}
     g = x = 0
+    tlen = kb
     exhausted = False
 
     def d2(i):
@@ -231,7 +330,9 @@ def brute_dpp(rel, vec, k, rule, cats, theta, eps=1e-10):
         if t < len(pins):
             j = pins[t][1]
         else:
-            ok = _eligible(avail, cats, cnt, rule, kb - t, g, x, slots_g, need)
+            if t == len(pins):
+                tlen = min(kb, len(pins) + _room(avail, cats, cnt, rule))
+            ok = _eligible(avail, cats, prot, cnt, rule, g, x, slots_g, need, tlen, len(pins))
             if not ok.any():
                 break
             j = -1
@@ -248,7 +349,7 @@ def brute_dpp(rel, vec, k, rule, cats, theta, eps=1e-10):
             if j < 0:
                 j = int(np.flatnonzero(ok)[np.argmax(rs[ok])])
             g += 1
-            x += int(rule.protected is not None and cats[j] == rule.protected)
+            x += int(prot[j])
         sel.append(j)
         avail[j] = False
         cnt[int(cats[j])] = cnt.get(int(cats[j]), 0) + 1

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from divrec.data.constraints import Constraints
+from divrec.data.constraints import Constraints, check_list
 from divrec.data.interactions import Interactions
 from divrec.data.query import Candidates, Query
 from divrec.rerank import MMR, SSD, FastGreedyDPP
@@ -106,3 +106,50 @@ def test_minimum_rule_and_other_methods():
 def test_off_by_default():
     out = _fitted(MMR())(Query(np.array([0]), exclude_seen=False), _cand(), 3)
     assert out.explanations is None and out.violations is None
+
+
+def _with_categories(cats):
+    import scipy.sparse as sp
+
+    n = len(cats)
+    data = Interactions.from_arrays(np.repeat(np.arange(2), n), np.tile(np.arange(n), 2))
+    names = tuple("abcde"[: max(cats) + 1])
+    return data.with_item_side_info(
+        item_categories=sp.csr_matrix(np.eye(len(names))[cats]), category_names=names
+    )
+
+
+def test_boost_then_minimum():
+    # regression (reported through POST /rerank): a boosted item explained before a
+    # reserved one crashed the replay ("operands could not be broadcast together").
+    # Relevance 4, 3, 2 + 2.5, 1 (λ = 1: by relevance): item 2 wins step 1 only with its
+    # boost; step 2 has one slot for the unmet minimum of category 1 (item 3 only).
+    model = MMR(lambda_=1.0).fit(_with_categories([0, 0, 0, 1]), item_vectors=VECS)
+    rule = Constraints(min_count={1: 1}, boosts={2: 2.5})
+    q = Query(np.array([0]), exclude_seen=False, explain=True, constraints=rule)
+    ex = model(q, _cand(), 2).explanations[0]
+    assert [e["item"] for e in ex] == [2, 3]
+    assert [e["rule"] for e in ex] == ["boost", "minimum"]
+
+
+def test_boost_pins_and_minimums_on_a_long_list():
+    # the reported shape: MMR, 100 candidates, k = 10, a minimum and a boost (and pins)
+    rng = np.random.default_rng(0)
+    n = 100
+    cats = rng.integers(0, 5, n)
+    vecs = rng.normal(size=(n, 8))
+    model = MMR(lambda_=0.5).fit(_with_categories(cats.tolist()), item_vectors=vecs)
+    cand = Candidates(np.arange(n)[None], np.sort(rng.random(n))[::-1][None].copy())
+    top = int(np.flatnonzero(cats == 0)[-1])  # the least relevant item of category 0
+    rule = Constraints(
+        min_count={1: 3, 2: 2}, boosts={top: 5.0}, pins={int(np.flatnonzero(cats == 3)[0]): 4}
+    )  # fmt: skip
+    q = Query(np.array([0]), exclude_seen=False, explain=True, constraints=rule)
+    out = model(q, cand, 10)
+    ex = out.explanations[0]
+    assert [e["item"] for e in ex] == out.ids[0].tolist()
+    assert check_list(out.ids[0], rule, cats, 10) == []
+    assert ex[0]["item"] == top and ex[0]["rule"] == "boost"
+    assert ex[4]["rule"] == "pin"
+    for e in ex:
+        assert e["gain"] == pytest.approx(e["relevance_part"] + e["diversity_part"])

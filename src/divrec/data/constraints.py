@@ -18,8 +18,7 @@ candidates:
 * **category counts** ``min_count`` / ``max_count`` (``{category: count}``): an item's
   category is its *primary* category (``Interactions.primary_category()``, the first one;
   −1: none, never counted). A candidate that would exceed a maximum is skipped; minimums
-  are reserved: once the slots left equal the unmet minimums, only candidates of unmet
-  categories are eligible;
+  are reserved (see *reservations* below);
 * **pins** ``{item: position}`` (0-based positions in the returned list): the pinned items
   enter the selected set first (so the greedy state, e.g. MMR's similarity penalty or the
   DPP's Cholesky factor, accounts for them) and sit at their positions in the output; the
@@ -31,6 +30,14 @@ candidates:
   items of the protected group. Groups are ``group_of`` (an ``(n_items,)`` int array of
   group codes: provider, popularity bucket, any attribute) or, when it is None, the
   primary categories;
+* **reservations**: the minimums, the protected floors of every later prefix and the
+  pins are reserved together: a candidate is eligible only if, after taking it, some
+  completion of the list to its reachable length (``k``, or shorter where the filters
+  and maximums leave fewer candidates; the floors of prefixes beyond it do not apply)
+  still meets every rule within the maximums and the candidates left. So a request
+  that some list satisfies always gets a list that satisfies it (the greedy never
+  paints itself into a corner); when none does, the share rule is dropped and the
+  minimums are met as far as they can be (maximums are never broken by a pick);
 * **infeasible requests** (minimums above ``k``, too few candidates of a required
   category or group, a pinned item that is not a candidate, …): a one-line ``ValueError``
   naming the constraint, or with ``best_effort=True`` the best list the greedy finds and

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._rules import eligible, reach, rule_setup
+
 __all__ = ["explain_lists", "row_param_of", "residual_sq", "unit_rows"]
 
 
@@ -60,44 +62,6 @@ def residual_sq(v: np.ndarray, picked: np.ndarray) -> np.ndarray:
     q = q[:, keep]
     res = v - (v @ q) @ q.T
     return np.einsum("nd,nd->n", res, res)
-
-
-def _eligible(avail, cat, cmin, cmax, cnt, prot, g, x, left, kb, gsl, rneed, relax_ok=True):
-    """The rules' eligible candidates at a step (numpy twin of the kernels' helper
-    ``con_eligible``); ``relax_ok=False``: the maximums only."""
-    capped = avail & ~((cat >= 0) & (cnt[np.maximum(cat, 0)] >= cmax[np.maximum(cat, 0)]))
-    if not relax_ok:
-        return capped
-    unmet = int(np.maximum(cmin - cnt, 0).sum())
-    need_min = unmet > 0 and unmet >= left
-    p = np.arange(1, kb + 1)
-    ponly = bool(np.any((gsl[p] >= g + 1) & (x + gsl[p] - g - 1 < rneed[p])))
-    under = (cat >= 0) & (cnt[np.maximum(cat, 0)] < cmin[np.maximum(cat, 0)])
-    for relax in range(3):
-        ok = capped.copy()
-        if need_min and relax < 2:
-            ok &= under
-        if ponly and relax < 1:
-            ok &= prot
-        if ok.any() or not ((need_min and relax < 2) or (ponly and relax < 1)):
-            return ok
-    return np.zeros_like(avail)
-
-
-def _setup(kb, pins, prot, floor):
-    """``gsl`` and ``rneed`` of the kernels' ``con_setup``."""
-    gsl = np.zeros(kb + 1, dtype=np.int64)
-    rneed = np.zeros(kb + 1, dtype=np.int64)
-    g = pp = 0
-    for p in range(1, kb + 1):
-        s = p - 1
-        if s < pins.size and pins[s] >= 0:
-            pp += int(prot[pins[s]])
-        else:
-            g += 1
-        gsl[p] = g
-        rneed[p] = floor[p] - pp if p < floor.size else 0
-    return gsl, rneed
 
 
 def explain_lists(reranker, query, candidates, pos, relevance, valid, kw, rc, rules) -> tuple:
@@ -133,11 +97,12 @@ def explain_lists(reranker, query, candidates, pos, relevance, valid, kw, rc, ru
         rank = np.empty(sc.size, dtype=np.int64)
         rank[np.argsort(key, kind="stable")] = np.arange(1, sc.size + 1)
         cons = rc is not None and rc.active[b]
-        if cons:
-            kb = len(listed)
+        if cons:  # the kernels' rule state (divrec.rerank._rules, their numpy twin)
+            kb = min(k, int(keep.sum()))
             cnt = np.zeros(rc.min_c.shape[1], dtype=np.int64)
-            g = x = 0
-            gsl, rneed = _setup(kb, rc.pin_slot[b], rc.prot[b], rc.floor[b])
+            ng = nx = 0  # greedy picks so far, protected ones among them
+            tlen = -1
+            gsl, rneed = rule_setup(kb, rc.pin_slot[b], rc.prot[b], rc.floor[b])
         avail = keep.copy()
         info: dict[int, dict] = {}
         first_by_relevance = reranker._explain_first_by_relevance
@@ -152,17 +117,22 @@ def explain_lists(reranker, query, candidates, pos, relevance, valid, kw, rc, ru
             if p in pinned:
                 rule = "pin"
             elif cons:
-                args = (avail, rc.cat[b], rc.min_c[b], rc.max_c[b], cnt, rc.prot[b], g, x)
-                ok = _eligible(*args, kb - t, kb, gsl, rneed)
-                if not np.array_equal(ok, _eligible(*args, kb - t, kb, gsl, rneed, False)):
-                    rule = "minimum"
+                cat, prot, mx = rc.cat[b], rc.prot[b], rc.max_c[b]
+                if tlen < 0:  # the reachable length, once the pins are counted
+                    tlen = reach(kb, len(pinned), avail, cat, prot, mx, cnt)
+                ok = eligible(
+                    avail, cat, prot, rc.min_c[b], mx, cnt, ng, nx, tlen, len(pinned), gsl, rneed
+                )
+                safe = np.maximum(cat, 0)
+                if not np.array_equal(ok, avail & ~((cat >= 0) & (cnt[safe] >= mx[safe]))):
+                    rule = "minimum"  # restricted beyond the maximums: a reservation
                 okm = ok[idx]
             if rule is None and boost[i] != 0.0:
                 rp, dp, _ = plain(sel)
                 if t == 0 and first_by_relevance:
                     dp = np.zeros(len(idx))
-                g = np.where(okm, rp + dp, -np.inf)
-                if int(np.argmax(g)) != i:
+                unboosted = np.where(okm, rp + dp, -np.inf)
+                if int(np.argmax(unboosted)) != i:
                     rule = "boost"
             pen = None
             if len(sel):
@@ -183,7 +153,7 @@ def explain_lists(reranker, query, candidates, pos, relevance, valid, kw, rc, ru
                 if c >= 0:
                     cnt[c] += 1
                 if p not in pinned:
-                    g += 1
-                    x += int(rc.prot[b, p])
+                    ng += 1
+                    nx += int(rc.prot[b, p])
         out.append(tuple({"position": s, **info[p]} for s, p in enumerate(listed)))
     return tuple(out)

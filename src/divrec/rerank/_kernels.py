@@ -695,11 +695,13 @@ def _dpp_constrained(
     thr = eps * maxdiag
     exhausted = not (maxdiag > 0.0 and active)
     cnt = np.zeros(cmin.shape[0], dtype=np.int64)
-    cst = np.zeros(2, dtype=np.int64)
+    cst = np.zeros(4, dtype=np.int64)
     plist = np.empty(max(out.shape[0], 1), dtype=np.int64)
     gsl = np.empty(kb + 1, dtype=np.int64)
     rneed = np.empty(kb + 1, dtype=np.int64)
-    npins = con_setup(kb, cpin, cprot, cfloor, plist, gsl, rneed)
+    avc = np.zeros(2 * cmin.shape[0] + 2, dtype=np.int64)
+    tok = np.zeros(2 * cmin.shape[0] + 2, dtype=np.int64)
+    npins = con_setup(kb, cpin, cprot, cfloor, avail, ccat, cmax, plist, gsl, rneed, avc, cst)
     lmax0 = math.log(maxdiag) if maxdiag > 0.0 else 0.0
     for i in range(n):
         lg[i] = lmax0
@@ -709,7 +711,7 @@ def _dpp_constrained(
         if t < npins:
             j = plist[t]
         else:
-            if con_eligible(avail, ccat, cmin, cmax, cnt, cprot, cst, kb - t, kb, gsl, rneed,
+            if con_eligible(avail, ccat, cmin, cmax, cnt, cprot, cst, gsl, rneed, avc, tok,
                             ok) == 0:  # fmt: skip
                 break
             j = -1
@@ -725,7 +727,7 @@ def _dpp_constrained(
         out[t] = j
         picks += 1
         avail[j] = False
-        con_pick(j, t >= npins, ccat, cnt, cprot, cst)
+        con_pick(j, t >= npins, ccat, cnt, cprot, cst, avc)
         if t + 1 >= kb or exhausted or window == 1 or not d2[j] > thr:
             continue
         # ---- incremental Cholesky update (Eq. 8), as in dpp_greedy_batch
@@ -870,19 +872,51 @@ def con_setup(
     pins: np.ndarray,
     prot: np.ndarray,
     floor: np.ndarray,
+    avail: np.ndarray,
+    ccat: np.ndarray,
+    cmax: np.ndarray,
     plist: np.ndarray,
     gsl: np.ndarray,
     rneed: np.ndarray,
+    avc: np.ndarray,
+    st: np.ndarray,
 ) -> int:
     """Per-request set-up: the pinned positions in slot order (``plist``), ``gsl[p]`` the
     greedy (non-pinned) slots among the first ``p`` and ``rneed[p]`` the protected items
-    the greedy picks must bring to the first ``p`` slots (``p = 0 … kb``). Returns the
-    number of pins."""
+    the greedy picks must bring to the first ``p`` slots (``p = 0 … kb``); ``avc[2u + π]``
+    the available candidates of type ``(u, π)`` (``u = c + 1`` for the compact category
+    ``c``, 0 for none; ``π`` protected); ``st = [g, x, T, npins]`` with ``g = x = 0`` and
+    ``T`` the reachable list length: ``min(kb, npins + what the maximums let the greedy
+    add)`` (a shorter list is no violation, and the share floors of its missing prefixes
+    do not apply). Returns the number of pins."""
     npins = 0
     for s in range(pins.shape[0]):
         if pins[s] >= 0:
             plist[npins] = pins[s]
             npins += 1
+    for u in range(avc.shape[0]):
+        avc[u] = 0
+    for i in range(avail.shape[0]):
+        if avail[i]:
+            avc[2 * (ccat[i] + 1) + (1 if prot[i] else 0)] += 1
+    # what the greedy can add once the pins are in: per category the room below its
+    # maximum, at most its candidates (the pins among them taken out)
+    cap = avc[0] + avc[1]
+    for u in range(npins):
+        if ccat[plist[u]] < 0:
+            cap -= 1
+    for c in range(cmax.shape[0]):
+        pc = 0
+        for u in range(npins):
+            if ccat[plist[u]] == c:
+                pc += 1
+        room = min(cmax[c] - pc, avc[2 * c + 2] + avc[2 * c + 3] - pc)
+        if room > 0:
+            cap += room
+    st[0] = 0
+    st[1] = 0
+    st[2] = min(kb, npins + cap)
+    st[3] = npins
     g = 0
     pp = 0
     gsl[0] = 0
@@ -900,6 +934,63 @@ def con_setup(
 
 
 @njit(cache=True, nogil=True)
+def _con_fits(
+    u0: int,
+    p0: int,
+    cmin: np.ndarray,
+    cmax: np.ndarray,
+    cnt: np.ndarray,
+    avc: np.ndarray,
+    rem: int,
+    need: int,
+) -> bool:
+    """Whether, after one more pick of type ``(u0, p0)``, ``rem`` further picks can meet
+    every unmet minimum within the maximums and the candidates left, with at least
+    ``need`` protected ones among them.
+
+    Per category ``u`` the further picks ``y_u`` lie in ``[lo_u, ub_u]`` (``lo``: the unmet
+    minimum, ``ub``: the room below the maximum, at most the candidates left); they must
+    sum to ``min(rem, Σ ub)`` (the list is as long as the maximums allow); at most
+    ``min(y_u, a1_u)`` of them are protected. The most protected picks: ``Σ min(lo_u,
+    a1_u)`` plus the spare picks spent on protected room first. ``O(C)``.
+    """
+    slo = 0
+    base = 0
+    pcap = 0
+    cap = 0
+    for u in range(cnt.shape[0] + 1):
+        a0 = avc[2 * u]
+        a1 = avc[2 * u + 1]
+        if u == 0:
+            lo = 0
+            hi = a0 + a1
+        else:
+            lo = cmin[u - 1] - cnt[u - 1]
+            hi = cmax[u - 1] - cnt[u - 1]
+        if u == u0:
+            lo -= 1
+            hi -= 1
+            if p0 == 1:
+                a1 -= 1
+            else:
+                a0 -= 1
+        lo = max(lo, 0)
+        ub = max(min(hi, a0 + a1), 0)
+        if lo > ub:
+            return False
+        slo += lo
+        cap += ub
+        base += min(lo, a1)
+        pu = min(ub, a1) - lo
+        if pu > 0:
+            pcap += pu
+    r = min(rem, cap)
+    if slo > r:
+        return False
+    return base + min(r - slo, pcap) >= need
+
+
+@njit(cache=True, nogil=True)
 def con_eligible(
     avail: np.ndarray,
     ccat: np.ndarray,
@@ -908,63 +999,104 @@ def con_eligible(
     cnt: np.ndarray,
     prot: np.ndarray,
     st: np.ndarray,
-    left: int,
-    kb: int,
     gsl: np.ndarray,
     rneed: np.ndarray,
+    avc: np.ndarray,
+    tok: np.ndarray,
     ok: np.ndarray,
 ) -> int:
-    """``ok[i]``: ``avail[i]`` and allowed by the rules at this step; returns how many.
+    """``ok[i]``: ``avail[i]`` and allowed by the rules at this greedy step; returns how many.
 
-    Rules: a candidate whose category is at its maximum is skipped; once the slots
-    ``left`` (this one included) equal the unmet minimums, only candidates of unmet
-    categories are eligible; when a non-protected pick would make some later prefix miss
-    its protected floor, only protected candidates are. When nothing is eligible the
-    share rule is relaxed first, then the minimums (the list then breaks a rule: the
-    caller's check reports it); the maximums are never relaxed (a shorter list).
-    ``st = [greedy picks so far, protected greedy picks so far]``.
+    A candidate is eligible when, after taking it, the rules can all still be met together
+    in the slots left: its category is below its maximum, and some completion of the list
+    to its reachable length ``T`` meets every unmet minimum and the protected floor of
+    every later prefix within the maximums and the candidates left (:func:`_con_fits`,
+    decided once per candidate type: compact category × protected). Candidates of one
+    type are interchangeable for the rules, so the check is exact: a feasible request
+    never loses feasibility (the greedy's lists satisfy every rule whenever some list
+    does). When no candidate keeps the request feasible (an infeasible request), the
+    share rule is dropped and the minimums are met as far as they can be: when the unmet
+    minimum units that still have candidates fill the slots left, only candidates of
+    unmet categories are eligible (the list then breaks a rule: the caller's check
+    reports it); the maximums are never relaxed (a shorter list).
+    ``st = [greedy picks so far, protected greedy picks so far, T, pins]``; ``avc``: the
+    available candidates per type (:func:`con_setup`, kept by :func:`con_pick`); ``tok``:
+    ``(avc.size,)`` work array.
     """
     nc = cnt.shape[0]
-    unmet = 0
-    for c in range(nc):
-        if cmin[c] > cnt[c]:
-            unmet += cmin[c] - cnt[c]
-    g = st[0]
+    g1 = st[0] + 1
     x = st[1]
-    ponly = False
-    for p in range(1, kb + 1):
-        if gsl[p] >= g + 1 and x + gsl[p] - g - 1 < rneed[p]:
-            ponly = True
-            break
-    nmin = unmet > 0 and unmet >= left
-    for relax in range(3):
-        need_min = nmin and relax < 2
-        pon = ponly and relax < 1
-        m = 0
-        for i in range(avail.shape[0]):
-            e = avail[i]
+    tlen = st[2]
+    left = tlen - st[3] - st[0]  # greedy picks still to make, this one included
+    # the protected floors of the prefixes still open, for a pick that is / is not
+    # protected: the further protected picks needed, and whether the slots suffice
+    need0 = 0
+    need1 = 0
+    room0 = True
+    room1 = True
+    for p in range(1, tlen + 1):
+        gp = gsl[p]
+        if gp >= g1:
+            d = rneed[p] - x
+            if d > need0:
+                need0 = d
+            if d > gp - g1:
+                room0 = False
+            if d - 1 > need1:
+                need1 = d - 1
+            if d - 1 > gp - g1:
+                room1 = False
+    m = 0
+    for u in range(nc + 1):
+        under = u == 0 or cnt[u - 1] < cmax[u - 1]
+        for p0 in range(2):
+            e = under and avc[2 * u + p0] > 0 and (room1 if p0 == 1 else room0)
             if e:
-                c = ccat[i]
-                if c >= 0 and cnt[c] >= cmax[c]:
-                    e = False
-                elif need_min and (c < 0 or cnt[c] >= cmin[c]):
-                    e = False
-                elif pon and not prot[i]:
-                    e = False
-            ok[i] = e
-            if e:
-                m += 1
-        if m > 0 or not (need_min or pon):
-            return m
-    return 0
+                e = _con_fits(u, p0, cmin, cmax, cnt, avc, left - 1, need1 if p0 == 1 else need0)
+            tok[2 * u + p0] = 1 if e else 0
+    for i in range(avail.shape[0]):
+        e = avail[i] and tok[2 * (ccat[i] + 1) + (1 if prot[i] else 0)] == 1
+        ok[i] = e
+        if e:
+            m += 1
+    if m > 0:
+        return m
+    # infeasible from here: no share rule, the minimums as far as they can be met
+    reach = 0
+    for c in range(nc):
+        lo = cmin[c] - cnt[c]
+        if lo > 0:
+            reach += min(lo, avc[2 * c + 2] + avc[2 * c + 3])
+    only_unmet = reach > 0 and reach >= left
+    for i in range(avail.shape[0]):
+        e = avail[i]
+        if e:
+            c = ccat[i]
+            if c >= 0 and cnt[c] >= cmax[c]:
+                e = False
+            elif only_unmet and (c < 0 or cnt[c] >= cmin[c]):
+                e = False
+        ok[i] = e
+        if e:
+            m += 1
+    return m
 
 
 @njit(cache=True, nogil=True)
-def con_pick(j: int, greedy: bool, ccat: np.ndarray, cnt: np.ndarray, prot: np.ndarray, st):
-    """Count the pick ``j`` (its category; a greedy pick also in ``st``)."""
+def con_pick(
+    j: int,
+    greedy: bool,
+    ccat: np.ndarray,
+    cnt: np.ndarray,
+    prot: np.ndarray,
+    st: np.ndarray,
+    avc: np.ndarray,
+) -> None:
+    """Count the pick ``j`` (its category and type; a greedy pick also in ``st``)."""
     c = ccat[j]
     if c >= 0:
         cnt[c] += 1
+    avc[2 * (c + 1) + (1 if prot[j] else 0)] -= 1
     if greedy:
         st[0] += 1
         if prot[j]:
@@ -1137,16 +1269,19 @@ def penalized_greedy_batch(
         if cb:  # ---- rules: pins first, then eligible candidates only
             okm = ok
             cnt = np.zeros(cmin.shape[1], dtype=np.int64)
-            cst = np.zeros(2, dtype=np.int64)
+            cst = np.zeros(4, dtype=np.int64)
             plist = np.empty(k, dtype=np.int64)
             gsl = np.empty(kb + 1, dtype=np.int64)
             rneed = np.empty(kb + 1, dtype=np.int64)
-            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], plist, gsl, rneed)
+            avc = np.zeros(2 * cmin.shape[1] + 2, dtype=np.int64)
+            tok = np.zeros(2 * cmin.shape[1] + 2, dtype=np.int64)
+            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], avail, ccat[b], cmax[b], plist,
+                              gsl, rneed, avc, cst)  # fmt: skip
             if npins > 0:
                 j = plist[0]
             else:
-                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb, kb,
-                             gsl, rneed, ok)  # fmt: skip
+                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, gsl, rneed,
+                             avc, tok, ok)  # fmt: skip
                 j = _exact_argmax(first_key[b], ok)
         else:
             j = -1
@@ -1164,10 +1299,10 @@ def penalized_greedy_batch(
             picks += 1
             avail[j] = False
             if cb:
-                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst)
+                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst, avc)
                 if t + 1 < kb and t + 1 >= npins:
-                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb - t - 1,
-                                 kb, gsl, rneed, ok)  # fmt: skip
+                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, gsl, rneed,
+                                 avc, tok, ok)  # fmt: skip
             if t + 1 >= kb:
                 break
             if mode == 1:
@@ -1423,16 +1558,19 @@ def ssd_greedy_batch(
         if cb:
             okm = ok
             cnt = np.zeros(cmin.shape[1], dtype=np.int64)
-            cst = np.zeros(2, dtype=np.int64)
+            cst = np.zeros(4, dtype=np.int64)
             plist = np.empty(k, dtype=np.int64)
             gsl = np.empty(kb + 1, dtype=np.int64)
             rneed = np.empty(kb + 1, dtype=np.int64)
-            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], plist, gsl, rneed)
+            avc = np.zeros(2 * cmin.shape[1] + 2, dtype=np.int64)
+            tok = np.zeros(2 * cmin.shape[1] + 2, dtype=np.int64)
+            npins = con_setup(kb, cpin[b], cprot[b], cfloor[b], avail, ccat[b], cmax[b], plist,
+                              gsl, rneed, avc, cst)  # fmt: skip
             if npins > 0:
                 j = plist[0]
             else:
-                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb, kb,
-                             gsl, rneed, ok)  # fmt: skip
+                con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, gsl, rneed,
+                             avc, tok, ok)  # fmt: skip
                 j = _tie_argmax(score, ok, scale)
         else:
             j = _tie_argmax(score, avail, scale)
@@ -1445,10 +1583,10 @@ def ssd_greedy_batch(
             picks += 1
             avail[j] = False
             if cb:
-                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst)
+                con_pick(j, t >= npins, ccat[b], cnt, cprot[b], cst, avc)
                 if t + 1 < kb and t + 1 >= npins:
-                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, kb - t - 1,
-                                 kb, gsl, rneed, ok)  # fmt: skip
+                    con_eligible(avail, ccat[b], cmin[b], cmax[b], cnt, cprot[b], cst, gsl, rneed,
+                                 avc, tok, ok)  # fmt: skip
             if t + 1 >= kb:
                 break
             if window == 0 or picks < window:  # the window grew: one more direction

@@ -1,17 +1,20 @@
 """Python-level eligibility of one request's business rules, for the numpy re-rankers
-(:class:`~divrec.rerank.calibration.CalibratedReranker`, :class:`~divrec.rerank.fairness.FAIR`).
+(:class:`~divrec.rerank.calibration.CalibratedReranker`, :class:`~divrec.rerank.fairness.FAIR`)
+and the explanations (:mod:`divrec.rerank._explain`): the numpy twin of the compiled
+kernels' ``con_setup`` / ``con_eligible`` (:mod:`divrec.rerank._kernels`).
 
 The rules arrive resolved to position space (:class:`~divrec.data.constraints.
 ResolvedConstraints`, ``divrec.data.constraints.resolve_batch``) and mean what they mean for
 the compiled kernels (see :mod:`divrec.data.constraints`): filters and boosts are applied
 before the greedy (:func:`apply_rules`); pinned candidates enter the selected set first and
-sit at their slots; a candidate whose category is at its maximum is skipped; once the
-greedy slots left equal the unmet minimums only candidates of unmet categories are
-eligible; when a non-protected pick would leave some later prefix unable to reach its
-protected floor, only protected candidates are. When nothing is eligible the share rule
-is relaxed first, then the minimums (the maximums never: the list is shorter). A list that
-still breaks a rule is a one-line ``ValueError`` naming the rule, unless the request asked
-for ``best_effort``.
+sit at their slots; then a candidate is eligible when, after taking it, the rules can all
+still be met together in the slots left (:func:`eligible`): its category is below its
+maximum, and some completion of the list to its reachable length meets every unmet
+minimum and the protected floor of every later prefix, within the maximums and the
+candidates left. When no candidate keeps the request feasible, the share rule is dropped
+and the minimums are met as far as they can be (the maximums never relax: the list is
+shorter). A list that still breaks a rule is a one-line ``ValueError`` naming the rule,
+unless the request asked for ``best_effort``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowRules", "apply_rules"]
+__all__ = ["RowRules", "apply_rules", "eligible", "reach", "rule_setup"]
 
 
 def apply_rules(rc: Any, relevance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,6 +32,105 @@ def apply_rules(rc: Any, relevance: np.ndarray, valid: np.ndarray) -> tuple[np.n
         return relevance, valid
     r = relevance if rc.boost is None else relevance + np.where(valid, rc.boost, 0.0)
     return r, valid & rc.keep
+
+
+def rule_setup(kb: int, pins: np.ndarray, prot: np.ndarray, floor: np.ndarray) -> tuple:
+    """``(gsl, rneed)``, ``(kb + 1,)`` each: the greedy (unpinned) slots among the first
+    ``p`` output slots and the protected items the greedy picks must bring to them (the
+    floor of prefix ``p`` minus the protected pins inside it); ``pins`` ``(k,)``: the
+    candidate pinned at each slot (−1: none)."""
+    gsl = np.zeros(kb + 1, dtype=np.int64)
+    rneed = np.zeros(kb + 1, dtype=np.int64)
+    g = pp = 0
+    for p in range(1, kb + 1):
+        s = p - 1
+        if s < pins.size and pins[s] >= 0:
+            pp += int(prot[pins[s]])
+        else:
+            g += 1
+        gsl[p] = g
+        rneed[p] = floor[p] - pp if p < floor.size else 0
+    return gsl, rneed
+
+
+def _type_counts(avail: np.ndarray, cat: np.ndarray, prot: np.ndarray, nc: int) -> np.ndarray:
+    """``(nc + 1, 2)`` available candidates per (category code + 1, protected)."""
+    t = 2 * (cat[avail] + 1) + prot[avail].astype(np.int64)
+    return np.bincount(t, minlength=2 * (nc + 1)).reshape(nc + 1, 2)
+
+
+def reach(kb: int, npins: int, avail, cat, prot, cmax, cnt) -> int:
+    """The reachable list length once the ``npins`` pins are counted in ``cnt``:
+    ``min(kb, npins + Σ room below each maximum, at most its candidates in avail)``."""
+    a = _type_counts(avail, cat, prot, cnt.shape[0]).sum(axis=1)
+    room = np.maximum(np.minimum(cmax - cnt, a[1:]), 0)
+    return int(min(kb, npins + int(a[0]) + int(room.sum())))
+
+
+def eligible(avail, cat, prot, cmin, cmax, cnt, g, x, tlen, npins, gsl, rneed) -> np.ndarray:
+    """``(N,)`` bool: the ``avail`` candidates the rules allow for the next greedy pick.
+
+    Args:
+        avail: ``(N,)`` candidates not picked yet.
+        cat: ``(N,)`` compact category codes (−1: none); prot: ``(N,)`` protected flags.
+        cmin, cmax, cnt: ``(C,)`` minimum, maximum and current counts (pins included).
+        g, x: greedy picks so far and protected ones among them.
+        tlen, npins: the reachable list length (:func:`reach`) and the pins.
+        gsl, rneed: :func:`rule_setup`.
+
+    A candidate type (category × protected) is eligible when after one pick of it, ``r``
+    further picks (``tlen − npins − g − 1``, at most the room left) can meet every unmet
+    minimum within the maximums and the candidates left with enough protected ones for
+    every later prefix floor: per category the picks ``y_u ∈ [lo_u, ub_u]``, at most
+    ``min(y_u, a1_u)`` protected, so the most protected picks are ``Σ min(lo_u, a1_u)``
+    plus the spare picks spent on protected room first (placed first, they serve every
+    prefix). Infeasible from here: no share rule; when the unmet minimum units that still
+    have candidates fill the slots left, only candidates of unmet categories.
+    """
+    nc = cnt.shape[0]
+    a = _type_counts(avail, cat, prot, nc)  # (nc + 1, 2)
+    tot = a.sum(axis=1)
+    lo = np.concatenate([[0], cmin - cnt])
+    hi = np.concatenate([[tot[0]], cmax - cnt])
+    under = hi > 0
+    left = tlen - npins - g  # greedy picks still to make, this one included
+    # the further protected picks the open prefixes need, for a pick that is / is not
+    # protected, and whether their slots suffice
+    p = np.arange(1, tlen + 1)
+    open_ = gsl[p] >= g + 1
+    d = rneed[p][open_] - x
+    room = gsl[p][open_] - g - 1
+    need = np.array([max(0, int(d.max(initial=0)) - q) for q in (0, 1)])
+    fits_room = np.array([bool(np.all(d - q <= room)) for q in (0, 1)])
+
+    def terms(lo_, hi_, a0, a1):
+        lo_ = np.maximum(lo_, 0)
+        ub = np.maximum(np.minimum(hi_, a0 + a1), 0)
+        return lo_, ub, np.minimum(lo_, a1), np.maximum(np.minimum(ub, a1) - lo_, 0)
+
+    lo0, ub0, base0, pcap0 = terms(lo, hi, a[:, 0], a[:, 1])
+    bad0 = lo0 > ub0
+    tok = np.zeros((nc + 1, 2), dtype=bool)
+    for q in (0, 1):
+        lo1, ub1, base1, pcap1 = terms(lo - 1, hi - 1, a[:, 0] - (1 - q), a[:, 1] - q)
+        slo = lo0.sum() - lo0 + lo1
+        cap = ub0.sum() - ub0 + ub1
+        base = base0.sum() - base0 + base1
+        pcap = pcap0.sum() - pcap0 + pcap1
+        bad = (bad0.sum() - bad0 + (lo1 > ub1)) > 0
+        r = np.minimum(left - 1, cap)
+        fit = ~bad & (slo <= r) & (base + np.minimum(r - slo, pcap) >= need[q])
+        tok[:, q] = under & (a[:, q] > 0) & fits_room[q] & fit
+    ok = avail & tok[cat + 1, prot.astype(np.int64)]
+    if ok.any():
+        return ok
+    safe = np.maximum(cat, 0)
+    capped = avail & ~((cat >= 0) & (cnt[safe] >= cmax[safe]))
+    unmet = lo[1:] > 0
+    reach_min = int(np.minimum(lo[1:], tot[1:])[unmet].sum())
+    if reach_min > 0 and reach_min >= left:
+        return capped & (cat >= 0) & (cnt[safe] < cmin[safe])
+    return capped
 
 
 class RowRules:
@@ -55,16 +157,13 @@ class RowRules:
         pinned = slots >= 0
         # gsl[p]: greedy (unpinned) slots among the first p; rneed[p]: the floor of prefix p
         # minus the protected pins inside it
-        self.gsl = np.concatenate([[0], np.cumsum(~pinned)]).astype(np.int64)
-        ppin = np.concatenate([[0], np.cumsum(pinned & self._prot_at(slots))]).astype(np.int64)
-        self.rneed = self.floor[: k + 1] - ppin
+        self.gsl, self.rneed = rule_setup(kb, slots, self.prot, self.floor)
         self.free_slots = np.flatnonzero(~pinned)
         self.cnt = np.zeros(self.min_c.shape[0], dtype=np.int64)
         self.g = 0  # greedy picks so far
         self.x = 0  # protected greedy picks so far
-
-    def _prot_at(self, slots: np.ndarray) -> np.ndarray:
-        return np.where(slots >= 0, self.prot[np.maximum(slots, 0)], False)
+        self.npins = 0  # pins counted
+        self.tlen = -1  # the reachable list length, set at the first greedy step
 
     def count(self, j: int, greedy: bool) -> None:
         """Count the pick of candidate ``j`` (its category; a greedy pick in the state)."""
@@ -74,6 +173,8 @@ class RowRules:
         if greedy:
             self.g += 1
             self.x += int(self.prot[j])
+        else:
+            self.npins += 1
 
     def protected_before(self) -> int:
         """Protected items in the output slots before the next greedy pick's slot."""
@@ -81,28 +182,14 @@ class RowRules:
         return self.x + sum(1 for s, p in self.pins if s < slot and self.prot[p])
 
     def eligible(self, avail: np.ndarray) -> np.ndarray:
-        """``(N,)`` bool: ``avail`` candidates the rules allow for the next greedy pick."""
-        left = self.kb - len(self.pins) - self.g
-        unmet = int(np.maximum(self.min_c - self.cnt, 0).sum())
-        g, x = self.g, self.x
-        p = np.arange(1, self.kb + 1)
-        gsl, rneed = self.gsl[p], self.rneed[p]
-        ponly = bool(np.any((gsl >= g + 1) & (x + gsl - g - 1 < rneed)))
-        nmin = unmet > 0 and unmet >= left
-        c = self.cat
-        safe = np.maximum(c, 0)
-        at_max = (c >= 0) & (self.cnt[safe] >= self.max_c[safe])
-        met = (c < 0) | (self.cnt[safe] >= self.min_c[safe])
-        base = avail & ~at_max
-        for relax in range(3):
-            ok = base
-            if nmin and relax < 2:
-                ok = ok & ~met
-            if ponly and relax < 1:
-                ok = ok & self.prot
-            if ok.any() or not ((nmin and relax < 2) or (ponly and relax < 1)):
-                return ok
-        return np.zeros_like(avail)
+        """``(N,)`` bool: ``avail`` candidates the rules allow for the next greedy pick
+        (:func:`eligible`; the pins counted first)."""
+        if self.tlen < 0:
+            self.tlen = reach(self.kb, self.npins, avail, self.cat, self.prot, self.max_c, self.cnt)
+        return eligible(
+            avail, self.cat, self.prot, self.min_c, self.max_c, self.cnt, self.g, self.x,
+            self.tlen, self.npins, self.gsl, self.rneed,
+        )  # fmt: skip
 
     def place(self, greedy: list[int]) -> list[int]:
         """The output order: each pin at its slot, the greedy picks in the other slots in
