@@ -2,7 +2,7 @@
 
 One Spark session with `spark.driver.maxResultSize=1m` (Spark's minimum) and a small
 driver: a synthetic log whose id map (80,000 random 16-hex-digit user ids) and log
-(≈ 640,000 rows) are each well over 1 MiB, so any collect of either to the driver, and any
+(480,000 rows) are each well over 1 MiB, so any collect of either to the driver, and any
 broadcast of a user-size table (broadcasts go through the driver), fails the job. The
 positive controls check that it does. Then `divrec spark train → recommend (dpp, pdpp,
 ia-mmr, category-cap) → evaluate` run in this session (the CLI's `getOrCreate` returns it)
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 N_USERS = 80_000
-PER_USER = 8
+PER_USER = 6
 N_ITEMS = 2_000
 
 
@@ -77,7 +77,7 @@ def main(work: Path) -> dict:
         app,
         ["spark", "train", "--data", str(work / "log.parquet"), "--columns",
          "user=uid,item=mid,rating=stars,timestamp=ts", "--protocol", "temporal", "--model",
-         "ials", "--param", "factors=8", "--param", "iterations=2", "--param", "blocks=4",
+         "ials", "--param", "factors=8", "--param", "iterations=1", "--param", "blocks=4",
          "--out", str(model), *common],
     )  # fmt: skip
     for name in ("dpp", "pdpp", "ia-mmr", "category-cap"):
