@@ -158,11 +158,15 @@ def test_evaluate_with_reranker(ratings_csv, tmp_path):
     assert payload["rerank"] == "mmr"
     stored = payload["pipeline"]  # the resolved spec: every stage's full config
     assert stored["reranker"] == {
-        "name": "mmr", "params": {"lambda_": 0.5, "relevance_scaling": "minmax"},
+        "name": "mmr",
+        "params": {"lambda_": 0.5, "relevance_scaling": "minmax", "precision": "input"},
     }  # fmt: skip
     assert stored["n_candidates"] == 6 and stored["retriever"]["name"] == "popularity"
     reranker = payload["params"]["reranker"]  # parameters are JSON values, not repr strings
-    assert reranker == {"class": "MMR", "params": {"lambda_": 0.5, "relevance_scaling": "minmax"}}
+    assert reranker == {
+        "class": "MMR",
+        "params": {"lambda_": 0.5, "relevance_scaling": "minmax", "precision": "input"},
+    }
     assert payload["params"]["n_candidates"] == 6
 
 
