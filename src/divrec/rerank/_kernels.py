@@ -934,60 +934,29 @@ def con_setup(
 
 
 @njit(cache=True, nogil=True)
-def _con_fits(
-    u0: int,
-    p0: int,
-    cmin: np.ndarray,
-    cmax: np.ndarray,
-    cnt: np.ndarray,
-    avc: np.ndarray,
-    rem: int,
-    need: int,
-) -> bool:
-    """Whether, after one more pick of type ``(u0, p0)``, ``rem`` further picks can meet
-    every unmet minimum within the maximums and the candidates left, with at least
-    ``need`` protected ones among them.
-
-    Per category ``u`` the further picks ``y_u`` lie in ``[lo_u, ub_u]`` (``lo``: the unmet
-    minimum, ``ub``: the room below the maximum, at most the candidates left); they must
-    sum to ``min(rem, Σ ub)`` (the list is as long as the maximums allow); at most
-    ``min(y_u, a1_u)`` of them are protected. The most protected picks: ``Σ min(lo_u,
-    a1_u)`` plus the spare picks spent on protected room first. ``O(C)``.
-    """
-    slo = 0
-    base = 0
-    pcap = 0
-    cap = 0
-    for u in range(cnt.shape[0] + 1):
-        a0 = avc[2 * u]
-        a1 = avc[2 * u + 1]
-        if u == 0:
-            lo = 0
-            hi = a0 + a1
+def _con_term(u: int, take: bool, p0: int, cmin, cmax, cnt, avc) -> tuple:
+    """Category ``u``'s part of the completion bounds of :func:`con_eligible` (``take``:
+    after one more pick of type ``(u, p0)``): ``(lo, ub, most protected at lo, protected
+    room above lo, lo > ub)``, with ``lo`` its unmet minimum, ``ub`` the room below its
+    maximum (at most its candidates left; ``u = 0``: the uncounted candidates)."""
+    a0 = avc[2 * u]
+    a1 = avc[2 * u + 1]
+    if u == 0:
+        lo = 0
+        hi = a0 + a1
+    else:
+        lo = cmin[u - 1] - cnt[u - 1]
+        hi = cmax[u - 1] - cnt[u - 1]
+    if take:
+        lo -= 1
+        hi -= 1
+        if p0 == 1:
+            a1 -= 1
         else:
-            lo = cmin[u - 1] - cnt[u - 1]
-            hi = cmax[u - 1] - cnt[u - 1]
-        if u == u0:
-            lo -= 1
-            hi -= 1
-            if p0 == 1:
-                a1 -= 1
-            else:
-                a0 -= 1
-        lo = max(lo, 0)
-        ub = max(min(hi, a0 + a1), 0)
-        if lo > ub:
-            return False
-        slo += lo
-        cap += ub
-        base += min(lo, a1)
-        pu = min(ub, a1) - lo
-        if pu > 0:
-            pcap += pu
-    r = min(rem, cap)
-    if slo > r:
-        return False
-    return base + min(r - slo, pcap) >= need
+            a0 -= 1
+    lo = max(lo, 0)
+    ub = max(min(hi, a0 + a1), 0)
+    return lo, ub, min(lo, a1), max(min(ub, a1) - lo, 0), lo > ub
 
 
 @njit(cache=True, nogil=True)
@@ -1010,8 +979,8 @@ def con_eligible(
     A candidate is eligible when, after taking it, the rules can all still be met together
     in the slots left: its category is below its maximum, and some completion of the list
     to its reachable length ``T`` meets every unmet minimum and the protected floor of
-    every later prefix within the maximums and the candidates left (:func:`_con_fits`,
-    decided once per candidate type: compact category × protected). Candidates of one
+    every later prefix within the maximums and the candidates left (decided once per
+    candidate type: compact category × protected). Candidates of one
     type are interchangeable for the rules, so the check is exact: a feasible request
     never loses feasibility (the greedy's lists satisfy every rule whenever some list
     does). When no candidate keeps the request feasible (an infeasible request), the
@@ -1046,13 +1015,37 @@ def con_eligible(
                 need1 = d - 1
             if d - 1 > gp - g1:
                 room1 = False
+    # Per category u the further picks y_u lie in [lo_u, ub_u]; they must sum to
+    # r = min(picks left after this one, Σ ub) (the list is as long as the maximums let
+    # it be); at most min(y_u, a1_u) of them are protected (a1: protected candidates
+    # left), so the most protected picks are Σ min(lo_u, a1_u) plus the spare picks
+    # r − Σ lo spent on protected room first (placed first, they serve every prefix).
+    # The sums once, then per type only its category's term changes: O(C) per step.
+    slo = 0
+    sub = 0
+    sbase = 0
+    spcap = 0
+    sbad = 0
+    for u in range(nc + 1):
+        lo, ub, base, pcap, bad = _con_term(u, False, 0, cmin, cmax, cnt, avc)
+        slo += lo
+        sub += ub
+        sbase += base
+        spcap += pcap
+        sbad += 1 if bad else 0
     m = 0
     for u in range(nc + 1):
         under = u == 0 or cnt[u - 1] < cmax[u - 1]
+        lo, ub, base, pcap, bad = _con_term(u, False, 0, cmin, cmax, cnt, avc)
         for p0 in range(2):
             e = under and avc[2 * u + p0] > 0 and (room1 if p0 == 1 else room0)
             if e:
-                e = _con_fits(u, p0, cmin, cmax, cnt, avc, left - 1, need1 if p0 == 1 else need0)
+                lo1, ub1, base1, pcap1, bad1 = _con_term(u, True, p0, cmin, cmax, cnt, avc)
+                nbad = sbad - (1 if bad else 0) + (1 if bad1 else 0)
+                tlo = slo - lo + lo1
+                r = min(left - 1, sub - ub + ub1)
+                most = sbase - base + base1 + min(r - tlo, spcap - pcap + pcap1)
+                e = nbad == 0 and tlo <= r and most >= (need1 if p0 == 1 else need0)
             tok[2 * u + p0] = 1 if e else 0
     for i in range(avail.shape[0]):
         e = avail[i] and tok[2 * (ccat[i] + 1) + (1 if prot[i] else 0)] == 1
