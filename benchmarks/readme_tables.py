@@ -237,7 +237,9 @@ def _highlights(j: dict[str, Any]) -> str:
             f"CDM, ML-1M request protocol ({cdm['table1']['test']['requests']} test requests), "
             "Recall@20 / ILAD@20: CDM (teacher λ=2) vs MMR vs DCN",
             f"{rec_ilad(cdm_row)} vs {rec_ilad(mmr_row)} vs {rec_ilad(dcn_row)} "
-            f"(recall gaps {'inside' if inside else 'outside'} the CIs)",
+            f"(recall gaps {'inside' if inside else 'outside'} the CIs; teacher λ picked on the "
+            "test requests, one seed: not a validated result, redo in "
+            "reproductions/cdm_tables.toml)",
             "CDM > MMR on both",
         ]
     )
@@ -251,7 +253,9 @@ def _highlights(j: dict[str, Any]) -> str:
             f"{purs['seeds_done']} seeds), AUC / unexpectedness@10",
             f"{f(tab['PURS']['AUC'][0], 3)} / {f(tab['PURS']['Unexp'][0], 3)} vs "
             f"{f(tab['DIN']['AUC'][0], 3)} / {f(tab['DIN']['Unexp'][0], 3)} "
-            f"(both p < {f(math.ceil(p_max * 100) / 100, 2)}); ablations indistinguishable",
+            f"(both p < {f(math.ceil(p_max * 100) / 100, 2)}); ablations indistinguishable; the "
+            "unexpectedness gap comes from cold items (zero vectors in the fixed space), not a "
+            "result: redo in reproductions/purs_tables.toml",
             "PURS > DIN on both",
         ]
     )
@@ -262,7 +266,9 @@ def _highlights(j: dict[str, Any]) -> str:
     rows.append(
         [
             f"simulator, ML-1M, {runs_meta['rounds']} rounds × {runs_meta['seeds']} seeds: "
-            "graph-embedding DPP vs category cap, ILAD (graph space) / RD / clicks",
+            "graph-embedding DPP vs category cap, ILAD (each variant's own graph space) / "
+            "per-user retrieval ILAD (not the paper's system-level RD) / clicks; "
+            "superseded: fixed-space and system-level redo in reproductions/graph_loop.toml",
             f"{ours['ilad_graph']['mean']:+.1f} ± {f(ours['ilad_graph']['ci'], 1)}% / "
             f"{ours['rd_graph']['mean']:+.1f} ± {f(ours['rd_graph']['ci'], 1)}% / "
             f"{ours['clicks']['mean']:+.0f} ± {f(ours['clicks']['ci'], 0)}%",
@@ -279,7 +285,8 @@ def _highlights(j: dict[str, Any]) -> str:
             f"CDM serving vs MMR re-ranking, N={c['N']}, K={c['K']}, per request (quiet machine)",
             f"{f(c['cdm_ms'], 0)} ms (full context) / {f(c['cdm_restricted50_ms'], 1)} ms "
             f"(top-50 context; backbone alone {f(c['backbone_ms'], 1)}) vs "
-            f"{f(c['mmr_ms'], 1)} ms",
+            f"{f(c['mmr_ms'], 1)} ms (the backbone MMR also needs is not counted; "
+            "both sides counted: bench_cdm_cost.py → cdm_cost_fair.json)",
             "O(N log K) vs O(NK²)",
         ]
     )
