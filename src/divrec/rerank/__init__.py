@@ -15,12 +15,16 @@ Methods:
     PersonalizedDPP, RealtimePropensityTracker, RealtimePersonalizedDPP —
         :mod:`divrec.rerank.personalized` (p-DPP, Wang et al. 2020; WeChat Eq. 2–3, 7)
     SSD — :mod:`divrec.rerank.ssd` (Huang et al., KDD 2021)
+    CalibratedReranker — :mod:`divrec.rerank.calibration` (Steck, RecSys 2018, Eq. 6)
+    FAIR, ranked_group_fairness — :mod:`divrec.rerank.fairness` (Zehlike et al., CIKM 2017)
     CategoryCap, CFDA, CFDM, HybridUtility — :mod:`divrec.rerank.baselines`
 """
 
 from ._base import Reranker, category_similarity, cosine_similarity
 from .baselines import CFDA, CFDM, CategoryCap, HybridUtility
+from .calibration import CalibratedReranker
 from .dpp import FastGreedyDPP, fast_greedy_map, fast_greedy_map_batch, tradeoff_alpha
+from .fairness import FAIR, ranked_group_fairness
 from .mmr import MMR, InterestAwareMMR
 from .personalized import (
     PersonalizedDPP,
@@ -33,8 +37,10 @@ from .ssd import SSD
 __all__ = [
     "CFDA",
     "CFDM",
+    "FAIR",
     "MMR",
     "SSD",
+    "CalibratedReranker",
     "CategoryCap",
     "FastGreedyDPP",
     "HybridUtility",
@@ -48,5 +54,6 @@ __all__ = [
     "entropy_theta",
     "fast_greedy_map",
     "fast_greedy_map_batch",
+    "ranked_group_fairness",
     "tradeoff_alpha",
 ]
