@@ -1,8 +1,8 @@
 """The low-driver-memory flow of `test_spark_scale.py`, run in its own process (own JVM).
 
 One Spark session with `spark.driver.maxResultSize=1m` (Spark's minimum) and a small
-driver: a synthetic log whose id map (80,000 random 16-hex-digit user ids) and log
-(480,000 rows) are each well over 1 MiB, so any collect of either to the driver, and any
+driver: a synthetic log whose id map (40,000 random 32-hex-digit user ids) and log
+(120,000 rows) are each well over 1 MiB, so any collect of either to the driver, and any
 broadcast of a user-size table (broadcasts go through the driver), fails the job. The
 positive controls check that it does. Then `divrec spark train → recommend (dpp, pdpp,
 ia-mmr, category-cap) → evaluate` run in this session (the CLI's `getOrCreate` returns it)
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-N_USERS = 80_000
-PER_USER = 6
+N_USERS = 40_000
+PER_USER = 3
 N_ITEMS = 2_000
 
 
@@ -36,7 +36,7 @@ def main(work: Path) -> dict:
         quiet=True, conf={"spark.driver.maxResultSize": "1m", "spark.default.parallelism": "8"},
     )  # fmt: skip
     n = N_USERS * PER_USER
-    uid = F.substring(F.sha2((F.col("id") % N_USERS).cast("string"), 256), 1, 16)
+    uid = F.substring(F.sha2((F.col("id") % N_USERS).cast("string"), 256), 1, 32)
     log = spark.range(0, n, numPartitions=8).select(
         uid.alias("uid"),
         F.floor(F.lit(N_ITEMS) * F.pow(F.rand(3), 2)).cast("long").alias("mid"),
