@@ -286,7 +286,7 @@ def _highlights(j: dict[str, Any]) -> str:
             f"{f(c['cdm_ms'], 0)} ms (full context) / {f(c['cdm_restricted50_ms'], 1)} ms "
             f"(top-50 context; backbone alone {f(c['backbone_ms'], 1)}) vs "
             f"{f(c['mmr_ms'], 1)} ms (the backbone MMR also needs is not counted; "
-            "both sides counted: bench_cdm_cost.py → cdm_cost_fair.json)",
+            "bench_cdm_cost.py now counts it on both sides; not yet re-run on a quiet machine)",
             "O(N log K) vs O(NK²)",
         ]
     )
