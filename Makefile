@@ -28,13 +28,12 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/divrec benchmark --dataset ml-1m --protocol ncf --out $(OUT)
 
+# ruff, then pytest with the core-only and adapters checks running beside it (each in its own
+# fresh venv), then the API reference build (.ci/test_all.sh)
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
-	$(MAKE) test-core
-	$(MAKE) test-adapters
-	$(MAKE) docs
+	PYTHON=$(PYTHON) BIN=$(BIN) .ci/test_all.sh
 
 # the light core alone in a fresh venv (no torch/faiss/implicit): re-rank, metrics, /rerank
 test-core:

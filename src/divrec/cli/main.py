@@ -13,21 +13,24 @@ def _quiet_early_interrupts() -> None:
     """As a console command, an interrupt before `run` takes over (during the imports below,
     about 0.3 s) says `divrec: interrupted` and exits with 130 like any later one, instead of
     a traceback and −2; SIGTERM acts like Ctrl-C from here on too. Nothing changes when the
-    module is merely imported (tests, notebooks)."""
-    import os
-    import signal
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
+    module is merely imported (tests, notebooks). The hook is set before anything is
+    imported (`signal` pulls in `enum`: an interrupt during that import was a traceback)."""
 
     def _hook(kind, value, tb, _previous=sys.excepthook):
         if not issubclass(kind, KeyboardInterrupt):
             return _previous(kind, value, tb)
         print("divrec: interrupted", file=sys.__stderr__ or sys.stderr, flush=True)
+        import os  # already loaded by the interpreter's start-up
+
         os._exit(130)
 
-    signal.signal(signal.SIGTERM, _term)
     sys.excepthook = _hook
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
 
 
 if __name__ == "__main__" or sys.argv[0].rsplit("/", 1)[-1] == "divrec":
