@@ -335,6 +335,39 @@ def _dpp_choose(
 
 
 @njit(cache=True, nogil=True)
+def _drop_oldest(wt, d, m, win, d2, rot_a, n):
+    """Removes the oldest of the `m` window items (Chen et al. 2018, Alg. 2): Givens rotations
+    move the oldest Cholesky row (row `d` of `wt`) into the others, and each `d2[i]` regains
+    what is left of it. Shifts `win` and returns the new window size `m - 1`."""
+    a = rot_a
+    for i in range(n):
+        a[i] = wt[d, i]
+    for r_ in range(m - 1):
+        y = win[r_ + 1]
+        rest = wt[d + 1 + r_]
+        p = rest[y]
+        h = math.hypot(p, a[y])
+        if h == 0.0:
+            dst = wt[d + r_]
+            for i in range(n):
+                dst[i] = rest[i]
+            continue
+        c = p / h
+        sn = a[y] / h
+        dst = wt[d + r_]
+        for i in range(n):
+            old = rest[i]
+            dst[i] = c * old + sn * a[i]
+            a[i] = c * a[i] - sn * old
+    for i in range(n):
+        wt[d + m - 1, i] = 0.0
+        d2[i] += a[i] * a[i]
+    for r_ in range(m - 1):
+        win[r_] = win[r_ + 1]
+    return m - 1
+
+
+@njit(cache=True, nogil=True)
 def _dpp_stats(
     avail: np.ndarray, d2: np.ndarray, rel: np.ndarray, thr: float, st: np.ndarray
 ) -> None:
@@ -625,34 +658,7 @@ def dpp_greedy_batch(
             win[m] = j
             m += 1
             if window > 0 and m >= window:
-                # remove the oldest window item (Alg. 2): Givens rotations move the oldest
-                # Cholesky row into the others; d_i^2 regains what is left of it.
-                a = rot_a
-                for i in range(n):
-                    a[i] = wt[d, i]
-                for r_ in range(m - 1):
-                    y = win[r_ + 1]
-                    rest = wt[d + 1 + r_]
-                    p = rest[y]
-                    h = math.hypot(p, a[y])
-                    if h == 0.0:
-                        dst = wt[d + r_]
-                        for i in range(n):
-                            dst[i] = rest[i]
-                        continue
-                    c = p / h
-                    sn = a[y] / h
-                    dst = wt[d + r_]
-                    for i in range(n):
-                        old = rest[i]
-                        dst[i] = c * old + sn * a[i]
-                        a[i] = c * a[i] - sn * old
-                for i in range(n):
-                    wt[d + m - 1, i] = 0.0
-                    d2[i] += a[i] * a[i]
-                for r_ in range(m - 1):
-                    win[r_] = win[r_ + 1]
-                m -= 1
+                m = _drop_oldest(wt, d, m, win, d2, rot_a, n)
                 _dpp_stats(avail, d2, relb, thr, st)
     summary = 0
     for b in range(bsz):
@@ -752,32 +758,7 @@ def _dpp_constrained(
         win[m] = j
         m += 1
         if window > 0 and m >= window:
-            a = rot_a
-            for i in range(n):
-                a[i] = wt[d, i]
-            for r_ in range(m - 1):
-                y = win[r_ + 1]
-                rest = wt[d + 1 + r_]
-                p = rest[y]
-                h = math.hypot(p, a[y])
-                if h == 0.0:
-                    dst = wt[d + r_]
-                    for i in range(n):
-                        dst[i] = rest[i]
-                    continue
-                c = p / h
-                sn = a[y] / h
-                dst = wt[d + r_]
-                for i in range(n):
-                    old = rest[i]
-                    dst[i] = c * old + sn * a[i]
-                    a[i] = c * a[i] - sn * old
-            for i in range(n):
-                wt[d + m - 1, i] = 0.0
-                d2[i] += a[i] * a[i]
-            for r_ in range(m - 1):
-                win[r_] = win[r_ + 1]
-            m -= 1
+            m = _drop_oldest(wt, d, m, win, d2, rot_a, n)
     return con_place(out, picks, npins, cpin, plist)
 
 
