@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from divrec.rerank.personalized import RealtimePropensityTracker
-from divrec.simulate.loop import _set_tracker_vectors, round_metrics
+from divrec.simulate.loop import round_metrics
 from divrec.simulate.report import METRICS
 
 
@@ -58,7 +58,7 @@ def test_tracker_follows_new_embeddings_and_new_items():
     tr.update(0, 1, 1.0)
     assert tr.similarity(0, 1.0) == pytest.approx(0.0)  # orthogonal
     new = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # a 4th item entered
-    _set_tracker_vectors(tr, new)
+    tr.item_vectors = new  # the tracker's setter drops its cached unit rows
     tr.update(0, 3, 2.0)  # index beyond the old table
     # items 0, 1, 3 are now parallel: s_u = 1
     assert tr.similarity(0, 2.0) == pytest.approx(1.0)

@@ -298,7 +298,6 @@ class RealtimePropensityTracker(Persistable):
         if max_per_user is not None and int(max_per_user) < 1:
             raise ValueError(f"max_per_user must be a positive integer, got {max_per_user}")
         self.window = float(window)
-        self.item_vectors = item_vectors
         self.default_theta = default_theta
         self.max_per_user = None if max_per_user is None else int(max_per_user)
         self.clock_from_events = bool(clock_from_events)
@@ -312,6 +311,7 @@ class RealtimePropensityTracker(Persistable):
         self._dirty: set[Hashable] = set()
         self._stats: tuple[float, float] | None = None
         self._unit: np.ndarray | None = None
+        self.item_vectors = item_vectors  # the setter: after the state it resets
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters."""
@@ -350,6 +350,24 @@ class RealtimePropensityTracker(Persistable):
             self.clock_from_events = from_events
         if state.get("clock") is not None:
             self._advance(float(state["clock"]))
+
+    @property
+    def item_vectors(self) -> np.ndarray | None:
+        """``(n_items, d)`` the vectors of item indices (None: events give vectors).
+
+        Reassigning it (e.g. the loop's re-embedded items) drops the cached unit rows and
+        recomputes, at the next query, ``s_u`` of every user whose window holds item indices.
+        """
+        return self._item_vectors
+
+    @item_vectors.setter
+    def item_vectors(self, vectors: np.ndarray | None) -> None:
+        self._item_vectors = vectors
+        self._unit = None
+        for user, vecs in self._vecs.items():
+            if any(isinstance(x, int) for x in vecs):
+                self._dirty.add(user)
+                self._stats = None
 
     # ------------------------------------------------------------------ ingestion
     def _unit_rows(self) -> np.ndarray:

@@ -330,19 +330,6 @@ def round_metrics(
     return out
 
 
-def _set_tracker_vectors(tracker, vectors: np.ndarray) -> None:
-    """Point the propensity tracker at the current embeddings (new items included).
-
-    The tracker caches its unit-normalized rows (`_unit`, since the serve hardening of
-    `RealtimePropensityTracker`); assigning `item_vectors` alone left that cache at the
-    first round's embeddings, so s_u used stale vectors and a click on an item that entered
-    later raised IndexError. The cache is dropped here.
-    """
-    tracker.item_vectors = vectors
-    if hasattr(tracker, "_unit"):
-        tracker._unit = None
-
-
 def _theta_values(reranker, query: Query) -> np.ndarray:
     """Each request's θ: the tracker's (real-time p-DPP), the entropy θ (p-DPP), else NaN."""
     from divrec.rerank.personalized import (
@@ -444,7 +431,7 @@ def run_simulation(
             ret.update(new_features=world.features[ret.n_items_ : n_pool], steps=0)
         if space == "graph":
             reranker.item_vectors_ = ret.embeddings_
-        _set_tracker_vectors(tracker, ret.embeddings_)
+        tracker.item_vectors = ret.embeddings_  # the setter refreshes s_u (new space)
         sec["pool"] = time.perf_counter() - t0
         excl = _padded(consumed[:, :n_pool], users)
         if cfg.exclude_last_feed and last_feed is not None:
