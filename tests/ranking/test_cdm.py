@@ -257,8 +257,12 @@ def test_context_is_the_request_candidate_set(fitted):
 
 
 @pytest.mark.parametrize(
-    "params", [{"context": "plain"}, {"beta2": 0.0}, {"context_size": 6}, {"cross_rank": 2}]
-)
+    "params",
+    [
+        {"context": "plain"}, {"beta2": 0.0}, {"context_size": 6}, {"cross_rank": 2},
+        {"student_hidden": 12}, {"topk": "hard"},
+    ],
+)  # fmt: skip
 def test_ablations_and_restricted_context_train(params):
     data, req, _ = topic_requests(n_users=40, n_items=30)
     base = dict(dim=4, hidden=(8, 8, 8), max_epochs=1, cdm_epochs=1, teacher_k=4, n_context=2)
@@ -304,3 +308,23 @@ def test_bad_params():
         CDMRanker(tau_start=0.1, tau_end=1.0)
     with pytest.raises(ValueError, match="tau"):
         relaxed_topk(torch.zeros(3), 1, 0.0)
+
+
+def test_frozen_backbone_keeps_f_and_student_width_round_trips(fitted, tmp_path):
+    """freeze_backbone: the joint phase trains the student only (f stays the teacher's);
+    student_hidden sets the fusion FFN's width and survives save/load."""
+    from divrec.ranking.dcn import DCNRanker
+
+    data, req, _ = fitted
+    kw = dict(dim=4, hidden=(8, 8, 8), max_epochs=1, seed=0)
+    dcn = DCNRanker(**kw).fit(data, requests=req)
+    cdm = CDMRanker(
+        **kw, cdm_epochs=1, freeze_backbone=True, student_hidden=7, teacher_k=4, n_context=2
+    ).fit(data, requests=req, backbone=dcn)
+    f, _ = cdm.request_scores(req.users, req.candidates)
+    np.testing.assert_allclose(f, dcn.score(req.users, req.candidates), rtol=1e-6)
+    assert cdm.student_.ffn[0].weight.shape[0] == 7
+    loaded = divrec.load(cdm.save(tmp_path / "cdm7"))
+    np.testing.assert_array_equal(
+        loaded.score(req.users, req.candidates), cdm.score(req.users, req.candidates)
+    )

@@ -6,10 +6,16 @@
 Recall@K and MRR@K against all target-period items of the request (items the pre-ranker
 missed count as misses), ILAD@K (Eq. 21) in the given item spaces and the system-level
 CC@K (Eq. 22); :func:`summarize` adds percentile-bootstrap 95% CIs over requests.
+
+More training requests (issue 25): :func:`sliding_requests` stacks the requests of several
+time cuts (each cut's history, the pre-ranker refitted on it, the next period as labels), so a
+user has one candidate list per cut; :func:`request_split` does so with ``train_cuts > 1``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +32,121 @@ from divrec.splitting.candidate_requests import (
     request_stats,
 )
 
-__all__ = ["genre_vectors", "list_metrics", "request_split", "summarize"]
+__all__ = [
+    "CutRequests",
+    "genre_vectors",
+    "list_metrics",
+    "request_split",
+    "sliding_cuts",
+    "sliding_requests",
+    "summarize",
+]
+
+
+@dataclass
+class CutRequests(CandidateRequests):
+    """Requests of several time cuts: each request has its own history row.
+
+    Attributes (besides `CandidateRequests`'):
+        hist_rows: `(R,)` row of `history` holding the request's history (the user's
+            interactions before the request's cut, recency-valued); `history` is then
+            `(H, n_items)` with one row per (cut, user), not per user.
+        cuts: `(R,)` history_end of each request's cut.
+    """
+
+    hist_rows: np.ndarray | None = None
+    cuts: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray) -> CutRequests:
+        rows = np.asarray(rows)
+        base = CandidateRequests.take(self, rows)
+        return CutRequests(
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            hist_rows=None if self.hist_rows is None else self.hist_rows[rows],
+            cuts=None if self.cuts is None else self.cuts[rows],
+        )
+
+
+def sliding_cuts(
+    data: Interactions, n_cuts: int, first: float, last: float, window: float
+) -> list[tuple[int, int]]:
+    """`n_cuts` (history_end, target_end) pairs at timestamp quantiles `q_j` evenly spaced in
+    `[first, last]`, each target window `[t(q_j), t(q_j + window))`, the last capped at
+    `t(last + window)` (so a cut at `last = q0` with `window = q1 − q0` ends at `t1`)."""
+    if n_cuts < 1:
+        raise ValueError(f"sliding_cuts: n_cuts must be >= 1, got {n_cuts}")
+    if not 0.0 < first <= last < 1.0 or not 0.0 < window <= 1.0 - last:
+        raise ValueError(
+            f"sliding_cuts: need 0 < first <= last < 1 and 0 < window <= 1 - last, got "
+            f"first={first}, last={last}, window={window}"
+        )
+    ts = data.timestamps
+    qs = np.linspace(first, last, n_cuts) if n_cuts > 1 else np.array([last])
+    out = []
+    for q in qs:
+        h, t = int(np.quantile(ts, q)), int(np.quantile(ts, min(q + window, last + window)))
+        if h < t and (h, t) not in out:
+            out.append((h, t))
+    return out
+
+
+def sliding_requests(
+    data: Interactions,
+    cuts: Sequence[tuple[int, int]],
+    make_pre_ranker: Callable[[], Any],
+    n_candidates: int = 200,
+    max_requests: int | None = None,
+    seed: int = 0,
+) -> CutRequests:
+    """The requests of every cut, stacked (:func:`candidate_requests` per cut).
+
+    Args:
+        data: a timestamped log.
+        cuts: (history_end, target_end) pairs; a user active in several target windows gets
+            one request (candidate list) per cut.
+        make_pre_ranker: returns a new unfitted pre-ranker (fitted on each cut's history).
+        n_candidates: N.
+        max_requests: a seeded random subset of at most this many requests over all cuts.
+        seed: seed of that subset.
+
+    Returns:
+        `CutRequests` (`history_end`/`target_end` None; `cuts` per request) ordered by cut,
+        then user.
+    """
+    if not cuts:
+        raise ValueError("sliding_requests: cuts is empty")
+    parts, hists, offset = [], [], 0
+    for h_end, t_end in cuts:
+        try:
+            req = candidate_requests(data, h_end, t_end, make_pre_ranker(), n_candidates)
+        except ValueError as err:
+            if "no user has both" in str(err):
+                continue
+            raise
+        hists.append(req.history[req.users])
+        parts.append((req, offset + np.arange(len(req)), h_end))
+        offset += len(req)
+    if not parts:
+        raise ValueError("sliding_requests: no cut has a request")
+    width = max(p[0].candidates.shape[1] for p in parts)
+
+    def pad(x: np.ndarray, fill) -> np.ndarray:
+        return np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
+
+    out = CutRequests(
+        users=np.concatenate([p[0].users for p in parts]),
+        candidates=np.concatenate([pad(p[0].candidates, -1) for p in parts]),
+        labels=np.concatenate([pad(p[0].labels, 0.0) for p in parts]),
+        targets=sp.vstack([p[0].targets for p in parts]).tocsr(),
+        history=sp.vstack(hists).tocsr(),
+        prescores=np.concatenate([pad(p[0].prescores, -np.inf) for p in parts]),
+        hist_rows=np.concatenate([p[1] for p in parts]),
+        cuts=np.concatenate([np.full(len(p[0]), p[2], dtype=np.int64) for p in parts]),
+    )
+    if max_requests is not None and len(out) > max_requests:
+        rng = np.random.default_rng(seed)
+        out = out.take(np.sort(rng.choice(len(out), size=int(max_requests), replace=False)))
+    return out
 
 
 def request_split(
@@ -38,8 +158,17 @@ def request_split(
     max_train: int | None = None,
     max_test: int | None = None,
     seed: int = 0,
+    train_cuts: int = 1,
+    first_cut: float = 0.3,
 ) -> dict[str, Any]:
     """Training and test requests of `data` with a registered pre-ranker.
+
+    Args:
+        train_cuts: 1 (default) = one training cut `(t0, t1)`; n > 1 = `n` sliding cuts at
+            quantiles evenly spaced in `[first_cut, q0]`, each with a target window of
+            `q1 − q0` (:func:`sliding_cuts`, the last one is `(t0, t1)`), stacked
+            (:func:`sliding_requests`); nothing at or after `t1` is seen either way.
+        first_cut: quantile of the earliest training cut (`train_cuts > 1`).
 
     Returns:
         `{"train": CandidateRequests, "test": CandidateRequests, "periods": {...},
@@ -50,6 +179,16 @@ def request_split(
     periods = request_periods(data, quantiles)
     out: dict[str, Any] = {"periods": periods, "stats": {}}
     for side, cap in (("train", max_train), ("test", max_test)):
+        if side == "train" and train_cuts > 1:
+            q0, q1 = (float(q) for q in quantiles)
+            cuts = sliding_cuts(data, int(train_cuts), float(first_cut), q0, q1 - q0)
+            out["periods"]["train_cuts"] = cuts
+            out[side] = sliding_requests(
+                data, cuts, lambda: create("model", pre_ranker, pre_ranker_params or {}, seed=seed),
+                n_candidates=n_candidates, max_requests=cap, seed=seed,
+            )  # fmt: skip
+            out["stats"][side] = request_stats(out[side])
+            continue
         pre = create("model", pre_ranker, pre_ranker_params or {}, seed=seed)
         req = candidate_requests(
             data, *periods[side], pre, n_candidates=n_candidates, max_requests=cap, seed=seed

@@ -171,9 +171,12 @@ class CDMStudent(nn.Module):
         item_dim: width of the backbone's item fields (`Fi · d`).
         dim: attention / context dimension (the user-interest vector's dimension).
         context: "cce" (Contrastive Context Encoder) or "plain" (−CCE ablation).
+        hidden: width of the fusion FFN's hidden layer (Eq. 15; None = `dim`).
     """
 
-    def __init__(self, item_dim: int, dim: int, context: str = "cce") -> None:
+    def __init__(
+        self, item_dim: int, dim: int, context: str = "cce", hidden: int | None = None
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.context = context
@@ -181,7 +184,8 @@ class CDMStudent(nn.Module):
         self.w2 = nn.Linear(item_dim, dim, bias=False)
         self.w3 = nn.Linear(item_dim, dim, bias=False)
         width = 2 * dim if context == "cce" else dim
-        self.ffn = nn.Sequential(nn.Linear(width, dim), nn.ReLU(), nn.Linear(dim, dim))
+        h = dim if not hidden else int(hidden)
+        self.ffn = nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Linear(h, dim))
 
     def forward(
         self,
@@ -336,6 +340,14 @@ class CDMConfig(DCNConfig):
         gamma: serving weight γ of `f(u, i) + γ · y_stu`.
         cdm_epochs: joint training epochs after the backbone pre-training (the best epoch
             on the validation requests' noise-free loss Eq. 18–20 is kept).
+        student_hidden: hidden width of the student's fusion FFN (Eq. 15; 0 = `dim`, the
+            default): the student's capacity.
+        topk: "relaxed" (Eq. 5–10, Gumbel noise + successive softmax at temperature τ while
+            training) or "hard" (a diagnosis variant, not the paper: the noise-free hard top-k
+            of inference also while training; gradients flow through the attention weights
+            of the selected items only).
+        freeze_backbone: keep the pre-trained backbone fixed in the joint phase (a diagnosis
+            variant; the paper trains both): serving is then the teacher's own `f` + γ·y_stu.
         n_candidates: N of the requests carved out of `train` when none are given, and the
             context size of `score_all`.
     """
@@ -354,6 +366,9 @@ class CDMConfig(DCNConfig):
     gamma: float = 0.1
     cdm_epochs: int = param(3, ge=0)
     n_candidates: int = param(200, ge=1)
+    student_hidden: int = param(0, ge=0)
+    topk: Literal["relaxed", "hard"] = "relaxed"
+    freeze_backbone: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -432,7 +447,9 @@ class CDMRanker(DCNRanker):
             self.val_losses_, self.best_epoch_ = list(bb.val_losses_), bb.best_epoch_
             self.train_losses_ = list(getattr(bb, "train_losses_", []))
         req = self._requests
-        self.student_ = CDMStudent(self._item_dim(), int(self.dim), self.context)
+        self.student_ = CDMStudent(
+            self._item_dim(), int(self.dim), self.context, int(self.student_hidden) or None
+        )
         y_tea = self._teacher(req)
         self.teacher_rate_ = float(y_tea[req.valid].mean())
         self._train_joint(req, y_tea)
@@ -446,7 +463,7 @@ class CDMRanker(DCNRanker):
         out = np.zeros(req.labels.shape, dtype=np.float32)
         for rows in batches(np.arange(len(req)), 256):
             logits = self._logits(req, rows).numpy()
-            inp = self._batch_inputs(req.users[rows], req.history)
+            inp = self._req_inputs(req, rows)
             u = self._interest(inp).numpy()
             e = self.net_.item_emb(torch.as_tensor(np.maximum(req.candidates[rows], 0))).numpy()
             e, u = teacher_inputs(e, u, bool(self.teacher_normalize))
@@ -481,7 +498,8 @@ class CDMRanker(DCNRanker):
             is_self = pos.unsqueeze(1) == torch.arange(sl.start, sl.stop).view(1, -1, 1)
             mask = ctx_valid.unsqueeze(1) & ~is_self & valid[:, sl].unsqueeze(-1)
             a, b = self.student_(
-                it[:, sl], ctx, mask, user, int(self.n_context), tau,
+                it[:, sl], ctx, mask, user, int(self.n_context),
+                None if self.topk == "hard" else tau,
                 float(self.nce_temperature), generator,
             )  # fmt: skip
             stu.append(a)
@@ -489,7 +507,7 @@ class CDMRanker(DCNRanker):
         return f_logit, torch.cat(stu, 1), torch.cat(info, 1)
 
     def _req_tensors(self, req: CandidateRequests, rows: np.ndarray) -> tuple:
-        inp = self._batch_inputs(req.users[rows], req.history)
+        inp = self._req_inputs(req, rows)
         items = torch.as_tensor(np.maximum(req.candidates[rows], 0))
         return inp, items, torch.as_tensor(req.valid[rows])
 
@@ -497,7 +515,9 @@ class CDMRanker(DCNRanker):
         rng = np.random.default_rng(self.seed + 1)
         gen = torch.Generator().manual_seed(int(self.seed) + 1)
         tr, va = self._split_rows(len(req), np.random.default_rng(self.seed))
-        params = list(self.net_.parameters()) + list(self.student_.parameters())
+        params = list(self.student_.parameters())
+        if not self.freeze_backbone:
+            params += list(self.net_.parameters())
         opt = make_optimizer(
             params, "adam", lr=float(self.lr), weight_decay=float(self.weight_decay)
         )
@@ -509,7 +529,7 @@ class CDMRanker(DCNRanker):
         both = nn.ModuleDict({"net": self.net_, "student": self.student_})
         with TrainLoop("CDM", n_steps, self.progress) as loop:
             for _ in range(int(self.cdm_epochs)):
-                self.net_.train()
+                self.net_.train(not self.freeze_backbone)
                 self.student_.train()
                 for rows in batches(rng.permutation(tr), size):
                     tau = float(self.tau_start) * ratio ** (step / max(1, n_steps - 1))
@@ -611,7 +631,8 @@ class CDMRanker(DCNRanker):
     def _rebuild_module(self, name: str, state: dict) -> nn.Module:
         if name == "student_":
             item_dim = int(np.asarray(state["w1.weight"]).shape[1])
-            return CDMStudent(item_dim, int(self.dim), self.context)
+            hidden = int(np.asarray(state["ffn.0.weight"]).shape[0])
+            return CDMStudent(item_dim, int(self.dim), self.context, hidden)
         return super()._rebuild_module(name, state)
 
     def _after_load(self) -> None:

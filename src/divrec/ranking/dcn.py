@@ -60,6 +60,7 @@ __all__ = [
     "primary_category",
     "query_history",
     "recency_history",
+    "request_hist_rows",
     "sigmoid",
     "slices",
 ]
@@ -387,7 +388,13 @@ class DCNRanker(Recommender):
     def _check_requests(self, req: CandidateRequests) -> None:
         if not isinstance(req, CandidateRequests):
             raise ValueError(f"requests must be CandidateRequests, got {type(req).__name__}")
-        if req.history.shape != (self.n_users_, self.n_items_):
+        rows = getattr(req, "hist_rows", None)
+        if rows is not None:  # several cuts: one history row per request
+            if req.history.shape[1] != self.n_items_ or len(rows) != len(req):
+                raise ValueError("requests.history/hist_rows do not match the requests")
+            if len(rows) and not 0 <= int(rows.min()) <= int(rows.max()) < req.history.shape[0]:
+                raise ValueError("requests.hist_rows out of range of requests.history")
+        elif req.history.shape != (self.n_users_, self.n_items_):
             raise ValueError(
                 f"requests.history has shape {req.history.shape}, expected "
                 f"({self.n_users_}, {self.n_items_})"
@@ -405,13 +412,20 @@ class DCNRanker(Recommender):
             raise ValueError("user_features must be non-negative category codes")
         return f.astype(np.int64)
 
-    def _batch_inputs(self, users: np.ndarray, history: sp.csr_matrix) -> dict:
+    def _batch_inputs(
+        self, users: np.ndarray, history: sp.csr_matrix, hist_rows: np.ndarray | None = None
+    ) -> dict:
         out = {"users": torch.as_tensor(users, dtype=torch.long)}
         if self.use_history:
-            out["hist"] = torch.as_tensor(history_table(history, users, int(self.history_len)))
+            rows = users if hist_rows is None else hist_rows
+            out["hist"] = torch.as_tensor(history_table(history, rows, int(self.history_len)))
         if self.user_features_ is not None:
             out["ufeat"] = torch.as_tensor(self.user_features_[users])
         return out
+
+    def _req_inputs(self, req: CandidateRequests, rows: np.ndarray) -> dict:
+        """Model inputs of requests `rows` (their own history rows, see `request_hist_rows`)."""
+        return self._batch_inputs(req.users[rows], req.history, request_hist_rows(req, rows))
 
     def _weights(self, req: CandidateRequests, rows: np.ndarray) -> np.ndarray:
         """`(b, N)` example weights (IPW on positives, or ones)."""
@@ -420,7 +434,7 @@ class DCNRanker(Recommender):
             return w
         prim = self._item_primary
         n_c = int(prim.max(initial=-1)) + 2  # categories + "none"
-        hist = req.history[req.users[rows]].tocsr()
+        hist = req.history[request_hist_rows(req, rows)].tocsr()
         counts = np.zeros((len(rows), n_c))
         r = np.repeat(np.arange(len(rows)), np.diff(hist.indptr))
         np.add.at(counts, (r, prim[hist.indices] + 1), 1.0)
@@ -465,7 +479,7 @@ class DCNRanker(Recommender):
 
     def _logits(self, req: CandidateRequests, rows: np.ndarray) -> torch.Tensor:
         items = torch.as_tensor(np.maximum(req.candidates[rows], 0))
-        return self.net_(items=items, **self._batch_inputs(req.users[rows], req.history))
+        return self.net_(items=items, **self._req_inputs(req, rows))
 
     def _bce(self, req, rows, logits) -> torch.Tensor:
         valid = torch.as_tensor(req.valid[rows]).float()
@@ -561,6 +575,14 @@ class DCNRanker(Recommender):
     def _after_load(self) -> None:
         if hasattr(self, "net_"):  # a saved unfitted stage has no modules
             self.net_.eval()
+
+
+def request_hist_rows(req: CandidateRequests, rows: np.ndarray) -> np.ndarray:
+    """Rows of `req.history` of requests `rows`: `req.hist_rows` when the requests carry one
+    history row each (several time cuts, `divrec.evaluation.candidate_requests.CutRequests`),
+    else their users."""
+    hist_rows = getattr(req, "hist_rows", None)
+    return req.users[rows] if hist_rows is None else np.asarray(hist_rows)[rows]
 
 
 def primary_category(cats: sp.spmatrix | None, n_items: int) -> np.ndarray:
