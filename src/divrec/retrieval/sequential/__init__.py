@@ -13,11 +13,20 @@ to one or K interest vectors and retrieve items by inner product:
   dynamic routing, ê_kj = W_k e_j, c_kj = softmax_k(b_kj), z_k = Σ_j c_kj ê_kj,
   v_k = squash(z_k) = |z_k|²/(1 + |z_k|²) · z_k/|z_k|, b_kj += v_k · ê_kj, for
   `routing_iters` iterations (3).
+  `dr_weights="position"` gives each position j its own W_jk as ComiRec's code does
+  (``CapsuleNetwork(bilinear_type=2)``, `(L, K, D, D)` weights); the default "shared" (one
+  W_k for every position) is a deviation kept for the existing results. The maps are
+  initialized N(0, 1/D) (ComiRec: N(0, 1)).
 
 Training (`fit`): a batch draws `batch_size` training sequences uniformly and a cut k
-uniformly in each (ComiRec's sampler, `divrec.splitting.comirec.next_n_examples`); the
-history is the L items before k and the targets the next `next_n` items (TotalRecall's
-next-n-item prediction; 1 = next-item). Multi-interest models train each (pseudo-user,
+uniformly in each, ``min_history <= k < len`` (ComiRec's sampler,
+`divrec.splitting.comirec.next_n_examples`; ComiRec's data iterator has ``min_history=4``,
+the default 1 takes every prefix; `cut_examples`); the history is the L items before k and
+the targets the next `next_n` items (TotalRecall's next-n-item prediction; 1 = next-item).
+With `patience`, training stops as ComiRec's ``train.py`` does: the validation Recall@50 of
+held-out users (``fit(valid=...)`` or `valid_fraction`) is measured every `eval_every`
+epochs, training ends after `patience` evaluations without a better one, and the best
+weights are kept (`epochs` is then the cap). Multi-interest models train each (pseudo-user,
 target) pair on the interest closest to the target (Cen et al. Eq. 8, hard attention). The
 score is the inner product (`l2_norm=False`) or the scaled cosine cos/τ (`l2_norm=True`,
 TotalRecall Eq. 2). Losses:
@@ -52,13 +61,18 @@ from divrec.retrieval.sequential.encoders import (
     self_attentive,
     squash,
 )
-from divrec.retrieval.sequential.model import SequentialConfig, SequentialRecommender
+from divrec.retrieval.sequential.model import (
+    SequentialConfig,
+    SequentialRecommender,
+    cut_examples,
+)
 from divrec.retrieval.sequential.search import controllable_aggregation, search_interests
 
 __all__ = [
     "SequentialConfig",
     "SequentialRecommender",
     "controllable_aggregation",
+    "cut_examples",
     "dynamic_routing",
     "last_items",
     "search_interests",

@@ -85,8 +85,10 @@ class _SeqNet(torch.nn.Module):
         max_len: int,
         n_interests: int,
         routing_iters: int,
+        dr_weights: str = "shared",
     ):
         super().__init__()
+        self.dr_weights = dr_weights
         self.encoder = encoder
         self.routing_iters = routing_iters
         self.pad = n_items
@@ -97,7 +99,9 @@ class _SeqNet(torch.nn.Module):
             self.pos = torch.nn.Embedding(max_len, dim)
             self.w1 = torch.nn.Linear(dim, 4 * dim)
             self.w2 = torch.nn.Linear(4 * dim, n_interests)
-        else:
+        elif dr_weights == "position":  # ComiRec's bilinear_type=2: W_{j,k} per position j
+            self.caps = torch.nn.Parameter(torch.empty(max_len, n_interests, dim, dim))
+        else:  # one W_k per interest, shared by the positions
             self.caps = torch.nn.Parameter(torch.empty(n_interests, dim, dim))
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
@@ -111,7 +115,10 @@ class _SeqNet(torch.nn.Module):
         if self.encoder == "sa":
             pos = self.pos.weight[None, : hist.shape[1]]
             return self_attentive(h, h + pos, mask, self.w1, self.w2)[0]
-        e_hat = torch.einsum("kde,ble->bkld", self.caps, h)
+        if self.dr_weights == "position":
+            e_hat = torch.einsum("lkde,ble->bkld", self.caps[: hist.shape[1]], h)
+        else:
+            e_hat = torch.einsum("kde,ble->bkld", self.caps, h)
         return dynamic_routing(e_hat, mask, self.routing_iters)
 
 

@@ -22,6 +22,7 @@ from divrec.nn.losses import corrected_softmax_ce, same_id_pairs
 from divrec.nn.train import (
     TrainingConfig,
     TrainLoop,
+    holdout_split,
     make_table_optimizer,
     supports,
     training_scope,
@@ -31,7 +32,7 @@ from divrec.retrieval.sequential.encoders import _SeqNet, last_items
 from divrec.retrieval.sequential.search import search_interests
 from divrec.stage import param
 
-__all__ = ["SequentialConfig", "SequentialRecommender"]
+__all__ = ["SequentialConfig", "SequentialRecommender", "cut_examples"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +52,16 @@ class SequentialConfig(TrainingConfig):
         max_len: history length L the encoder reads (the latest L items).
         n_interests: K (multi-interest encoders; the mean encoder has 1).
         routing_iters: dynamic-routing iterations (ComiRec-DR).
-        min_history: shortest training history (cut k >= this).
+        min_history: shortest training history: a sequence s gives the cuts
+            ``min_history <= k < len(s)`` (history ``s[:k]``, targets from ``s[k]``), so
+            sequences no longer than it give none (`cut_examples`). 1: every prefix;
+            ComiRec's data iterator uses 4 (``random.choice(range(4, len(item_list)))``).
         ssm_negatives: sampled negatives per batch for "ssm".
         ssm_sampling: "uniform" or "popularity" background distribution for "ssm".
         logq: apply the logQ correction.
         batch_size: sequences per step (pairs = sequences × up to next_n).
         epochs: training length in units of the number of next-item examples of the
-            training set (fractions allowed).
+            training set (fractions allowed); with `patience`, the most epochs.
         lr: Adam learning rate.
         weight_decay: Adam L2 weight decay (0 with ``optimizer="sparse_adam"``).
         optimizer: "adam" (default): one dense Adam over every parameter; "sparse_adam":
@@ -74,6 +78,23 @@ class SequentialConfig(TrainingConfig):
         init_std: standard deviation of the normal initialization of the item table.
         threads: torch intra-op threads during the fit (None: the `divrec.threads` policy;
             0: every available core).
+        dr_weights: ComiRec-DR's behaviour-to-interest maps ê_kj = W e_j: "shared" (one
+            `(D, D)` W_k per interest, shared by the L positions; MIND-like) or "position"
+            (one W_jk per position j and interest k, `(L, K, D, D)`: ComiRec's code,
+            ``CapsuleNetwork(bilinear_type=2)``; positions count from the oldest item of the
+            left-aligned window, as ComiRec's padding does).
+        patience: early stopping as ComiRec's ``train.py`` does it: every `eval_every`
+            epochs the validation Recall@`valid_k` is measured; training stops after
+            `patience` evaluations in a row without a strictly better one and the best
+            evaluation's weights are restored (ComiRec: every 1,000 steps, stops when
+            ``trials > 50``). Needs a validation set: ``fit(valid=(history, targets))``
+            (the ComiRec split's validation users) or `valid_fraction` > 0. None: train all
+            `epochs` (the validation recall is still recorded when there is a set).
+        valid_fraction: share of the training users (with ≥ 2 items) held out of training
+            as validation users, their sequence cut at int(0.8 · length) into history and
+            targets (the ComiRec protocol's cut); 0: none (or pass `fit(valid=...)`).
+        eval_every: epochs between validation evaluations (fractions allowed).
+        valid_k: the N of the validation Recall@N (ComiRec: topN = 50).
     """
 
     encoder: Literal["mean", "sa", "dr"] = "mean"
@@ -97,6 +118,9 @@ class SequentialConfig(TrainingConfig):
     diversity_lambda: float = param(0.0, ge=0.0)
     init_std: float = param(0.1, ge=0.0)
     threads: int | None = param(1, ge=0)
+    dr_weights: Literal["shared", "position"] = "shared"
+    eval_every: float = param(1.0, gt=0.0)
+    valid_k: int = param(50, ge=1)
 
     def validate(self) -> None:
         super().validate()
@@ -104,7 +128,72 @@ class SequentialConfig(TrainingConfig):
             raise ValueError(
                 "weight_decay must be 0 with optimizer='sparse_adam' (use optimizer='adam')"
             )
-        supports(self, "SequentialRecommender")  # no early stopping, CPU only
+        supports(self, "SequentialRecommender", early_stopping=True)  # CPU only
+
+
+def cut_examples(
+    flat: torch.Tensor,
+    offsets: torch.Tensor,
+    lengths: torch.Tensor,
+    seq: torch.Tensor,
+    u: torch.Tensor,
+    min_history: int,
+    max_len: int,
+    next_n: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of training examples: a cut k in each drawn sequence (ComiRec's sampler).
+
+    Sequence s (items ``flat[offsets[s] : offsets[s] + lengths[s]]``) is cut at
+    ``k = min_history + floor(u · (len_s − min_history))``, uniform over
+    ``min_history <= k < len_s``; the history is the latest `max_len` items before k
+    (left-aligned, −1 padded), the targets ``s[k : k + next_n]`` (those inside s).
+
+    Args:
+        flat: `(sum len,)` int64 concatenated sequences.
+        offsets, lengths: `(S,)` int64 start and length of each sequence (len > min_history).
+        seq: `(B,)` int64 drawn sequences.
+        u: `(B,)` float64 uniforms in [0, 1).
+        min_history: shortest history.
+        max_len: history width L.
+        next_n: targets per example.
+
+    Returns:
+        `(hist (B, L), ex (P,), targets (P,))`: each (pseudo-user, target) pair's example row
+        and item.
+    """
+    ln = lengths[seq]
+    k = min_history + torch.floor(u * (ln - min_history)).long()
+    start = torch.clamp(k - max_len, min=0)
+    idx = start[:, None] + torch.arange(max_len)
+    safe = torch.minimum(idx, k[:, None] - 1)
+    hist = torch.where(idx < k[:, None], flat[offsets[seq, None] + safe], -1)
+    tpos = k[:, None] + torch.arange(next_n)
+    ex, col = torch.nonzero(tpos < ln[:, None], as_tuple=True)
+    targets = flat[offsets[seq[ex]] + tpos[ex, col]]
+    return hist, ex, targets
+
+
+def _carve_valid(
+    lists: list[np.ndarray], fraction: float, seed: int
+) -> tuple[set[int], np.ndarray, np.ndarray]:
+    """Held-out validation users (ComiRec cut at int(0.8 · len)): `(users, history, targets)`."""
+    eligible = np.flatnonzero([s.size >= 2 for s in lists])
+    _, pick = holdout_split(eligible.size, fraction, seed)
+    users = eligible[pick]
+    hist, tgt = [], []
+    for u in users:
+        s = lists[u]
+        cut = min(max(1, int(s.size * 0.8)), s.size - 1)
+        hist.append(s[:cut])
+        tgt.append(s[cut:])
+
+    def pad(rows):
+        out = np.full((len(rows), max((r.size for r in rows), default=1)), -1, dtype=np.int64)
+        for i, r in enumerate(rows):
+            out[i, : r.size] = r
+        return out
+
+    return {int(u) for u in users}, pad(hist), pad(tgt)
 
 
 class SequentialRecommender(Recommender):
@@ -124,6 +213,12 @@ class SequentialRecommender(Recommender):
             training set has next-item examples over `batch_size`; the last may be partial).
         train_seconds_: training wall time (callbacks excluded).
         history_: `[(examples, callback value), ...]` from `fit(callback=...)`.
+        valid_recall_: `[(epochs trained, validation Recall@valid_k), ...]` at every
+            evaluation (empty without a validation set).
+        best_epoch_: epochs trained at the best validation evaluation (the weights kept
+            with `patience`; None without a validation set).
+        epochs_run_: epochs actually trained (< `epochs` when stopped early).
+        stopped_early_: whether `patience` stopped the training.
     """
 
     Config = SequentialConfig
@@ -136,6 +231,7 @@ class SequentialRecommender(Recommender):
         train: Interactions | sp.spmatrix,
         callback: Callable[[SequentialRecommender], object] | None = None,
         callback_every: int | None = None,
+        valid: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> SequentialRecommender:
         """Fits on the training users' sequences; returns self.
 
@@ -146,20 +242,47 @@ class SequentialRecommender(Recommender):
                 target) pairs and once at the end, with the serving vectors exported; its
                 return values go to `history_`.
             callback_every: pairs between callbacks (None: only at the end).
+            valid: `(history (V, L'), targets (V, T))` −1-padded validation requests (e.g.
+                the ComiRec split's validation users) for the validation Recall@`valid_k`
+                and `patience`; None: carved with `valid_fraction`, or none.
         """
+        if valid is not None:
+            if self.valid_fraction > 0:
+                raise ValueError("valid: give either fit(valid=...) or valid_fraction, not both")
+            if (
+                not isinstance(valid, tuple)
+                or len(valid) != 2
+                or np.ndim(valid[0]) != 2
+                or np.ndim(valid[1]) != 2
+                or len(valid[0]) != len(valid[1])
+            ):
+                raise ValueError("valid must be (history (V, L), targets (V, T)) arrays")
+            valid = (np.asarray(valid[0], dtype=np.int64), np.asarray(valid[1], dtype=np.int64))
+        elif self.patience is not None and self.valid_fraction <= 0:
+            raise ValueError(
+                "patience needs a validation set: fit(valid=(history, targets)) or "
+                "valid_fraction > 0"
+            )
         self._callback = callback
         self._callback_every = callback_every
+        self._valid = valid
         try:
             return super().fit(train)
         finally:
-            del self._callback, self._callback_every
+            del self._callback, self._callback_every, self._valid
 
     def _n_interests(self) -> int:
         return 1 if self.encoder == "mean" else int(self.n_interests)
 
     def _build(self, n_items: int) -> _SeqNet:
         return _SeqNet(
-            n_items, self.dim, self.encoder, self.max_len, self._n_interests(), self.routing_iters
+            n_items,
+            self.dim,
+            self.encoder,
+            self.max_len,
+            self._n_interests(),
+            self.routing_iters,
+            self.dr_weights,
         )
 
     def _fit(self, matrix: sp.csr_matrix, data: Interactions | None) -> None:
@@ -192,7 +315,15 @@ class SequentialRecommender(Recommender):
             if cats is not None and cats.shape[0] == n_items
             else np.full(n_items, -1, dtype=np.int64)
         )
-        seqs = [s for s in lists if s.size > self.min_history]
+        valid, held = self._valid, set()
+        if self.valid_fraction > 0:
+            held, vh, vt = _carve_valid(lists, self.valid_fraction, self.seed)
+            valid = (vh, vt)
+            keep = np.isin(data.users, np.fromiter(held, dtype=np.int64), invert=True)
+            data = data.select(keep)
+        if valid is not None and valid[0].size and valid[0].max() >= n_items:
+            raise ValueError(f"valid: item index out of range [0, {n_items})")
+        seqs = [s for u, s in enumerate(lists) if s.size > self.min_history and u not in held]
         if not seqs:
             raise ValueError(f"no training sequence is longer than min_history={self.min_history}")
         lengths = np.asarray([s.size for s in seqs], dtype=np.int64)
@@ -215,49 +346,63 @@ class SequentialRecommender(Recommender):
             net.item.weight[n_items].zero_()
             if self.encoder == "sa":
                 net.pos.weight.normal_(0.0, self.init_std, generator=gen)
-            if self.encoder == "dr":
+            if self.encoder == "dr":  # ComiRec: N(0, 1); here scaled to the input size
                 net.caps.normal_(0.0, 1.0 / np.sqrt(self.dim), generator=gen)
         opt = make_table_optimizer(net, (net.item,), self.optimizer, self.lr, self.weight_decay)
         n_examples = int((lengths - self.min_history).sum())
         total_steps = max(1, int(np.ceil(self.epochs * n_examples / self.batch_size)))
         epoch_steps = max(1, -(-n_examples // self.batch_size))
+        eval_steps = max(1, int(round(self.eval_every * epoch_steps)))
         lengths_t = torch.from_numpy(lengths)
         offsets_t = torch.from_numpy(offsets)
-        ar_l = torch.arange(self.max_len)
-        ar_n = torch.arange(self.next_n)
         self.history_ = []
+        self.valid_recall_: list[tuple[float, float]] = []
+        self.best_epoch_: float | None = None
+        self.stopped_early_ = False
+        best, best_state, bad = -np.inf, None, 0
         seen, next_cb, cb_seconds = 0, self._callback_every, 0.0
         t0 = time.perf_counter()
         name = f"{self.encoder}/{self.loss}"
+        steps_done = 0
         with TrainLoop(name, total_steps, progress=self.progress) as loop:
             for step in range(total_steps):
                 s = torch.from_numpy(rng.integers(0, len(seqs), self.batch_size))
-                ln = lengths_t[s]
-                k = (
-                    self.min_history
-                    + torch.floor(
-                        torch.from_numpy(rng.random(self.batch_size)) * (ln - self.min_history)
-                    ).long()
+                u01 = torch.from_numpy(rng.random(self.batch_size))
+                hist, ex, targets = cut_examples(
+                    flat, offsets_t, lengths_t, s, u01, self.min_history, self.max_len, self.next_n
                 )
-                # left-aligned: position j holds item start + j (the L items before k)
-                start = torch.clamp(k - self.max_len, min=0)
-                idx = start[:, None] + ar_l
-                safe = torch.minimum(idx, k[:, None] - 1)
-                hist = torch.where(idx < k[:, None], flat[offsets_t[s, None] + safe], -1)
-                tpos = k[:, None] + ar_n
-                tok = tpos < ln[:, None]
-                ex, col = torch.nonzero(tok, as_tuple=True)
-                targets = flat[offsets_t[s[ex]] + tpos[ex, col]]
                 loss = self._loss(net, hist, ex, targets, log_q_items, p_neg_t, log_p_neg, gen)
                 loop.step(opt, loss, weight=int(targets.shape[0]))
                 seen += int(targets.shape[0])
+                steps_done = step + 1
                 if next_cb is not None and self._callback is not None and seen >= next_cb:
                     t_cb = time.perf_counter()
                     self._run_callback(net, seen)
                     cb_seconds += time.perf_counter() - t_cb
                     next_cb += self._callback_every
-                if (step + 1) % epoch_steps == 0 or step + 1 == total_steps:
+                if steps_done % epoch_steps == 0 or steps_done == total_steps:
                     loop.end_epoch()
+                last = steps_done == total_steps
+                if valid is not None and (steps_done % eval_steps == 0 or last):
+                    t_cb = time.perf_counter()
+                    recall = self._valid_recall(net, *valid)
+                    cb_seconds += time.perf_counter() - t_cb
+                    epochs_now = steps_done / epoch_steps
+                    self.valid_recall_.append((epochs_now, recall))
+                    if recall > best:
+                        best, bad, self.best_epoch_ = recall, 0, epochs_now
+                        if self.patience is not None:
+                            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+                    else:
+                        bad += 1
+                        if self.patience is not None and bad >= self.patience:
+                            self.stopped_early_ = steps_done < total_steps
+                            if steps_done % epoch_steps:
+                                loop.end_epoch()  # close the partial epoch
+                            break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        self.epochs_run_ = steps_done / epoch_steps
         self.train_seconds_ = time.perf_counter() - t0 - cb_seconds
         self.train_loss_ = list(loop.train_loss)
         self.examples_seen_ = int(seen)
@@ -266,6 +411,37 @@ class SequentialRecommender(Recommender):
         self._export()
         if self._callback is not None:
             self.history_.append((seen, self._callback(self)))
+
+    def _valid_recall(self, net, history: np.ndarray, targets: np.ndarray) -> float:
+        """Validation Recall@`valid_k` (Eq. 16; users without targets skipped) of the
+        current weights, through the serving path (faiss, history items not excluded)."""
+        from divrec.metrics.accuracy import hits_matrix, recall_at_k, relevant_counts
+
+        self.net_ = net
+        net.eval()
+        self._export()
+        n = self.n_items_
+        empty = sp.csr_matrix((history.shape[0], n), dtype=np.float32)
+        rec = search_interests(
+            self._index(),
+            self.encode(history),
+            self.valid_k,
+            n,
+            empty,
+            self.item_category_,
+            self.diversity_lambda,
+        ).ids
+        rows, cols = np.nonzero(targets >= 0)
+        rel = sp.csr_matrix(
+            (np.ones(rows.size, dtype=np.float32), (rows, targets[rows, cols])),
+            shape=(targets.shape[0], n),
+        )
+        rel.sum_duplicates()
+        rel.data[:] = 1.0
+        rel.sort_indices()
+        net.train()
+        r = recall_at_k(hits_matrix(rec, rel), relevant_counts(rel), self.valid_k)
+        return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
 
     def _run_callback(self, net, seen) -> None:
         self.net_ = net
