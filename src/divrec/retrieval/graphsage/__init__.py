@@ -16,8 +16,10 @@ with `v` co-occurring with `u` on a short weighted random walk, negatives from t
 degree^0.75 distribution, L2-normalized `z` and a temperature `τ`.
 
 The samplers are our own, in torch (PyG's need torch-sparse / torch-cluster): uniform
-neighbour sampling with replacement (`fanouts` per layer, the GraphSAGE minibatch tree) and
-weighted random walks (next node ∝ edge weight). `cold_dropout` removes all neighbours of
+neighbour sampling with replacement (`fanouts` per layer, the GraphSAGE minibatch tree) or,
+with `neighbor_sampling="walk"`, random-walk neighbour sampling (the WeChat paper's: each
+sampled neighbour is where a weighted walk of `U{1..L}` steps ends), and weighted random
+walks (next node ∝ edge weight) for the positive pairs. `cold_dropout` removes all neighbours of
 a share of the training targets so that the model learns to embed featureless-graph (new)
 items. Inference aggregates all neighbours of the (optionally pruned) graph.
 
@@ -32,6 +34,9 @@ from divrec.retrieval.graphsage.sampling import (
     TorchCSR,
     random_walks,
     sample_neighbors,
+    walk_aggregate,
+    walk_neighborhood_matrix,
+    walk_neighbors,
     walk_positives,
     weighted_step,
 )
@@ -44,6 +49,9 @@ __all__ = [
     "item_attribute_features",
     "random_walks",
     "sample_neighbors",
+    "walk_aggregate",
+    "walk_neighborhood_matrix",
+    "walk_neighbors",
     "walk_positives",
     "weighted_step",
 ]

@@ -22,7 +22,15 @@ class GraphRetrieverConfig(TrainingConfig):
         fanout1: neighbours sampled per node in the first hop during training.
         fanout2: neighbours sampled per node in the second hop.
         walk_length: random-walk length of the positive sampler.
+        neighbor_sampling: how the GraphSAGE minibatch tree samples neighbours: "uniform"
+            (among the node's neighbours, with replacement, Hamilton et al. 2017) or "walk"
+            (the WeChat paper's: the node reached after `s ~ U{1..neighbor_walk_length}`
+            weighted random-walk steps; inference then aggregates the walk distribution's
+            expectation `(1/L) Σ_s P^s` instead of the plain neighbour mean).
+        neighbor_walk_length: L of the "walk" neighbour sampler.
         negatives: negatives per minibatch (shared), drawn ∝ degree^0.75.
+        decline_weight: weight of the hard-negative term of `update(negative_pairs=…)`
+            (declined items pushed from the items they were recommended for); 0: ignored.
         temperature: τ of the loss.
         cold_dropout: share of training targets whose neighbours are dropped.
         epochs: passes over the nodes with edges (one walk start each per epoch).
@@ -47,7 +55,10 @@ class GraphRetrieverConfig(TrainingConfig):
     fanout1: int = param(10, ge=1)
     fanout2: int = param(5, ge=1)
     walk_length: int = param(3, ge=1)
+    neighbor_sampling: Literal["uniform", "walk"] = "uniform"
+    neighbor_walk_length: int = param(2, ge=1)
     negatives: int = param(64, ge=1)
+    decline_weight: float = param(1.0, ge=0.0)
     temperature: float = param(0.2, gt=0.0)
     cold_dropout: float = param(0.2, ge=0.0, lt=1.0)
     epochs: int = param(5, ge=1)

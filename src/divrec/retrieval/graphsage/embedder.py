@@ -21,6 +21,8 @@ from divrec.retrieval.graphsage.sampling import (
     TorchCSR,
     random_walks,
     sample_neighbors,
+    walk_aggregate,
+    walk_neighbors,
     walk_positives,
 )
 
@@ -96,6 +98,13 @@ class GraphSAGEEmbedder:
         return self
 
     # ---------------------------------------------------------------- sampled forward
+    def sample(self, graph: TorchCSR, nodes, fanout: int):
+        """`(M, fanout)` neighbours of `nodes` by the configured `neighbor_sampling`."""
+        cfg = self.config
+        if cfg.neighbor_sampling == "walk":
+            return walk_neighbors(graph, nodes, fanout, cfg.neighbor_walk_length, self.generator)
+        return sample_neighbors(graph, nodes, fanout, self.generator)
+
     def forward_sampled(self, graph: TorchCSR, features, targets, cold=None):
         """`(B, dim)` embeddings of `targets` from the sampled 2-hop minibatch tree."""
         import torch
@@ -103,11 +112,11 @@ class GraphSAGEEmbedder:
         f1, f2 = self.config.fanout1, self.config.fanout2
         m = self.module
         b = targets.shape[0]
-        n1 = sample_neighbors(graph, targets, f1, self.generator)  # (B, f1)
+        n1 = self.sample(graph, targets, f1)  # (B, f1)
         if cold is not None:
             n1 = torch.where(cold[:, None], torch.full_like(n1, -1), n1)
         d1 = torch.cat([targets, n1.reshape(-1)])  # layer-1 destinations
-        n2 = sample_neighbors(graph, d1, f2, self.generator)  # (|d1|, f2)
+        n2 = self.sample(graph, d1, f2)  # (|d1|, f2)
         if cold is not None:
             n2[:b] = torch.where(cold[:, None], torch.full_like(n2[:b], -1), n2[:b])
         valid2 = n2 >= 0
@@ -129,9 +138,25 @@ class GraphSAGEEmbedder:
         return m.conv2((h1[b:], h1[:b]), ei2, size=(d1.shape[0] - b, b))
 
     def embed_all(self, adjacency: sp.csr_matrix, features) -> np.ndarray:
-        """`(n, dim)` float32 L2-normalized embeddings of every node (all neighbours)."""
+        """`(n, dim)` float32 L2-normalized embeddings of every node (all neighbours).
+
+        "uniform" sampling: each layer aggregates the plain mean of all neighbours (the
+        expectation of the uniform sampler); "walk": the walk distribution's expectation
+        `(1/L) Σ_s P^s h` (`walk_aggregate`), through the layers' own linear maps
+        (`SAGEConv`: `lin_l(aggregate) + lin_r(h_v)`).
+        """
         import torch
 
+        if self.config.neighbor_sampling == "walk":
+            length = self.config.neighbor_walk_length
+            with torch.no_grad():
+                m = self.module
+                h0 = m.encode(features, torch.arange(features.shape[0]))
+                a0 = torch.from_numpy(walk_aggregate(adjacency, h0.numpy(), length))
+                h1 = torch.relu(m.conv1.lin_l(a0) + m.conv1.lin_r(h0))
+                a1 = torch.from_numpy(walk_aggregate(adjacency, h1.numpy(), length))
+                z = m.conv2.lin_l(a1) + m.conv2.lin_r(h1)
+            return l2_normalize(z.numpy())
         a = adjacency.tocoo()
         ei = torch.from_numpy(np.stack([a.col, a.row]).astype(np.int64))  # src → dst
         with torch.no_grad():

@@ -1,7 +1,11 @@
 """GraphSAGE's samplers, in torch (PyG's need torch-sparse / torch-cluster).
 
 Uniform neighbour sampling with replacement (the GraphSAGE minibatch tree, Hamilton et al.
-2017) and weighted random walks (next node ∝ edge weight) on a CSR graph (`TorchCSR`).
+2017), random-walk neighbour sampling (the WeChat paper, Sec. 3.1: "Random walk is adopted
+to sample neighbours of each node"; `walk_neighbors`) and weighted random walks (next node
+∝ edge weight) on a CSR graph (`TorchCSR`). `walk_neighborhood` is the expected
+neighbourhood of the walk sampler, `(1/L) Σ_{s=1..L} P^s` with `P = D^-1 W`, used for the
+full-neighbourhood aggregation at inference.
 """
 
 from __future__ import annotations
@@ -9,7 +13,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["TorchCSR", "random_walks", "sample_neighbors", "walk_positives", "weighted_step"]
+__all__ = [
+    "TorchCSR",
+    "random_walks",
+    "sample_neighbors",
+    "walk_aggregate",
+    "walk_neighborhood_matrix",
+    "walk_neighbors",
+    "walk_positives",
+    "weighted_step",
+]
 
 
 class TorchCSR:
@@ -117,3 +130,76 @@ def walk_positives(walks, generator):
     best = u.argmax(dim=1)
     pick = visited[torch.arange(walks.shape[0]), best]
     return torch.where(ok.any(dim=1), pick, torch.full_like(pick, -1))
+
+
+def walk_neighbors(graph: TorchCSR, nodes, fanout: int, length: int, generator):
+    """`fanout` neighbours per node sampled by weighted random walks (WeChat Sec. 3.1).
+
+    Each sample is the node a weighted random walk from the target reaches after `s` steps,
+    `s` uniform in `{1, …, length}` (one walk per sample), so a neighbour `j` of `u` is drawn
+    with probability `M_uj = (1/L) Σ_{s=1..L} (P^s)_uj`, `P = D^-1 W` the weighted transition
+    matrix: heavier co-occurrences and multi-hop "importance" (PinSage's random-walk
+    neighbourhoods, without its top-T cut). A walk can return to the target (`s ≥ 2`), which
+    then counts as its own neighbour. `length = 1` is one weighted hop.
+
+    Args:
+        graph: the graph (symmetric weights: a walk from a non-isolated node never dies).
+        nodes: `(M,)` int64 node indices; −1 entries give −1 rows.
+        fanout: samples per node.
+        length: L ≥ 1.
+        generator: a `torch.Generator`.
+
+    Returns:
+        `(M, fanout)` int64 neighbours; rows of −1 or isolated nodes are −1.
+    """
+    import torch
+
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    nodes = torch.as_tensor(nodes, dtype=torch.int64)
+    m = nodes.shape[0]
+    starts = nodes.repeat_interleave(fanout)
+    walks = random_walks(graph, starts, length, generator)  # (M·fanout, L + 1)
+    step = torch.randint(1, length + 1, (starts.shape[0],), generator=generator)
+    out = walks[torch.arange(starts.shape[0]), step]
+    return out.reshape(m, fanout)
+
+
+def walk_neighborhood_matrix(adjacency: sp.csr_matrix, length: int) -> sp.csr_matrix:
+    """`M = (1/L) Σ_{s=1..L} P^s`, `P = D^-1 W` (rows of isolated nodes zero): the
+    distribution `walk_neighbors` samples from, as a sparse matrix (tests, small graphs)."""
+    p = _transition(adjacency)
+    acc = sp.csr_matrix(p.shape, dtype=np.float64)
+    cur = sp.identity(p.shape[0], format="csr", dtype=np.float64)
+    for _ in range(length):
+        cur = (cur @ p).tocsr()
+        acc = acc + cur
+    return (acc / length).tocsr()
+
+
+def _transition(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+    a = sp.csr_matrix(adjacency, dtype=np.float64)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
+    return (sp.diags(inv) @ a).tocsr()
+
+
+def walk_aggregate(adjacency: sp.csr_matrix, x: np.ndarray, length: int) -> np.ndarray:
+    """`M x` with `M` of `walk_neighborhood_matrix` (never formed: `L` sparse products
+    `P (P (… x))`): the expectation of the mean over `walk_neighbors` samples.
+
+    Args:
+        adjacency: `(n, n)` symmetric non-negative weights.
+        x: `(n, d)` node features.
+        length: L ≥ 1.
+
+    Returns:
+        `(n, d)` float32 (rows of isolated nodes zero).
+    """
+    p = _transition(adjacency).astype(np.float32)
+    cur = np.asarray(x, dtype=np.float32)
+    acc = np.zeros_like(cur)
+    for _ in range(length):
+        cur = p @ cur
+        acc += cur
+    return acc / length
