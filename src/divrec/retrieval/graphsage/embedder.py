@@ -175,6 +175,7 @@ class GraphSAGEEmbedder:
         starts_pool: np.ndarray,
         progress: bool = False,
         epoch_steps: int | None = None,
+        hard_pairs=None,
     ) -> dict:
         """`steps` minibatches of the unsupervised loss; starts drawn from `starts_pool`.
 
@@ -185,11 +186,15 @@ class GraphSAGEEmbedder:
             starts_pool: node indices the walk starts are drawn from (uniformly).
             progress: show a progress bar.
             epoch_steps: minibatches per epoch of the per-epoch losses (None: all).
+            hard_pairs: `(P, 2)` int64 tensor of `(anchor, declined)` hard negatives: each
+                step draws `min(P, batch_size)` of them (with replacement) and adds
+                `decline_weight · mean softplus(z_aᵀ z_d / τ)` to the loss.
 
         Returns:
-            `{"steps", "pairs", "message_edges", "seconds", "loss", "epoch_loss"}`: positive
-            (walk co-occurrence) pairs trained on, sampled message-passing edges of both
-            layers, wall time, the loss of the last step, the mean loss of each epoch.
+            `{"steps", "pairs", "hard_pairs", "message_edges", "seconds", "loss",
+            "epoch_loss"}`: positive (walk co-occurrence) pairs trained on, hard-negative
+            pairs trained on, sampled message-passing edges of both layers, wall time, the
+            loss of the last step, the mean loss of each epoch.
         """
         import torch
         import torch.nn.functional as F
@@ -200,7 +205,9 @@ class GraphSAGEEmbedder:
         noise = deg.clamp(min=0) ** 0.75
         noise = noise + (noise.sum() == 0).to(torch.float64)  # all-isolated: uniform
         pool = torch.from_numpy(np.asarray(starts_pool, dtype=np.int64))
-        pairs, edges, loss_val = 0, 0, float("nan")
+        pairs, edges, hard_n, loss_val = 0, 0, 0, float("nan")
+        use_hard = hard_pairs is not None and hard_pairs.shape[0] > 0 and cfg.decline_weight > 0
+        n_hard = min(hard_pairs.shape[0], cfg.batch_size) if use_hard else 0
         epoch_steps = epoch_steps or max(steps, 1)
         t0 = time.perf_counter()
         with TrainLoop("GraphSAGE", steps, progress=progress) as loop:
@@ -217,16 +224,28 @@ class GraphSAGEEmbedder:
                     neg = torch.multinomial(
                         noise, cfg.negatives, replacement=True, generator=self.generator
                     )
-                    ids = torch.cat([starts, pos, neg])
+                    hp = torch.zeros((0, 2), dtype=torch.int64)
+                    if n_hard:
+                        pick = torch.randint(
+                            0, hard_pairs.shape[0], (n_hard,), generator=self.generator
+                        )
+                        hp = hard_pairs[pick]
+                    ids = torch.cat([starts, pos, neg, hp[:, 0], hp[:, 1]])
                     cold = torch.rand(ids.shape[0], generator=self.generator) < cfg.cold_dropout
                     z = F.normalize(self.forward_sampled(graph, features, ids, cold), dim=1)
-                    b = starts.shape[0]
-                    zu, zv, zn = z[:b], z[b : 2 * b], z[2 * b :]
+                    b, nn_ = starts.shape[0], neg.shape[0]
+                    zu, zv, zn = z[:b], z[b : 2 * b], z[2 * b : 2 * b + nn_]
                     pos_logit = (zu * zv).sum(1) / cfg.temperature
                     neg_logit = zu @ zn.T / cfg.temperature
                     loss = F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean(1).mean()
+                    if n_hard:
+                        za = z[2 * b + nn_ : 2 * b + nn_ + n_hard]
+                        zd = z[2 * b + nn_ + n_hard :]
+                        hard_logit = (za * zd).sum(1) / cfg.temperature
+                        loss = loss + cfg.decline_weight * F.softplus(hard_logit).mean()
                     loss_val = loop.step(self.optimizer, loss, weight=b)
                     pairs += b
+                    hard_n += n_hard
                     edges += self.last_message_edges
                 if (step + 1) % epoch_steps == 0 or step + 1 == steps:
                     loop.end_epoch()
@@ -234,6 +253,7 @@ class GraphSAGEEmbedder:
         return {
             "steps": steps,
             "pairs": pairs,
+            "hard_pairs": hard_n,
             "message_edges": edges,
             "seconds": time.perf_counter() - t0,
             "loss": loss_val,

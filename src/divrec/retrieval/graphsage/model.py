@@ -116,24 +116,42 @@ class GraphRetriever(Recommender):
         new_features: np.ndarray | None = None,
         steps: int = 5,
         focus_share: float = 0.5,
+        negative_pairs: np.ndarray | None = None,
     ) -> dict:
         """Incremental update (warm start): new edges from `sessions`, new nodes with
         `new_features` `(n_new, F)`, `steps` more minibatches (half of the walk starts from
         the endpoints of the new edges), then re-embedding of all items. Runs inside
         `training_scope` (torch's threads and global RNG are restored afterwards).
 
+        `negative_pairs` `(P, 2)` are declines, `(anchor, declined)`: an item shown for
+        `anchor` (e.g. one of the positives the request was retrieved from) and not
+        clicked. Each minibatch then also draws `min(P, batch_size)` of them and adds the
+        hard-negative term `decline_weight · mean log(1 + exp(z_aᵀ z_d / τ))` to the
+        unsupervised loss (the same form as its degree^0.75 negatives), pushing the
+        declined item from its anchor. Declines add no edge and remove none.
+
         Returns:
-            Training stats with `"seconds"` of the whole update.
+            Training stats with `"seconds"` of the whole update (`"hard_pairs"`: declines
+            trained on).
         """
         t0 = time.perf_counter()
         self._check_fitted()
+        if negative_pairs is not None:
+            negative_pairs = np.asarray(negative_pairs, dtype=np.int64).reshape(-1, 2)
+            n_after = self.n_items_ + (0 if new_features is None else len(new_features))
+            if negative_pairs.size and (
+                negative_pairs.min() < 0 or negative_pairs.max() >= n_after
+            ):
+                raise ValueError(f"negative_pairs: item index out of range [0, {n_after})")
         with training_scope(self.seed, self.threads, self.device):
-            stats = self._update(sessions, new_features, steps, focus_share)
+            stats = self._update(sessions, new_features, steps, focus_share, negative_pairs)
         stats["seconds_total"] = time.perf_counter() - t0
         stats["edges"] = self.graph_.n_edges
         return stats
 
-    def _update(self, sessions, new_features, steps: int, focus_share: float) -> dict:
+    def _update(
+        self, sessions, new_features, steps: int, focus_share: float, negative_pairs=None
+    ) -> dict:
         if new_features is not None:
             nf = np.asarray(new_features, dtype=np.float32)
             if nf.ndim != 2 or nf.shape[1] != self.features_.shape[1]:
@@ -162,11 +180,19 @@ class GraphRetriever(Recommender):
         pool = np.flatnonzero(deg > 0)
         touched = touched[deg[touched] > 0] if touched.size else touched
         stats = {"steps": 0, "pairs": 0, "message_edges": 0, "seconds": 0.0, "loss": float("nan")}
+        stats["hard_pairs"] = 0
         if steps and pool.size:
             n_focus = int(round(focus_share * pool.size)) if touched.size else 0
             reps = max(1, n_focus // max(touched.size, 1)) if n_focus else 0
             mix = np.concatenate([pool, np.repeat(touched, reps)]) if reps else pool
-            stats = emb.train_steps(self._tgraph, self._features_t(), steps, mix, self.progress)
+            hard = None
+            if negative_pairs is not None and negative_pairs.size and self.decline_weight > 0:
+                import torch
+
+                hard = torch.from_numpy(negative_pairs)
+            stats = emb.train_steps(
+                self._tgraph, self._features_t(), steps, mix, self.progress, hard_pairs=hard
+            )
         self._reembed()
         return stats
 
