@@ -31,6 +31,9 @@ def _np_forward(net: DCNNet, users, items, hist, ufeat) -> np.ndarray:
             x0 = np.concatenate(parts)
             x = x0
             for layer in range(net.n_cross):
+                if net.cross_version == "v1":  # DCN (2017) Eq. 3: x0 xᵀ w + b + x
+                    x = x0 * (x @ w[f"cross_w.{layer}"]) + w[f"cross_b.{layer}"] + x
+                    continue
                 if net.cross_rank > 0:
                     mat = w[f"cross_u.{layer}"] @ w[f"cross_v.{layer}"].T
                 else:
@@ -42,12 +45,15 @@ def _np_forward(net: DCNNet, users, items, hist, ufeat) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("rank", [0, 3])
-def test_forward_matches_numpy_reference(rank):
+@pytest.mark.parametrize(("rank", "version"), [(0, "v2"), (3, "v2"), (0, "v1")])
+def test_forward_matches_numpy_reference(rank, version):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     item_cats = np.array([[0, 2], [1, -1], [-1, -1], [2, 1], [0, -1], [1, 2]])
-    net = DCNNet(5, 6, item_cats, 3, (2, 4), dim=4, n_cross=2, cross_rank=rank, hidden=(8, 6, 5))
+    net = DCNNet(
+        5, 6, item_cats, 3, (2, 4), dim=4, n_cross=2, cross_rank=rank, hidden=(8, 6, 5),
+        cross_version=version,
+    )  # fmt: skip
     with torch.no_grad():  # non-trivial biases everywhere
         for b in net.cross_b:
             b.normal_()
@@ -219,3 +225,14 @@ def test_every_ranking_model_fit_keeps_global_state(name):
 
     data = make_synthetic(SyntheticConfig(n_users=30, n_items=20, n_topics=2, seed=0)).interactions
     check_fit_keeps_global_state(lambda: create("model", name, RANKING_FAST[name]), data)
+
+
+def test_dcn_v1_fits_round_trips_and_rejects_a_rank(tmp_path):
+    data = make_synthetic(SyntheticConfig(n_users=40, n_items=30, n_topics=3, seed=2)).interactions
+    model = DCNRanker(dim=4, hidden=(8,), max_epochs=1, cross_version="v1", seed=0).fit(data)
+    assert model.net_.cross_w[0].shape == (model.net_.d0,)
+    users, items = np.arange(3), np.tile(np.arange(5), (3, 1))
+    loaded = divrec.load(model.save(tmp_path / "v1"))
+    np.testing.assert_array_equal(loaded.score(users, items), model.score(users, items))
+    with pytest.raises(ValueError, match="cross_rank"):
+        DCNRanker(cross_version="v1", cross_rank=2)

@@ -4,10 +4,10 @@ A ranking model that distils the interest-aware MMR re-ranker (the teacher, Eq. 
 :class:`divrec.rerank.InterestAwareMMR`) into a point-wise student that sees the request's
 candidate set as context.
 
-* Backbone `f(u, i)`: :class:`~divrec.ranking.dcn.DCNNet`, a **DCN-v2** (Wang et al. 2021,
-  cross layers `x0 ⊙ (W x + b) + x`) where the paper cites DCN (v1, Wang et al. 2017, rank-1
-  cross `x0 xᵀ w`); a deviation, equal to v1 only in expressiveness order (v2 ⊇ v1).
-  Embeddings shared with the student.
+* Backbone `f(u, i)`: :class:`~divrec.ranking.dcn.DCNNet`, by default a **DCN-v2** (Wang et
+  al. 2021, cross layers `x0 ⊙ (W x + b) + x`) where the paper cites DCN (v1, Wang et al.
+  2017, rank-1 cross `x0 (xᵀ w) + b + x`): a stated deviation (v2 ⊇ v1 in expressiveness);
+  `cross_version="v1"` gives the cited DCN. Embeddings shared with the student.
 * History: "the user's last `history_len` items" are the most recent by time
   (:func:`~divrec.ranking.dcn.history_table` on a recency-valued history,
   :func:`~divrec.splitting.candidate_requests.recency_matrix`); before this fix the CSR row
@@ -63,7 +63,6 @@ from divrec.ranking.dcn import (
     DCNConfig,
     DCNRanker,
     batches,
-    history_table,
     primary_category,
     query_history,
     recency_history,
@@ -413,7 +412,10 @@ class CDMRanker(DCNRanker):
                 backbone again (used by ablations that share one backbone).
         """
         if backbone is not None:
-            for name in ("dim", "n_cross", "cross_rank", "hidden", "use_history", "history_len"):
+            for name in (
+                "dim", "n_cross", "cross_rank", "cross_version", "hidden", "use_history",
+                "history_len",
+            ):  # fmt: skip
                 if getattr(backbone, name) != getattr(self, name):
                     raise ValueError(f"backbone.{name} differs from this model's {name}")
             if not hasattr(backbone, "net_"):
@@ -594,11 +596,7 @@ class CDMRanker(DCNRanker):
         f = np.zeros(candidates.shape, dtype=np.float32)
         y = np.zeros(candidates.shape, dtype=np.float32)
         for sl in slices(len(users), 16):
-            inp = self._batch_inputs(np.maximum(users[sl], 0), history)
-            if self.use_history:
-                inp["hist"] = torch.as_tensor(
-                    history_table(history, hist_rows[sl], int(self.history_len))
-                )
+            inp = self._batch_inputs(np.maximum(users[sl], 0), history, hist_rows[sl])
             valid = torch.as_tensor(candidates[sl] >= 0)
             items = torch.as_tensor(np.maximum(candidates[sl], 0))
             f_logit, stu, _ = self._forward(inp, items, valid, None, None)

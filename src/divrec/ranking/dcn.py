@@ -9,10 +9,13 @@ Sparse features, each embedded in `dim` dimensions and concatenated into `x0` `(
   :func:`divrec.data.movielens.ml1m_user_features`);
 * item side: item id and the mean embedding of the item's categories.
 
-Cross network (DCN-v2 Eq. 1): `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`, with full-rank
-`W_l (D, D)` (`cross_rank = 0`) or low-rank `W_l = U_l V_lᵀ` (`U_l, V_l (D, r)`,
-`cross_rank = r`). Stacked structure: the cross output feeds a ReLU MLP (three hidden layers
-by default, dropout 0.25, paper Sec. 4.1.4) and a linear logit; `f(u, i) = σ(logit)`.
+Cross network (DCN-v2 Eq. 1, the default): `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`, with
+full-rank `W_l (D, D)` (`cross_rank = 0`) or low-rank `W_l = U_l V_lᵀ` (`U_l, V_l (D, r)`,
+`cross_rank = r`). `cross_version="v1"`: the original DCN cross layer (Wang et al., ADKDD 2017,
+Eq. 3, the one the CDM paper cites): `x_{l+1} = x0 (x_lᵀ w_l) + b_l + x_l` with a vector
+`w_l (D,)`, i.e. a rank-1 `x0 x_lᵀ` interaction per layer. Stacked structure: the cross
+output feeds a ReLU MLP (three hidden layers by default, dropout 0.25, paper Sec. 4.1.4) and
+a linear logit; `f(u, i) = σ(logit)`.
 
 Training (hyperparameters: `DCNConfig`): binary cross-entropy (CDM Eq. 19) over request
 candidates with labels (a :class:`~divrec.splitting.candidate_requests.CandidateRequests`),
@@ -80,6 +83,7 @@ class DCNNet(nn.Module):
         hidden: MLP hidden widths.
         dropout: dropout after each hidden layer.
         use_history: include the history field.
+        cross_version: "v2" (`x0 ⊙ (W x + b) + x`) or "v1" (`x0 (xᵀ w) + b + x`).
     """
 
     def __init__(
@@ -95,9 +99,11 @@ class DCNNet(nn.Module):
         hidden: tuple[int, ...] = (128, 64, 32),
         dropout: float = 0.25,
         use_history: bool = True,
+        cross_version: str = "v2",
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.cross_version = cross_version
         self.use_history = use_history
         self.user_emb = nn.Embedding(n_users, dim)
         self.item_emb = nn.Embedding(n_items, dim)
@@ -111,7 +117,11 @@ class DCNNet(nn.Module):
         d0 = n_fields * dim
         self.d0 = d0
         self.cross_rank = cross_rank
-        if cross_rank > 0:
+        if cross_version == "v1":
+            self.cross_w = nn.ParameterList(
+                nn.Parameter(torch.randn(d0) / d0**0.5) for _ in range(n_cross)
+            )
+        elif cross_rank > 0:
             self.cross_u = nn.ParameterList(
                 nn.Parameter(torch.randn(d0, cross_rank) / d0**0.5) for _ in range(n_cross)
             )
@@ -161,9 +171,13 @@ class DCNNet(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def cross(self, x0: torch.Tensor) -> torch.Tensor:
-        """DCN-v2 cross layers `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l` on `(..., D)`."""
+        """DCN-v2 cross layers `x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l` on `(..., D)`
+        (v1: `x_{l+1} = x0 (x_lᵀ w_l) + b_l + x_l`)."""
         x = x0
         for layer in range(self.n_cross):
+            if self.cross_version == "v1":
+                x = x0 * (x @ self.cross_w[layer]).unsqueeze(-1) + self.cross_b[layer] + x
+                continue
             if self.cross_rank > 0:
                 wx = (x @ self.cross_v[layer]) @ self.cross_u[layer].T
             else:
@@ -260,6 +274,8 @@ class DCNConfig(TrainingConfig):
         dim: embedding dimension d of every field.
         n_cross: cross layers (DCN-v2 Eq. 1).
         cross_rank: 0 full-rank cross matrices `W_l`, r > 0 low-rank `U_l V_lᵀ` of rank r.
+        cross_version: "v2" (DCN-v2, Wang et al. 2021, the default) or "v1" (DCN, Wang et al.
+            2017, as cited by CDM: `x0 (x_lᵀ w_l) + b_l + x_l`; needs `cross_rank = 0`).
         hidden: MLP hidden widths (three ReLU layers by default, CDM Sec. 4.1.4).
         dropout: dropout after each hidden layer (paper: 0.25).
         lr: Adam learning rate.
@@ -290,6 +306,7 @@ class DCNConfig(TrainingConfig):
     dim: int = param(16, ge=1)
     n_cross: int = param(2, ge=0)
     cross_rank: int = param(0, ge=0)
+    cross_version: Literal["v2", "v1"] = "v2"
     hidden: tuple[int, ...] = param((128, 64, 32), ge=1)
     dropout: float = param(0.25, ge=0.0, lt=1.0)
     lr: float = param(3e-3, gt=0.0)
@@ -307,6 +324,8 @@ class DCNConfig(TrainingConfig):
     def validate(self) -> None:
         super().validate()
         supports(self, "DCNRanker", early_stopping=True)
+        if self.cross_version == "v1" and self.cross_rank:
+            raise ValueError(f"cross_rank={self.cross_rank!r}: cross_version 'v1' has no rank")
         if self.valid_fraction:
             raise ValueError(
                 f"valid_fraction={self.valid_fraction!r}: DCN holds out `val_frac` of its "
@@ -382,7 +401,7 @@ class DCNRanker(Recommender):
         return DCNNet(
             self.n_users_, self.n_items_, item_cats, n_cats, sizes, int(self.dim),
             int(self.n_cross), int(self.cross_rank), tuple(self.hidden), float(self.dropout),
-            bool(self.use_history),
+            bool(self.use_history), str(self.cross_version),
         )  # fmt: skip
 
     def _check_requests(self, req: CandidateRequests) -> None:
