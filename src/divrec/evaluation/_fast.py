@@ -4,9 +4,15 @@
 (`divrec.metrics.between_user_diversity`) builds the `(U, n_items)` indicator CSR, row-indexes
 it twice with the `max_pairs` sampled users and multiplies the two `(max_pairs, n_items)`
 matrices (≈ 75 ms at ML-1M's 6k users, 200k pairs). Here each list is sorted and deduplicated
-once and each sampled pair's overlap is counted over the two rows' at most K × K entries. The
-pairs are drawn with the same generator calls, and the per-pair dissimilarities are the same
-float64 expression, so the result is the same value.
+once and each sampled pair's overlap is counted by stamping one row's items. The pairs are
+drawn with the same generator calls, and the per-pair dissimilarities are the same float64
+expression, so the result is the same value.
+
+Steck's miscalibration (RecSys 2018, Eq. 1, 2, 5), the per-list category coverage, the
+system category coverage / distinct categories and the popularity lift read the training
+CSR rows of the evaluated users and the lists directly, adding the same terms in the same
+order as the sparse products of the public functions, so the values are bit-identical
+(tests/evaluation/test_evaluation_fast_metrics.py compares them with `==`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from divrec import metrics as M
 from divrec.metrics._validation import check_recommended
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sort_small(buf: np.ndarray, n: int) -> None:
+    """Sorts `buf[:n]` ascending in place (insertion sort: a list of K ≤ a few hundred ids,
+    without the allocation of `np.sort` per row)."""
+    for i in range(1, n):
+        x = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > x:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = x
 
 
 @njit(cache=True, nogil=True)
@@ -30,36 +50,36 @@ def _sorted_distinct_rows(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if rec[r, j] >= 0:
                 buf[n] = rec[r, j]
                 n += 1
-        row = np.sort(buf[:n])
+        _sort_small(buf, n)
         m = 0
         for j in range(n):
-            if m == 0 or row[j] != out[r, m - 1]:
-                out[r, m] = row[j]
+            if m == 0 or buf[j] != out[r, m - 1]:
+                out[r, m] = buf[j]
                 m += 1
         sizes[r] = m
     return out, sizes
 
 
 @njit(cache=True, nogil=True)
-def _pair_overlaps(rows: np.ndarray, sizes: np.ndarray, u: np.ndarray, v: np.ndarray):
+def _pair_overlaps(rows: np.ndarray, sizes: np.ndarray, u: np.ndarray, v: np.ndarray, n_items):
     """`|L_u ∩ L_v|` of each pair, as float64.
 
-    Rows hold distinct items, so the overlap is the number of equal (i, j) entries among
-    the first `sizes` of each row: a branch-free K × K count (a sorted merge mispredicts a
-    branch at almost every step).
+    Rows hold distinct items: pair `p` stamps the items of `L_u` with `p + 1` in an
+    `(n_items,)` array (never cleared: a stale stamp is a smaller number) and counts the
+    items of `L_v` that carry the stamp: 2 K steps per pair instead of the former K × K
+    comparisons (200k pairs of 6k Zipf-drawn lists: 2× faster at K = 10, 5× at K = 50,
+    12× at K = 100; the same counts).
     """
-    k = rows.shape[1]
+    stamp = np.zeros(n_items, dtype=np.int64)
     out = np.empty(u.size, dtype=np.float64)
     for p in range(u.size):
         a, b = u[p], v[p]
-        na, nb = sizes[a], sizes[b]
+        mark = p + 1
+        for i in range(sizes[a]):
+            stamp[rows[a, i]] = mark
         c = 0
-        for i in range(k):
-            x = rows[a, i]
-            hit = 0
-            for j in range(k):
-                hit += (x == rows[b, j]) & (j < nb)
-            c += hit & (i < na)
+        for j in range(sizes[b]):
+            c += stamp[rows[b, j]] == mark
         out[p] = c
     return out
 
@@ -93,7 +113,7 @@ def between_user_diversity(
     u = rng.integers(0, n_users, size=max_pairs)
     v = rng.integers(0, n_users - 1, size=max_pairs)
     v += v >= u
-    overlap = _pair_overlaps(rows, sizes_i, u, v)
+    overlap = _pair_overlaps(rows, sizes_i, u, v, n_items)
     return float(np.mean(1.0 - overlap / np.maximum(sizes[u], sizes[v])))
 
 
@@ -136,3 +156,220 @@ def hits_matrix(recommended: np.ndarray, relevant_csr) -> np.ndarray:
             f"recommended has {rec.shape[0]} rows but relevant_csr has {rel.shape[0]} rows"
         )
     return _hits(rec, rel.indptr, rel.indices, rel.data)
+
+
+@njit(cache=True, nogil=True)
+def _history_mix(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat):
+    """Σ of the category shares of each user's training items, and the item count.
+
+    The sums run over each row's stored entries in order, `0 + 1.0·s₁ + 1.0·s₂ + …` per
+    category: the operations of scipy's `csr_matmat` in `user_distribution`'s `h @ shares`.
+    """
+    out = np.zeros((users.size, n_cat), dtype=np.float64)
+    n = np.zeros(users.size, dtype=np.float64)
+    for r in range(users.size):
+        u = users[r]
+        for e in range(indptr[u], indptr[u + 1]):
+            if data[e] == 0:
+                continue
+            i = indices[e]
+            n[r] += 1.0
+            for s in range(s_ptr[i], s_ptr[i + 1]):
+                out[r, s_idx[s]] += 1.0 * s_val[s]
+    return out, n
+
+
+@njit(cache=True, nogil=True)
+def _list_mix(rec, s_ptr, s_idx, s_val, n_cat):
+    """Σ of the category shares of each list's items (a repeated item weighs its count),
+    items ascending, and the number of valid entries: `list_distribution`'s `x @ shares`
+    over the summed-duplicates CSR of the lists, operation for operation."""
+    u, k = rec.shape
+    out = np.zeros((u, n_cat), dtype=np.float64)
+    n = np.zeros(u, dtype=np.float64)
+    buf = np.empty(k, dtype=np.int64)
+    for r in range(u):
+        m = 0
+        for j in range(k):
+            if rec[r, j] >= 0:
+                buf[m] = rec[r, j]
+                m += 1
+        n[r] = m
+        _sort_small(buf, m)
+        j = 0
+        while j < m:
+            i = buf[j]
+            c = 1.0
+            while j + 1 < m and buf[j + 1] == i:
+                c += 1.0
+                j += 1
+            for s in range(s_ptr[i], s_ptr[i + 1]):
+                out[r, s_idx[s]] += c * s_val[s]
+            j += 1
+    return out, n
+
+
+def miscalibration(recommended, train_csr, users, item_categories, alpha: float = 0.01):
+    """`divrec.metrics.miscalibration(recommended, train_csr[users], item_categories, alpha)`,
+    the same `(U,)` values (Steck 2018, Eq. 1, 2 and 5), without the row-indexed history, the
+    two sparse products and their dense copies.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        train_csr: `(n_users, n_items)` canonical CSR of the training rows (sorted indices,
+            no duplicates, as `Interactions.to_csr` returns); nonzeros are history items.
+        users: `(U,)` rows of `train_csr` of the lists' users.
+        item_categories: `(n_items, C)` multi-hot categories.
+        alpha: smoothing α.
+    """
+    import scipy.sparse as sp
+
+    rec = np.asarray(recommended)
+    if not (sp.isspmatrix_csr(train_csr) and train_csr.has_canonical_format):
+        return M.miscalibration(rec, train_csr[users], item_categories, alpha)
+    shares = M.category_shares(item_categories)
+    if train_csr.shape[1] != shares.shape[0]:
+        raise ValueError(
+            f"history has {train_csr.shape[1]} item columns, shares {shares.shape[0]} rows"
+        )
+    if rec.ndim != 2 or rec.shape[0] != len(users):
+        raise ValueError(f"history has {len(users)} rows for {rec.shape[0]} lists")
+    if rec.size and rec.max() >= shares.shape[0]:
+        raise ValueError(f"recommended holds item ids >= n_items={shares.shape[0]}")
+    args = (shares.indptr, shares.indices, shares.data, shares.shape[1])
+    hist, n_h = _history_mix(
+        np.asarray(users, dtype=np.int64), train_csr.indptr, train_csr.indices,
+        train_csr.data, *args,
+    )  # fmt: skip
+    p = np.divide(hist, n_h[:, None], out=np.zeros_like(hist), where=n_h[:, None] > 0)
+    lists, n_l = _list_mix(rec.astype(np.int64, copy=False), *args)
+    q = np.divide(lists, n_l[:, None], out=np.zeros_like(lists), where=n_l[:, None] > 0)
+    return M.kl_miscalibration(p, q, alpha)
+
+
+@njit(cache=True, nogil=True)
+def _distinct_categories_per_row(rec, c_ptr, c_idx, n_cat):
+    stamp = np.zeros(n_cat, dtype=np.int64)
+    out = np.zeros(rec.shape[0], dtype=np.int64)
+    for r in range(rec.shape[0]):
+        c = 0
+        for j in range(rec.shape[1]):
+            i = rec[r, j]
+            if i < 0:
+                continue
+            for s in range(c_ptr[i], c_ptr[i + 1]):
+                g = c_idx[s]
+                if stamp[g] != r + 1:
+                    stamp[g] = r + 1
+                    c += 1
+        out[r] = c
+    return out
+
+
+def user_category_coverage(recommended, item_categories) -> np.ndarray:
+    """`divrec.metrics.user_category_coverage(recommended, item_categories)`: the distinct
+    categories of each list over the categories in use, counted with a stamp array
+    instead of the `(U, n_items)` list matrix and its product with the categories.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        item_categories: `(n_items, C)` scipy sparse; any nonzero counts as 1.
+    """
+    from divrec.metrics.diversity import _category_setup
+
+    rec, cats, n_cat = _category_setup(recommended, item_categories, None)
+    counts = _distinct_categories_per_row(
+        rec.astype(np.int64, copy=False), cats.indptr, cats.indices, cats.shape[1]
+    )
+    return counts.astype(np.float64) / n_cat
+
+
+@njit(cache=True, nogil=True)
+def _history_popularity(users, indptr, indices, data, pop):
+    """Σ popularity of each user's training items (stored order, `0 + 1.0·p₁ + …`, the
+    operations of scipy's `csr_matvec`) and their count."""
+    s = np.zeros(users.size, dtype=np.float64)
+    n = np.zeros(users.size, dtype=np.float64)
+    for r in range(users.size):
+        u = users[r]
+        acc = 0.0
+        c = 0.0
+        for e in range(indptr[u], indptr[u + 1]):
+            if data[e] != 0:
+                acc += 1.0 * pop[indices[e]]
+                c += 1.0
+        s[r] = acc
+        n[r] = c
+    return s, n
+
+
+def popularity_lift(recommended, train_csr, users, popularity) -> float:
+    """`divrec.metrics.popularity_lift(recommended, train_csr[users], popularity)`, the same
+    value (Abdollahpouri et al. 2020), the history profile summed straight from the rows.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        train_csr: `(n_users, n_items)` canonical training CSR.
+        users: `(U,)` rows of `train_csr`.
+        popularity: `(n_items,)` popularity.
+    """
+    import scipy.sparse as sp
+
+    if not (sp.isspmatrix_csr(train_csr) and train_csr.has_canonical_format):
+        return M.popularity_lift(recommended, train_csr[users], popularity)
+    pop = np.asarray(popularity, dtype=np.float64)
+    if pop.shape != (train_csr.shape[1],):
+        return M.popularity_lift(recommended, train_csr[users], popularity)
+    s, n_h = _history_popularity(
+        np.asarray(users, dtype=np.int64), train_csr.indptr, train_csr.indices,
+        train_csr.data, pop,
+    )  # fmt: skip
+    prof = np.divide(s, n_h, out=np.full(n_h.size, np.nan), where=n_h > 0)
+    arp = M.average_recommendation_popularity(recommended, pop)
+    if arp.size != prof.size:
+        raise ValueError(f"history has {prof.size} rows for {arp.size} lists")
+    ok = np.isfinite(prof) & np.isfinite(arp)
+    if not ok.any() or prof[ok].mean() <= 0:
+        return float("nan")
+    gp = float(prof[ok].mean())
+    return (float(arp[ok].mean()) - gp) / gp
+
+
+@njit(cache=True, nogil=True)
+def _covered_categories(rec, n_items, c_ptr, c_idx, n_cat) -> int:
+    seen = np.zeros(n_items, dtype=np.bool_)
+    covered = np.zeros(n_cat, dtype=np.bool_)
+    count = 0
+    for r in range(rec.shape[0]):
+        for j in range(rec.shape[1]):
+            i = rec[r, j]
+            if i < 0 or seen[i]:
+                continue
+            seen[i] = True
+            for s in range(c_ptr[i], c_ptr[i + 1]):
+                if not covered[c_idx[s]]:
+                    covered[c_idx[s]] = True
+                    count += 1
+    return count
+
+
+def category_coverage(recommended, item_categories) -> tuple[float, int]:
+    """`divrec.metrics.category_coverage` and `distinct_categories` of the same lists (CDM
+    Eq. 22; TotalRecall "Distinct cates@N"): the categories of the distinct recommended
+    items, marked in one pass instead of `np.unique` twice and a row-indexed CSR.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        item_categories: `(n_items, C)` scipy sparse; any nonzero counts as 1.
+
+    Returns:
+        `(coverage, distinct)`: the covered share of the categories in use, and their count.
+    """
+    from divrec.metrics.diversity import _category_setup
+
+    rec, cats, n_cat = _category_setup(recommended, item_categories, None)
+    n = _covered_categories(
+        rec.astype(np.int64, copy=False), cats.shape[0], cats.indptr, cats.indices,
+        cats.shape[1],
+    )  # fmt: skip
+    return n / n_cat, int(n)

@@ -310,12 +310,11 @@ def _diversity(names, recs, split, item_vectors, popularity, k, users) -> dict[s
         elif name == "category_ild" and cats is not None:
             out[f"category_ild@{k}"] = M.category_ild(recs, cats)
         elif name == "user_category_coverage" and cats is not None:
-            out[f"user_category_coverage@{k}"] = M.user_category_coverage(recs, cats)
+            out[f"user_category_coverage@{k}"] = _fast.user_category_coverage(recs, cats)
         elif name == "novelty":
             out[f"novelty@{k}"] = M.novelty(recs, popularity, train.n_users)
         elif name == "miscalibration" and cats is not None:  # Steck 2018 C_KL, α = 0.01
-            history = _train_csr(train)[users]
-            out[f"miscalibration@{k}"] = M.miscalibration(recs, history, cats)
+            out[f"miscalibration@{k}"] = _fast.miscalibration(recs, _train_csr(train), users, cats)
         elif name == "arp":  # share of training users, Abdollahpouri et al. 2019
             share = _item_popularity(train) / max(train.n_users, 1)
             out[f"arp@{k}"] = M.average_recommendation_popularity(recs, share)
@@ -329,11 +328,11 @@ def _group_exposure(recs, split, config, users) -> dict[str, float]:
     train = split.train
     pop = _item_popularity(train)
     tail = M.popularity_groups(pop)
-    history = _train_csr(train)[users]
+    csr = _train_csr(train)
     out: dict[str, float] = {}
     for k in config.ks:
         out[f"tail_exposure@{k}"] = float(M.exposure_share(recs[:, :k], tail, 2)[1])
-        out[f"popularity_lift@{k}"] = M.popularity_lift(recs[:, :k], history, pop)
+        out[f"popularity_lift@{k}"] = _fast.popularity_lift(recs[:, :k], csr, users, pop)
     return out
 
 
@@ -357,8 +356,9 @@ def _system(recs, split, config) -> dict[str, float]:
             r, n_items, max_pairs=config.between_user_pairs, seed=config.seed
         )
         if cats is not None:
-            out[f"category_coverage@{k}"] = M.category_coverage(r, cats)
-            out[f"distinct_categories@{k}"] = float(M.distinct_categories(r, cats))
+            coverage, distinct_cats = _fast.category_coverage(r, cats)
+            out[f"category_coverage@{k}"] = coverage
+            out[f"distinct_categories@{k}"] = float(distinct_cats)
     return out
 
 

@@ -1,0 +1,81 @@
+"""`evaluate()`'s compiled miscalibration, per-list category coverage, popularity lift and
+between-user overlaps give the public functions' values, to the bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from divrec import metrics as M
+from divrec.evaluation import _fast
+
+
+def _case(seed: int, n_users: int, n_items: int, k: int, n_cat: int):
+    rng = np.random.default_rng(seed)
+    rec = rng.integers(-1, n_items, size=(n_users, k))  # repeats and padding included
+    rec[rng.random(n_users) < 0.15] = -1  # empty lists
+    train = sp.random(n_users + 3, n_items, density=0.3, random_state=seed, format="csr")
+    train.data[:] = 1.0
+    train.data[rng.random(train.nnz) < 0.1] = 0.0  # explicit zeros are no history
+    train = train.astype(np.float32)
+    train.sort_indices()
+    users = rng.permutation(n_users + 3)[:n_users]
+    cats = (rng.random((n_items, n_cat)) < 0.35).astype(np.float64)
+    cats[0] = 0.0  # an item without category
+    cats[-1, 0] = 1.0  # at least one category in use
+    return rec, train, users, sp.csr_matrix(cats)
+
+
+def _same(got, want):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.integers(1, 30), st.integers(1, 25), st.integers(1, 8),
+    st.integers(1, 6),
+)  # fmt: skip
+def test_fast_metrics_equal_the_public_functions(seed, n_users, n_items, k, n_cat):
+    rec, train, users, cats = _case(seed, n_users, n_items, k, n_cat)
+    assert train.has_canonical_format
+    history = train[users]
+    _same(
+        _fast.miscalibration(rec, train, users, cats, 0.01),
+        M.miscalibration(rec, history, cats, 0.01),
+    )
+    _same(_fast.user_category_coverage(rec, cats), M.user_category_coverage(rec, cats))
+    pop = np.bincount(train.indices[train.data != 0], minlength=n_items).astype(np.float64)
+    _same(_fast.popularity_lift(rec, train, users, pop), M.popularity_lift(rec, history, pop))
+
+
+def test_fast_metrics_by_hand():
+    # items 0..3; categories: 0 → {a}, 1 → {a, b}, 2 → {b}, 3 → none
+    cats = sp.csr_matrix(np.array([[1, 0], [1, 1], [0, 1], [0, 0]], dtype=float))
+    rec = np.array([[0, 1, -1], [2, 2, 3]])
+    # list 0 covers {a, b}, list 1 covers {b}: 2/2, 1/2
+    np.testing.assert_array_equal(_fast.user_category_coverage(rec, cats), [1.0, 0.5])
+    # user 0's history {0}: p = (1, 0); list 0: q = ((1 + 1/2)/2, (1/2)/2) = (3/4, 1/4)
+    # C_KL = 1 · log(1 / (0.99 · 3/4 + 0.01))
+    train = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 1, 1]], dtype=np.float32))
+    got = _fast.miscalibration(rec, train, np.array([0, 1]), cats, 0.01)
+    assert abs(got[0] - np.log(1 / (0.99 * 0.75 + 0.01))) < 1e-12
+    # user 1's history {2, 3}: p = (0, 1/2) (item 3 counts in the denominator only);
+    # list 1 {2, 2, 3}: q = (0, 2/3); C_KL = 1/2 log((1/2) / (0.99 · 2/3 + 0.01 · 1/2))
+    assert abs(got[1] - 0.5 * np.log(0.5 / (0.99 * 2 / 3 + 0.005))) < 1e-12
+    # popularity lift: history profiles 5 and (1 + 2)/2; lists (5 + 3)/2 and (1 + 1 + 2)/3
+    pop = np.array([5.0, 3.0, 1.0, 2.0])
+    gp, gr = (5 + 1.5) / 2, (4 + 4 / 3) / 2
+    assert abs(_fast.popularity_lift(rec, train, np.array([0, 1]), pop) - (gr - gp) / gp) < 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 30), st.integers(1, 25), st.integers(1, 8))
+def test_fast_category_coverage_equals_the_public_functions(seed, n_users, n_items, k):
+    rec, _, _, cats = _case(seed, n_users, n_items, k, 5)
+    coverage, distinct = _fast.category_coverage(rec, cats)
+    assert coverage == M.category_coverage(rec, cats)
+    assert distinct == M.distinct_categories(rec, cats)
