@@ -504,6 +504,22 @@ def recommend(
             "(block × (8·n_items + 24·N·d) bytes), e.g. 256m.",
         ),
     ] = "256m",  # fmt: skip
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search",
+            help="Candidates by exact blocked products, a faiss index per task, or auto "
+            "(faiss once an exact block within --task-memory holds < 64 users).",
+        ),
+    ] = "exact",  # fmt: skip
+    index_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-param",
+            help="faiss index setting name=value (kind=flat|hnsw|ivf|ivf-sq8|auto, nprobe, "
+            "nlist, m, ef_search, target_recall, ...).",
+        ),
+    ] = None,  # fmt: skip
     master: MasterOpt = "local[*]",
     ui: UiOpt = True,
     shuffle_partitions: PartOpt = None,
@@ -521,6 +537,21 @@ def recommend(
     if block is not None and block < 1:
         raise ValueError(f"--block must be >= 1, got {block}")
     memory = _parse_bytes(task_memory, "--task-memory")
+    if search not in ("exact", "faiss", "auto"):
+        raise ValueError(f"--search must be exact, faiss or auto, got {search!r}")
+    if search != "exact":
+        from divrec._extras import require
+
+        require("faiss", what=f"--search {search}")
+    index = None
+    if index_param:
+        if search == "exact":
+            raise ValueError("--index-param needs --search faiss or auto")
+        from divrec.params import parse_pairs
+        from divrec.spark.config import FaissSearchConfig
+
+        raw = parse_pairs(index_param, "--index-param")
+        index = FaissSearchConfig.from_dict(raw, "--index-param", option="--index-param")
     if out.exists():
         raise ValueError(f"{out} exists")
     settings = _check_session_options(master, shuffle_partitions, conf)
@@ -579,7 +610,8 @@ def recommend(
         stage("fit re-ranker", reranker)
     seen = train_df if exclude_seen else None
     lists = u2i(spark, users, FactorView(None, item_vectors), n_candidates, k=k, seen=seen,
-                reranker=fitted, block=block, memory=memory)  # fmt: skip
+                reranker=fitted, block=block, memory=memory, search=search,
+                index=index)  # fmt: skip
     lists = _with_external_ids(spark, lists, model_dir)
     tmp = _temporary_sibling(out)
     try:  # Spark writes a folder of part files: written whole, then renamed into place

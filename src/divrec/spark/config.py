@@ -11,7 +11,7 @@ from typing import Literal
 
 from divrec.stage import StageConfig, param
 
-__all__ = ["SparkALSConfig", "SparkHIConfig"]
+__all__ = ["FaissSearchConfig", "SparkALSConfig", "SparkHIConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,3 +65,39 @@ class SparkHIConfig(StageConfig):
     seed: int = 0
     blocks: int | None = param(None, ge=1)
     max_items_per_user: int | None = param(None, ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaissSearchConfig(StageConfig):
+    """Settings of `divrec.spark.candidates.u2i(search="faiss")`: the item index each task
+    searches (`divrec.retrieval.ann.AnnIndex`; `divrec spark recommend --index-param`).
+
+    Attributes:
+        kind: "flat" (exact inner product), "hnsw", "ivf", "ivf-sq8" or "auto" (exact below
+            `AUTO_EXACT_BELOW` items, else the fastest kind meeting `target_recall`).
+        m: HNSW links per node.
+        ef_construction: HNSW construction beam width.
+        ef_search: HNSW search beam width (replaced by the tuned one with `target_recall`).
+        nlist: IVF lists (None: ≈ 4·sqrt(n_items)).
+        nprobe: IVF lists scanned per query (replaced by the tuned one with `target_recall`).
+        target_recall: recall@`recall_k` the index is tuned to on a sample of the user
+            vectors (None: no tuning; "auto" then uses 0.95).
+        recall_k: k of the tuned recall (None: the retrieval depth).
+        tune_queries: user vectors sampled for the tuning (half tuning, half held out).
+        refine_factor: "ivf-sq8": candidates re-scored on the float vectors, × k.
+        seed: IVF k-means and the tuning sample.
+        threads: faiss threads per task (Spark runs one task per core: 1).
+    """
+
+    kind: Literal["flat", "hnsw", "ivf", "ivf-sq8", "auto"] = "auto"
+    m: int = param(32, ge=2)
+    ef_construction: int = param(200, ge=1)
+    ef_search: int = param(128, ge=1)
+    nlist: int | None = param(None, ge=1)
+    nprobe: int = param(8, ge=1)
+    target_recall: float | None = param(None, gt=0.0, le=1.0)
+    recall_k: int | None = param(None, ge=1)
+    tune_queries: int = param(1000, ge=2)
+    refine_factor: float = param(2.0, ge=1.0)
+    seed: int = 0
+    threads: int = param(1, ge=0)
