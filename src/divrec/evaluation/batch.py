@@ -2,9 +2,12 @@
 
 The offline batch path: u2i top-`n_candidates` for every user from a fitted retriever's
 user and item vectors, optionally re-ranked to `k` by any divrec re-ranker, one block of
-users at a time, so memory is bounded by one block (`block × n_items` scores) plus the
-model, whatever the number of users. `divrec.spark.candidates` runs the very same
-`u2i_block` on each Spark partition, so both paths give identical lists.
+users at a time, so memory is bounded by one block plus the model, whatever the number of
+users: about `block × (8·n_items + 24·N·d)` bytes with float32 vectors (the float32 scores
+and their masked float32 copy, then the re-ranker's gathered candidate vectors;
+`divrec.spark.candidates.block_bytes`, measured; float64 vectors need 12–20 bytes per
+score). `divrec.spark.candidates` runs the very same `u2i_block` on each Spark partition,
+so both paths give identical lists.
 
 The lists equal the in-memory `Pipeline(retriever, reranker, n_candidates)` lists: scores are
 the retriever's `score_all` formula on the vectors (`factor_view`), training items are
@@ -133,7 +136,8 @@ def stream_u2i(
         seen: `(n_users, n_items)` CSR of excluded (training) items, or None.
         reranker: a fitted re-ranker or None.
         k: final list length.
-        block: users per block (memory: `block × n_items` scores).
+        block: users per block (memory: about `block × (8·n_items + 24·N·d)` bytes, see
+            the module docstring).
         users: the users to serve (default: all rows of `view.user_vectors`).
         user_vectors: optional `users (B,) → (B, d)` callable producing a block's vectors
             (e.g. read from disk or generated) instead of `view.user_vectors`.
