@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -97,6 +99,18 @@ def test_simulation_is_deterministic_for_a_seed(world_and_retriever, pipeline):
     assert 0 <= last["coverage"] <= 1 and last["clicks"] >= 0
     c = run_simulation(w, pipeline, SimConfig(rounds=3, k=4, n_candidates=12, seed=6), ret)
     assert [r["clicks"] for r in c["rounds"]] != [r["clicks"] for r in a["rounds"]]
+
+
+def test_loop_ranks_and_learns_from_declines(world_and_retriever):
+    w, ret = world_and_retriever
+    assert ret.neighbor_sampling == "walk"  # the paper's sampler is the loop's default
+    cfg = SimConfig(rounds=2, k=4, n_candidates=12, update_steps=1, seed=0)
+    on = run_simulation(w, "graph-dpp", cfg, ret)["rounds"]
+    assert all(0 <= r["rank_auc"] <= 1 for r in on) and on[0]["declines_trained"] > 0
+    assert on[0]["rank_auc"] == pytest.approx(on[0]["retrieval_auc"])  # round 1: pass-through
+    off = dataclasses.replace(cfg, ranker=False, learn_declines=False)
+    old = run_simulation(w, "graph-dpp", off, ret)["rounds"]
+    assert "rank_auc" not in old[0] and old[0]["declines_trained"] == 0
 
 
 def test_bad_pipeline_name(world_and_retriever):

@@ -4,30 +4,44 @@ Each round `t = 1..T`, for every simulated user at once:
 
 1. new items of round `t` enter the pool (attributes only): the graph retriever gets their
    features and embeds them inductively;
-2. the `Pipeline`'s stages run on a `Query` with the user's last `n_recent` clicks/positives
-   as `history`, everything the user consumed as `exclude`, `now = t`: retrieval of
-   `n_candidates`, the optional ranker, the re-ranker selects the `k`-item feed;
+2. the graph retriever runs on a `Query` with the user's last `n_recent` clicks/positives
+   as `history`, everything the user consumed as `exclude`, `now = t` and returns
+   `n_candidates`; the ranking stage (`SimConfig.ranker`: the click model of
+   :mod:`divrec.simulate.ranker`, refitted every round on every exposure so far) orders
+   them and its scores are the relevance `r` of the re-ranker, which selects the `k`-item
+   feed;
 3. the choice model (:mod:`divrec.simulate.environment`) clicks;
 4. clicks go to the real-time propensity tracker (positive events at time `t`), into the
    users' histories, and, as one session per user (click order, the graph's window), into
-   the item graph; the GraphSAGE model takes `update_steps` warm-start minibatches and all
-   items are re-embedded; re-rankers in the graph space get the new embeddings.
+   the item graph; declines (exposed, not clicked) go to the retriever as hard negatives
+   `(anchor from the request's history, declined item)` (`SimConfig.learn_declines`); the
+   GraphSAGE model (random-walk neighbour sampling, `neighbor_sampling="walk"`) takes
+   `update_steps` warm-start minibatches and all items are re-embedded; re-rankers in the
+   graph space and the tracker (`item_vectors`, which refreshes its s_u) get the new
+   embeddings; the ranker records the exposures and refits.
 
 Metrics per round (:func:`round_metrics`): see the docstring there. Diversity headlines are
 in fixed spaces (reference SVD, genre); RD is the paper's system-level notion (between-user).
+`rank_auc` / `retrieval_auc`: AUC of the ranker's score / the retrieval cosine over the
+round's exposures (clicked vs declined), both at exposure time.
 
 Deviations from the WeChat paper, stated:
 
-* relevance fed to the DPP is the retriever's cosine score, min-max scaled per request (the
-  re-rankers' default `relevance_scaling="minmax"`), not a ranking model's score: the loop
-  runs no ranking stage (none is trained on the simulated feedback). At θ = 0.5 the weights
-  `exp(α r)` with `α = θ / (2(1 − θ)) = 0.5` span only `[1, e^0.5]`, so the log-det term
-  dominates and the DPP mostly diversifies;
-* GraphSAGE neighbours are sampled uniformly among a node's neighbours (random walks only
-  pick the positive pairs of the unsupervised loss); the paper samples neighbours by random
-  walks;
-* the retriever learns only from clicks (new session edges + warm-start minibatches); shown
-  but declined items do not change it.
+* the ranking stage is a light logistic click model on five features (retrieval cosine,
+  attribute affinity to the user's profile and to the previous round's clicks, the item's
+  smoothed CTR, log exposures), not the paper's production ranker; before the first
+  exposures it passes the retrieval cosine through. Its logit reaches the DPP min-max
+  scaled per request (the re-rankers' default `relevance_scaling="minmax"`), so that θ
+  means the same for every request; the paper does not say how its scores are scaled;
+* learning from declines is ours: the paper trains the graph embeddings "by using
+  real-time feedback from users" and adds edges for positives only; here declines are
+  extra negatives of the unsupervised loss (`decline_weight`), not edges or edge removals;
+* random-walk neighbour sampling follows the paper's one sentence ("Random walk is adopted
+  to sample neighbours of each node"); the walk length (`neighbor_walk_length` = 2) and the
+  inference rule (aggregating the walk distribution's expectation, PinSage-like without its
+  top-T cut) are ours;
+* the propensity window is 10 rounds (`SimConfig.propensity_window`; the paper gives no
+  length).
 """
 
 from __future__ import annotations
@@ -61,8 +75,9 @@ __all__ = [
 ]
 
 #: The retrieval stage of every variant: the GraphSAGE i2i graph retriever on every event
-#: (no rating threshold). The loop fits it once per world (`fit_retriever`) and copies it.
-RETRIEVER = StageSpec("graph", {"min_value": None, "seed": 0})
+#: (no rating threshold) with random-walk neighbour sampling (the paper's). The loop fits it
+#: once per world (`fit_retriever`) and copies it.
+RETRIEVER = StageSpec("graph", {"min_value": None, "seed": 0, "neighbor_sampling": "walk"})
 
 
 def _variant(label: str, reranker: StageSpec | None) -> PipelineSpec:
@@ -118,6 +133,14 @@ class SimConfig:
         jaccard_pairs: user pairs sampled for the between-user Jaccard.
         exclude_last_feed: also exclude the items of the user's previous feed (impression
             discounting: shown-but-ignored items are not shown again next round).
+        ranker: rank the retrieved candidates with the loop's click model
+            (:class:`divrec.simulate.ranker.ExposureRanker`, refitted every round on every
+            exposure so far) and feed its scores to the re-ranker; False: the re-ranker
+            gets the retrieval cosine (the former loop).
+        learn_declines: the retriever's per-round update also takes the round's declines
+            (exposed, not clicked) as hard negatives `(anchor, declined)`, the anchor drawn
+            uniformly from the user's query history of that round
+            (`GraphRetriever.update(negative_pairs=…)`); False: clicks only.
     """
 
     rounds: int = 30
@@ -130,6 +153,8 @@ class SimConfig:
     choice: dict = field(default_factory=dict)
     jaccard_pairs: int = 20_000
     exclude_last_feed: bool = False
+    ranker: bool = True
+    learn_declines: bool = True
 
 
 def fit_retriever(world: World, params: dict | None = None):
@@ -159,7 +184,9 @@ def pipeline_spec(pipeline: str | PipelineSpec, cfg: SimConfig) -> tuple[Pipelin
                 f"the simulator retrieves with {RETRIEVER.name!r}, not {spec.retriever.name!r}"
             )
         if spec.ranker is not None:
-            raise ValueError("the simulator runs no ranking stage; drop the ranker")
+            raise ValueError(
+                "the simulator's ranking stage is SimConfig.ranker; drop the spec's ranker"
+            )
     return dataclasses.replace(spec, n_candidates=cfg.n_candidates), space
 
 
@@ -419,6 +446,14 @@ def run_simulation(
         for t, i in enumerate(hist[u][hist[u] >= 0]):
             tracker.update(int(u), int(i), 0.0 + 1e-6 * t)
     reranker, space = make_reranker(spec, world, ret.embeddings_, tracker, space)
+    ranker = None
+    if cfg.ranker:
+        from divrec.simulate.ranker import ExposureRanker
+
+        profiles = np.zeros((n_users, world.attributes.shape[1]))
+        np.add.at(profiles, s.users, world.attributes[s.items])
+        ranker = ExposureRanker(world.attributes, profiles)
+    decline_rng = np.random.default_rng([cfg.seed, 7])  # the choice model's stream untouched
     pipe = Pipeline(ret, reranker=reranker, n_candidates=spec.n_candidates)
     streak = np.zeros(n_users, dtype=np.int64)
     last_feed = None
@@ -447,7 +482,7 @@ def run_simulation(
         cand = pipe.retriever(query, None, max(cfg.n_candidates, cfg.k))
         sec["retrieve"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ranked = cand if pipe.ranker is None else pipe.ranker(query, cand, None)
+        ranked, rx = (cand, None) if ranker is None else ranker.rank(users, cand)
         sec["rank"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         thetas = np.full(n_users, np.nan)
@@ -467,6 +502,33 @@ def run_simulation(
         order = env.respond(users, lists, rng)
         sec["feedback"] = time.perf_counter() - t0
         exposed_space = ret.embeddings_  # graph-space metrics: the space at exposure time
+        clicked = order >= 0
+        aucs = {}
+        if ranker is not None:
+            t0 = time.perf_counter()
+            # features of the exposed items, from the ranked candidates (B, K, N) match
+            at = np.argmax(lists[:, :, None] == ranked.ids[:, None, :], axis=2)
+            xl = np.take_along_axis(rx, at[..., None], axis=1)
+            ok = lists >= 0
+            from divrec.simulate.ranker import roc_auc
+
+            aucs = {
+                "rank_auc": roc_auc(ranker.score(xl)[ok], clicked[ok]),
+                "retrieval_auc": roc_auc(xl[..., 0][ok], clicked[ok]),
+            }
+            ranker.observe(users, lists, clicked, xl)
+            sec["rank"] += time.perf_counter() - t0
+        neg_pairs = None
+        if cfg.learn_declines:
+            rows, cols = np.nonzero((lists >= 0) & ~clicked)
+            anchors = np.full(rows.size, -1, dtype=np.int64)
+            for u in np.unique(rows):
+                valid = hist[u][hist[u] >= 0]
+                if valid.size:
+                    sel = rows == u
+                    anchors[sel] = decline_rng.choice(valid, int(sel.sum()))
+            keep = anchors >= 0
+            neg_pairs = np.stack([anchors[keep], lists[rows[keep], cols[keep]]], axis=1)
         # updates
         t0 = time.perf_counter()
         cu, cp = np.nonzero(order >= 0)
@@ -485,7 +547,7 @@ def run_simulation(
         consumed = consumed + sp.csr_matrix((np.ones(cu.size), (cu, ci)), shape=consumed.shape)
         splits = np.split(ci, np.cumsum(n_click)[:-1])
         sessions = [x.tolist() for x in splits if x.size >= 2]
-        stats = ret.update(sessions=sessions, steps=cfg.update_steps)
+        stats = ret.update(sessions=sessions, steps=cfg.update_steps, negative_pairs=neg_pairs)
         sec["graph_update"] = time.perf_counter() - t0
         streak = np.where(n_click > 0, streak + 1, 0)
         t0 = time.perf_counter()
@@ -499,6 +561,8 @@ def run_simulation(
             cfg.jaccard_pairs, cfg.seed * 1000 + r,
         )  # fmt: skip
         rec["theta_defined"] = float(np.isfinite(s_u).mean())
+        rec.update(aucs)
+        rec["declines_trained"] = int(stats.get("hard_pairs", 0))
         sec["metrics"] = time.perf_counter() - t0
         sec["total"] = float(sum(sec.values()))
         rec.update(
