@@ -146,7 +146,7 @@ def test_variants_are_pipeline_specs(world_and_retriever):
     assert run["pipeline"] == "graph→mmr" and len(run["rounds"]) == 2
     with pytest.raises(ValueError, match="retrieves with 'graph'"):
         run_simulation(w, PipelineSpec(StageSpec("ials"), None, StageSpec("dpp")), cfg, ret)
-    with pytest.raises(ValueError, match="no ranking stage"):
+    with pytest.raises(ValueError, match="ranking stage is SimConfig.ranker"):
         run_simulation(w, PipelineSpec(StageSpec("graph"), "cdm", None), cfg, ret)
 
 
