@@ -82,11 +82,17 @@ def main(argv=None) -> None:
         help="graph-dpp (fixed θ on the graph embeddings) and ours with a 10-round "
         "propensity window, same worlds as the main run, into OUT/ablation",
     )
+    ap.add_argument(
+        "--with-ablation",
+        action="store_true",
+        help="after the main run, the ablations (resumable, OUT/ablation) and the table again",
+    )
     ap.add_argument("--progress", action="store_true")
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="smoke variant: 150 users, 6 rounds, 2 seeds, 1 GraphSAGE epoch, no sweep",
+        help="smoke variant: 150 users, 6 rounds, 2 seeds, 1 GraphSAGE epoch, no sweep "
+        "(with --with-ablation: the ablations at the same settings)",
     )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +161,9 @@ def main(argv=None) -> None:
         (args.out / "seeds" / name).write_text(text)
     (args.out / "notes.json").write_text(json.dumps(notes))
     table(args.out)
+    if args.with_ablation:
+        ablation(data, args)
+        table(args.out)
     if args.sweep:
         sweep(data, args, args.out / "sweep")
 
@@ -258,8 +267,31 @@ def table(out: Path) -> None:
         ),
         "",
     ]
+    md += _auc_section(runs)
     (out / "table1.md").write_text("\n".join(md))
     print("\n".join(md))
+
+
+def _auc_section(runs: list[dict]) -> list[str]:
+    """Markdown: AUC (clicked vs declined exposures) of the ranker's score and of the
+    retrieval cosine, mean over seeds and rounds 2..T (round 1: the ranker is unfitted)."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        for x in r["rounds"][1:]:
+            if "rank_auc" in x:
+                by.setdefault(r["pipeline"], []).append((x["rank_auc"], x["retrieval_auc"]))
+    if not by:
+        return []
+    rows = [f"| {p} | {np.nanmean([a for a, _ in v]):.3f} | {np.nanmean([b for _, b in v]):.3f} |"
+            for p, v in by.items()]  # fmt: skip
+    return [
+        "## Ranking stage: AUC of clicked vs declined exposures (rounds 2..T, mean)",
+        "",
+        "| pipeline | ranker score | retrieval cosine |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _all_rounds_clicks(runs: list[dict], n_rounds: int) -> dict:
@@ -279,27 +311,58 @@ def _all_rounds_clicks(runs: list[dict], n_rounds: int) -> dict:
     return out
 
 
+#: ablations of `--ablation`: label → (pipeline, SimConfig changes, retriever changes)
+ABLATIONS = {
+    "graph-dpp": ("graph-dpp", {}, {}),
+    "ours (window 3, former default)": ("ours", {"propensity_window": 3.0}, {}),
+    "ours (no ranker: retrieval cosine to the DPP)": ("ours", {"ranker": False}, {}),
+    "ours (no declines: clicks only)": ("ours", {"learn_declines": False}, {}),
+    "ours (uniform neighbour sampling)": ("ours", {}, {"neighbor_sampling": "uniform"}),
+}
+
+
 def ablation(data, args) -> None:
+    """The `ABLATIONS` on the main run's worlds; resumable per seed
+    (OUT/ablation/seeds/seed_<s>.json)."""
     runs = []
-    for seed in range(args.seeds):
+    seed_dir = args.out / "ablation" / "seeds"
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
+        f = seed_dir / f"seed_{seed}.json"
+        if f.exists():
+            runs += json.loads(f.read_text())["runs"]
+            print(f"ablation seed {seed}: reused {f}", flush=True)
+            continue
+        t0 = time.perf_counter()
         world = world_for(data, seed, args.users)
-        ret = fit_retriever(world, {"epochs": args.epochs, "seed": seed})
+        fits = {}
         ref = reference_item_vectors(world.full_log)
         base = dict(rounds=args.rounds, seed=seed, choice={"boredom": args.boredom})
-        r = run_simulation(world, "graph-dpp", SimConfig(**base), ret, None, ref, args.progress)
-        runs.append(r)
-        cfg = SimConfig(**base, propensity_window=3.0)
-        r = run_simulation(world, "ours", cfg, ret, None, ref, args.progress)
-        r["pipeline"] = "ours (window 3, former default)"
-        runs.append(r)
-        print(f"ablation seed {seed} done", flush=True)
+        seed_runs = []
+        for label, (pipeline, changes, ret_changes) in ABLATIONS.items():
+            key = tuple(sorted(ret_changes.items()))
+            if key not in fits:
+                params = {"epochs": args.epochs, "seed": seed, **ret_changes}
+                fits[key] = fit_retriever(world, params)
+            cfg = SimConfig(**base, **changes)
+            r = run_simulation(world, pipeline, cfg, fits[key], None, ref, args.progress)
+            r["pipeline"] = label
+            seed_runs.append(r)
+            print(f"ablation seed {seed} {label} done", flush=True)
+        meta = {"seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
+        f.write_text(json.dumps({"meta": meta, "runs": seed_runs}))
+        runs += seed_runs
+    keep = {p.name: p.read_text() for p in seed_dir.glob("seed_*.json")}
     write_outputs(
         runs,
         args.out / "ablation",
-        "Ablation: graph similarity with fixed θ; ours with a longer propensity window",
+        "Ablations: graph similarity with fixed θ; ours without each part of the loop",
         f"Same worlds and settings as the main run ({args.users or 'all'} users, "
         f"{args.rounds} rounds, {args.seeds} seeds, β = {args.boredom}).",
     )
+    (args.out / "ablation" / "seeds").mkdir(exist_ok=True)
+    for name, text in keep.items():
+        (args.out / "ablation" / "seeds" / name).write_text(text)
 
 
 def cost(data, args) -> None:

@@ -23,6 +23,8 @@ def test_fit_logistic_matches_generic_optimizer():
 
     want = minimize(objective, np.zeros(4), method="BFGS", options={"gtol": 1e-9}).x
     np.testing.assert_allclose(fit_logistic(x, y, l2), want, atol=1e-4)
+    warm = fit_logistic(x, y, l2, init=np.array([3.0, -1.0, 2.0, 0.0]))
+    np.testing.assert_allclose(warm, want, atol=1e-4)  # strictly convex: one optimum
 
 
 def test_roc_auc_is_the_pairwise_win_rate():

@@ -36,7 +36,12 @@ FEATURES = ("retrieval", "affinity", "recent", "ctr", "exposure")
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 25, tol: float = 1e-8
+    x: np.ndarray,
+    y: np.ndarray,
+    l2: float = 1.0,
+    iters: int = 25,
+    tol: float = 1e-8,
+    init: np.ndarray | None = None,
 ) -> np.ndarray:
     """L2-penalized logistic regression by Newton's method.
 
@@ -48,6 +53,7 @@ def fit_logistic(
         l2: penalty on `w` (not on the bias `w₀`), ≥ 0.
         iters: most Newton steps.
         tol: stop when the largest step component is below `tol`.
+        init: `(d + 1,)` starting point (warm start; None: zeros).
 
     Returns:
         `(d + 1,)` `[w₀, w…]`.
@@ -58,14 +64,27 @@ def fit_logistic(
     a = np.concatenate([np.ones((n, 1)), x], axis=1)
     reg = np.full(d + 1, float(l2))
     reg[0] = 0.0
-    w = np.zeros(d + 1)
+    sign = 2.0 * y - 1.0
+
+    def objective(v: np.ndarray) -> float:
+        return float(np.logaddexp(0.0, -sign * (a @ v)).sum() + 0.5 * np.sum(reg * v * v))
+
+    w = np.zeros(d + 1) if init is None else np.array(init, dtype=np.float64)
+    f = objective(w)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(a @ w)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a @ w)))  # σ, overflow-free
         grad = a.T @ (p - y) + reg * w
         h = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg) + 1e-9 * np.eye(d + 1)
         step = np.linalg.solve(h, grad)
-        w -= step
-        if np.abs(step).max() < tol:
+        t = 1.0  # backtracking (Armijo): Newton from a far start can overshoot
+        while t > 1e-10:
+            f_new = objective(w - t * step)
+            if f_new <= f - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        w = w - t * step
+        f = f_new
+        if np.abs(t * step).max() < tol:
             break
     return w
 
@@ -181,4 +200,6 @@ class ExposureRanker:
         if 0 < ys.sum() < ys.size:
             self._mu = xs.mean(axis=0)
             self._sd = np.where(xs.std(axis=0) > 0, xs.std(axis=0), 1.0)
-            self.weights_ = fit_logistic((xs - self._mu) / self._sd, ys, self.l2)
+            self.weights_ = fit_logistic(
+                (xs - self._mu) / self._sd, ys, self.l2, init=self.weights_
+            )  # warm start: the same optimum (strictly convex), fewer Newton steps
