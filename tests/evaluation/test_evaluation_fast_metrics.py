@@ -79,3 +79,23 @@ def test_fast_category_coverage_equals_the_public_functions(seed, n_users, n_ite
     coverage, distinct = _fast.category_coverage(rec, cats)
     assert coverage == M.category_coverage(rec, cats)
     assert distinct == M.distinct_categories(rec, cats)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.integers(1, 30), st.integers(1, 25), st.integers(1, 8),
+    st.integers(1, 40),
+)  # fmt: skip
+def test_fast_ilad_equals_the_public_function(seed, n_users, n_items, k, d):
+    rec, _, _, _ = _case(seed, n_users, n_items, k, 3)
+    vecs = np.random.default_rng(seed).normal(size=(n_items, d))
+    vecs[0] = 0.0  # a zero vector: cosine 0 with everything
+    _same(_fast.ilad(rec, vecs), M.ilad(rec, vecs))
+
+
+def test_fast_ilad_by_hand():
+    # e0, e1 and e0 again: cosines 0, 1, 0 over the 3 pairs (each counted twice) → 1 − 2/6
+    vecs = np.array([[2.0, 0.0], [0.0, 1.0]])
+    rec = np.array([[0, 1, 0], [1, -1, -1]])
+    got = _fast.ilad(rec, vecs)
+    assert abs(got[0] - (1 - 2 / 6)) < 1e-12 and np.isnan(got[1])

@@ -373,3 +373,59 @@ def category_coverage(recommended, item_categories) -> tuple[float, int]:
         cats.shape[1],
     )  # fmt: skip
     return n / n_cat, int(n)
+
+
+@njit(cache=True, nogil=True)
+def _list_sums(rec, unit, sq):
+    """Per list: Σ count·unit[i] `(U, d)` and Σ count·sq[i] `(U,)` over its distinct items,
+    ascending, each element accumulated from 0 in that order: scipy's `csr_matvecs` and
+    `csr_matvec` over `metrics.ilad`'s summed-duplicates list matrix, operation for
+    operation."""
+    u, k = rec.shape
+    d = unit.shape[1]
+    summed = np.zeros((u, d), dtype=np.float64)
+    self_sq = np.zeros(u, dtype=np.float64)
+    buf = np.empty(k, dtype=np.int64)
+    for r in range(u):
+        m = 0
+        for j in range(k):
+            if rec[r, j] >= 0:
+                buf[m] = rec[r, j]
+                m += 1
+        _sort_small(buf, m)
+        acc = 0.0
+        j = 0
+        while j < m:
+            i = buf[j]
+            c = 1.0
+            while j + 1 < m and buf[j + 1] == i:
+                c += 1.0
+                j += 1
+            for t in range(d):
+                summed[r, t] += c * unit[i, t]
+            acc += c * sq[i]
+            j += 1
+        self_sq[r] = acc
+    return summed, self_sq
+
+
+def ilad(recommended, item_vectors) -> np.ndarray:
+    """`divrec.metrics.ilad` (CDM Eq. 21), the same `(U,)` values, without building the
+    `(U, n_items)` list matrix: each list's unit vectors are summed by a compiled loop in
+    the order of the sparse product they replace.
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        item_vectors: `(n_items, d)` item embeddings.
+    """
+    from divrec.metrics.diversity import _check_matrix, _pairwise_mean_distance, _unit_rows
+
+    vecs = _check_matrix(item_vectors, "item_vectors")
+    rec = check_recommended(recommended, vecs.shape[0])
+    unit = np.ascontiguousarray(_unit_rows(vecs))
+    summed, self_sq = _list_sums(
+        rec.astype(np.int64, copy=False), unit, np.einsum("id,id->i", unit, unit)
+    )
+    sum_sq = np.einsum("ud,ud->u", summed, summed)
+    n_valid = (rec >= 0).sum(axis=1).astype(np.float64)
+    return np.clip(_pairwise_mean_distance(sum_sq, self_sq, n_valid), 0.0, 2.0)

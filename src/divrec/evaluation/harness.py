@@ -306,7 +306,7 @@ def _diversity(names, recs, split, item_vectors, popularity, k, users) -> dict[s
     out = {}
     for name in names:
         if name == "ilad" and item_vectors is not None:
-            out[f"ilad@{k}"] = M.ilad(recs, item_vectors)
+            out[f"ilad@{k}"] = _fast.ilad(recs, item_vectors)
         elif name == "category_ild" and cats is not None:
             out[f"category_ild@{k}"] = M.category_ild(recs, cats)
         elif name == "user_category_coverage" and cats is not None:
