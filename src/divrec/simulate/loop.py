@@ -29,10 +29,12 @@ Deviations from the WeChat paper, stated:
 
 * the ranking stage is a light logistic click model on five features (retrieval cosine,
   attribute affinity to the user's profile and to the previous round's clicks, the item's
-  smoothed CTR, log exposures), not the paper's production ranker; before the first
-  exposures it passes the retrieval cosine through. Its logit reaches the DPP min-max
-  scaled per request (the re-rankers' default `relevance_scaling="minmax"`), so that θ
-  means the same for every request; the paper does not say how its scores are scaled;
+  smoothed CTR, log exposures), not the paper's production ranker; it orders all
+  `n_candidates` = 100 retrieved items for the DPP (the paper's ranker sifts thousands to
+  "dozens"); before the first exposures it passes the retrieval cosine through. Its logit
+  reaches the DPP min-max scaled per request (the re-rankers' default
+  `relevance_scaling="minmax"`), so that θ means the same for every request; the paper
+  does not say how its scores are scaled;
 * learning from declines is ours: the paper trains the graph embeddings "by using
   real-time feedback from users" and adds edges for positives only; here declines are
   extra negatives of the unsupervised loss (`decline_weight`), not edges or edge removals;
