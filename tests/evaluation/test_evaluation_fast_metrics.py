@@ -4,6 +4,7 @@ between-user overlaps give the public functions' values, to the bit."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,10 +44,14 @@ def test_fast_metrics_equal_the_public_functions(seed, n_users, n_items, k, n_ca
     rec, train, users, cats = _case(seed, n_users, n_items, k, n_cat)
     assert train.has_canonical_format
     history = train[users]
-    _same(
-        _fast.miscalibration(rec, train, users, cats, 0.01),
-        M.miscalibration(rec, history, cats, 0.01),
-    )
+    for alpha in (0.01, 0.37, 1.0):
+        _same(
+            _fast.miscalibration(rec, train, users, cats, alpha),
+            M.miscalibration(rec, history, cats, alpha),
+        )
+    for alpha in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="alpha"):
+            _fast.miscalibration(rec, train, users, cats, alpha)
     _same(_fast.user_category_coverage(rec, cats), M.user_category_coverage(rec, cats))
     pop = np.bincount(train.indices[train.data != 0], minlength=n_items).astype(np.float64)
     _same(_fast.popularity_lift(rec, train, users, pop), M.popularity_lift(rec, history, pop))

@@ -38,11 +38,14 @@ def _sort_small(buf: np.ndarray, n: int) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _sorted_distinct_rows(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's distinct valid items, ascending, left-aligned (−1 after), and their count."""
+def _sorted_counts(rec: np.ndarray):
+    """Each row's distinct valid items ascending, left-aligned (−1 after), how many times
+    each occurs (float64), the number of distinct items and of valid entries."""
     u, k = rec.shape
-    out = np.full((u, k), -1, dtype=np.int64)
+    vals = np.full((u, k), -1, dtype=np.int64)
+    cnts = np.zeros((u, k), dtype=np.float64)
     sizes = np.zeros(u, dtype=np.int64)
+    n_valid = np.zeros(u, dtype=np.float64)
     buf = np.empty(k, dtype=np.int64)
     for r in range(u):
         n = 0
@@ -50,14 +53,24 @@ def _sorted_distinct_rows(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if rec[r, j] >= 0:
                 buf[n] = rec[r, j]
                 n += 1
+        n_valid[r] = n
         _sort_small(buf, n)
         m = 0
         for j in range(n):
-            if m == 0 or buf[j] != out[r, m - 1]:
-                out[r, m] = buf[j]
+            if m > 0 and buf[j] == vals[r, m - 1]:
+                cnts[r, m - 1] += 1.0
+            else:
+                vals[r, m] = buf[j]
+                cnts[r, m] = 1.0
                 m += 1
         sizes[r] = m
-    return out, sizes
+    return vals, cnts, sizes, n_valid
+
+
+def sorted_lists(recommended: np.ndarray) -> tuple:
+    """`(vals, counts, sizes, n_valid)` of `_sorted_counts` for validated `(U, K)` lists:
+    one sort of every list, shared by ILAD, miscalibration and between-user diversity."""
+    return _sorted_counts(np.asarray(recommended).astype(np.int64, copy=False))
 
 
 @njit(cache=True, nogil=True)
@@ -85,7 +98,11 @@ def _pair_overlaps(rows: np.ndarray, sizes: np.ndarray, u: np.ndarray, v: np.nda
 
 
 def between_user_diversity(
-    recommended: np.ndarray, n_items: int, max_pairs: int | None = None, seed: int = 0
+    recommended: np.ndarray,
+    n_items: int,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    lists: tuple | None = None,
 ) -> float:
     """`divrec.metrics.between_user_diversity` (Zhou et al. 2010), the same value.
 
@@ -97,11 +114,12 @@ def between_user_diversity(
         n_items: catalogue size.
         max_pairs: cap on the number of (sampled) pairs.
         seed: seed of the pair sampler.
+        lists: `sorted_lists(recommended)` when already computed.
     """
     from divrec.metrics import between_user_diversity as public
 
     rec = check_recommended(recommended, n_items)
-    rows, sizes_all = _sorted_distinct_rows(rec)
+    rows, _, sizes_all, _ = sorted_lists(rec) if lists is None else lists
     nonempty = sizes_all > 0
     n_users = int(nonempty.sum())
     n_pairs = n_users * (n_users - 1) // 2
@@ -180,36 +198,21 @@ def _history_mix(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat):
 
 
 @njit(cache=True, nogil=True)
-def _list_mix(rec, s_ptr, s_idx, s_val, n_cat):
-    """Σ of the category shares of each list's items (a repeated item weighs its count),
-    items ascending, and the number of valid entries: `list_distribution`'s `x @ shares`
-    over the summed-duplicates CSR of the lists, operation for operation."""
-    u, k = rec.shape
-    out = np.zeros((u, n_cat), dtype=np.float64)
-    n = np.zeros(u, dtype=np.float64)
-    buf = np.empty(k, dtype=np.int64)
-    for r in range(u):
-        m = 0
-        for j in range(k):
-            if rec[r, j] >= 0:
-                buf[m] = rec[r, j]
-                m += 1
-        n[r] = m
-        _sort_small(buf, m)
-        j = 0
-        while j < m:
-            i = buf[j]
-            c = 1.0
-            while j + 1 < m and buf[j + 1] == i:
-                c += 1.0
-                j += 1
+def _list_mix(vals, cnts, sizes, s_ptr, s_idx, s_val, n_cat):
+    """Σ of the category shares of each list's distinct items, ascending, each weighted by
+    its count: `list_distribution`'s `x @ shares` over the summed-duplicates CSR of the
+    lists, operation for operation."""
+    out = np.zeros((vals.shape[0], n_cat), dtype=np.float64)
+    for r in range(vals.shape[0]):
+        for j in range(sizes[r]):
+            i = vals[r, j]
+            c = cnts[r, j]
             for s in range(s_ptr[i], s_ptr[i + 1]):
                 out[r, s_idx[s]] += c * s_val[s]
-            j += 1
-    return out, n
+    return out
 
 
-def miscalibration(recommended, train_csr, users, item_categories, alpha: float = 0.01):
+def miscalibration(recommended, train_csr, users, item_categories, alpha: float = 0.01, lists=None):
     """`divrec.metrics.miscalibration(recommended, train_csr[users], item_categories, alpha)`,
     the same `(U,)` values (Steck 2018, Eq. 1, 2 and 5), without the row-indexed history, the
     two sparse products and their dense copies.
@@ -221,6 +224,7 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
         users: `(U,)` rows of `train_csr` of the lists' users.
         item_categories: `(n_items, C)` multi-hot categories.
         alpha: smoothing α.
+        lists: `sorted_lists(recommended)` when already computed.
     """
     import scipy.sparse as sp
 
@@ -242,9 +246,19 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
         train_csr.data, *args,
     )  # fmt: skip
     p = np.divide(hist, n_h[:, None], out=np.zeros_like(hist), where=n_h[:, None] > 0)
-    lists, n_l = _list_mix(rec.astype(np.int64, copy=False), *args)
-    q = np.divide(lists, n_l[:, None], out=np.zeros_like(lists), where=n_l[:, None] > 0)
-    return M.kl_miscalibration(p, q, alpha)
+    vals, cnts, sizes, n_l = sorted_lists(rec) if lists is None else lists
+    mix = _list_mix(vals, cnts, sizes, *args)
+    q = np.divide(mix, n_l[:, None], out=np.zeros_like(mix), where=n_l[:, None] > 0)
+    a = float(alpha)
+    if not 0.0 < a <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    # `kl_miscalibration(p, q, alpha)`'s expression, without its checks (p and q are
+    # finite and non-negative by construction)
+    pos = p > 0
+    qt = (1.0 - a) * q + a * p
+    ratio = np.where(pos, p / np.where(pos, qt, 1.0), 1.0)
+    out = np.sum(np.where(pos, p * np.log(ratio), 0.0), axis=-1)
+    return np.where(pos.any(axis=-1), out, np.nan)
 
 
 @njit(cache=True, nogil=True)
@@ -376,40 +390,28 @@ def category_coverage(recommended, item_categories) -> tuple[float, int]:
 
 
 @njit(cache=True, nogil=True)
-def _list_sums(rec, unit, sq):
+def _list_sums(vals, cnts, sizes, unit, sq):
     """Per list: Σ count·unit[i] `(U, d)` and Σ count·sq[i] `(U,)` over its distinct items,
     ascending, each element accumulated from 0 in that order: scipy's `csr_matvecs` and
     `csr_matvec` over `metrics.ilad`'s summed-duplicates list matrix, operation for
     operation."""
-    u, k = rec.shape
+    u = vals.shape[0]
     d = unit.shape[1]
     summed = np.zeros((u, d), dtype=np.float64)
     self_sq = np.zeros(u, dtype=np.float64)
-    buf = np.empty(k, dtype=np.int64)
     for r in range(u):
-        m = 0
-        for j in range(k):
-            if rec[r, j] >= 0:
-                buf[m] = rec[r, j]
-                m += 1
-        _sort_small(buf, m)
         acc = 0.0
-        j = 0
-        while j < m:
-            i = buf[j]
-            c = 1.0
-            while j + 1 < m and buf[j + 1] == i:
-                c += 1.0
-                j += 1
+        for j in range(sizes[r]):
+            i = vals[r, j]
+            c = cnts[r, j]
             for t in range(d):
                 summed[r, t] += c * unit[i, t]
             acc += c * sq[i]
-            j += 1
         self_sq[r] = acc
     return summed, self_sq
 
 
-def ilad(recommended, item_vectors) -> np.ndarray:
+def ilad(recommended, item_vectors, lists=None) -> np.ndarray:
     """`divrec.metrics.ilad` (CDM Eq. 21), the same `(U,)` values, without building the
     `(U, n_items)` list matrix: each list's unit vectors are summed by a compiled loop in
     the order of the sparse product they replace.
@@ -417,15 +419,14 @@ def ilad(recommended, item_vectors) -> np.ndarray:
     Args:
         recommended: `(U, K)` int item indices, −1 = padding.
         item_vectors: `(n_items, d)` item embeddings.
+        lists: `sorted_lists(recommended)` when already computed.
     """
     from divrec.metrics.diversity import _check_matrix, _pairwise_mean_distance, _unit_rows
 
     vecs = _check_matrix(item_vectors, "item_vectors")
     rec = check_recommended(recommended, vecs.shape[0])
     unit = np.ascontiguousarray(_unit_rows(vecs))
-    summed, self_sq = _list_sums(
-        rec.astype(np.int64, copy=False), unit, np.einsum("id,id->i", unit, unit)
-    )
+    vals, cnts, sizes, n_valid = sorted_lists(rec) if lists is None else lists
+    summed, self_sq = _list_sums(vals, cnts, sizes, unit, np.einsum("id,id->i", unit, unit))
     sum_sq = np.einsum("ud,ud->u", summed, summed)
-    n_valid = (rec >= 0).sum(axis=1).astype(np.float64)
     return np.clip(_pairwise_mean_distance(sum_sq, self_sq, n_valid), 0.0, 2.0)

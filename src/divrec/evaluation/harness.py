@@ -168,15 +168,19 @@ def evaluate(
 def _evaluate(split, config, item_vectors, users, recs, hits, n_rel, extra) -> EvalResult:
     per_user = {"user": users}
     popularity = _item_popularity(split.train) if "novelty" in config.diversity else None
+    # each list sorted once per k, shared by ILAD, miscalibration and between-user diversity
+    lists = {k: _fast.sorted_lists(recs[:, :k]) for k in config.ks}
     for k in config.ks:
         per_user.update(_accuracy(config.accuracy, hits, n_rel, k))
         per_user.update(
-            _diversity(config.diversity, recs[:, :k], split, item_vectors, popularity, k, users)
+            _diversity(
+                config.diversity, recs[:, :k], split, item_vectors, popularity, k, users, lists[k]
+            )
         )
     per_user.update(extra)
     table = pd.DataFrame(per_user)
     aggregate = _aggregate(table, config)
-    system = _system(recs, split, config)
+    system = _system(recs, split, config, lists)
     system.update(_group_exposure(recs, split, config, users))
     info = {"users": int(len(users)), "protocol": split.protocol or config.protocol}
     return EvalResult(table, aggregate, system, recs, config, info)
@@ -300,13 +304,15 @@ def _accuracy(names, hits, n_rel, k) -> dict[str, np.ndarray]:
     return {f"{name}@{k}": fns[name]() for name in names}
 
 
-def _diversity(names, recs, split, item_vectors, popularity, k, users) -> dict[str, np.ndarray]:
+def _diversity(
+    names, recs, split, item_vectors, popularity, k, users, lists=None
+) -> dict[str, np.ndarray]:
     train = split.train
     cats = train.item_categories
     out = {}
     for name in names:
         if name == "ilad" and item_vectors is not None:
-            out[f"ilad@{k}"] = _fast.ilad(recs, item_vectors)
+            out[f"ilad@{k}"] = _fast.ilad(recs, item_vectors, lists)
         elif name == "category_ild" and cats is not None:
             out[f"category_ild@{k}"] = M.category_ild(recs, cats)
         elif name == "user_category_coverage" and cats is not None:
@@ -314,7 +320,9 @@ def _diversity(names, recs, split, item_vectors, popularity, k, users) -> dict[s
         elif name == "novelty":
             out[f"novelty@{k}"] = M.novelty(recs, popularity, train.n_users)
         elif name == "miscalibration" and cats is not None:  # Steck 2018 C_KL, α = 0.01
-            out[f"miscalibration@{k}"] = _fast.miscalibration(recs, _train_csr(train), users, cats)
+            out[f"miscalibration@{k}"] = _fast.miscalibration(
+                recs, _train_csr(train), users, cats, lists=lists
+            )
         elif name == "arp":  # share of training users, Abdollahpouri et al. 2019
             share = _item_popularity(train) / max(train.n_users, 1)
             out[f"arp@{k}"] = M.average_recommendation_popularity(recs, share)
@@ -336,7 +344,7 @@ def _group_exposure(recs, split, config, users) -> dict[str, float]:
     return out
 
 
-def _system(recs, split, config) -> dict[str, float]:
+def _system(recs, split, config, lists=None) -> dict[str, float]:
     n_items = split.train.n_items
     cats = split.train.item_categories
     out: dict[str, float] = {}
@@ -353,7 +361,11 @@ def _system(recs, split, config) -> dict[str, float]:
         out[f"exposure_gini@{k}"] = gini_of_counts(counts)
         out[f"exposure_entropy@{k}"] = entropy_of_counts(counts)
         out[f"between_user_diversity@{k}"] = _fast.between_user_diversity(
-            r, n_items, max_pairs=config.between_user_pairs, seed=config.seed
+            r,
+            n_items,
+            max_pairs=config.between_user_pairs,
+            seed=config.seed,
+            lists=None if lists is None else lists[k],
         )
         if cats is not None:
             coverage, distinct_cats = _fast.category_coverage(r, cats)
