@@ -385,28 +385,58 @@ def _check_log(log: object, func: str) -> SparkLog:
     return log
 
 
+#: the most (value, count) rows the temporal split's cut search brings to the driver
+CUT_COLLECT_LIMIT = 100_000
+
+
+def _kth_smallest(df: DataFrame, col: str, k: int, n: int):
+    """`(v, before)`: the k-th smallest value of `col` among the `n` rows of `df` (1-based,
+    repeats counted) and the number of rows below `v`.
+
+    A bracket around it is narrowed with quantile sketches (`approxQuantile`, rank error
+    0.1 %: the values at ranks k/n ∓ 1 % hold the k-th) and scalar counts, each step keeping
+    ≈ 2 % of the rows, until it holds at most `CUT_COLLECT_LIMIT` rows; then its
+    (value, count) pairs are collected. When ties stop the bracket from shrinking while it
+    holds more distinct values than the limit, its values are sorted on the executors and
+    numbered (`zipWithIndex`) instead. Only scalars and at most `CUT_COLLECT_LIMIT` rows
+    reach the driver, whatever the size of the log.
+    """
+    below, sub, size = 0, df, n
+    while size > CUT_COLLECT_LIMIT:
+        q = (k - below) / size
+        lo, hi = sub.approxQuantile(col, [max(0.0, q - 0.01), min(1.0, q + 0.01)], 0.001)
+        b = sub.filter(F.col(col) < lo).count()
+        u = sub.filter(F.col(col) <= hi).count()
+        if not (b < k - below <= u) or u - b >= size:
+            break  # ties (or a missed sketch): no smaller bracket
+        below += b
+        sub = sub.filter((F.col(col) >= lo) & (F.col(col) <= hi))
+        size = u - b
+    counts = sub.groupBy(col).count()
+    if size > CUT_COLLECT_LIMIT and counts.count() > CUT_COLLECT_LIMIT:
+        target = k - below - 1  # 0-based position in `sub`
+        ordered = sub.select(col).rdd.map(lambda r: r[0]).sortBy(lambda v: v).zipWithIndex()
+        value = ordered.filter(lambda t: t[1] == target).map(lambda t: t[0]).first()
+        return value, below + sub.filter(F.col(col) < value).count()
+    frame = counts.orderBy(col).toPandas()
+    cum = below + np.cumsum(frame["count"].to_numpy(np.int64))
+    pos = int(np.searchsorted(cum, k))  # first value with cumulative count >= k
+    return frame[col].iloc[pos], int(cum[pos - 1]) if pos else below
+
+
 def _first_rows_cut(df: DataFrame, key: str, n_first: int, n: int):
     """The cut `(T, row_cut)` such that exactly the `n_first` first rows in (key, row)
     order satisfy `key < T or (key == T and row <= row_cut)`; None when `n_first == 0`.
+
+    Both parts by `_kth_smallest` (no collect that grows with the log): T is the
+    `n_first`-th key, `row_cut` the `need`-th row among the rows of key T (rows are unique).
     """
     if n_first <= 0:
         return None
-    q = n_first / n
-    lo, hi = df.approxQuantile(key, [max(0.0, q - 0.01), min(1.0, q + 0.01)], 0.001)
-    below = df.filter(F.col(key) < lo).count()
-    upto = df.filter(F.col(key) <= hi).count()
-    if not (below < n_first <= upto):  # the approximate bracket missed: take everything
-        lo, hi = None, None
-        below = 0
-    inside = df if lo is None else df.filter((F.col(key) >= lo) & (F.col(key) <= hi))
-    counts = inside.groupBy(key).count().orderBy(key).toPandas()
-    cum = below + np.cumsum(counts["count"].to_numpy(np.int64))
-    pos = int(np.searchsorted(cum, n_first))  # first key with cumulative >= n_first
-    cut = counts[key].iloc[pos]
-    before = int(cum[pos - 1]) if pos else below
-    need = n_first - before  # rows of key == cut that are among the first n_first
-    rows = df.filter(F.col(key) == cut).select("row").orderBy("row").limit(need).toPandas()
-    return cut, int(rows["row"].iloc[-1])
+    cut, before = _kth_smallest(df, key, n_first, n)
+    ties = df.filter(F.col(key) == cut)
+    row_cut, _ = _kth_smallest(ties, "row", n_first - before, ties.count())
+    return cut, int(row_cut)
 
 
 def temporal_split(log: SparkLog, test_fraction: float = 0.2) -> SparkSplit:
