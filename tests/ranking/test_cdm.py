@@ -328,3 +328,30 @@ def test_frozen_backbone_keeps_f_and_student_width_round_trips(fitted, tmp_path)
     np.testing.assert_array_equal(
         loaded.score(req.users, req.candidates), cdm.score(req.users, req.candidates)
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "calls"),
+    [
+        ({}, 1),
+        ({"teacher_refresh": True}, 3),
+        ({"teacher_refresh": True, "freeze_backbone": True}, 1),
+    ],
+)
+def test_teacher_refresh_recomputes_labels_each_joint_epoch(monkeypatch, params, calls):
+    data, req, _ = topic_requests(n_users=30, n_items=20)
+    seen = []
+    orig = CDMRanker._teacher
+
+    def spy(self, r):
+        out = orig(self, r)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(CDMRanker, "_teacher", spy)
+    base = dict(dim=4, hidden=(8,), max_epochs=1, cdm_epochs=3, teacher_k=4, n_context=2)
+    model = CDMRanker(**base, **params).fit(data, requests=req)
+    assert len(seen) == calls
+    for y in seen:  # each one a teacher_k-hot selection
+        assert ((y == 0) | (y == 1)).all() and (y.sum(1) <= 4).all()
+    assert len(model.joint_val_losses_) == 3

@@ -347,6 +347,9 @@ class CDMConfig(DCNConfig):
             of the selected items only).
         freeze_backbone: keep the pre-trained backbone fixed in the joint phase (a diagnosis
             variant; the paper trains both): serving is then the teacher's own `f` + γ·y_stu.
+        teacher_refresh: recompute the teacher labels (Eq. 16) from the current backbone at
+            the start of every joint epoch after the first (default: once, from the
+            pre-trained backbone), so that `y_tea` follows the `f` it is served with.
         n_candidates: N of the requests carved out of `train` when none are given, and the
             context size of `score_all`.
     """
@@ -368,6 +371,7 @@ class CDMConfig(DCNConfig):
     student_hidden: int = param(0, ge=0)
     topk: Literal["relaxed", "hard"] = "relaxed"
     freeze_backbone: bool = False
+    teacher_refresh: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -530,7 +534,9 @@ class CDMRanker(DCNRanker):
         # the best joint epoch (no early stopping) keeps both modules' weights
         both = nn.ModuleDict({"net": self.net_, "student": self.student_})
         with TrainLoop("CDM", n_steps, self.progress) as loop:
-            for _ in range(int(self.cdm_epochs)):
+            for epoch in range(int(self.cdm_epochs)):
+                if epoch and self.teacher_refresh and not self.freeze_backbone:
+                    y_tea = self._teacher(req)  # MMR on the current backbone
                 self.net_.train(not self.freeze_backbone)
                 self.student_.train()
                 for rows in batches(rng.permutation(tr), size):
