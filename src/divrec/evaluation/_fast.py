@@ -430,3 +430,118 @@ def ilad(recommended, item_vectors, lists=None) -> np.ndarray:
     summed, self_sq = _list_sums(vals, cnts, sizes, unit, np.einsum("id,id->i", unit, unit))
     sum_sq = np.einsum("ud,ud->u", summed, summed)
     return np.clip(_pairwise_mean_distance(sum_sq, self_sq, n_valid), 0.0, 2.0)
+
+
+#: numpy's block size of pairwise summation: longer sums split in halves (not reproduced here)
+_PW_BLOCKSIZE = 128
+
+
+@njit(cache=True, nogil=True)
+def _np_pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise summation of `a[lo:lo + n]`, `n ≤ 128` (the inner loop of
+    `np.add.reduce`: sequential below 8 terms, else 8 interleaved partial sums)."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r = a[lo : lo + 8].copy()
+    i = 8
+    while i < n - (n % 8):
+        for j in range(8):
+            r[j] += a[lo + i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _category_sums(vals, cnts, sizes, c_ptr, c_idx, inv, has_cat, n_cat):
+    """`metrics.category_ild`'s `sum_sq` and `self_sq`, operation for operation.
+
+    There, `unit = diags(inv) @ cats` stores each item's categories in descending order
+    (scipy's `csr_matmat` writes a row's columns in the reverse of their first touch);
+    `summed = m @ unit` accumulates each category's `count · inv[i]` over the list's items
+    ascending and stores the row in the reverse of first touch; `summed.multiply(summed)`
+    writes the squares in first-touch order (the reverse again) unless every row of
+    `summed` is already sorted (then in that order); `.sum(axis=1)` is `np.add.reduceat`
+    over each row: the first square plus numpy's pairwise sum of the others.
+    """
+    u = vals.shape[0]
+    sums = np.zeros((u, n_cat), dtype=np.float64)
+    first = np.empty((u, n_cat), dtype=np.int64)
+    n_first = np.zeros(u, dtype=np.int64)
+    stamp = np.zeros(n_cat, dtype=np.int64)
+    self_sq = np.zeros(u, dtype=np.float64)
+    canonical = True
+    for r in range(u):
+        t = 0
+        acc = 0.0
+        for j in range(sizes[r]):
+            i = vals[r, j]
+            c = cnts[r, j]
+            acc += c * has_cat[i]
+            for s in range(c_ptr[i + 1] - 1, c_ptr[i] - 1, -1):
+                g = c_idx[s]
+                sums[r, g] += c * inv[i]
+                if stamp[g] != r + 1:
+                    stamp[g] = r + 1
+                    first[r, t] = g
+                    t += 1
+        self_sq[r] = acc
+        # stored order of `summed`: the first-touch order reversed, zero sums dropped
+        m = 0
+        for q in range(t):
+            g = first[r, q]
+            if sums[r, g] != 0:
+                first[r, m] = g
+                m += 1
+        n_first[r] = m
+        for q in range(m - 1):  # stored order ascending <=> first-touch order descending
+            if first[r, q] <= first[r, q + 1]:
+                canonical = False
+    sum_sq = np.zeros(u, dtype=np.float64)
+    sq = np.empty(n_cat, dtype=np.float64)
+    for r in range(u):
+        if n_first[r] > _PW_BLOCKSIZE + 1:  # numpy would split the sum: not reproduced
+            return sum_sq, self_sq, False
+        m = n_first[r]
+        n = 0
+        for q in range(m):
+            g = first[r, m - 1 - q] if canonical else first[r, q]
+            x = sums[r, g] * sums[r, g]
+            if x != 0:
+                sq[n] = x
+                n += 1
+        if n > 0:
+            sum_sq[r] = sq[0] + _np_pairwise_sum(sq, 1, n - 1)
+    return sum_sq, self_sq, True
+
+
+def category_ild(recommended, item_categories, lists=None) -> np.ndarray:
+    """`divrec.metrics.category_ild`, the same `(U,)` values, without the `(U, n_items)` list
+    matrix and the two sparse products (see `_category_sums` for the order of the terms).
+
+    Args:
+        recommended: `(U, K)` int item indices, −1 = padding.
+        item_categories: `(n_items, C)` scipy sparse; any nonzero counts as 1.
+        lists: `sorted_lists(recommended)` when already computed.
+    """
+    from divrec.metrics._validation import check_csr
+    from divrec.metrics.diversity import _pairwise_mean_distance
+
+    cats = check_csr(item_categories, "item_categories")
+    rec = check_recommended(recommended, cats.shape[0])
+    norms = np.sqrt(np.diff(cats.indptr).astype(np.float64))
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    vals, cnts, sizes, n_valid = sorted_lists(rec) if lists is None else lists
+    sum_sq, self_sq, ok = _category_sums(
+        vals, cnts, sizes, cats.indptr, cats.indices, inv, (norms > 0).astype(np.float64),
+        cats.shape[1],
+    )  # fmt: skip
+    if not ok:  # a list with over 129 categories
+        return M.category_ild(rec, cats)
+    return np.clip(_pairwise_mean_distance(sum_sq, self_sq, n_valid), 0.0, 1.0)

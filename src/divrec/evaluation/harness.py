@@ -314,7 +314,7 @@ def _diversity(
         if name == "ilad" and item_vectors is not None:
             out[f"ilad@{k}"] = _fast.ilad(recs, item_vectors, lists)
         elif name == "category_ild" and cats is not None:
-            out[f"category_ild@{k}"] = M.category_ild(recs, cats)
+            out[f"category_ild@{k}"] = _fast.category_ild(recs, cats, lists)
         elif name == "user_category_coverage" and cats is not None:
             out[f"user_category_coverage@{k}"] = _fast.user_category_coverage(recs, cats)
         elif name == "novelty":
