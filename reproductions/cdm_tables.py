@@ -8,11 +8,16 @@ public), see `divrec.splitting.candidate_requests`:
   training part; 57 categories; no user side features).
 - Requests: global time cuts at the 70% / 85% quantiles of the timestamps: training requests
   = users with history before t0 and interactions in [t0, t1); test requests = history
-  before t1, targets in [t1, end]. Pre-ranker: iALS (64 factors) fitted on each side's
+  before t1, targets in [t1, end]. `--train-cuts n`: training requests from n sliding cuts
+  (quantiles evenly spaced in [--first-cut, 0.7], each with the next 15% of the log as
+  labels, the pre-ranker refitted on each cut's history; a user has one request per cut;
+  `divrec.evaluation.candidate_requests.sliding_requests`); nothing at or after t1 is read.
+  Pre-ranker: iALS (64 factors) fitted on each side's
   history; N = 200 candidates per request (history items excluded); labels = target items.
 - Models (all trained on the training requests only; the DCN serving history of test
   requests is the log before t1; its "last 100 items" are the most recent by time):
-  DCN-v2 (Wang et al. 2021; the paper cites DCN v1 — a stated deviation) (dim 16, 2
+  DCN-v2 (Wang et al. 2021; the paper cites DCN v1 — a stated deviation; the library has
+  v1 as `DCNConfig.cross_version="v1"`, not used here) (dim 16, 2
   full-rank cross layers, MLP 128-64-32, dropout 0.25, Adam 3e-3, batch 8 requests, early
   stopping patience 2 on 10% held-out requests); IPW = the same DCN with inverse category
   propensity weights on positives;
@@ -49,6 +54,7 @@ from divrec.evaluation.candidate_requests import (
     summarize,
 )
 from divrec.metrics.reference import reference_item_vectors
+from reproductions.cdm_diagnosis import teacher_only
 
 KS = (5, 20)
 GAMMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
@@ -141,6 +147,7 @@ def run_dataset(name: str, args, log) -> dict:
     split = request_split(
         data, (0.7, 0.85), "ials", {"factors": 64}, n_candidates=args.n_candidates,
         max_train=args.max_train, max_test=args.max_test, seed=args.seed,
+        train_cuts=args.train_cuts, first_cut=args.first_cut,
     )  # fmt: skip
     tr, te = split["train"], split["test"]
     log(f"{name}: requests train {len(tr)} test {len(te)} ({time.time() - t_start:.0f}s)")
@@ -190,9 +197,14 @@ def run_dataset(name: str, args, log) -> dict:
     # λ on the pre-trained backbone, as the training labels are made)
     teacher20 = _rerank("IA-MMR", args.teacher_lambda, f, cand, e_t, u_t, 20)
     agreement: dict[str, float] = {"DCN (backbone alone)": _overlap(lists_by["DCN"], teacher20)}
+    # the teacher's items outside the DCN's top 20 (its diversity moves) that a list recovers
+    teacher20_ind = np.zeros(cand.shape, dtype=np.float32)
+    for r, row in enumerate(teacher20):
+        teacher20_ind[r] = np.isin(cand[r], row[row >= 0]) & (cand[r] >= 0)
+    moved: dict[str, float] = {}
     cdm_kw = dict(
         kw, teacher_k=20, teacher_lambda=args.teacher_lambda, n_context=10,
-        cdm_epochs=args.cdm_epochs,
+        cdm_epochs=args.cdm_epochs, **args.cdm_params,
     )  # fmt: skip
     variants = {"CDM": {}, "-InfoNCE": {"beta2": 0.0}, "-CCE": {"context": "plain"}}
     if args.skip_baselines:
@@ -203,8 +215,10 @@ def run_dataset(name: str, args, log) -> dict:
         variants[f"CDM (λ={lam:g})"] = {"teacher_lambda": lam}
     chosen = None
     if args.validate:
-        chosen = validation_choice(data, tr, hist, ufeat, kw, cdm_kw, args, log)
-        variants["CDM (validation-chosen)"] = {"teacher_lambda": chosen["lambda"]}
+        t0 = int(split["periods"]["train"][0])
+        chosen = validation_choice(data, tr, t0, hist, ufeat, kw, cdm_kw, args, log)
+        variants["CDM (validation-chosen)"] = {"teacher_lambda": chosen["lambda"],
+                                               **chosen["student"]}  # fmt: skip
     gamma_curves: dict[str, dict] = {}
     extra: dict[str, float] = {}
     for vname, vkw in variants.items():
@@ -225,8 +239,13 @@ def run_dataset(name: str, args, log) -> dict:
                 gamma_curves[str(g)] = results[label]
             if g == head:
                 agreement[label] = _overlap(lists, teacher20)
+                moved[label] = teacher_only(fc + g * y, f, cand, teacher20_ind)
         # the student's own ranking (y_stu alone), against the teacher's top-20
         agreement[f"{vname}: student y_stu alone"] = _overlap(_topk_lists(y, cand, kmax), teacher20)
+        agreement[f"{vname}: its backbone f_cdm alone"] = _overlap(
+            _topk_lists(fc, cand, kmax), teacher20
+        )
+        moved[f"{vname}: student y_stu alone"] = teacher_only(y, f, cand, teacher20_ind)
         log(f"{name}: {vname} done ({time.time() - t0:.0f}s)")
     return {
         "dataset": name,
@@ -237,50 +256,91 @@ def run_dataset(name: str, args, log) -> dict:
         "grids": grid_rows,
         "extra": extra,
         "teacher_agreement@20": agreement,
+        "teacher_only_recovered@20": moved,
         "validation_choice": chosen,
         "dcn_val_losses": dcn.val_losses_,
         "seconds": time.time() - t_start,
     }
 
 
-def validation_choice(data, tr, hist, ufeat, kw, cdm_kw, args, log) -> dict:
-    """Teacher λ and serving γ of CDM chosen on validation requests, never on the test ones.
+def validation_choice(data, tr, t0, hist, ufeat, kw, cdm_kw, args, log) -> dict:
+    """The student's settings, teacher λ and serving γ of CDM chosen on validation requests,
+    never on the test ones.
 
-    A seeded 20% of the training requests is held out; a DCN and, for each λ of
-    `VAL_LAMBDAS`, a CDM are fitted on the other 80%; each (λ, γ ∈ GAMMAS) is scored on the
-    held-out requests (with their own histories, and ILAD in a reference space of the log
-    before the training cut t0) by the objective fixed a priori
-    `recall@20 + args.val_weight · ilad_svd@20`; the best pair is returned.
+    The requests of a seeded 20% of the training users (all their cuts) are held out; a DCN
+    is fitted on the others. Then (1) each student setting of `args.val_student` (name →
+    CDMConfig overrides; the command-line settings first) is fitted at the a-priori λ and
+    scored on the held-out requests (their own histories; ILAD in a reference space of the
+    log before the training cut t0) by the objective fixed a priori
+    `recall@20 + args.val_weight · ilad_svd@20` at its best γ ∈ GAMMAS, ties to the first;
+    (2) with the chosen setting, each λ of `VAL_LAMBDAS` × γ ∈ GAMMAS; the best pair is
+    returned. Teacher agreement@20 of each fit on the held-out requests is recorded too.
     """
     from divrec.ranking.cdm import CDMRanker
-    from divrec.ranking.dcn import DCNRanker
+    from divrec.ranking.dcn import DCNRanker, request_hist_rows
+    from reproductions.cdm_diagnosis import backbone_and_teacher, overlap
 
-    t0 = int(tr.history_end)
     rng = np.random.default_rng(args.seed)
-    perm = rng.permutation(len(tr))
-    n_val = max(1, len(tr) // 5)
-    val, fit = tr.take(np.sort(perm[:n_val])), tr.take(np.sort(perm[n_val:]))
+    users = np.unique(tr.users)
+    val_users = rng.choice(users, size=max(1, users.size // 5), replace=False)
+    is_val = np.isin(tr.users, val_users)
+    val, fit = tr.take(np.flatnonzero(is_val)), tr.take(np.flatnonzero(~is_val))
+    hrows = request_hist_rows(val, np.arange(len(val)))
     before = data.select(data.timestamps < t0)
     spaces = {"svd": reference_item_vectors(before, dim=64, seed=args.seed)}
     dcn = DCNRanker(**kw).fit(hist, requests=fit, user_features=ufeat)
-    grid = []
-    for lam in VAL_LAMBDAS:
-        cdm = CDMRanker(**{**cdm_kw, "teacher_lambda": lam}).fit(hist, requests=fit, backbone=dcn)
-        f, y = cdm.request_scores(val.users, val.candidates, val.history, val.users)
+    cand = val.candidates
+    # the a-priori teacher on the held-out requests (for the agreement column)
+    _, tea = backbone_and_teacher(dcn, val, float(cdm_kw["teacher_lambda"]), 20)
+
+    def score(over: dict, lam: float) -> list[dict]:
+        cdm = CDMRanker(**{**cdm_kw, **over, "teacher_lambda": lam})
+        cdm.fit(hist, requests=fit, backbone=dcn)
+        f, y = cdm.request_scores(val.users, cand, val.history, hrows)
+        rows = []
         for g in GAMMAS:
-            lists = _topk_lists(f + g * y, val.candidates, 20)
+            lists = _topk_lists(f + g * y, cand, 20)
             m = list_metrics(lists, val, (20,), spaces, None)
             rec, div = float(np.nanmean(m["recall@20"])), float(np.nanmean(m["ilad_svd@20"]))
-            grid.append({"lambda": lam, "gamma": g, "recall@20": rec, "ilad_svd@20": div,
-                         "objective": rec + args.val_weight * div})  # fmt: skip
+            rows.append({"lambda": lam, "gamma": g, "recall@20": rec, "ilad_svd@20": div,
+                         "objective": rec + args.val_weight * div,
+                         "teacher_agreement@20": overlap(f + g * y, cand, tea)})  # fmt: skip
+        rows[0]["student_alone_agreement@20"] = overlap(y, cand, tea)
+        return rows
+
+    lam0 = float(cdm_kw["teacher_lambda"])
+    student_grid = {}
+    for name, over in {"as configured": {}, **args.val_student}.items():
+        student_grid[name] = {"overrides": over, "grid": score(over, lam0)}
+    best_name = max(
+        student_grid, key=lambda n: max(r["objective"] for r in student_grid[n]["grid"])
+    )
+    student = student_grid[best_name]["overrides"]
+    log(f"validation: student setting {best_name!r}")
+    grid = []
+    for lam in VAL_LAMBDAS:
+        if lam == lam0:
+            grid += student_grid[best_name]["grid"]
+        else:
+            grid += score(student, lam)
     best = max(grid, key=lambda r: r["objective"])
     log(f"validation choice: λ={best['lambda']} γ={best['gamma']} ({len(val)} requests)")
     return {"lambda": best["lambda"], "gamma": best["gamma"], "weight": args.val_weight,
+            "student": student, "student_setting": best_name, "student_grid": student_grid,
             "validation_requests": len(val), "grid": grid}  # fmt: skip
 
 
 #: teacher λ values searched on validation (`--validate`)
 VAL_LAMBDAS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _kv(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` with VALUE read as JSON where it parses (numbers, true/false)."""
+    key, _, val = text.partition("=")
+    try:
+        return key.strip(), json.loads(val)
+    except json.JSONDecodeError:
+        return key.strip(), val
 
 
 def _fmt(entry: dict) -> str:
@@ -444,10 +504,32 @@ def main(argv=None) -> None:
         help="validation objective recall@20 + w · ILAD_svd@20 (fixed a priori)",
     )  # fmt: skip
     ap.add_argument(
+        "--jobs", type=int, default=1,
+        help="(dataset, seed) runs in parallel processes (torch threads 1 each)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--train-cuts", type=int, default=1,
+        help="training requests from this many sliding time cuts (1: the single cut t0)",
+    )  # fmt: skip
+    ap.add_argument("--first-cut", type=float, default=0.2, help="quantile of the first cut")
+    ap.add_argument(
+        "--cdm", action="append", default=[], metavar="KEY=VALUE",
+        help="CDMConfig override for every CDM row (e.g. freeze_backbone=true, beta1=10)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--val-student", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="a student setting tried on the validation requests (--validate)",
+    )  # fmt: skip
+    ap.add_argument(
         "--quick", action="store_true",
         help="smoke variant: ml-1m, 150/150 requests, N = 100, 2 + 1 epochs, seed 0",
     )  # fmt: skip
     args = ap.parse_args(argv)
+    args.cdm_params = dict(_kv(x) for x in args.cdm)
+    args.val_student = {
+        x.split(":", 1)[0]: dict(_kv(y) for y in x.split(":", 1)[1].split(","))
+        for x in args.val_student
+    }
     if args.quick:
         args.datasets, args.max_train, args.max_test, args.n_candidates = "ml-1m", 150, 150, 100
         args.epochs, args.cdm_epochs, args.n_bootstrap = 2, 1, 50
@@ -478,10 +560,24 @@ def main(argv=None) -> None:
     plot(all_res, args.out)
 
 
+def _run_one(args, name: str, seed: int) -> dict:
+    """One (dataset, seed) into OUT/seeds/cdm_<dataset>_seed<s>.json (a pool worker)."""
+    import copy
+    import os
+
+    args = copy.copy(args)
+    args.seed = seed
+    t0 = time.time()
+    res = run_dataset(name, args, lambda msg: print(f"[{name} {seed}] {msg}", flush=True))
+    res["seed"], res["wall_seconds"] = seed, time.time() - t0
+    res["loadavg"] = list(os.getloadavg())
+    (args.out / "seeds" / f"cdm_{name}_seed{seed}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def run_seeds(args, log) -> None:
     """Every (dataset, seed) into OUT/seeds/cdm_<dataset>_seed<s>.json (skipped when
     present), then the mean ± 95% t-interval over seeds of every row's metric means."""
-    import os
 
     from divrec.simulate.report import _mean_ci
 
@@ -491,6 +587,16 @@ def run_seeds(args, log) -> None:
     md = ["# CDM tables over seeds" + (" (QUICK smoke run, not a result)" if args.quick else ""),
           "", f"Seeds {args.seeds}; mean ± 95% t-interval over seeds of the per-seed means.",
           ""]  # fmt: skip
+    todo = [(name, seed) for name in args.datasets.split(",") for seed in args.seeds
+            if not (seed_dir / f"cdm_{name}_seed{seed}.json").exists()]  # fmt: skip
+    if args.jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(min(args.jobs, len(todo)), mp_context=ctx) as pool:
+            for fut in [pool.submit(_run_one, args, name, seed) for name, seed in todo]:
+                fut.result()
     for name in args.datasets.split(","):
         per_seed = []
         for seed in args.seeds:
@@ -499,13 +605,7 @@ def run_seeds(args, log) -> None:
                 per_seed.append(json.loads(f.read_text()))
                 log(f"{name} seed {seed}: reused {f}")
                 continue
-            args.seed = seed
-            t0 = time.time()
-            res = run_dataset(name, args, log)
-            res["seed"], res["wall_seconds"] = seed, time.time() - t0
-            res["loadavg"] = list(os.getloadavg())
-            f.write_text(json.dumps(res, indent=1))
-            per_seed.append(res)
+            per_seed.append(_run_one(args, name, seed))
         rows: dict = {}
         for label in per_seed[0]["results"]:
             rows[label] = {}
@@ -513,14 +613,25 @@ def run_seeds(args, log) -> None:
                 vals = [r["results"][label][metric]["mean"] for r in per_seed]
                 mean, ci = _mean_ci(np.array(vals))
                 rows[label][metric] = {"mean": mean, "ci": ci, "per_seed": vals}
-        agree = {}
-        for key in per_seed[0].get("teacher_agreement@20", {}):
-            vals = [r["teacher_agreement@20"][key] for r in per_seed]
-            mean, ci = _mean_ci(np.array(vals))
-            agree[key] = {"mean": mean, "ci": ci}
+        agree, moved = {}, {}
+        for field, dest in (("teacher_agreement@20", agree), ("teacher_only_recovered@20", moved)):
+            for key in per_seed[0].get(field, {}):
+                vals = [r[field][key] for r in per_seed]
+                mean, ci = _mean_ci(np.array(vals))
+                dest[key] = {"mean": mean, "ci": ci}
         summary["datasets"][name] = {
             "rows": rows,
             "teacher_agreement@20": agree,
+            "teacher_only_recovered@20": moved,
+            "validation_choice": [
+                r.get("validation_choice")
+                and {
+                    k: r["validation_choice"][k]
+                    for k in ("lambda", "gamma", "student_setting")
+                    if k in r["validation_choice"]
+                }
+                for r in per_seed
+            ],
             "seconds_per_seed": [r.get("wall_seconds", r["seconds"]) for r in per_seed],
         }
         cols = [c for c in ("recall@20", "mrr@20", "ilad_svd@20", "ilad_genre@20", "cc@20")
@@ -540,6 +651,9 @@ def run_seeds(args, log) -> None:
         md += ["", "Agreement with the teacher's top-20 on the test requests (share of the "
                "teacher's items in the list's top 20):", ""]  # fmt: skip
         md += [f"- {k}: {v['mean']:.3f}" for k, v in agree.items()]
+        md += ["", "Share of the teacher's items outside the DCN's top 20 (its diversity moves) "
+               "that the list's top 20 recovers:", ""]  # fmt: skip
+        md += [f"- {k}: {v['mean']:.3f}" for k, v in moved.items()]
         md.append("")
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=1))
     (args.out / "seeds.md").write_text("\n".join(md))
