@@ -162,3 +162,14 @@ def test_cli_search_bad_values_are_one_line_before_spark(tmp_path, monkeypatch):
     _one_line(res, "nprobe must be >= 1")
     res = runner.invoke(app, [*rec, "--search", "auto", "--index-param", "nprobe"])
     _one_line(res, "--index-param 'nprobe' is not of the form name=value")
+
+
+def test_u2i_search_errors_before_any_job(spark, small):
+    _, items, _, _, uv, _ = small
+    view = FactorView(None, items)
+    with pytest.raises(ValueError, match="search must be 'exact', 'faiss' or 'auto'"):
+        sc.u2i(spark, uv, view, 10, search="annoy")
+    with pytest.raises(ValueError, match="index .* needs search='faiss' or 'auto'"):
+        sc.u2i(spark, uv, view, 10, index=FaissSearchConfig(kind="flat"))
+    with pytest.raises(ValueError, match="index must be a FaissSearchConfig"):
+        sc.u2i(spark, uv, view, 10, search="faiss", index={"kind": "flat"})

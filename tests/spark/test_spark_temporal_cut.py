@@ -57,23 +57,26 @@ def calls(spark, monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("case", ["distinct", "ties", "heavy-ends"])
-def test_temporal_cut_bounded_collect_equals_in_memory(spark, calls, case):
-    rng = np.random.default_rng(1)
-    if case == "distinct":  # 400 distinct timestamps: the bracket narrows to <= 5 rows
-        ts, frac = rng.permutation(400) * 3, 0.3
-    elif case == "ties":  # 12 timestamps: the key bracket stops on one value, rows narrow
-        ts, frac = rng.integers(0, 12, 400), 0.45
-    else:  # 198 rows at 0, 198 at 1000, 4 between, the cut among them: the ±1 % ranks are
-        # 0 and 1000, no bracket is smaller, and its 6 values > 5: numbered on the executors
-        ts = np.concatenate([np.zeros(198), np.full(198, 1000), np.arange(1, 5) * 100])
-        ts, frac = rng.permutation(ts).astype(np.int64), 0.5
+def test_temporal_cut_bounded_collect_equals_in_memory(spark, calls):
+    # 12 timestamps over 400 rows: the key bracket narrows to one value, then the rows
+    ts, frac = np.random.default_rng(1).integers(0, 12, 400), 0.45
     data = _log(ts)
     log = sd.from_interactions(spark, data, partitions=3)
     calls.update(collect=[], quantile=0, zip=0)
     split = sd.temporal_split(log, frac)
-    assert split.train.count() + split.test.count() == data.nnz
     assert calls["collect"] and max(calls["collect"]) <= 5, calls
-    assert calls["quantile"] >= 1 and calls["zip"] == (case == "heavy-ends"), calls
+    assert calls["quantile"] >= 2 and calls["zip"] == 0, calls
     got = np.sort(split.test.df.select("row").toPandas()["row"].to_numpy())
     np.testing.assert_array_equal(got, _test_rows(data, frac))
+    assert split.train.count() + got.size == data.nnz
+
+
+def test_kth_smallest_numbers_the_values_when_ties_stop_the_bracket(spark, calls):
+    # 198 values 0, 198 values 1000 and 100, 200, 300, 400 between, the k-th among them:
+    # the ±1 % ranks are 0 and 1000, no bracket is smaller, and its 6 values exceed the
+    # limit of 5: they are sorted and numbered on the executors, only the value comes back
+    values = np.concatenate([np.zeros(198), np.full(198, 1000), [100, 200, 300, 400]])
+    values = np.random.default_rng(2).permutation(values).astype(np.int64)
+    df = spark.createDataFrame([(int(v),) for v in values], "t long").repartition(3)
+    assert sd._kth_smallest(df, "t", 201, values.size) == (300, 200)  # 198 + 100, 200 below
+    assert calls["zip"] == 1 and calls["collect"] == [], calls

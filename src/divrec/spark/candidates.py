@@ -232,8 +232,11 @@ def _driver_index(user_vectors: DataFrame, item_vectors, config: FaissSearchConf
     """
     import faiss
 
+    from divrec.retrieval.ann import AUTO_EXACT_BELOW
+
     queries = None
-    if config.target_recall is not None or config.kind == "auto":
+    auto_tunes = config.kind == "auto" and len(item_vectors) >= AUTO_EXACT_BELOW
+    if (config.target_recall is not None and config.kind != "flat") or auto_tunes:
         rows = (
             user_vectors.select("vector")
             .orderBy(F.rand(config.seed))
@@ -393,6 +396,8 @@ def u2i(
         raise ValueError(f"search must be 'exact', 'faiss' or 'auto', got {search!r}")
     if index is not None and not isinstance(index, FaissSearchConfig):
         raise ValueError(f"index must be a FaissSearchConfig, got {type(index).__name__}")
+    if index is not None and search == "exact":
+        raise ValueError("index (faiss settings) needs search='faiss' or 'auto'")
     if block is None and memory < 1:
         raise ValueError(f"memory budget must be >= 1 byte, got {memory}")
     item_vectors = np.ascontiguousarray(view.item_vectors)
