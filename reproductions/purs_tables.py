@@ -347,7 +347,11 @@ def main(argv=None):
     )  # fmt: skip
     ap.add_argument(
         "--epoch-cost", action="store_true",
-        help="CPU s of one PURS epoch on all ML-1M users (Gaussian vs flat mean shift)",
+        help="CPU s of one epoch of PURS, PURS without clusters and DIN per data set",
+    )  # fmt: skip
+    ap.add_argument(
+        "--epochs-probe", action="store_true",
+        help="epochs to early stopping of PURS and DIN on the --users-* subsets",
     )  # fmt: skip
     ap.add_argument(
         "--patience", type=int, default=None,
@@ -422,8 +426,11 @@ def main(argv=None):
             (out / f"fig5_{ds.lower()}.json").write_text(json.dumps(traces, indent=1))
             print(ds, json.dumps(traces), flush=True)
         return
+    if args.epochs_probe:
+        epochs_probe(out, args.datasets, args.users_movielens, args.users_yelp)
+        return
     if args.epoch_cost:
-        print(json.dumps(epoch_cost(out)))
+        print(json.dumps(epoch_cost(out, args.datasets, args.users_movielens, args.users_yelp)))
         return
     if args.scaling:
         rows, slope = scaling("MovieLens", args.scaling)
@@ -460,20 +467,70 @@ def main(argv=None):
             merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
 
 
-def epoch_cost(out: Path) -> dict:
-    """CPU seconds of one PURS training epoch on all ML-1M timestamped users, with the
-    Gaussian median-radius mean shift (the default) and the former flat radius-0.2 one."""
-    data, thr = load("MovieLens", 10**9)
-    split = window_split(data, 10, 1, thr, 0.1, 0.2, seed=0)
-    res = {"users": int(data.n_users), "train_windows": len(split.train)}
-    flat = {"kernel": "flat", "bandwidth_rule": "fixed", "bandwidth": 0.2}
-    for name, kw in (("gaussian-median (new default)", {}), ("flat 0.2 (former)", flat)):
-        c0, t0 = time.process_time(), time.perf_counter()
-        PURS(epochs=1, seed=0, batch_size=256, **kw).fit_windows(split.train, split.train_log)
-        res[name] = {"cpu_seconds_per_epoch": time.process_time() - c0,
-                     "wall_seconds": time.perf_counter() - t0}  # fmt: skip
+def epoch_cost(out: Path, datasets, users_movielens: int, users_other: int) -> dict:
+    """CPU seconds of one training epoch per model kind on each data set (all windows of the
+    `load` user subset): PURS (Gaussian median-radius mean shift, compiled), PURS without
+    clusters (Variation 4: the network without the mean shift) and DIN (the cheapest
+    baselines' scale); with the validation log loss that early stopping reads each epoch.
+    Writes `OUT/purs_epoch_cost_<dataset>.json`."""
+    import torch
+
+    torch.set_num_threads(1)
+    tags = {"MovieLens": "ml1m", "Yelp": "yelp", "Beauty": "beauty"}
+    all_res = {}
+    for ds in datasets:
+        n_users = users_movielens if ds == "MovieLens" else users_other
+        data, thr = load(ds, n_users)
+        split = window_split(data, 10, 1, thr, 0.1, 0.2, seed=0)
+        res = {"dataset": ds, "users": int(np.unique(data.users).size),
+               "train_windows": len(split.train), "valid_windows": len(split.valid)}  # fmt: skip
+        models = (
+            ("PURS", PURS, {}),
+            ("PURS without clusters (Variation 4)", PURS, {"use_unexpectedness": False}),
+            ("DIN", DIN, {}),
+        )
+        for name, cls, kw in models:
+            c0, t0 = time.process_time(), time.perf_counter()
+            m = cls(epochs=1, seed=0, batch_size=256, **kw)
+            m.fit_windows(split.train, split.train_log, split.valid)
+            res[name] = {"cpu_seconds_per_epoch": m.train_seconds_[0],
+                         "cpu_seconds_with_validation": time.process_time() - c0,
+                         "wall_seconds": time.perf_counter() - t0}  # fmt: skip
+        res["loadavg"] = list(os.getloadavg())
+        res["torch_threads"] = torch.get_num_threads()
+        res["command"] = (
+            "python -m reproductions.purs_tables --epoch-cost --datasets "
+            f"{ds} --users-movielens {users_movielens} --users-yelp {users_other} --out {out}"
+        )
+        (out / f"purs_epoch_cost_{tags[ds]}.json").write_text(json.dumps(res, indent=1))
+        all_res[ds] = res
+    return all_res
+
+
+def epochs_probe(out: Path, datasets, users_movielens: int, users_other: int) -> dict:
+    """Epochs to early stopping (patience 2 on the validation log loss, cap 20) of PURS and
+    DIN on a user subset of each data set, for the full run's time estimate. Writes
+    `OUT/purs_epochs_probe.json`."""
+    import torch
+
+    torch.set_num_threads(1)
+    res = {}
+    for ds in datasets:
+        n_users = users_movielens if ds == "MovieLens" else users_other
+        data, thr = load(ds, n_users)
+        split = window_split(data, 10, 1, thr, 0.1, 0.2, seed=0)
+        row = {"users": int(np.unique(data.users).size), "train_windows": len(split.train)}
+        for name, cls in (("PURS", PURS), ("DIN", DIN)):
+            c0 = time.process_time()
+            m = cls(epochs=20, patience=2, seed=0, batch_size=256)
+            m.fit_windows(split.train, split.train_log, split.valid)
+            row[name] = {"best_epoch": m.best_epoch_, "epochs_run": len(m.train_seconds_),
+                         "valid_loss": [round(v, 5) for v in m.valid_loss_],
+                         "cpu_seconds": time.process_time() - c0}  # fmt: skip
+        res[ds] = row
+        print(ds, json.dumps(row), flush=True)
     res["loadavg"] = list(os.getloadavg())
-    (out / "purs_epoch_cost_ml1m.json").write_text(json.dumps(res, indent=1))
+    (out / "purs_epochs_probe.json").write_text(json.dumps(res, indent=1))
     return res
 
 

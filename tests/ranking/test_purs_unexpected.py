@@ -5,11 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.cluster import MeanShift
 
 from divrec.metrics import unexpectedness_scores
 from divrec.ranking.unexpected import (
     activation,
+    gaussian_modes,
     interest_clusters,
     mean_shift,
     median_bandwidth,
@@ -165,3 +168,64 @@ def test_median_rule_finds_two_interest_blobs_where_a_fixed_small_radius_does_no
     assert int((w_fixed[0] > 0).sum()) == 10
     with pytest.raises(ValueError, match="bandwidth_rule"):
         interest_clusters(x, None, bandwidth_rule="auto")
+
+
+def _numpy_gaussian_modes(x, mask, h, tol, max_iter):
+    """Plain NumPy reference: each real point's own trajectory in R^d (no Gram trick),
+    `c <- sum_j w_j x_j / sum_j w_j`, `w_j = exp(-|c - x_j|^2 / (2h^2))` over the real points,
+    stopping after the step whose move is below `tol` or after `max_iter` steps."""
+    modes, steps = x.copy(), np.zeros(mask.shape, dtype=int)
+    for r in range(x.shape[0]):
+        pts = x[r][mask[r]]
+        for i in np.flatnonzero(mask[r]):
+            c, t = x[r, i].copy(), 0
+            while t < max_iter:
+                w = np.exp(-((pts - c) ** 2).sum(1) / (2 * h[r] ** 2))
+                new = w @ pts / w.sum()
+                move = np.linalg.norm(new - c)
+                c, t = new, t + 1
+                if move < tol:
+                    break
+            modes[r, i], steps[r, i] = c, t
+    return modes, steps
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 7),
+    d=st.integers(1, 5),
+    max_iter=st.sampled_from([1, 3, 300]),
+)
+def test_compiled_gaussian_modes_equal_a_numpy_reference(seed, n, d, max_iter):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (3, n, d))
+    mask = rng.random((3, n)) < 0.8
+    mask[1] = False  # an empty history: every point is its own mode, 0 steps
+    h = rng.uniform(0.3, 1.5, 3)
+    want, want_steps = _numpy_gaussian_modes(x, mask, h, 1e-5, max_iter)
+    got, steps = gaussian_modes(
+        torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(h**2), 1e-5, max_iter
+    )
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-9)
+    np.testing.assert_array_equal(steps.numpy(), np.where(mask, want_steps, 0))
+    # float32 points (as in training): same modes within float32 rounding
+    got32, _ = gaussian_modes(
+        torch.from_numpy(x).float(), torch.from_numpy(mask), torch.from_numpy(h**2), 1e-5,
+        max_iter,
+    )  # fmt: skip
+    np.testing.assert_allclose(got32.numpy(), want, atol=1e-5)
+    # the clusters: no NaN, every real point counted once, none for the empty history
+    c, w = mean_shift(x, mask, bandwidth=h, kernel="gaussian", max_iter=max_iter)
+    assert torch.isfinite(c).all()
+    np.testing.assert_array_equal(w.sum(1).numpy(), mask.sum(1))
+
+
+def test_gaussian_clusters_by_hand_two_pairs():
+    # two pairs far apart: each pair's trajectories meet at its midpoint (symmetry)
+    x = np.array([[[0.0, 0.0], [0.2, 0.0], [5.0, 5.0], [5.0, 5.2], [9.0, 9.0]]])
+    mask = np.array([[True, True, True, True, False]])
+    c, w = mean_shift(x, mask, bandwidth=0.5, kernel="gaussian", tol=1e-12)
+    assert w[0].tolist() == [2.0, 2.0, 0.0, 0.0, 0.0]
+    got = sorted(map(tuple, np.round(c[0, :2].numpy(), 9)))
+    assert got == [(0.1, 0.0), (5.0, 5.1)]

@@ -7,11 +7,16 @@ cluster sizes |C_k| / Σ|C| (Eq. 3, `divrec.metrics.unexpectedness_scores`). The
 closure variant (Li & Tuzhilin 2019; PURS Variation 5) uses one cluster, the mean of the
 whole history.
 
-`mean_shift` runs all `B` histories at once: every history point starts a trajectory that
-moves to the kernel-weighted mean of the (fixed) history points around it, until the
-largest move over the whole batch is below `tol`. Converged points closer than the
-bandwidth are merged as scikit-learn's `MeanShift` does (the mode with more history points
-within the bandwidth wins), and each history point joins its nearest kept mode.
+`mean_shift` clusters all `B` histories of a batch in one call: every real history point
+starts a trajectory that moves to the kernel-weighted mean of the (fixed) real history
+points around it. Gaussian kernel (the default of PURS): each trajectory stops when its own
+move is below `tol` or after `max_iter` steps (the textbook per-point rule, as scikit-learn's
+`MeanShift`), computed by a compiled kernel on the request's Gram matrix
+(`divrec.ranking._mean_shift_kernel`: `O(L²)` per step instead of `O(L² d)`, the same
+iterates). Flat kernel: all requests step together until the largest move in the batch is
+below `tol`. Converged points closer than the bandwidth are merged as scikit-learn's
+`MeanShift` does (the mode with more history points within the bandwidth wins), and each
+history point joins its nearest kept mode.
 
 Kernel and radius. The paper ("typically modeled as a Gaussian") and the authors' code
 (lpworld/PURS `mean_shift`: weights `exp(−‖c − x‖² / h²)`, `h = 0.2`) use a Gaussian kernel;
@@ -34,6 +39,7 @@ __all__ = [
     "ACTIVATIONS",
     "InterestClusters",
     "activation",
+    "gaussian_modes",
     "interest_clusters",
     "mean_shift",
     "median_bandwidth",
@@ -122,9 +128,9 @@ def mean_shift(
             (:func:`median_bandwidth`). Flat kernel: the points within distance `h`;
             Gaussian: weights `exp(-‖x_i − x‖² / (2h²))`.
         kernel: "flat" (scikit-learn's `MeanShift`) or "gaussian".
-        tol: stop when the largest move of any trajectory in the batch is below this
-            (PURS code: 1e-5).
-        max_iter: iteration cap.
+        tol: stop tolerance on a move (PURS code: 1e-5): per trajectory (Gaussian), or on the
+            largest move in the batch (flat).
+        max_iter: step cap (per trajectory for the Gaussian kernel).
 
     Returns:
         `InterestClusters(centers (B, L, d), weights (B, L))`: the kept modes (in the
@@ -159,49 +165,95 @@ def mean_shift(
         h2 = bw.square().to(x.dtype)[:, None, None]
     with torch.no_grad():
         x = x.detach()
+        if kernel == "gaussian":
+            modes, _ = gaussian_modes(x, m, h2[:, 0, 0], tol, max_iter)
+            return _merge_modes(x, m, modes.to(x.dtype), h2)
+        # flat kernel (scikit-learn's): all requests step together until the largest move in
+        # the batch is below `tol`
         valid = m[:, None, :]
         modes = x.clone()
-        active = m.clone()
         for _ in range(max_iter):
-            d2 = torch.cdist(modes, x).square()
-            if kernel == "flat":
-                w = ((d2 <= h2) & valid).to(x.dtype)
-            else:
-                w = torch.exp(-d2 / (2 * h2)) * valid
+            w = ((_sq_dists(modes, x) <= h2) & valid).to(x.dtype)
             total = w.sum(-1, keepdim=True)
-            new = torch.where(total > 0, (w @ x) / total.clamp_min(1e-300), modes)
-            shift = (new - modes).norm(dim=-1)
+            new = torch.where(total > 0, torch.bmm(w, x) / total.clamp_min(1e-30), modes)
+            shift2 = (new - modes).square().sum(-1)
             modes = new
-            if not bool(((shift >= tol) & active).any()):
+            if not bool(((shift2 >= float(tol) ** 2) & m).any()):
                 break
         return _merge_modes(x, m, modes, h2)
+
+
+def gaussian_modes(
+    points: torch.Tensor, mask: torch.Tensor, h2: torch.Tensor, tol: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian mean-shift modes of every real point (compiled, float64; per-trajectory stop).
+
+    Args:
+        points: `(B, L, d)`; mask: `(B, L)` bool; h2: `(B,)` squared radii.
+        tol: a trajectory stops when its move is below this; max_iter: step cap.
+
+    Returns:
+        `(modes (B, L, d) float64, steps (B, L) int64)` on the points' device; a padded
+        point is its own mode (0 steps).
+    """
+    from divrec.ranking._mean_shift_kernel import gaussian_modes as kernel
+
+    x = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float64)
+    m = np.ascontiguousarray(mask.cpu().numpy(), dtype=np.bool_)
+    inv = np.ascontiguousarray(0.5 / h2.detach().cpu().double().numpy())
+    out = np.empty_like(x)
+    steps = np.empty(m.shape, dtype=np.int64)
+    kernel(x, m, inv, float(tol) ** 2, int(max_iter), out, steps)
+    dev = points.device
+    return torch.from_numpy(out).to(dev), torch.from_numpy(steps).to(dev)
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`(B, N, M)` squared Euclidean distances of `(B, N, d)` and `(B, M, d)`, by differences."""
+    return (a[:, :, None, :] - b[:, None, :, :]).square().sum(-1)
+
+
+def _sq_dists_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`_sq_dists` by `‖a‖² + ‖b‖² − 2ab` (one batched matmul; rounding ~1e-7 relative in
+    float32, so a point within that of a hard radius may fall on either side)."""
+    aa = a.square().sum(-1, keepdim=True)
+    bb = b.square().sum(-1)[:, None, :]
+    return torch.baddbmm(aa + bb, a, b.transpose(1, 2), alpha=-2).clamp_min_(0)
 
 
 def _merge_modes(x, mask, modes, h2) -> InterestClusters:
     """Greedy non-maximum suppression of the modes (as `sklearn.cluster.MeanShift`)."""
     b, n, d = x.shape
     valid = mask[:, None, :]
-    support = ((torch.cdist(modes, x).square() <= h2) & valid).sum(-1)  # (B, L)
+    support = ((_sq_dists_mm(modes, x) <= h2) & valid).sum(-1)  # (B, L)
     support = torch.where(mask, support, torch.full_like(support, -1))
     # Visit order: support descending, ties by the mode's coordinates descending
-    # (lexicographic, as scikit-learn sorts (intensity, center) tuples).
-    order = torch.arange(n).expand(b, n)
-    for j in range(d - 1, -1, -1):
-        key = torch.gather(modes[..., j], 1, order)
-        order = torch.gather(order, 1, torch.argsort(key, dim=1, descending=True, stable=True))
-    key = torch.gather(support, 1, order)
-    order = torch.gather(order, 1, torch.argsort(key, dim=1, descending=True, stable=True))
-    mode_d2 = torch.cdist(modes, modes).square()
-    removed = ~mask
-    kept = torch.zeros(b, n, dtype=torch.bool)
-    rows = torch.arange(b)
+    # (lexicographic, as scikit-learn sorts (intensity, center) tuples): one stable lexsort,
+    # the request row the primary key.
+    neg = -modes.reshape(b * n, d).cpu().numpy()
+    sup = -support.reshape(-1).cpu().numpy()
+    row = np.repeat(np.arange(b), n)
+    flat = np.lexsort((neg[:, 0], sup, row))  # the first coordinate breaks support ties
+    a, z = flat[:-1], flat[1:]
+    tie = (row[a] == row[z]) & (sup[a] == sup[z]) & (neg[a, 0] == neg[z, 0])
+    # a tie there too: all coordinates (unless the tied modes are identical, whose order
+    # changes nothing; a stable sort keeps their index order either way)
+    if np.any(tie) and np.any(neg[a[tie]] != neg[z[tie]]):
+        flat = np.lexsort((*neg.T[::-1], sup, row))
+    order = flat.reshape(b, n) % n
+    # greedy suppression, in numpy (tiny arrays: torch's per-call overhead dominates)
+    close = (_sq_dists_mm(modes, modes) <= h2).cpu().numpy()  # (B, L, L)
+    removed = ~mask.cpu().numpy()
+    kept_np = np.zeros((b, n), dtype=bool)
+    rows = np.arange(b)
     for r in range(n):
         c = order[:, r]
         take = ~removed[rows, c]
-        kept[rows[take], c[take]] = True
-        removed |= take[:, None] & (mode_d2[rows, c] <= h2[:, 0])
+        kept_np[rows, c] = take
+        removed |= take[:, None] & close[rows, c]
+    kept = torch.from_numpy(kept_np).to(x.device)
     # every real point joins its nearest kept mode
-    pd2 = torch.cdist(x, modes).square().masked_fill(~kept[:, None, :], float("inf"))
+    pd2 = _sq_dists_mm(x, modes).masked_fill(~kept[:, None, :], float("inf"))
     label = pd2.argmin(-1)  # (B, L) index of a kept mode
     counts = torch.zeros(b, n, dtype=x.dtype)
     counts.scatter_add_(1, label, mask.to(x.dtype))
