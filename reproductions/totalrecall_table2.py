@@ -184,10 +184,11 @@ def train_one(args, dataset: str, seed: int, name: str, curve: bool) -> dict:
             return evaluate_sequences(m, _split, "valid", (50,), max_users=1000)
 
         kwargs.update(callback=cb, callback_every=every)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(split.train, **kwargs)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
+        "fit_cpu_seconds": cpu,
         "test": evaluate_with_ndcg(model, split, "test", (20, 50)),
         "valid": evaluate_sequences(model, split, "valid", (50,)),
         "wall_seconds": wall,
@@ -564,10 +565,22 @@ def _goals(results: dict, d: str) -> list[str]:
                 second = max(others, key=lambda n: others[n][0])
                 gap = vals["tr-bi"][0] - others[second][0]
                 spread = vals["tr-bi"][1] + others[second][1]
-                margin = (
-                    f"; ahead of {LABELS[second]} by {gap:.0f} "
-                    f"({'more' if gap > spread else 'less'} than the two seed stds summed, "
-                    f"{spread:.0f})"
+                n_seeds = min(vals["tr-bi"][2], others[second][2])
+                margin = f"; ahead of {LABELS[second]} by {gap:.0f} " + (
+                    "(one seed: no spread to compare with)"
+                    if n_seeds < 2
+                    else f"({'more' if gap > spread else 'less'} than the two seed stds "
+                    f"summed, {spread:.0f})"
+                )
+            excluded = {
+                n: v
+                for n, v in ((n, _stats(results, d, n, "test", metric)) for n in rows)
+                if v is not None and n not in peers and v[0] > vals["tr-bi"][0]
+            }
+            if excluded:
+                margin += "; more diverse but below 90% of its Recall@50: " + ", ".join(
+                    f"{LABELS[n]} {v[0]:.0f} at Recall@50 {100 * rec[n]:.2f}%"
+                    for n, v in excluded.items()
                 )
             out.append(
                 f"- (ii) Bi-InfoNCE most diverse (distinct {what}@50) among the methods with "
