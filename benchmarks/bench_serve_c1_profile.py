@@ -12,7 +12,11 @@ the service and the answer's JSON; no uvicorn, no TCP) and a bare FastAPI app re
 * ``pipeline``: the method's `Pipeline` on the `Query` the service builds (the library);
 
 so ``app − service`` is the HTTP layer and ``service − pipeline`` the service's own work
-(state lookup, `Query`, the answer's items, ILAD and coverage). Rounds alternate the four so
+(state lookup, `Query`, the answer's items, ILAD and coverage). ``bare / app`` cannot reach
+the issue's 0.6 while the pipeline alone costs more than 1/0.6 × bare (``bare / pipeline``
+is its ceiling at zero overhead), so ``(bare + pipeline) / app`` is reported too: the
+service's throughput against an ideal server adding only the bare endpoint's cost to the
+library's work. Rounds alternate the four so
 that a shared machine's load hits them alike; the medians over rounds are reported, with a
 cProfile of the app path grouped by module. Writes JSON.
 
@@ -161,6 +165,15 @@ async def run(args) -> dict:
         "pipeline_ms": ms["pipeline"],
         "app_over_bare_cpu": ms["app"] / ms["bare"],
         "bare_over_app_cpu": ms["bare"] / ms["app"],
+        # the "c=1 >= 0.6x the bare endpoint" compares a request that runs the
+        # pipeline with one that does nothing: even with no overhead at all it would be
+        # bare / pipeline. The restated goal: the service's throughput against an ideal
+        # server that adds only the bare endpoint's cost to the pipeline's compute
+        "bare_over_pipeline_cpu_ceiling": ms["bare"] / ms["pipeline"],
+        "bare_plus_pipeline_over_app_cpu": (ms["bare"] + ms["pipeline"]) / ms["app"],
+        "overhead_beyond_bare_and_pipeline_ms": ms["app"] - ms["pipeline"] - ms["bare"],
+        "overhead_beyond_bare_and_pipeline_over_bare": (ms["app"] - ms["pipeline"] - ms["bare"])
+        / ms["bare"],
         "profile_share_by_module": {
             k: round(v / total, 4) for k, v in sorted(own.items(), key=lambda x: -x[1])
         },
