@@ -350,6 +350,14 @@ def main(argv=None):
         help="CPU s of one epoch of PURS, PURS without clusters and DIN per data set",
     )  # fmt: skip
     ap.add_argument(
+        "--jobs", type=int, default=1,
+        help="parallel processes over (data set, seed) with --seed-files (one torch thread each)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--window-fraction", type=float, default=1.0,
+        help="--epoch-cost on this random share of the windows (projected to all)",
+    )  # fmt: skip
+    ap.add_argument(
         "--epochs-probe", action="store_true",
         help="epochs to early stopping of PURS and DIN on the --users-* subsets",
     )  # fmt: skip
@@ -430,12 +438,29 @@ def main(argv=None):
         epochs_probe(out, args.datasets, args.users_movielens, args.users_yelp)
         return
     if args.epoch_cost:
-        print(json.dumps(epoch_cost(out, args.datasets, args.users_movielens, args.users_yelp)))
+        users = (args.users_movielens, args.users_yelp)
+        print(json.dumps(epoch_cost(out, args.datasets, *users, args.window_fraction)))
         return
     if args.scaling:
         rows, slope = scaling("MovieLens", args.scaling)
         (out / "scaling.json").write_text(json.dumps({"rows": rows, "exponent": slope}, indent=1))
         print(json.dumps({"rows": rows, "exponent": slope}))
+        return
+    if args.jobs > 1:  # (data set, seed) runs in parallel processes, then merged
+        if not args.seed_files:
+            ap.error("--jobs needs --seed-files")
+        import multiprocessing as mp
+
+        todo = [(ds, s) for ds in args.datasets for s in args.seeds
+                if not (out / f"{ds.lower()}_seed{s}.npz").exists()]  # fmt: skip
+        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+            for ds, s, wall in pool.imap_unordered(
+                _seed_job, [(d, s, vars(args)) for d, s in todo]
+            ):
+                print(ds, "seed", s, f"{wall:.0f}s wall", flush=True)
+        for ds in args.datasets:
+            n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
+            merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
         return
     for ds in args.datasets:
         n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
@@ -467,12 +492,34 @@ def main(argv=None):
             merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
 
 
-def epoch_cost(out: Path, datasets, users_movielens: int, users_other: int) -> dict:
+def _seed_job(task):
+    """One (data set, seed) of `--jobs`: its own Bench, `run_seed`, `save_seed`."""
+    import torch
+
+    torch.set_num_threads(1)
+    ds, seed, a = task
+    out = Path(a["out"])
+    n_users = a["users_movielens"] if ds == "MovieLens" else a["users_yelp"]
+    bench = Bench(ds, n_users, a["requests_per_user"], negatives=a["negatives"])
+    t0, c0 = time.perf_counter(), time.process_time()
+    res, times, traces = run_seed(bench, seed, a["epochs"], True, seed == 0, a["patience"])
+    times["_seed"] = {"wall_seconds": time.perf_counter() - t0,
+                      "cpu_seconds": time.process_time() - c0,
+                      "loadavg": list(os.getloadavg()), "jobs": a["jobs"]}  # fmt: skip
+    save_seed(out, ds, seed, res, times, traces, bench_info(bench))
+    return ds, seed, time.perf_counter() - t0
+
+
+def epoch_cost(
+    out: Path, datasets, users_movielens: int, users_other: int, fraction: float = 1.0
+) -> dict:
     """CPU seconds of one training epoch per model kind on each data set (all windows of the
     `load` user subset): PURS (Gaussian median-radius mean shift, compiled), PURS without
     clusters (Variation 4: the network without the mean shift) and DIN (the cheapest
     baselines' scale); with the validation log loss that early stopping reads each epoch.
-    Writes `OUT/purs_epoch_cost_<dataset>.json`."""
+    With `fraction` < 1 the epoch runs on that random share of the training and validation
+    windows (all users kept; a window's cost does not depend on the others) and the full
+    epoch is projected as measured / fraction. Writes `OUT/purs_epoch_cost_<dataset>.json`."""
     import torch
 
     torch.set_num_threads(1)
@@ -483,7 +530,13 @@ def epoch_cost(out: Path, datasets, users_movielens: int, users_other: int) -> d
         data, thr = load(ds, n_users)
         split = window_split(data, 10, 1, thr, 0.1, 0.2, seed=0)
         res = {"dataset": ds, "users": int(np.unique(data.users).size),
-               "train_windows": len(split.train), "valid_windows": len(split.valid)}  # fmt: skip
+               "train_windows": len(split.train), "valid_windows": len(split.valid),
+               "window_fraction": fraction}  # fmt: skip
+        train, valid = split.train, split.valid
+        if fraction < 1:
+            rng = np.random.default_rng(0)
+            train = train.take(np.sort(rng.permutation(len(train))[: int(fraction * len(train))]))
+            valid = valid.take(np.sort(rng.permutation(len(valid))[: int(fraction * len(valid))]))
         models = (
             ("PURS", PURS, {}),
             ("PURS without clusters (Variation 4)", PURS, {"use_unexpectedness": False}),
@@ -492,15 +545,16 @@ def epoch_cost(out: Path, datasets, users_movielens: int, users_other: int) -> d
         for name, cls, kw in models:
             c0, t0 = time.process_time(), time.perf_counter()
             m = cls(epochs=1, seed=0, batch_size=256, **kw)
-            m.fit_windows(split.train, split.train_log, split.valid)
-            res[name] = {"cpu_seconds_per_epoch": m.train_seconds_[0],
-                         "cpu_seconds_with_validation": time.process_time() - c0,
-                         "wall_seconds": time.perf_counter() - t0}  # fmt: skip
+            m.fit_windows(train, split.train_log, valid)
+            res[name] = {"cpu_seconds_per_epoch": m.train_seconds_[0] / fraction,
+                         "cpu_seconds_with_validation": (time.process_time() - c0) / fraction,
+                         "wall_seconds_measured": time.perf_counter() - t0}  # fmt: skip
         res["loadavg"] = list(os.getloadavg())
         res["torch_threads"] = torch.get_num_threads()
         res["command"] = (
             "python -m reproductions.purs_tables --epoch-cost --datasets "
-            f"{ds} --users-movielens {users_movielens} --users-yelp {users_other} --out {out}"
+            f"{ds} --users-movielens {users_movielens} --users-yelp {users_other} "
+            f"--window-fraction {fraction} --out {out}"
         )
         (out / f"purs_epoch_cost_{tags[ds]}.json").write_text(json.dumps(res, indent=1))
         all_res[ds] = res

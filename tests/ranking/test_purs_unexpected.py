@@ -229,3 +229,20 @@ def test_gaussian_clusters_by_hand_two_pairs():
     assert w[0].tolist() == [2.0, 2.0, 0.0, 0.0, 0.0]
     got = sorted(map(tuple, np.round(c[0, :2].numpy(), 9)))
     assert got == [(0.1, 0.0), (5.0, 5.1)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 8), d=st.integers(1, 4))
+def test_compiled_merge_equals_the_torch_merge(seed, n, d):
+    from divrec.ranking.unexpected import _merge_compiled, _merge_modes
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, (4, n, d)).astype(np.float64)  # duplicates and coordinate ties
+    modes = x + rng.integers(0, 2, (4, n, d)) * 0.5
+    mask = rng.random((4, n)) < 0.8
+    h2 = rng.choice([0.3, 1.1, 2.6], 4)
+    x, modes, mask, h2 = map(torch.from_numpy, (x, modes, mask, h2))
+    c1, w1 = _merge_modes(x, mask, modes, h2[:, None, None])
+    c2, w2 = _merge_compiled(x, mask, modes, h2)
+    assert torch.equal(w1, w2)
+    assert torch.equal(c1, c2)

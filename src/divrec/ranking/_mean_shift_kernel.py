@@ -99,3 +99,102 @@ def gaussian_modes(x, mask, inv2h2, tol2, max_iter, out, iters):  # pragma: no c
                 for j in range(r):
                     v += a[j] * x[b, idx[j], k]
                 out[b, idx[s0], k] = v
+
+
+@njit(cache=True, nogil=True)
+def _before(i, j, support, modes, b):  # pragma: no cover - compiled
+    """Visit order of the merge: support descending, then the mode's coordinates descending
+    (lexicographic, as scikit-learn sorts (intensity, center) tuples), then index."""
+    if support[i] != support[j]:
+        return support[i] > support[j]
+    for k in range(modes.shape[2]):
+        if modes[b, i, k] != modes[b, j, k]:
+            return modes[b, i, k] > modes[b, j, k]
+    return i < j
+
+
+@njit(cache=True, nogil=True)
+def _sq(u, v):  # pragma: no cover - compiled
+    s = 0.0
+    for k in range(u.shape[0]):
+        t = u[k] - v[k]
+        s += t * t
+    return s
+
+
+@njit(cache=True, nogil=True)
+def merge_modes(x, mask, modes, h2, centers, weights):  # pragma: no cover - compiled
+    """Greedy non-maximum suppression of the modes (as `sklearn.cluster.MeanShift`).
+
+    Support of a mode = real points within `h` of it; modes are visited by decreasing
+    support (ties: coordinates descending, then index); a visited mode not within `h` of an
+    earlier kept one is kept; every real point joins its nearest kept mode (ties: lowest
+    index). Writes `centers (B, L, d)` (kept modes by decreasing support, then index; 0 for
+    an empty slot) and `weights (B, L)` (points per kept mode).
+
+    Args:
+        x, modes: `(B, L, d)` float64; mask: `(B, L)` bool; h2: `(B,)` squared radii.
+    """
+    b_n, n, d = x.shape
+    support = np.empty(n, np.int64)
+    order = np.empty(n, np.int64)
+    removed = np.empty(n, np.bool_)
+    kept = np.empty(n, np.bool_)
+    counts = np.empty(n)
+    for b in range(b_n):
+        for i in range(n):
+            support[i] = -1
+            if mask[b, i]:
+                s = 0
+                for j in range(n):
+                    if mask[b, j] and _sq(modes[b, i], x[b, j]) <= h2[b]:
+                        s += 1
+                support[i] = s
+        # insertion sort of the indices by `_before`
+        for i in range(n):
+            order[i] = i
+        for i in range(1, n):
+            c = order[i]
+            p = i - 1
+            while p >= 0 and _before(c, order[p], support, modes, b):
+                order[p + 1] = order[p]
+                p -= 1
+            order[p + 1] = c
+        for i in range(n):
+            removed[i] = not mask[b, i]
+            kept[i] = False
+            counts[i] = 0.0
+        for r in range(n):
+            c = order[r]
+            if removed[c]:
+                continue
+            kept[c] = True
+            for j in range(n):
+                if _sq(modes[b, c], modes[b, j]) <= h2[b]:
+                    removed[j] = True
+        for p in range(n):
+            if not mask[b, p]:
+                continue
+            best, arg = np.inf, -1
+            for i in range(n):
+                if kept[i]:
+                    dist = _sq(x[b, p], modes[b, i])
+                    if dist < best:
+                        best, arg = dist, i
+            if arg >= 0:
+                counts[arg] += 1.0
+        # compact: kept modes by decreasing support (ties: index), then the others by index
+        slot = 0
+        for level in range(n, -1, -1):
+            for i in range(n):
+                if kept[i] and support[i] == level:
+                    weights[b, slot] = counts[i]
+                    for k in range(d):
+                        centers[b, slot, k] = modes[b, i, k] if counts[i] > 0 else 0.0
+                    slot += 1
+        for i in range(n):
+            if not kept[i]:
+                weights[b, slot] = 0.0
+                for k in range(d):
+                    centers[b, slot, k] = 0.0
+                slot += 1

@@ -167,7 +167,7 @@ def mean_shift(
         x = x.detach()
         if kernel == "gaussian":
             modes, _ = gaussian_modes(x, m, h2[:, 0, 0], tol, max_iter)
-            return _merge_modes(x, m, modes.to(x.dtype), h2)
+            return _merge_compiled(x, m, modes, h2[:, 0, 0])
         # flat kernel (scikit-learn's): all requests step together until the largest move in
         # the batch is below `tol`
         valid = m[:, None, :]
@@ -180,7 +180,23 @@ def mean_shift(
             modes = new
             if not bool(((shift2 >= float(tol) ** 2) & m).any()):
                 break
-        return _merge_modes(x, m, modes, h2)
+        return _merge_compiled(x, m, modes, h2[:, 0, 0])
+
+
+def _merge_compiled(x, m, modes, h2) -> InterestClusters:
+    """`_merge_modes` by the compiled kernel (float64), returned in the points' dtype."""
+    from divrec.ranking._mean_shift_kernel import merge_modes
+
+    xn = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float64)
+    mn = np.ascontiguousarray(modes.cpu().numpy(), dtype=np.float64)
+    centers = np.empty_like(xn)
+    weights = np.empty(xn.shape[:2])
+    h2n = np.ascontiguousarray(h2.cpu().double().numpy())
+    merge_modes(xn, np.ascontiguousarray(m.cpu().numpy()), mn, h2n, centers, weights)
+    dev = x.device
+    return InterestClusters(
+        torch.from_numpy(centers).to(dev, x.dtype), torch.from_numpy(weights).to(dev, x.dtype)
+    )
 
 
 def gaussian_modes(
