@@ -8,10 +8,10 @@ Every real history point of a request starts a trajectory `c ← Σ_j w_j x_j / 
 `‖c_new − c‖` is below `tol` (the textbook per-point rule, as scikit-learn's `MeanShift`) or
 after `max_iter` steps. Since every iterate is a convex combination of the points,
 `c = Σ_k a_k x_k`, the iteration runs on the coefficients `a` (length L) and the request's
-Gram matrix `K = X Xᵀ`: `c · x_j = (a K)_j`, `‖c_new − c‖² = Δaᵀ K Δa` — `O(L²)` per step
-instead of `O(L² d)`, and the same iterates in exact arithmetic. The factor `exp(−‖c‖²/(2h²))`
-cancels in the normalization, so `w_j ∝ exp((2 (aK)_j − K_jj) / (2h²))` (its largest term is
-subtracted before `exp`).
+Gram matrix `K = X Xᵀ`: `c · x_j = (a K)_j` and `‖c_new − c‖² = Δaᵀ K Δa = Δa · (a_new K − a K)`,
+one `O(L²)` product per step instead of `O(L² d)`, the same iterates in exact arithmetic.
+The factor `exp(−‖c‖²/(2h²))` cancels in the normalization, so
+`w_j ∝ exp((2 (aK)_j − K_jj) / (2h²))` (its largest term is subtracted before `exp`).
 """
 
 from __future__ import annotations
@@ -79,16 +79,14 @@ def gaussian_modes(x, mask, inv2h2, tol2, max_iter, out, iters):  # pragma: no c
                     tot += z[j]
                 for j in range(r):
                     a_new[j] = z[j] / tot
-                # squared move Δaᵀ K Δa, and g ← a_new K
+                # g ← a_new K and the squared move Δaᵀ K Δa = Δa · (g_new − g) (K symmetric)
                 shift2 = 0.0
                 for j in range(r):
                     gj = 0.0
-                    dj = 0.0
                     for k in range(r):
                         gj += a_new[k] * gram[k, j]
-                        dj += (a_new[k] - a[k]) * gram[k, j]
+                    shift2 += (a_new[j] - a[j]) * (gj - g[j])
                     g[j] = gj
-                    shift2 += dj * (a_new[j] - a[j])
                 for j in range(r):
                     a[j] = a_new[j]
                 if shift2 < tol2:
