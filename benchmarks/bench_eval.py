@@ -8,6 +8,8 @@ catalogue with `--users` users and 2k items):
 * `evaluate_s`: `evaluate(model, split, EvalConfig(ks=(10,)))` (default metrics, 1,000
   bootstrap resamples, ILAD in a 32-d reference space);
 * `evaluate_no_bootstrap_s`: the same with `n_bootstrap=0` (the CIs' share);
+* `evaluate_accuracy_only_s`: `diversity=()` (the six accuracy metrics with their CIs, plus
+  the system metrics, which are always computed), and the same with `n_bootstrap=0`;
 * both as CPU seconds (`time.process_time`, one thread: little affected by other processes
   on a shared machine) and wall seconds; runs interleaved, the fastest of each kept;
 * `where_the_time_goes_cpu_s`: a cProfile (CPU clock) of one `evaluate()`: cumulative
@@ -62,9 +64,12 @@ PROFILED = {
     "  category_ild": "(category_ild)",
     "  user_category_coverage": "(user_category_coverage)",
     "  miscalibration": "(miscalibration)",
+    "  novelty": "(novelty)",
     "  arp": "(average_recommendation_popularity)",
     "system metrics": "(_system)",
     "  between_user_diversity": "(between_user_diversity)",
+    "  category_coverage": "(category_coverage)",
+    "  popularity_lift": "(popularity_lift)",
     "group exposure (tail, lift)": "(_group_exposure)",
     "training CSR (once)": "(_train_csr)",
     "aggregate (bootstrap CIs)": "(_aggregate)",
@@ -100,13 +105,17 @@ def workload(name: str, split, repeats: int, per_column: bool) -> dict:
     vectors = reference_item_vectors(split.train, dim=32)
     config = EvalConfig(ks=(10,), n_bootstrap=1000)
     no_boot = replace(config, n_bootstrap=0)
+    acc = replace(config, diversity=())
+    acc_no_boot = replace(acc, n_bootstrap=0)
     users = np.unique(split.test.users)
     # the first evaluate() of a process also loads numba and the cached kernels (once per
     # process): timed separately, on a 200-user evaluation
     start = time.perf_counter()
     evaluate(model, split, replace(config, max_users=200), vectors, progress=False)
     warm_s = time.perf_counter() - start
-    runs: dict[str, list[tuple[float, float]]] = {"recommend": [], "evaluate": [], "no_boot": []}
+    runs: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("recommend", "evaluate", "no_boot", "accuracy_only", "accuracy_no_boot")
+    }
 
     def rec():
         for s in range(0, users.size, config.batch_size):
@@ -116,6 +125,8 @@ def workload(name: str, split, repeats: int, per_column: bool) -> dict:
         "recommend": rec,
         "evaluate": lambda: evaluate(model, split, config, vectors, progress=False),
         "no_boot": lambda: evaluate(model, split, no_boot, vectors, progress=False),
+        "accuracy_only": lambda: evaluate(model, split, acc, vectors, progress=False),
+        "accuracy_no_boot": lambda: evaluate(model, split, acc_no_boot, vectors, progress=False),
     }
     for _ in range(repeats):  # interleaved; the fastest of each is reported
         for key, fn in calls.items():
@@ -134,9 +145,20 @@ def workload(name: str, split, repeats: int, per_column: bool) -> dict:
         "evaluate_no_bootstrap_cpu_s": cpu["no_boot"],
         "evaluate_over_recommend_cpu": cpu["evaluate"] / cpu["recommend"],
         "evaluate_no_bootstrap_over_recommend_cpu": cpu["no_boot"] / cpu["recommend"],
+        "evaluate_accuracy_only_cpu_s": cpu["accuracy_only"],
+        "evaluate_accuracy_only_over_recommend_cpu": cpu["accuracy_only"] / cpu["recommend"],
+        "evaluate_accuracy_no_bootstrap_over_recommend_cpu": cpu["accuracy_no_boot"]
+        / cpu["recommend"],
         "recommend_wall_s": wall["recommend"],
         "evaluate_wall_s": wall["evaluate"],
         "evaluate_over_recommend_wall": wall["evaluate"] / wall["recommend"],
+        # each round's ratio (the legs of one round ran back to back), median over rounds:
+        # steadier than the ratio of two minima on a loaded machine
+        "median_round_ratio_cpu": {
+            k: float(np.median([a[0] / b[0] for a, b in zip(v, runs["recommend"], strict=True)]))
+            for k, v in runs.items()
+            if k != "recommend"
+        },
         "runs_cpu_wall_s": runs,
         "first_evaluate_in_process_extra_s": warm_s,
         "where_the_time_goes_cpu_s": _profile(calls["evaluate"]),
