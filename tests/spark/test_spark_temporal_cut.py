@@ -4,6 +4,7 @@ still gives the in-memory split row for row (the limit lowered so that every pat
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from divrec.data.interactions import Interactions
@@ -30,12 +31,10 @@ def _test_rows(data: Interactions, frac: float) -> np.ndarray:
 @pytest.fixture
 def calls(spark, monkeypatch):
     """Lowers the limit to 5 rows; records the size of every `toPandas` collect and the
-    quantile sketches and `zipWithIndex` numberings."""
-    from pyspark import RDD
-
-    seen = {"collect": [], "quantile": 0, "zip": 0}
+    number of quantile sketches."""
+    seen = {"collect": [], "quantile": 0}
     cls = type(spark.range(1))  # pyspark 4: the classic DataFrame subclass implements them
-    to_pandas, quantile, zip_index = cls.toPandas, cls.approxQuantile, RDD.zipWithIndex
+    to_pandas, quantile = cls.toPandas, cls.approxQuantile
 
     def recording_collect(self, *args, **kwargs):
         frame = to_pandas(self, *args, **kwargs)
@@ -46,37 +45,35 @@ def calls(spark, monkeypatch):
         seen["quantile"] += 1
         return quantile(self, *args, **kwargs)
 
-    def recording_zip(self):
-        seen["zip"] += 1
-        return zip_index(self)
-
     monkeypatch.setattr(sd, "CUT_COLLECT_LIMIT", 5)
     monkeypatch.setattr(cls, "toPandas", recording_collect)
     monkeypatch.setattr(cls, "approxQuantile", recording_quantile)
-    monkeypatch.setattr(RDD, "zipWithIndex", recording_zip)
     return seen
 
 
 def test_temporal_cut_bounded_collect_equals_in_memory(spark, calls):
-    # 12 timestamps over 400 rows: the key bracket narrows to one value, then the rows
+    # 12 timestamps over 400 rows: the key bracket ends on one value, then the rows narrow
     ts, frac = np.random.default_rng(1).integers(0, 12, 400), 0.45
     data = _log(ts)
     log = sd.from_interactions(spark, data, partitions=3)
-    calls.update(collect=[], quantile=0, zip=0)
+    calls.update(collect=[], quantile=0)
     split = sd.temporal_split(log, frac)
-    assert calls["collect"] and max(calls["collect"]) <= 5, calls
-    assert calls["quantile"] >= 2 and calls["zip"] == 0, calls
+    assert max(calls["collect"], default=0) <= 5, calls
+    assert calls["quantile"] >= 2, calls
     got = np.sort(split.test.df.select("row").toPandas()["row"].to_numpy())
     np.testing.assert_array_equal(got, _test_rows(data, frac))
     assert split.train.count() + got.size == data.nnz
 
 
-def test_kth_smallest_numbers_the_values_when_ties_stop_the_bracket(spark, calls):
-    # 198 values 0, 198 values 1000 and 100, 200, 300, 400 between, the k-th among them:
-    # the ±1 % ranks are 0 and 1000, no bracket is smaller, and its 6 values exceed the
-    # limit of 5: they are sorted and numbered on the executors, only the value comes back
+def test_kth_smallest_with_heavy_tied_ends(spark, calls):
+    # 198 values 0, 198 values 1000 and 100, 200, 300, 400 between: the ±1 % ranks around
+    # the middle are 0 and 1000, so only the open bracket (0, 1000) (4 rows) is collected;
+    # a rank within a tied end is answered by the sketch's value and the counts alone
     values = np.concatenate([np.zeros(198), np.full(198, 1000), [100, 200, 300, 400]])
     values = np.random.default_rng(2).permutation(values).astype(np.int64)
-    df = spark.createDataFrame([(int(v),) for v in values], "t long").repartition(3)
+    df = spark.createDataFrame(pd.DataFrame({"t": values})).repartition(3).cache()
     assert sd._kth_smallest(df, "t", 201, values.size) == (300, 200)  # 198 + 100, 200 below
-    assert calls["zip"] == 1 and calls["collect"] == [], calls
+    assert calls["collect"] == [4], calls
+    assert sd._kth_smallest(df, "t", 150, values.size) == (0, 0)
+    assert sd._kth_smallest(df, "t", 390, values.size) == (1000, 202)
+    assert calls["collect"] == [4], calls

@@ -386,7 +386,8 @@ def _check_log(log: object, func: str) -> SparkLog:
 
 
 #: the most (value, count) rows the temporal split's cut search brings to the driver
-CUT_COLLECT_LIMIT = 100_000
+#: (16 bytes each: ≤ 0.8 MB, under the 1 MB `spark.driver.maxResultSize` of the scale test)
+CUT_COLLECT_LIMIT = 50_000
 
 
 def _kth_smallest(df: DataFrame, col: str, k: int, n: int):
@@ -394,34 +395,43 @@ def _kth_smallest(df: DataFrame, col: str, k: int, n: int):
     repeats counted) and the number of rows below `v`.
 
     A bracket around it is narrowed with quantile sketches (`approxQuantile`, rank error
-    0.1 %: the values at ranks k/n ∓ 1 % hold the k-th) and scalar counts, each step keeping
-    ≈ 2 % of the rows, until it holds at most `CUT_COLLECT_LIMIT` rows; then its
-    (value, count) pairs are collected. When ties stop the bracket from shrinking while it
-    holds more distinct values than the limit, its values are sorted on the executors and
-    numbered (`zipWithIndex`) instead. Only scalars and at most `CUT_COLLECT_LIMIT` rows
+    0.1 %: the values lo, hi at ranks k/n ∓ 1 % hold the k-th) and one scan of four scalar
+    counts per step: the k-th is lo, or hi, or lies strictly between them, and the open
+    bracket keeps at most ≈ 2.2 % of the rows, tied values at its ends included (a miss of
+    the sketch widens the ranks). Once it holds at most `CUT_COLLECT_LIMIT` rows its
+    (value, count) pairs are collected: only scalars and at most `CUT_COLLECT_LIMIT` rows
     reach the driver, whatever the size of the log.
     """
-    below, sub, size = 0, df, n
+    below, sub, size, width = 0, df, n, 0.01
+    c = F.col(col)
     while size > CUT_COLLECT_LIMIT:
-        q = (k - below) / size
-        lo, hi = sub.approxQuantile(col, [max(0.0, q - 0.01), min(1.0, q + 0.01)], 0.001)
-        b = sub.filter(F.col(col) < lo).count()
-        u = sub.filter(F.col(col) <= hi).count()
-        if not (b < k - below <= u) or u - b >= size:
-            break  # ties (or a missed sketch): no smaller bracket
-        below += b
-        sub = sub.filter((F.col(col) >= lo) & (F.col(col) <= hi))
-        size = u - b
-    counts = sub.groupBy(col).count()
-    if size > CUT_COLLECT_LIMIT and counts.count() > CUT_COLLECT_LIMIT:
-        target = k - below - 1  # 0-based position in `sub`
-        ordered = sub.select(col).rdd.map(lambda r: r[0]).sortBy(lambda v: v).zipWithIndex()
-        value = ordered.filter(lambda t: t[1] == target).map(lambda t: t[0]).first()
-        return value, below + sub.filter(F.col(col) < value).count()
-    frame = counts.orderBy(col).toPandas()
+        r = k - below  # the rank sought within `sub`
+        q = r / size
+        lo, hi = sub.approxQuantile(col, [max(0.0, q - width), min(1.0, q + width)], 0.001)
+        row = sub.agg(*(F.sum(cond.cast("long")).alias(name) for name, cond in (
+            ("lt_lo", c < lo), ("le_lo", c <= lo), ("lt_hi", c < hi), ("le_hi", c <= hi),
+        ))).first()  # fmt: skip
+        lt_lo, le_lo, lt_hi, le_hi = (int(row[i] or 0) for i in range(4))
+        if lt_lo < r <= le_lo:
+            return _same_type(sub, col, lo), below + lt_lo
+        if lt_hi < r <= le_hi:
+            return _same_type(sub, col, hi), below + lt_hi
+        if not le_lo < r <= lt_hi:  # the sketch missed: wider ranks (at 1: min and max)
+            width = min(1.0, 2 * width)
+            continue
+        below += le_lo
+        sub = sub.filter((c > lo) & (c < hi))
+        size, width = lt_hi - le_lo, 0.01
+    frame = sub.groupBy(col).count().orderBy(col).toPandas()
     cum = below + np.cumsum(frame["count"].to_numpy(np.int64))
     pos = int(np.searchsorted(cum, k))  # first value with cumulative count >= k
     return frame[col].iloc[pos], int(cum[pos - 1]) if pos else below
+
+
+def _same_type(df: DataFrame, col: str, value):
+    """`approxQuantile` answers floats: an integral column's value as an int."""
+    kind = dict(df.dtypes)[col]
+    return int(value) if kind in ("bigint", "int", "smallint", "tinyint") else value
 
 
 def _first_rows_cut(df: DataFrame, key: str, n_first: int, n: int):
