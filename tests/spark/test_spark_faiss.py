@@ -173,3 +173,22 @@ def test_u2i_search_errors_before_any_job(spark, small):
         sc.u2i(spark, uv, view, 10, index=FaissSearchConfig(kind="flat"))
     with pytest.raises(ValueError, match="index must be a FaissSearchConfig"):
         sc.u2i(spark, uv, view, 10, search="faiss", index={"kind": "flat"})
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-sq8"])
+def test_broadcast_index_searches_as_the_driver_index(kind):
+    """The packed (attributes, serialized bytes) of a trained index, unpacked as a worker
+    does, answers the same searches (with nprobe / efSearch applied) as the driver's."""
+    users, items, seen, pairs = _case(50, 2000, 8, seed=7)
+    cfg = FaissSearchConfig(kind=kind, m=8, nlist=16, nprobe=3, ef_search=20)
+    packed = sc._driver_index(None, items, cfg, 20)  # no tuning: no user sample needed
+    state = {"token": kind, "config": cfg, "depth": 20, "packed": packed, "items": items}
+    worker = sc._worker_index(state)
+    driver = sc._ann(cfg, 20).fit(sc.mips_vectors(items))
+    assert worker.kind_ == kind and sc._worker_index(state) is worker  # once per worker
+    want = sc.faiss_u2i_block(driver, users, items, 20)
+    got = sc.faiss_u2i_block(worker, users, items, 20)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    if kind == "ivf-sq8":  # nprobe reaches the IVF part: 1 probe finds fewer of the top 20
+        worker.nprobe_ = 1
+        assert (sc.faiss_u2i_block(worker, users, items, 20).ids != got.ids).any()
