@@ -28,3 +28,26 @@ def data_home() -> Path:
 @pytest.fixture(autouse=True)
 def _no_downloads(monkeypatch):
     monkeypatch.setenv("DIVREC_NO_DOWNLOAD", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`DIVREC_MAX_EXAMPLES=N` caps every hypothesis test at N examples.
+
+    Only the core-only check (.ci/core_only.sh) sets it: it re-runs the re-rank and metrics
+    tests against a torch-free install to show they import and run there, while the main
+    suite runs the same property tests at their full example counts beside it on the same
+    two cores. Unset (the main suite, a developer's run), nothing changes.
+    """
+    cap = os.environ.get("DIVREC_MAX_EXAMPLES")
+    if not cap:
+        return
+    from hypothesis import settings
+
+    for item in items:
+        fn = getattr(item, "obj", None)
+        if not getattr(fn, "is_hypothesis_test", False):
+            continue
+        current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings()
+        fn._hypothesis_internal_use_settings = settings(
+            current, max_examples=min(current.max_examples, int(cap))
+        )
