@@ -107,10 +107,17 @@ def test_cap_is_a_seeded_subset_and_cuts_are_quantiles():
         sliding_cuts(data, 0, 0.3, 0.7, 0.15)
 
 
-def test_request_split_default_is_one_cut_and_sliding_ends_at_t1():
-    data = _log(4, n=120, n_users=12, n_items=15)
-    one = request_split(data, (0.7, 0.85), "popularity", n_candidates=5)
-    many = request_split(data, (0.7, 0.85), "popularity", n_candidates=5, train_cuts=3)
+@pytest.mark.parametrize("quantiles", [(0.7, 0.85), (0.2, 0.85), (0.1, 0.45)])
+def test_request_split_default_is_one_cut_and_sliding_ends_at_t1(quantiles):
+    """(0.2, 0.85) and (0.1, 0.45): q0 + (q1 − q0) is 0.8499999999999999 and
+    0.44999999999999996 in floating point; the last cut must still be exactly (t0, t1).
+    201 distinct times 1..201 make the quantiles land on integers (1 + 200·q), where that
+    rounding shows (0.8499999999999999 → 170.99999999999997 → 170, not t1 = 171)."""
+    data = _log(4, n=201, n_users=12, n_items=15)
+    one = request_split(data, quantiles, "popularity", n_candidates=5)
+    many = request_split(
+        data, quantiles, "popularity", n_candidates=5, train_cuts=3, first_cut=quantiles[0] / 2
+    )
     t0, t1 = one["periods"]["train"]
     assert not isinstance(one["train"], CutRequests)
     assert many["periods"]["train_cuts"][-1] == (t0, t1)

@@ -182,6 +182,13 @@ def request_split(
         if side == "train" and train_cuts > 1:
             q0, q1 = (float(q) for q in quantiles)
             cuts = sliding_cuts(data, int(train_cuts), float(first_cut), q0, q1 - q0)
+            # the last cut is exactly (t0, t1) and none ends after t1: q0 + (q1 − q0) need
+            # not equal q1 in floating point (0.2 + 0.65 = 0.8499999999999999)
+            t0, t1 = periods["train"]
+            cuts = [
+                c for c in dict.fromkeys((h, min(t, t1)) for h, t in cuts[:-1])
+                if c[0] < c[1] and c != (t0, t1)
+            ] + [(t0, t1)]  # fmt: skip
             out["periods"]["train_cuts"] = cuts
             out[side] = sliding_requests(
                 data, cuts, lambda: create("model", pre_ranker, pre_ranker_params or {}, seed=seed),
