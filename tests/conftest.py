@@ -45,6 +45,7 @@ def pytest_collection_modifyitems(config, items):
 
     for item in items:
         fn = getattr(item, "obj", None)
+        fn = getattr(fn, "__func__", fn)  # a test method: the function under the bound method
         if not getattr(fn, "is_hypothesis_test", False):
             continue
         current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings()

@@ -137,3 +137,19 @@ def test_fast_category_ild_long_category_rows_fall_back():
     cats = sp.csr_matrix((rng.random((40, 300)) < 0.5).astype(np.float64))
     rec = rng.integers(0, 40, size=(5, 20))
     _same(_fast.category_ild(rec, cats), M.category_ild(rec, cats))
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"), [([[0, -2]], "-2"), ([[0.5, 1.0]], "integer"), ([[0, 3]], "only 3 items")]
+)
+def test_fast_miscalibration_refuses_what_the_public_function_refuses(bad, match):
+    """The compiled path validates its lists like `metrics.miscalibration` (found in review:
+    it only checked ids < n_items, treating −2 as padding and truncating floats)."""
+    import scipy.sparse as sp
+
+    from divrec.evaluation._fast import miscalibration
+
+    csr = sp.csr_matrix(np.array([[1, 0, 1]], dtype=np.float32))
+    cats = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        miscalibration(np.array(bad), csr, np.array([0]), cats)

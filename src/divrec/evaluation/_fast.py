@@ -232,6 +232,8 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
     if not (sp.isspmatrix_csr(train_csr) and train_csr.has_canonical_format):
         return M.miscalibration(rec, train_csr[users], item_categories, alpha)
     shares = M.category_shares(item_categories)
+    # the public function's checks (integer ids, −1 the only negative, ids < n_items)
+    rec = check_recommended(rec, shares.shape[0])
     if train_csr.shape[1] != shares.shape[0]:
         raise ValueError(
             f"history has {train_csr.shape[1]} item columns, shares {shares.shape[0]} rows"
