@@ -298,7 +298,9 @@ def faiss_u2i_block(
     in-memory ANN path does (`AnnIndex.search_excluding`: rounds, heavy users re-searched
     with `depth + |seen|`), re-scores them exactly (`U·I / divisor`, float32, as
     `u2i_block`) and keeps the best `depth` (ties: lower item index). With a flat index the
-    lists equal `u2i_block`'s.
+    lists equal `u2i_block`'s up to float32 rounding: the re-score is a per-row `einsum`,
+    `u2i_block` a BLAS product, so scores can differ in the last bit (the test allows
+    `rtol=2e-6`) and two items that close can swap.
 
     Args:
         ann: a fitted `AnnIndex` over `mips_vectors(item_vectors)`.
