@@ -341,14 +341,9 @@ def popularity_lift(recommended, train_csr, users, popularity) -> float:
         train_csr.data, pop,
     )  # fmt: skip
     prof = np.divide(s, n_h, out=np.full(n_h.size, np.nan), where=n_h > 0)
-    arp = M.average_recommendation_popularity(recommended, pop)
-    if arp.size != prof.size:
-        raise ValueError(f"history has {prof.size} rows for {arp.size} lists")
-    ok = np.isfinite(prof) & np.isfinite(arp)
-    if not ok.any() or prof[ok].mean() <= 0:
-        return float("nan")
-    gp = float(prof[ok].mean())
-    return (float(arp[ok].mean()) - gp) / gp
+    from divrec.metrics.groups import lift_from_profiles
+
+    return lift_from_profiles(prof, M.average_recommendation_popularity(recommended, pop))
 
 
 @njit(cache=True, nogil=True)

@@ -351,7 +351,13 @@ def popularity_lift(recommended: np.ndarray, history: sp.spmatrix, popularity: n
     pop = np.asarray(popularity, dtype=np.float64)
     n_h = np.asarray(h.sum(axis=1)).ravel()
     prof = np.divide(h @ pop, n_h, out=np.full(n_h.size, np.nan), where=n_h > 0)
-    arp = average_recommendation_popularity(recommended, pop)
+    return lift_from_profiles(prof, average_recommendation_popularity(recommended, pop))
+
+
+def lift_from_profiles(prof: np.ndarray, arp: np.ndarray) -> float:
+    """Popularity lift from each user's mean history popularity `prof` and list ARP `arp`
+    (both `(U,)`, NaN where undefined): `(mean ARP − mean profile) / mean profile` over the
+    users where both are finite; NaN when none is or the mean profile is ≤ 0."""
     if arp.size != prof.size:
         raise ValueError(f"history has {prof.size} rows for {arp.size} lists")
     ok = np.isfinite(prof) & np.isfinite(arp)
