@@ -45,7 +45,7 @@ import numpy as np
 from divrec.data.s3rec import load_s3rec
 from divrec.evaluation.sequential import evaluate_sequences
 from divrec.registry import create
-from divrec.retrieval.baselines import PopularityRecommender
+from divrec.retrieval.baselines import PopularityRecommender, RandomRecommender
 from divrec.splitting.comirec import (
     comirec_split,
     kl_divergence,
@@ -54,6 +54,7 @@ from divrec.splitting.comirec import (
 
 #: Table 2, Amazon Books column (Recall@50, HitRate@50, in %)
 PAPER_BOOKS = {
+    "random": ("–", "–"),  # a sanity row of divrec's, not in the paper
     "popular": (2.400, 5.226),
     "youtube-ssm": (7.312, 15.894),
     "comirec-sa": (8.467, 17.202),
@@ -64,6 +65,7 @@ PAPER_BOOKS = {
     "tr-next-n": (11.571, 23.221),
 }
 LABELS = {
+    "random": "Random",
     "popular": "Popular",
     "youtube-ssm": "YouTube [SSM w/o l2-norm]",
     "comirec-sa": "ComiRec-SA",
@@ -74,12 +76,15 @@ LABELS = {
     "tr-next-n": "TR-Youtube [next-n, Bi-InfoNCE]",
 }
 NEXT_N = (1, 3, 5, 7, 10)
+#: the sanity rows without training (no validation stopping, no curves, no claims)
+UNTRAINED = ("random", "popular")
 DATASETS = ("beauty", "toys", "sports", "yelp")
 
 
 def methods(common: dict) -> dict:
     """Method name → constructor of a fresh model (the n-sweep is added separately)."""
     return {
+        "random": lambda: RandomRecommender(),
         "popular": lambda: PopularityRecommender(),
         "youtube-ssm": lambda: create("model", "youtube", {"l2_norm": False, **common}),
         "comirec-sa": lambda: create("model", "comirec-sa", common),
@@ -168,9 +173,9 @@ def train_one(args, dataset: str, seed: int, name: str, curve: bool) -> dict:
     if "seed" in model.get_params():
         model = model.with_params(seed=seed)
     kwargs = {}
-    if name != "popular" and args.patience:
+    if name not in UNTRAINED and args.patience:
         kwargs["valid"] = (split.valid_history, split.valid_targets)
-    if curve and name != "popular":
+    if curve and name not in UNTRAINED:
         lengths = np.bincount(split.train.users)
         per_epoch = int(np.maximum(lengths - args.min_history, 0).sum())
         if args.patience:
@@ -533,7 +538,7 @@ def _goals(results: dict, d: str) -> list[str]:
         st = _stats(results, d, name, "test", metric)
         return None if st is None else st[0]
 
-    rows = [n for n in LABELS if n not in ("tr-next-n", "popular")]
+    rows = [n for n in LABELS if n != "tr-next-n" and n not in UNTRAINED]
     rec = {n: mean(n, "recall@50") for n in rows}
     rows = [n for n in rows if rec[n] is not None]
     if "tr-bi" in rows:
@@ -746,7 +751,7 @@ def throughput_bench(args, path: Path) -> None:
     rows = {}
     chosen = args.methods.split(",") if args.methods else list(methods(common_params(args)))
     for name in chosen:
-        if name in ("popular", "tr-bi-5x"):
+        if name in UNTRAINED or name == "tr-bi-5x":
             continue
         model = model_for(name, args).with_params(epochs=1.0, patience=None)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -866,13 +871,13 @@ def main(argv: list[str] | None = None) -> None:
         "--quick",
         action="store_true",
         help="smoke variant: beauty, seed 0, at most 0.3 epoch with a validation every 0.1 "
-        "(patience 2), popular / youtube-ssm / comirec-sa / comirec-dr / tr-bi, no curves",
+        "(patience 2), random / popular / youtube-ssm / comirec-sa / comirec-dr / tr-bi, no curves",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets, args.seeds, args.epochs, args.curve_points = "beauty", [0], 0.3, 0
         args.eval_every, args.patience = 0.1, 2
-        args.methods = args.methods or "popular,youtube-ssm,comirec-sa,comirec-dr,tr-bi"
+        args.methods = args.methods or "random,popular,youtube-ssm,comirec-sa,comirec-dr,tr-bi"
     import torch
 
     torch.set_num_threads(1)

@@ -345,6 +345,24 @@ def test_random_reproducible_across_calls_and_batchings():
     np.testing.assert_array_equal(ids_a, ids_b)
 
 
+def test_random_anonymous_histories_get_their_own_orders():
+    from divrec.data.query import Query
+
+    model = RandomRecommender(seed=3).fit(_random_log())
+    hist = np.array([[5, 9, -1], [9, 5, -1], [5, 9, -1], [-1, -1, -1]])
+    s = model.score_query(Query(users=np.full(4, -1), history=hist))
+    # the same history (rows 0, 2) gives the same scores; another order of the same items
+    # (row 1) or no history (row 3) another random order
+    np.testing.assert_array_equal(s[0], s[2])
+    assert (s[0] == s[1]).mean() < 0.01 and (s[0] == s[3]).mean() < 0.01
+    # padding and batch composition do not matter: row 0 alone, with wider padding
+    alone = model.score_query(Query(users=np.array([-1]), history=np.array([[5, 9, -1, -1, -1]])))
+    np.testing.assert_array_equal(alone[0], s[0])
+    # an empty history keeps the one shared order of anonymous users
+    empty = model.score_query(Query(users=np.array([-1]), history=np.full((1, 2), -1)))
+    np.testing.assert_array_equal(empty[0], s[3])
+
+
 def test_random_seed_changes_scores():
     log = _random_log()
     a = RandomRecommender(seed=0).fit(log).score_all(np.arange(20))

@@ -29,7 +29,10 @@ class RandomRecommender(Recommender):
     """Uniformly random scores, reproducible per (seed, user, item).
 
     The score of (u, i) is a splitmix64 hash of (seed, u, i) mapped to [0, 1), so repeated
-    calls and any batching give the same ranking without storing a score table.
+    calls and any batching give the same ranking without storing a score table. An
+    anonymous request (user −1) is keyed by a hash of its history's items in order (the
+    −1 padding skipped), so different histories get independent random orders and the same
+    history the same one, whatever the batch; an empty history gets one shared order.
     """
 
     Config = RandomConfig
@@ -39,8 +42,10 @@ class RandomRecommender(Recommender):
         pass
 
     def _score_history(self, query) -> np.ndarray:
-        # anonymous users (−1) share one random order, hashed under user key 2**32 − 1
-        users = np.where(query.users >= 0, query.users, np.int64(2**32 - 1))
+        users = query.users.astype(np.uint64)
+        anon = query.users < 0
+        if anon.any():
+            users[anon] = _history_keys(np.asarray(query.history)[anon])
         return self._score_all(users)
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
@@ -49,6 +54,18 @@ class RandomRecommender(Recommender):
         return (_splitmix64(key ^ _splitmix64(np.uint64(self.seed))) >> np.uint64(40)).astype(
             np.float32
         ) / np.float32(1 << 24)
+
+
+def _history_keys(history: np.ndarray) -> np.ndarray:
+    """`(B,)` 32-bit keys of `(B, L)` histories: a splitmix64 chain over the items in order,
+    −1 padding skipped; a row without items gets 2**32 − 1."""
+    h = np.full(history.shape[0], 0x5EED, dtype=np.uint64)
+    for col in history.T:
+        ok = col >= 0
+        h[ok] = _splitmix64(h[ok] ^ (col[ok].astype(np.uint64) + np.uint64(1)))
+    keys = h >> np.uint64(32)
+    keys[~(history >= 0).any(axis=1)] = np.uint64(2**32 - 1)
+    return keys
 
 
 def _splitmix64(x):
