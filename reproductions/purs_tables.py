@@ -24,7 +24,8 @@ Protocol (ours where the paper is silent; see benchmarks/results/purs/purs_table
   of the labeled test windows (positives, rating negatives, sampled negatives) and the
   authors'-code hit rate (per user: share of positives among test windows scored > 0.5;
   users with none skipped) for the pointwise CTR models.
-- Sanity row: Popularity (training-log popularity of the candidates).
+- Sanity rows: Popularity (training-log popularity of the candidates) and Random (seeded
+  uniform scores of the candidates).
 - Baselines: DIN, DeepFM, Wide&Deep, PNN (`divrec.ranking.ctr`), SPR (α = 0.5), and on the
   BPR-MF (SPR α = 0) relevance: HOM-LIN (`HybridUtility`, weights rel 1 / unexp 0.5, per-
   request min-max), Auralist (rank interpolation 0.6 rel / 0.2 novelty / 0.2 unexp,
@@ -262,6 +263,7 @@ def run_seed(bench: Bench, seed: int, epochs: int, variations: bool, trace: bool
             }  # fmt: skip
         add(name, scores_of(m), m)
     add("Popularity", bench.train_pop[bench.cand])
+    add("Random", np.random.default_rng([seed, 0x5A17]).random(bench.cand.shape))
     for name, cls in CTR.items():
         m = cls(epochs=epochs, seed=seed, batch_size=256, **stop)
         t0 = time.perf_counter()
@@ -671,7 +673,8 @@ def write_result(out, ds, args, n_users, info, summ, res_seeds, all_times, all_t
             if k in rows[0]
         }
     ref_k = info.get("clusters_per_request_reference")
-    baselines = [n for n in table if not n.startswith("PURS")]
+    # the Random sanity row is no baseline to beat (its lists are unexpected by construction)
+    baselines = [n for n in table if not n.startswith("PURS") and n != "Random"]
     best = max(baselines, key=lambda n: table[n]["AUC"][0])
     best_unexp = max(baselines, key=lambda n: table[n]["Unexp"][0])
     sig = {
