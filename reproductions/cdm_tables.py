@@ -29,6 +29,8 @@ public), see `divrec.splitting.candidate_requests`:
   backbone (copied) + the student trained jointly (teacher = IA-MMR λ = 0.25 on
   unit-normalized e_i ⊙ u, top-20; k = 10 context items per side, β1 = 1, β2 = 0.1,
   t = 0.5, τ 1 → 0.1), served as f + γ·y_stu.
+- Sanity rows: Popularity (distinct users of each candidate in the log before t1) and
+  Random (seeded uniform scores), over the same 200 candidates.
 - Metrics on the test requests: Recall@K, MRR@K over all target items (also those the
   pre-ranker missed), ILAD@K (Eq. 21) in two spaces no model trained: the reference SVD
   space (`divrec.metrics.reference_item_vectors`, 64-d truncated SVD of the log before t1)
@@ -171,6 +173,11 @@ def run_dataset(name: str, args, log) -> dict:
     cand = te.candidates
     safe = np.maximum(cand, 0)
     record("pre-ranker (iALS)", _topk_lists(te.prescores, cand, kmax))
+    # sanity rows: training-history popularity (distinct users) and seeded uniform scores
+    pop = hist.to_csr(binary=True).getnnz(axis=0).astype(np.float64)
+    record("Popularity", _topk_lists(pop[safe], cand, kmax))
+    rand = np.random.default_rng([args.seed, 0x5A17]).random(cand.shape)
+    record("Random", _topk_lists(rand, cand, kmax))
     dcn = DCNRanker(**kw).fit(hist, requests=tr, user_features=ufeat)
     log(f"{name}: DCN best epoch {dcn.best_epoch_} ({time.time() - t_start:.0f}s)")
     f = dcn.score(te.users, safe)
