@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from two_tower_util import hr_at_10, planted_groups
 
 from divrec.registry import create
 from divrec.retrieval.ann import AnnIndex, l2_normalize, recall_at_k
@@ -149,30 +150,9 @@ def test_hnsw_recall_vs_exact():
     assert recall_at_k(exact, exact) == 1.0
 
 
-def _planted(n_users=240, n_items=120, n_groups=6, per_user=12, seed=0):
-    """Users and items in n_groups blocks; users interact only inside their block.
-    One interaction per user is held out."""
-    rng = np.random.default_rng(seed)
-    size = n_items // n_groups
-    rows, cols, test = [], [], np.empty(n_users, dtype=np.int64)
-    for u in range(n_users):
-        g = u % n_groups
-        its = g * size + rng.choice(size, size=per_user + 1, replace=False)
-        rows += [u] * per_user
-        cols += its[:per_user].tolist()
-        test[u] = its[-1]
-    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
-    return train, test
-
-
-def _hr_at_10(model, train, test):
-    ids, _ = model.recommend(np.arange(train.shape[0]), 10)
-    return float(np.mean([test[u] in ids[u] for u in range(train.shape[0])]))
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    train, test = _planted()
+    train, test = planted_groups()
     model = TwoTowerRecommender(dim=16, tau=0.2, batch_size=64, epochs=15, lr=0.02, threads=1)
     return model.fit(train), train, test
 
@@ -181,18 +161,18 @@ def test_training_beats_random_on_planted_structure(fitted):
     from divrec.retrieval.baselines import RandomRecommender
 
     model, train, test = fitted
-    hr_random = _hr_at_10(RandomRecommender(seed=0).fit(train), train, test)
-    hr_tr = _hr_at_10(model, train, test)
+    hr_random = hr_at_10(RandomRecommender(seed=0).fit(train), train, test)
+    hr_tr = hr_at_10(model, train, test)
     assert hr_random < 0.2  # about 10 / 108
     assert hr_tr > 0.6 and hr_tr > hr_random + 0.4
 
 
 def test_mfb_variants_beat_random_and_count_examples():
-    train, test = _planted()
+    train, test = planted_groups()
     kw = {"dim": 16, "batch_size": 64, "epochs": 15, "lr": 0.02, "threads": 1}
     model = create("model", "mfb", {"negatives": "[0:8]", **kw})
     model.fit(train)
-    assert _hr_at_10(model, train, test) > 0.5
+    assert hr_at_10(model, train, test) > 0.5
     assert model.examples_seen_ == 9 * train.nnz * 15  # positives + 8 negatives each
     for spec in ("[8:0]", "[4:4]", "[8:8]", "[8]"):
         kw = {"negatives": spec, "dim": 8, "batch_size": 256, "epochs": 1, "threads": 1}
@@ -245,7 +225,7 @@ def test_u2i_and_i2u_topk_equal_bruteforce(fitted):
 
 # --------------------------------------------------------------------------- determinism, io
 def test_seeded_determinism():
-    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    train, _ = planted_groups(n_users=60, n_items=30, n_groups=3, per_user=6)
     kw = {"dim": 8, "batch_size": 32, "epochs": 3, "threads": 1, "seed": 5}
     a = TwoTowerRecommender(**kw).fit(train)
     b = TwoTowerRecommender(**kw).fit(train)
@@ -260,7 +240,7 @@ def test_seeded_determinism():
 
 
 def test_examples_counter_and_callback():
-    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    train, _ = planted_groups(n_users=60, n_items=30, n_groups=3, per_user=6)
     seen = []
     model = TwoTowerRecommender(dim=8, batch_size=50, epochs=2, threads=1, progress=True)
     model.fit(
@@ -290,7 +270,7 @@ def test_save_load_round_trip(tmp_path, fitted):
 
 
 def test_invalid_hyperparameters():
-    train, _ = _planted(n_users=30, n_items=30, n_groups=3, per_user=4)
+    train, _ = planted_groups(n_users=30, n_items=30, n_groups=3, per_user=4)
     with pytest.raises(ValueError):
         TwoTowerRecommender(loss="softmax", threads=1).fit(train)
     with pytest.raises(ValueError):
@@ -300,10 +280,10 @@ def test_invalid_hyperparameters():
 
 
 def test_linear_lr_schedule_trains_and_validates():
-    train, test = _planted()
+    train, test = planted_groups()
     kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 10, "lr": 0.02, "threads": 1}
     model = TwoTowerRecommender(lr_schedule="linear", **kw).fit(train)
-    assert _hr_at_10(model, train, test) > 0.5
+    assert hr_at_10(model, train, test) > 0.5
     with pytest.raises(ValueError):
         TwoTowerRecommender(lr_schedule="cosine", threads=1).fit(train)
 
@@ -376,12 +356,12 @@ def test_ssm_sampling_probabilities():
 
 @pytest.mark.parametrize("sampling", ["uniform", "popularity"])
 def test_ssm_training_beats_random(sampling):
-    train, test = _planted()
+    train, test = planted_groups()
     kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 10, "lr": 0.02, "threads": 1}
     model = TwoTowerRecommender(loss="ssm", ssm_negatives=32, ssm_sampling=sampling, **kw)
     model.fit(train)
     assert model.examples_seen_ == 10 * train.nnz
-    assert _hr_at_10(model, train, test) > 0.5  # random: about 0.09
+    assert hr_at_10(model, train, test) > 0.5  # random: about 0.09
     again = TwoTowerRecommender(loss="ssm", ssm_negatives=32, ssm_sampling=sampling, **kw)
     np.testing.assert_array_equal(again.fit(train).item_factors_, model.item_factors_)
     with pytest.raises(ValueError):
@@ -567,7 +547,7 @@ def test_config_is_checked_at_construction_and_read_only():
 def test_fit_keeps_global_state_and_records_epoch_losses():
     from divrec.testing import check_fit_keeps_global_state
 
-    train, _ = _planted(n_users=60, n_items=30, n_groups=3, per_user=6)
+    train, _ = planted_groups(n_users=60, n_items=30, n_groups=3, per_user=6)
     kw = {"dim": 8, "batch_size": 50, "epochs": 2.5, "seed": 3}
     for loss in ("bi", "ssm", "mfb"):
         m = check_fit_keeps_global_state(lambda x=loss: TwoTowerRecommender(loss=x, **kw), train)
@@ -575,15 +555,15 @@ def test_fit_keeps_global_state_and_records_epoch_losses():
 
 
 def test_both_optimizers_learn_and_sparse_adam_leaves_unseen_rows_at_init():
-    train, test = _planted()
+    train, test = planted_groups()
     kw = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 15, "lr": 0.02, "threads": 1}
     dense = TwoTowerRecommender(optimizer="adam", **kw).fit(train)
-    assert _hr_at_10(dense, train, test) > 0.6
+    assert hr_at_10(dense, train, test) > 0.6
     # an item no user has (an all-zero column) is never looked up: lazy Adam never moves it
     n_users, n_items = train.shape
     wide = sp.hstack([train, sp.csr_matrix((n_users, 1), dtype=np.float32)]).tocsr()
     sparse = TwoTowerRecommender(optimizer="sparse_adam", **kw).fit(wide)
-    assert _hr_at_10(sparse, wide, test) > 0.6
+    assert hr_at_10(sparse, wide, test) > 0.6
     init = TwoTowerRecommender(**kw)._make_towers(
         n_users, n_items + 1, 0.1, torch.Generator().manual_seed(0)
     )

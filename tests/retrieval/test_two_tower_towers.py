@@ -5,35 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
+from two_tower_util import hr_at_10, planted_groups
 
 from divrec.data.interactions import Interactions
 from divrec.registry import create
 from divrec.retrieval.baselines import RandomRecommender
 from divrec.retrieval.two_tower import TwoTowerRecommender, build_histories
-
-
-def _planted(n_users=240, n_items=120, n_groups=6, per_user=12, seed=0):
-    """Users and items in n_groups blocks; users interact only inside their block.
-    One interaction per user is held out."""
-    rng = np.random.default_rng(seed)
-    size = n_items // n_groups
-    rows, cols, test = [], [], np.empty(n_users, dtype=np.int64)
-    for u in range(n_users):
-        g = u % n_groups
-        its = g * size + rng.choice(size, size=per_user + 1, replace=False)
-        rows += [u] * per_user
-        cols += its[:per_user].tolist()
-        test[u] = its[-1]
-    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
-    return train, test
-
-
-def _hr_at_10(model, train, test):
-    ids, _ = model.recommend(np.arange(train.shape[0]), 10)
-    return float(np.mean([test[u] in ids[u] for u in range(train.shape[0])]))
-
 
 KW = {"dim": 16, "tau": 0.2, "batch_size": 64, "epochs": 10, "lr": 0.01, "threads": 1}
 KW["hidden"] = (32,)
@@ -57,7 +35,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def planted():
-    return _planted()
+    return planted_groups()
 
 
 @pytest.fixture(scope="module")
@@ -272,8 +250,8 @@ def test_pseudo_user_recommendations_overlap_the_real_user(hist_model, hist_id_m
 def test_towers_beat_random_on_planted_data(kw, planted):
     train, test = planted
     model = TwoTowerRecommender(**{**KW, **kw}).fit(train)
-    hr_random = _hr_at_10(RandomRecommender(seed=0).fit(train), train, test)
-    hr = _hr_at_10(model, train, test)
+    hr_random = hr_at_10(RandomRecommender(seed=0).fit(train), train, test)
+    hr = hr_at_10(model, train, test)
     assert hr_random < 0.2
     assert hr > 0.7 and hr > hr_random + 0.5, hr
 
@@ -282,7 +260,7 @@ def test_mfb_history_tower_beats_random(planted):
     train, test = planted
     model = create("model", "mfb", {"user_tower": "history", **KW}).fit(train)
     assert model.get_params()["user_tower"] == "history"
-    assert _hr_at_10(model, train, test) > 0.7
+    assert hr_at_10(model, train, test) > 0.7
 
 
 # --------------------------------------------------------------------------- persistence, errors
