@@ -57,6 +57,7 @@ from divrec.evaluation.candidate_requests import (
 )
 from divrec.metrics.reference import reference_item_vectors
 from reproductions.cdm_diagnosis import teacher_only
+from reproductions.claims import cdm_claims
 
 KS = (5, 20)
 GAMMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
@@ -632,7 +633,7 @@ def run_seeds(args, log) -> None:
             for key in per_seed[0].get(field, {}):
                 vals = [r[field][key] for r in per_seed]
                 mean, ci = _mean_ci(np.array(vals))
-                dest[key] = {"mean": mean, "ci": ci}
+                dest[key] = {"mean": mean, "ci": ci, "per_seed": vals}
         summary["datasets"][name] = {
             "rows": rows,
             "teacher_agreement@20": agree,
@@ -669,6 +670,9 @@ def run_seeds(args, log) -> None:
                "that the list's top 20 recovers:", ""]  # fmt: skip
         md += [f"- {k}: {v['mean']:.3f}" for k, v in moved.items()]
         md.append("")
+        claims = cdm_claims(summary["datasets"][name], args.n_candidates, PAPER_T2["KS@20"])
+        summary["datasets"][name]["claims"] = claims
+        md += claims
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=1))
     (args.out / "seeds.md").write_text("\n".join(md))
     log("\n".join(md))

@@ -1,0 +1,117 @@
+"""The generated claims of the CDM and PURS reproductions (`reproductions/claims.py`) judge
+hand-made result dictionaries whose answers are known; no training runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from reproductions.claims import cdm_claims, compare, purs_claims, verdict
+
+
+def _row(**metrics):
+    return {
+        m: {"mean": sum(v) / len(v), "ci": 0.0, "per_seed": list(v)} for m, v in metrics.items()
+    }
+
+
+def _line(lines, start):
+    hits = [x for x in lines if x.startswith(start)]
+    assert len(hits) == 1, (start, lines)
+    return hits[0]
+
+
+@pytest.fixture()
+def cdm():
+    three = {
+        "CDM": _row(recall=(0.10, 0.11, 0.12), ilad=(0.50, 0.60, 0.40)),
+        "DCN": _row(recall=(0.05, 0.06, 0.07), ilad=(0.45, 0.65, 0.42)),
+        "MMR": _row(recall=(0.13, 0.14, 0.15), ilad=(0.40, 0.50, 0.30)),
+        "Popularity": _row(recall=(0.08, 0.08, 0.08), ilad=(0.3, 0.3, 0.3)),
+    }
+    # metric names as in the tables
+    rows = {}
+    for label, r in three.items():
+        rows[label] = {
+            "recall@20": r["recall"],
+            "mrr@20": r["recall"],
+            "ilad_svd@20": r["ilad"],
+            "ilad_genre@20": r["ilad"],
+        }
+    agree = {
+        "DCN (backbone alone)": {"mean": 0.9, "ci": 0.0, "per_seed": [0.90, 0.91, 0.89]},
+        "CDM": {"mean": 0.7, "ci": 0.0, "per_seed": [0.70, 0.72, 0.68]},
+    }
+    return {"rows": rows, "teacher_agreement@20": agree, "teacher_only_recovered@20": {}}
+
+
+def test_cdm_verdicts_on_known_answers(cdm):
+    lines = cdm_claims(cdm, n_candidates=100, diagnosis=None)
+    assert "holds (" in _line(lines, "- (a) CDM above DCN on recall@20:")
+    assert "does not hold (lower" in _line(lines, "- (a) CDM above MMR on recall@20:")
+    # +0.0067 with per-seed differences 0.05, -0.05, -0.02: within the interval
+    assert "within the seed-level interval" in _line(lines, "- (a) CDM above DCN on ilad_svd@20:")
+    assert "holds (" in _line(lines, "- (a) CDM above MMR on ilad_svd@20:")
+    # accurate AND diverse: fails against MMR (less accurate)
+    assert ": does not hold" in _line(lines, "- (b) CDM more accurate and more diverse than MMR")
+    assert "not testable here" in _line(lines, "- (b) CDM more accurate and more diverse than DPP")
+    assert "does not hold (lower" in _line(lines, "- (d) distillation: CDM agrees")
+    pop = _line(lines, "- (e) every trained row above Popularity on recall@20:")
+    # Popularity (0.08) beats DCN (0.06) but not CDM (0.11) or MMR (0.14)
+    assert ": does not hold" in pop and "beats DCN" in pop and "CDM (" not in pop
+    assert "not testable here (no Random row)" in _line(lines, "- (e) trained rows above Random")
+
+
+def test_cdm_one_seed_is_not_testable():
+    rows = {"CDM": _row(r=(0.2,)), "DCN": _row(r=(0.1,))}
+    v = verdict(compare(rows, "CDM", "DCN", "r"))
+    assert v.startswith("not testable here (one seed") and "higher" in v
+    rows2 = {"CDM": _row(r=(0.2, 0.21, 0.22)), "DCN": _row(r=(0.1, 0.1, 0.11))}
+    assert verdict(compare(rows2, "CDM", "DCN", "r")).startswith("holds")
+    assert verdict(compare(rows2, "DCN", "CDM", "r")).startswith("does not hold (lower")
+
+
+def _purs(seed_level):
+    metrics = ("AUC", "HR@10", "Unexp", "Unexp-warm", "Unexp-own", "Coverage", "Cold@10")
+    base = {m: (0.5, 0.01) for m in metrics}
+    table = {
+        "PURS": {**base, "AUC": (0.80, 0.01), "HR@10": (0.60, 0.01), "Unexp": (1.2, 0.01)},
+        "DIN": {**base, "AUC": (0.70, 0.01), "HR@10": (0.59, 0.01), "Unexp": (1.1, 0.01)},
+        "SPR": {**base, "AUC": (0.75, 0.01), "HR@10": (0.50, 0.01), "Unexp": (1.0, 0.01)},
+        "PURS-Variation 4": {**base, "AUC": (0.81, 0.01), "HR@10": (0.55, 0.01)},
+        "Popularity": {**base, "AUC": (0.78, 0.0), "HR@10": (0.65, 0.0), "Unexp": (0.9, 0.0)},
+    }
+    return {"table": table, "seeds_done": 5, "significance": {"seed_level": seed_level}}
+
+
+def test_purs_verdicts_on_known_answers():
+    sl = {
+        "AUC: PURS vs DIN": {"diff": 0.10, "p": 0.001},
+        "AUC: PURS vs SPR": {"diff": 0.05, "p": 0.01},
+        "HR@10: PURS vs DIN": {"diff": 0.01, "p": 0.40},
+        "HR@10: PURS vs SPR": {"diff": 0.10, "p": 0.001},
+        "Unexp: PURS vs DIN": {"diff": 0.1, "p": 0.01},
+        "Unexp: PURS vs SPR": {"diff": 0.2, "p": 0.001},
+        "Unexp-warm: PURS vs DIN": {"diff": 0.0, "p": 0.9},
+        "AUC: PURS vs PURS-Variation 4": {"diff": -0.01, "p": 0.02},
+        "AUC: PURS vs Popularity": {"diff": 0.02, "p": 0.03},
+        "HR@10: PURS vs Popularity": {"diff": -0.05, "p": 0.001},
+    }
+    lines = purs_claims(_purs(sl))
+    assert ": holds (" in _line(lines, "- PURS higher AUC than every baseline:")
+    hr = _line(lines, "- PURS higher HR@10 than every baseline:")
+    assert ": does not hold" in hr and "not significant: DIN" in hr
+    # no stored test for Coverage: not judged
+    assert "not testable here" in _line(lines, "- PURS higher coverage than every baseline:")
+    # the Unexp gain over DIN is gone on warm items: the cold-item cause is stated
+    assert any("Measured cause" in x and "cold items" in x for x in lines)
+    t3 = _line(lines, "- Table 3: Variations 1–5 below PURS on AUC:")
+    assert ": does not hold" in t3 and "PURS lower (p < 0.05): PURS-Variation 4" in t3
+    assert ": holds (" in _line(lines, "- Sanity: PURS above Popularity on AUC:")
+    pop_hr = _line(lines, "- Sanity: PURS above Popularity on HR@10:")
+    assert ": does not hold" in pop_hr and "beats: PURS 0.6000, PURS-Variation 4" in pop_hr
+
+
+def test_purs_too_few_seeds_is_not_testable():
+    lines = purs_claims(_purs({"note": "2 seed(s): no seed-level test"}))
+    line = _line(lines, "- PURS higher AUC than every baseline:")
+    assert "not testable here (2 seed(s): no seed-level test)" in line
