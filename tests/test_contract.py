@@ -160,6 +160,8 @@ STRONG = {
     "hybrid": {"weights": (0.0, 1.0, 0.0)},
     "calibrated": {"lambda_": 0.99},
     "fair": {"p": 0.9, "adjust": False, "group": "category=topic0"},
+    "random-k": {"seed": 1},
+    "popular-k": {},
 }
 
 PROTOCOLS = {

@@ -102,6 +102,8 @@ RERANKERS: dict[str, str | Preset] = {
     "hybrid": "divrec.rerank.baselines:HybridUtility",
     "calibrated": "divrec.rerank.calibration:CalibratedReranker",  # Steck 2018 (Eq. 6)
     "fair": "divrec.rerank.fairness:FAIR",  # FA*IR, Zehlike et al. 2017 (Alg. 2)
+    "random-k": "divrec.rerank.baselines:RandomK",  # sanity row: k uniformly at random
+    "popular-k": "divrec.rerank.baselines:PopularK",  # sanity row: by training popularity
 }
 
 DATASETS: dict[str, str] = {

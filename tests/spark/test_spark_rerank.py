@@ -37,6 +37,8 @@ ON_SPARK = {
     "hybrid": {},
     "calibrated": {},
     "fair": {},
+    "random-k": {"seed": 3},
+    "popular-k": {},
 }
 
 

@@ -52,6 +52,7 @@ from divrec.cli.serve import register as register_serve  # noqa: E402
 from divrec.cli.simulate import app as simulate_app  # noqa: E402
 from divrec.cli.spark import app as spark_app  # noqa: E402
 from divrec.cli.tune import register as register_tune  # noqa: E402
+from divrec.registry import RERANKERS  # noqa: E402
 
 __all__ = ["app", "main"]
 
@@ -202,8 +203,7 @@ def evaluate(
         str | None,
         typer.Option(
             "--rerank",
-            help="Re-rank the model's top candidates: mmr, ia-mmr, dpp, pdpp, rt-dpp, ssd, "
-            "category-cap, cf-da, cf-dm, hybrid.",
+            help="Re-rank the model's top candidates: " + ", ".join(RERANKERS) + ".",
         ),
     ] = None,
     rerank_param: Annotated[

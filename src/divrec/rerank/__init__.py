@@ -17,11 +17,11 @@ Methods:
     SSD — :mod:`divrec.rerank.ssd` (Huang et al., KDD 2021)
     CalibratedReranker — :mod:`divrec.rerank.calibration` (Steck, RecSys 2018, Eq. 6)
     FAIR, ranked_group_fairness — :mod:`divrec.rerank.fairness` (Zehlike et al., CIKM 2017)
-    CategoryCap, CFDA, CFDM, HybridUtility — :mod:`divrec.rerank.baselines`
+    CategoryCap, CFDA, CFDM, HybridUtility, RandomK, PopularK — :mod:`divrec.rerank.baselines`
 """
 
 from ._base import Reranker, category_similarity, cosine_similarity
-from .baselines import CFDA, CFDM, CategoryCap, HybridUtility
+from .baselines import CFDA, CFDM, CategoryCap, HybridUtility, PopularK, RandomK
 from .calibration import CalibratedReranker
 from .dpp import FastGreedyDPP, fast_greedy_map, fast_greedy_map_batch, tradeoff_alpha
 from .fairness import FAIR, ranked_group_fairness
@@ -46,6 +46,8 @@ __all__ = [
     "HybridUtility",
     "InterestAwareMMR",
     "PersonalizedDPP",
+    "PopularK",
+    "RandomK",
     "RealtimePersonalizedDPP",
     "RealtimePropensityTracker",
     "Reranker",

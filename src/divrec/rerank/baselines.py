@@ -1,4 +1,5 @@
-"""Baseline re-rankers: category cap, CF-DA, CF-DM and a HOM-LIN-style hybrid utility.
+"""Baseline re-rankers: category cap, CF-DA, CF-DM, a HOM-LIN-style hybrid utility and the
+random / popularity sanity re-rankers.
 
 * :class:`CategoryCap` — the rule-based "Base" of the WeChat paper's experiments: a cap
   on the number of items per category (or tag).
@@ -12,6 +13,10 @@
   diversity among the top ``n′ = 5n`` by relevance.
 * :class:`HybridUtility` — a linear hybrid of relevance, list diversity and item novelty
   in the spirit of HOM-LIN (Adamopoulos & Tuzhilin 2015, a PURS baseline).
+* :class:`RandomK` — sanity row: ``k`` of the request's candidates uniformly at random,
+  reproducible per (seed, request).
+* :class:`PopularK` — sanity row: the candidates ordered by training popularity (distinct
+  users), ignoring the relevance.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ __all__ = [
     "CategoryCapConfig",
     "HybridUtility",
     "HybridUtilityConfig",
+    "PopularK",
+    "PopularKConfig",
+    "RandomK",
+    "RandomKConfig",
 ]
 
 
@@ -455,3 +464,155 @@ class HybridUtility(Reranker):
             r.shape, m, vectors, similarity, "HybridUtility"
         )
         return _compiled_penalized(vecs, mat, int(use_matrix), m, base, base, k, w_div, "mean")
+
+
+# --------------------------------------------------------------------------- sanity rows
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer of a 64-bit integer (the mixing of
+    `divrec.retrieval.baselines.RandomRecommender`, on Python ints)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def request_key(relevance: np.ndarray) -> int:
+    """A 64-bit key of one request: a splitmix64 chain over its ``N`` and the float64 bit
+    patterns of its relevance in position order (``-0.0`` read as ``0.0``).
+
+    Two requests get the same key exactly when they have the same relevance vector, so the
+    key is a function of what :meth:`RandomK.select` sees, whatever the batch.
+    """
+    r = np.ascontiguousarray(relevance, dtype=np.float64) + 0.0  # -0.0 → 0.0
+    bits = r.view(np.uint64)
+    h = _mix64(int(r.size))
+    for w in bits.tolist():  # Python ints: exact 64-bit arithmetic, no overflow warnings
+        h = _mix64(h ^ w)
+    return h
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomKConfig(StageConfig):
+    """`RandomK` hyperparameters.
+
+    Attributes:
+        seed: ``≥ 0``, combined with each request's key (see :class:`RandomK`).
+    """
+
+    seed: int = param(0, ge=0)
+
+
+class RandomK(Reranker):
+    """Sanity re-ranker: ``min(k, N)`` of the request's candidates uniformly at random.
+
+    Without replacement, every ``k``-subset (and every order of it) equally likely. The draw
+    of one request is ``numpy.random.default_rng([seed, request_key(relevance)])``'s
+    ``choice(N, min(k, N), replace=False)``: the config ``seed`` and the request's 64-bit
+    :func:`request_key` (a hash of its ``N`` relevance values in position order) seed one
+    ``SeedSequence``. The relevance only keys the draw, it never weights it. So the same
+    request gets the same list on every call and in any batch (``select_batch`` is the loop
+    of :meth:`select` over the requests' valid candidates, padding dropped), different
+    requests and different seeds get independent draws. Hyperparameters:
+    :class:`RandomKConfig`.
+    """
+
+    Config = RandomKConfig
+    _stage_inputs = ()
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select ``min(k, N)`` positions uniformly at random.
+
+        Args:
+            relevance: ``(N,)`` relevance (finite; keys the draw, does not weight it).
+            k: list length.
+            vectors: ignored.
+            similarity: ignored.
+            categories: ignored.
+
+        Returns:
+            ``(min(k, N),)`` int64 positions in draw order.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        kk = min(k, r.size)
+        if kk == 0:
+            return np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, request_key(r)])
+        return as_positions(rng.choice(r.size, kk, replace=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PopularKConfig(StageConfig):
+    """`PopularK` hyperparameters: none (the popularity is learned in ``fit``)."""
+
+
+class PopularK(Reranker):
+    """Sanity re-ranker: the candidates in decreasing training popularity.
+
+    The popularity of an item is its number of distinct training users, learned in
+    :meth:`~divrec.rerank.Reranker.fit` as ``popularity_`` (``(n_items,)`` int64,
+    :meth:`~divrec.data.Interactions.item_popularity`); items the training log never saw
+    have 0. The relevance is ignored (only checked); ties go to the lower candidate
+    position, i.e. to the upstream order. As a pipeline stage the candidates' popularity
+    reaches :meth:`select_batch` as the ``popularity`` keyword; :meth:`select` takes it
+    directly. Hyperparameters: :class:`PopularKConfig` (none).
+    """
+
+    Config = PopularKConfig
+    _stage_inputs = ()
+    _per_item_kwargs = ("popularity",)
+
+    def _fit_stage(self, train) -> None:
+        """``popularity_``: distinct training users per item."""
+        self.popularity_ = np.asarray(train.item_popularity(), dtype=np.int64)
+
+    def _request_inputs(self, query, safe_ids: np.ndarray) -> dict[str, Any]:
+        """The candidates' ``popularity`` (``(B, N)``; padding reads item 0, never used)."""
+        return {"popularity": self.popularity_[safe_ids]}
+
+    def select(
+        self,
+        relevance: np.ndarray,
+        k: int,
+        *,
+        vectors: np.ndarray | None = None,
+        similarity: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        popularity: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Select the ``min(k, N)`` most popular positions.
+
+        Args:
+            relevance: ``(N,)`` relevance (checked, otherwise ignored).
+            k: list length.
+            vectors: ignored.
+            similarity: ignored.
+            categories: ignored.
+            popularity: ``(N,)`` finite popularity of the candidates (required).
+
+        Returns:
+            ``(min(k, N),)`` int64 positions, most popular first, ties by position.
+        """
+        k = check_k(k)
+        r = check_relevance(relevance)
+        if popularity is None:
+            raise ValueError("PopularK needs `popularity` (an (N,) array)")
+        pop = np.asarray(popularity, dtype=np.float64)
+        if pop.shape != r.shape:
+            raise ValueError(f"popularity must have shape {r.shape}, got {pop.shape}")
+        if not np.all(np.isfinite(pop)):
+            raise not_finite("popularity contains")
+        return relevance_order(pop)[:k]
