@@ -303,7 +303,8 @@ def _purs_vs(res: dict, metric: str, others) -> tuple[str, str]:
         "no test": "no seed-level test, difference",
     }
     detail = "; ".join(f"{names[g]}: " + ", ".join(v) for g, v in groups.items() if v)
-    return word, f"PURS {t['PURS'][metric][0]:.4f}, {seeds} seed(s); {detail}"
+    pv = t["PURS"][metric][0]
+    return word, f"PURS {pv:.4f}, {seeds} seed(s); differences PURS − row; {detail}"
 
 
 def purs_claims(res: dict, paper: dict | None = None) -> list[str]:
