@@ -3,6 +3,7 @@
     python -m reproductions.graph_loop --out benchmarks/results/graph_loop
     python -m reproductions.graph_loop --out benchmarks/results/graph_loop --cost
     python -m reproductions.graph_loop --quick --out benchmarks/results/graph_loop_quick
+    python -m reproductions.graph_loop --sanity --out benchmarks/results/graph_loop_v2 ...
 
 Resumable: each finished seed (all variants) is written to OUT/seeds/seed_<s>.json and
 reused on a re-run; the report, table1.md/json (paired % vs Base at the first and final
@@ -16,6 +17,13 @@ rounds and `--seeds` seeds (each seed: its own world — ground truth, new items
 own GraphSAGE fit, shared by the variants), then a sweep of the diversity-seeking strength
 β on one seed. `--cost` instead times rounds for all users (stage breakdown, GraphSAGE
 throughput, incremental update time) and writes `cost.json`.
+
+`--with-ablation` / `--ablation` and `--with-sanity` / `--sanity` run extra rows on the main
+run's worlds and retriever fits (`same_worlds`: the same seeds, user subsets, GraphSAGE fits
+and settings), resumable per seed in OUT/ablation/seeds and OUT/sanity/seeds; the sanity rows
+are "random (sanity)" (`random-k`: k of the ranked candidates uniformly at random) and
+"popular (sanity)" (`popular-k`: by the starting log's popularity), shown in table1.md/json
+as rows paired % vs Base like the others. Give `--sanity` the main run's arguments.
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ def main(argv=None) -> None:
         "--table",
         action="store_true",
         help="only rebuild OUT/table1.md/json (paired % vs Base) from OUT/runs.json "
-        "(+ OUT/ablation/runs.json when present)",
+        "(+ OUT/ablation/runs.json and OUT/sanity/runs.json when present)",
     )
     ap.add_argument(
         "--ablation",
@@ -87,12 +95,23 @@ def main(argv=None) -> None:
         action="store_true",
         help="after the main run, the ablations (resumable, OUT/ablation) and the table again",
     )
+    ap.add_argument(
+        "--sanity",
+        action="store_true",
+        help="only the sanity rows (random-k, popular-k), same worlds as the main run, "
+        "into OUT/sanity (resumable per seed), then the table",
+    )
+    ap.add_argument(
+        "--with-sanity",
+        action="store_true",
+        help="after the main run (and the ablations), the sanity rows and the table again",
+    )
     ap.add_argument("--progress", action="store_true")
     ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke variant: 150 users, 6 rounds, 2 seeds, 1 GraphSAGE epoch, no sweep "
-        "(with --with-ablation: the ablations at the same settings)",
+        "(with --with-ablation / --with-sanity / --sanity: those at the same settings)",
     )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +124,12 @@ def main(argv=None) -> None:
         return
     if args.ablation:
         ablation(data, args)
+        return
+    if args.sanity:
+        if args.quick:
+            args.users, args.rounds, args.seeds, args.epochs = 150, 6, 2, 1
+        sanity(data, args)
+        table(args.out)
         return
     if args.merge:
         runs = []
@@ -153,16 +178,14 @@ def main(argv=None) -> None:
     title = f"Graph exploration loop on {args.dataset} (WeChat Table 1 direction)"
     if args.quick:
         notes = "QUICK smoke run (not a result): " + notes
-    # write_outputs replaces OUT whole: keep the per-seed files across it
-    keep = {p.name: p.read_text() for p in seed_dir.glob("seed_*.json")}
-    write_outputs(runs, args.out, title, notes)
-    (args.out / "seeds").mkdir(exist_ok=True)
-    for name, text in keep.items():
-        (args.out / "seeds" / name).write_text(text)
+    write_keeping(runs, args.out, title, notes)
     (args.out / "notes.json").write_text(json.dumps(notes))
     table(args.out)
     if args.with_ablation:
         ablation(data, args)
+        table(args.out)
+    if args.with_sanity:
+        sanity(data, args)
         table(args.out)
     if args.sweep:
         sweep(data, args, args.out / "sweep")
@@ -216,9 +239,10 @@ PAPER = {  # WeChat Table 1, % vs Base, 7-day online A/B ("*": not significant);
 def table(out: Path) -> None:
     """Paired per-seed % change vs Base at the first and the final round."""
     runs = json.loads((out / "runs.json").read_text())
-    abl = out / "ablation" / "runs.json"
-    if abl.exists():
-        runs = runs + json.loads(abl.read_text())
+    for sub in ("ablation", "sanity"):  # extra rows on the same worlds, when run
+        extra = out / sub / "runs.json"
+        if extra.exists():
+            runs = runs + json.loads(extra.read_text())
     keys = tuple(COLUMN_KEYS.get(m, m) for m in TABLE_METRICS)
     labels = dict(zip(keys, TABLE_METRICS, strict=True))
 
@@ -370,17 +394,49 @@ ABLATIONS = {
 }
 
 
+#: sanity rows of `--sanity`: label → (pipeline, SimConfig changes, retriever changes)
+SANITY = {
+    "random (sanity)": ("random", {}, {}),
+    "popular (sanity)": ("popular", {}, {}),
+}
+
+
 def ablation(data, args) -> None:
     """The `ABLATIONS` on the main run's worlds; resumable per seed
     (OUT/ablation/seeds/seed_<s>.json)."""
+    same_worlds(
+        data,
+        args,
+        "ablation",
+        ABLATIONS,
+        "Ablations: graph similarity with fixed θ; ours without each part of the loop",
+    )
+
+
+def sanity(data, args) -> None:
+    """The `SANITY` rows (random-k, popular-k over the same retriever and ranker) on the main
+    run's worlds; resumable per seed (OUT/sanity/seeds/seed_<s>.json)."""
+    same_worlds(
+        data,
+        args,
+        "sanity",
+        SANITY,
+        "Sanity rows: k of the ranked candidates at random; by starting-log popularity",
+    )
+
+
+def same_worlds(data, args, sub: str, variants: dict, title: str) -> None:
+    """Runs `variants` (label → (pipeline, SimConfig changes, retriever changes)) on the main
+    run's worlds and retriever fits (same seeds, users, settings) into OUT/`sub`; resumable
+    per seed (OUT/`sub`/seeds/seed_<s>.json, with the seconds and load average)."""
     runs = []
-    seed_dir = args.out / "ablation" / "seeds"
+    seed_dir = args.out / sub / "seeds"
     seed_dir.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seed_start, args.seed_start + args.seeds):
         f = seed_dir / f"seed_{seed}.json"
         if f.exists():
             runs += json.loads(f.read_text())["runs"]
-            print(f"ablation seed {seed}: reused {f}", flush=True)
+            print(f"{sub} seed {seed}: reused {f}", flush=True)
             continue
         t0 = time.perf_counter()
         world = world_for(data, seed, args.users)
@@ -388,7 +444,7 @@ def ablation(data, args) -> None:
         ref = reference_item_vectors(world.full_log)
         base = dict(rounds=args.rounds, seed=seed, choice={"boredom": args.boredom})
         seed_runs = []
-        for label, (pipeline, changes, ret_changes) in ABLATIONS.items():
+        for label, (pipeline, changes, ret_changes) in variants.items():
             key = tuple(sorted(ret_changes.items()))
             if key not in fits:
                 params = {"epochs": args.epochs, "seed": seed, **ret_changes}
@@ -397,21 +453,46 @@ def ablation(data, args) -> None:
             r = run_simulation(world, pipeline, cfg, fits[key], None, ref, args.progress)
             r["pipeline"] = label
             seed_runs.append(r)
-            print(f"ablation seed {seed} {label} done", flush=True)
+            print(f"{sub} seed {seed} {label} done", flush=True)
         meta = {"seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
         f.write_text(json.dumps({"meta": meta, "runs": seed_runs}))
         runs += seed_runs
-    keep = {p.name: p.read_text() for p in seed_dir.glob("seed_*.json")}
-    write_outputs(
+    write_keeping(
         runs,
-        args.out / "ablation",
-        "Ablations: graph similarity with fixed θ; ours without each part of the loop",
+        args.out / sub,
+        title,
         f"Same worlds and settings as the main run ({args.users or 'all'} users, "
         f"{args.rounds} rounds, {args.seeds} seeds, β = {args.boredom}).",
     )
-    (args.out / "ablation" / "seeds").mkdir(exist_ok=True)
-    for name, text in keep.items():
-        (args.out / "ablation" / "seeds" / name).write_text(text)
+
+
+def write_keeping(runs: list[dict], out: Path, title: str, notes: str) -> dict:
+    """`write_outputs` into `out`, keeping what it does not write there.
+
+    `write_outputs` replaces `out` whole; the per-seed files, the ablation / sanity / sweep
+    folders, the table and timing files of an earlier run are moved aside first and back
+    after (also when it fails), so a re-run of the main step never deletes finished seeds of
+    the other steps.
+    """
+    import shutil
+    import tempfile
+
+    written = ("summary.json", "runs.json", "report.md")
+    aside = None
+    if out.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.keep-", dir=out.parent))
+        for p in out.iterdir():
+            if p.name not in written and p.suffix != ".png":
+                shutil.move(str(p), str(aside / p.name))
+    try:
+        return write_outputs(runs, out, title, notes)
+    finally:
+        if aside is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for p in aside.iterdir():
+                if not (out / p.name).exists():
+                    shutil.move(str(p), str(out / p.name))
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def cost(data, args) -> None:

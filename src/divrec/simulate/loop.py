@@ -89,8 +89,13 @@ def _variant(label: str, reranker: StageSpec | None) -> PipelineSpec:
 #: The re-ranking variants of the WeChat paper's Table 1 (plus ablations), by name: Base
 #: (at most 2 items per primary category), fast greedy DPP at θ = 0.5 in the genre space,
 #: p-DPP (θ_u from the user's genre entropy), "ours" (real-time personalized DPP in the graph
-#: space), graph-space DPP at θ = 0.5 and no re-ranking. The loop's `SimConfig.n_candidates`
-#: replaces their `n_candidates`.
+#: space), graph-space DPP at θ = 0.5, no re-ranking, and two sanity rows: "random" (`k` of
+#: the ranked candidates uniformly at random, `RandomK`, seed 0, each request's draw keyed by
+#: its relevance vector, so a new draw every round and user) and "popular" (the candidates by
+#: popularity, `PopularK`: distinct users in the world's *starting* log, learned once when the
+#: loop fits the re-ranker — the loop never refits re-rankers, so the popularity does not
+#: follow the loop's clicks and items that enter during the loop have 0; ties by the ranker's
+#: order). The loop's `SimConfig.n_candidates` replaces their `n_candidates`.
 PIPELINES: dict[str, PipelineSpec] = {
     "base": _variant("base", StageSpec("category-cap", {"max_per_category": 2})),
     "fast-dpp": _variant("fast-dpp", StageSpec("dpp", {"theta": 0.5})),
@@ -98,10 +103,13 @@ PIPELINES: dict[str, PipelineSpec] = {
     "ours": _variant("ours", StageSpec("rt-dpp")),
     "graph-dpp": _variant("graph-dpp", StageSpec("dpp", {"theta": 0.5})),
     "none": _variant("none", None),
+    "random": _variant("random", StageSpec("random-k")),
+    "popular": _variant("popular", StageSpec("popular-k")),
 }
 
 #: The item space each variant's re-ranker measures similarity in: "genre" (the world's
 #: attribute vectors) or "graph" (the retriever's embeddings, which follow every update).
+#: The sanity rows read no similarity; "genre" only gives their `fit` its item vectors.
 SPACES: dict[str, str | None] = {
     "base": "genre",
     "fast-dpp": "genre",
@@ -109,6 +117,8 @@ SPACES: dict[str, str | None] = {
     "ours": "graph",
     "graph-dpp": "graph",
     "none": None,
+    "random": "genre",
+    "popular": "genre",
 }
 
 

@@ -1,0 +1,66 @@
+"""reproductions/graph_loop.py: the sanity rows join table1 without changing the other rows,
+and re-writing the main outputs keeps the other steps' per-seed files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from divrec.simulate.report import METRICS
+from reproductions import graph_loop as gl
+
+
+def _run(pipeline: str, seed: int) -> dict:
+    rng = np.random.default_rng([seed, len(pipeline)])
+    keys = {gl.COLUMN_KEYS.get(m, m) for m in gl.TABLE_METRICS} | set(METRICS)
+    rounds = [{k: float(rng.uniform(0.5, 1.5)) for k in keys} for _ in range(3)]
+    for r in rounds:
+        r["theta"], r["seconds"] = {}, {"total": 1.0}
+    return {"pipeline": pipeline, "rounds": rounds}
+
+
+def _write(path, runs) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "runs.json").write_text(json.dumps(runs))
+
+
+def test_table_adds_the_sanity_rows_and_keeps_the_others(tmp_path):
+    main = [_run(p, s) for p in ("base", "ours") for s in range(3)]
+    _write(tmp_path, main)
+    _write(tmp_path / "ablation", [_run("graph-dpp", s) for s in range(3)])
+    gl.table(tmp_path)
+    before = (tmp_path / "table1.md").read_text().splitlines()
+    sanity = [_run(label, s) for label in gl.SANITY for s in range(3)]
+    _write(tmp_path / "sanity", sanity)
+    gl.table(tmp_path)
+    after = (tmp_path / "table1.md").read_text().splitlines()
+    new = [line for line in after if line not in before]
+    assert [line for line in before if line not in after] == []  # nothing changed or went
+    assert new and all("(sanity)" in line for line in new)
+    assert sum("random (sanity)" in line for line in new) == 3  # final, first, all-round clicks
+    res = json.loads((tmp_path / "table1.json").read_text())
+    assert set(gl.SANITY) <= set(res["final"]) and set(gl.SANITY) <= set(res["all_rounds_clicks"])
+    # paired % vs base, by hand for one cell
+    base = [r for r in main if r["pipeline"] == "base"]
+    rel = [
+        100 * (s["rounds"][-1]["clicks"] / b["rounds"][-1]["clicks"] - 1)
+        for s, b in zip(sanity[:3], base, strict=True)
+    ]
+    assert np.isclose(res["final"]["random (sanity)"]["clicks"]["mean"], np.mean(rel))
+
+
+def test_write_keeping_keeps_what_write_outputs_does_not_write(tmp_path):
+    out = tmp_path / "out"
+    for sub in ("seeds", "ablation/seeds", "sanity/seeds"):
+        (out / sub).mkdir(parents=True)
+        (out / sub / "seed_0.json").write_text("{}")
+    (out / "table1.md").write_text("old table")
+    (out / "report.md").write_text("old report")
+    gl.write_keeping([_run("base", 0)], out, "title", "notes")
+    for sub in ("seeds", "ablation/seeds", "sanity/seeds"):
+        assert (out / sub / "seed_0.json").read_text() == "{}"
+    assert (out / "table1.md").read_text() == "old table"
+    assert (out / "report.md").read_text() != "old report"  # written anew
+    assert json.loads((out / "runs.json").read_text())[0]["pipeline"] == "base"
+    assert not list(tmp_path.glob(".out.keep-*"))  # nothing left aside
