@@ -20,6 +20,7 @@ machine. On Spark the same fitted state is built from its parts:
   | `ia-mmr` | `user_vectors_` `(n_users, d)` | the block's own user vectors (the model's) |
   | `category-cap` | none (item categories) | |
   | `dpp`, `mmr`, `ssd`, `cf-da`, `cf-dm`, `hybrid` | none (item vectors, popularity) | |
+  | `random-k`, `popular-k` | none (popular-k: distinct users per item, item side) | |
   | `rt-dpp` | a live propensity tracker (serving state) | refused: use `pdpp` |
 
   (`ia-mmr` uses the model's user vectors, as `Pipeline` passes `retriever.user_vectors()`.)
