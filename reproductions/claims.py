@@ -236,6 +236,8 @@ def cdm_claims(
             txt = f"{sanity} {rows[sanity][met]['mean']:.4f} beats " + (
                 ", ".join(f"{c['a']} ({_short(c)})" for c in below) or "no trained row"
             )
+            n_beyond = sum(w == "holds" for w in words)
+            txt += f"; {n_beyond} of {len(cs)} trained rows above it beyond the interval"
             out.append(f"- (e) every trained row above {sanity} on {met}: {w} ({txt})")
     if "Random" in rows and "CDM" in rows and "ilad_svd@20" in rows["Random"]:
         rnd, cdm = rows["Random"], rows["CDM"]
