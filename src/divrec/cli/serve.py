@@ -130,13 +130,13 @@ def serve(
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - the extra is checked before anything starts
 
         from divrec.serve.app import AppConfig, create_app
         from divrec.serve.service import ServeSettings
     except ImportError as err:
         fail(f"divrec serve needs the serve extra (pip install 'divrec[serve]'): {err}")
-    from divrec.serve.app import check_catalogue, http_protocol
+    from divrec.serve.app import check_catalogue
     from divrec.serve.events import DbLock, LockedError
     from divrec.serve.model_dir import ModelBundle
 
@@ -161,25 +161,9 @@ def serve(
         )
     if not (model_dir / "manifest.json").is_file():
         raise ValueError(f"--model-dir {model_dir}: not a model directory (no manifest.json)")
-    cores = os.cpu_count() or 1
-    if not 1 <= threads <= cores:
-        raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
-    if not 0 < port < 65536:
-        raise ValueError(f"--port must be in [1, 65535], got {port}")
-    if default_diversity != "auto":
-        try:
-            d = float(default_diversity)
-        except ValueError:
-            raise ValueError("--default-diversity must be 0..1 or auto") from None
-        if not 0 <= d <= 1:
-            raise ValueError("--default-diversity must be 0..1 or auto")
-    for name, value in (("--body-timeout", body_timeout), ("--header-timeout", header_timeout)):
-        if not 0 < value <= 3600:
-            raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
+    div = _check_common(threads, port, default_diversity, body_timeout, header_timeout, max_body)
     if max_history < 1:
         raise ValueError(f"--max-history must be at least 1, got {max_history}")
-    if max_body < 1:
-        raise ValueError(f"--max-body must be at least 1 byte, got {max_body}")
     if max_batch < 1:
         raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
     if not math.isfinite(like_threshold):
@@ -192,19 +176,8 @@ def serve(
         raise ValueError(f"--user-ttl must be a finite number of seconds >= 0, got {user_ttl}")
     if tracker_clock not in ("request", "event"):
         raise ValueError(f"--tracker-clock must be request or event, got {tracker_clock!r}")
-    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
-    if not hosts:
-        hosts = ["127.0.0.1", "localhost", "::1"]
-        if host not in ("0.0.0.0", "::", ""):
-            hosts.append(host)
-    key = os.environ.get("DIVREC_API_KEY") or None
-    if api_key_file is not None:
-        try:
-            key = api_key_file.read_text().strip()
-        except OSError as err:
-            raise ValueError(f"--api-key-file: {str(err).splitlines()[0]}") from None
-        if not key:
-            raise ValueError(f"--api-key-file {api_key_file} is empty")
+    hosts = _allowed_hosts(allowed_hosts, host)
+    key = _api_key(api_key_file)
     # everything is opened and checked before the server starts: a bad model directory or
     # event log is one line and exit 2, and nothing is created
     try:
@@ -230,7 +203,7 @@ def serve(
     settings = ServeSettings(
         like_threshold=like_threshold,
         writeback_seconds=writeback,
-        default_diversity="auto" if default_diversity == "auto" else float(default_diversity),
+        default_diversity=div,
         max_users=max_users,
         user_ttl_seconds=user_ttl,
         tracker_clock=tracker_clock,
@@ -267,19 +240,68 @@ def serve(
         err=True,
     )
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            workers=1,
-            http=http_protocol(header_timeout),
-            timeout_keep_alive=5,
-            h11_max_incomplete_event_size=16 * 1024,
-        )
+        _run(app, host, port, header_timeout)
     finally:
         config.lock.release()  # the log served last (a reload may have moved to a new one)
+
+
+def _check_common(
+    threads: int,
+    port: int,
+    default_diversity: str,
+    body_timeout: float,
+    header_timeout: float,
+    max_body: int,
+) -> float | str:
+    """The options both modes take; returns `--default-diversity` as served (0..1 or auto)."""
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= cores:
+        raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in [1, 65535], got {port}")
+    div: float | str = "auto"
+    if default_diversity != "auto":
+        try:
+            div = float(default_diversity)
+        except ValueError:
+            raise ValueError("--default-diversity must be 0..1 or auto") from None
+        if not 0 <= div <= 1:
+            raise ValueError("--default-diversity must be 0..1 or auto")
+    for name, value in (("--body-timeout", body_timeout), ("--header-timeout", header_timeout)):
+        if not 0 < value <= 3600:
+            raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
+    if max_body < 1:
+        raise ValueError(f"--max-body must be at least 1 byte, got {max_body}")
+    return div
+
+
+def _allowed_hosts(allowed_hosts: str, host: str) -> list[str]:
+    """`--allowed-hosts` as a list; default: the loopback names and the --host address."""
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    if not hosts:
+        hosts = ["127.0.0.1", "localhost", "::1"]
+        if host not in ("0.0.0.0", "::", ""):
+            hosts.append(host)
+    return hosts
+
+
+def _run(app, host: str, port: int, header_timeout: float) -> None:
+    """uvicorn with the service's settings: 1 worker, no access log, bounded headers."""
+    import uvicorn
+
+    from divrec.serve.app import http_protocol
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        workers=1,
+        http=http_protocol(header_timeout),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 def _api_key(api_key_file: Path | None) -> str | None:
@@ -309,30 +331,11 @@ def _serve_items(
     default_diversity: str,
 ) -> None:
     """Re-rank-only mode: `POST /rerank` over an item table, no model and no event log."""
-    import uvicorn
-
-    from divrec.serve.app import AppConfig, create_app, http_protocol
+    from divrec.serve.app import AppConfig, create_app
     from divrec.serve.rerank import RerankCatalogue
     from divrec.serve.service import ServeSettings
 
-    cores = os.cpu_count() or 1
-    if not 1 <= threads <= cores:
-        raise ValueError(f"--threads must be in [1, {cores}] (the cores), got {threads}")
-    if not 0 < port < 65536:
-        raise ValueError(f"--port must be in [1, 65535], got {port}")
-    for name, value in (("--body-timeout", body_timeout), ("--header-timeout", header_timeout)):
-        if not 0 < value <= 3600:
-            raise ValueError(f"{name} must be in (0, 3600] seconds, got {value}")
-    if max_body < 1:
-        raise ValueError(f"--max-body must be at least 1 byte, got {max_body}")
-    div: float | str = "auto"
-    if default_diversity != "auto":
-        try:
-            div = float(default_diversity)
-        except ValueError:
-            raise ValueError("--default-diversity must be 0..1 or auto") from None
-        if not 0 <= div <= 1:
-            raise ValueError("--default-diversity must be 0..1 or auto")
+    div = _check_common(threads, port, default_diversity, body_timeout, header_timeout, max_body)
     if not items.is_file():
         raise ValueError(f"--items {items}: no such file")
     key = _api_key(api_key_file)
@@ -342,11 +345,7 @@ def _serve_items(
         RerankCatalogue.from_table(items)
     except ValueError as err:
         raise ValueError(f"--items: {str(err).splitlines()[0]}") from None
-    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
-    if not hosts:
-        hosts = ["127.0.0.1", "localhost", "::1"]
-        if host not in ("0.0.0.0", "::", ""):
-            hosts.append(host)
+    hosts = _allowed_hosts(allowed_hosts, host)
     config = AppConfig(
         model_dir=None,
         db=Path(os.devnull),
@@ -366,17 +365,7 @@ def _serve_items(
         f"1 worker x {threads} compute thread(s)",
         err=True,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        workers=1,
-        http=http_protocol(header_timeout),
-        timeout_keep_alive=5,
-        h11_max_incomplete_event_size=16 * 1024,
-    )
+    _run(app, host, port, header_timeout)
 
 
 def _check_db(db: Path) -> None:
