@@ -24,6 +24,7 @@ writer thread with group commit. One process (one uvicorn worker) holds the stat
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hmac
 import json
@@ -510,15 +511,42 @@ async def _send_json(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _Batcher:
-    """Collects concurrent recommend requests and answers them as one batch."""
+class _Batching:
+    """A queue of jobs and the task that answers them in batches of at most `limit` inputs,
+    computed on the event loop thread (`inline`) or in the state's compute pool."""
 
-    def __init__(self, state: _State, max_batch: int, inline: bool) -> None:
+    def __init__(self, state: _State, limit: int, inline: bool) -> None:
         self.state = state
-        self.max_batch = max_batch
+        self.limit = limit
         self.inline = inline
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
+
+    @staticmethod
+    async def _answer(call, jobs: list[tuple[list, asyncio.Future]]) -> None:
+        """Answers each job (inputs, future) with its slice of one `call` over all inputs;
+        if that call fails, each job is re-run alone, so one bad job never fails the
+        others (the job that fails again gets its exception)."""
+        try:
+            res = await call([x for inputs, _ in jobs for x in inputs])
+            start = 0
+            for inputs, fut in jobs:
+                if not fut.done():
+                    fut.set_result(res[start : start + len(inputs)])
+                start += len(inputs)
+        except Exception:  # noqa: BLE001 - isolate the bad job(s) one by one
+            for inputs, fut in jobs:
+                try:
+                    res = await call(inputs)
+                    if not fut.done():
+                        fut.set_result(res)
+                except Exception as err:  # noqa: BLE001
+                    if not fut.done():
+                        fut.set_exception(err)
+
+
+class _Batcher(_Batching):
+    """Collects concurrent recommend requests and answers them as one batch."""
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -536,32 +564,18 @@ class _Batcher:
             with self.state.metrics.compute.time():
                 return self.state.service.recommend([req])[0]
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((req, fut))
-        return await fut
+        await self.queue.put(([req], fut))
+        return (await fut)[0]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self.queue.get()]
-            while len(jobs) < self.max_batch and not self.queue.empty():
+            while len(jobs) < self.limit and not self.queue.empty():
                 jobs.append(self.queue.get_nowait())
             service = self.state.service
-            reqs = [r for r, _ in jobs]
-            self.state.metrics.batch.observe(len(reqs))
-            try:
-                results = await self._call(loop, service, reqs)
-                for (_, fut), res in zip(jobs, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(res)
-            except Exception:  # noqa: BLE001 - isolate the bad request(s) one by one
-                for req, fut in jobs:
-                    try:
-                        res = await self._call(loop, service, [req])
-                        if not fut.done():
-                            fut.set_result(res[0])
-                    except Exception as err:  # noqa: BLE001
-                        if not fut.done():
-                            fut.set_exception(err)
+            self.state.metrics.batch.observe(len(jobs))
+            await self._answer(functools.partial(self._call, loop, service), jobs)
             await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
 
     async def _call(self, loop, service: Service, reqs: list[RecRequest]):
@@ -576,17 +590,10 @@ class _Batcher:
         return await loop.run_in_executor(self.state.pool, service.recommend, reqs)
 
 
-class _RerankBatcher:
+class _RerankBatcher(_Batching):
     """Collects concurrent `/rerank` bodies and re-ranks their requests together (one
     stage call per method group, `run_rerank`); a batch that fails is re-run body by body,
     so one bad body never fails the others."""
-
-    def __init__(self, state: _State, max_requests: int, inline: bool) -> None:
-        self.state = state
-        self.max_requests = max_requests
-        self.inline = inline
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task: asyncio.Task | None = None
 
     def start(self) -> None:
         if self.task is None or self.task.done():
@@ -604,27 +611,12 @@ class _RerankBatcher:
         while True:
             jobs = [await self.queue.get()]
             size = len(jobs[0][1])
-            while size < self.max_requests and not self.queue.empty():
+            while size < self.limit and not self.queue.empty():
                 jobs.append(self.queue.get_nowait())
                 size += len(jobs[-1][1])
             for cat in {id(j[0]): j[0] for j in jobs}.values():
-                mine = [j for j in jobs if j[0] is cat]
-                try:
-                    res = await self._call(loop, cat, [it for j in mine for it in j[1]])
-                    start = 0
-                    for _, items, fut in mine:
-                        if not fut.done():
-                            fut.set_result(res[start : start + len(items)])
-                        start += len(items)
-                except Exception:  # noqa: BLE001 - isolate the bad body (one by one)
-                    for _, items, fut in mine:
-                        try:
-                            res = await self._call(loop, cat, items)
-                            if not fut.done():
-                                fut.set_result(res)
-                        except Exception as err:  # noqa: BLE001
-                            if not fut.done():
-                                fut.set_exception(err)
+                mine = [(items, fut) for c, items, fut in jobs if c is cat]
+                await self._answer(functools.partial(self._call, loop, cat), mine)
             await asyncio.sleep(0)  # let the loop read the requests that arrived meanwhile
 
     async def _call(self, loop, cat: RerankCatalogue, items: list):
