@@ -28,9 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,36 +35,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _serve import MODEL, train_synthetic
+
+from divrec.serve.local import LocalServer, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-ab-key-0123456789"
-CONFIG = """
-seed = 0
-[data]
-dataset = "synthetic"
-synthetic = {n_users = 2000, n_items = 1000, n_topics = 10, interactions_per_user = 30.0}
-[retriever]
-name = "ials"
-params = {factors = 32, iterations = 8}
-[reranker]
-name = "dpp"
-[pipeline]
-n_candidates = 100
-"""
-
-
-def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), e.get("PYTHONPATH", "")])
-    e["DIVREC_API_KEY"] = KEY
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu(pid: int) -> float:
@@ -81,40 +54,7 @@ def _load() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-class _Server:
-    def __init__(self, model: Path, db: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(model),
-             "--db", str(db), "--port", str(self.port)],
-            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.time() + 300
-        with httpx.Client(timeout=5) as c:
-            while time.time() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("server exited during start")
-                try:
-                    if c.get(self.url + "/health/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.stop()
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=20)
-
-
-def _measure(server: _Server, users: list[str], warmup: int, n: int, seed: int) -> dict:
+def _measure(server: LocalServer, users: list[str], warmup: int, n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     lat = []
     with httpx.Client(timeout=10) as c:
@@ -194,13 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         model = args.model_dir
         if model is None:
-            (tmp / "config.toml").write_text(CONFIG)
-            model = tmp / "model"
-            subprocess.run(
-                [sys.executable, "-m", "divrec.cli.main", "train", str(tmp / "config.toml"),
-                 "--out", str(model)],
-                env=_env(), check=True, capture_output=True,
-            )  # fmt: skip
+            model = train_synthetic(tmp, child_env(KEY))
         plain = tmp / "plain"
         shutil.copytree(model, plain, ignore=shutil.ignore_patterns("experiment.json"))
         exp_dir = tmp / "exp"
@@ -216,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, list[dict]] = {"plain": [], "experiment": []}
         for r in range(args.rounds):
             for name, d in (("plain", plain), ("experiment", exp_dir)):
-                server = _Server(d, tmp / f"{name}-{r}.sqlite")
+                server = LocalServer(d, tmp / f"{name}-{r}.sqlite", env=child_env(KEY), timeout=300)
                 try:
                     rows[name].append(_measure(server, users, args.warmup, args.requests, r))
                 finally:
@@ -232,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "benchmark": "A/B logging cost on GET /recommend (server CPU time per request)",
         "command": "python benchmarks/bench_serve_ab.py " + " ".join(argv or sys.argv[1:]),
-        "model": "synthetic 2000 users x 1000 items, iALS 32 + DPP (N=100)"
-        if args.model_dir is None
-        else str(args.model_dir),
+        "model": MODEL if args.model_dir is None else str(args.model_dir),
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "cpu_ms_per_request_median": med,

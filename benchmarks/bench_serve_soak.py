@@ -24,47 +24,20 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+from _serve import MODEL, train_synthetic
+
+from divrec.serve.local import LocalServer, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "soak-key-0123456789abcdef"
-CONFIG = """
-seed = 0
-[data]
-dataset = "synthetic"
-synthetic = {n_users = 2000, n_items = 1000, n_topics = 10, interactions_per_user = 30.0}
-[retriever]
-name = "ials"
-params = {factors = 32, iterations = 8}
-[reranker]
-name = "dpp"
-[pipeline]
-n_candidates = 100
-"""
-
-
-def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    src = os.environ.get("DIVREC_SOAK_SRC", str(REPO / "src"))  # another checkout's src
-    e["PYTHONPATH"] = os.pathsep.join([src, e.get("PYTHONPATH", "")])
-    e["DIVREC_API_KEY"] = KEY
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# the server's src folder: another checkout's (DIVREC_SOAK_SRC) or this divrec's
+ENV = child_env(KEY, src=os.environ.get("DIVREC_SOAK_SRC"))
 
 
 def _rss_mb(pid: int) -> float:
@@ -74,66 +47,12 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-class Server:
-    """`divrec serve` as a subprocess on 127.0.0.1, stopped by PID."""
-
-    def __init__(self, model: Path, db: Path, timeout: float) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(model)]
-            + ["--db", str(db), "--host", "127.0.0.1", "--port", str(self.port)]
-            + ["--writeback", "60"],
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.time() + timeout
-        with httpx.Client(timeout=2) as c:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {self.proc.stderr.read()[-2000:]}")
-                if time.time() > deadline:
-                    self.stop()
-                    raise TimeoutError("server did not become ready")
-                try:
-                    if c.get(self.url + "/health/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        self.startup_s = time.perf_counter() - t0
-
-    def rss_mb(self) -> float:
-        return _rss_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+def _server(model: Path, db: Path) -> LocalServer:
+    """`divrec serve --writeback 60` on 127.0.0.1 (`startup_s`: process start → ready)."""
+    return LocalServer(model, db, "--writeback", "60", env=ENV, timeout=300)
 
 
-def _train(tmp: Path) -> Path:
-    cfg = tmp / "config.toml"
-    cfg.write_text(CONFIG)
-    out = tmp / "model"
-    subprocess.run(
-        [sys.executable, "-m", "divrec.cli.main", "train", str(cfg), "--out", str(out)],
-        env=_env(),
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return out
-
-
-def _feed(srv: Server, items: list[str], args, phase: int, rng, deadline: float) -> dict:
+def _feed(srv: LocalServer, items: list[str], args, phase: int, rng, deadline: float) -> dict:
     kinds = np.array(["like", "click", "rating", "impression", "dislike"])
     p = np.array([0.5, 0.2, 0.1, 0.1, 0.1])
     sent = stored = 0
@@ -192,21 +111,21 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="divrec-soak-") as tmpd:
         tmp = Path(tmpd)
-        model = args.model_dir or _train(tmp)
+        model = args.model_dir or train_synthetic(tmp, ENV)
         items = [it["id"] for it in json.loads((model / "items.json").read_text())]
         db = tmp / "events.sqlite"
-        srv = Server(model, db, timeout=300)
+        srv = _server(model, db)
         rows = [
             {
                 "log_events": 0,
                 "startup_s": round(srv.startup_s, 2),
-                "rss_after_start_mb": round(srv.rss_mb(), 1),
+                "rss_after_start_mb": round(_rss_mb(srv.proc.pid), 1),
             }
         ]
         try:
             for phase in range(args.phases):
                 fed = _feed(srv, items, args, phase, rng, deadline)
-                rss_fed = srv.rss_mb()
+                rss_fed = _rss_mb(srv.proc.pid)
                 with httpx.Client(timeout=10) as c:
                     metrics = c.get(srv.url + "/metrics").text
                 users_gauge = next(
@@ -217,8 +136,8 @@ def main() -> None:
                     ),
                     None,
                 )
-                srv.stop()
-                srv = Server(model, db, timeout=300)
+                srv.stop(timeout=30)
+                srv = _server(model, db)
                 n_log = sum(r.get("events_stored", 0) for r in rows) + fed["events_stored"]
                 rows.append(
                     {
@@ -228,19 +147,19 @@ def main() -> None:
                         "users_with_events": users_gauge,
                         "log_events": n_log,
                         "startup_s": round(srv.startup_s, 2),
-                        "rss_after_start_mb": round(srv.rss_mb(), 1),
+                        "rss_after_start_mb": round(_rss_mb(srv.proc.pid), 1),
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
                 if time.time() >= deadline:
                     break
         finally:
-            srv.stop()
+            srv.stop(timeout=30)
     result = {
         "benchmark": "bench_serve_soak",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "src": os.environ.get("DIVREC_SOAK_SRC", "this checkout"),
-        "model": str(args.model_dir) if args.model_dir else "synthetic (2000 users, 1000 items)",
+        "model": str(args.model_dir) if args.model_dir else MODEL,
         "settings": {
             "events_per_phase": args.events,
             "users": args.users,

@@ -13,21 +13,11 @@ from typer.testing import CliRunner
 from divrec.cli.main import app
 from divrec.serve.arms import Experiment
 from divrec.serve.events import Event, EventLog, Impression
+from divrec.serve.local import synthetic_config
 
 runner = CliRunner()
-CONFIG = """
-seed = 0
-[data]
-dataset = "synthetic"
-synthetic = {n_users = 120, n_items = 150, n_topics = 6, interactions_per_user = 20.0}
-[retriever]
-name = "ials"
-params = {factors = 8, iterations = 4}
-[reranker]
-name = "dpp"
-[pipeline]
-n_candidates = 50
-"""
+CONFIG = synthetic_config(n_users=120, n_items=150, n_topics=6, interactions_per_user=20.0,
+                          factors=8, iterations=4, n_candidates=50)  # fmt: skip
 EXP = {
     "name": "cli-exp",
     "salt": "s",

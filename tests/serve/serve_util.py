@@ -11,46 +11,28 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from divrec.serve.local import (  # noqa: F401 - free_port, wait_ready: for the tests
+    LocalServer,
+    child_env,
+    free_port,
+    synthetic_config,
+    train_model,
+    wait_ready,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 API_KEY = "test-key-0123456789"
-
-CONFIG = """
-seed = 0
-[data]
-dataset = "synthetic"
-synthetic = {n_users = 200, n_items = 300, n_topics = 8, interactions_per_user = 30.0}
-[retriever]
-name = "ials"
-params = {factors = 16, iterations = 5}
-[reranker]
-name = "dpp"
-[pipeline]
-n_candidates = 100
-"""
+CONFIG = synthetic_config(n_users=200, n_items=300, n_topics=8, interactions_per_user=30.0,
+                          factors=16, iterations=5, n_candidates=100)  # fmt: skip
 
 
 def env() -> dict[str, str]:
-    e = dict(os.environ)
-    src = str(REPO / "src")
-    e["PYTHONPATH"] = os.pathsep.join([src, str(REPO), e.get("PYTHONPATH", "")])
-    e["DIVREC_API_KEY"] = API_KEY
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return child_env(api_key=API_KEY, path=[REPO])
 
 
 _MODEL: list[Path] = []
@@ -67,63 +49,14 @@ def train(tmp: Path) -> Path:
     """`divrec train` on the synthetic config (the real CLI)."""
     cfg = tmp / "config.toml"
     cfg.write_text(CONFIG)
-    out = tmp / "model"
-    res = subprocess.run(
-        [PY, "-m", "divrec.cli.main", "train", str(cfg), "--out", str(out)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-    return out
+    return train_model(cfg, tmp / "model", env=env(), timeout=300)
 
 
-def wait_ready(url: str, proc_alive, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    client = httpx.Client(timeout=2)
-    while time.time() < deadline:
-        if not proc_alive():
-            raise RuntimeError("server process exited during start")
-        try:
-            r = client.get(url + "/health/ready")
-            if r.status_code == 200:
-                client.close()
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("server did not become ready")
-
-
-class Server:
-    """`divrec serve` as a subprocess (the real CLI)."""
+class Server(LocalServer):
+    """`divrec serve` as a subprocess (the real CLI), with the tests' API key."""
 
     def __init__(self, model: Path, db: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [PY, "-m", "divrec.cli.main", "serve", "--model-dir", str(model), "--db", str(db)]
-            + ["--port", str(self.port), *extra],
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_ready(self.url, lambda: self.proc.poll() is None, timeout=120)
-        except Exception:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
+        super().__init__(model, db, *extra, env=env(), timeout=120)
 
 
 _ZYGOTE = r"""
@@ -174,7 +107,7 @@ class Zygote:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.stdin.close()
+            self.proc.stdin.close()  # the zygote's loop ends at the end of its input
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
