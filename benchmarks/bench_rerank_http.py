@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import env, free_port, run_wrk, stop, wait  # noqa: E402
+from bench_serve import run_wrk, start_app  # noqa: E402
+
+from divrec.serve.local import LocalServer, child_env, stop_process  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,26 +146,12 @@ def main(argv=None) -> None:
     load_start = os.getloadavg()
     compute = compute_cpu(args.model_dir, docs)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
-    port, echo_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(args.model_dir)]
-    serve = subprocess.Popen(
-        cmd + ["--db", str(tmp / "events.sqlite"), "--port", str(port)],
-        env={**env(), "DIVREC_API_KEY": "bench-" + os.urandom(6).hex()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    echo = subprocess.Popen(
-        [sys.executable, "-c", ECHO, str(echo_port)],
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url, echo_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{echo_port}"
+    key = "bench-" + os.urandom(6).hex()
+    server = LocalServer(args.model_dir, tmp / "events.sqlite", env=child_env(key, path=[REPO]))
+    echo, echo_url = start_app(ECHO)
+    serve, url = server.proc, server.url
     results: dict = {"rerank": {}, "echo": {}}
     try:
-        wait(url + "/health/ready", serve)
         deadline = time.time() + 60
         while True:  # the echo app has no GET route: ready when it answers a POST
             try:
@@ -202,8 +189,8 @@ def main(argv=None) -> None:
                 flush=True,
             )
     finally:
-        stop(serve)
-        stop(echo)
+        server.stop()
+        stop_process(echo)
         shutil.rmtree(tmp, ignore_errors=True)
     ratios = {
         c: results["rerank"][c]["throughput_rps"] / results["echo"][c]["throughput_rps"]

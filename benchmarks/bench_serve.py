@@ -24,8 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from divrec.serve.local import LocalServer, child_env, free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,41 +88,18 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), e.get("PYTHONPATH", "")])
-    return e
-
-
-def wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    with httpx.Client(timeout=2) as client:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+def start_app(code: str) -> tuple[subprocess.Popen, str]:
+    """`python -c CODE PORT` (a bare app serving on 127.0.0.1:PORT) at a free port; the
+    process and its URL (the caller waits until it answers and stops it)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(port)],
+        env=child_env(path=[REPO]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,27 +188,12 @@ def main(argv=None) -> None:
     compute = compute_cpu(args.model_dir, users)
     key = "bench-key-" + os.urandom(6).hex()
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    port, bare_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(args.model_dir)]
-    serve = subprocess.Popen(
-        cmd + ["--db", str(tmp / "events.sqlite"), "--port", str(port)],
-        env={**env(), "DIVREC_API_KEY": key},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE, str(bare_port)],
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
+    server = LocalServer(args.model_dir, tmp / "events.sqlite", env=child_env(key, path=[REPO]))
+    bare, bare_url = start_app(BARE)
+    serve, url = server.proc, server.url
     results: dict = {"recommend": {}, "feedback": {}, "bare": {}}
     try:
-        wait(url + "/health/ready", serve)
-        wait(bare_url + "/bare", bare)
+        wait_ready(bare_url, lambda: bare.poll() is None, timeout=120, path="/bare")
         ready = httpx.get(url + "/health/ready", timeout=60).json()
         user_list = ",".join(json.dumps(u) for u in users)
         item_list = ",".join(json.dumps(it["id"]) for it in items)
@@ -263,8 +225,8 @@ def main(argv=None) -> None:
         time.sleep(3)  # requests wrk abandoned at its deadline are still being committed
         stored = httpx.get(url + "/health/ready", timeout=60).json()["events_applied"]
     finally:
-        stop(serve)
-        stop(bare)
+        server.stop()
+        stop_process(bare)
     import sqlite3
 
     conn = sqlite3.connect(tmp / "events.sqlite")
