@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import run_wrk, start_app  # noqa: E402
+from bench_serve import machine, merge, over_baseline, run_wrk, start_app  # noqa: E402
 
 from divrec.serve.local import LocalServer, child_env, stop_process  # noqa: E402
 
@@ -78,26 +78,6 @@ def bodies(item_ids: list[str], n: int, k: int, count: int, seed: int = 0) -> li
 
 def lua_string(s: str) -> str:
     return "[==[" + s + "]==]"
-
-
-def merge(parts: list[dict]) -> dict:
-    """One result of several wrk slices: sums, throughput over their total time, the
-    median slice's p50/p99 (and every slice's p99)."""
-    req = sum(p["requests"] for p in parts)
-    dur = sum(p["duration_us"] for p in parts)
-    cpu = sum(p["server_cpu_ms_per_request"] * p["requests"] for p in parts) / max(req, 1)
-    return {
-        "slices": len(parts),
-        "requests": req,
-        "duration_us": dur,
-        "non_2xx": sum(p["non_2xx"] for p in parts),
-        "errors": sum(p["connect_errors"] + p["read_errors"] + p["timeouts"] for p in parts),
-        "throughput_rps": req / (dur / 1e6),
-        "p50_ms": float(np.median([p["p50_ms"] for p in parts])),
-        "p99_ms": float(np.median([p["p99_ms"] for p in parts])),
-        "p99_ms_per_slice": [p["p99_ms"] for p in parts],
-        "server_cpu_ms_per_request": cpu,
-    }
 
 
 def compute_cpu(model_dir: Path, docs: list[str]) -> dict[str, float]:
@@ -192,22 +172,10 @@ def main(argv=None) -> None:
         server.stop()
         stop_process(echo)
         shutil.rmtree(tmp, ignore_errors=True)
-    ratios = {
-        c: results["rerank"][c]["throughput_rps"] / results["echo"][c]["throughput_rps"]
-        for c in results["echo"]
-    }
-    cpu_ratios = {
-        c: results["echo"][c]["server_cpu_ms_per_request"]
-        / results["rerank"][c]["server_cpu_ms_per_request"]
-        for c in results["echo"]
-    }
+    ratios, cpu_ratios = over_baseline(results, "rerank", "echo")
     top = str(max(args.concurrency))
     payload = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_average_at_start": load_start,
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(load_start),
         "load_generator": "wrk 4.1 (1 thread, N connections), loopback",
         "seconds_per_measurement": args.seconds,
         "model": {

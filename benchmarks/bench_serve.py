@@ -142,12 +142,37 @@ def merge(parts: list[dict]) -> dict:
         "requests": req,
         "duration_us": dur,
         "non_2xx": sum(p["non_2xx"] for p in parts),
+        "errors": sum(p["connect_errors"] + p["read_errors"] + p["timeouts"] for p in parts),
         "throughput_rps": req / (dur / 1e6),
         "p50_ms": statistics.median(p["p50_ms"] for p in parts),
         "p99_ms": statistics.median(p["p99_ms"] for p in parts),
         "p99_ms_per_slice": [p["p99_ms"] for p in parts],
         "server_cpu_ms_per_request": cpu,
         "cpu_bound_capacity_rps": 1000 / max(cpu, 1e-9),
+    }
+
+
+def over_baseline(results: dict, name: str, base: str) -> tuple[dict, dict]:
+    """Per concurrency: throughput of `name` / throughput of the bare `base` app, and CPU
+    time per request of `base` / that of `name` (the share of the framework ceiling)."""
+    ratios = {
+        c: results[name][c]["throughput_rps"] / results[base][c]["throughput_rps"]
+        for c in results[base]
+    }
+    cpu_ratios = {
+        c: results[base][c]["server_cpu_ms_per_request"]
+        / results[name][c]["server_cpu_ms_per_request"]
+        for c in results[base]
+    }
+    return ratios, cpu_ratios
+
+
+def machine(load_start: tuple[float, float, float]) -> dict:
+    """The machine's cores and its load average at the start and now."""
+    return {
+        "cores": os.cpu_count(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg(),
     }
 
 
@@ -233,22 +258,10 @@ def main(argv=None) -> None:
     in_log = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     conn.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    ratios = {
-        c: results["recommend"][c]["throughput_rps"] / results["bare"][c]["throughput_rps"]
-        for c in results["bare"]
-    }
-    cpu_ratios = {
-        c: results["bare"][c]["server_cpu_ms_per_request"]
-        / results["recommend"][c]["server_cpu_ms_per_request"]
-        for c in results["bare"]
-    }
+    ratios, cpu_ratios = over_baseline(results, "recommend", "bare")
     acked = sum((r["requests"] - r["non_2xx"]) * 100 for r in results["feedback"].values())
     payload = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_average_at_start": load_start,
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(load_start),
         "load_generator": "wrk 4.1 (1 thread, N connections), loopback",
         "seconds_per_measurement": args.seconds,
         "service_settings": {
