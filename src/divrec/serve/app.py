@@ -793,39 +793,30 @@ def create_app(config: AppConfig) -> FastAPI:
         loop = asyncio.get_running_loop()
         if config.items is not None:  # re-rank-only mode: no model, no event log
             state.catalogue = await loop.run_in_executor(state.pool, _load_catalogue, config.items)
-            state.limits = _limit_threads(config.compute_threads)
-            _freeze_heap()
-            state.metrics.ready.set(1)
-            try:
-                yield
-            finally:
-                state.metrics.ready.set(0)
-                if state.rerank_batcher.task is not None:
-                    state.rerank_batcher.task.cancel()
-                state.pool.shutdown(wait=False)
-            return
-        state.log = EventLog(config.db)
-        state.log.on_commit = state.committer(state.log)
-        state.service = await loop.run_in_executor(
-            state.pool, _load_service, config, config.model_dir, state.log
-        )
+        else:
+            state.log = EventLog(config.db)
+            state.log.on_commit = state.committer(state.log)
+            state.service = await loop.run_in_executor(
+                state.pool, _load_service, config, config.model_dir, state.log
+            )
         # again now that the model has loaded every BLAS library it uses (threadpoolctl only
         # limits libraries already loaded)
         state.limits = _limit_threads(config.compute_threads)
-        state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
-        state.rerank_batcher.start()  # before the recommend batcher counts the idle tasks
-        state.batcher.start()
+        if config.items is None:
+            state.batcher = _Batcher(state, config.max_recommend_batch, config.compute_threads == 1)
+            state.rerank_batcher.start()  # before the recommend batcher counts the idle tasks
+            state.batcher.start()
         _freeze_heap()
         state.metrics.ready.set(1)
         try:
             yield
         finally:
             state.metrics.ready.set(0)
-            if state.batcher.task is not None:
-                state.batcher.task.cancel()
-            if state.rerank_batcher.task is not None:
-                state.rerank_batcher.task.cancel()
-            state.log.close()
+            for batcher in (state.batcher, state.rerank_batcher):
+                if batcher is not None and batcher.task is not None:
+                    batcher.task.cancel()
+            if state.log is not None:
+                state.log.close()
             state.pool.shutdown(wait=False)
 
     app = FastAPI(
