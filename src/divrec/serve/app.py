@@ -1216,23 +1216,24 @@ def create_app(config: AppConfig) -> FastAPI:
             ],
         }
 
-    @app.get("/similar/{item_id}", dependencies=[Depends(maybe_key)])
-    async def similar(item_id: str, n: int = 10):
+    def known_item(item_id: str) -> tuple[Service, int]:
+        """The service and the index of a catalogue item (404 for an unknown one)."""
         svc = service()
         _check_id(item_id, "item_id")
         idx = svc.bundle.item_index.get(item_id)
         if idx is None:
             raise ApiError(404, f"unknown item {item_id!r}")
+        return svc, idx
+
+    @app.get("/similar/{item_id}", dependencies=[Depends(maybe_key)])
+    async def similar(item_id: str, n: int = 10):
+        svc, idx = known_item(item_id)
         items = await run(svc.similar, idx, check_n(n))
         return {"item_id": item_id, "items": items}
 
     @app.get("/potential-users/{item_id}", dependencies=[Depends(maybe_key)])
     async def potential_users(item_id: str, n: int = 10):
-        svc = service()
-        _check_id(item_id, "item_id")
-        idx = svc.bundle.item_index.get(item_id)
-        if idx is None:
-            raise ApiError(404, f"unknown item {item_id!r}")
+        svc, idx = known_item(item_id)
         try:
             users = await run(svc.potential_users, idx, check_n(n))
         except LookupError as err:
