@@ -342,7 +342,39 @@ def _claims_section(res: dict) -> list[str]:
             else:
                 holds = "yes" if verdict.startswith("up") else "no"
             md.append(f"| {claim} | {what}: {verdict} | {holds} |")
+    md += _sanity_reading(res)
     return md
+
+
+def _sanity_reading(res: dict) -> list[str]:
+    """What the sanity feeds say about the click claims: a feed of the most popular retrieved
+    items (and a random one) against "ours", clicks over all rounds and ILAD in the fixed
+    SVD space at the final round (paired % vs Base, 95% CI over seeds)."""
+    clicks, final = res.get("all_rounds_clicks", {}), res["final"]
+    if "popular (sanity)" not in clicks or "ours" not in clicks:
+        return []
+    pop, ours = clicks["popular (sanity)"], clicks["ours"]
+    above = pop["mean"] - pop["ci"] > ours["mean"] + ours["ci"]
+    lines = [
+        "",
+        f"Sanity feeds: the popularity feed's clicks over all rounds are {_verdict(pop)} vs "
+        f"Base, against ours {_verdict(ours)}"
+        + (
+            " — the popularity feed gets more clicks than ours (the intervals do not "
+            "overlap), so in this simulation a click gain alone does not show that a feed "
+            "explores well: the simulated users reward popular items"
+            if above
+            else ""
+        )
+        + "; its ILAD (SVD) at the final round is "
+        + f"{_verdict(final['popular (sanity)']['ilad_svd'])}.",
+    ]
+    if "random (sanity)" in clicks:
+        lines.append(
+            f"The random feed: clicks over all rounds {_verdict(clicks['random (sanity)'])}, "
+            f"ILAD (SVD) at the final round {_verdict(final['random (sanity)']['ilad_svd'])}."
+        )
+    return lines
 
 
 def _auc_section(runs: list[dict]) -> list[str]:
