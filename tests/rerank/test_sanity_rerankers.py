@@ -96,34 +96,30 @@ def test_random_k_different_seeds_and_requests_differ():
 
 
 def test_random_k_is_uniform_over_ordered_draws():
-    """Chi-square over the 20 ordered 2-draws of 5 candidates, 20,000 requests (1,000
-    expected per cell). The requests and keys are fixed, so the test is deterministic; under
-    exact uniformity the statistic exceeds the bound with probability 1e-9, and a position
-    count leaves its 6-sd band with probability ≈ 2e-9 (normal approximation, 8,000 expected)."""
-    n, k, n_req = 5, 2, 20_000
+    """Chi-square over the 20 ordered 2-draws of 5 candidates, 5,000 requests (250 expected
+    per cell). The requests and keys are fixed, so the test is deterministic; under exact
+    uniformity the statistic exceeds the bound with probability 1e-9, and a position count
+    leaves its 6-sd band with probability ≈ 2e-9 (normal approximation, 2,000 expected)."""
+    n, k, n_req = 5, 2, 5_000
     cells = {p: i for i, p in enumerate(itertools.permutations(range(n), k))}
     counts = np.zeros(len(cells))
-    rr = RandomK(seed=0)
-    for r in _requests(n_req, n, seed=1):
-        counts[cells[tuple(rr.select(r, k).tolist())]] += 1
+    rr = RandomK(seed=0)  # select_batch: the loop of select (tested above), in one call
+    for row in rr.select_batch(_requests(n_req, n, seed=1), k).tolist():
+        counts[cells[tuple(row)]] += 1
     expected = n_req / len(cells)
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < stats.chi2.isf(1e-9, len(cells) - 1), (chi2, counts)
     # and per position (each selected with probability k/n): within 6 binomial sds
-    hits = np.zeros(n)
-    for r in _requests(n_req, n, seed=2):
-        hits[rr.select(r, k)] += 1
+    hits = np.bincount(rr.select_batch(_requests(n_req, n, seed=2), k).ravel(), minlength=n)
     p = k / n
     assert np.all(np.abs(hits - n_req * p) < 6 * np.sqrt(n_req * p * (1 - p))), hits
 
 
 def test_random_k_ignores_the_relevance_order():
     """Sorted relevance gives no advantage to the top positions (same uniformity bound)."""
-    n, k, n_req = 10, 3, 10_000
+    n, k, n_req = 10, 3, 4_000
     reqs = -np.sort(-_requests(n_req, n, seed=3), axis=1)  # every request in ranked order
-    hits = np.zeros(n)
-    for r in reqs:
-        hits[RandomK(seed=2).select(r, k)] += 1
+    hits = np.bincount(RandomK(seed=2).select_batch(reqs, k).ravel(), minlength=n)
     p = k / n
     assert np.all(np.abs(hits - n_req * p) < 6 * np.sqrt(n_req * p * (1 - p))), hits
 

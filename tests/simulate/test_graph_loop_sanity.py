@@ -53,7 +53,9 @@ def test_table_adds_the_sanity_rows_and_keeps_the_others(tmp_path):
     assert np.isclose(res["final"]["random (sanity)"]["clicks"]["mean"], np.mean(rel))
 
 
-def test_write_keeping_keeps_what_write_outputs_does_not_write(tmp_path):
+def test_write_keeping_keeps_what_write_outputs_does_not_write(tmp_path, monkeypatch):
+    # the plots are write_outputs' own business (and most of its time): not drawn here
+    monkeypatch.setattr("divrec.simulate.report.plot_rounds", lambda summary, out: None)
     out = tmp_path / "out"
     for sub in ("seeds", "ablation/seeds", "sanity/seeds"):
         (out / sub).mkdir(parents=True)

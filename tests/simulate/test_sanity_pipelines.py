@@ -8,16 +8,6 @@ import pytest
 
 from divrec.simulate import PIPELINES, SPACES, SimConfig
 from divrec.simulate.loop import make_reranker, run_simulation
-from tests.simulate.test_simulate import tiny_world
-
-
-@pytest.fixture(scope="module")
-def world_and_retriever():
-    from divrec.simulate import fit_retriever
-
-    w = tiny_world()
-    params = dict(dim=8, hidden=8, epochs=2, batch_size=32, negatives=8, seed=0)
-    return w, fit_retriever(w, params)
 
 
 def test_sanity_variants_are_registered_specs():

@@ -6,10 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
-from divrec.data.interactions import Interactions
-from divrec.simulate import ChoiceModel, SimConfig, choice_probabilities, make_world
+from divrec.simulate import ChoiceModel, SimConfig, choice_probabilities
 from divrec.simulate.loop import between_user_jaccard, run_simulation
 
 
@@ -50,30 +48,6 @@ def test_jaccard_by_hand():
     lists = np.array([[0, 1, 2], [1, 2, 3], [4, 5, -1]])
     # pairs: (0,1) 2/4, (0,2) 0, (1,2) 0
     assert between_user_jaccard(lists, 6, 100, 0) == pytest.approx(0.5 / 3)
-
-
-def tiny_world(seed=0):
-    rng = np.random.default_rng(seed)
-    n_users, n_items = 40, 60
-    cats = np.zeros((n_items, 4))
-    cats[np.arange(n_items), np.arange(n_items) % 4] = 1
-    users = np.repeat(np.arange(n_users), 12)
-    items = (rng.integers(0, 15, users.size) * 4 + users % 4) % n_items
-    data = Interactions.from_arrays(
-        users, items, np.full(users.size, 5.0), np.arange(users.size), dedupe="last"
-    )
-    cm = sp.csr_matrix(cats[data.item_ids])
-    data = data.with_item_side_info(cm, ("a", "b", "c", "d"))
-    return make_world(data, new_item_share=0.2, min_item_count=2, release_rounds=2, factors=8)
-
-
-@pytest.fixture(scope="module")
-def world_and_retriever():
-    from divrec.simulate import fit_retriever
-
-    w = tiny_world()
-    params = dict(dim=8, hidden=8, epochs=2, batch_size=32, negatives=8, seed=0)
-    return w, fit_retriever(w, params)
 
 
 def test_world_orders_new_items_last(world_and_retriever):
