@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from divrec.hashing import splitmix64_int
 from divrec.stage import StageConfig, param
 
 from ._base import (
@@ -467,18 +468,6 @@ class HybridUtility(Reranker):
 
 
 # --------------------------------------------------------------------------- sanity rows
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(x: int) -> int:
-    """splitmix64's finalizer of a 64-bit integer (the mixing of
-    `divrec.retrieval.baselines.RandomRecommender`, on Python ints)."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
 def request_key(relevance: np.ndarray) -> int:
     """A 64-bit key of one request: a splitmix64 chain over its ``N`` and the float64 bit
     patterns of its relevance in position order (``-0.0`` read as ``0.0``).
@@ -488,9 +477,9 @@ def request_key(relevance: np.ndarray) -> int:
     """
     r = np.ascontiguousarray(relevance, dtype=np.float64) + 0.0  # -0.0 → 0.0
     bits = r.view(np.uint64)
-    h = _mix64(int(r.size))
+    h = splitmix64_int(int(r.size))
     for w in bits.tolist():  # Python ints: exact 64-bit arithmetic, no overflow warnings
-        h = _mix64(h ^ w)
+        h = splitmix64_int(h ^ w)
     return h
 
 

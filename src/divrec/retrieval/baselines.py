@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from divrec.data.interactions import Interactions
+from divrec.hashing import splitmix64
 from divrec.retrieval.base import Recommender
 from divrec.stage import StageConfig, param
 from divrec.threads import resolve_threads
@@ -51,7 +52,7 @@ class RandomRecommender(Recommender):
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         items = np.arange(self.n_items_, dtype=np.uint64)
         key = (users.astype(np.uint64)[:, None] << np.uint64(32)) ^ items[None, :]
-        return (_splitmix64(key ^ _splitmix64(np.uint64(self.seed))) >> np.uint64(40)).astype(
+        return (splitmix64(key ^ splitmix64(np.uint64(self.seed))) >> np.uint64(40)).astype(
             np.float32
         ) / np.float32(1 << 24)
 
@@ -62,19 +63,10 @@ def _history_keys(history: np.ndarray) -> np.ndarray:
     h = np.full(history.shape[0], 0x5EED, dtype=np.uint64)
     for col in history.T:
         ok = col >= 0
-        h[ok] = _splitmix64(h[ok] ^ (col[ok].astype(np.uint64) + np.uint64(1)))
+        h[ok] = splitmix64(h[ok] ^ (col[ok].astype(np.uint64) + np.uint64(1)))
     keys = h >> np.uint64(32)
     keys[~(history >= 0).any(axis=1)] = np.uint64(2**32 - 1)
     return keys
-
-
-def _splitmix64(x):
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 class PopularityRecommender(Recommender):
