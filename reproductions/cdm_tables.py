@@ -175,7 +175,7 @@ def run_dataset(name: str, args, log) -> dict:
     safe = np.maximum(cand, 0)
     record("pre-ranker (iALS)", _topk_lists(te.prescores, cand, kmax))
     # sanity rows: training-history popularity (distinct users) and seeded uniform scores
-    pop = hist.to_csr(binary=True).getnnz(axis=0).astype(np.float64)
+    pop = hist.item_popularity().astype(np.float64)
     record("Popularity", _topk_lists(pop[safe], cand, kmax))
     rand = np.random.default_rng([args.seed, 0x5A17]).random(cand.shape)
     record("Random", _topk_lists(rand, cand, kmax))
