@@ -2,7 +2,8 @@
 
 data ← splitting ← metrics ← stages (retrieval, ranking, rerank) ← pipeline ← evaluation /
 simulate / serve / spark ← cli. The top-level helpers (`persist`, `params`, `registry`,
-`threads`, `hashing`) sit below everything; the registry names upper classes only as strings.
+`threads`, `hashing`, `atomic`) sit below everything; the registry names upper classes only as
+strings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import divrec
 
 LEVEL = {
-    "persist": 0, "params": 0, "threads": 0, "hashing": 0, "registry": 0, "stage": 0, "nn": 3,
+    "persist": 0, "params": 0, "threads": 0, "hashing": 0, "atomic": 0, "registry": 0, "stage": 0,
+    "nn": 3,
     "testing": 6, "_version": 0,
     "data": 1, "splitting": 2, "metrics": 3,
     "retrieval": 4, "ranking": 4, "rerank": 4,

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from divrec.atomic import open_atomic
+
 FORMAT = "divrec-model/1"
 
 __all__ = ["FORMAT", "Persistable", "load"]
@@ -55,13 +57,8 @@ class Persistable:
             path = path.with_name(path.name + ".npz")
         arrays: dict[str, np.ndarray] = {}
         meta = {"format": FORMAT, "version": _version(), **_encode_object(self, "", arrays)}
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with open_atomic(path, "wb") as fh:
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
         return path
 
     # hooks ----------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
+from divrec.atomic import write_text
 from divrec.cli._common import guarded
 
 __all__ = ["load_run", "register"]
@@ -159,13 +160,7 @@ def _fmt_p(p: float) -> str:
 def _write(path: Path, text: str) -> None:
     if path.exists() and path.is_dir():
         raise ValueError(f"{path}: is a directory, expected a file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, text)
 
 
 def compare_entries(

@@ -271,7 +271,9 @@ def evaluate(
             "split": split.summary(),
             **result.to_dict(),
         }
-        _atomic_write(output, json.dumps(payload, indent=2, default=_json_default))
+        from divrec.atomic import write_text
+
+        write_text(output, json.dumps(payload, indent=2, default=_json_default))
 
 
 def _flags_spec(model, param, ranker, ranker_param, rerank, rerank_param, candidates):
@@ -444,16 +446,6 @@ def _check_writable(path: Path) -> None:
             pass
     except OSError as err:
         raise ValueError(f"{path}: cannot write there ({err.strerror})") from None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(obj):

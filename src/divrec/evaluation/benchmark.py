@@ -17,7 +17,6 @@ genre, so models are compared on equal terms.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from divrec.atomic import publish
 from divrec.data.datasets import TableSpec
 from divrec.evaluation.harness import EvalConfig, EvalResult, evaluate
 from divrec.metrics.reference import reference_item_vectors
@@ -238,9 +238,7 @@ def run_benchmark(config: BenchmarkConfig, out: Path, home=None, progress: bool 
         (tmp_path / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
         plot_accuracy_diversity(results, tmp_path / "accuracy_diversity.png")
         (tmp_path / "report.md").write_text(render_report(results))
-        out.mkdir(parents=True, exist_ok=True)
-        for f in ("results.json", "accuracy_diversity.png", "report.md"):
-            shutil.move(str(tmp_path / f), out / f)
+        publish(tmp_path, out, ("results.json", "accuracy_diversity.png", "report.md"))
     return results
 
 

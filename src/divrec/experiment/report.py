@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from divrec.atomic import publish
 
 __all__ = [
     "dumps_results",
@@ -77,8 +78,7 @@ def write_outputs(results: dict, folder: str | Path) -> None:
         (tmp_path / "report.md").write_text(render_report(clean), encoding="utf-8")
         plot_pareto(clean, tmp_path / "pareto.png")
         plot_curves(clean, tmp_path / "validation_curves.png")
-        for name in OUTPUTS:
-            shutil.move(str(tmp_path / name), folder / name)
+        publish(tmp_path, folder, OUTPUTS)
 
 
 # --------------------------------------------------------------------------- helpers

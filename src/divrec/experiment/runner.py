@@ -43,11 +43,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from divrec.atomic import write_text
 from divrec.data.interactions import DataError, Interactions
 from divrec.evaluation.harness import EvalConfig, evaluate
 from divrec.evaluation.stats import paired_seed_test, seed_summary
@@ -193,7 +192,7 @@ class _Store:
                 )
         self.units.mkdir(parents=True, exist_ok=True)
         if not meta.exists():
-            _atomic_write(meta, json.dumps(fingerprint, indent=2))
+            write_text(meta, json.dumps(fingerprint, indent=2), fsync=True)
 
     def _path(self, key: str) -> Path:
         return self.units / (key.replace("/", "__") + ".json")
@@ -205,25 +204,10 @@ class _Store:
         return json.loads(path.read_text())
 
     def put(self, key: str, value: dict) -> None:
-        _atomic_write(self._path(key), json.dumps(value, separators=(",", ":")))
+        write_text(self._path(key), json.dumps(value, separators=(",", ":")), fsync=True)
 
     def count(self) -> int:
         return sum(1 for _ in self.units.glob("*.json"))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- helpers
@@ -948,7 +932,7 @@ def run_experiment(
         results.append(_run_one(config, prep, folder, progress, fresh, on_unit))
         write_outputs(results[-1], folder)
     if len(targets) > 1:
-        _atomic_write(out / "index.md", _index(config, targets))
+        write_text(out / "index.md", _index(config, targets), fsync=True)
     if config.tracking == "auto":
         from divrec.experiment.tracking import log_to_mlflow
 

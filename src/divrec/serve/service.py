@@ -55,7 +55,6 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import os
 import threading
 import time
 from array import array
@@ -67,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from divrec.atomic import open_atomic
 from divrec.data.query import Query
 from divrec.serve.events import Event
 from divrec.serve.model_dir import ModelBundle
@@ -531,12 +531,8 @@ class Service:
                 meta["tracker_clock"] = tw.pop("clock")
                 arrays.update({f"tracker_{k}": v for k, v in tw.items()})
         meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with open_atomic(path, "wb", fsync=True) as f:
             np.savez(f, meta=meta_bytes, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     def load_snapshot(self, path: str | Path, log) -> bool:
         """Loads a snapshot into a fresh service when it matches (see `rebuild`).
