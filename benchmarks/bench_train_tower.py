@@ -414,6 +414,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seq-speed", action="store_true", help="the sequential model's legs")
     ap.add_argument("--leg", choices=LEGS + SEQ_LEGS, help=argparse.SUPPRESS)
     ap.add_argument("--speed-epochs", type=float, default=0.3)
+    ap.add_argument("--speed-key", default="speed", help="the JSON key --speed writes")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--seeds", type=int, default=3)
@@ -443,7 +444,7 @@ def main(argv=None) -> None:
     out["settings"] = SETTINGS
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     if args.speed:
-        out["speed"] = speed(args)
+        out[args.speed_key] = speed(args)
     if args.seq_speed:
         out["sequential_settings"] = SEQ_SETTINGS
         out["sequential_speed"] = speed(args, SEQ_LEGS, "seq_current", "seq_sparse_adam")

@@ -162,3 +162,34 @@ def test_table_optimizer_options_are_checked():
         make_table_optimizer(net, (net,), "lazy", 0.1)
     dense = make_table_optimizer(net, (net,), "adam", 0.1)
     assert isinstance(dense, torch.optim.Adam) and not net.sparse
+
+
+def test_dense_table_adam_is_adam_written_out():
+    """kind="adam" (torch's fused kernel on the CPU) against Kingma & Ba 2015, Alg. 1 written
+    in float64 numpy, with weight decay added to the gradient as torch.optim.Adam does."""
+    from divrec.nn.train import make_table_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({"emb": torch.nn.Embedding(7, 4), "lin": torch.nn.Linear(4, 2)})
+    params = [p.detach().double().numpy().copy() for p in net.parameters()]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    lr, wd, b1, b2, eps = 0.05, 0.01, 0.9, 0.999, 1e-8
+    opt = make_table_optimizer(net, (net["emb"],), "adam", lr, weight_decay=wd)
+    assert opt.defaults["fused"] is True
+    gen = torch.Generator().manual_seed(1)
+    for t in range(1, 31):
+        rows = torch.randint(0, 7, (5,), generator=gen)
+        loss = (net["lin"](net["emb"](rows)) ** 2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for j, p in enumerate(net.parameters()):
+            g = p.grad.double().numpy() + wd * params[j]
+            m[j] = b1 * m[j] + (1 - b1) * g
+            v[j] = b2 * v[j] + (1 - b2) * g * g
+            m_hat, v_hat = m[j] / (1 - b1**t), v[j] / (1 - b2**t)
+            params[j] = params[j] - lr * m_hat / (np.sqrt(v_hat) + eps)
+        opt.step()
+        for j, p in enumerate(net.parameters()):  # float32 steps: compare, then resync
+            np.testing.assert_allclose(p.detach().double().numpy(), params[j], atol=2e-6)
+            params[j] = p.detach().double().numpy().copy()

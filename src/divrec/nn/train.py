@@ -170,7 +170,11 @@ def make_table_optimizer(
 
     ``kind="adam"``: one dense `torch.optim.Adam` over every parameter (each step updates
     every row of every table: the gradient of a table is dense, and Adam's moments decay and
-    move rows the batch did not touch).
+    move rows the batch did not touch). Where every parameter is a floating-point tensor on
+    the CPU or a CUDA device, torch's fused kernel does the step (``fused=True``: one pass over
+    each tensor instead of one per moment; the same Adam up to float rounding, 1-2 ulp after
+    50 steps; 1.3-1.5x the examples/s of TR's two-tower at one thread,
+    benchmarks/results/train_tower.json).
 
     ``kind="sparse_adam"``: each `torch.nn.Embedding` of `tables` is switched to sparse
     gradients (``sparse=True``, read at each forward, so the initial weights are untouched)
@@ -196,7 +200,8 @@ def make_table_optimizer(
     import torch
 
     if kind == "adam":
-        return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+        params = list(module.parameters())
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=_fusable(params))
     if kind != "sparse_adam":
         raise ValueError(f"optimizer must be 'adam' or 'sparse_adam', got {kind!r}")
     if weight_decay:
@@ -215,6 +220,14 @@ def make_table_optimizer(
         torch.optim.SparseAdam(weights, lr=lr) if weights else None,
         torch.optim.Adam(dense, lr=lr) if dense else None,
     )
+
+
+def _fusable(params: list[Any]) -> bool | None:
+    """True where torch's fused Adam runs on every tensor of `params` (else None: default)."""
+    ok = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+    return True if ok else None
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -79,7 +79,7 @@ def _quiet_log4j() -> str:
 
     path = Path(tempfile.gettempdir()) / f"divrec-log4j2-quiet-{os.getuid()}.properties"
     if not path.exists() or path.read_text() != _QUIET_LOG4J:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(_QUIET_LOG4J)
-        tmp.replace(path)
+        from divrec.atomic import write_text
+
+        write_text(path, _QUIET_LOG4J)
     return str(path)
