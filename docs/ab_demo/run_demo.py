@@ -24,8 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,21 +38,13 @@ KEY = "ab-demo-key-0123456789"
 
 
 def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), e.get("PYTHONPATH", "")])
-    e["DIVREC_API_KEY"] = KEY
-    e["OMP_NUM_THREADS"] = "1"
-    return e
+    from divrec.serve.local import child_env
+
+    return child_env(api_key=KEY, src=REPO / "src")
 
 
 def _divrec(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "divrec.cli.main", *args], env=_env(), check=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _traffic(url: str, model: Path, users: int, rounds: int, seed: int) -> dict:
@@ -112,32 +102,10 @@ def main() -> int:
     shutil.copytree(args.model_dir, model, ignore=shutil.ignore_patterns("experiment.json"))
     shutil.copy(HERE / "experiment.json", model / "experiment.json")
     db = args.work / "events.sqlite"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "divrec.cli.main", "serve", "--model-dir", str(model),
-         "--db", str(db), "--port", str(port)],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("divrec serve did not start")
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        stats = _traffic(url, model, args.users, args.rounds, seed=1)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
+    from divrec.serve.local import LocalServer
+
+    with LocalServer(model, db, env=_env(), timeout=300) as server:  # stopped by PID on exit
+        stats = _traffic(server.url, model, args.users, args.rounds, seed=1)
     print("traffic:", stats)
     boot = str(args.bootstrap)
     _divrec("report", "ab", "--db", str(db), "-m", str(model), "--out", str(HERE / "live"),
