@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from divrec.retrieval.ann import AUTO_EXACT_BELOW, AnnIndex, recall_at_k
+from divrec.retrieval.ann import AUTO_EXACT_BELOW, AnnIndex, _interleaved_latency, recall_at_k
 from divrec.retrieval.ann import l2_normalize as _unit
 from divrec.threads import limit_threads
 
@@ -59,16 +59,7 @@ from divrec.threads import limit_threads
 def _latencies(indexes: dict[str, AnnIndex], queries: np.ndarray, k: int) -> dict[str, dict]:
     """Single-query latency of several indexes, interleaved query by query (in rotating
     order) so that all of them see the same machine load."""
-    names = list(indexes)
-    for index in indexes.values():
-        index.search(queries[:5], k)  # warm-up
-    times = {name: np.empty(queries.shape[0]) for name in names}
-    for i in range(queries.shape[0]):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
-            t = time.perf_counter()
-            indexes[name].search(queries[i : i + 1], k)
-            times[name][i] = time.perf_counter() - t
+    times = _interleaved_latency(indexes, queries, k)  # the same timing `auto` measures with
     exact_p50 = float(np.percentile(times["exact"], 50))
     out = {}
     for name, sec in times.items():
