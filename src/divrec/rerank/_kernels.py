@@ -1151,6 +1151,45 @@ def _sigmoid(x: float) -> float:
 
 
 @njit(cache=True, nogil=True)
+def _penalize(
+    sim: np.ndarray, acc: np.ndarray, score: np.ndarray, base: np.ndarray, ok: np.ndarray,
+    c: float, inv_t: float, agg_mean: bool, seen: float,
+) -> tuple[float, float, int, int]:  # fmt: skip
+    """One step of :func:`penalized_greedy_batch` over the candidates, in one pass.
+
+    Folds the new similarity row ``sim`` (float32 or float64, widened as read) into ``acc``
+    (sum or max), writes ``score = base − c · agg`` and finds the exact argmax over ``ok``
+    (lowest position on ties). Returns ``(max(seen, max |sim|), best, jbest, first)``
+    for :func:`_resolve_tie`.
+    """
+    mx = seen
+    best = _NEG_INF
+    jbest = -1
+    first = -1
+    for i in range(sim.shape[0]):
+        s = np.float64(sim[i])
+        a = abs(s)
+        mx = a if a > mx else mx
+        if agg_mean:
+            h = acc[i] + s
+            acc[i] = h
+            sc = base[i] - c * (h * inv_t) if c != 0.0 else base[i]
+        else:
+            h = acc[i]
+            h = s if s > h else h
+            acc[i] = h
+            sc = base[i] - c * h if c != 0.0 else base[i]
+        score[i] = sc
+        if ok[i]:
+            if first < 0:
+                first = i
+            if sc > best:
+                best = sc
+                jbest = i
+    return mx, best, jbest, first
+
+
+@njit(cache=True, nogil=True)
 def penalized_greedy_batch(
     vectors: np.ndarray,
     matrix: np.ndarray,
@@ -1282,17 +1321,15 @@ def penalized_greedy_batch(
             if mode == 1:
                 for i in range(n):
                     sim[i] = matrix[b, j, i] if valid[b, i] else 0.0
-            elif f32:  # one float32 sweep (16 lanes, half the bytes), widened once
+            elif f32:  # one float32 sweep (16 lanes, half the bytes), widened when read
                 for f in range(d):
                     q_w[f] = ut[f, j]
                 for i in range(n):
                     sim_w[i] = 0.0
                 _accumulate(sim_w, ut, q_w, d, n)
-                for i in range(n):
-                    sim[i] = sim_w[i]
                 if mode == 2:
                     for i in range(n):
-                        sim[i] = _sigmoid(sim[i])
+                        sim[i] = _sigmoid(sim_w[i])
             else:
                 for f in range(d):
                     q[f] = ut[f, j]
@@ -1302,42 +1339,17 @@ def penalized_greedy_batch(
                 if mode == 2:
                     for i in range(n):
                         sim[i] = _sigmoid(sim[i])
-            # elementwise passes (vectorized; the same arithmetic for every candidate),
-            # then the argmax over the eligible ones
-            inv_t = 1.0 / (t + 1)
-            bv = base[b]
-            mx = seen
-            for i in range(n):
-                a = abs(sim[i])
-                mx = a if a > mx else mx
-            seen = mx
-            if agg_mean:
-                for i in range(n):
-                    acc[i] += sim[i]
+            # one pass per candidate: the penalty, the score and the argmax over the eligible
+            # ones (the same arithmetic for every candidate), then the tie rule
+            src_w = f32 and mode == 0  # the float32 row, widened as it is read
+            if src_w:
+                seen, best, jbest, first = _penalize(
+                    sim_w, acc, score, base[b], okm, c, 1.0 / (t + 1), agg_mean, seen
+                )
             else:
-                for i in range(n):
-                    s = sim[i]
-                    a = acc[i]
-                    acc[i] = s if s > a else a
-            if c == 0.0:
-                for i in range(n):
-                    score[i] = bv[i]
-            elif agg_mean:
-                for i in range(n):
-                    score[i] = bv[i] - c * (acc[i] * inv_t)
-            else:
-                for i in range(n):
-                    score[i] = bv[i] - c * acc[i]
-            best = _NEG_INF
-            jbest = -1
-            first = -1
-            for i in range(n):
-                if okm[i]:
-                    if first < 0:
-                        first = i
-                    if score[i] > best:
-                        best = score[i]
-                        jbest = i
+                seen, best, jbest, first = _penalize(
+                    sim, acc, score, base[b], okm, c, 1.0 / (t + 1), agg_mean, seen
+                )
             j = _resolve_tie(score, okm, best, jbest, first, c * seen * tmul)
             if cb and t + 1 < npins:
                 j = plist[t + 1]
