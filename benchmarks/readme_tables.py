@@ -535,6 +535,69 @@ def _performance(j: dict[str, Any]) -> str:
         ]
     )
 
+    # float32 greedy kernels against pyversity, and loop vs batch, on one grid
+    rp = j[f"{RESULTS}/rerank_precision.json"]
+    ck, res_p = rp["checks"], rp["results"]
+    names = {"mmr": "MMR", "ssd": "SSD", "dpp": "DPP"}
+
+    def vs_pyv(m: str) -> str:
+        ratios = [r[m]["pyversity_over_divrec_float32"] for r in res_p]
+        slow = [
+            f"N={r['N']}, k={r['k']}: {f(r[m]['pyversity_over_divrec_float32'], 2)}"
+            for r in res_p
+            if r[m]["pyversity_over_divrec_float32"] < 1
+        ]
+        where = f" (below 1: {'; '.join(slow)})" if slow else ""
+        return f"{names[m]} {span(min(ratios), max(ratios), 2)}{where}"
+
+    lb = [
+        min(ck[m]["min_loop_over_batch_float32"], ck[m]["min_loop_over_batch_float64"])
+        for m in names
+    ]
+    differ = sum(ck[m]["lists_differing_total"] for m in names)
+    total = sum(ck[m]["lists_total"] for m in names)
+    beyond = not all(ck[m]["all_differences_within_rule"] for m in names)
+    loads = rp["machine"]["load_average_start"][0], rp["machine"]["load_average_end"][0]
+    rows.append(
+        [
+            "float32 vectors in MMR / SSD / DPP, N ∈ {"
+            + ", ".join(sorted({str(r["N"]) for r in res_p}, key=int))
+            + "} × k ∈ {"
+            + ", ".join(sorted({str(r["k"]) for r in res_p}, key=int))
+            + f"}}, {rp['config']['requests']} requests per cell, 1 BLAS thread",
+            "pyversity ÷ divrec time: "
+            + "; ".join(vs_pyv(m) for m in names)
+            + f". Loop of `select` ÷ `select_batch`, float32 and float64: ≥ {f(min(lb), 3)} in "
+            f"every cell (goal ≥ 1: {met(min(lb) >= 1)}). Lists float32 vs float64: {differ} of "
+            f"{total} differ, {'some' if beyond else 'all'} at gains within the 1e-5 rule; load "
+            f"{f(min(loads), 1)}–{f(max(loads), 1)}",
+            "`rerank_precision.json`",
+        ]
+    )
+
+    # two-tower training: fused dense Adam and lazy SparseAdam against the former code
+    tt = j[f"{RESULTS}/train_tower.json"]
+    sp, qf, qt = tt["speed_fused"], tt["quality_fused"]["test"], tt["quality_tuned"]["test"]
+    over = sp["over_the_former_code"]
+    paired = [a - b for a, b in zip(qf["adam"]["hr@10"], qt["adam"]["hr@10"], strict=True)]
+    loads = [x[0] for x in sp["loadavg_before_and_after_each_round"]]
+    hr_same = max(abs(x) for x in paired) <= 0.005
+    rows.append(
+        [
+            "two-tower training (TotalRecall's model, ML-1M NCF, 1 thread), examples/s ÷ the "
+            f"former code ({sp['baseline_rev']}); test HR@10, {len(qf['adam']['seeds'])} seeds",
+            f"dense Adam, fused (the default) {f(over['adam'], 2)}×; lazy SparseAdam "
+            f"{f(over['sparse_adam'], 2)}×; a hand-written SparseAdam loop "
+            f"{f(over['minimal'], 2)}×. HR@10 {f(qf['adam']['hr@10_mean'], 4)} fused vs "
+            f"{f(qt['adam']['hr@10_mean'], 4)} unfused (largest per-seed difference "
+            f"{f(max(abs(x) for x in paired), 4)}), SparseAdam "
+            f"{f(qt['sparse_adam']['hr@10_mean'], 4)} (goal ≥ 1.5× at the same HR@10 ± 0.005: "
+            f"{met(over['adam'] >= 1.5 and hr_same)} by the fused dense Adam; load "
+            f"{span(min(loads), max(loads), 1)})",
+            "`train_tower.json`",
+        ]
+    )
+
     # evaluate() overhead
     ratio = ev["evaluate_over_recommend"]
     rows.append(
@@ -687,6 +750,8 @@ BLOCKS: dict[str, Block] = {
                     "ann_scale.json",
                     "threads.json",
                     "eval.json",
+                    "rerank_precision.json",
+                    "train_tower.json",
                 )
             ),
             _performance,
