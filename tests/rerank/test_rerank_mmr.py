@@ -165,3 +165,28 @@ def test_compiled_kernel_equals_numpy_penalized_greedy(agg, source):
         one = {"vectors": v[b, idx]} if source == "vectors" else {"similarity": s}
         assert model.select(rb, k, **one).tolist() == ref.tolist()
         assert out[b, : len(ref)].tolist() == idx[ref].tolist()
+
+
+@pytest.mark.parametrize(
+    "dtype, scales",
+    [
+        ("float64", [1e-150, 1e-145, 1e-3, 1e3, 1e145, 1e150, 1e160, 1e200]),
+        ("float32", [1e-21, 1e-17, 1e-12, 1e12, 1e17, 1e19, 3e19]),
+    ],
+)
+def test_cosine_lists_do_not_depend_on_the_vectors_scale(dtype, scales):
+    """Cosine MMR is scale-invariant: the kernel's raw dot products scaled by inverse norms,
+    and its normalizing fallback where those products would under- or overflow (squared
+    norms outside the work dtype's safe range), give the lists of the unscaled vectors."""
+    rng = np.random.default_rng(5)
+    bsz, n, d, k = 4, 120, 16, 10
+    r = rng.random((bsz, n))
+    v = rng.normal(size=(bsz, n, d)).astype(dtype)
+    model = MMR(lambda_=0.3)
+    want = model.select_batch(r, k, vectors=v)
+    for scale in scales:
+        got = model.select_batch(r, k, vectors=(v * np.asarray(scale, dtype)).astype(dtype))
+        assert got.tolist() == want.tolist(), scale
+        assert model.select(r[0], k, vectors=v[0] * np.asarray(scale, dtype)).tolist() == (
+            want[0].tolist()
+        )

@@ -1153,13 +1153,15 @@ def _sigmoid(x: float) -> float:
 @njit(cache=True, nogil=True)
 def _penalize(
     sim: np.ndarray, acc: np.ndarray, score: np.ndarray, base: np.ndarray, ok: np.ndarray,
-    c: float, inv_t: float, agg_mean: bool, seen: float,
+    c: float, inv_t: float, agg_mean: bool, seen: float, inv: np.ndarray, inv_j: float,
+    scaled: bool,
 ) -> tuple[float, float, int, int]:  # fmt: skip
     """One step of :func:`penalized_greedy_batch` over the candidates, in one pass.
 
-    Folds the new similarity row ``sim`` (float32 or float64, widened as read) into ``acc``
-    (sum or max), writes ``score = base − c · agg`` and finds the exact argmax over ``ok``
-    (lowest position on ties). Returns ``(max(seen, max |sim|), best, jbest, first)``
+    Folds the new similarity row ``sim`` (float32 or float64, widened as read; with
+    ``scaled`` the raw dot products, turned into cosines as ``(sim_i · inv_i) · inv_j``) into
+    ``acc`` (sum or max), writes ``score = base − c · agg`` and finds the exact argmax over
+    ``ok`` (lowest position on ties). Returns ``(max(seen, max |sim|), best, jbest, first)``
     for :func:`_resolve_tie`.
     """
     mx = seen
@@ -1168,6 +1170,8 @@ def _penalize(
     first = -1
     for i in range(sim.shape[0]):
         s = np.float64(sim[i])
+        if scaled:
+            s = (s * inv[i]) * inv_j
         a = abs(s)
         mx = a if a > mx else mx
         if agg_mean:
@@ -1245,7 +1249,9 @@ def penalized_greedy_batch(
     d = vectors.shape[2]
     f32 = wbuf.itemsize == 4  # the float32 path: float32 sweeps, float32 tie tolerance
     tmul = F32_TIE if f32 else 1.0
-    ut, wpos = _carve(wbuf, 0, d, n)  # feature-major (normalized) vectors
+    # squared norms between which raw dot products stay normal numbers in the work dtype
+    sq_lo, sq_hi = (1e-30, 1e37) if f32 else (1e-280, 1e300)
+    ut, wpos = _carve(wbuf, 0, d, n)  # feature-major (raw or normalized) vectors
     w2, _ = _carve(wbuf, wpos, 2, max(n, d, 1))
     sim_w = w2[0, :n]  # the float32 path's similarity row and query (float32 multiply-adds)
     q_w = w2[1, :d]
@@ -1270,8 +1276,29 @@ def penalized_greedy_batch(
             clen[b] = 0
         if kb == 0:
             continue
-        if mode != 1 and not _load_transposed(vectors[b], avail, mode == 0, ut, sq, acc, False):
+        # cosine (mode 0): the raw vectors and their inverse norms (in ``sq``), the similarity
+        # row scaled as it is read (one pass over the vectors saved); a squared norm outside
+        # [sq_lo, sq_hi] (or not finite) takes the normalizing load (rescaled), scale 1
+        scaled = False
+        if mode == 2 and not _load_transposed(vectors[b], avail, False, ut, sq, acc, False):
             bad[b] = True
+        elif mode == 0:
+            _load_transposed(vectors[b], avail, False, ut, sq, acc, True)
+            scaled = True
+            for i in range(n):
+                ss = sq[i]
+                if ss == 0.0:
+                    continue
+                if not sq_lo <= ss <= sq_hi:  # raw dot products could under- or overflow
+                    scaled = False
+                    break
+                sq[i] = 1.0 / math.sqrt(ss)
+            if not scaled:
+                if _load_transposed(vectors[b], avail, True, ut, sq, acc, False):
+                    for i in range(n):
+                        sq[i] = 1.0
+                else:
+                    bad[b] = True
         for i in range(n):
             acc[i] = 0.0 if agg_mean else _NEG_INF
         if bad[b]:
@@ -1342,13 +1369,14 @@ def penalized_greedy_batch(
             # one pass per candidate: the penalty, the score and the argmax over the eligible
             # ones (the same arithmetic for every candidate), then the tie rule
             src_w = f32 and mode == 0  # the float32 row, widened as it is read
+            inv_t = 1.0 / (t + 1)
             if src_w:
                 seen, best, jbest, first = _penalize(
-                    sim_w, acc, score, base[b], okm, c, 1.0 / (t + 1), agg_mean, seen
+                    sim_w, acc, score, base[b], okm, c, inv_t, agg_mean, seen, sq, sq[j], scaled
                 )
             else:
                 seen, best, jbest, first = _penalize(
-                    sim, acc, score, base[b], okm, c, 1.0 / (t + 1), agg_mean, seen
+                    sim, acc, score, base[b], okm, c, inv_t, agg_mean, seen, sq, sq[j], scaled
                 )
             j = _resolve_tie(score, okm, best, jbest, first, c * seen * tmul)
             if cb and t + 1 < npins:
