@@ -21,14 +21,16 @@ Gaussian vectors, uniform relevance). For every cell, in one run:
   fastest of ``--repeats`` (``pyversity ÷ divrec`` > 1: divrec faster); and ``select_batch``
   on the B requests vs the loop of ``select`` over the same B requests, for float32 and
   float64 inputs, both timed as one call each and interleaved, fastest of ``--repeats`` on
-  both sides (``loop ÷ batch`` ≥ 1: the batch is not slower). The order of the timed calls
-  rotates by round (per request: divrec float32, float64, pyversity; loop and batch: which
-  goes first), because a call timed right after another on the same vectors finds them in
-  cache (until 2026-12-06 pyversity always ran after divrec on each request's vectors, which
-  gave it the warm cache: MMR N = 5000, k = 10 read 0.90 that way, 1.10 in an interleaved A/B
-  with rotating order, the same day, quiet machine). Until 2026-12-06 the loop side
-  was the sum of per-request minima against the batch's minimum of totals: a sum of minima
-  is lower than the minimum of sums, so under noise that estimator favoured the loop.
+  both sides (``loop ÷ batch`` ≥ 1: the batch is not slower); the float64 loop is timed a
+  second time as a control (``same_loop_twice``: the statistic's noise, true value 1).
+  The order of the timed calls rotates by round (per request: divrec float32, float64,
+  pyversity; loop and batch: which goes first), because a call timed right after another
+  on the same vectors finds them in cache (until 2026-12-06 pyversity always ran after
+  divrec on each request's vectors, which gave it the warm cache: MMR N = 5000, k = 10 read
+  0.90 that way, 1.10 in an interleaved A/B with rotating order, the same day, quiet
+  machine). Until 2026-12-06 the loop side was the sum of per-request minima against the
+  batch's minimum of totals: a sum of minima is lower than the minimum of sums, so under
+  noise that estimator favoured the loop.
 
 pyversity is a benchmark-only dependency (``pip install pyversity``). The load average is
 recorded: the machine is shared, only ratios within the run mean much. Nothing asserted.
@@ -162,7 +164,8 @@ def main() -> None:
                         "loop64": np.full(bsz, np.inf),
                         "pyv": np.full(bsz, np.inf),
                     }
-                    best = dict.fromkeys(("whole32", "batch32", "whole64", "batch64"), np.inf)
+                    keys = ("whole32", "batch32", "whole64", "batch64", "again64")
+                    best = dict.fromkeys(keys, np.inf)
 
                     def loop(model, vv, rel=rel, k=k):
                         for i in range(bsz):
@@ -190,6 +193,9 @@ def main() -> None:
                         ]
                         if rep % 2:  # the batch first in every other round
                             pairs = [pairs[1], pairs[0], pairs[3], pairs[2]]
+                        # the control: the float64 loop timed a second time (its ratio to the
+                        # first is the noise of the loop ÷ batch statistic, true value 1)
+                        pairs.insert(3 if rep % 2 else 2, ("again64", partial(loop, m64, v64)))
                         for key, call in pairs:
                             best[key] = min(best[key], _cpu(call))
                     whole32, batch32 = best["whole32"], best["batch32"]
@@ -204,6 +210,7 @@ def main() -> None:
                         "divrec_float64_ms_per_request": l64 / bsz * 1e3,
                         "loop_over_batch_float32": whole32 / batch32,
                         "loop_over_batch_float64": whole64 / batch64,
+                        "same_loop_twice_float64": whole64 / best["again64"],
                     }
                     if pyversity is not None:
                         p = float(t["pyv"].sum())
@@ -250,6 +257,10 @@ def main() -> None:
                 for r in rows
                 if min(r[m]["loop_over_batch_float32"], r[m]["loop_over_batch_float64"]) < 1.0
             ],  # fmt: skip
+            "same_loop_twice_range": [
+                min(r[m]["same_loop_twice_float64"] for r in rows),
+                max(r[m]["same_loop_twice_float64"] for r in rows),
+            ],
         }
     result = {
         "benchmark": "float32 vectors in the greedy kernels vs float64, pyversity (issue 24.2)",
