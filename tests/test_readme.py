@@ -60,10 +60,12 @@ def test_check_names_a_stale_table(tmp_path):
     ok = run(*args, "--block", "performance")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    path = root / "benchmarks/results/eval.json"
+    path = root / "benchmarks/results/eval_overhead_quiet.json"
     doc = json.loads(path.read_text())
-    assert f"{doc['evaluate_over_recommend']:.2f}×" in (root / "README.md").read_text()
-    doc["evaluate_over_recommend"] = 1.37  # was 1.28; also misses the 1.3× goal now
+    (ml,) = [w for w in doc["workloads"] if w["workload"] == "ml-1m"]
+    key = "evaluate_accuracy_no_bootstrap_over_recommend_cpu"
+    assert f"without CIs {ml[key]:.2f}×" in (root / "README.md").read_text()
+    ml[key] = 1.37  # was 1.29: also misses the 1.3× goal now
     path.write_text(json.dumps(doc))
 
     r = run(*args, "--block", "performance")
