@@ -130,3 +130,16 @@ def test_an_interrupt_reaches_the_main_thread_while_another_thread_runs(tmp_path
     finally:
         stop.set()
         worker.join()
+
+
+def test_written_files_get_the_umask_mode_like_open(tmp_path):
+    """Not mkstemp's private 0o600: a result file is as readable as one `open` creates."""
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with open(tmp_path / "b.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "a.txt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644

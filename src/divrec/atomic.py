@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,7 +48,7 @@ def open_atomic(path: str | Path, mode: str = "w", *, fsync: bool = False) -> It
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     try:
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # as given
         with os.fdopen(fd, mode, **text) as fh:
@@ -61,6 +61,22 @@ def open_atomic(path: str | Path, mode: str = "w", *, fsync: bool = False) -> It
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new empty file `.<name>.<random>.tmp` beside `path`, opened for writing.
+
+    Created with mode 0o666 less the umask, as `open` would create `path` itself
+    (`tempfile.mkstemp` makes 0o600 files: a result file would become private).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: no free temporary name beside it")
 
 
 def write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
