@@ -130,7 +130,7 @@ class Block:
 
 
 #: the merged PURS seed files the highlights read, one row each
-PURS_SEED_FILES = ("purs_seeds/yelp.json",)
+PURS_SEED_FILES = ("purs_seeds/movielens.json", "purs_seeds/yelp.json")
 PURS_FILES = tuple(f"{RESULTS}/{p}" for p in PURS_SEED_FILES)
 
 
