@@ -292,8 +292,10 @@ def table(out: Path) -> None:
         "",
     ]
     md += _auc_section(runs)
-    md += _claims_section(res)
+    claims = _claims_section(res)
+    md += claims
     (out / "table1.md").write_text("\n".join(md))
+    _report_claims(out, res, claims)
     print("\n".join(md))
 
 
@@ -307,11 +309,42 @@ def _verdict(e: dict) -> str:
     return f"not distinguishable from 0, {e['mean']:+.1f} ± {e['ci']:.1f}%"
 
 
+def _claims_rows(res: dict) -> list[dict]:
+    """Each of the paper's Table 1 claims (each variant above Base on ILAD, RD and VV) as
+    `{"variant", "claim", "paper", "what", "verdict", "holds"}` ("yes", "no" or "n/a …"),
+    judged on the 95% CI over seeds at the final round (clicks also over all rounds). The
+    paper's ILAD is in its graph space; here the headline is the fixed SVD space, with the
+    variant's own space as the secondary column."""
+    rows = []
+    final = res["final"]
+    for variant, paper in res["paper"].items():
+        if variant not in final:
+            continue
+        e = final[variant]
+        ilad = f"{paper['ilad_graph (own space)']}, graph space"
+        checks = [
+            ("ILAD up", ilad, "ILAD, fixed SVD space", e["ilad_svd"]),
+            ("ILAD up", ilad, "ILAD, own graph space", e["ilad_graph (own space)"]),
+            ("RD up", paper["rd"], "system-level RD", e["rd"]),
+            ("VV up", paper["clicks"], "clicks, last round", e["clicks"]),
+        ]
+        if variant in res.get("all_rounds_clicks", {}):
+            checks.append(("VV up", paper["clicks"], "clicks, all rounds",
+                           res["all_rounds_clicks"][variant]))  # fmt: skip
+        for claim, said, what, val in checks:
+            verdict = _verdict(val)
+            if paper.get("rd") == "*" and what == "system-level RD":
+                holds = "n/a (paper: not significant)"
+            else:
+                holds = "yes" if verdict.startswith("up") else "no"
+            rows.append({"variant": variant, "claim": claim, "paper": said, "what": what,
+                         "verdict": verdict, "holds": holds})  # fmt: skip
+    return rows
+
+
 def _claims_section(res: dict) -> list[str]:
-    """Which of the paper's Table 1 claims (each variant above Base on ILAD, RD and VV) hold
-    here, judged on the 95% CI over seeds at the final round (clicks also over all rounds).
-    The paper's ILAD is in its graph space; here the headline is the fixed SVD space, with
-    the variant's own space as the secondary column."""
+    """Markdown: which of the paper's Table 1 claims hold here (`_claims_rows`), and what the
+    sanity feeds say about the click claims."""
     md = [
         "",
         "## The paper's claims in this simulation (final round, 95% CI over seeds)",
@@ -319,31 +352,46 @@ def _claims_section(res: dict) -> list[str]:
         "| claim (paper, % vs Base) | measured here | holds? |",
         "|---|---|---|",
     ]
-    final = res["final"]
-    for variant, paper in res["paper"].items():
-        if variant not in final:
-            continue
-        e = final[variant]
-        checks = [
-            (f"{variant}: ILAD up ({paper['ilad_graph (own space)']}, graph space)",
-             "ILAD, fixed SVD space", e["ilad_svd"]),
-            (f"{variant}: ILAD up ({paper['ilad_graph (own space)']}, graph space)",
-             "ILAD, own graph space", e["ilad_graph (own space)"]),
-            (f"{variant}: RD up ({paper['rd']})", "system-level RD", e["rd"]),
-            (f"{variant}: VV up ({paper['clicks']})", "clicks, last round", e["clicks"]),
-        ]  # fmt: skip
-        if variant in res.get("all_rounds_clicks", {}):
-            checks.append((f"{variant}: VV up ({paper['clicks']})", "clicks, all rounds",
-                           res["all_rounds_clicks"][variant]))  # fmt: skip
-        for claim, what, val in checks:
-            verdict = _verdict(val)
-            if paper.get("rd") == "*" and what == "system-level RD":
-                holds = "n/a (paper: not significant)"
-            else:
-                holds = "yes" if verdict.startswith("up") else "no"
-            md.append(f"| {claim} | {what}: {verdict} | {holds} |")
+    for r in _claims_rows(res):
+        md.append(f"| {r['variant']}: {r['claim']} ({r['paper']}) | {r['what']}: "
+                  f"{r['verdict']} | {r['holds']} |")  # fmt: skip
     md += _sanity_reading(res)
     return md
+
+
+#: the heading of the claims section `table` appends to OUT/report.md (replaced on a rebuild)
+REPORT_CLAIMS = "## Which of the paper's claims hold (from table1.md)"
+
+
+def _report_claims(out: Path, res: dict, section: list[str]) -> None:
+    """Appends to OUT/report.md (when present) the claims in plain words and the claims
+    section of table1.md (`section`, its heading one level down); an earlier such section is
+    replaced, so a rebuild leaves one."""
+    report = out / "report.md"
+    if not report.exists():
+        return
+    rows = _claims_rows(res)
+
+    def listed(holds) -> str:
+        got = [f"{r['variant']} {r['claim']} ({r['what']})" for r in rows if holds(r["holds"])]
+        return "; ".join(got) if got else "none"
+
+    text = report.read_text().split("\n" + REPORT_CLAIMS)[0].rstrip("\n")
+    md = [
+        "",
+        REPORT_CLAIMS,
+        "",
+        "Judged on the paired % change vs Base (95% CI over seeds, final round; clicks also "
+        "summed over all rounds), as in [table1.md](table1.md):",
+        "",
+        f"- holds: {listed(lambda h: h == 'yes')};",
+        f"- does not hold: {listed(lambda h: h == 'no')};",
+        "- not judged (not significant in the paper either): "
+        f"{listed(lambda h: h.startswith('n/a'))}.",
+        *(f"#{line}" if line.startswith("## ") else line for line in section),
+        "",
+    ]
+    report.write_text(text + "\n" + "\n".join(md))
 
 
 def _sanity_reading(res: dict) -> list[str]:

@@ -69,3 +69,41 @@ def test_write_keeping_keeps_what_write_outputs_does_not_write(tmp_path, monkeyp
     assert (out / "report.md").read_text() != "old report"  # written anew
     assert json.loads((out / "runs.json").read_text())[0]["pipeline"] == "base"
     assert not list(tmp_path.glob(".out.keep-*"))  # nothing left aside
+
+
+def test_report_labels_secondary_columns_last_and_states_the_claims(tmp_path, monkeypatch):
+    from divrec.simulate.report import REPORT_COLUMNS, SECONDARY
+
+    monkeypatch.setattr("divrec.simulate.report.plot_rounds", lambda summary, out: None)
+    runs = [_run(p, s) for p in ("base", "ours") for s in range(3)]
+    for r in runs[3:]:  # ours: more clicks than base in every round of every seed
+        for x in r["rounds"]:
+            x["clicks"] *= 2.0
+    gl.write_keeping(runs, tmp_path, "title", "notes")
+    head = next(
+        line for line in (tmp_path / "report.md").read_text().splitlines() if "| pipeline" in line
+    )
+    cols = [c.strip() for c in head.strip("|").split("|")][1:]
+    # fixed-space / system-level columns first, the own-space and per-user ones labelled last
+    n = len(REPORT_COLUMNS) - len(SECONDARY)
+    assert cols[:n] == [m for m in REPORT_COLUMNS if m not in SECONDARY]
+    assert cols[n:] == [f"{m} ({SECONDARY[m]})" for m in REPORT_COLUMNS[n:]]
+    assert "ilad_graph (own space)" in cols and "retrieval_ilad_svd (per-user)" in cols
+
+    gl.table(tmp_path)
+    gl.table(tmp_path)  # a rebuild replaces the section, never adds a second one
+    report = (tmp_path / "report.md").read_text()
+    assert report.count(gl.REPORT_CLAIMS) == 1
+    section = report.split(gl.REPORT_CLAIMS)[1]
+    assert "[table1.md](table1.md)" in section
+    rows = gl._claims_rows(json.loads((tmp_path / "table1.json").read_text()))
+    assert {r["variant"] for r in rows} == {"ours"}
+    assert {r["what"] for r in rows if r["holds"] == "yes"} >= {"clicks, all rounds"}
+    for r in rows:  # every claim is in the plain list of its verdict and in the table
+        word = {"yes": "- holds:", "no": "- does not hold:"}.get(r["holds"], "- not judged")
+        line = next(x for x in section.splitlines() if x.startswith(word))
+        assert f"ours {r['claim']} ({r['what']})" in line
+        assert f"| ours: {r['claim']} ({r['paper']}) | {r['what']}: {r['verdict']} |" in section
+    # table1.md holds the same claims table, and report.md does not change it
+    table = section.split("| claim (paper")[1].strip()
+    assert table in (tmp_path / "table1.md").read_text()

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["METRICS", "check_out_folder", "plot_rounds", "summarize", "write_outputs"]
+__all__ = [
+    "METRICS",
+    "REPORT_COLUMNS",
+    "SECONDARY",
+    "check_out_folder",
+    "column_label",
+    "plot_rounds",
+    "summarize",
+    "write_outputs",
+]
 
 #: metrics reported per round (keys of `round_metrics`): fixed-space headlines (svd, genre)
 #: first; the variant's own "graph" space is a secondary column. `rd` is the system-level
@@ -35,6 +44,28 @@ METRICS = (
     "clicks",
     "session_length",
 )
+
+#: secondary columns and what their label says: the variant's own, evolving embedding space
+#: and the per-user retrieval ILAD (formerly "RD"; not the system-level `rd`)
+SECONDARY = {
+    "ilad_graph": "own space",
+    "retrieval_ilad_svd": "per-user",
+    "retrieval_ilad_genre": "per-user",
+    "retrieval_ilad_graph": "per-user, own space",
+}
+#: the report table's column order: fixed-space and system-level metrics first, then the
+#: labelled `SECONDARY` columns
+REPORT_COLUMNS = (
+    *(m for m in METRICS if m not in SECONDARY),
+    *(m for m in METRICS if m in SECONDARY),
+)
+
+
+def column_label(metric: str) -> str:
+    """A metric's column header: `SECONDARY` columns say their space, e.g. "ilad_graph (own
+    space)"; the others are the metric key."""
+    return f"{metric} ({SECONDARY[metric]})" if metric in SECONDARY else metric
+
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -125,9 +156,10 @@ def plot_rounds(summary: dict, out: Path, metrics=METRICS) -> list[Path]:
     return paths
 
 
-def final_table(summary: dict, metrics=METRICS) -> str:
-    """Markdown table of the final-round means ± 95% CI."""
-    head = "| pipeline | " + " | ".join(metrics) + " |"
+def final_table(summary: dict, metrics=REPORT_COLUMNS) -> str:
+    """Markdown table of the final-round means ± 95% CI; `SECONDARY` columns are labelled
+    (:func:`column_label`)."""
+    head = "| pipeline | " + " | ".join(column_label(m) for m in metrics) + " |"
     sep = "|---" * (len(metrics) + 1) + "|"
     rows = [head, sep]
     for name, e in summary.items():
@@ -194,6 +226,13 @@ def write_outputs(runs: list[dict], out: Path, title: str, notes: str = "") -> d
         plot_rounds(summary, tmp)
         md = [f"# {title}", "", notes, "", "## Final round (mean ± 95% CI over seeds)", ""]
         md.append(final_table(summary))
+        md += [
+            "",
+            "Fixed-space (reference SVD, genre) and system-level columns first (`rd`: 1 − "
+            "between-user Jaccard of the retrieval sets); the labelled columns at the end are "
+            "secondary: `(own space)` is each variant's own evolving graph embedding, "
+            "`(per-user)` the ILAD of each user's own retrieved candidates (formerly 'RD').",
+        ]
         md += ["", "Plots: " + ", ".join(f"[{m}]({m}.png)" for m in (*METRICS, "theta")), ""]
         (tmp / "report.md").write_text("\n".join(md))
         umask = os.umask(0)
