@@ -1,7 +1,8 @@
 """WeChat graph exploration, Table 1 direction on the closed-loop simulator (ML-1M).
 
-    python -m reproductions.graph_loop --out benchmarks/results/graph_loop
-    python -m reproductions.graph_loop --out benchmarks/results/graph_loop --cost
+    python -m reproductions.run reproductions/graph_loop.toml   # the committed run (graph_loop_v2)
+    python -m reproductions.graph_loop --with-ablation --with-sanity   # the same, by hand
+    python -m reproductions.graph_loop --cost --out benchmarks/results/graph_loop_v2
     python -m reproductions.graph_loop --quick --out benchmarks/results/graph_loop_quick
     python -m reproductions.graph_loop --sanity --out benchmarks/results/graph_loop_v2 ...
 
@@ -14,9 +15,10 @@ spaces (reference SVD, genre); RD is system-level (between users); see
 Runs Base (category cap), fast-DPP (genre similarity), p-DPP (entropy θ, genre similarity)
 and ours (fast DPP on the GraphSAGE embeddings with the real-time θ_u) for `--rounds`
 rounds and `--seeds` seeds (each seed: its own world — ground truth, new items — and its
-own GraphSAGE fit, shared by the variants), then a sweep of the diversity-seeking strength
-β on one seed. `--cost` instead times rounds for all users (stage breakdown, GraphSAGE
-throughput, incremental update time) and writes `cost.json`.
+own GraphSAGE fit, shared by the variants), then, when `--sweep` names β values (none by
+default, as in graph_loop.toml), a sweep of the diversity-seeking strength β on one seed.
+`--cost` instead times rounds for all users (stage breakdown, GraphSAGE throughput,
+incremental update time) and writes `cost.json`.
 
 `--with-ablation` / `--ablation` and `--with-sanity` / `--sanity` run extra rows on the main
 run's worlds and retriever fits (`same_worlds`: the same seeds, user subsets, GraphSAGE fits
@@ -55,10 +57,10 @@ def world_for(data, seed: int, n_users: int | None):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/graph_loop"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/graph_loop_v2"))
     ap.add_argument("--dataset", default="ml-1m", help="ml-1m, ml-100k, beauty, sports, ...")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seed-start", type=int, default=0, help="first seed (parallel runs)")
     ap.add_argument(
         "--merge",
@@ -69,7 +71,9 @@ def main(argv=None) -> None:
     ap.add_argument("--users", type=int, default=1000, help="simulated users (0: all)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--boredom", type=float, default=1.0)
-    ap.add_argument("--sweep", type=str, default="0,2,4", help="β values for the sweep")
+    ap.add_argument(
+        "--sweep", type=str, default="", help="β values for the sweep, e.g. 0,2,4 (none: no sweep)"
+    )
     ap.add_argument("--sweep-rounds", type=int, default=20)
     ap.add_argument("--sweep-only", action="store_true", help="only the β sweep, into OUT")
     ap.add_argument(
@@ -81,14 +85,15 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--table",
         action="store_true",
-        help="only rebuild OUT/table1.md/json (paired % vs Base) from OUT/runs.json "
+        help="only rebuild OUT/table1.md/json (paired %% vs Base) from OUT/runs.json "
         "(+ OUT/ablation/runs.json and OUT/sanity/runs.json when present)",
     )
     ap.add_argument(
         "--ablation",
         action="store_true",
-        help="graph-dpp (fixed θ on the graph embeddings) and ours with a 10-round "
-        "propensity window, same worlds as the main run, into OUT/ablation",
+        help="only the ablations: graph-dpp (fixed θ on the graph embeddings), ours with the "
+        "former 3-round propensity window, without the ranker, without declines, with uniform "
+        "neighbour sampling; same worlds as the main run, into OUT/ablation",
     )
     ap.add_argument(
         "--with-ablation",

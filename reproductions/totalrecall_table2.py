@@ -27,10 +27,12 @@ Outputs in ``--out``: ``table2.json`` (every run, written as it goes), ``table2.
 pairs/s per model, seed 0 of the first dataset; with ``--throughput-bench``: one epoch of
 every model, wall and CPU seconds, to project the full run).
 
-Run: ``python -m reproductions.totalrecall_table2 --out benchmarks/results/totalrecall_table2``
-(``--report-only`` rebuilds the Markdown and plots from the JSON). Resumable: every finished
-(dataset, method, seed) run is kept in ``table2.json`` and skipped on a re-run. Smoke variant:
-``--quick``.
+Run: ``python -m reproductions.run reproductions/totalrecall_table2.toml`` (the committed run,
+into ``benchmarks/results/totalrecall_table2_v3``; ``totalrecall_table2/`` is the superseded
+first run); ``python -m reproductions.totalrecall_table2 --report-only --out
+benchmarks/results/totalrecall_table2_v3`` rebuilds the Markdown, the claims and the plots from
+the JSON. Resumable: every finished (dataset, method, seed) run is kept in ``table2.json`` and
+skipped on a re-run. Smoke variant: ``--quick``.
 """
 
 from __future__ import annotations
