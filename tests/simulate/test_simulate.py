@@ -50,6 +50,19 @@ def test_jaccard_by_hand():
     assert between_user_jaccard(lists, 6, 100, 0) == pytest.approx(0.5 / 3)
 
 
+def test_between_user_jaccard_is_pairwise_jaccard_with_sampled_pairs():
+    # the loop's copy (kept for its all-pairs and empty-set behaviour) gives the library's
+    # value bit for bit when pairs are sampled, as in the 1,000-user runs
+    from divrec.metrics import pairwise_jaccard
+
+    rng = np.random.default_rng(3)
+    lists = np.stack([rng.choice(500, 20, replace=False) for _ in range(300)])
+    for seed in range(3):
+        assert between_user_jaccard(lists, 500, 2_000, seed) == pairwise_jaccard(
+            lists, 500, 2_000, seed
+        )
+
+
 def test_world_orders_new_items_last(world_and_retriever):
     w, _ = world_and_retriever
     assert w.start_log.n_items == w.n_start < w.n_items

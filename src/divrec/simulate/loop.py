@@ -272,7 +272,14 @@ def _padded(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
 def between_user_jaccard(lists: np.ndarray, n_items: int, pairs: int, seed: int) -> float:
     """Mean Jaccard similarity `|L_u ∩ L_v| / |L_u ∪ L_v|` of the item sets of user pairs
     (T-RECS RecSimilarity), over `pairs` uniformly sampled pairs `u ≠ v` (all pairs when
-    fewer); NaN with fewer than 2 users."""
+    fewer); NaN with fewer than 2 users.
+
+    The loop's own copy of :func:`divrec.metrics.pairwise_jaccard`, kept so that committed
+    simulator numbers do not move: with sampled pairs (more than `pairs` user pairs, e.g.
+    the 1,000-user runs) the two are bit-identical (same pair sampler), but with all pairs
+    (small runs, e.g. ``--quick``) `pairwise_jaccard` sums in another order (last-bit
+    differences), and a user with an empty set counts here as similarity 0 to everyone
+    while `pairwise_jaccard` leaves such users out."""
     b = lists.shape[0]
     if b < 2:
         return float("nan")
@@ -331,8 +338,9 @@ def round_metrics(
       exposed `k`-item feed;
     * `rd`: the paper's **system-level** retrieval diversity (NOTES (9): how different the
       retrieval results are *across users*), `1 − J` with `J` the mean between-user Jaccard
-      of the `N`-item retrieval sets (:func:`divrec.metrics.pairwise_jaccard`, sampled
-      pairs); `retrieval_jaccard` is `J`;
+      of the `N`-item retrieval sets (:func:`between_user_jaccard`, sampled pairs: the
+      loop's copy of :func:`divrec.metrics.pairwise_jaccard`, bit-identical to it with
+      sampled pairs); `retrieval_jaccard` is `J`;
     * `rd_<space>`: system-level RD in a space: the mean between-user cross-list distance of
       the retrieval sets (:func:`divrec.metrics.between_user_distance`, `1 − m_u · m_v`);
     * `between_<space>`: the same between-user distance of the exposed feeds;
