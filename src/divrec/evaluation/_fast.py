@@ -242,25 +242,97 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
         raise ValueError(f"history has {len(users)} rows for {rec.shape[0]} lists")
     if rec.size and rec.max() >= shares.shape[0]:
         raise ValueError(f"recommended holds item ids >= n_items={shares.shape[0]}")
-    args = (shares.indptr, shares.indices, shares.data, shares.shape[1])
-    hist, n_h = _history_mix(
-        np.asarray(users, dtype=np.int64), train_csr.indptr, train_csr.indices,
-        train_csr.data, *args,
-    )  # fmt: skip
-    p = np.divide(hist, n_h[:, None], out=np.zeros_like(hist), where=n_h[:, None] > 0)
-    vals, cnts, sizes, n_l = sorted_lists(rec) if lists is None else lists
-    mix = _list_mix(vals, cnts, sizes, *args)
-    q = np.divide(mix, n_l[:, None], out=np.zeros_like(mix), where=n_l[:, None] > 0)
     a = float(alpha)
     if not 0.0 < a <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    # `kl_miscalibration(p, q, alpha)`'s expression, without its checks (p and q are
-    # finite and non-negative by construction)
-    pos = p > 0
-    qt = (1.0 - a) * q + a * p
-    ratio = np.where(pos, p / np.where(pos, qt, 1.0), 1.0)
-    out = np.sum(np.where(pos, p * np.log(ratio), 0.0), axis=-1)
-    return np.where(pos.any(axis=-1), out, np.nan)
+    args = (shares.indptr, shares.indices, shares.data, shares.shape[1])
+    users = np.asarray(users, dtype=np.int64)
+    vals, cnts, sizes, n_l = sorted_lists(rec) if lists is None else lists
+    if shares.shape[1] > _PW_BLOCKSIZE:  # numpy's longer sums are not reproduced by a kernel
+        hist, n_h = _history_mix(users, train_csr.indptr, train_csr.indices, train_csr.data, *args)
+        p = np.divide(hist, n_h[:, None], out=np.zeros_like(hist), where=n_h[:, None] > 0)
+        mix = _list_mix(vals, cnts, sizes, *args)
+        q = np.divide(mix, n_l[:, None], out=np.zeros_like(mix), where=n_l[:, None] > 0)
+        return M.kl_miscalibration(p, q, a)
+    # `kl_miscalibration(p, q, alpha)`'s expression, without its checks (p and q are finite
+    # and non-negative by construction) and without the (U, C) matrices: each user's history
+    # and list mixes are summed in a C-buffer (the sums of `_history_mix` / `_list_mix`), the
+    # ratios of the p > 0 terms gathered, their log taken by numpy (numpy's own log, as in
+    # the public function), and each row's terms summed in numpy's pairwise order
+    ptr, cols, p, ratio = _kl_ratios(
+        users, train_csr.indptr, train_csr.indices, train_csr.data, *args,
+        vals, cnts, sizes, n_l.astype(np.float64), a,
+    )  # fmt: skip
+    return _kl_sums(ptr, cols, p, np.log(ratio), shares.shape[1])
+
+
+@njit(cache=True, nogil=True)
+def _kl_ratios(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat, vals, cnts, sizes,
+               n_l, a):  # fmt: skip
+    """The positive entries of each user's `p` (row pointers, columns, values) and their
+    ratios `p / ((1 − α)·q + α·p)`: `kl_miscalibration`'s `p`, `q`, `qt` and `ratio`, element
+    for element, from the history and list mixes summed as `_history_mix` and `_list_mix` sum
+    them (`p > 0` exactly where the history mix is: shares are ≥ 1 / C)."""
+    u_n = users.size
+    ptr = np.zeros(u_n + 1, dtype=np.int64)
+    cap = u_n * n_cat  # pages beyond the filled part are never touched
+    cols = np.empty(cap, dtype=np.int32)
+    p = np.empty(cap, dtype=np.float64)
+    ratio = np.empty(cap, dtype=np.float64)
+    hist = np.zeros(n_cat, dtype=np.float64)
+    mix = np.zeros(n_cat, dtype=np.float64)
+    b = 1.0 - a
+    j = 0
+    for r in range(u_n):
+        u = users[r]
+        nh = 0.0
+        for e in range(indptr[u], indptr[u + 1]):
+            if data[e] == 0:
+                continue
+            i = indices[e]
+            nh += 1.0
+            for s in range(s_ptr[i], s_ptr[i + 1]):
+                hist[s_idx[s]] += 1.0 * s_val[s]
+        for t in range(sizes[r]):
+            i = vals[r, t]
+            c = cnts[r, t]
+            for s in range(s_ptr[i], s_ptr[i + 1]):
+                mix[s_idx[s]] += c * s_val[s]
+        nl = n_l[r]
+        for c in range(n_cat):
+            h = hist[c]
+            if h > 0 and nh > 0:
+                pv = h / nh
+                if pv > 0:
+                    q = mix[c] / nl if nl > 0 else 0.0
+                    cols[j] = c
+                    p[j] = pv
+                    ratio[j] = pv / (b * q + a * pv)
+                    j += 1
+            hist[c] = 0.0
+            mix[c] = 0.0
+        ptr[r + 1] = j
+    return ptr, cols[:j], p[:j], ratio[:j]
+
+
+@njit(cache=True, nogil=True)
+def _kl_sums(ptr, cols, p, log_ratio, c_n):
+    """Σ_c p·log(ratio) per row, the p = 0 terms 0, in numpy's pairwise order; NaN for a
+    row without a positive p."""
+    u_n = ptr.size - 1
+    out = np.empty(u_n, dtype=np.float64)
+    terms = np.zeros(c_n, dtype=np.float64)
+    for r in range(u_n):
+        lo, hi = ptr[r], ptr[r + 1]
+        if lo == hi:
+            out[r] = np.nan
+            continue
+        for j in range(lo, hi):
+            terms[cols[j]] = p[j] * log_ratio[j]
+        out[r] = _np_pairwise_sum(terms, 0, c_n)
+        for j in range(lo, hi):
+            terms[cols[j]] = 0.0
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -442,13 +514,20 @@ def _np_pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
         for i in range(n):
             res += a[lo + i]
         return res
-    r = a[lo : lo + 8].copy()
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
     i = 8
     while i < n - (n % 8):
-        for j in range(8):
-            r[j] += a[lo + i + j]
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
         i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
         res += a[lo + i]
         i += 1
