@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from divrec import metrics as M
 from divrec.data import SyntheticConfig, make_synthetic
 from divrec.evaluation import _fast
-from divrec.evaluation.harness import EvalConfig, _item_popularity, _train_csr, evaluate
+from divrec.evaluation.harness import (
+    EvalConfig,
+    _item_popularity,
+    _relevant_csr,
+    _train_csr,
+    evaluate,
+)
 from divrec.retrieval import PopularityRecommender
 from divrec.splitting import random_holdout
 
@@ -75,3 +83,29 @@ def test_hits_matrix_equals_the_public_function(u, k, n_items, seed):
     np.testing.assert_array_equal(
         _fast.hits_matrix(rec2, coo.tocsr(copy=False)), M.hits_matrix(rec2, coo.tocsr())
     )
+
+
+def test_split_views_are_built_once_per_log_and_read_only():
+    data = make_synthetic(SyntheticConfig(n_users=60, n_items=40, seed=4)).interactions
+    split = random_holdout(data, test_fraction=0.2, seed=0)
+    csr = _train_csr(split.train)
+    assert _train_csr(split.train) is csr  # the same object: built once
+    assert not csr.data.flags.writeable and not csr.indices.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        csr.data[0] = 2.0
+    pop = _item_popularity(split.train)
+    pop[0] = -5  # a copy: the cached counts are untouched
+    np.testing.assert_array_equal(_item_popularity(split.train), split.train.item_popularity())
+    rel = _relevant_csr(split.test, None)
+    assert _relevant_csr(split.test, None) is rel and _relevant_csr(split.test, 4.0) is not rel
+    assert (rel != split.test.to_csr(binary=True)).nnz == 0
+    # another log object (same rows) gets its own views; values equal
+    other = split.train.select(np.arange(split.train.nnz))
+    assert _train_csr(other) is not csr and (_train_csr(other) != csr).nnz == 0
+    # a cached evaluate gives the uncached values
+    model = PopularityRecommender().fit(split.train)
+    config = EvalConfig(ks=(5,), n_bootstrap=50, between_user_pairs=100)
+    first = evaluate(model, split, config, progress=False)
+    again = evaluate(model, split, config, progress=False)
+    assert first.system == again.system
+    pd.testing.assert_frame_equal(first.per_user, again.per_user)

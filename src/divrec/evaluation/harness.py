@@ -19,8 +19,8 @@ percentile-bootstrap 95% confidence intervals over users (seeded). System-level 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -158,11 +158,7 @@ def evaluate(
         users, recs, hits, n_rel, extra = _full(model, split, config, kmax, progress, recommend_fn)
     else:
         users, recs, hits, n_rel, extra = _sampled(model, split, config, kmax, progress)
-    token = _TRAIN_VIEWS.set({})  # the training CSR and popularity, computed once per call
-    try:
-        return _evaluate(split, config, item_vectors, users, recs, hits, n_rel, extra)
-    finally:
-        _TRAIN_VIEWS.reset(token)
+    return _evaluate(split, config, item_vectors, users, recs, hits, n_rel, extra)
 
 
 def _evaluate(split, config, item_vectors, users, recs, hits, n_rel, extra) -> EvalResult:
@@ -186,35 +182,54 @@ def _evaluate(split, config, item_vectors, users, recs, hits, n_rel, extra) -> E
     return EvalResult(table, aggregate, system, recs, config, info)
 
 
-# The binary training CSR and its item popularity, shared by the metrics of one `evaluate`
-# call (each used to rebuild them: 4 CSR builds, ~22 ms each at ML-1M); reset on return.
-_TRAIN_VIEWS: ContextVar[dict | None] = ContextVar("divrec_eval_train_views", default=None)
+# Views of a split's logs that every `evaluate` on that split needs (the binary training CSR,
+# its item popularity, the relevance CSR of the test log): built on first use and kept for as
+# long as the log object lives, so a comparison of several models on one split builds them
+# once (as each model builds its training matrix once, at fit). `Interactions` are immutable
+# by contract (frozen fields; arrays are not to be written in place), and the cached arrays
+# are made read-only, so a metric cannot alter them by accident.
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _views(log) -> dict:
+    try:
+        return _VIEWS.setdefault(log, {})
+    except TypeError:  # not weak-referenceable (not an `Interactions`): nothing is kept
+        return {}
+
+
+def _frozen_csr(mat):
+    for arr in (mat.data, mat.indices, mat.indptr):
+        arr.flags.writeable = False
+    return mat
 
 
 def _train_csr(train):
-    """`train.to_csr(binary=True)`, built once per `evaluate` call."""
-    views = _TRAIN_VIEWS.get()
-    if views is None:
-        return train.to_csr(binary=True)
-    if views.get("train") is not train:
-        views.clear()
-        views["train"] = train
+    """`train.to_csr(binary=True)` (read-only), built once per training log."""
+    views = _views(train)
     if "csr" not in views:
-        views["csr"] = train.to_csr(binary=True)
+        views["csr"] = _frozen_csr(train.to_csr(binary=True))
     return views["csr"]
 
 
+def _relevant_csr(test, threshold):
+    """`test.to_csr(binary=True, threshold=threshold)` (read-only), built once per test log
+    and threshold."""
+    views = _views(test)
+    key = ("relevant", threshold)
+    if key not in views:
+        views[key] = _frozen_csr(test.to_csr(binary=True, threshold=threshold))
+    return views[key]
+
+
 def _item_popularity(train) -> np.ndarray:
-    """`train.item_popularity()` (distinct users per item) from the shared binary CSR."""
-    csr = _train_csr(train)
-    views = _TRAIN_VIEWS.get()
-    if views is not None and "popularity" in views:
-        return views["popularity"].copy()
-    pop = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.int64)
-    if views is not None:
-        views["popularity"] = pop
-        return pop.copy()
-    return pop
+    """`train.item_popularity()` (distinct users per item) from the shared binary CSR; a
+    fresh (writable) copy."""
+    views = _views(train)
+    if "popularity" not in views:
+        csr = _train_csr(train)
+        views["popularity"] = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.int64)
+    return views["popularity"].copy()
 
 
 # --------------------------------------------------------------------------- protocols
@@ -226,7 +241,7 @@ def _sample_users(users: np.ndarray, config: EvalConfig) -> np.ndarray:
 
 
 def _full(model, split, config, kmax, progress, recommend_fn):
-    relevant = split.test.to_csr(binary=True, threshold=config.relevance_threshold)
+    relevant = _relevant_csr(split.test, config.relevance_threshold)
     n_rel_all = np.diff(relevant.indptr)
     users = _sample_users(np.flatnonzero(n_rel_all > 0), config)
     if users.size == 0:
