@@ -261,19 +261,44 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
     # the public function), and each row's terms summed in numpy's pairwise order
     ptr, cols, p, ratio = _kl_ratios(
         users, train_csr.indptr, train_csr.indices, train_csr.data, *args,
-        vals, cnts, sizes, n_l.astype(np.float64), a,
+        vals, cnts, sizes, n_l.astype(np.float64), a, _dense_shares(shares),
     )  # fmt: skip
     return _kl_sums(ptr, cols, p, np.log(ratio), shares.shape[1])
 
 
+#: above this many categories the history loop reads the sparse share rows
+_DENSE_SHARES_MAX_CATEGORIES = 64
+
+
+def _dense_shares(shares) -> np.ndarray:
+    """`(n_items, C)` float64 shares for `_kl_ratios`'s dense loop, or `(0, C)` (sparse loop)
+    when C is large, when items hold one category or fewer on average (the sparse loop's
+    inner bound is then predictable and cheaper: 95k-user synthetic catalogue, 1 category per
+    item), or when the share matrix repeats an entry (whose two additions a dense row would
+    merge into one)."""
+    n_cat = shares.shape[1]
+    if (
+        n_cat > _DENSE_SHARES_MAX_CATEGORIES
+        or shares.nnz <= shares.shape[0]
+        or not shares.has_canonical_format
+    ):
+        return np.zeros((0, n_cat), dtype=np.float64)
+    return np.ascontiguousarray(shares.toarray(), dtype=np.float64)
+
+
 @njit(cache=True, nogil=True)
 def _kl_ratios(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat, vals, cnts, sizes,
-               n_l, a):  # fmt: skip
+               n_l, a, dense):  # fmt: skip
     """The positive entries of each user's `p` (row pointers, columns, values) and their
     ratios `p / ((1 − α)·q + α·p)`: `kl_miscalibration`'s `p`, `q`, `qt` and `ratio`, element
     for element, from the history and list mixes summed as `_history_mix` and `_list_mix` sum
-    them (`p > 0` exactly where the history mix is: shares are ≥ 1 / C)."""
+    them (`p > 0` exactly where the history mix is: shares are ≥ 1 / C).
+
+    With ``dense`` (the `(n_items, C)` shares of a canonical share matrix; else `(0, C)`) each
+    history item adds its whole share row: the added zeros leave every sum as it is (x + 0.0
+    is x), and the loop has no data-dependent inner bound."""
     u_n = users.size
+    use_dense = dense.shape[0] > 0
     ptr = np.zeros(u_n + 1, dtype=np.int64)
     cap = u_n * n_cat  # pages beyond the filled part are never touched
     cols = np.empty(cap, dtype=np.int32)
@@ -291,8 +316,12 @@ def _kl_ratios(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat, vals, c
                 continue
             i = indices[e]
             nh += 1.0
-            for s in range(s_ptr[i], s_ptr[i + 1]):
-                hist[s_idx[s]] += 1.0 * s_val[s]
+            if use_dense:
+                for c in range(n_cat):
+                    hist[c] += dense[i, c]
+            else:
+                for s in range(s_ptr[i], s_ptr[i + 1]):
+                    hist[s_idx[s]] += 1.0 * s_val[s]
         for t in range(sizes[r]):
             i = vals[r, t]
             c = cnts[r, t]
