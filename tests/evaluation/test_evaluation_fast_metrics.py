@@ -164,3 +164,59 @@ def test_fast_miscalibration_refuses_what_the_public_function_refuses(bad, match
     cats = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
     with pytest.raises(ValueError, match=match):
         miscalibration(np.array(bad), csr, np.array([0]), cats)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.integers(1, 30), st.integers(1, 40), st.integers(0, 12),
+)  # fmt: skip
+def test_fast_accuracy_equals_the_public_functions(seed, n_users, width, max_rel):
+    rng = np.random.default_rng(seed)
+    hits = rng.random((n_users, width)) < rng.uniform(0.0, 0.9)
+    n_rel = rng.integers(0, max_rel + 1, n_users)
+    n_rel = np.maximum(n_rel, hits.sum(axis=1) * (rng.random(n_users) < 0.8))  # some 0s
+    names = ("hr", "recall", "precision", "ndcg", "mrr", "map")
+    public = {
+        "hr": lambda k: M.hit_rate_at_k(hits, k),
+        "recall": lambda k: M.recall_at_k(hits, n_rel, k),
+        "precision": lambda k: M.precision_at_k(hits, k),
+        "ndcg": lambda k: M.ndcg_at_k(hits, n_rel, k),
+        "mrr": lambda k: M.mrr_at_k(hits, k),
+        "map": lambda k: M.map_at_k(hits, n_rel, k),
+    }
+    for k in sorted({1, min(8, width), min(10, width), width}):
+        got = _fast.accuracy(names, hits, n_rel, k)
+        assert list(got) == [f"{n}@{k}" for n in names]
+        for name in names:
+            _same(got[f"{name}@{k}"], public[name](k))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 30), st.integers(1, 25), st.integers(1, 40))
+def test_fast_novelty_and_arp_equal_the_public_functions(seed, n_users, n_items, k):
+    rng = np.random.default_rng(seed)
+    rec = rng.integers(-1, n_items, size=(n_users, k))
+    rec[rng.random(n_users) < 0.15] = -1  # empty lists
+    pop = rng.integers(0, 50, n_items)
+    _same(_fast.novelty(rec, pop, 50), M.novelty(rec, pop, 50))
+    share = pop / 50
+    _same(
+        _fast.average_recommendation_popularity(rec, share),
+        M.average_recommendation_popularity(rec, share),
+    )
+
+
+def test_fast_accuracy_and_list_means_by_hand():
+    hits = np.array([[False, True, True], [False, False, False]])
+    got = _fast.accuracy(("hr", "recall", "precision", "mrr", "map"), hits, np.array([4, 0]), 3)
+    assert got["hr@3"].tolist() == [1.0, 0.0]
+    assert got["precision@3"].tolist() == [2 / 3, 0.0]
+    assert got["recall@3"][0] == 2 / 4 and np.isnan(got["recall@3"][1])
+    assert got["mrr@3"].tolist() == [0.5, 0.0]
+    # AP@3 = (1/2 + 2/3) / min(4, 3)
+    assert abs(got["map@3"][0] - (0.5 + 2 / 3) / 3) < 1e-15 and np.isnan(got["map@3"][1])
+    rec = np.array([[0, 2, -1], [-1, -1, -1]])
+    arp = _fast.average_recommendation_popularity(rec, np.array([0.5, 0.1, 0.25]))
+    assert arp[0] == (0.5 + 0.25) / 2 and np.isnan(arp[1])
+    with pytest.raises(ValueError, match="item_popularity"):
+        _fast.novelty(rec, np.array([1.0, -1.0, 2.0]), 10)

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from divrec import metrics as M
-from divrec.metrics._validation import check_recommended
+from divrec.metrics._validation import check_hits, check_n_relevant, check_recommended
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -650,3 +650,109 @@ def category_ild(recommended, item_categories, lists=None) -> np.ndarray:
     if not ok:  # a list with over 129 categories
         return M.category_ild(rec, cats)
     return np.clip(_pairwise_mean_distance(sum_sq, self_sq, n_valid), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- per-list means
+@njit(cache=True, nogil=True)
+def _list_means(rec, item_values):
+    """Mean of `item_values` over each row's non-padding entries (NaN for an empty row): the
+    public `np.where(valid, v[rec], 0.0).sum(axis=1) / n_valid`, in numpy's summation order."""
+    u_n, k = rec.shape
+    out = np.empty(u_n, dtype=np.float64)
+    terms = np.empty(k, dtype=np.float64)
+    for r in range(u_n):
+        n = 0
+        for j in range(k):
+            i = rec[r, j]
+            if i >= 0:
+                terms[j] = item_values[i]
+                n += 1
+            else:
+                terms[j] = 0.0
+        out[r] = _np_pairwise_sum(terms, 0, k) / n if n > 0 else np.nan
+    return out
+
+
+def novelty(recommended, item_popularity, n_users: int) -> np.ndarray:
+    """`divrec.metrics.novelty`, the same `(U,)` values, without the `(U, K)` temporaries."""
+    rec = np.asarray(recommended)
+    if rec.ndim != 2 or rec.shape[1] > _PW_BLOCKSIZE:
+        return M.novelty(rec, item_popularity, n_users)
+    pop = np.asarray(item_popularity, dtype=np.float64)
+    n_users = int(n_users)
+    if (
+        n_users < 1
+        or pop.ndim != 1
+        or not np.all(np.isfinite(pop))
+        or np.any(pop < 0)
+        or np.any(pop > n_users)
+    ):
+        return M.novelty(rec, item_popularity, n_users)  # its one-line errors
+    rec = check_recommended(rec, pop.size)
+    info = -np.log2(np.maximum(pop, 1.0) / n_users)
+    return _list_means(rec, info)
+
+
+def average_recommendation_popularity(recommended, popularity) -> np.ndarray:
+    """`divrec.metrics.average_recommendation_popularity`, the same `(U,)` values."""
+    rec = np.asarray(recommended)
+    pop = np.asarray(popularity, dtype=np.float64)
+    if rec.ndim != 2 or rec.shape[1] > _PW_BLOCKSIZE or pop.ndim != 1:
+        return M.average_recommendation_popularity(rec, pop)
+    rec = check_recommended(rec, pop.size)
+    return _list_means(rec, pop)
+
+
+# --------------------------------------------------------------------------- accuracy
+@njit(cache=True, nogil=True)
+def _accuracy_rows(hits, n_rel, k):
+    """HR, precision, recall, reciprocal rank and AP at `k` of every row of a bool hit
+    matrix, each the public function's expression element for element (AP's `Σ P@r·hit_r`
+    in numpy's summation order)."""
+    u_n = hits.shape[0]
+    hr = np.empty(u_n, dtype=np.float64)
+    prec = np.empty(u_n, dtype=np.float64)
+    recall = np.empty(u_n, dtype=np.float64)
+    rr = np.empty(u_n, dtype=np.float64)
+    ap = np.empty(u_n, dtype=np.float64)
+    terms = np.empty(k, dtype=np.float64)
+    kf = float(k)
+    for r in range(u_n):
+        cnt = 0.0
+        first = -1
+        for j in range(k):
+            if hits[r, j]:
+                cnt += 1.0
+                if first < 0:
+                    first = j
+                terms[j] = (cnt / (j + 1.0)) * 1.0
+            else:
+                terms[j] = 0.0
+        n = n_rel[r]
+        hr[r] = 1.0 if cnt > 0 else 0.0
+        prec[r] = cnt / kf
+        recall[r] = cnt / n if n > 0 else np.nan
+        rr[r] = 1.0 / (first + 1.0) if first >= 0 else 0.0
+        ap[r] = _np_pairwise_sum(terms, 0, k) / min(n, kf) if n > 0 else np.nan
+    return hr, prec, recall, rr, ap
+
+
+def accuracy(names, hits, n_relevant, k: int) -> dict[str, np.ndarray]:
+    """`{name@k: values}` for `names` ⊆ {hr, recall, precision, ndcg, mrr, map}: the public
+    `divrec.metrics` functions' `(U,)` values; all but NDCG (a BLAS product) from one pass."""
+    h, k = check_hits(hits, k)
+    fused = {"hr", "recall", "precision", "mrr", "map"}.intersection(names)
+    values: dict[str, np.ndarray] = {}
+    if fused and k <= _PW_BLOCKSIZE:
+        n = check_n_relevant(n_relevant, h.shape[0])
+        hr, prec, recall, rr, ap = _accuracy_rows(np.ascontiguousarray(h), n, k)
+        values = {"hr": hr, "precision": prec, "recall": recall, "mrr": rr, "map": ap}
+    public = {
+        "hr": lambda: M.hit_rate_at_k(hits, k),
+        "recall": lambda: M.recall_at_k(hits, n_relevant, k),
+        "precision": lambda: M.precision_at_k(hits, k),
+        "ndcg": lambda: M.ndcg_at_k(hits, n_relevant, k),
+        "mrr": lambda: M.mrr_at_k(hits, k),
+        "map": lambda: M.map_at_k(hits, n_relevant, k),
+    }
+    return {f"{name}@{k}": values[name] if name in values else public[name]() for name in names}
