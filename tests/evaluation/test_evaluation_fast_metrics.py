@@ -220,3 +220,30 @@ def test_fast_accuracy_and_list_means_by_hand():
     assert arp[0] == (0.5 + 0.25) / 2 and np.isnan(arp[1])
     with pytest.raises(ValueError, match="item_popularity"):
         _fast.novelty(rec, np.array([1.0, -1.0, 2.0]), 10)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.integers(1, 40), st.integers(1, 25), st.integers(1, 30),
+    st.integers(1, 4), st.booleans(),
+)  # fmt: skip
+def test_fast_exposure_share_equals_the_public_function(seed, n_users, n_items, k, n_g, given_g):
+    rng = np.random.default_rng(seed)
+    rec = rng.integers(-1, n_items, size=(n_users, k))
+    groups = rng.integers(-1, n_g, n_items)  # −1: in no group
+    n_groups = n_g if given_g else None
+    got = _fast.exposure_share(rec, groups, n_groups)
+    want = M.exposure_share(rec, groups, n_groups)
+    assert got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def test_fast_exposure_share_errors_and_hand_value():
+    rec = np.array([[0, 1], [1, -1]])
+    # weights 1 and 1/log2(3): group 0 gets 1, group 1 gets 1/log2(3) + 1
+    got = _fast.exposure_share(rec, np.array([0, 1]), 2)
+    w2 = 1 / np.log2(3)
+    np.testing.assert_allclose(got, [1 / (2 + w2), (1 + w2) / (2 + w2)], rtol=1e-15)
+    with pytest.raises(ValueError, match="group code 2 >= n_groups 2"):
+        _fast.exposure_share(rec, np.array([0, 2]), 2)
+    with pytest.raises(ValueError, match="outside groups"):
+        _fast.exposure_share(np.array([[5]]), np.array([0, 1]), 2)

@@ -444,7 +444,7 @@ def popularity_lift(recommended, train_csr, users, popularity) -> float:
     prof = np.divide(s, n_h, out=np.full(n_h.size, np.nan), where=n_h > 0)
     from divrec.metrics.groups import lift_from_profiles
 
-    return lift_from_profiles(prof, M.average_recommendation_popularity(recommended, pop))
+    return lift_from_profiles(prof, average_recommendation_popularity(recommended, pop))
 
 
 @njit(cache=True, nogil=True)
@@ -756,3 +756,46 @@ def accuracy(names, hits, n_relevant, k: int) -> dict[str, np.ndarray]:
         "map": lambda: M.map_at_k(hits, n_relevant, k),
     }
     return {f"{name}@{k}": values[name] if name in values else public[name]() for name in names}
+
+
+# --------------------------------------------------------------------------- exposure
+@njit(cache=True, nogil=True)
+def _group_exposure(rec, groups, weights, n_g):
+    """`bincount(code[keep], weights=w[keep])`: each kept entry's position weight added to
+    its group in row-major order, as `np.bincount` adds them; −2 in `bad` on a group code
+    ≥ n_g (the caller raises)."""
+    e = np.zeros(n_g, dtype=np.float64)
+    bad = -1
+    for r in range(rec.shape[0]):
+        for j in range(rec.shape[1]):
+            i = rec[r, j]
+            if i < 0:
+                continue
+            g = groups[i]
+            if g < 0:
+                continue
+            if g >= n_g:
+                bad = max(bad, g)
+                continue
+            e[g] += weights[j]
+    return e, bad
+
+
+def exposure_share(recommended, groups, n_groups: int | None = None) -> np.ndarray:
+    """`divrec.metrics.exposure_share`, the same `(G,)` shares, without the `(U, K)` weight,
+    code and mask arrays."""
+    rec = np.asarray(recommended)
+    g = np.asarray(groups, dtype=np.int64)
+    if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer) or rec.size == 0:
+        return M.exposure_share(rec, g, n_groups)
+    n_g = int(g.max(initial=-1)) + 1 if n_groups is None else int(n_groups)
+    if rec.max() >= g.size or n_g < 0:
+        return M.exposure_share(rec, g, n_groups)  # its one-line error
+    from divrec.metrics.groups import position_discount
+
+    w = np.ascontiguousarray(position_discount(rec.shape[1]), dtype=np.float64)
+    e, bad = _group_exposure(np.ascontiguousarray(rec, dtype=np.int64), g, w, n_g)
+    if bad >= 0:
+        return M.exposure_share(rec, g, n_groups)  # its one-line error
+    total = e.sum()
+    return e / total if total > 0 else e

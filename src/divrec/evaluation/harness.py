@@ -347,7 +347,7 @@ def _group_exposure(recs, split, config, users) -> dict[str, float]:
     csr = _train_csr(train)
     out: dict[str, float] = {}
     for k in config.ks:
-        out[f"tail_exposure@{k}"] = float(M.exposure_share(recs[:, :k], tail, 2)[1])
+        out[f"tail_exposure@{k}"] = float(_fast.exposure_share(recs[:, :k], tail, 2)[1])
         out[f"popularity_lift@{k}"] = _fast.popularity_lift(recs[:, :k], csr, users, pop)
     return out
 
