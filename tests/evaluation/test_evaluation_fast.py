@@ -76,6 +76,14 @@ def test_hits_matrix_equals_the_public_function(u, k, n_items, seed):
     rel = sp.csr_matrix(dense)
     rel.data[rng.random(rel.nnz) < 0.2] = 0.0  # explicit zeros are not relevant
     np.testing.assert_array_equal(_fast.hits_matrix(rec, rel), M.hits_matrix(rec, rel))
+    # rows of a larger matrix, without the row-indexed copy (repeats and any order)
+    big = sp.vstack([rel, sp.csr_matrix(rng.random((7, n_items)) < 0.4, dtype=np.float64)])
+    rows = rng.integers(0, u + 7, u)
+    np.testing.assert_array_equal(
+        _fast.hits_matrix(rec, big.tocsr(), rows), M.hits_matrix(rec, big.tocsr()[rows])
+    )
+    with pytest.raises(ValueError, match="rows must lie"):
+        _fast.hits_matrix(rec, big.tocsr(), np.full(u, u + 7))
     # a non-canonical matrix (duplicate entries, one pair summing to zero)
     coo = sp.coo_matrix(([1.0, 1.0, -1.0], ([0, 0, 0], [0, 1, 1])), shape=(u, n_items + 2))
     rec2 = np.full((u, 2), -1)

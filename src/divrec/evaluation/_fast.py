@@ -136,11 +136,12 @@ def between_user_diversity(
 
 
 @njit(cache=True, nogil=True)
-def _hits(rec: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray):
+def _hits(rec, indptr, indices, data, rows):
+    """Row r of the lists against CSR row `rows[r]`."""
     u, k = rec.shape
     out = np.zeros((u, k), dtype=np.bool_)
     for r in range(u):
-        lo, hi = indptr[r], indptr[r + 1]
+        lo, hi = indptr[rows[r]], indptr[rows[r] + 1]
         for j in range(k):
             item = rec[r, j]
             if item < 0:
@@ -152,13 +153,15 @@ def _hits(rec: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.nda
     return out
 
 
-def hits_matrix(recommended: np.ndarray, relevant_csr) -> np.ndarray:
-    """`divrec.metrics.hits_matrix`, the same `(U, K)` bool array, by a scan of each user's
-    relevant row (a few dozen items) instead of a sorted-key search over all of them.
+def hits_matrix(recommended: np.ndarray, relevant_csr, rows=None) -> np.ndarray:
+    """`divrec.metrics.hits_matrix(recommended, relevant_csr[rows])`, the same `(U, K)` bool
+    array, by a scan of each user's relevant row (a few dozen items) instead of a sorted-key
+    search over all of them, and without the row-indexed copy.
 
     Args:
         recommended: `(U, K)` int item indices, −1 = padding.
-        relevant_csr: `(U, n_items)` scipy sparse matrix; nonzeros are relevant.
+        relevant_csr: `(n, n_items)` scipy sparse matrix; nonzeros are relevant.
+        rows: `(U,)` rows of `relevant_csr` for the lists (None: `n = U`, row r for list r).
     """
     import scipy.sparse as sp
 
@@ -169,11 +172,19 @@ def hits_matrix(recommended: np.ndarray, relevant_csr) -> np.ndarray:
         rel = check_csr(relevant_csr, "relevant_csr")  # duplicates merged (a canonical CSR
         # needs no copy: its explicit zeros are skipped by the kernel)
     rec = check_recommended(recommended, rel.shape[1])
-    if rec.shape[0] != rel.shape[0]:
-        raise ValueError(
-            f"recommended has {rec.shape[0]} rows but relevant_csr has {rel.shape[0]} rows"
-        )
-    return _hits(rec, rel.indptr, rel.indices, rel.data)
+    if rows is None:
+        if rec.shape[0] != rel.shape[0]:
+            raise ValueError(
+                f"recommended has {rec.shape[0]} rows but relevant_csr has {rel.shape[0]} rows"
+            )
+        rows = np.arange(rec.shape[0], dtype=np.int64)
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.shape != (rec.shape[0],):
+            raise ValueError(f"rows has shape {rows.shape} for {rec.shape[0]} lists")
+        if rows.size and (rows.min() < 0 or rows.max() >= rel.shape[0]):
+            raise ValueError(f"rows must lie in [0, {rel.shape[0]})")
+    return _hits(rec, rel.indptr, rel.indices, rel.data, rows)
 
 
 @njit(cache=True, nogil=True)

@@ -254,7 +254,7 @@ def _full(model, split, config, kmax, progress, recommend_fn):
             recs[sl] = model.recommend(users[sl], kmax, exclude_seen=config.exclude_seen)[0]
         else:
             recs[sl] = recommend_fn(users[sl], kmax)
-    hits = _fast.hits_matrix(recs, relevant[users])
+    hits = _fast.hits_matrix(recs, relevant, users)
     return users, recs, hits, n_rel_all[users], {}
 
 
