@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from divrec import metrics as M
 from divrec.data import SyntheticConfig, make_synthetic
-from divrec.evaluation import _fast
+from divrec.evaluation import _fast, harness
 from divrec.evaluation.harness import (
     EvalConfig,
     _item_popularity,
@@ -84,6 +84,8 @@ def test_hits_matrix_equals_the_public_function(u, k, n_items, seed):
     )
     with pytest.raises(ValueError, match="rows must lie"):
         _fast.hits_matrix(rec, big.tocsr(), np.full(u, u + 7))
+    with pytest.raises(ValueError, match="integer row indices"):
+        _fast.hits_matrix(rec, big.tocsr(), rows.astype(float))
     # a non-canonical matrix (duplicate entries, one pair summing to zero)
     coo = sp.coo_matrix(([1.0, 1.0, -1.0], ([0, 0, 0], [0, 1, 1])), shape=(u, n_items + 2))
     rec2 = np.full((u, 2), -1)
@@ -113,7 +115,9 @@ def test_split_views_are_built_once_per_log_and_read_only():
     # a cached evaluate gives the uncached values
     model = PopularityRecommender().fit(split.train)
     config = EvalConfig(ks=(5,), n_bootstrap=50, between_user_pairs=100)
+    harness._VIEWS.clear()
     first = evaluate(model, split, config, progress=False)
+    assert split.train in harness._VIEWS and split.test in harness._VIEWS
     again = evaluate(model, split, config, progress=False)
     assert first.system == again.system
     pd.testing.assert_frame_equal(first.per_user, again.per_user)

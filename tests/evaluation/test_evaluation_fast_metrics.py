@@ -30,9 +30,12 @@ def _case(seed: int, n_users: int, n_items: int, k: int, n_cat: int):
 
 
 def _same(got, want):
+    """Equal to the bit (−0.0 is not +0.0), NaN where the other is NaN."""
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     assert got.shape == want.shape
-    assert np.array_equal(got, want, equal_nan=True)
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
 
 
 @settings(max_examples=60, deadline=None)
@@ -189,6 +192,11 @@ def test_fast_accuracy_equals_the_public_functions(seed, n_users, width, max_rel
         assert list(got) == [f"{n}@{k}" for n in names]
         for name in names:
             _same(got[f"{name}@{k}"], public[name](k))
+    fortran = np.asfortranarray(hits)
+    _same(
+        _fast.accuracy(("map",), fortran, n_rel, width)[f"map@{width}"],
+        M.map_at_k(fortran, n_rel, width),
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -197,8 +205,11 @@ def test_fast_novelty_and_arp_equal_the_public_functions(seed, n_users, n_items,
     rng = np.random.default_rng(seed)
     rec = rng.integers(-1, n_items, size=(n_users, k))
     rec[rng.random(n_users) < 0.15] = -1  # empty lists
-    pop = rng.integers(0, 50, n_items)
+    pop = rng.integers(0, 51, n_items)
+    pop[rng.random(n_items) < 0.3] = 50  # seen by every user: a −0.0 term
     _same(_fast.novelty(rec, pop, 50), M.novelty(rec, pop, 50))
+    fortran = np.asfortranarray(rec)  # numpy sums such rows sequentially: the public path
+    _same(_fast.novelty(fortran, pop, 50), M.novelty(fortran, pop, 50))
     share = pop / 50
     _same(
         _fast.average_recommendation_popularity(rec, share),
@@ -220,6 +231,20 @@ def test_fast_accuracy_and_list_means_by_hand():
     assert arp[0] == (0.5 + 0.25) / 2 and np.isnan(arp[1])
     with pytest.raises(ValueError, match="item_popularity"):
         _fast.novelty(rec, np.array([1.0, -1.0, 2.0]), 10)
+    with pytest.raises(ValueError, match="n_users"):
+        _fast.novelty(rec, np.array([1.0, 1.0, 2.0]), 5.7)
+    # nine items every user saw: +0.0 as numpy gives it, not −0.0
+    everyone = _fast.novelty(np.zeros((1, 9), np.int64), np.array([10.0]), 10)
+    assert everyone[0] == 0.0 and not np.signbit(everyone[0])
+    # ARP keeps the public padding rule (any negative id) and its errors
+    odd = np.array([[0, -2, 2]])
+    share = np.array([0.5, 0.1, 0.25])
+    _same(
+        _fast.average_recommendation_popularity(odd, share),
+        M.average_recommendation_popularity(odd, share),
+    )
+    with pytest.raises(IndexError):
+        _fast.average_recommendation_popularity(np.array([[3]]), share)
 
 
 @settings(max_examples=80, deadline=None)

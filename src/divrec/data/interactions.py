@@ -35,7 +35,12 @@ class Interactions:
         category_names: the `C` category names, or None.
         item_features: `(n_items, F)` float32 dense item features, or None.
         name: a short dataset name for reports.
-    """
+
+    A log is immutable: its fields cannot be reassigned, and its arrays (which are not
+    copied from the caller's) must not be written in place once the log is built. Views
+    derived from a log are cached for its lifetime (its id index here, its binary CSR and
+    item popularity in `divrec.evaluation.evaluate`), so a log whose arrays change in place
+    would be evaluated on stale views; build a new log instead (`select`, `with_values`).
 
     users: np.ndarray
     items: np.ndarray

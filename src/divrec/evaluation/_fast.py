@@ -21,7 +21,12 @@ import numpy as np
 from numba import njit
 
 from divrec import metrics as M
-from divrec.metrics._validation import check_hits, check_n_relevant, check_recommended
+from divrec.metrics._validation import (
+    check_hits,
+    check_n_relevant,
+    check_positive_int,
+    check_recommended,
+)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -179,7 +184,10 @@ def hits_matrix(recommended: np.ndarray, relevant_csr, rows=None) -> np.ndarray:
             )
         rows = np.arange(rec.shape[0], dtype=np.int64)
     else:
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows)
+        if not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"rows must be integer row indices, got dtype {rows.dtype}")
+        rows = rows.astype(np.int64, copy=False)
         if rows.shape != (rec.shape[0],):
             raise ValueError(f"rows has shape {rows.shape} for {rec.shape[0]} lists")
         if rows.size and (rows.min() < 0 or rows.max() >= rel.shape[0]):
@@ -290,6 +298,7 @@ def _dense_shares(shares) -> np.ndarray:
     n_cat = shares.shape[1]
     if (
         n_cat > _DENSE_SHARES_MAX_CATEGORIES
+        or shares.shape[0] * n_cat > 2**22  # at most 32 MB of float64
         or shares.nnz <= shares.shape[0]
         or not shares.has_canonical_format
     ):
@@ -571,7 +580,7 @@ def _np_pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
     while i < n:
         res += a[lo + i]
         i += 1
-    return res
+    return 0.0 + res  # numpy adds the sum to its identity: −0.0 terms give +0.0
 
 
 @njit(cache=True, nogil=True)
@@ -687,17 +696,11 @@ def _list_means(rec, item_values):
 def novelty(recommended, item_popularity, n_users: int) -> np.ndarray:
     """`divrec.metrics.novelty`, the same `(U,)` values, without the `(U, K)` temporaries."""
     rec = np.asarray(recommended)
-    if rec.ndim != 2 or rec.shape[1] > _PW_BLOCKSIZE:
+    if rec.ndim != 2 or rec.shape[1] > _PW_BLOCKSIZE or _column_major(rec):
         return M.novelty(rec, item_popularity, n_users)
     pop = np.asarray(item_popularity, dtype=np.float64)
-    n_users = int(n_users)
-    if (
-        n_users < 1
-        or pop.ndim != 1
-        or not np.all(np.isfinite(pop))
-        or np.any(pop < 0)
-        or np.any(pop > n_users)
-    ):
+    n_users = check_positive_int(n_users, "n_users")
+    if pop.ndim != 1 or not np.all(np.isfinite(pop)) or np.any(pop < 0) or np.any(pop > n_users):
         return M.novelty(rec, item_popularity, n_users)  # its one-line errors
     rec = check_recommended(rec, pop.size)
     info = -np.log2(np.maximum(pop, 1.0) / n_users)
@@ -708,10 +711,22 @@ def average_recommendation_popularity(recommended, popularity) -> np.ndarray:
     """`divrec.metrics.average_recommendation_popularity`, the same `(U,)` values."""
     rec = np.asarray(recommended)
     pop = np.asarray(popularity, dtype=np.float64)
-    if rec.ndim != 2 or rec.shape[1] > _PW_BLOCKSIZE or pop.ndim != 1:
-        return M.average_recommendation_popularity(rec, pop)
-    rec = check_recommended(rec, pop.size)
+    if (
+        rec.ndim != 2
+        or rec.shape[1] > _PW_BLOCKSIZE
+        or pop.ndim != 1
+        or _column_major(rec)
+        or not np.issubdtype(rec.dtype, np.integer)
+        or (rec.size and (rec.min() < -1 or rec.max() >= pop.size))
+    ):
+        return M.average_recommendation_popularity(rec, pop)  # its padding rule and errors
     return _list_means(rec, pop)
+
+
+def _column_major(a: np.ndarray) -> bool:
+    """A Fortran-ordered 2-D array: numpy then sums each row in column steps, sequentially,
+    not in the pairwise order the kernels reproduce (the public function is used)."""
+    return a.ndim == 2 and a.shape[1] > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -754,7 +769,7 @@ def accuracy(names, hits, n_relevant, k: int) -> dict[str, np.ndarray]:
     h, k = check_hits(hits, k)
     fused = {"hr", "recall", "precision", "mrr", "map"}.intersection(names)
     values: dict[str, np.ndarray] = {}
-    if fused and k <= _PW_BLOCKSIZE:
+    if fused and k <= _PW_BLOCKSIZE and not _column_major(np.asarray(hits)):
         n = check_n_relevant(n_relevant, h.shape[0])
         hr, prec, recall, rr, ap = _accuracy_rows(np.ascontiguousarray(h), n, k)
         values = {"hr": hr, "precision": prec, "recall": recall, "mrr": rr, "map": ap}
