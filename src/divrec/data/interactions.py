@@ -41,6 +41,7 @@ class Interactions:
     derived from a log are cached for its lifetime (its id index here, its binary CSR and
     item popularity in `divrec.evaluation.evaluate`), so a log whose arrays change in place
     would be evaluated on stale views; build a new log instead (`select`, `with_values`).
+    """
 
     users: np.ndarray
     items: np.ndarray
