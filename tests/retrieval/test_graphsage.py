@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _graphs import W
 
 from divrec.data.interactions import Interactions
 from divrec.data.query import Query
@@ -15,17 +16,6 @@ from divrec.retrieval.graphsage import (
     random_walks,
     sample_neighbors,
     walk_positives,
-)
-
-W = np.array(
-    [
-        [0, 3, 1, 0, 0],
-        [3, 0, 0, 2, 0],
-        [1, 0, 0, 5, 0],
-        [0, 2, 5, 0, 0],
-        [0, 0, 0, 0, 0],  # isolated
-    ],
-    dtype=np.float64,
 )
 
 

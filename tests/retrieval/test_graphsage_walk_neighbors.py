@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import scipy.sparse as sp
 import torch
+from _graphs import W
 
 from divrec.retrieval.graphsage import (
     GraphRetriever,
@@ -15,17 +16,6 @@ from divrec.retrieval.graphsage import (
     walk_aggregate,
     walk_neighborhood_matrix,
     walk_neighbors,
-)
-
-W = np.array(
-    [
-        [0, 3, 1, 0, 0],
-        [3, 0, 0, 2, 0],
-        [1, 0, 0, 5, 0],
-        [0, 2, 5, 0, 0],
-        [0, 0, 0, 0, 0],  # isolated
-    ],
-    dtype=np.float64,
 )
 
 
