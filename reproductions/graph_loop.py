@@ -35,6 +35,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,17 +152,8 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.users, args.rounds, args.seeds, args.epochs, args.sweep = 150, 6, 2, 1, ""
-    runs = []
-    seed_dir = args.out / "seeds"
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    for seed in range(args.seed_start, args.seed_start + args.seeds):
-        # resumable: one file per finished seed (all variants), skipped when present
-        f = seed_dir / f"seed_{seed}.json"
-        if f.exists():
-            runs += json.loads(f.read_text())["runs"]
-            print(f"seed {seed}: reused {f}", flush=True)
-            continue
-        t0 = time.perf_counter()
+
+    def main_seed(seed: int) -> list[dict]:
         world = world_for(data, seed, args.users)
         ret = fit_retriever(world, {"epochs": args.epochs, "seed": seed})
         ref = reference_item_vectors(world.full_log)
@@ -170,10 +162,10 @@ def main(argv=None) -> None:
         for p in TABLE1:
             seed_runs.append(run_simulation(world, p, cfg, ret, None, ref, args.progress))
             print(f"seed {seed} {p} done", flush=True)
-        meta = {"seconds": time.perf_counter() - t0, "loadavg": os.getloadavg(),
-                "users": args.users, "rounds": args.rounds, "epochs": args.epochs}  # fmt: skip
-        f.write_text(json.dumps({"meta": meta, "runs": seed_runs}))
-        runs += seed_runs
+        return seed_runs
+
+    settings = {"users": args.users, "rounds": args.rounds, "epochs": args.epochs}
+    runs = resumable_seeds(args, args.out / "seeds", main_seed, meta=settings)
     notes = (
         f"Settings: {data.name}, a random subset of {args.users or 'all'} users per seed,"
         f" {args.rounds} rounds, {args.seeds} seeds, feeds of 10 from 100 "
@@ -514,16 +506,8 @@ def same_worlds(data, args, sub: str, variants: dict, title: str) -> None:
     """Runs `variants` (label → (pipeline, SimConfig changes, retriever changes)) on the main
     run's worlds and retriever fits (same seeds, users, settings) into OUT/`sub`; resumable
     per seed (OUT/`sub`/seeds/seed_<s>.json, with the seconds and load average)."""
-    runs = []
-    seed_dir = args.out / sub / "seeds"
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    for seed in range(args.seed_start, args.seed_start + args.seeds):
-        f = seed_dir / f"seed_{seed}.json"
-        if f.exists():
-            runs += json.loads(f.read_text())["runs"]
-            print(f"{sub} seed {seed}: reused {f}", flush=True)
-            continue
-        t0 = time.perf_counter()
+
+    def variants_seed(seed: int) -> list[dict]:
         world = world_for(data, seed, args.users)
         fits = {}
         ref = reference_item_vectors(world.full_log)
@@ -539,9 +523,9 @@ def same_worlds(data, args, sub: str, variants: dict, title: str) -> None:
             r["pipeline"] = label
             seed_runs.append(r)
             print(f"{sub} seed {seed} {label} done", flush=True)
-        meta = {"seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
-        f.write_text(json.dumps({"meta": meta, "runs": seed_runs}))
-        runs += seed_runs
+        return seed_runs
+
+    runs = resumable_seeds(args, args.out / sub / "seeds", variants_seed, label=f"{sub} ")
     write_keeping(
         runs,
         args.out / sub,
@@ -549,6 +533,32 @@ def same_worlds(data, args, sub: str, variants: dict, title: str) -> None:
         f"Same worlds and settings as the main run ({args.users or 'all'} users, "
         f"{args.rounds} rounds, {args.seeds} seeds, β = {args.boredom}).",
     )
+
+
+def resumable_seeds(
+    args,
+    seed_dir: Path,
+    run_seed: Callable[[int], list[dict]],
+    label: str = "",
+    meta: dict | None = None,
+) -> list[dict]:
+    """The runs of seeds `--seed-start` … `--seed-start + --seeds - 1`, resumable: each
+    finished seed's runs (`run_seed(seed)`, all variants) are seed_dir/seed_<s>.json, with
+    the seconds, load average and `meta`; a seed whose file is present is reused, not run."""
+    runs = []
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
+        f = seed_dir / f"seed_{seed}.json"
+        if f.exists():
+            runs += json.loads(f.read_text())["runs"]
+            print(f"{label}seed {seed}: reused {f}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        seed_runs = run_seed(seed)
+        seed_meta = {"seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
+        f.write_text(json.dumps({"meta": {**seed_meta, **(meta or {})}, "runs": seed_runs}))
+        runs += seed_runs
+    return runs
 
 
 def write_keeping(runs: list[dict], out: Path, title: str, notes: str) -> dict:

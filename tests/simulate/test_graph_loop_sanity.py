@@ -71,6 +71,29 @@ def test_write_keeping_keeps_what_write_outputs_does_not_write(tmp_path, monkeyp
     assert not list(tmp_path.glob(".out.keep-*"))  # nothing left aside
 
 
+def test_resumable_seeds_runs_missing_seeds_and_reuses_finished_ones(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(seed_start=1, seeds=3)
+    seed_dir = tmp_path / "x" / "seeds"
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "seed_2.json").write_text(json.dumps({"meta": {}, "runs": [_run("old", 2)]}))
+    ran = []
+
+    def run_seed(seed):
+        ran.append(seed)
+        return [_run("base", seed), _run("ours", seed)]
+
+    runs = gl.resumable_seeds(args, seed_dir, run_seed, label="x ", meta={"users": 7})
+    assert ran == [1, 3]  # seed 2 reused, not run
+    assert [r["pipeline"] for r in runs] == ["base", "ours", "old", "base", "ours"]
+    saved = json.loads((seed_dir / "seed_3.json").read_text())
+    assert list(saved["meta"]) == ["seconds", "loadavg", "users"] and saved["meta"]["users"] == 7
+    assert saved["runs"] == runs[3:]
+    assert f"x seed 2: reused {seed_dir / 'seed_2.json'}" in capsys.readouterr().out
+    assert gl.resumable_seeds(args, seed_dir, run_seed) == runs and ran == [1, 3]  # all reused
+
+
 def test_report_labels_secondary_columns_last_and_states_the_claims(tmp_path, monkeypatch):
     from divrec.simulate.report import REPORT_COLUMNS, SECONDARY
 
