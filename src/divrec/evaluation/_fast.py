@@ -195,42 +195,6 @@ def hits_matrix(recommended: np.ndarray, relevant_csr, rows=None) -> np.ndarray:
     return _hits(rec, rel.indptr, rel.indices, rel.data, rows)
 
 
-@njit(cache=True, nogil=True)
-def _history_mix(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat):
-    """Σ of the category shares of each user's training items, and the item count.
-
-    The sums run over each row's stored entries in order, `0 + 1.0·s₁ + 1.0·s₂ + …` per
-    category: the operations of scipy's `csr_matmat` in `user_distribution`'s `h @ shares`.
-    """
-    out = np.zeros((users.size, n_cat), dtype=np.float64)
-    n = np.zeros(users.size, dtype=np.float64)
-    for r in range(users.size):
-        u = users[r]
-        for e in range(indptr[u], indptr[u + 1]):
-            if data[e] == 0:
-                continue
-            i = indices[e]
-            n[r] += 1.0
-            for s in range(s_ptr[i], s_ptr[i + 1]):
-                out[r, s_idx[s]] += 1.0 * s_val[s]
-    return out, n
-
-
-@njit(cache=True, nogil=True)
-def _list_mix(vals, cnts, sizes, s_ptr, s_idx, s_val, n_cat):
-    """Σ of the category shares of each list's distinct items, ascending, each weighted by
-    its count: `list_distribution`'s `x @ shares` over the summed-duplicates CSR of the
-    lists, operation for operation."""
-    out = np.zeros((vals.shape[0], n_cat), dtype=np.float64)
-    for r in range(vals.shape[0]):
-        for j in range(sizes[r]):
-            i = vals[r, j]
-            c = cnts[r, j]
-            for s in range(s_ptr[i], s_ptr[i + 1]):
-                out[r, s_idx[s]] += c * s_val[s]
-    return out
-
-
 def miscalibration(recommended, train_csr, users, item_categories, alpha: float = 0.01, lists=None):
     """`divrec.metrics.miscalibration(recommended, train_csr[users], item_categories, alpha)`,
     the same `(U,)` values (Steck 2018, Eq. 1, 2 and 5), without the row-indexed history, the
@@ -268,16 +232,13 @@ def miscalibration(recommended, train_csr, users, item_categories, alpha: float 
     users = np.asarray(users, dtype=np.int64)
     vals, cnts, sizes, n_l = sorted_lists(rec) if lists is None else lists
     if shares.shape[1] > _PW_BLOCKSIZE:  # numpy's longer sums are not reproduced by a kernel
-        hist, n_h = _history_mix(users, train_csr.indptr, train_csr.indices, train_csr.data, *args)
-        p = np.divide(hist, n_h[:, None], out=np.zeros_like(hist), where=n_h[:, None] > 0)
-        mix = _list_mix(vals, cnts, sizes, *args)
-        q = np.divide(mix, n_l[:, None], out=np.zeros_like(mix), where=n_l[:, None] > 0)
-        return M.kl_miscalibration(p, q, a)
+        return M.miscalibration(rec, train_csr[users], item_categories, a)
     # `kl_miscalibration(p, q, alpha)`'s expression, without its checks (p and q are finite
     # and non-negative by construction) and without the (U, C) matrices: each user's history
-    # and list mixes are summed in a C-buffer (the sums of `_history_mix` / `_list_mix`), the
-    # ratios of the p > 0 terms gathered, their log taken by numpy (numpy's own log, as in
-    # the public function), and each row's terms summed in numpy's pairwise order
+    # and list mixes are summed in a C-buffer (shares added in the rows' stored order, as the
+    # public function's sparse products add them), the ratios of the p > 0 terms gathered,
+    # their log taken by numpy (numpy's own log, as in the public function), and each row's
+    # terms summed in numpy's pairwise order
     ptr, cols, p, ratio = _kl_ratios(
         users, train_csr.indptr, train_csr.indices, train_csr.data, *args,
         vals, cnts, sizes, n_l.astype(np.float64), a, _dense_shares(shares),
@@ -311,8 +272,9 @@ def _kl_ratios(users, indptr, indices, data, s_ptr, s_idx, s_val, n_cat, vals, c
                n_l, a, dense):  # fmt: skip
     """The positive entries of each user's `p` (row pointers, columns, values) and their
     ratios `p / ((1 − α)·q + α·p)`: `kl_miscalibration`'s `p`, `q`, `qt` and `ratio`, element
-    for element, from the history and list mixes summed as `_history_mix` and `_list_mix` sum
-    them (`p > 0` exactly where the history mix is: shares are ≥ 1 / C).
+    for element, from the history and list mixes summed in the rows' stored order, as scipy's
+    sparse products in the public function sum them (`p > 0` exactly where the history mix
+    is: shares are ≥ 1 / C).
 
     With ``dense`` (the `(n_items, C)` shares of a canonical share matrix; else `(0, C)`) each
     history item adds its whole share row: the added zeros leave every sum as it is (x + 0.0
