@@ -43,6 +43,8 @@ PAPER = {
     "mfb": ("0.726", "0.4505"),
     "tr_examples_ratio": "up to 16×",
     "hi_table2": {"HI-RT": (0.669, 0.751), "CF-RT": (0.556, 0.294)},
+    # CDM Table 2, KuaiShou @20 (Recall, ILAD): CDM and MMR
+    "cdm_ks20": {"CDM": (0.1205, 0.4426), "MMR": (0.1083, 0.4268)},
 }
 
 
@@ -134,13 +136,54 @@ PURS_SEED_FILES = ("purs_seeds/movielens.json", "purs_seeds/yelp.json")
 PURS_FILES = tuple(f"{RESULTS}/{p}" for p in PURS_SEED_FILES)
 
 
+CDM_SEEDS = "cdm_seeds/seeds_ml-1m.json"  # the full run's seeds.json once Grocery lands
+CDM_NAMES = {"ml-1m": "ML-1M", "amazon-grocery": "Amazon Grocery"}
+
+
+def _cdm_row(name: str, d: dict[str, Any], args: dict[str, Any]) -> list[str]:
+    """One README row of the CDM seed run on data set `name` (`seeds.json`'s entry `d`)."""
+    r = d["rows"]
+    n_seeds = len(r["DCN"]["recall@20"]["per_seed"])
+
+    def rec_ilad(label: str) -> str:
+        x = r[label]
+        return (
+            f"{f(x['recall@20']['mean'], 3)} ± {f(x['recall@20']['ci'], 3)} / "
+            f"{f(x['ilad_svd@20']['mean'], 3)} ± {f(x['ilad_svd@20']['ci'], 3)}"
+        )
+
+    def verdict(prefix: str) -> str:
+        line = next(c for c in d["claims"] if c.startswith(prefix))
+        return line[len(prefix) :].split(" (")[0].strip()
+
+    agree = d["teacher_agreement@20"]
+    paper = PAPER["cdm_ks20"]
+    return [
+        f"CDM, {CDM_NAMES.get(name, name)} request protocol (≤ {thousands(args['max_test'])} "
+        f"test requests, {n_seeds} seeds), Recall@20 / ILAD@20 (fixed SVD space) ± seed-level "
+        f"95% CI: CDM at the a-priori teacher λ = {args['teacher_lambda']} vs MMR vs DCN; CDM "
+        "with teacher λ, γ and the student's setting chosen on validation users; Popularity; "
+        "the share of the MMR teacher's top 20 in CDM's top 20",
+        f"{rec_ilad('CDM')} vs {rec_ilad('MMR')} vs {rec_ilad('DCN')} (validation-chosen CDM "
+        f"{f(r['CDM (validation-chosen)']['recall@20']['mean'], 3)} / "
+        f"{f(r['CDM (validation-chosen)']['ilad_svd@20']['mean'], 3)}); Popularity "
+        f"{f(r['Popularity']['recall@20']['mean'], 3)} / "
+        f"{f(r['Popularity']['ilad_svd@20']['mean'], 3)}; more accurate and more diverse than "
+        f"MMR: {verdict('- (b) CDM more accurate and more diverse than MMR:')}; agreement CDM "
+        f"{f(agree['CDM']['mean'], 2)} vs the backbone alone "
+        f"{f(agree['DCN (backbone alone)']['mean'], 2)}",
+        f"CDM > MMR on both (KuaiShou: {paper['CDM'][0]} / {paper['CDM'][1]} vs "
+        f"{paper['MMR'][0]} / {paper['MMR'][1]})",
+    ]
+
+
 def _highlights(j: dict[str, Any]) -> str:
     bench = j[f"{RESULTS}/benchmark/results.json"]
     t1 = j[f"{RESULTS}/totalrecall_table1/table1.json"]
     t1x = j[f"{RESULTS}/totalrecall_table1_extra/table1_extra.json"]
     t2 = j[f"{RESULTS}/totalrecall_table2_v3/table2.json"]
     rr = j[f"{RESULTS}/rerank.json"]
-    cdm = j[f"{RESULTS}/cdm/lambda_grid/cdm_ml-1m.json"]
+    cdm = j[f"{RESULTS}/{CDM_SEEDS}"]
     purs_docs = [j[k] for k in PURS_FILES]
     g_table = j[f"{RESULTS}/graph_loop_v2/table1.json"]
     g_summary = j[f"{RESULTS}/graph_loop_v2/summary.json"]
@@ -248,26 +291,9 @@ def _highlights(j: dict[str, Any]) -> str:
         ]
     )
 
-    # CDM, ML-1M request protocol, K = 20 (teacher λ = 2 from the λ grid run)
-    r = cdm["results"]
-    cdm_row, mmr_row, dcn_row = r["CDM (λ=2, γ=0.0)"], r["MMR"], r["DCN"]
-    ci = cdm_row["recall@20"]
-    inside = all(ci["low"] <= x["recall@20"]["mean"] <= ci["high"] for x in (mmr_row, dcn_row))
-
-    def rec_ilad(x: dict) -> str:
-        return f"{f(x['recall@20']['mean'], 3)} / {f(x['ilad_svd@20']['mean'], 3)}"
-
-    rows.append(
-        [
-            f"CDM, ML-1M request protocol ({cdm['table1']['test']['requests']} test requests), "
-            "Recall@20 / ILAD@20: CDM (teacher λ=2) vs MMR vs DCN",
-            f"{rec_ilad(cdm_row)} vs {rec_ilad(mmr_row)} vs {rec_ilad(dcn_row)} "
-            f"(recall gaps {'inside' if inside else 'outside'} the CIs; teacher λ picked on the "
-            "test requests, one seed: not a validated result, redo in "
-            "reproductions/cdm_tables.toml)",
-            "CDM > MMR on both",
-        ]
-    )
+    # CDM Table 2 protocol over seeds (reproductions/cdm_tables.toml): CDM, MMR, DCN, K = 20
+    for name, d in cdm["datasets"].items():
+        rows.append(_cdm_row(name, d, cdm["args"]))
 
     # PURS vs DIN: the seed runs (negatives from training items), seed-level tests
     for purs in purs_docs:
@@ -781,7 +807,7 @@ BLOCKS: dict[str, Block] = {
                     "totalrecall_table1_extra/table1_extra.json",
                     "totalrecall_table2_v3/table2.json",
                     "rerank.json",
-                    "cdm/lambda_grid/cdm_ml-1m.json",
+                    CDM_SEEDS,
                     *PURS_SEED_FILES,
                     "graph_loop_v2/table1.json",
                     "graph_loop_v2/summary.json",
