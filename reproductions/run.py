@@ -15,7 +15,9 @@ experiment file names the script and its arguments::
     [quick]                                 # the smoke variant (``--quick``)
     args = ["--quick", "--out", "benchmarks/results/cdm_quick"]
 
-``--quick`` runs the `[quick]` arguments instead; ``--dry-run`` prints the command.
+``--quick`` runs the `[quick]` arguments instead; ``--out DIR`` replaces the file's ``--out``
+(a smoke run into a scratch folder leaves the committed results alone); ``--dry-run`` prints
+the command.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path)
     ap.add_argument("--quick", action="store_true", help="the [quick] smoke variant")
+    ap.add_argument("--out", type=Path, help="write here instead of the file's --out")
     ap.add_argument("--dry-run", action="store_true", help="print the command only")
     ns = ap.parse_args(argv)
     try:
@@ -61,7 +64,13 @@ def main(argv=None) -> int:
     if ns.quick and "quick" not in spec:
         print(f"reproductions.run: {ns.file}: no [quick] table", file=sys.stderr)
         return 2
-    args = spec[table].get("args", [])
+    args = list(spec[table].get("args", []))
+    if ns.out is not None:
+        if "--out" not in args or args.index("--out") == len(args) - 1:
+            print(f"reproductions.run: {ns.file}: {table}.args has no --out to replace",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        args[args.index("--out") + 1] = str(ns.out)
     module = spec["run"]["module"]
     print(f"python -m {module} " + " ".join(args), flush=True)
     if ns.dry_run:
