@@ -58,6 +58,7 @@ from divrec.evaluation.candidate_requests import (
 from divrec.metrics.reference import reference_item_vectors
 from reproductions.cdm_diagnosis import teacher_only
 from reproductions.claims import cdm_claims
+from reproductions.units import run_units
 
 KS = (5, 20)
 GAMMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
@@ -604,23 +605,15 @@ def run_seeds(args, log) -> None:
           ""]  # fmt: skip
     todo = [(name, seed) for name in args.datasets.split(",") for seed in args.seeds
             if not (seed_dir / f"cdm_{name}_seed{seed}.json").exists()]  # fmt: skip
-    if args.jobs > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(min(args.jobs, len(todo)), mp_context=ctx) as pool:
-            for fut in [pool.submit(_run_one, args, name, seed) for name, seed in todo]:
-                fut.result()
+    for _ in run_units(_run_one, [(args, name, seed) for name, seed in todo], args.jobs):
+        pass
     for name in args.datasets.split(","):
         per_seed = []
         for seed in args.seeds:
             f = seed_dir / f"cdm_{name}_seed{seed}.json"
-            if f.exists():
-                per_seed.append(json.loads(f.read_text()))
+            per_seed.append(json.loads(f.read_text()))
+            if (name, seed) not in todo:
                 log(f"{name} seed {seed}: reused {f}")
-                continue
-            per_seed.append(_run_one(args, name, seed))
         rows: dict = {}
         for label in per_seed[0]["results"]:
             rows[label] = {}

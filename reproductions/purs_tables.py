@@ -61,6 +61,7 @@ from divrec.rerank.baselines import HybridUtility
 from divrec.rerank.dpp import FastGreedyDPP
 from divrec.splitting.negatives import sample_negatives
 from divrec.splitting.windows import window_split
+from reproductions.units import run_units
 
 CTR = {"DIN": DIN, "DeepFM": DeepFM, "Wide&Deep": WideDeep, "PNN": PNN}
 #: per-request metrics averaged over requests
@@ -451,15 +452,10 @@ def main(argv=None):
     if args.jobs > 1:  # (data set, seed) runs in parallel processes, then merged
         if not args.seed_files:
             ap.error("--jobs needs --seed-files")
-        import multiprocessing as mp
-
-        todo = [(ds, s) for ds in args.datasets for s in args.seeds
+        todo = [(ds, s, vars(args)) for ds in args.datasets for s in args.seeds
                 if not (out / f"{ds.lower()}_seed{s}.npz").exists()]  # fmt: skip
-        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for ds, s, wall in pool.imap_unordered(
-                _seed_job, [(d, s, vars(args)) for d, s in todo]
-            ):
-                print(ds, "seed", s, f"{wall:.0f}s wall", flush=True)
+        for i, wall in run_units(_seed_job, todo, args.jobs):
+            print(todo[i][0], "seed", todo[i][1], f"{wall:.0f}s wall", flush=True)
         for ds in args.datasets:
             n_users = args.users_movielens if ds == "MovieLens" else args.users_yelp
             merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
@@ -494,12 +490,12 @@ def main(argv=None):
             merge_seeds(out, ds, argparse.Namespace(**vars(args)), n_users)
 
 
-def _seed_job(task):
-    """One (data set, seed) of `--jobs`: its own Bench, `run_seed`, `save_seed`."""
+def _seed_job(ds: str, seed: int, a: dict) -> float:
+    """One (data set, seed) of `--jobs` (in its own process): its own Bench, `run_seed`,
+    `save_seed`; returns the wall seconds."""
     import torch
 
     torch.set_num_threads(1)
-    ds, seed, a = task
     out = Path(a["out"])
     n_users = a["users_movielens"] if ds == "MovieLens" else a["users_yelp"]
     bench = Bench(ds, n_users, a["requests_per_user"], negatives=a["negatives"])
@@ -509,7 +505,7 @@ def _seed_job(task):
                       "cpu_seconds": time.process_time() - c0,
                       "loadavg": list(os.getloadavg()), "jobs": a["jobs"]}  # fmt: skip
     save_seed(out, ds, seed, res, times, traces, bench_info(bench))
-    return ds, seed, time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
 def epoch_cost(

@@ -53,6 +53,7 @@ from divrec.splitting.comirec import (
     kl_divergence,
     next_n_target_marginal,
 )
+from reproductions.units import run_units
 
 #: Table 2, Amazon Books column (Recall@50, HitRate@50, in %)
 PAPER_BOOKS = {
@@ -282,16 +283,8 @@ def run(args) -> dict:
         )
         path.write_text(json.dumps(results, indent=1))
 
-    if args.jobs > 1 and len(tasks) > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futs = {pool.submit(train_one, args, *t[1:]): t[0] for t in tasks}
-            for fut in as_completed(futs):
-                done(futs[fut], fut.result())
-    else:
-        for t in tasks:
-            done(t[0], train_one(args, *t[1:]))
+    for i, run_ in run_units(train_one, [(args, *t[1:]) for t in tasks], args.jobs):
+        done(tasks[i][0], run_)
     return results
 
 
