@@ -37,7 +37,10 @@ public), see `divrec.splitting.candidate_requests`:
   and the genre/category multi-hot vectors, CC@K (Eq. 22, system level), for K = 5, 20.
   95% CIs: percentile bootstrap over test requests (500 resamples; CC 200).
 
-Run: `python -m reproductions.cdm_tables --out benchmarks/results/cdm`
+Run: `python -m reproductions.run reproductions/cdm_tables.toml` (5 seeds, validation choice,
+sliding cuts → benchmarks/results/cdm_seeds; `--quick` for the smoke variant). The script's
+own defaults (one seed, one cut, `--out benchmarks/results/cdm_single`) are the former
+single-run protocol; benchmarks/results/cdm/ holds that former run (superseded).
 """
 
 from __future__ import annotations
@@ -484,7 +487,7 @@ def plot(all_res: list[dict], out: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cdm"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cdm_single"))
     ap.add_argument("--home", default=None)
     ap.add_argument("--datasets", default="ml-1m,amazon-grocery")
     ap.add_argument("--n-candidates", type=int, default=200)

@@ -1,9 +1,10 @@
 """PURS Table 2 (PURS vs 8 baselines), Table 3 (5 variations), Fig. 5 and Fig. 6 on public data.
 
-Protocol (ours where the paper is silent; see benchmarks/results/purs/purs_tables.md):
+Protocol (ours where the paper is silent; see benchmarks/results/purs_seeds/purs_tables.md):
 
-- Data: ML-1M users 1–2999 (the timestamped subset; labels = rating ≥ 3.5) and S3-Rec Yelp
-  (implicit, chronological), a fixed random user subset of each (`--users-*`).
+- Data: ML-1M users 1–2999 (the timestamped subset; labels = rating ≥ 3.5), S3-Rec Yelp and
+  Beauty (implicit, chronological); a fixed random user subset of each where `--users-*` is
+  below the data set's size (the experiment file: all 2,999 ML-1M users, 4,000 Yelp / Beauty).
   `window_split`: history L = 10 events strictly before the target, one sampled unobserved
   item per event (label 0), per-user time-stratified split 70/10/20 of the windows.
 - Requests: the first `--requests-per-user` positive test windows of each user; candidates
@@ -32,9 +33,11 @@ Protocol (ours where the paper is silent; see benchmarks/results/purs/purs_table
   reconstructed), DPP (`FastGreedyDPP`, θ = 0.5, reference vectors). Re-rankers' AUC uses
   their list order (selected top 10 first, then the relevance order).
 
-Run: `python -m reproductions.purs_tables --out benchmarks/results/purs`; resumable with
-`--seed-files` (one file per finished seed, merged at the end); smoke variant
-`python -m reproductions.purs_tables --quick --out benchmarks/results/purs_quick`.
+Run: `python -m reproductions.run reproductions/purs_tables.toml` (5 seeds, early stopping,
+→ benchmarks/results/purs_seeds; `--quick` for the smoke variant); resumable with
+`--seed-files` (one file per finished seed, merged at the end). The script's own defaults
+(`--out benchmarks/results/purs_single`) are the former protocol; benchmarks/results/purs/
+holds that former run (superseded).
 """
 
 from __future__ import annotations
@@ -331,7 +334,7 @@ def scaling(name: str, sizes, epochs: int = 1):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/results/purs")
+    ap.add_argument("--out", default="benchmarks/results/purs_single")
     ap.add_argument("--datasets", nargs="+", default=["MovieLens", "Yelp"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=2)
