@@ -631,6 +631,7 @@ def run_seeds(args, log) -> None:
                 mean, ci = _mean_ci(np.array(vals))
                 dest[key] = {"mean": mean, "ci": ci, "per_seed": vals}
         summary["datasets"][name] = {
+            "seeds": list(args.seeds),
             "rows": rows,
             "teacher_agreement@20": agree,
             "teacher_only_recovered@20": moved,
@@ -666,7 +667,8 @@ def run_seeds(args, log) -> None:
                "that the list's top 20 recovers:", ""]  # fmt: skip
         md += [f"- {k}: {v['mean']:.3f}" for k, v in moved.items()]
         md.append("")
-        claims = cdm_claims(summary["datasets"][name], args.n_candidates, PAPER_T2["KS@20"])
+        claims = cdm_claims(summary["datasets"][name], args.n_candidates, PAPER_T2["KS@20"],
+                            gammas=GAMMAS)  # fmt: skip
         summary["datasets"][name]["claims"] = claims
         md += claims
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=1))

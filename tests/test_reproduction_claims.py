@@ -77,6 +77,37 @@ def test_cdm_verdicts_on_known_answers(cdm):
     assert "not testable here (no Random row)" in _line(lines, "- (e) trained rows above Random")
 
 
+def test_cdm_validation_choices_and_measured_causes(cdm):
+    cdm["validation_choice"] = [
+        {"lambda": 0.25, "gamma": 2.0, "student_setting": "refresh"},
+        None,  # a seed without the validation row
+        {"lambda": 0.1, "gamma": 0.5, "student_setting": "frozen"},
+    ]
+    # CDM's ILAD is above MMR's in the fixture: no MMR cause; give the moves
+    cdm["teacher_only_recovered@20"] = {
+        "CDM": {"mean": 0.25, "ci": 0.0, "per_seed": [0.25, 0.25, 0.25]},
+        "-InfoNCE": {"mean": 0.24, "ci": 0.0, "per_seed": [0.24, 0.24, 0.24]},
+    }
+    lines = cdm_claims(cdm, n_candidates=100, diagnosis=None, gammas=(0.0, 0.5, 2.0))
+    chosen = _line(lines, "- Chosen on the validation requests")
+    assert "seed 0: λ = 0.25, γ = 2.0, refresh; seed 2: λ = 0.1, γ = 0.5, frozen." in chosen
+    cdm["seeds"] = [5, 6, 7]
+    lines = cdm_claims(cdm, n_candidates=100, diagnosis=None, gammas=(0.0, 0.5, 2.0))
+    assert "seed 5: λ = 0.25" in _line(lines, "- Chosen on the validation requests")
+    assert "in 1 of 2 seeds" in _line(lines, "  γ is the grid's largest value (2.0)")
+    assert not any("student carries only part" in x for x in lines)
+    # no ablation row in the fixture: every (c) verdict is "not testable", none holds
+    assert "-InfoNCE 0.240 vs CDM 0.250" in _line(lines, "  Measured cause: the ablated")
+    # now CDM below MMR on ILAD: the distillation cause follows (b)
+    for m in ("ilad_svd@20", "ilad_genre@20"):
+        cdm["rows"]["MMR"][m] = _row(x=(0.70, 0.80, 0.60))["x"]
+    lines = cdm_claims(cdm, n_candidates=100, diagnosis=None, gammas=(0.0, 0.5, 4.0))
+    cause = _line(lines, "  Measured cause: the student carries only part")
+    assert "holds 0.700 of the MMR teacher's top 20 (the backbone alone 0.900)" in cause
+    assert "recovers 0.250" in cause
+    assert not any(x.startswith("  γ is the grid's largest") for x in lines)
+
+
 def test_cdm_one_seed_is_not_testable():
     rows = {"CDM": _row(r=(0.2,)), "DCN": _row(r=(0.1,))}
     v = verdict(compare(rows, "CDM", "DCN", "r"))
