@@ -597,9 +597,10 @@ def _run_one(args, name: str, seed: int) -> dict:
 
     args = copy.copy(args)
     args.seed = seed
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     res = run_dataset(name, args, lambda msg: print(f"[{name} {seed}] {msg}", flush=True))
     res["seed"], res["wall_seconds"] = seed, time.time() - t0
+    res["cpu_seconds"] = time.process_time() - c0  # one torch thread: its wall on a free core
     res["loadavg"] = list(os.getloadavg())
     (args.out / "seeds" / f"cdm_{name}_seed{seed}.json").write_text(json.dumps(res, indent=1))
     return res
