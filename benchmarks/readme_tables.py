@@ -136,7 +136,7 @@ PURS_SEED_FILES = ("purs_seeds/movielens.json", "purs_seeds/yelp.json")
 PURS_FILES = tuple(f"{RESULTS}/{p}" for p in PURS_SEED_FILES)
 
 
-CDM_SEEDS = "cdm_seeds/seeds_ml-1m.json"  # the full run's seeds.json once Grocery lands
+CDM_SEEDS = "cdm_seeds/seeds.json"
 CDM_NAMES = {"ml-1m": "ML-1M", "amazon-grocery": "Amazon Grocery"}
 
 
@@ -153,8 +153,12 @@ def _cdm_row(name: str, d: dict[str, Any], args: dict[str, Any]) -> list[str]:
         )
 
     def verdict(prefix: str) -> str:
+        """The claim's verdict word and its paired seed-level differences on recall@20 and
+        ILAD_svd@20, as the claims section states them."""
         line = next(c for c in d["claims"] if c.startswith(prefix))
-        return line[len(prefix) :].split(" (")[0].strip()
+        word, _, rest = line[len(prefix) :].strip().partition(" (")
+        parts = [x for x in rest.split("; ") if x.startswith(("recall@20", "ilad_svd@20"))]
+        return f"{word} (CDM − MMR, paired: {'; '.join(parts)})"
 
     agree = d["teacher_agreement@20"]
     paper = PAPER["cdm_ks20"]
