@@ -403,6 +403,14 @@ def purs_claims(res: dict, paper: dict | None = None) -> list[str]:
         else:
             out.append(f"  Unexp vs DIN on all / warm items: {u['diff']:+.4f} (p = {u['p']:.2g}) "
                        f"/ {uw['diff']:+.4f} (p = {uw['p']:.2g}); {cold}.")  # fmt: skip
+    # whether the unexpectedness term moves PURS's lists at all: Variation 4 drops it
+    v4 = _seed_test(res, "Unexp", "PURS-Variation 4")
+    if v4 and not (v4["p"] < ALPHA and v4["diff"] > 0):
+        out.append(
+            f"  Measured cause: without its unexpectedness term (Variation 4) PURS's Unexp@10 "
+            f"changes by {-v4['diff']:+.4f} (p = {v4['p']:.2g}): the term does not make the "
+            "lists measurably more unexpected here."
+        )
     # Table 3: the variations below PURS
     var = [v for v in PURS_VARIATIONS if v in t]
     for met in ("AUC", "HR@10", "Unexp"):

@@ -162,3 +162,17 @@ def test_purs_too_few_seeds_is_not_testable():
     lines = purs_claims(_purs({"note": "2 seed(s): no seed-level test"}))
     line = _line(lines, "- PURS higher AUC than every baseline:")
     assert "not testable here (2 seed(s): no seed-level test)" in line
+
+
+@pytest.mark.parametrize(("diff", "p", "shown"), [(0.001, 0.5, True), (0.05, 0.01, False)])
+def test_purs_variation_4_tells_whether_the_unexpectedness_term_moves_the_lists(diff, p, shown):
+    sl = {
+        "Unexp: PURS vs DIN": {"diff": 0.0, "p": 0.9},
+        "Unexp-warm: PURS vs DIN": {"diff": 0.0, "p": 0.9},
+        "Unexp: PURS vs PURS-Variation 4": {"diff": diff, "p": p},
+    }
+    lines = purs_claims(_purs(sl))
+    hits = [x for x in lines if "without its unexpectedness term (Variation 4)" in x]
+    assert bool(hits) == shown
+    if shown:
+        assert f"changes by {-diff:+.4f} (p = {p:.2g})" in hits[0]
