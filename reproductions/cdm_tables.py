@@ -680,7 +680,7 @@ def run_seeds(args, log) -> None:
         md += [f"- {k}: {v['mean']:.3f}" for k, v in moved.items()]
         md.append("")
         claims = cdm_claims(summary["datasets"][name], args.n_candidates, PAPER_T2["KS@20"],
-                            gammas=_val_gammas(args))  # fmt: skip
+                            gammas=_val_gammas(args), dataset=name)  # fmt: skip
         summary["datasets"][name]["claims"] = claims
         md += claims
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=1))

@@ -8,6 +8,7 @@ loaded by its path (it needs only numpy and divrec).
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,7 @@ def test_cdm_validation_choices_and_measured_causes(cdm):
     lines = cdm_claims(cdm, n_candidates=100, diagnosis=None, gammas=(0.0, 0.5, 2.0))
     assert "seed 5: λ = 0.25" in _line(lines, "- Chosen on the validation requests")
     assert "in 1 of 2 seeds" in _line(lines, "  γ is the grid's largest value (2.0)")
+    assert "  No wider grid was run for this data set." in lines
     assert not any("student carries only part" in x for x in lines)
     # no ablation row in the fixture: every (c) verdict is "not testable", none holds
     assert "-InfoNCE 0.240 vs CDM 0.250" in _line(lines, "  Measured cause: the ablated")
@@ -176,3 +178,32 @@ def test_purs_variation_4_tells_whether_the_unexpectedness_term_moves_the_lists(
     assert bool(hits) == shown
     if shown:
         assert f"changes by {-diff:+.4f} (p = {p:.2g})" in hits[0]
+
+
+def test_cdm_gamma_probe_is_quoted_beside_the_edge_note(cdm, tmp_path):
+    probe = tmp_path / "probe.json"
+    unit = {
+        "seed": 3, "grid_wide": [0.0, 2.0, 8.0], "grid_base": [0.0, 2.0],
+        "choice_base": {"lambda": 0.25, "gamma": 2.0, "student_setting": "refresh"},
+        "choice_wide": {"lambda": 0.5, "gamma": 8.0, "student_setting": "refresh"},
+        "best_objective_by_gamma": {"0.0": 0.2, "2.0": 0.30, "8.0": 0.31},
+        "test_base": {"recall@20": 0.080, "ilad_svd@20": 0.40},
+        "test_wide": {"recall@20": 0.075, "ilad_svd@20": 0.42},
+    }  # fmt: skip
+    probe.write_text(json.dumps({"datasets": {"ml-1m": [unit]}}))
+    cdm["validation_choice"] = [{"lambda": 0.25, "gamma": 2.0, "student_setting": "refresh"}]
+    kw = dict(n_candidates=100, diagnosis=None, gammas=(0.0, 2.0), gamma_probe=probe)
+    line = _line(cdm_claims(cdm, dataset="ml-1m", **kw), "  A wider grid (γ up to 8")
+    assert "seed 3: γ 2.0 → 8.0 (objective 0.3000 → 0.3100)" in line
+    assert "test recall@20 -0.0050, ILAD_svd@20 +0.0200" in line
+    # another data set, or no probe file: the note says no wider grid was run
+    absent = tmp_path / "absent.json"
+    # (the last: the probe's own run, whose grid is no wider than the probe's)
+    for gamma, other in (
+        (2.0, dict(dataset="amazon-grocery")),
+        (2.0, dict(dataset="ml-1m", gamma_probe=absent)),
+        (8.0, dict(dataset="ml-1m", gammas=(0.0, 2.0, 8.0))),
+    ):
+        cdm["validation_choice"][0]["gamma"] = gamma
+        lines = cdm_claims(cdm, **{**kw, **other})
+        assert "  No wider grid was run for this data set." in lines
