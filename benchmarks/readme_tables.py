@@ -167,7 +167,7 @@ def _cdm_row(name: str, d: dict[str, Any], args: dict[str, Any]) -> list[str]:
         f"test requests, {n_seeds} seeds), Recall@20 / ILAD@20 (fixed SVD space) ± seed-level "
         f"95% CI: CDM at the a-priori teacher λ = {args['teacher_lambda']} vs MMR vs DCN; CDM "
         "with teacher λ, γ and the student's setting chosen on validation users; Popularity; "
-        "the share of the MMR teacher's top 20 in CDM's top 20",
+        "the share of its teacher's (interest-aware MMR) top 20 in CDM's top 20",
         f"{rec_ilad('CDM')} vs {rec_ilad('MMR')} vs {rec_ilad('DCN')} (validation-chosen CDM "
         f"{f(r['CDM (validation-chosen)']['recall@20']['mean'], 3)} / "
         f"{f(r['CDM (validation-chosen)']['ilad_svd@20']['mean'], 3)}); Popularity "

@@ -112,7 +112,7 @@ def diagnosis_cause(path: Path = CDM_DIAGNOSIS) -> list[str]:
     if ref not in s:
         return []
     n_cand = d.get("args", {}).get("n_candidates")
-    chance = f" (chance {20 / n_cand:.2f})" if n_cand else ""
+    chance = f" (chance 20/N = {20 / n_cand:.2f}, N = {n_cand} in that run)" if n_cand else ""
     stu, back = "student y_stu alone", "backbone f alone"
     moves = "teacher-only items recovered: student alone"
     req = [v.get("training_requests") for v in s.get(many, {}).values() if isinstance(v, dict)]
@@ -262,8 +262,9 @@ def cdm_claims(
         if ref == "MMR" and ilad is not None and ilad["diff"] < 0 and "CDM" in moved:
             out.append(
                 "  Measured cause: the student carries only part of the teacher's diversity "
-                f"into the list: CDM's top 20 holds {agree['CDM']['mean']:.3f} of the MMR "
-                f"teacher's top 20 (the backbone alone {_agree(agree, 'DCN (backbone alone)')}) "
+                f"into the list: CDM's top 20 holds {agree['CDM']['mean']:.3f} of its teacher's "
+                "(interest-aware MMR at the a-priori λ) top 20 (the backbone alone "
+                f"{_agree(agree, 'DCN (backbone alone)')}) "
                 f"and recovers {moved['CDM']['mean']:.3f} of the teacher's diversity moves "
                 "(its items outside the DCN's top 20; see (d))."
             )

@@ -273,8 +273,13 @@ def _best_epochs(res: dict) -> list[str]:
     if not best:
         return []
     cap = res["settings"].get("epochs")
-    cells = ", ".join(f"{k} {np.mean(v):.1f}" for k, v in best.items())
-    return [f"Best epoch (early stopping; cap {cap}), mean over seeds: {cells}.", ""]
+    # `best_epoch` is 0-based (the index of the lowest validation loss): shown 1-based
+    cells = ", ".join(f"{k} {np.mean(v) + 1:.1f}" for k, v in best.items())
+    return [
+        f"Best epoch (1 = after the first epoch; early stopping on the validation loss, "
+        f"patience {res['settings'].get('patience')}, cap {cap}), mean over seeds: {cells}.",
+        "",
+    ]
 
 
 def write_report(out: Path, legacy: bool | None = None) -> None:
@@ -436,18 +441,18 @@ def _fix_tried(out: Path, key: str, res: dict) -> list[str]:
         return []
     r = json.loads(f.read_text())
     t, sl = r["table"], r["significance"].get("seed_level", {})
-    neural = [n for n in ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN") if n in t]
+    neural = [n for n in t if n.startswith("PURS") or n in ("DIN", "DeepFM", "Wide&Deep", "PNN")]
     best = max(neural, key=lambda n: t[n]["AUC"][0])
     pop = t["Popularity"]["AUC"][0]
 
     def vs(metric: str) -> str:
         x = sl.get(f"{metric}: PURS vs DIN")
-        return "no seed-level test" if x is None else f"{x['diff']:+.4f}, p = {x['p']:.2g}"
+        return "no seed-level test" if x is None else f"{x['diff']:+.4f}, p = {x['p']:.3g}"
 
     return [
         f"- Fix tried: {fix[1]} (`{fix[0]}/{f.name}`, {r['seeds_done']} seeds): AUC PURS "
-        f"{t['PURS']['AUC'][0]:.4f}, DIN {t['DIN']['AUC'][0]:.4f}, best neural row {best} "
-        f"{t[best]['AUC'][0]:.4f}, Popularity {pop:.4f} "
+        f"{t['PURS']['AUC'][0]:.4f}, DIN {t['DIN']['AUC'][0]:.4f}, best neural row (Tables 2 "
+        f"and 3) {best} {t[best]['AUC'][0]:.4f}, Popularity {pop:.4f} "
         f"({'above' if pop > t[best]['AUC'][0] else 'below'} every neural row); PURS − DIN: "
         f"AUC {vs('AUC')}, Unexp@10 {vs('Unexp')}, on warm items {vs('Unexp-warm')}; Cold@10 "
         f"PURS {t['PURS']['Cold@10'][0]:.3f} vs DIN {t['DIN']['Cold@10'][0]:.3f}.",
