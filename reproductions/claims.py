@@ -182,11 +182,12 @@ def gamma_probe_lines(path: Path, dataset: str, above: float = float("-inf")) ->
         return []
     cells = []
     for u in units:
-        o, top = u["best_objective_by_gamma"], str(u["grid_wide"][-1])
+        o, top = u["best_objective_by_gamma"], str(float(u["grid_wide"][-1]))
+        edge = str(float(u["grid_base"][-1]))  # the full run's largest γ
         d = {m: u["test_wide"][m] - u["test_base"][m] for m in ("recall@20", "ilad_svd@20")}
         cells.append(
             f"seed {u['seed']}: γ {u['choice_base']['gamma']} → {u['choice_wide']['gamma']} "
-            f"(objective {o.get('2.0', float('nan')):.4f} → {o[top]:.4f}), test recall@20 "
+            f"(objective {o.get(edge, float('nan')):.4f} → {o[top]:.4f}), test recall@20 "
             f"{d['recall@20']:+.4f}, ILAD_svd@20 {d['ilad_svd@20']:+.4f}"
         )
     rel = Path(path).resolve()
@@ -262,7 +263,7 @@ def cdm_claims(
         if ref == "MMR" and ilad is not None and ilad["diff"] < 0 and "CDM" in moved:
             out.append(
                 "  Measured cause: the student carries only part of the teacher's diversity "
-                f"into the list: CDM's top 20 holds {agree['CDM']['mean']:.3f} of its teacher's "
+                f"into the list: CDM's top 20 holds {_agree(agree, 'CDM')} of its teacher's "
                 "(interest-aware MMR at the a-priori λ) top 20 (the backbone alone "
                 f"{_agree(agree, 'DCN (backbone alone)')}) "
                 f"and recovers {moved['CDM']['mean']:.3f} of the teacher's diversity moves "
