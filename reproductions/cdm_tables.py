@@ -69,7 +69,7 @@ GAMMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
 
 def _val_gammas(args) -> tuple[float, ...]:
     """The γ grid of the validation choice (`--val-gammas`; GAMMAS by default)."""
-    return tuple(getattr(args, "val_gammas", None) or GAMMAS)
+    return tuple(args.val_gammas or GAMMAS)
 
 
 # The paper's Table 2 (JingDong @5, KuaiShou @20) and Table 3 (JD @5, KS @50).

@@ -146,10 +146,15 @@ def _agree(agree: dict, key: str) -> str:
 
 
 def _validation_lines(
-    choices: list, gammas: tuple[float, ...] | None, seeds: list | None = None
+    choices: list,
+    gammas: tuple[float, ...] | None,
+    seeds: list | None = None,
+    dataset: str | None = None,
+    gamma_probe: Path | None = None,
 ) -> list[str]:
     """The validation-chosen λ, γ and student setting of each seed (`seeds`: their ids, in
-    the order of `choices`; default 0, 1, …), and how often γ sat at the grid's edge."""
+    the order of `choices`; default 0, 1, …), how often γ sat at the grid's edge and, then,
+    what a wider grid (`gamma_probe`'s entry for `dataset`) chose."""
     got = [c for c in choices if c]
     if not got:
         return []
@@ -160,14 +165,15 @@ def _validation_lines(
         if c
     )
     out = [f"- Chosen on the validation requests (per seed): {cells}."]
-    if gammas:
-        top = max(gammas)
-        n_top = sum(c.get("gamma") == top for c in got)
-        if n_top:
-            out.append(
-                f"  γ is the grid's largest value ({top}) in {n_top} of {len(got)} seeds: the "
-                "validation objective may keep rising past it."
-            )
+    top = max(gammas) if gammas else None
+    n_top = sum(c.get("gamma") == top for c in got) if gammas else 0
+    if n_top:
+        out.append(
+            f"  γ is the grid's largest value ({top}) in {n_top} of {len(got)} seeds: the "
+            "validation objective may keep rising past it."
+        )
+        probe = gamma_probe_lines(gamma_probe, dataset, top) if dataset and gamma_probe else []
+        out += probe or ["  No wider grid was run for this data set."]
     return out
 
 
@@ -217,11 +223,9 @@ def cdm_claims(
     wider-grid outcome follows the edge note."""
     rows = ds["rows"]
     out = ["### Claims (judged on the seed means, with the seed-level 95% intervals)", ""]
-    out += _validation_lines(ds.get("validation_choice") or [], gammas, ds.get("seeds"))
-    if out[-1].startswith("  γ is the grid's largest"):
-        top = max(gammas or (0.0,))
-        probe = gamma_probe_lines(gamma_probe, dataset, top) if dataset and gamma_probe else []
-        out += probe or ["  No wider grid was run for this data set."]
+    out += _validation_lines(
+        ds.get("validation_choice") or [], gammas, ds.get("seeds"), dataset, gamma_probe
+    )
     agree = ds.get("teacher_agreement@20", {})
     moved = ds.get("teacher_only_recovered@20", {})
     heads = [r for r in ("CDM", "CDM (validation-chosen)") if r in rows]

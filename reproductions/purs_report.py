@@ -51,7 +51,10 @@ PAPER_T3 = {
         "PURS-Variation 5": (0.7715, 0.6596, 0.1727, 0.3561),
     },
 }
-T2_ROWS = ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN", "HOM-LIN", "Auralist", "SPR", "DPP")
+#: the trained window models of Table 2 (the rows with training throughput and an AUC of
+#: their own); the re-rankers follow them in T2_ROWS
+NEURAL_ROWS = ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN")
+T2_ROWS = (*NEURAL_ROWS, "HOM-LIN", "Auralist", "SPR", "DPP")
 SANITY_ROWS = ("Popularity", "Random")
 T3_ROWS = ("PURS",) + tuple(f"PURS-Variation {i}" for i in range(1, 6))
 COLS = ("AUC", "HR@10", "Unexp", "Coverage")
@@ -363,7 +366,7 @@ def write_report(out: Path, legacy: bool | None = None) -> None:
 def _throughput(res: dict) -> dict:
     """Training windows per CPU second of the window models, from the table runs."""
     tp = {}
-    for name in ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN"):
+    for name in NEURAL_ROWS:
         secs = [sum(t[name]["epoch_seconds"]) for t in res["times"] if name in t]
         n = [t[name]["windows"] * len(t[name]["epoch_seconds"]) for t in res["times"] if name in t]
         if secs:
@@ -416,7 +419,7 @@ def _data_cause(out: Path, ds: str, res: dict) -> list[str]:
     if d is None:
         return []
     t = res["table"]
-    neural = [r for r in ("PURS", "DIN", "DeepFM", "Wide&Deep", "PNN") if r in t]
+    neural = [r for r in NEURAL_ROWS if r in t]
     aucs = [t[r]["AUC"][0] for r in neural]
     near_chance = abs(d["training_count_auc"] - 0.5) < 0.05 and max(aucs) < 0.6
     what = "Measured cause of the near-chance AUC" if near_chance else "What the requests hold"
@@ -441,7 +444,7 @@ def _fix_tried(out: Path, key: str, res: dict) -> list[str]:
         return []
     r = json.loads(f.read_text())
     t, sl = r["table"], r["significance"].get("seed_level", {})
-    neural = [n for n in t if n.startswith("PURS") or n in ("DIN", "DeepFM", "Wide&Deep", "PNN")]
+    neural = [n for n in t if n.startswith("PURS") or n in NEURAL_ROWS]
     best = max(neural, key=lambda n: t[n]["AUC"][0])
     pop = t["Popularity"]["AUC"][0]
 
