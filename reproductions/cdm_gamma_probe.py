@@ -51,11 +51,20 @@ def main(argv=None) -> None:
     ap.add_argument("--probe", type=Path, default=RESULTS / "cdm_seeds_gamma_probe")
     ap.add_argument("--base", type=Path, default=RESULTS / "cdm_seeds")
     args = ap.parse_args(argv)
+    files = sorted((args.probe / "seeds").glob("cdm_*_seed*.json"))
+    if not files:
+        ap.error(f"--probe {args.probe}: no seeds/cdm_*_seed*.json (run cdm_tables into it first)")
     units: dict[str, list] = {}
-    for f in sorted((args.probe / "seeds").glob("cdm_*_seed*.json")):
+    for f in files:
+        base_file = args.base / "seeds" / f.name
+        if not base_file.exists():
+            ap.error(f"--base {args.base}: no seeds/{f.name} to compare {f} with")
         probe = json.loads(f.read_text())
-        base = json.loads((args.base / "seeds" / f.name).read_text())
-        units.setdefault(probe["dataset"], []).append(compare_unit(probe, base))
+        try:
+            unit = compare_unit(probe, json.loads(base_file.read_text()))
+        except ValueError as err:
+            ap.error(f"{f.name}: {err}")
+        units.setdefault(probe["dataset"], []).append(unit)
     out = {"probe": str(args.probe), "base": str(args.base), "datasets": units}
     (args.probe / "probe.json").write_text(json.dumps(out, indent=1) + "\n")
     md = ["# CDM: a wider γ grid on validation", "",
